@@ -1,0 +1,1 @@
+//! Read planning (pure).

@@ -1,0 +1,1 @@
+//! The plant simulator: Modbus servers backed by a seeded plant model.
