@@ -1,5 +1,15 @@
 //! fieldgate: an edge gateway from Modbus field devices to MQTT.
+//!
+//! # Layout
+//!
+//! * [`config`]: load, resolve and validate `fieldgate.toml` (and CSV tag maps).
+//! * [`tag`]: the plant-level types every stage shares.
+//! * [`modbus`]: read planning, decoding, transports and pollers.
+//! * [`sim`]: the plant simulator behind `demo` and the tests.
+//! * [`cli`]: the subcommands of the `fieldgate` binary.
 
+pub mod cli;
+pub mod config;
 pub mod modbus;
 pub mod sim;
 pub mod tag;

@@ -1,0 +1,99 @@
+//! `fieldgate check`: validate a configuration and print every problem.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config::{self, Config};
+use crate::tag::Area;
+
+/// Prints every problem (errors and warnings) and, when the config is
+/// usable, a summary of what it will do. Exit code 1 when there are errors.
+pub fn run(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                println!("{w}");
+            }
+            print!("{}", summary(&loaded.config));
+            let n = loaded.warnings.len();
+            println!(
+                "{}: OK{}",
+                path.display(),
+                if n > 0 {
+                    format!(" ({n} warning{})", plural(n))
+                } else {
+                    String::new()
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            print!("{problems}");
+            let (e, w) = (problems.error_count(), problems.warning_count());
+            println!(
+                "{}: {e} error{}, {w} warning{}",
+                path.display(),
+                plural(e),
+                plural(w)
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// What the config will do, device by device.
+pub fn summary(config: &Config) -> String {
+    let tags: usize = config.devices.iter().map(|d| d.tags.len()).sum();
+    let mut out = format!(
+        "gateway {}/{} (config {}): {} device{}, {} tag{}, {} bus{}, {} rule{}, {} meter{}\n",
+        config.gateway.site,
+        config.gateway.id,
+        config.short_hash(),
+        config.devices.len(),
+        plural(config.devices.len()),
+        tags,
+        plural(tags),
+        config.buses.len(),
+        if config.buses.len() == 1 { "" } else { "es" },
+        config.rules.len(),
+        plural(config.rules.len()),
+        config.meters.len(),
+        plural(config.meters.len()),
+    );
+    for d in &config.devices {
+        let link = match &d.connection {
+            config::Connection::Rtu { bus } => format!("rtu on {bus}"),
+            config::Connection::Tcp { .. } => {
+                format!("tcp {}", d.connection.endpoint().unwrap_or_default())
+            }
+            config::Connection::RtuOverTcp { .. } => {
+                format!(
+                    "rtu-over-tcp {}",
+                    d.connection.endpoint().unwrap_or_default()
+                )
+            }
+        };
+        let per_area: Vec<String> = Area::ALL
+            .iter()
+            .filter_map(|a| {
+                let n = d.tags.iter().filter(|t| t.area == *a).count();
+                (n > 0).then(|| format!("{n} {a}"))
+            })
+            .collect();
+        out.push_str(&format!(
+            "  {:<16} {} unit {}, every {}: {} tag{} ({})\n",
+            d.name,
+            link,
+            d.unit,
+            humantime::format_duration(d.poll_interval),
+            d.tags.len(),
+            plural(d.tags.len()),
+            per_area.join(", ")
+        ));
+    }
+    out
+}

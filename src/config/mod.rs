@@ -1,0 +1,569 @@
+//! Configuration: load, resolve and validate `fieldgate.toml`.
+//!
+//! # Layers
+//!
+//! figment merges built-in defaults ← the TOML file ← `FIELDGATE_`
+//! environment variables (nested keys joined with `__`, e.g.
+//! `FIELDGATE_MQTT__HOST`). The merged values are read into the
+//! [`raw`] structs as the user wrote them, then [`resolve`](load) turns
+//! them into a [`Config`] with `Duration`s, 0-based addresses, tags read
+//! from CSV files and secrets read from their files.
+//!
+//! # Problems
+//!
+//! Loading never stops at the first mistake. Every problem is collected
+//! with its file, line and field path, so `fieldgate check` (and a reload)
+//! can report all of them at once. Warnings are kept beside the config.
+
+mod address;
+mod csv_tags;
+mod problem;
+pub mod raw;
+mod resolve;
+mod secret;
+mod source_map;
+pub mod units;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use address::{RawAddress, Resolved as ResolvedAddress, resolve as resolve_address};
+pub use problem::{Origin, Problem, Problems, Severity};
+pub use secret::Secret;
+pub use source_map::SourceMap;
+
+use crate::tag::{Tag, WordOrder};
+
+/// Where `run` and `check` look when `-c` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/fieldgate/fieldgate.toml";
+
+/// Prefix of the environment variables that override the file.
+pub const ENV_PREFIX: &str = "FIELDGATE_";
+
+/// A loaded, valid configuration and the warnings found on the way.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// Warnings (the config is usable anyway).
+    pub warnings: Vec<Problem>,
+}
+
+/// Loads, resolves and validates a configuration file.
+///
+/// On failure the [`Problems`] hold every error and warning found.
+pub fn load(path: &Path) -> Result<Loaded, Problems> {
+    resolve::load(path, &std::env::vars().collect::<Vec<_>>())
+}
+
+/// Like [`load`], with the environment given explicitly (tests).
+pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Loaded, Problems> {
+    resolve::load(path, env)
+}
+
+/// The configuration the program runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// SHA-256 (hex) of the file and every CSV it includes: the config
+    /// hash published in the status message.
+    pub hash: String,
+    /// `[gateway]`.
+    pub gateway: GatewayConfig,
+    /// `[mqtt]`.
+    pub mqtt: MqttConfig,
+    /// `[store]`.
+    pub store: StoreConfig,
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// `[alarms]`.
+    pub alarms: AlarmConfig,
+    /// `[workorders]`.
+    pub workorders: WorkOrderConfig,
+    /// `[[buses]]`.
+    pub buses: Vec<Bus>,
+    /// `[[devices]]`.
+    pub devices: Vec<Device>,
+    /// `[[rules]]`.
+    pub rules: Vec<Rule>,
+    /// `[[meters]]`.
+    pub meters: Vec<Meter>,
+}
+
+impl Config {
+    /// The bus a device is on, if it is an RTU device.
+    pub fn bus(&self, name: &str) -> Option<&Bus> {
+        self.buses.iter().find(|b| b.name == name)
+    }
+
+    /// A device by name.
+    pub fn device(&self, name: &str) -> Option<&Device> {
+        self.devices.iter().find(|d| d.name == name)
+    }
+
+    /// The short hash shown to people (first 12 hex digits).
+    pub fn short_hash(&self) -> &str {
+        &self.hash[..self.hash.len().min(12)]
+    }
+}
+
+/// `[gateway]`: who this gateway is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// Gateway id, used in topics and work-order keys.
+    pub id: String,
+    /// Site id, used in topics and work-order keys.
+    pub site: String,
+    /// Where the gateway is (free text, copied into work orders).
+    pub location: Option<String>,
+    /// Folder for the store and other state.
+    pub data_dir: PathBuf,
+    /// How long a graceful shutdown may take before it is forced.
+    pub shutdown_timeout: Duration,
+}
+
+/// MQTT quality of service for published messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qos {
+    /// At least once: the broker acknowledges with PUBACK.
+    AtLeastOnce,
+    /// Exactly once: the PUBREC/PUBREL/PUBCOMP handshake.
+    ExactlyOnce,
+}
+
+/// `[mqtt.tls]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// CA certificate(s) that sign the broker's certificate (PEM). `None`
+    /// uses the system's trust store.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for mutual TLS (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// Client private key for mutual TLS (PEM), read from `key_file`.
+    pub key: Option<Secret>,
+}
+
+/// `[mqtt]`: the northbound broker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// MQTT client id (persistent sessions are keyed by it).
+    pub client_id: String,
+    /// User name.
+    pub username: Option<String>,
+    /// Password, from `password` or `password_file`.
+    pub password: Option<Secret>,
+    /// TLS, when enabled.
+    pub tls: Option<TlsConfig>,
+    /// First topic level (default `fieldgate`).
+    pub topic_prefix: String,
+    /// QoS of published messages.
+    pub qos: Qos,
+    /// MQTT keep-alive.
+    pub keep_alive: Duration,
+    /// Messages in flight at once.
+    pub max_inflight: u16,
+    /// Share of the in-flight window that serves the newest data first
+    /// while a backlog drains (0.0–1.0).
+    pub live_share: f64,
+    /// Also publish one message per tag on `.../data/{device}/{tag}`.
+    pub per_tag_topics: bool,
+    /// Largest MQTT packet, each way.
+    pub max_packet_size: u64,
+}
+
+/// How hard the store works to survive a power cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync every group commit: survives power loss.
+    Full,
+    /// fsync at checkpoints: survives a crash of fieldgate, not of the OS.
+    Normal,
+}
+
+/// `[store]`: the SQLite outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// Database file.
+    pub path: PathBuf,
+    /// fsync policy.
+    pub durability: Durability,
+    /// Size bound of the database; oldest readings are evicted beyond it.
+    pub max_bytes: u64,
+    /// Age bound; older readings are evicted.
+    pub max_age: Duration,
+    /// Longest time a write waits for its group commit.
+    pub flush_interval: Duration,
+}
+
+/// `[http]`: health, metrics and the status page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// Listen address; `None` disables the server.
+    pub listen: Option<SocketAddr>,
+    /// Whether ack/shelve may be done over HTTP (with the token).
+    pub allow_actions: bool,
+    /// Bearer token for actions, read from `token_file`.
+    pub token: Option<Secret>,
+}
+
+/// `[alarms]`: chattering detection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmConfig {
+    /// Activations within `chatter_window` that flag a rule as chattering.
+    pub chatter_count: u32,
+    /// Window for counting activations.
+    pub chatter_window: Duration,
+    /// Quiet time after which a chattering rule may raise work orders again.
+    pub chatter_quiet: Duration,
+}
+
+/// `[workorders]`: the flood guard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkOrderConfig {
+    /// More work orders than this within `flood_window` is a flood.
+    pub flood_limit: u32,
+    /// Window of the flood guard.
+    pub flood_window: Duration,
+}
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parity {
+    /// No parity bit.
+    None,
+    /// Even parity (the Modbus default).
+    Even,
+    /// Odd parity.
+    Odd,
+}
+
+/// `[[buses]]`: one RS-485 line shared by RTU devices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bus {
+    /// Bus name, referenced by devices.
+    pub name: String,
+    /// Serial port (`/dev/ttyUSB0`).
+    pub port: String,
+    /// Baud rate.
+    pub baud: u32,
+    /// Data bits (Modbus RTU uses 8).
+    pub data_bits: u8,
+    /// Parity.
+    pub parity: Parity,
+    /// Stop bits (1 or 2).
+    pub stop_bits: u8,
+    /// Silence between frames; `None` = the standard's 3.5 characters
+    /// (1.75 ms above 19200 baud).
+    pub frame_gap: Option<Duration>,
+}
+
+impl Bus {
+    /// The inter-frame silence: 3.5 character times (11 bits each) at
+    /// this baud rate, fixed at 1.75 ms above 19200 baud as the Modbus
+    /// serial line specification requires, unless overridden.
+    pub fn frame_gap(&self) -> Duration {
+        if let Some(gap) = self.frame_gap {
+            return gap;
+        }
+        if self.baud > 19_200 {
+            Duration::from_micros(1_750)
+        } else {
+            Duration::from_secs_f64(3.5 * 11.0 / f64::from(self.baud.max(1)))
+        }
+    }
+}
+
+/// How a device is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    /// Modbus TCP.
+    Tcp {
+        /// Host name or address.
+        host: String,
+        /// Port (default 502).
+        port: u16,
+    },
+    /// Modbus RTU on a named serial bus.
+    Rtu {
+        /// The bus's name.
+        bus: String,
+    },
+    /// RTU framing on a TCP socket (serial-to-Ethernet converters).
+    RtuOverTcp {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+impl Connection {
+    /// `host:port` for the TCP kinds.
+    pub fn endpoint(&self) -> Option<String> {
+        match self {
+            Connection::Tcp { host, port } | Connection::RtuOverTcp { host, port } => {
+                Some(if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                })
+            }
+            Connection::Rtu { .. } => None,
+        }
+    }
+}
+
+/// `[[devices]]`: one Modbus device (one unit id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Device {
+    /// Device name, used in topics.
+    pub name: String,
+    /// How it is reached.
+    pub connection: Connection,
+    /// Modbus unit id (slave address).
+    pub unit: u8,
+    /// Time between polls.
+    pub poll_interval: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Retries of a failed request before the poll counts as failed.
+    pub retries: u32,
+    /// Largest register read (FC3/FC4), 1–125.
+    pub max_registers: u16,
+    /// Largest bit read (FC1/FC2), 1–2000.
+    pub max_bits: u16,
+    /// Largest hole filled to merge two reads.
+    pub max_gap: u16,
+    /// Default word order of the device's tags.
+    pub word_order: WordOrder,
+    /// Heartbeat: a tag is published at least this often.
+    pub max_silence: Duration,
+    /// Asset id in the maintenance system.
+    pub asset: Option<String>,
+    /// Where the device is (copied into work orders).
+    pub location: Option<String>,
+    /// The device's tags.
+    pub tags: Vec<Tag>,
+    /// The CSV file the tags came from, if any.
+    pub tags_file: Option<PathBuf>,
+}
+
+impl Device {
+    /// A tag by short name.
+    pub fn tag(&self, name: &str) -> Option<&Tag> {
+        self.tags.iter().find(|t| t.name == name)
+    }
+}
+
+/// Alarm priority (ISA-18.2), also the work order's priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Low.
+    Low,
+    /// Medium.
+    Medium,
+    /// High.
+    High,
+    /// Critical.
+    Critical,
+}
+
+impl Priority {
+    /// Config and payload name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Medium => "medium",
+            Priority::High => "high",
+            Priority::Critical => "critical",
+        }
+    }
+}
+
+/// The state an `equals` rule compares a tag with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    /// A bit.
+    Bool(bool),
+    /// A number.
+    Number(f64),
+    /// A string.
+    Text(String),
+}
+
+/// What makes a rule's alarm active. Tag names are full (`device.tag`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// Value above `limit`.
+    Above {
+        /// Full tag name.
+        tag: String,
+        /// Limit.
+        limit: f64,
+    },
+    /// Value below `limit`.
+    Below {
+        /// Full tag name.
+        tag: String,
+        /// Limit.
+        limit: f64,
+    },
+    /// Value outside `[low, high]`.
+    Outside {
+        /// Full tag name.
+        tag: String,
+        /// Lower limit.
+        low: f64,
+        /// Upper limit.
+        high: f64,
+    },
+    /// Rate of change beyond `limit` units per `per`, measured over `window`.
+    Rate {
+        /// Full tag name.
+        tag: String,
+        /// Units per `per` (absolute value is compared).
+        limit: f64,
+        /// The time unit of the rate.
+        per: Duration,
+        /// How far back the rate is measured.
+        window: Duration,
+    },
+    /// No good reading for `after`.
+    Stale {
+        /// Full tag name.
+        tag: String,
+        /// How long without a good reading.
+        after: Duration,
+    },
+    /// Value equals a state (fault bit set, mode = 3).
+    Equals {
+        /// Full tag name.
+        tag: String,
+        /// The state.
+        value: State,
+    },
+    /// A boolean expression over several tags.
+    Expr {
+        /// The expression text.
+        expr: String,
+        /// Full names of the tags it reads.
+        tags: Vec<String>,
+    },
+}
+
+impl Condition {
+    /// The condition's config name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Condition::Above { .. } => "above",
+            Condition::Below { .. } => "below",
+            Condition::Outside { .. } => "outside",
+            Condition::Rate { .. } => "rate",
+            Condition::Stale { .. } => "stale",
+            Condition::Equals { .. } => "equals",
+            Condition::Expr { .. } => "expr",
+        }
+    }
+}
+
+/// A work-order template.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WorkOrderTemplate {
+    /// Whether activations raise work orders.
+    pub enabled: bool,
+    /// Title, with `{placeholders}`.
+    pub title: Option<String>,
+    /// Description, with `{placeholders}`.
+    pub description: Option<String>,
+    /// The CMMS problem code.
+    pub problem_code: Option<String>,
+    /// SOP / procedure reference.
+    pub procedure: Option<String>,
+    /// Full names of tags whose values are copied into the work order.
+    pub snapshot: Vec<String>,
+}
+
+/// Placeholders a work-order title or description may use.
+pub const PLACEHOLDERS: &[&str] = &[
+    "rule",
+    "tag",
+    "device",
+    "value",
+    "limit",
+    "unit",
+    "condition",
+    "since",
+    "asset",
+    "location",
+    "site",
+    "gateway",
+    "priority",
+    "problem_code",
+    "procedure",
+    "meter",
+    "occurrences",
+];
+
+/// `[[rules]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Rule name, used in topics.
+    pub name: String,
+    /// The condition.
+    pub condition: Condition,
+    /// Hysteresis for the return to normal, in engineering units.
+    pub deadband: f64,
+    /// The condition must hold this long before the alarm activates.
+    pub on_delay: Duration,
+    /// The condition must be clear this long before the alarm returns.
+    pub off_delay: Duration,
+    /// Priority of the alarm and its work orders.
+    pub priority: Priority,
+    /// Asset concerned (defaults to the tag's, then the device's).
+    pub asset: Option<String>,
+    /// Location (defaults to the device's, then the gateway's).
+    pub location: Option<String>,
+    /// The work-order template.
+    pub workorder: WorkOrderTemplate,
+}
+
+/// What a meter counts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MeterKind {
+    /// Running time while a boolean tag is true; a work order every `every`.
+    Runtime {
+        /// Interval between preventive work orders.
+        every: Duration,
+    },
+    /// Rising edges of a boolean tag; a work order every `every` edges.
+    Count {
+        /// Interval between preventive work orders.
+        every: u64,
+    },
+}
+
+/// `[[meters]]`: preventive maintenance by runtime or count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Meter {
+    /// Meter name, used in topics.
+    pub name: String,
+    /// Full name of the boolean tag it watches.
+    pub tag: String,
+    /// Runtime or count, with the interval.
+    pub kind: MeterKind,
+    /// Priority of its work orders.
+    pub priority: Priority,
+    /// Asset concerned.
+    pub asset: Option<String>,
+    /// Location.
+    pub location: Option<String>,
+    /// The work-order template.
+    pub workorder: WorkOrderTemplate,
+}

@@ -1,0 +1,333 @@
+//! The configuration as the user writes it (serde, `deny_unknown_fields`).
+//!
+//! Values stay close to the text: strings for areas, types and orders,
+//! `ConfigDuration`s, Modicon or 0-based addresses, CSV paths. `resolve`
+//! turns this into the typed [`Config`](super::Config) the program runs.
+//! Every field is optional here so that a missing one is reported by
+//! `resolve` with its line, together with every other problem.
+//! `docs/configuration.md` documents each key.
+
+use serde::Deserialize;
+
+use super::address::RawAddress;
+use super::units::{ConfigDuration, ConfigSize};
+
+/// `[gateway]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    pub id: Option<String>,
+    pub site: Option<String>,
+    pub location: Option<String>,
+    pub data_dir: Option<String>,
+    pub shutdown_timeout: Option<ConfigDuration>,
+}
+
+/// `[mqtt.tls]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub enabled: Option<bool>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMqtt {
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    pub tls: Option<RawTls>,
+    pub topic_prefix: Option<String>,
+    pub qos: Option<i64>,
+    pub keep_alive: Option<ConfigDuration>,
+    pub max_inflight: Option<i64>,
+    pub live_share: Option<f64>,
+    pub per_tag_topics: Option<bool>,
+    pub max_packet_size: Option<ConfigSize>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub path: Option<String>,
+    pub durability: Option<String>,
+    pub max_bytes: Option<ConfigSize>,
+    pub max_age: Option<ConfigDuration>,
+    pub flush_interval: Option<ConfigDuration>,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<String>,
+    pub allow_actions: Option<bool>,
+    pub token_file: Option<String>,
+}
+
+/// `[alarms]`: chattering detection.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlarms {
+    pub chatter_count: Option<i64>,
+    pub chatter_window: Option<ConfigDuration>,
+    pub chatter_quiet: Option<ConfigDuration>,
+}
+
+/// `[workorders]`: the flood guard.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkOrders {
+    pub flood_limit: Option<i64>,
+    pub flood_window: Option<ConfigDuration>,
+}
+
+/// `[[buses]]`: one RS-485 line.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBus {
+    pub name: Option<String>,
+    pub port: Option<String>,
+    pub baud: Option<i64>,
+    pub data_bits: Option<i64>,
+    pub parity: Option<String>,
+    pub stop_bits: Option<i64>,
+    pub frame_gap: Option<ConfigDuration>,
+}
+
+/// `[[devices]]`. `tags` is either a CSV path or an array of tags; it is
+/// read as a raw value and resolved element by element so that one bad
+/// tag does not hide the others.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevice {
+    pub name: Option<String>,
+    pub tcp: Option<String>,
+    pub bus: Option<String>,
+    pub rtu_over_tcp: Option<String>,
+    pub unit: Option<i64>,
+    pub poll_interval: Option<ConfigDuration>,
+    pub timeout: Option<ConfigDuration>,
+    pub retries: Option<i64>,
+    pub max_registers: Option<i64>,
+    pub max_bits: Option<i64>,
+    pub max_gap: Option<i64>,
+    pub word_order: Option<String>,
+    pub max_silence: Option<ConfigDuration>,
+    pub asset: Option<String>,
+    pub location: Option<String>,
+    pub tags: Option<figment::value::Value>,
+}
+
+/// A tag, inline in TOML or a row of a CSV tag map (the CSV's columns
+/// are these field names).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTag {
+    pub name: Option<String>,
+    pub area: Option<String>,
+    pub address: Option<RawAddress>,
+    #[serde(rename = "type")]
+    pub data_type: Option<String>,
+    pub bit: Option<i64>,
+    pub length: Option<i64>,
+    pub word_order: Option<String>,
+    pub scale: Option<f64>,
+    pub offset: Option<f64>,
+    pub unit: Option<String>,
+    pub deadband: Option<RawDeadband>,
+    pub span_low: Option<f64>,
+    pub span_high: Option<f64>,
+    pub description: Option<String>,
+    pub asset: Option<String>,
+    pub alias: Option<bool>,
+}
+
+/// The column names a CSV tag map may have (the fields of [`RawTag`]).
+pub const TAG_FIELDS: &[&str] = &[
+    "name",
+    "area",
+    "address",
+    "type",
+    "bit",
+    "length",
+    "word_order",
+    "scale",
+    "offset",
+    "unit",
+    "deadband",
+    "span_low",
+    "span_high",
+    "description",
+    "asset",
+    "alias",
+];
+
+/// A deadband: a number (engineering units) or a percentage of span (`"2%"`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawDeadband {
+    /// Engineering units.
+    Absolute(f64),
+    /// Percent of the tag's span.
+    Percent(f64),
+}
+
+impl<'de> Deserialize<'de> for RawDeadband {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, Visitor};
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawDeadband;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number in engineering units, or a percentage of span like \"2%\"")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawDeadband, E> {
+                Ok(RawDeadband::Absolute(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawDeadband, E> {
+                Ok(RawDeadband::Absolute(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawDeadband, E> {
+                Ok(RawDeadband::Absolute(v as f64))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDeadband, E> {
+                let t = v.trim();
+                let (num, percent) = match t.strip_suffix('%') {
+                    Some(n) => (n.trim(), true),
+                    None => (t, false),
+                };
+                let x: f64 = num.parse().map_err(|_| {
+                    E::custom(format!(
+                        "deadband \"{v}\" is not a number or a percentage like \"2%\""
+                    ))
+                })?;
+                Ok(if percent {
+                    RawDeadband::Percent(x)
+                } else {
+                    RawDeadband::Absolute(x)
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A number, boolean or string: the state an `equals` rule compares with.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum RawState {
+    /// `true` / `false`.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A string (for string tags).
+    Text(String),
+}
+
+/// `[rules.workorder]` / `[meters.workorder]`: the work-order template.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkOrderTemplate {
+    pub enabled: Option<bool>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub problem_code: Option<String>,
+    pub procedure: Option<String>,
+    pub snapshot: Option<Vec<String>>,
+}
+
+/// `[[rules]]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: Option<String>,
+    pub tag: Option<String>,
+    pub condition: Option<String>,
+    pub limit: Option<f64>,
+    pub low: Option<f64>,
+    pub high: Option<f64>,
+    pub rate: Option<f64>,
+    pub per: Option<ConfigDuration>,
+    pub window: Option<ConfigDuration>,
+    pub after: Option<ConfigDuration>,
+    pub value: Option<RawState>,
+    pub expr: Option<String>,
+    pub deadband: Option<f64>,
+    pub on_delay: Option<ConfigDuration>,
+    pub off_delay: Option<ConfigDuration>,
+    pub priority: Option<String>,
+    pub asset: Option<String>,
+    pub location: Option<String>,
+    pub workorder: Option<RawWorkOrderTemplate>,
+}
+
+/// `[[meters]]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMeter {
+    pub name: Option<String>,
+    pub tag: Option<String>,
+    pub kind: Option<String>,
+    pub every: Option<RawEvery>,
+    pub priority: Option<String>,
+    pub asset: Option<String>,
+    pub location: Option<String>,
+    pub workorder: Option<RawWorkOrderTemplate>,
+}
+
+/// A meter's interval: a duration for runtime meters (`"500h"`), a count
+/// for counting meters (`10000`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawEvery {
+    /// Written as an integer.
+    Count(i64),
+    /// Written as a string.
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawEvery {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, Visitor};
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawEvery;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration like \"500h\" (runtime) or a count like 10000 (count)")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawEvery, E> {
+                Ok(RawEvery::Count(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawEvery, E> {
+                Ok(RawEvery::Count(v.min(i64::MAX as u64) as i64))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawEvery, E> {
+                Ok(RawEvery::Text(v.to_string()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The top-level sections and what each holds; anything else is a typo.
+pub const SECTIONS: &[&str] = &[
+    "gateway",
+    "mqtt",
+    "store",
+    "http",
+    "alarms",
+    "workorders",
+    "buses",
+    "devices",
+    "rules",
+    "meters",
+];
