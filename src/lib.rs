@@ -8,8 +8,10 @@
 //! * [`sim`]: the plant simulator behind `demo` and the tests.
 //! * [`cli`]: the subcommands of the `fieldgate` binary.
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod modbus;
+pub mod shutdown;
 pub mod sim;
 pub mod tag;

@@ -4,7 +4,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::config::{self, Config};
-use crate::tag::Area;
+use crate::modbus::plan::ReadPlan;
+use crate::modbus::poller;
 
 /// Prints every problem (errors and warnings) and, when the config is
 /// usable, a summary of what it will do. Exit code 1 when there are errors.
@@ -77,22 +78,35 @@ pub fn summary(config: &Config) -> String {
                 )
             }
         };
-        let per_area: Vec<String> = Area::ALL
+        let plan = ReadPlan::new(&d.tags, poller::limits(d));
+        let requests = plan.requests().len();
+        let registers: u32 = plan
+            .requests()
             .iter()
-            .filter_map(|a| {
-                let n = d.tags.iter().filter(|t| t.area == *a).count();
-                (n > 0).then(|| format!("{n} {a}"))
-            })
-            .collect();
+            .filter(|r| !r.area.is_bit())
+            .map(|r| u32::from(r.count))
+            .sum();
+        let bits: u32 = plan
+            .requests()
+            .iter()
+            .filter(|r| r.area.is_bit())
+            .map(|r| u32::from(r.count))
+            .sum();
+        let mut read = format!("{registers} register{}", plural(registers as usize));
+        if bits > 0 {
+            read.push_str(&format!(" and {bits} bit{}", plural(bits as usize)));
+        }
         out.push_str(&format!(
-            "  {:<16} {} unit {}, every {}: {} tag{} ({})\n",
+            "  {:<16} {} unit {}, every {}: {} tag{} in {} request{} reading {}\n",
             d.name,
             link,
             d.unit,
             humantime::format_duration(d.poll_interval),
             d.tags.len(),
             plural(d.tags.len()),
-            per_area.join(", ")
+            requests,
+            plural(requests),
+            read
         ));
     }
     out

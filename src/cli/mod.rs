@@ -4,6 +4,9 @@
 //! device that did not answer), 2 bad usage (clap's own code).
 
 mod check;
+mod read;
+mod run;
+mod scan;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,11 +62,15 @@ pub enum Command {
     /// Run a simulated plant, a broker and the gateway together.
     Demo,
     /// Probe a device's address ranges and print what answers.
-    Scan,
-    /// Read tags or registers of one device once.
+    Scan(scan::ScanArgs),
+    /// Read tags of one device once and print them with their raw registers.
     Read {
         #[command(flatten)]
         config: ConfigArg,
+        /// The device, by name.
+        device: String,
+        /// Tags to read (default: all of the device's).
+        tags: Vec<String>,
     },
 }
 
@@ -85,10 +92,42 @@ pub fn init_logging(format: LogFormat) {
 pub fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { config } => check::run(&config.path),
-        Command::Run { .. } => not_built("run", "the acquisition issue"),
+        Command::Run { config } => run::run(&config.path),
         Command::Demo => not_built("demo", "the demo issue"),
-        Command::Scan => not_built("scan", "the acquisition issue"),
-        Command::Read { .. } => not_built("read", "the acquisition issue"),
+        Command::Scan(args) => scan::run(args),
+        Command::Read {
+            config,
+            device,
+            tags,
+        } => read::run(&config.path, &device, &tags),
+    }
+}
+
+/// A multi-threaded tokio runtime, or exit code 1 with the reason.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("fieldgate: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM ({e}); Ctrl-C still works");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 

@@ -44,15 +44,21 @@ pub fn encode(value: &Value, data_type: DataType, order: WordOrder) -> Vec<u16> 
     let bytes: Vec<u8> = match data_type {
         DataType::Bool => return vec![(x != 0.0) as u16],
         DataType::Bit(n) => return vec![if x != 0.0 { 1u16 << (n & 15) } else { 0 }],
-        DataType::U16 => (int.clamp(0, u16::MAX as i128) as u16).to_be_bytes().to_vec(),
+        DataType::U16 => (int.clamp(0, u16::MAX as i128) as u16)
+            .to_be_bytes()
+            .to_vec(),
         DataType::I16 => (int.clamp(i16::MIN as i128, i16::MAX as i128) as i16)
             .to_be_bytes()
             .to_vec(),
-        DataType::U32 => (int.clamp(0, u32::MAX as i128) as u32).to_be_bytes().to_vec(),
+        DataType::U32 => (int.clamp(0, u32::MAX as i128) as u32)
+            .to_be_bytes()
+            .to_vec(),
         DataType::I32 => (int.clamp(i32::MIN as i128, i32::MAX as i128) as i32)
             .to_be_bytes()
             .to_vec(),
-        DataType::U64 => (int.clamp(0, u64::MAX as i128) as u64).to_be_bytes().to_vec(),
+        DataType::U64 => (int.clamp(0, u64::MAX as i128) as u64)
+            .to_be_bytes()
+            .to_vec(),
         DataType::I64 => (int.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
             .to_be_bytes()
             .to_vec(),
@@ -94,14 +100,26 @@ mod tests {
     #[test]
     fn string_pads_with_nul() {
         let v = Value::Text("ABC".into());
-        assert_eq!(encode(&v, DataType::String(2), WordOrder::Abcd), [0x4142, 0x4300]);
-        assert_eq!(encode(&v, DataType::String(2), WordOrder::Badc), [0x4241, 0x0043]);
+        assert_eq!(
+            encode(&v, DataType::String(2), WordOrder::Abcd),
+            [0x4142, 0x4300]
+        );
+        assert_eq!(
+            encode(&v, DataType::String(2), WordOrder::Badc),
+            [0x4241, 0x0043]
+        );
     }
 
     #[test]
     fn integers_saturate() {
         assert_eq!(encode(&Value::Int(-5), DataType::U16, WordOrder::Abcd), [0]);
-        assert_eq!(encode(&Value::Int(70000), DataType::I16, WordOrder::Abcd), [0x7FFF]);
-        assert_eq!(encode(&Value::Bool(true), DataType::Bit(3), WordOrder::Abcd), [8]);
+        assert_eq!(
+            encode(&Value::Int(70000), DataType::I16, WordOrder::Abcd),
+            [0x7FFF]
+        );
+        assert_eq!(
+            encode(&Value::Bool(true), DataType::Bit(3), WordOrder::Abcd),
+            [8]
+        );
     }
 }

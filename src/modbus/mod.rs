@@ -1,9 +1,76 @@
 //! Southbound: Modbus TCP, RTU and RTU over TCP.
 //!
-//! Pure parts: [`plan`] (which requests read a device's tags) and
-//! [`decode`]/[`encode`] (registers to values and back). The tasks that
-//! own connections come with the acquisition issue.
+//! * Pure: [`plan`] (which requests read a device's tags, and how the
+//!   plan adapts to exceptions), [`decode`]/[`encode`] (registers to
+//!   values and back), [`backoff`].
+//! * I/O: [`transport`] opens connections and makes single requests with
+//!   a timeout; [`poller`] runs one task per connection or bus.
+//!
+//! [`spawn_pollers`] starts one task per link and returns their handles;
+//! every poll yields a [`Batch`] on the channel it is given.
 
+pub mod backoff;
 pub mod decode;
 pub mod encode;
 pub mod plan;
+pub mod poller;
+mod reading;
+pub mod transport;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use reading::{BadReason, Batch, Quality, Reading};
+pub use transport::{Endpoint, Link, PollError};
+
+use crate::config::{Config, Connection};
+use crate::shutdown::Shutdown;
+
+/// The link each device is polled over: devices behind the same TCP
+/// endpoint share a connection, devices on a bus share the bus.
+pub fn links(config: &Config) -> Vec<(Endpoint, Vec<Arc<crate::config::Device>>)> {
+    let mut by_key: BTreeMap<String, (Endpoint, Vec<Arc<crate::config::Device>>)> = BTreeMap::new();
+    for device in &config.devices {
+        let endpoint = match &device.connection {
+            Connection::Tcp { .. } => {
+                Endpoint::Tcp(device.connection.endpoint().unwrap_or_default())
+            }
+            Connection::RtuOverTcp { .. } => {
+                Endpoint::RtuOverTcp(device.connection.endpoint().unwrap_or_default())
+            }
+            Connection::Rtu { bus } => match config.bus(bus) {
+                Some(b) => Endpoint::Serial(b.clone()),
+                None => continue, // validation rejects this
+            },
+        };
+        let key = endpoint.to_string();
+        by_key
+            .entry(key)
+            .or_insert_with(|| (endpoint, Vec::new()))
+            .1
+            .push(Arc::new(device.clone()));
+    }
+    by_key.into_values().collect()
+}
+
+/// Starts one poller task per link.
+pub fn spawn_pollers(
+    config: &Config,
+    batches: mpsc::Sender<Batch>,
+    shutdown: &Shutdown,
+) -> Vec<JoinHandle<()>> {
+    links(config)
+        .into_iter()
+        .map(|(endpoint, devices)| {
+            tokio::spawn(poller::run_link(
+                Link::new(endpoint),
+                devices,
+                batches.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect()
+}

@@ -1,0 +1,359 @@
+//! One task per connection: a TCP socket shared by the unit ids behind it,
+//! or a serial bus whose devices take turns (RS-485 is half duplex).
+//!
+//! # Scheduling
+//!
+//! Each device polls on its own interval. A tick missed because the line
+//! was busy is skipped, never piled up: the next poll goes to the next
+//! point of the device's grid after now. `poll_interval = 0` polls back
+//! to back.
+//!
+//! # Failures
+//!
+//! * A request that fails (timeout, broken connection, rejected answer) is
+//!   retried `retries` times; then the rest of that poll is given up with
+//!   the same reason, so a dead device costs its own timeouts only.
+//! * A device that fails a whole poll is *down*: it is probed again after
+//!   an exponential backoff (1 s doubling to 60 s, with jitter), with a
+//!   single attempt; meanwhile each of its polls yields bad readings
+//!   without touching the line, so the other devices keep their rate.
+//! * A connection that cannot be opened backs off the same way; its
+//!   devices yield `bad:connection` readings at their intervals.
+//! * Modbus exceptions 01/02/03 reshape the device's read plan (see
+//!   [`plan`](super::plan)); what was learned is logged once.
+//!
+//! # Backpressure and shutdown
+//!
+//! Batches go out on a bounded channel; when it is full the poller waits
+//! (polls are skipped, not queued). The task checks its [`Shutdown`]
+//! between requests and stops there, never in the middle of a request.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+
+use super::backoff::Backoff;
+use super::decode;
+use super::plan::{Limits, PlanChange, ReadPlan, Request};
+use super::reading::{BadReason, Batch, Reading};
+use super::transport::{Block, Link, PollError};
+use crate::config::Device;
+use crate::shutdown::Shutdown;
+
+/// The state of one device on a link.
+struct Polled {
+    device: Arc<Device>,
+    plan: ReadPlan,
+    next_due: Instant,
+    backoff: Backoff,
+    /// While down: when to probe again, and the reason it went down.
+    down: Option<(Instant, PollError, SystemTime)>,
+}
+
+/// Result of one poll, before it is turned into readings.
+pub struct PollOutcome {
+    /// Each request that was sent, with what it returned.
+    pub blocks: Vec<(Request, Result<Block, PollError>)>,
+    /// The first failure that made the rest of the poll be given up.
+    pub gave_up: Option<PollError>,
+}
+
+/// Polls every request of `plan` once on `link`, reshaping the plan on
+/// exceptions 01/02/03 and retrying other failures `retries` times.
+/// `shutdown` is checked between requests: `None` when it fired.
+pub async fn poll_once(
+    link: &mut Link,
+    device: &Device,
+    plan: &mut ReadPlan,
+    retries: u32,
+    shutdown: &Shutdown,
+) -> Option<PollOutcome> {
+    let mut blocks = Vec::with_capacity(plan.requests().len());
+    let mut i = 0;
+    while i < plan.requests().len() {
+        if shutdown.is_shutdown() {
+            return None;
+        }
+        let request = plan.requests()[i].clone();
+        let mut attempt = 0;
+        let result = loop {
+            let r = link
+                .read(
+                    device.unit,
+                    request.area,
+                    request.start,
+                    request.count,
+                    device.timeout,
+                )
+                .await;
+            match r {
+                Err(e) if e.is_retryable() && attempt < retries && !shutdown.is_shutdown() => {
+                    attempt += 1;
+                    tracing::debug!(device = %device.name, error = %e, attempt, "retrying request");
+                }
+                other => break other,
+            }
+        };
+        match result {
+            Err(PollError::Exception(code)) => match plan.on_exception(i, code) {
+                PlanChange::Split { at, count } => {
+                    tracing::debug!(
+                        device = %device.name, area = %request.area, start = request.start,
+                        count = request.count, code, parts = count,
+                        "device refused a merged read; splitting it"
+                    );
+                    i = at;
+                }
+                PlanChange::Unsupported { tags, code } => {
+                    for t in &tags {
+                        if let Some(tag) = device.tags.get(*t) {
+                            tracing::warn!(
+                                device = %device.name, tag = %tag.name, area = %tag.area,
+                                address = tag.address, code,
+                                "device does not support this address (exception {code}); the tag reads bad:exception:{code} until reload"
+                            );
+                        }
+                    }
+                }
+                PlanChange::Unchanged => {
+                    blocks.push((request, Err(PollError::Exception(code))));
+                    i += 1;
+                }
+            },
+            Err(e) => {
+                blocks.push((request, Err(e.clone())));
+                return Some(PollOutcome {
+                    blocks,
+                    gave_up: Some(e),
+                });
+            }
+            Ok(block) => {
+                blocks.push((request, Ok(block)));
+                i += 1;
+            }
+        }
+    }
+    Some(PollOutcome {
+        blocks,
+        gave_up: None,
+    })
+}
+
+/// Turns a poll's blocks into one reading per tag of the device.
+pub fn readings(device: &Device, plan: &ReadPlan, outcome: &PollOutcome) -> Vec<Reading> {
+    let fallback = outcome
+        .gave_up
+        .as_ref()
+        .map(PollError::reason)
+        .unwrap_or(BadReason::Protocol);
+    let mut out: Vec<Reading> = (0..device.tags.len())
+        .map(|t| Reading::bad(t, fallback.clone()))
+        .collect();
+    for (t, code) in plan.unsupported() {
+        if let Some(r) = out.get_mut(*t) {
+            *r = Reading::bad(*t, BadReason::Exception(*code));
+        }
+    }
+    for (request, result) in &outcome.blocks {
+        for &t in &request.tags {
+            let Some(tag) = device.tags.get(t) else {
+                continue;
+            };
+            let offset = usize::from(tag.address.saturating_sub(request.start));
+            let reading = match result {
+                Err(e) => Reading::bad(t, e.reason()),
+                Ok(Block::Bits(bits)) => match bits.get(offset) {
+                    Some(bit) => Reading::good(t, decode::decode_bit(tag, *bit)),
+                    None => Reading::bad(t, BadReason::Decode),
+                },
+                Ok(Block::Registers(regs)) => {
+                    let end = offset + usize::from(tag.width());
+                    match regs.get(offset..end).map(|r| decode::decode(tag, r)) {
+                        Some(Ok(v)) => Reading::good(t, v),
+                        _ => Reading::bad(t, BadReason::Decode),
+                    }
+                }
+            };
+            out[t] = reading;
+        }
+    }
+    out
+}
+
+/// The read limits of a device.
+pub fn limits(device: &Device) -> Limits {
+    Limits {
+        max_registers: device.max_registers,
+        max_bits: device.max_bits,
+        max_gap: device.max_gap,
+    }
+}
+
+/// Next poll time: the next point of the device's grid after `now`
+/// (missed ticks are skipped, never piled up).
+pub fn next_due(due: Instant, interval: Duration, now: Instant) -> Instant {
+    if interval.is_zero() {
+        return now;
+    }
+    let next = due + interval;
+    if next > now {
+        return next;
+    }
+    let late = now.duration_since(due);
+    let periods = late.as_nanos() / interval.as_nanos() + 1;
+    due + interval.mul_f64(periods as f64).max(interval)
+}
+
+/// Runs one link until shutdown: polls its devices on their intervals and
+/// sends a [`Batch`] per poll.
+pub async fn run_link(
+    mut link: Link,
+    devices: Vec<Arc<Device>>,
+    batches: mpsc::Sender<Batch>,
+    mut shutdown: Shutdown,
+) {
+    let start = Instant::now();
+    let mut polled: Vec<Polled> = devices
+        .into_iter()
+        .map(|device| Polled {
+            plan: ReadPlan::new(&device.tags, limits(&device)),
+            next_due: start,
+            backoff: Backoff::new(),
+            down: None,
+            device,
+        })
+        .collect();
+    if polled.is_empty() {
+        return;
+    }
+    let mut link_backoff = Backoff::new();
+    let mut link_retry_at: Option<Instant> = None;
+    let connect_limit = polled
+        .iter()
+        .map(|p| p.device.timeout)
+        .max()
+        .unwrap_or(Duration::from_secs(1));
+    tracing::debug!(link = %link.endpoint(), devices = polled.len(), "link started");
+
+    loop {
+        // Earliest due device; linear, since a link serves few devices.
+        let Some(index) = (0..polled.len()).min_by_key(|&i| polled[i].next_due) else {
+            return;
+        };
+        let due = polled[index].next_due;
+        tokio::select! {
+            _ = sleep_until(due) => {}
+            _ = shutdown.recv() => break,
+        }
+        if due.elapsed().is_zero() && polled[index].device.poll_interval.is_zero() {
+            // Back-to-back polling must still let other tasks run.
+            tokio::task::yield_now().await;
+        }
+        let now = Instant::now();
+        let timestamp = SystemTime::now();
+        let p = &mut polled[index];
+
+        let readings = if let Some(retry) = link_retry_at.filter(|t| *t > now) {
+            let _ = retry;
+            all_bad(&p.device, BadReason::Connection)
+        } else if let Some((probe_at, reason, _)) = p.down.as_ref().filter(|(t, _, _)| *t > now) {
+            let _ = probe_at;
+            all_bad(&p.device, reason.reason())
+        } else if let Err(e) = link.connect(connect_limit).await {
+            let wait = link_backoff.fail(rand::random::<f64>());
+            if link_backoff.failures() == 1 {
+                tracing::warn!(link = %link.endpoint(), error = %e, "cannot connect; retrying with backoff");
+            }
+            tracing::debug!(link = %link.endpoint(), retry_in = ?wait, "connect failed");
+            link_retry_at = Some(Instant::now() + wait);
+            all_bad(&p.device, BadReason::Connection)
+        } else {
+            if link_backoff.failures() > 0 {
+                tracing::info!(link = %link.endpoint(), "connected");
+            }
+            link_backoff.reset();
+            link_retry_at = None;
+            // A device that is down gets a single attempt when probed.
+            let retries = if p.down.is_some() {
+                0
+            } else {
+                p.device.retries
+            };
+            let Some(outcome) =
+                poll_once(&mut link, &p.device, &mut p.plan, retries, &shutdown).await
+            else {
+                break;
+            };
+            match (
+                &outcome.gave_up,
+                outcome.blocks.iter().any(|(_, r)| r.is_ok()),
+            ) {
+                (Some(e), false) => {
+                    let wait = p.backoff.fail(rand::random::<f64>());
+                    match &p.down {
+                        None => tracing::warn!(
+                            device = %p.device.name, error = %e, retry_in = ?wait,
+                            "device not answering; probing with backoff"
+                        ),
+                        Some(_) => {
+                            tracing::debug!(device = %p.device.name, error = %e, retry_in = ?wait, "still down")
+                        }
+                    }
+                    let since = p.down.as_ref().map(|d| d.2).unwrap_or(timestamp);
+                    p.down = Some((Instant::now() + wait, e.clone(), since));
+                }
+                _ => {
+                    if let Some((_, _, since)) = p.down.take() {
+                        let for_how_long =
+                            SystemTime::now().duration_since(since).unwrap_or_default();
+                        tracing::info!(
+                            device = %p.device.name, down_for = ?Duration::from_secs(for_how_long.as_secs()),
+                            "device answering again"
+                        );
+                    }
+                    p.backoff.reset();
+                }
+            }
+            readings(&p.device, &p.plan, &outcome)
+        };
+
+        let batch = Batch {
+            device: p.device.clone(),
+            timestamp,
+            readings,
+        };
+        p.next_due = next_due(due, p.device.poll_interval, Instant::now());
+        tokio::select! {
+            sent = batches.send(batch) => if sent.is_err() { break },
+            _ = shutdown.recv() => break,
+        }
+    }
+    tracing::debug!(link = %link.endpoint(), "link stopped");
+}
+
+fn all_bad(device: &Device, reason: BadReason) -> Vec<Reading> {
+    (0..device.tags.len())
+        .map(|t| Reading::bad(t, reason.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missed_ticks_are_skipped() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        assert_eq!(next_due(t0, s, t0), t0 + s);
+        // 3.5 periods late: the next tick is the 4th, not the 1st.
+        assert_eq!(
+            next_due(t0, s, t0 + Duration::from_millis(3500)),
+            t0 + 4 * s
+        );
+        assert_eq!(next_due(t0, s, t0 + s), t0 + 2 * s);
+        assert_eq!(next_due(t0, Duration::ZERO, t0 + s), t0 + s);
+    }
+}
