@@ -57,7 +57,12 @@ impl Area {
     /// Parses a config name; several spellings are accepted because
     /// device manuals use all of them.
     pub fn parse(s: &str) -> Option<Area> {
-        match s.trim().to_ascii_lowercase().replace(['-', ' '], "_").as_str() {
+        match s
+            .trim()
+            .to_ascii_lowercase()
+            .replace(['-', ' '], "_")
+            .as_str()
+        {
             "coil" | "coils" => Some(Area::Coil),
             "discrete" | "discrete_input" | "discrete_inputs" | "di" => Some(Area::DiscreteInput),
             "input" | "input_register" | "input_registers" | "ir" => Some(Area::InputRegister),
@@ -132,7 +137,10 @@ impl DataType {
 
     /// True for types whose value is a number (and so can be scaled).
     pub fn is_numeric(self) -> bool {
-        !matches!(self, DataType::Bool | DataType::Bit(_) | DataType::String(_))
+        !matches!(
+            self,
+            DataType::Bool | DataType::Bit(_) | DataType::String(_)
+        )
     }
 }
 

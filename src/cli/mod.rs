@@ -7,6 +7,7 @@ mod check;
 mod read;
 mod run;
 mod scan;
+mod sim;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +62,12 @@ pub enum Command {
     },
     /// Run a simulated plant, a broker and the gateway together.
     Demo,
+    /// Run the plant simulator standalone (Modbus servers backed by a seeded model).
+    Sim {
+        /// Scenario file (see config/sim/plant.toml).
+        #[arg(short = 'c', long = "config")]
+        scenario: PathBuf,
+    },
     /// Probe a device's address ranges and print what answers.
     Scan(scan::ScanArgs),
     /// Read tags of one device once and print them with their raw registers.
@@ -78,8 +85,11 @@ pub enum Command {
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: the journal and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second initialisation (tests) is harmless: keep the first.
     let _ = match format {
@@ -95,6 +105,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Run { config } => run::run(&config.path),
         Command::Demo => not_built("demo", "the demo issue"),
         Command::Scan(args) => scan::run(args),
+        Command::Sim { scenario } => sim::run(&scenario),
         Command::Read {
             config,
             device,

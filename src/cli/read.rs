@@ -82,7 +82,7 @@ pub fn run(path: &Path, device_name: &str, tag_names: &[String]) -> ExitCode {
         eprintln!("{}: {e}", link.endpoint());
     }
     let readings = poller::readings(&device, &plan, &outcome);
-    print!("{}", table(&device, &readings, &outcome));
+    print!("{}", table(&device, &readings, &plan, &outcome));
     if readings.iter().all(|r| r.quality.is_good()) {
         ExitCode::SUCCESS
     } else {
@@ -91,7 +91,7 @@ pub fn run(path: &Path, device_name: &str, tag_names: &[String]) -> ExitCode {
 }
 
 /// The table: tag, value, unit, quality, raw registers in hex.
-fn table(device: &Device, readings: &[Reading], outcome: &PollOutcome) -> String {
+fn table(device: &Device, readings: &[Reading], plan: &ReadPlan, outcome: &PollOutcome) -> String {
     let mut rows = vec![[
         "TAG".to_string(),
         "VALUE".into(),
@@ -104,9 +104,10 @@ fn table(device: &Device, readings: &[Reading], outcome: &PollOutcome) -> String
         let Some(tag) = device.tags.get(r.tag) else {
             continue;
         };
-        let raw = outcome
-            .blocks
+        let raw = plan
+            .requests()
             .iter()
+            .zip(&outcome.blocks)
             .find(|(req, _)| req.tags.contains(&r.tag))
             .and_then(|(req, block)| {
                 let off = usize::from(tag.address - req.start);

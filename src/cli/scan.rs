@@ -127,7 +127,7 @@ fn plan_scan(args: &ScanArgs) -> Result<Scan, String> {
             other => return Err(format!("unknown parity \"{other}\"")),
         };
         Endpoint::Serial(Bus {
-            name: "scan".into(),
+            name: port.clone(),
             port: port.clone(),
             baud: args.baud,
             data_bits: 8,
@@ -261,7 +261,9 @@ fn report(area: Area, found: &[(u16, Found)]) -> String {
             "HEX",
             "U16",
             "I16",
-            WordOrder::ALL.map(|o| format!("{o:>12}")).join(" ")
+            WordOrder::ALL
+                .map(|o| format!("{:>12}", o.as_str()))
+                .join(" ")
         ));
     }
     let mut refused: Vec<(u16, u16, u8)> = Vec::new();

@@ -130,8 +130,7 @@ impl Problems {
     /// Orders problems by file and line (environment first), keeping the
     /// order in which they were found among equals.
     pub fn sort(&mut self) {
-        self.0
-            .sort_by_key(|a| a.origin.sort_key());
+        self.0.sort_by_key(|a| a.origin.sort_key());
     }
 
     /// The warnings only.

@@ -131,9 +131,10 @@ impl Ctx {
         for e in err {
             let mut path: Vec<String> = e.path.clone();
             if let figment::error::Kind::UnknownField(name, _) = &e.kind
-                && path.last() != Some(name) {
-                    path.push(name.clone());
-                }
+                && path.last() != Some(name)
+            {
+                path.push(name.clone());
+            }
             let field = join_path(prefix, &path);
             self.error(&field, friendly(&e.kind));
         }
@@ -1195,15 +1196,15 @@ pub(super) fn resolve_tag(
         && let Some(bad) = name
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-        {
-            err(
-                ctx,
-                "name",
-                format!(
-                    "tag name \"{name}\" contains {bad:?}; use letters, digits, `_` and `-` (the device name is added in front: device.tag)"
-                ),
-            );
-        }
+    {
+        err(
+            ctx,
+            "name",
+            format!(
+                "tag name \"{name}\" contains {bad:?}; use letters, digits, `_` and `-` (the device name is added in front: device.tag)"
+            ),
+        );
+    }
 
     let area = match raw.area.as_deref() {
         None => None,

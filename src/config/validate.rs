@@ -76,9 +76,10 @@ pub(super) fn check_device_tags(
                 continue;
             }
             if let (DataType::Bit(a), DataType::Bit(b)) = (tag.data_type, other.data_type)
-                && a != b {
-                    continue;
-                }
+                && a != b
+            {
+                continue;
+            }
             ctx.tag_problem(
                 &tags[i].0,
                 Some("address"),
@@ -268,15 +269,16 @@ pub(super) fn resolve_rules(
         };
         let numeric = |ctx: &mut Ctx, tag: &Option<(String, Tag)>| {
             if let Some((full, t)) = tag
-                && !t.data_type.is_numeric() {
-                    ctx.error(
-                        &format!("{field}.tag"),
-                        format!(
-                            "tag \"{full}\" is a {}, not a number; use condition \"equals\" for states",
-                            t.data_type.name()
-                        ),
-                    );
-                }
+                && !t.data_type.is_numeric()
+            {
+                ctx.error(
+                    &format!("{field}.tag"),
+                    format!(
+                        "tag \"{full}\" is a {}, not a number; use condition \"equals\" for states",
+                        t.data_type.name()
+                    ),
+                );
+            }
         };
         let need = |ctx: &mut Ctx, key: &str, v: Option<f64>, cond: &str| -> f64 {
             match v {
@@ -443,12 +445,14 @@ pub(super) fn resolve_rules(
             );
         }
         if let Some(Condition::Outside { low, high, .. }) = &condition
-            && deadband > 0.0 && deadband >= high - low {
-                ctx.error(
+            && deadband > 0.0
+            && deadband >= high - low
+        {
+            ctx.error(
                     &format!("{field}.deadband"),
                     format!("deadband {deadband} is as wide as the band {low}–{high}: the alarm could never return to normal"),
                 );
-            }
+        }
         let max_delay = Duration::from_secs(7 * 86_400);
         let on_delay = duration_in(
             ctx,
@@ -656,12 +660,14 @@ pub(super) fn check_all(
     }
 
     if let Some(addr) = http.listen
-        && !addr.ip().is_loopback() && http.token.is_none() {
-            ctx.warn(
+        && !addr.ip().is_loopback()
+        && http.token.is_none()
+    {
+        ctx.warn(
                 "http.listen",
                 format!("the HTTP server listens on {addr}, beyond this machine, with no token: anyone on the network can read the plant's values"),
             );
-        }
+    }
 }
 
 fn duplicates<'a>(ctx: &mut Ctx, section: &str, what: &str, names: impl Iterator<Item = &'a str>) {

@@ -36,7 +36,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::backoff::Backoff;
 use super::decode;
-use super::plan::{Limits, PlanChange, ReadPlan, Request};
+use super::plan::{Limits, PlanChange, ReadPlan};
 use super::reading::{BadReason, Batch, Reading};
 use super::transport::{Block, Link, PollError};
 use crate::config::Device;
@@ -54,8 +54,11 @@ struct Polled {
 
 /// Result of one poll, before it is turned into readings.
 pub struct PollOutcome {
-    /// Each request that was sent, with what it returned.
-    pub blocks: Vec<(Request, Result<Block, PollError>)>,
+    /// What each request returned: `blocks[k]` answers
+    /// `plan.requests()[k]`. Splits and removals during the poll only
+    /// touch requests not yet answered, so the two stay aligned. When the
+    /// poll was given up, it is shorter than the plan.
+    pub blocks: Vec<Result<Block, PollError>>,
     /// The first failure that made the rest of the poll be given up.
     pub gave_up: Option<PollError>,
 }
@@ -76,17 +79,12 @@ pub async fn poll_once(
         if shutdown.is_shutdown() {
             return None;
         }
-        let request = plan.requests()[i].clone();
+        let request = &plan.requests()[i];
+        let (area, start, count) = (request.area, request.start, request.count);
         let mut attempt = 0;
         let result = loop {
             let r = link
-                .read(
-                    device.unit,
-                    request.area,
-                    request.start,
-                    request.count,
-                    device.timeout,
-                )
+                .read(device.unit, area, start, count, device.timeout)
                 .await;
             match r {
                 Err(e) if e.is_retryable() && attempt < retries && !shutdown.is_shutdown() => {
@@ -98,10 +96,9 @@ pub async fn poll_once(
         };
         match result {
             Err(PollError::Exception(code)) => match plan.on_exception(i, code) {
-                PlanChange::Split { at, count } => {
+                PlanChange::Split { at, count: parts } => {
                     tracing::debug!(
-                        device = %device.name, area = %request.area, start = request.start,
-                        count = request.count, code, parts = count,
+                        device = %device.name, %area, start, count, code, parts,
                         "device refused a merged read; splitting it"
                     );
                     i = at;
@@ -118,19 +115,19 @@ pub async fn poll_once(
                     }
                 }
                 PlanChange::Unchanged => {
-                    blocks.push((request, Err(PollError::Exception(code))));
+                    blocks.push(Err(PollError::Exception(code)));
                     i += 1;
                 }
             },
             Err(e) => {
-                blocks.push((request, Err(e.clone())));
+                blocks.push(Err(e.clone()));
                 return Some(PollOutcome {
                     blocks,
                     gave_up: Some(e),
                 });
             }
             Ok(block) => {
-                blocks.push((request, Ok(block)));
+                blocks.push(Ok(block));
                 i += 1;
             }
         }
@@ -143,20 +140,20 @@ pub async fn poll_once(
 
 /// Turns a poll's blocks into one reading per tag of the device.
 pub fn readings(device: &Device, plan: &ReadPlan, outcome: &PollOutcome) -> Vec<Reading> {
+    // Tags whose request was not reached (the poll was given up) keep the
+    // reason it was given up for.
     let fallback = outcome
         .gave_up
         .as_ref()
         .map(PollError::reason)
         .unwrap_or(BadReason::Protocol);
-    let mut out: Vec<Reading> = (0..device.tags.len())
-        .map(|t| Reading::bad(t, fallback.clone()))
-        .collect();
+    let mut out: Vec<Option<Reading>> = vec![None; device.tags.len()];
     for (t, code) in plan.unsupported() {
         if let Some(r) = out.get_mut(*t) {
-            *r = Reading::bad(*t, BadReason::Exception(*code));
+            *r = Some(Reading::bad(*t, BadReason::Exception(*code)));
         }
     }
-    for (request, result) in &outcome.blocks {
+    for (request, result) in plan.requests().iter().zip(&outcome.blocks) {
         for &t in &request.tags {
             let Some(tag) = device.tags.get(t) else {
                 continue;
@@ -176,10 +173,13 @@ pub fn readings(device: &Device, plan: &ReadPlan, outcome: &PollOutcome) -> Vec<
                     }
                 }
             };
-            out[t] = reading;
+            out[t] = Some(reading);
         }
     }
-    out
+    out.into_iter()
+        .enumerate()
+        .map(|(t, r)| r.unwrap_or_else(|| Reading::bad(t, fallback.clone())))
+        .collect()
 }
 
 /// The read limits of a device.
@@ -243,13 +243,17 @@ pub async fn run_link(
             return;
         };
         let due = polled[index].next_due;
-        tokio::select! {
-            _ = sleep_until(due) => {}
-            _ = shutdown.recv() => break,
-        }
-        if due.elapsed().is_zero() && polled[index].device.poll_interval.is_zero() {
-            // Back-to-back polling must still let other tasks run.
-            tokio::task::yield_now().await;
+        if due > Instant::now() {
+            tokio::select! {
+                _ = sleep_until(due) => {}
+                _ = shutdown.recv() => break,
+            }
+        } else if shutdown.is_shutdown() {
+            // Already due (back-to-back polling, or a busy line): no timer,
+            // whose millisecond granularity would cap the rate. The requests
+            // themselves await I/O, and tokio's task budget forces a yield
+            // now and then, so other tasks still run.
+            break;
         }
         let now = Instant::now();
         let timestamp = SystemTime::now();
@@ -286,10 +290,7 @@ pub async fn run_link(
             else {
                 break;
             };
-            match (
-                &outcome.gave_up,
-                outcome.blocks.iter().any(|(_, r)| r.is_ok()),
-            ) {
+            match (&outcome.gave_up, outcome.blocks.iter().any(|r| r.is_ok())) {
                 (Some(e), false) => {
                     let wait = p.backoff.fail(rand::random::<f64>());
                     match &p.down {

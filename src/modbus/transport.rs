@@ -97,6 +97,7 @@ impl std::fmt::Display for Endpoint {
         match self {
             Endpoint::Tcp(a) => write!(f, "tcp {a}"),
             Endpoint::RtuOverTcp(a) => write!(f, "rtu-over-tcp {a}"),
+            Endpoint::Serial(bus) if bus.name == bus.port => write!(f, "serial {}", bus.port),
             Endpoint::Serial(bus) => write!(f, "bus {} ({})", bus.name, bus.port),
         }
     }
