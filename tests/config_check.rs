@@ -322,6 +322,18 @@ fn csv_tag_map_takes_defaults_from_empty_cells() {
     assert_eq!(temp.scale, 1.0, "empty scale cell takes the default");
     let pressure = pump.tag("discharge_pressure").unwrap();
     assert_eq!(pressure.scale, 0.01);
-    let hours = pump.tag("runtime_hours").unwrap();
-    assert_eq!(hours.word_order, fieldgate::tag::WordOrder::Cdab);
+    assert_eq!(
+        temp.word_order,
+        fieldgate::tag::WordOrder::Abcd,
+        "empty cell: the device's order"
+    );
+    let running = pump.tag("running").unwrap();
+    assert_eq!(running.data_type, fieldgate::tag::DataType::Bit(0));
+    let label = pump.tag("asset_tag").unwrap();
+    assert_eq!(label.data_type, fieldgate::tag::DataType::String(4));
+
+    let demo = config::load_with_env(&root().join("config/demo.toml"), &[]).unwrap();
+    let motor = demo.config.device("motor1").unwrap();
+    let temp = motor.tag("bearing_temp").unwrap();
+    assert_eq!(temp.word_order, fieldgate::tag::WordOrder::Cdab);
 }
