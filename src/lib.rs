@@ -11,7 +11,10 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod filter;
 pub mod modbus;
+pub mod mqtt;
 pub mod shutdown;
 pub mod sim;
+pub mod store;
 pub mod tag;

@@ -1,0 +1,6 @@
+//! Northbound: MQTT.
+//!
+//! * [`topics`]: the topic tree.
+
+pub mod payload;
+pub mod topics;

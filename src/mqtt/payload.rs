@@ -1,0 +1,122 @@
+//! The JSON payloads of the data topics (`docs/mqtt.md`), written by hand
+//! into one buffer: this runs for every poll, and a generic serializer
+//! would build a map per message first.
+//!
+//! ```json
+//! {"ts":"2026-11-21T06:38:25.305Z","seq":42,
+//!  "tags":{"bearing_temp":{"v":55.68,"q":"good","u":"degC"},
+//!          "vibration":{"v":null,"q":"bad:timeout","u":"mm/s"}}}
+//! ```
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use crate::modbus::{Batch, Reading};
+use crate::tag::{DataType, Tag, Value};
+
+/// RFC 3339 UTC with milliseconds, as every payload's `ts`.
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// One device poll: the readings at `picked` indexes of the batch.
+pub fn device_message(batch: &Batch, picked: &[usize], seq: u64) -> Vec<u8> {
+    let mut out = String::with_capacity(64 + picked.len() * 48);
+    out.push_str("{\"ts\":\"");
+    out.push_str(&timestamp(batch.timestamp));
+    let _ = write!(out, "\",\"seq\":{seq},\"tags\":{{");
+    for (n, &i) in picked.iter().enumerate() {
+        let Some(reading) = batch.readings.get(i) else { continue };
+        let Some(tag) = batch.device.tags.get(reading.tag) else { continue };
+        if n > 0 {
+            out.push(',');
+        }
+        string(&mut out, &tag.name);
+        out.push(':');
+        reading_object(&mut out, tag, reading);
+    }
+    out.push_str("}}");
+    out.into_bytes()
+}
+
+/// One tag on its own topic.
+pub fn tag_message(batch: &Batch, reading: &Reading, seq: u64) -> Vec<u8> {
+    let mut out = String::with_capacity(96);
+    out.push_str("{\"ts\":\"");
+    out.push_str(&timestamp(batch.timestamp));
+    let _ = write!(out, "\",\"seq\":{seq},");
+    if let Some(tag) = batch.device.tags.get(reading.tag) {
+        fields(&mut out, tag, reading);
+    }
+    out.push('}');
+    out.into_bytes()
+}
+
+fn reading_object(out: &mut String, tag: &Tag, reading: &Reading) {
+    out.push('{');
+    fields(out, tag, reading);
+    out.push('}');
+}
+
+fn fields(out: &mut String, tag: &Tag, reading: &Reading) {
+    out.push_str("\"v\":");
+    match &reading.value {
+        None => out.push_str("null"),
+        Some(v) => value(out, tag, v),
+    }
+    out.push_str(",\"q\":\"");
+    let _ = write!(out, "{}", reading.quality);
+    out.push('"');
+    if let Some(unit) = &tag.unit {
+        out.push_str(",\"u\":");
+        string(out, unit);
+    }
+}
+
+/// Writes a value; an unscaled f32 is written with f32's shortest form
+/// (21.5, 55.689053) rather than the digits of its f64 widening.
+pub fn value(out: &mut String, tag: &Tag, v: &Value) {
+    match v {
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::UInt(u) => {
+            let _ = write!(out, "{u}");
+        }
+        Value::Float(x) if !x.is_finite() => out.push_str("null"),
+        Value::Float(x) if tag.data_type == DataType::F32 && tag.is_unscaled() => {
+            let _ = write!(out, "{}", *x as f32);
+            if x.fract() == 0.0 && x.abs() < 1e16 {
+                // Keep it a JSON number that reads back as a float.
+                out.push_str(".0");
+            }
+        }
+        Value::Float(x) => {
+            let _ = write!(out, "{x}");
+            if x.fract() == 0.0 && x.abs() < 1e16 {
+                out.push_str(".0");
+            }
+        }
+        Value::Text(s) => string(out, s),
+    }
+}
+
+/// Writes a JSON string with escapes.
+pub fn string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}

@@ -1,0 +1,101 @@
+//! The topic tree (DESIGN.md section 5), in one place.
+//!
+//! ```text
+//! {prefix}/{site}/{gateway}/status                    out, retained: online / offline (Last Will)
+//! {prefix}/{site}/{gateway}/data/{device}             out: one poll of one device
+//! {prefix}/{site}/{gateway}/data/{device}/{tag}       out: one tag (when per_tag_topics)
+//! {prefix}/{site}/{gateway}/alarms/{rule}             out, retained: alarm state
+//! {prefix}/{site}/{gateway}/alarms/{rule}/ack         in
+//! {prefix}/{site}/{gateway}/alarms/{rule}/shelve      in
+//! {prefix}/{site}/{gateway}/workorders/{id}           out, retained until closed
+//! {prefix}/{site}/{gateway}/workorders/{id}/status    in: from the CMMS
+//! {prefix}/{site}/{gateway}/meters/{meter}            out, retained
+//! ```
+//!
+//! Names in topics are checked by the config (letters, digits, `_`, `-`),
+//! so no level can hold `/`, `+` or `#`.
+
+use crate::config::Config;
+
+/// Builds the topics of one gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    base: String,
+}
+
+impl Topics {
+    /// Topics under `{prefix}/{site}/{gateway}`.
+    pub fn new(prefix: &str, site: &str, gateway: &str) -> Topics {
+        Topics {
+            base: format!("{prefix}/{site}/{gateway}"),
+        }
+    }
+
+    /// The topics of a configuration.
+    pub fn of(config: &Config) -> Topics {
+        Topics::new(
+            &config.mqtt.topic_prefix,
+            &config.gateway.site,
+            &config.gateway.id,
+        )
+    }
+
+    /// `{base}`: the gateway's own level.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Online/offline status (retained; offline is the Last Will).
+    pub fn status(&self) -> String {
+        format!("{}/status", self.base)
+    }
+
+    /// One poll of one device.
+    pub fn data(&self, device: &str) -> String {
+        format!("{}/data/{device}", self.base)
+    }
+
+    /// One tag of one device.
+    pub fn data_tag(&self, device: &str, tag: &str) -> String {
+        format!("{}/data/{device}/{tag}", self.base)
+    }
+
+    /// A rule's alarm state (retained).
+    pub fn alarm(&self, rule: &str) -> String {
+        format!("{}/alarms/{rule}", self.base)
+    }
+
+    /// A work order (retained until closed).
+    pub fn workorder(&self, id: &str) -> String {
+        format!("{}/workorders/{id}", self.base)
+    }
+
+    /// A meter's value (retained).
+    pub fn meter(&self, name: &str) -> String {
+        format!("{}/meters/{name}", self.base)
+    }
+
+    /// Subscriptions for what the CMMS and operators send in.
+    pub fn inbound_filters(&self) -> Vec<String> {
+        vec![
+            format!("{}/alarms/+/ack", self.base),
+            format!("{}/alarms/+/shelve", self.base),
+            format!("{}/workorders/+/status", self.base),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree() {
+        let t = Topics::new("fieldgate", "plant-a", "gw1");
+        assert_eq!(t.status(), "fieldgate/plant-a/gw1/status");
+        assert_eq!(t.data("pump1"), "fieldgate/plant-a/gw1/data/pump1");
+        assert_eq!(t.data_tag("pump1", "temp"), "fieldgate/plant-a/gw1/data/pump1/temp");
+        assert_eq!(t.alarm("hot"), "fieldgate/plant-a/gw1/alarms/hot");
+        assert_eq!(t.inbound_filters()[0], "fieldgate/plant-a/gw1/alarms/+/ack");
+    }
+}
