@@ -26,8 +26,12 @@ pub fn device_message(batch: &Batch, picked: &[usize], seq: u64) -> Vec<u8> {
     out.push_str(&timestamp(batch.timestamp));
     let _ = write!(out, "\",\"seq\":{seq},\"tags\":{{");
     for (n, &i) in picked.iter().enumerate() {
-        let Some(reading) = batch.readings.get(i) else { continue };
-        let Some(tag) = batch.device.tags.get(reading.tag) else { continue };
+        let Some(reading) = batch.readings.get(i) else {
+            continue;
+        };
+        let Some(tag) = batch.device.tags.get(reading.tag) else {
+            continue;
+        };
         if n > 0 {
             out.push(',');
         }

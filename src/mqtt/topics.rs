@@ -94,7 +94,10 @@ mod tests {
         let t = Topics::new("fieldgate", "plant-a", "gw1");
         assert_eq!(t.status(), "fieldgate/plant-a/gw1/status");
         assert_eq!(t.data("pump1"), "fieldgate/plant-a/gw1/data/pump1");
-        assert_eq!(t.data_tag("pump1", "temp"), "fieldgate/plant-a/gw1/data/pump1/temp");
+        assert_eq!(
+            t.data_tag("pump1", "temp"),
+            "fieldgate/plant-a/gw1/data/pump1/temp"
+        );
         assert_eq!(t.alarm("hot"), "fieldgate/plant-a/gw1/alarms/hot");
         assert_eq!(t.inbound_filters()[0], "fieldgate/plant-a/gw1/alarms/+/ack");
     }
