@@ -183,7 +183,7 @@ mod tests {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
         // `run` has no deadband: it is in every selection.
-        let mut temp = |f: &mut Filter, v: Option<f64>, s: u64| {
+        let temp = |f: &mut Filter, v: Option<f64>, s: u64| {
             let picked = f.select(&batch(&d, v, true), at(s));
             assert!(picked.contains(&1));
             picked.contains(&0)
