@@ -14,6 +14,7 @@ pub mod config;
 pub mod filter;
 pub mod modbus;
 pub mod mqtt;
+pub mod pipeline;
 pub mod shutdown;
 pub mod sim;
 pub mod store;
