@@ -1,69 +1,152 @@
 //! Wires the stages together and owns the shutdown order.
 //!
-//! Today: pollers → a consumer that logs each batch at debug level. The
-//! outbox, rules and MQTT stages join here as they are built.
+//! ```text
+//! pollers ──Batch──► pipeline (filter, payloads, seq) ──► store (SQLite outbox) ──► forwarder ──► broker
+//!  one per link        one task                          one thread                one task
+//! ```
 //!
-//! Shutdown follows the flow (STYLE.md, practice 2): the pollers stop
-//! first (between requests); the consumer ends when the last batch sender
-//! is dropped and the channel is drained.
+//! # Shutdown (STYLE.md, practice 2)
+//!
+//! 1. The pollers stop, between requests.
+//! 2. The pipeline sees the batch channel close, hands what it holds to
+//!    the store and waits for the commit: nothing read is left in memory.
+//! 3. The forwarder publishes the retained `offline` status and
+//!    disconnects; rows it had not delivered stay in the outbox for the
+//!    next start.
+//! 4. The store commits, checkpoints and closes.
+//!
+//! Steps 1–3 share the `shutdown_timeout` deadline; past it the rest is
+//! abandoned (what was committed is safe) and the store is closed anyway.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::sync::mpsc;
 
-use crate::config::Config;
+use crate::config::{Config, Qos};
 use crate::modbus::{self, Batch};
+use crate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats, Inbound};
+use crate::mqtt::topics::Topics;
+use crate::pipeline::{self, PipelineConfig};
 use crate::shutdown;
+use crate::store::{self, StoreError};
 
-/// Batches waiting between the pollers and the next stage. When full,
-/// pollers wait (their next polls are skipped, not queued), so memory stays
-/// bounded whatever the next stage does.
+/// Batches waiting between the pollers and the pipeline. When full,
+/// pollers wait (their next polls are skipped, not queued), so memory
+/// stays bounded whatever the stages after them do.
 pub const BATCH_CHANNEL_CAPACITY: usize = 1024;
 
+/// Messages from the broker (acks, shelving, work-order status) waiting
+/// for the rules stage. When full, the forwarder drops and counts them.
+pub const INBOUND_CHANNEL_CAPACITY: usize = 256;
+
+/// Why the gateway could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The outbox could not be opened.
+    #[error("cannot open the store {path}: {source}")]
+    Store {
+        /// The database file.
+        path: String,
+        /// Why.
+        source: StoreError,
+    },
+}
+
 /// Runs the gateway on `config` until `stop` resolves.
-pub async fn run(config: Config, stop: impl Future<Output = ()>) {
-    let (trigger, listener) = shutdown::channel();
-    let (tx, rx) = mpsc::channel::<Batch>(BATCH_CHANNEL_CAPACITY);
-    let pollers = modbus::spawn_pollers(&config, tx, &listener);
+pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), AppError> {
+    let started = SystemTime::now();
+    let store_config = config.store.clone();
+    let opened = tokio::task::spawn_blocking(move || store::open(&store_config))
+        .await
+        .unwrap_or(Err(StoreError::Closed));
+    let (store, guard) = opened.map_err(|source| AppError::Store {
+        path: config.store.path.display().to_string(),
+        source,
+    })?;
+    let topics = Topics::of(&config);
+
+    let (poll_trigger, poll_listener) = shutdown::channel();
+    let (forward_trigger, forward_listener) = shutdown::channel();
+    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_CHANNEL_CAPACITY);
+    let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(INBOUND_CHANNEL_CAPACITY);
+
+    let pollers = modbus::spawn_pollers(&config, batch_tx, &poll_listener);
+    let pipeline = tokio::spawn(pipeline::run(
+        batch_rx,
+        store.clone(),
+        PipelineConfig {
+            topics: topics.clone(),
+            qos: match config.mqtt.qos {
+                Qos::AtLeastOnce => 1,
+                Qos::ExactlyOnce => 2,
+            },
+            per_tag_topics: config.mqtt.per_tag_topics,
+        },
+    ));
+    let stats = Arc::new(ForwarderStats::default());
+    let forwarder = tokio::spawn(forwarder::run(
+        ForwarderConfig {
+            mqtt: config.mqtt.clone(),
+            topics,
+            config_hash: config.hash.clone(),
+            started,
+        },
+        store.clone(),
+        inbound_tx,
+        stats,
+        forward_listener,
+    ));
+    // Until the rules stage exists, inbound messages are only logged.
+    let inbound = tokio::spawn(async move {
+        while let Some(message) = inbound_rx.recv().await {
+            tracing::debug!(topic = %message.topic, "inbound message (no rules stage yet)");
+        }
+    });
     tracing::info!(
         devices = config.devices.len(),
         links = pollers.len(),
         config = config.short_hash(),
-        "polling"
+        store = %config.store.path.display(),
+        broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
+        "running"
     );
-    let consumer = tokio::spawn(log_batches(rx));
 
     stop.await;
     tracing::info!("stopping");
-    trigger.trigger();
-    for p in pollers {
-        let _ = p.await;
-    }
-    let _ = consumer.await;
-    tracing::info!("stopped");
-}
-
-/// The stand-in for the outbox: logs every batch at debug level.
-async fn log_batches(mut rx: mpsc::Receiver<Batch>) {
-    while let Some(batch) = rx.recv().await {
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            let values: Vec<String> = batch
-                .readings
-                .iter()
-                .map(|r| {
-                    let name = batch
-                        .device
-                        .tags
-                        .get(r.tag)
-                        .map(|t| t.name.as_str())
-                        .unwrap_or("?");
-                    match &r.value {
-                        Some(v) => format!("{name}={v}"),
-                        None => format!("{name}:{}", r.quality),
-                    }
-                })
-                .collect();
-            tracing::debug!(device = %batch.device.name, good = batch.good_count(), "{}", values.join(" "));
+    let deadline = config.gateway.shutdown_timeout;
+    let orderly = tokio::time::timeout(deadline, async {
+        poll_trigger.trigger();
+        for p in pollers {
+            let _ = p.await;
         }
+        match pipeline.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "pipeline stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "pipeline task failed"),
+        }
+        forward_trigger.trigger();
+        match forwarder.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "forwarder stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "forwarder task failed"),
+        }
+    })
+    .await;
+    if orderly.is_err() {
+        tracing::error!(
+            ?deadline,
+            "shutdown took longer than shutdown_timeout; closing the store now (committed data is safe)"
+        );
     }
+    inbound.abort();
+    drop(store);
+    match tokio::task::spawn_blocking(move || guard.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "closing the store failed"),
+        Err(e) => tracing::error!(error = %e, "closing the store failed"),
+    }
+    tracing::info!("stopped");
+    Ok(())
 }

@@ -15,6 +15,7 @@ pub mod filter;
 pub mod modbus;
 pub mod mqtt;
 pub mod pipeline;
+pub mod rules;
 pub mod shutdown;
 pub mod sim;
 pub mod store;

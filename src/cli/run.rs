@@ -26,6 +26,12 @@ pub fn run(path: &Path) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    runtime.block_on(crate::app::run(loaded.config, super::signal()));
-    ExitCode::SUCCESS
+    match runtime.block_on(crate::app::run(loaded.config, super::signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("fieldgate: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -414,10 +414,21 @@ pub(super) fn resolve_rules(
                             "the expression reads no tag (write tags as device.tag)",
                         );
                     }
+                    let mut unknown = false;
                     for t in &tags {
                         if let Err(e) = find_tag(devices, t) {
                             ctx.error(&format!("{field}.expr"), e);
+                            unknown = true;
                         }
+                    }
+                    // Compile it as the rules engine will, against the
+                    // tags' types: syntax and type errors show here, not
+                    // at the first evaluation on site.
+                    if !unknown
+                        && !tags.is_empty()
+                        && let Err(e) = crate::rules::check_devices(expr, devices)
+                    {
+                        ctx.error(&format!("{field}.expr"), e);
                     }
                     Some(Condition::Expr {
                         expr: expr.clone(),

@@ -12,14 +12,59 @@
 //! * One thread owns the connection; everyone else holds a cheap
 //!   [`StoreHandle`] (STYLE.md, practice 3).
 //!
-//! (API skeleton: the owner thread is being written.)
+//! # Layout
+//!
+//! * this file: the public types, [`open`], the [`StoreHandle`] everyone
+//!   holds and the [`StoreGuard`] that stops the owner thread;
+//! * `thread`: the owner thread, which groups writes into transactions;
+//! * `db`: what it does with the connection (commits, reads, figures);
+//! * `evict`: the disk budget, the eviction order and its log lines;
+//! * `schema`: migrations, connection settings, moving a damaged file aside.
+//!
+//! # Durability
+//!
+//! The file is in WAL mode. Writes are grouped into one transaction per
+//! `flush_interval` (sooner when a group fills), so an SD card sees one
+//! fsync per group with `durability = "full"` (which survives a power cut),
+//! or one per checkpoint with `"normal"` (which survives a crash of the
+//! process, not of the OS). [`StoreHandle::insert`] only queues;
+//! [`StoreHandle::flush`] and [`StoreHandle::committed`] say what is on
+//! disk.
+//!
+//! # Bounds
+//!
+//! The database file plus its WAL stay under `max_bytes` (the split is
+//! described in `evict`), and rows older than `max_age` are evicted.
+//! Evictions are counted in [`Stats`] and in the file (they survive
+//! restarts), and logged at most once a minute. A full disk is handled like
+//! the bound: evict, then retry the commit.
+
+mod db;
+mod evict;
+mod schema;
+mod thread;
 
 use std::collections::HashMap;
+use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::StoreConfig;
+use thread::Command;
+
+pub use evict::MIN_MAX_BYTES;
+
+/// Commands (an insert batch, a fetch, a flush…) queued for the owner
+/// thread. When it is full, callers wait in `send` (backpressure reaches
+/// the pipeline and, through it, the pollers); nothing is dropped. With the
+/// pipeline's batches of about 100 messages this holds about 25,000
+/// messages, a quarter of a second at 100,000 readings/s.
+pub const QUEUE_CAPACITY: usize = 256;
+
+/// The longest `flush_interval` used (the config loader's own maximum);
+/// a longer one is shortened to this.
+pub const MAX_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a message is, for eviction: readings go first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,10 +154,16 @@ pub struct Stats {
     pub evicted_other: u64,
     /// Id of the newest committed row.
     pub last_id: i64,
+    /// Messages refused since start because they alone were too large for
+    /// `max_bytes` (logged as errors).
+    pub rejected: u64,
+    /// The size bound in force (`max_bytes`, raised to [`MIN_MAX_BYTES`]
+    /// if it was set lower).
+    pub max_bytes: u64,
 }
 
 /// What went wrong in the store.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The owner thread has stopped.
     #[error("the store is closed")]
@@ -125,75 +176,187 @@ pub enum StoreError {
     Io(String),
 }
 
-/// Cheap, cloneable access to the outbox.
+/// Cheap, cloneable access to the outbox: a sender to the owner thread's
+/// queue ([`QUEUE_CAPACITY`]) and a view of the committed id.
 #[derive(Debug, Clone)]
 pub struct StoreHandle {
     committed: watch::Receiver<i64>,
+    tx: mpsc::Sender<Command>,
 }
 
 /// Owns the store thread: [`StoreGuard::close`] flushes, commits and joins it.
+///
+/// Dropping the guard does the same (errors are logged, not returned).
 #[derive(Debug)]
-pub struct StoreGuard {}
+pub struct StoreGuard {
+    /// Dropping it tells the owner thread to stop taking commands, commit
+    /// what is queued and close the file.
+    close: Option<oneshot::Sender<()>>,
+    /// The owner thread; joined by `close` or on drop.
+    thread: Option<JoinHandle<Result<(), StoreError>>>,
+}
 
 /// Opens the outbox at `config.path` (creating it, migrating it, or moving
 /// a corrupt file aside) and starts its owner thread.
+///
+/// Blocking (it checks the whole file with `PRAGMA quick_check`): call it
+/// before the runtime starts or from `spawn_blocking`. Fails if the folder
+/// cannot be created, another process holds the file, or the file was
+/// written by a newer fieldgate; a damaged file is moved aside instead.
 pub fn open(config: &StoreConfig) -> Result<(StoreHandle, StoreGuard), StoreError> {
-    let _ = config;
-    Err(StoreError::Closed)
+    let outbox = db::Outbox::open(config)?;
+    // The owner thread needs timers of its own (group deadlines, upkeep)
+    // and must not depend on the caller's runtime.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| {
+            let e = StoreError::Io(format!("cannot start the store thread's timer: {e}"));
+            tracing::error!(error = %e, "cannot start the outbox");
+            e
+        })?;
+    let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let (committed_tx, committed_rx) = watch::channel(outbox.last_id());
+    let (close_tx, close_rx) = oneshot::channel();
+    let flush_interval = config.flush_interval.min(MAX_FLUSH_INTERVAL);
+    let thread = std::thread::Builder::new()
+        .name("fieldgate-store".into())
+        .spawn(move || thread::run(outbox, rt, rx, close_rx, committed_tx, flush_interval))
+        .map_err(|e| {
+            let e = StoreError::Io(format!("cannot start the store thread: {e}"));
+            tracing::error!(error = %e, "cannot start the outbox");
+            e
+        })?;
+    Ok((
+        StoreHandle {
+            committed: committed_rx,
+            tx,
+        },
+        StoreGuard {
+            close: Some(close_tx),
+            thread: Some(thread),
+        },
+    ))
 }
 
 impl StoreHandle {
+    /// Sends a command and waits for its reply.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(thread::Reply<T>) -> Command,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Queues messages for the next group commit. Waits only when the
     /// queue is full (backpressure); use [`flush`](Self::flush) to wait
     /// for the commit.
+    ///
+    /// Rows get their ids in the order they are queued. A message too
+    /// large to ever fit within `max_bytes` is dropped, logged and counted
+    /// in [`Stats::rejected`].
     pub async fn insert(&self, messages: Vec<OutMessage>) -> Result<(), StoreError> {
-        let _ = messages;
-        Err(StoreError::Closed)
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .send(Command::Insert(messages))
+            .await
+            .map_err(|_| StoreError::Closed)
     }
 
     /// Resolves once everything queued before the call is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        Err(StoreError::Closed)
+        self.ask(Command::Flush).await
     }
 
     /// Up to `limit` rows with `id > after`, oldest first.
+    ///
+    /// Only committed rows are returned.
     pub async fn fetch_after(&self, after: i64, limit: usize) -> Result<Vec<Row>, StoreError> {
-        let _ = (after, limit);
-        Err(StoreError::Closed)
+        self.ask(|reply| Command::FetchAfter {
+            after,
+            limit,
+            reply,
+        })
+        .await
     }
 
     /// Up to `limit` of the newest rows with `id > after`, returned oldest first.
     pub async fn fetch_newest(&self, after: i64, limit: usize) -> Result<Vec<Row>, StoreError> {
-        let _ = (after, limit);
-        Err(StoreError::Closed)
+        self.ask(|reply| Command::FetchNewest {
+            after,
+            limit,
+            reply,
+        })
+        .await
     }
 
     /// Deletes rows the broker has acknowledged.
+    ///
+    /// Once this resolves, no fetch returns them again; the deletion itself
+    /// is committed with the next group (after a crash before that, they
+    /// are delivered again: at least once). Unknown ids are ignored.
     pub async fn delete(&self, ids: Vec<i64>) -> Result<(), StoreError> {
-        let _ = ids;
-        Err(StoreError::Closed)
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Delete { ids, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)
     }
 
-    /// Current figures.
+    /// Current figures, as of the last commit.
     pub async fn stats(&self) -> Result<Stats, StoreError> {
-        Err(StoreError::Closed)
+        self.ask(Command::Stats).await
     }
 
-    /// The id of the newest committed row; changes after every commit.
+    /// The id of the newest committed row; changes after every commit
+    /// that inserted rows.
     pub fn committed(&self) -> watch::Receiver<i64> {
         self.committed.clone()
     }
 
     /// The last sequence number committed per topic.
     pub async fn topic_seqs(&self) -> Result<HashMap<String, u64>, StoreError> {
-        Err(StoreError::Closed)
+        self.ask(Command::TopicSeqs).await
     }
 }
 
 impl StoreGuard {
     /// Commits what is queued and stops the thread (blocking: call it from
     /// `spawn_blocking` in async code).
-    pub fn close(self) -> Result<(), StoreError> {
-        Ok(())
+    ///
+    /// Handles still held get [`StoreError::Closed`] from then on.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), StoreError> {
+        // Dropping the sender is the signal.
+        self.close.take();
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or_else(|_| {
+                let e = StoreError::Io("the store thread panicked".into());
+                tracing::error!(error = %e, "outbox");
+                Err(e)
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for StoreGuard {
+    fn drop(&mut self) {
+        // The thread has logged any failure.
+        let _ = self.stop();
     }
 }

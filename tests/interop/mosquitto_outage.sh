@@ -48,6 +48,9 @@ wait_port() {
 SIM_PORT=$(free_port)
 MQ_PORT=$(free_port)
 mkdir -p "$TMP/mq" "$TMP/data"
+# Mosquitto started as root drops to its own user: let it write its
+# persistence file and log here.
+chmod 0777 "$TMP" "$TMP/mq"
 
 cat > "$TMP/sim.toml" <<TOML
 seed = 7
@@ -112,7 +115,8 @@ FG_PID=$!
 PIDS+=("$FG_PID")
 
 sleep 3
-echo "stopping the broker for ${OUTAGE}s"
+BEFORE=$(grep -c . "$TMP/received.txt" || true)
+echo "stopping the broker for ${OUTAGE}s (after $BEFORE messages)"
 kill "$BROKER"; wait "$BROKER" 2>/dev/null || true
 sleep "$OUTAGE"
 start_broker
@@ -142,11 +146,17 @@ else:
 PY
 }
 
-# Let the backlog drain: bounded to 30 s.
+# Let the backlog drain: every seq present, some marked hist, and at least
+# the polls of the outage (10 a second, give or take) beyond what came
+# before it. Bounded to 30 s.
+WANT=$((BEFORE + OUTAGE * 8))
 state=""
 for _ in $(seq 60); do
     state=$(check)
-    [[ $state == ok* ]] && break
+    if [[ $state == ok* ]]; then
+        read -r _ top _ hist <<<"$state"
+        ((top >= WANT && hist > 0)) && break
+    fi
     sleep 0.5
 done
 kill "$FG_PID"; wait "$FG_PID" 2>/dev/null || true

@@ -1,0 +1,769 @@
+//! What the owner thread does with its connection: group commits (with
+//! the disk-full retry), reads, bounds upkeep and figures.
+//!
+//! In-memory figures (`last_id`, row and byte counts, eviction counts) are
+//! changed only after the transaction that changed the file has committed,
+//! so a rolled-back group leaves them as they were.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+
+use super::evict::{self, Bounds, Budget, Evicted, MIN_MAX_BYTES, RateLimited};
+use super::schema;
+use super::{Kind, OutMessage, Row, Stats, StoreError};
+use crate::config::StoreConfig;
+
+/// How often rows are checked against `max_age`.
+const AGE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// At most one eviction line per this interval (with the count since the
+/// last line).
+const EVICTION_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Attempts at a group commit that meets a full disk (each after evicting).
+const FULL_ATTEMPTS: u32 = 4;
+
+/// Free pages beyond this share of the file are handed back to the file
+/// system when idle (after a backlog drained).
+const VACUUM_FREE_SHARE: u64 = 4;
+
+const INSERT: &str = "INSERT INTO outbox (id, topic, seq, payload, qos, retain, kind, created_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+const DELETE_ONE: &str =
+    "DELETE FROM outbox WHERE id = ?1 RETURNING octet_length(topic) + length(payload)";
+const UPSERT_SEQ: &str = "INSERT INTO topic_seq (topic, seq) VALUES (?1, ?2)
+     ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq";
+const FETCH_AFTER: &str = "SELECT id, topic, seq, payload, qos, retain, kind, created_at
+     FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2";
+const FETCH_NEWEST: &str = "SELECT id, topic, seq, payload, qos, retain, kind, created_at
+     FROM outbox WHERE id > ?1 ORDER BY id DESC LIMIT ?2";
+
+/// Owns the connection (see the module docs).
+pub(super) struct Outbox {
+    conn: Connection,
+    path: PathBuf,
+    wal_path: PathBuf,
+    budget: Budget,
+    max_age: Duration,
+    /// The file was made with `auto_vacuum = INCREMENTAL`.
+    incremental_vacuum: bool,
+    last_id: i64,
+    messages: u64,
+    bytes: u64,
+    inserted: u64,
+    acked: u64,
+    rejected: u64,
+    evicted_readings: u64,
+    evicted_other: u64,
+    reading_log: RateLimited,
+    other_log: RateLimited,
+    next_age_check: Option<Instant>,
+}
+
+/// What a group commit did.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Committed {
+    /// Id of the newest committed row.
+    pub last_id: i64,
+    /// Rows inserted.
+    pub inserted: u64,
+    /// The bounds need another transaction.
+    pub more: bool,
+}
+
+/// Changes of one transaction, applied to the figures once it committed.
+#[derive(Debug, Default)]
+struct Delta {
+    last_id: i64,
+    inserted: u64,
+    inserted_bytes: u64,
+    acked: u64,
+    acked_bytes: u64,
+    evicted: Evicted,
+    more: bool,
+}
+
+/// SQLite's failure as a `StoreError`, logged once here with its context.
+fn fail(context: &str, e: rusqlite::Error) -> StoreError {
+    tracing::error!(error = %e, "outbox: {context} failed");
+    StoreError::Sqlite(format!("{context}: {e}"))
+}
+
+fn is_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(ErrorCode::DiskFull)
+}
+
+/// `t` as ms since the Unix epoch (negative before it).
+pub(super) fn to_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
+    }
+}
+
+/// The inverse of [`to_ms`] (clamped to the epoch if out of range).
+pub(super) fn from_ms(ms: i64) -> SystemTime {
+    let d = Duration::from_millis(ms.unsigned_abs());
+    let t = if ms >= 0 {
+        UNIX_EPOCH.checked_add(d)
+    } else {
+        UNIX_EPOCH.checked_sub(d)
+    };
+    t.unwrap_or(UNIX_EPOCH)
+}
+
+fn kind_from(name: &str) -> Option<Kind> {
+    evict::EVICTION_ORDER
+        .into_iter()
+        .find(|k| k.as_str() == name)
+}
+
+fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    let kind: String = r.get(6)?;
+    let kind = kind_from(&kind).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            6,
+            rusqlite::types::Type::Text,
+            format!("unknown kind {kind:?}").into(),
+        )
+    })?;
+    Ok(Row {
+        id: r.get(0)?,
+        topic: r.get(1)?,
+        // Stored as i64 bit for bit: the cast back restores any u64.
+        seq: r.get::<_, i64>(2)? as u64,
+        payload: r.get(3)?,
+        qos: r.get(4)?,
+        retain: r.get(5)?,
+        kind,
+        created_at: from_ms(r.get(7)?),
+    })
+}
+
+fn sql_limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+impl Outbox {
+    /// Opens the file (see `schema`) and applies the bounds.
+    pub fn open(config: &StoreConfig) -> Result<Outbox, StoreError> {
+        let conn = schema::open(&config.path, config.durability)?;
+        let page_size: i64 = conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .map_err(|e| fail("reading page_size", e))?;
+        let budget = Budget::new(config.max_bytes, page_size.max(0) as u64);
+        if config.max_bytes < MIN_MAX_BYTES {
+            tracing::warn!(
+                max_bytes = config.max_bytes,
+                using = MIN_MAX_BYTES,
+                "store.max_bytes is below the smallest workable bound; using that"
+            );
+        }
+        let auto_vacuum: i64 = conn
+            .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
+            .map_err(|e| fail("reading auto_vacuum", e))?;
+        conn.pragma_update(None, "journal_size_limit", budget.wal_limit as i64)
+            .map_err(|e| fail("setting journal_size_limit", e))?;
+        conn.pragma_update(None, "wal_autocheckpoint", budget.checkpoint_pages as i64)
+            .map_err(|e| fail("setting wal_autocheckpoint", e))?;
+        let meta = |key: &str| -> Result<i64, StoreError> {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+                .map(|v| v.unwrap_or(0))
+                .map_err(|e| fail("reading meta", e))
+        };
+        let meta_last = meta("last_id")?;
+        let evicted_readings = meta("evicted_readings")?.max(0) as u64;
+        let evicted_other = meta("evicted_other")?.max(0) as u64;
+        let (max_id, messages, bytes): (i64, i64, i64) = conn
+            .query_row(
+                "SELECT coalesce(max(id), 0), count(*),
+                        coalesce(sum(octet_length(topic) + length(payload)), 0)
+                 FROM outbox",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .map_err(|e| fail("counting the outbox", e))?;
+        let mut outbox = Outbox {
+            conn,
+            path: config.path.clone(),
+            wal_path: schema::with_suffix(&config.path, "-wal"),
+            budget,
+            max_age: config.max_age,
+            incremental_vacuum: auto_vacuum == 2,
+            last_id: meta_last.max(max_id),
+            messages: messages.max(0) as u64,
+            bytes: bytes.max(0) as u64,
+            inserted: 0,
+            acked: 0,
+            rejected: 0,
+            evicted_readings,
+            evicted_other,
+            reading_log: RateLimited::new(EVICTION_LOG_INTERVAL),
+            other_log: RateLimited::new(EVICTION_LOG_INTERVAL),
+            next_age_check: None,
+        };
+        outbox.set_max_pages()?;
+        tracing::info!(
+            path = %outbox.path.display(),
+            rows = outbox.messages,
+            last_id = outbox.last_id,
+            max_bytes = budget.max_bytes,
+            "outbox open"
+        );
+        Ok(outbox)
+    }
+
+    /// Id of the newest committed row.
+    pub fn last_id(&self) -> i64 {
+        self.last_id
+    }
+
+    /// Estimated footprint of an average waiting row.
+    pub fn avg_row_bytes(&self) -> u64 {
+        match self.messages {
+            0 => evict::ROW_OVERHEAD,
+            n => self.bytes / n + evict::ROW_OVERHEAD,
+        }
+    }
+
+    /// How `max_bytes` is split.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Sets the hard cap of the file (SQLite keeps it at least at the
+    /// current size, so it is set again after a vacuum).
+    fn set_max_pages(&mut self) -> Result<(), StoreError> {
+        let pages = i64::try_from(self.budget.max_pages).unwrap_or(i64::MAX);
+        self.conn
+            .pragma_update_and_check(None, "max_page_count", pages, |r| r.get::<_, i64>(0))
+            .map(|_| ())
+            .map_err(|e| fail("setting max_page_count", e))
+    }
+
+    /// Counts and logs a message refused for its size (it could never fit
+    /// within the bound together with anything else).
+    pub fn reject(&mut self, m: &OutMessage) {
+        self.rejected += 1;
+        tracing::error!(
+            topic = %m.topic,
+            seq = m.seq,
+            bytes = m.payload.len(),
+            limit = self.budget.max_message_bytes,
+            "outbox: message too large for store.max_bytes; dropped"
+        );
+    }
+
+    /// Commits one group: applies the acknowledged `deletes`, inserts
+    /// `messages` with the next ids, records their topics' seqs, and keeps
+    /// the bounds, all in one transaction. On a full disk (`SQLITE_FULL`,
+    /// also raised by the `max_page_count` cap) it evicts and tries again.
+    pub fn commit(
+        &mut self,
+        messages: &[OutMessage],
+        deletes: &[i64],
+    ) -> Result<Committed, StoreError> {
+        let now = Instant::now();
+        let age_due = self.next_age_check.is_none_or(|t| now >= t);
+        let group_bytes: u64 = messages
+            .iter()
+            .map(|m| evict::footprint(m.topic.len(), m.payload.len()))
+            .sum();
+        for attempt in 1..=FULL_ATTEMPTS {
+            match self.try_commit(messages, deletes, age_due) {
+                Ok(delta) => {
+                    if age_due {
+                        self.next_age_check = Some(now + AGE_CHECK_INTERVAL);
+                    }
+                    return Ok(self.apply(delta, now));
+                }
+                Err(e) if is_full(&e) => {
+                    self.rollback();
+                    tracing::warn!(
+                        attempt,
+                        rows = messages.len(),
+                        "outbox: disk full (SQLITE_FULL) committing a group; evicting and retrying"
+                    );
+                    // Room for this group twice over: the freed pages take
+                    // its rows, and the WAL its frames.
+                    let freed = self.make_room(group_bytes.saturating_mul(2) * attempt as u64)?;
+                    self.checkpoint("TRUNCATE");
+                    if freed == 0 && attempt > 1 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.rollback();
+                    return Err(fail("group commit", e));
+                }
+            }
+        }
+        let e = StoreError::Sqlite(format!(
+            "disk full: cannot commit {} messages even after evicting",
+            messages.len()
+        ));
+        tracing::error!(error = %e, "outbox: group commit failed");
+        Err(e)
+    }
+
+    fn try_commit(
+        &mut self,
+        messages: &[OutMessage],
+        deletes: &[i64],
+        age_due: bool,
+    ) -> rusqlite::Result<Delta> {
+        let age_cutoff = age_due.then(|| self.age_cutoff());
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut d = Delta {
+            last_id: self.last_id,
+            ..Delta::default()
+        };
+        if !deletes.is_empty() {
+            let mut stmt = tx.prepare_cached(DELETE_ONE)?;
+            for &id in deletes {
+                if let Some(bytes) = stmt.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
+                    d.acked += 1;
+                    d.acked_bytes += bytes.max(0) as u64;
+                }
+            }
+        }
+        if !messages.is_empty() {
+            let mut seqs: HashMap<&str, u64> = HashMap::new();
+            let mut stmt = tx.prepare_cached(INSERT)?;
+            for m in messages {
+                // Saturates rather than wraps: a duplicate id then fails the
+                // insert (only a damaged `meta` could get here).
+                d.last_id = d.last_id.saturating_add(1);
+                stmt.execute(params![
+                    d.last_id,
+                    m.topic,
+                    m.seq as i64,
+                    m.payload,
+                    m.qos,
+                    m.retain,
+                    m.kind.as_str(),
+                    to_ms(m.created_at),
+                ])?;
+                seqs.insert(&m.topic, m.seq);
+                d.inserted_bytes += (m.topic.len() + m.payload.len()) as u64;
+            }
+            d.inserted = messages.len() as u64;
+            let mut stmt = tx.prepare_cached(UPSERT_SEQ)?;
+            for (topic, seq) in seqs {
+                stmt.execute(params![topic, seq as i64])?;
+            }
+            tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_id'")?
+                .execute([d.last_id])?;
+        }
+        let bounds = Bounds {
+            budget: self.budget,
+            age_cutoff,
+            rows: (self.messages + d.inserted).saturating_sub(d.acked),
+        };
+        d.more = evict::enforce(&tx, bounds, &mut d.evicted)?;
+        if d.evicted.rows() > 0 {
+            record_evictions(&tx, &d.evicted)?;
+        }
+        tx.commit()?;
+        Ok(d)
+    }
+
+    /// Rows created before this (ms since the epoch) are past `max_age`.
+    fn age_cutoff(&self) -> i64 {
+        let max_age = i64::try_from(self.max_age.as_millis()).unwrap_or(i64::MAX);
+        to_ms(SystemTime::now()).saturating_sub(max_age)
+    }
+
+    /// Updates the figures after a commit and logs its evictions.
+    fn apply(&mut self, d: Delta, now: Instant) -> Committed {
+        self.last_id = d.last_id;
+        self.inserted += d.inserted;
+        self.acked += d.acked;
+        self.messages = (self.messages + d.inserted).saturating_sub(d.acked + d.evicted.rows());
+        self.bytes =
+            (self.bytes + d.inserted_bytes).saturating_sub(d.acked_bytes + d.evicted.bytes);
+        self.note_evictions(&d.evicted, now);
+        self.check_wal();
+        Committed {
+            last_id: self.last_id,
+            inserted: d.inserted,
+            more: d.more,
+        }
+    }
+
+    fn note_evictions(&mut self, e: &Evicted, now: Instant) {
+        self.evicted_readings += e.readings;
+        self.evicted_other += e.other;
+        if let Some(n) = self.reading_log.add(e.readings, now) {
+            self.log_readings(n);
+        }
+        if let Some(n) = self.other_log.add(e.other, now) {
+            self.log_other(n);
+        }
+    }
+
+    fn log_readings(&self, n: u64) {
+        tracing::warn!(
+            evicted = n,
+            total = self.evicted_readings,
+            waiting = self.messages,
+            max_bytes = self.budget.max_bytes,
+            max_age_s = self.max_age.as_secs(),
+            "outbox over its bounds: evicted the oldest readings"
+        );
+    }
+
+    fn log_other(&self, n: u64) {
+        tracing::error!(
+            evicted = n,
+            total = self.evicted_other,
+            waiting = self.messages,
+            max_bytes = self.budget.max_bytes,
+            max_age_s = self.max_age.as_secs(),
+            "outbox over its bounds with no reading left: evicted the oldest meter/alarm/work-order messages"
+        );
+    }
+
+    /// Ends a transaction a failed statement left open.
+    fn rollback(&self) {
+        if !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::warn!(error = %e, "outbox: rollback failed");
+        }
+    }
+
+    /// Evicts at least `bytes` (estimated) of the oldest rows, in a
+    /// transaction of its own; returns the rows evicted.
+    fn make_room(&mut self, bytes: u64) -> Result<u64, StoreError> {
+        let rows = bytes.div_ceil(self.avg_row_bytes()).max(1);
+        let mut ev = Evicted::default();
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            evict::evict_oldest(&tx, i64::MAX, rows, &mut ev)?;
+            record_evictions(&tx, &ev)?;
+            tx.commit()
+        })();
+        match result {
+            Ok(()) => {
+                let n = ev.rows();
+                self.messages = self.messages.saturating_sub(n);
+                self.bytes = self.bytes.saturating_sub(ev.bytes);
+                self.note_evictions(&ev, Instant::now());
+                Ok(n)
+            }
+            Err(e) if is_full(&e) => {
+                // Not even room for the deletion's WAL frames: give back
+                // what a checkpoint can, the caller tries again.
+                self.rollback();
+                self.checkpoint("TRUNCATE");
+                Ok(0)
+            }
+            Err(e) => {
+                self.rollback();
+                Err(fail("evicting for room", e))
+            }
+        }
+    }
+
+    /// Runs a checkpoint; failures are logged (the next one will retry).
+    fn checkpoint(&self, mode: &str) {
+        let sql = format!("PRAGMA wal_checkpoint({mode})");
+        let result = self
+            .conn
+            .query_row(&sql, [], |r| r.get::<_, i64>(0))
+            .map(|_busy| ());
+        if let Err(e) = result {
+            tracing::warn!(error = %e, mode, "outbox: checkpoint failed");
+        }
+    }
+
+    /// The WAL is over its share (a group larger than planned): move it
+    /// into the database file and cut it back.
+    fn check_wal(&self) {
+        if file_len(&self.wal_path) > self.budget.wal_limit {
+            self.checkpoint("TRUNCATE");
+        }
+    }
+
+    /// Up to `limit` rows with `id > after`, oldest first, leaving out
+    /// `skip` (acknowledged, deletion not yet committed).
+    pub fn fetch_after(
+        &mut self,
+        after: i64,
+        limit: usize,
+        skip: &BTreeSet<i64>,
+    ) -> Result<Vec<Row>, StoreError> {
+        let mut rows = self.select(FETCH_AFTER, after, limit, skip)?;
+        rows.truncate(limit);
+        Ok(rows)
+    }
+
+    /// Up to `limit` of the newest rows with `id > after`, oldest first.
+    pub fn fetch_newest(
+        &mut self,
+        after: i64,
+        limit: usize,
+        skip: &BTreeSet<i64>,
+    ) -> Result<Vec<Row>, StoreError> {
+        let mut rows = self.select(FETCH_NEWEST, after, limit, skip)?;
+        rows.truncate(limit);
+        rows.reverse();
+        Ok(rows)
+    }
+
+    fn select(
+        &self,
+        sql: &str,
+        after: i64,
+        limit: usize,
+        skip: &BTreeSet<i64>,
+    ) -> Result<Vec<Row>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Ask for as many more as could be skipped.
+        let skippable = skip.range(after.saturating_add(1)..).count();
+        let want = sql_limit(limit.saturating_add(skippable));
+        let result = (|| {
+            let mut stmt = self.conn.prepare_cached(sql)?;
+            let mut rows = stmt.query(params![after, want])?;
+            let mut out = Vec::with_capacity(limit.min(4096));
+            while let Some(r) = rows.next()? {
+                let id: i64 = r.get(0)?;
+                if !skip.contains(&id) {
+                    out.push(row_from(r)?);
+                }
+            }
+            Ok(out)
+        })();
+        result.map_err(|e| fail("fetching rows", e))
+    }
+
+    /// The figures, as of the last commit.
+    pub fn stats(&mut self) -> Result<Stats, StoreError> {
+        let mut oldest: Option<i64> = None;
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT min(created_at) FROM outbox WHERE kind = ?1")
+                .map_err(|e| fail("stats", e))?;
+            for kind in evict::EVICTION_ORDER {
+                let min: Option<i64> = stmt
+                    .query_row([kind.as_str()], |r| r.get(0))
+                    .map_err(|e| fail("stats", e))?;
+                oldest = match (oldest, min) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        Ok(Stats {
+            messages: self.messages,
+            bytes: self.bytes,
+            oldest: oldest.map(from_ms),
+            file_bytes: self.file_bytes(),
+            inserted: self.inserted,
+            acked: self.acked,
+            evicted_readings: self.evicted_readings,
+            evicted_other: self.evicted_other,
+            last_id: self.last_id,
+            rejected: self.rejected,
+            max_bytes: self.budget.max_bytes,
+        })
+    }
+
+    /// Database file plus WAL, as the file system reports them.
+    pub fn file_bytes(&self) -> u64 {
+        file_len(&self.path) + file_len(&self.wal_path)
+    }
+
+    /// The last seq committed per topic.
+    pub fn topic_seqs(&mut self) -> Result<HashMap<String, u64>, StoreError> {
+        let result = (|| {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT topic, seq FROM topic_seq")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?;
+            rows.collect::<rusqlite::Result<HashMap<_, _>>>()
+        })();
+        result.map_err(|e| fail("reading topic seqs", e))
+    }
+
+    /// One bounded step of upkeep while idle: bounds (age, size, or a
+    /// lowered `max_bytes`), handing free pages back, a checkpoint, and
+    /// the eviction log. Returns whether more remains.
+    pub fn maintain(&mut self, now: Instant) -> Result<bool, StoreError> {
+        let mut more = false;
+        let used = evict::used_bytes(&self.conn, self.budget.page_size)
+            .map_err(|e| fail("measuring the outbox", e))?;
+        let age_due = self.next_age_check.is_none_or(|t| now >= t);
+        if used > self.budget.target_bytes || age_due {
+            // An empty group: only the bounds.
+            more |= self.commit(&[], &[])?.more;
+        }
+        if self.incremental_vacuum {
+            more |= self.vacuum_step()?;
+        }
+        if file_len(&self.wal_path) > 0 {
+            self.checkpoint("PASSIVE");
+        }
+        if let Some(n) = self.reading_log.due(now) {
+            self.log_readings(n);
+        }
+        if let Some(n) = self.other_log.due(now) {
+            self.log_other(n);
+        }
+        Ok(more)
+    }
+
+    /// Hands up to one group's worth of free pages back to the file system
+    /// when many are free or the file is over its cap.
+    fn vacuum_step(&mut self) -> Result<bool, StoreError> {
+        let pragma = |name: &str| -> Result<u64, StoreError> {
+            self.conn
+                .pragma_query_value(None, name, |r| r.get::<_, i64>(0))
+                .map(|v| v.max(0) as u64)
+                .map_err(|e| fail("measuring the outbox", e))
+        };
+        let pages = pragma("page_count")?;
+        let free = pragma("freelist_count")?;
+        let over = pages > self.budget.max_pages;
+        if free == 0 || !(over || free * VACUUM_FREE_SHARE > pages) {
+            return Ok(false);
+        }
+        // Moving a page also rewrites its parent and pointer-map entry:
+        // a quarter of a group keeps the WAL within its share.
+        let step = (self.budget.group_bytes / 4 / self.budget.page_size).max(1);
+        let result = (|| {
+            let mut stmt = self
+                .conn
+                .prepare(&format!("PRAGMA incremental_vacuum({step})"))?;
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
+            Ok(())
+        })();
+        result.map_err(|e| fail("incremental vacuum", e))?;
+        // Let the file shrink now, not at the next automatic checkpoint.
+        self.checkpoint("TRUNCATE");
+        // Bring the hard cap down with the file (SQLite keeps it at least
+        // at the file's size).
+        self.set_max_pages()?;
+        Ok(free > step)
+    }
+
+    /// Logs what is unreported, checkpoints and closes the connection.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        if let Some(n) = self.reading_log.take() {
+            self.log_readings(n);
+        }
+        if let Some(n) = self.other_log.take() {
+            self.log_other(n);
+        }
+        self.checkpoint("TRUNCATE");
+        let path = std::mem::take(&mut self.path);
+        self.conn
+            .close()
+            .map_err(|(_, e)| fail("closing the outbox", e))?;
+        tracing::info!(path = %path.display(), "outbox closed");
+        Ok(())
+    }
+
+    /// Lowers the hard cap, to meet `SQLITE_FULL` in tests.
+    #[cfg(test)]
+    fn cap_pages(&self, pages: i64) {
+        self.conn
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap();
+    }
+}
+
+/// Adds the evictions to the persisted counts (inside the transaction that
+/// evicted, so the counts survive restarts and match the rows).
+fn record_evictions(conn: &Connection, e: &Evicted) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached("UPDATE meta SET value = value + ?2 WHERE key = ?1")?;
+    if e.readings > 0 {
+        stmt.execute(params!["evicted_readings", e.readings as i64])?;
+    }
+    if e.other > 0 {
+        stmt.execute(params!["evicted_other", e.other as i64])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Durability;
+
+    #[test]
+    fn times_round_trip_to_the_millisecond() {
+        for ms in [0, 1, 1_700_000_000_123, -1, -86_400_000] {
+            assert_eq!(to_ms(from_ms(ms)), ms);
+        }
+    }
+
+    fn reading(i: u64, bytes: usize) -> OutMessage {
+        OutMessage {
+            topic: "fieldgate/s/g/data/pump1".into(),
+            seq: i,
+            payload: vec![b'x'; bytes],
+            qos: 1,
+            retain: false,
+            kind: Kind::Reading,
+            created_at: SystemTime::now(),
+        }
+    }
+
+    /// A full disk (here the hard cap) mid-group evicts the oldest
+    /// readings and commits the group; nothing committed is lost except
+    /// what was counted as evicted.
+    #[test]
+    fn disk_full_evicts_and_retries() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            path: dir.path().join("o.db"),
+            durability: Durability::Normal,
+            max_bytes: 64 << 20,
+            max_age: Duration::from_secs(3600),
+            flush_interval: Duration::from_millis(10),
+        };
+        let mut db = Outbox::open(&config).unwrap();
+        let none = BTreeSet::new();
+        let first: Vec<_> = (1..=200).map(|i| reading(i, 1000)).collect();
+        db.commit(&first, &[]).unwrap();
+        let pages: i64 = db
+            .conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap();
+        // No room for one more page: the next group meets SQLITE_FULL.
+        db.cap_pages(pages);
+        let second: Vec<_> = (201..=220).map(|i| reading(i, 1000)).collect();
+        let c = db.commit(&second, &[]).unwrap();
+        assert_eq!(c.inserted, 20);
+        assert_eq!(c.last_id, 220);
+        let s = db.stats().unwrap();
+        assert!(s.evicted_readings > 0, "{s:?}");
+        assert_eq!(s.messages + s.evicted_readings, 220);
+        let rows = db.fetch_after(0, 1000, &none).unwrap();
+        assert_eq!(rows.len() as u64, s.messages);
+        // The oldest went; the new group is whole.
+        assert_eq!(rows.last().map(|r| r.id), Some(220));
+        assert_eq!(rows[0].id, 1 + s.evicted_readings as i64);
+        db.close().unwrap();
+    }
+}

@@ -1,0 +1,380 @@
+//! Opening the file: the schema and its migrations, the connection
+//! settings, and moving an unusable file aside.
+//!
+//! # Versions
+//!
+//! The schema version is SQLite's `user_version` (in the file header, so it
+//! changes in the same transaction as the migration). [`MIGRATIONS`] holds
+//! one entry per version from the first release on: version `n` is
+//! `MIGRATIONS[n - 1]`. To change the schema, append one entry; never edit
+//! a released one. A file with a newer version than this build knows is
+//! refused (not moved aside): it belongs to a newer fieldgate.
+//!
+//! # Identity and damage
+//!
+//! `application_id` marks the file as fieldgate's. A file that is not a
+//! database, fails `PRAGMA quick_check`, or carries another application's
+//! id is renamed to `<name>.corrupt-<unix time>` (with its `-wal` and
+//! `-shm`) and a new store is started: never deleted, so it can be looked
+//! at or recovered by hand.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use super::StoreError;
+use crate::config::Durability;
+
+/// `PRAGMA application_id` of a fieldgate store: "FGAT".
+pub(super) const APPLICATION_ID: i32 = 0x4647_4154;
+
+/// Page size of new files.
+const PAGE_SIZE: u32 = 4096;
+
+/// How long opening waits for another connection's lock (a previous
+/// process still closing) before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Page cache of the connection: 8 MiB (negative = KiB).
+const CACHE_KIB: i64 = -8192;
+
+/// The schema, one entry per version: version `n` is `MIGRATIONS[n - 1]`.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // v1: the outbox.
+    //
+    // `id` is assigned by the store from `meta.last_id` (kept in the same
+    // transaction), so ids are never reused even when the newest rows were
+    // deleted. `kind` holds `Kind::as_str`; `created_at` is ms since the
+    // Unix epoch. The `(kind, created_at)` index serves both bounds (oldest
+    // readings first, rows past `max_age`) and `Stats::oldest`; the primary
+    // key serves `fetch_after` and `fetch_newest`.
+    "CREATE TABLE outbox (
+         id INTEGER PRIMARY KEY,
+         topic TEXT NOT NULL,
+         seq INTEGER NOT NULL,
+         payload BLOB NOT NULL,
+         qos INTEGER NOT NULL,
+         retain INTEGER NOT NULL,
+         kind TEXT NOT NULL,
+         created_at INTEGER NOT NULL
+     );
+     CREATE INDEX outbox_kind_age ON outbox (kind, created_at);
+     CREATE TABLE topic_seq (topic TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
+     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+     INSERT INTO meta (key, value) VALUES
+         ('last_id', 0), ('evicted_readings', 0), ('evicted_other', 0), ('opens', 0);",
+];
+
+/// Why a file cannot be used as it is.
+enum Unusable {
+    /// Damaged or not ours: move it aside and start again.
+    MoveAside(String),
+    /// Any other failure (locked, permissions, newer schema): report it and
+    /// leave the file alone.
+    Fail(StoreError),
+}
+
+/// Opens (creating, migrating or replacing) the store at `path`.
+pub(super) fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+    ensure_parent(path)?;
+    match try_open(path, durability) {
+        Ok(conn) => Ok(conn),
+        Err(Unusable::Fail(e)) => Err(e),
+        Err(Unusable::MoveAside(reason)) => {
+            move_aside(path, &reason)?;
+            try_open(path, durability).map_err(|e| match e {
+                Unusable::Fail(e) => e,
+                Unusable::MoveAside(reason) => {
+                    let e = StoreError::Sqlite(format!(
+                        "{}: a new store is unusable too: {reason}",
+                        path.display()
+                    ));
+                    tracing::error!(error = %e, "cannot start the outbox");
+                    e
+                }
+            })
+        }
+    }
+}
+
+/// Creates the folder the file lives in.
+fn ensure_parent(path: &Path) -> Result<(), StoreError> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir).map_err(|e| {
+            let e = StoreError::Io(format!(
+                "cannot create the store folder {}: {e}",
+                dir.display()
+            ));
+            tracing::error!(error = %e, "cannot start the outbox");
+            e
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The first 16 bytes of every SQLite database file.
+const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Checks the header before SQLite sees the file: SQLite would delete or
+/// rewrite side files (an unreadable WAL) of a file that is not a database,
+/// and they are to be moved aside as they are.
+fn check_magic(path: &Path) -> Result<(), Unusable> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        // Missing: a new store. Unreadable: SQLite reports it below.
+        Err(_) => return Ok(()),
+    };
+    let mut head = Vec::with_capacity(MAGIC.len());
+    if let Err(e) = file
+        .by_ref()
+        .take(MAGIC.len() as u64)
+        .read_to_end(&mut head)
+    {
+        let e = StoreError::Io(format!("cannot read {}: {e}", path.display()));
+        tracing::error!(error = %e, "cannot open the outbox");
+        return Err(Unusable::Fail(e));
+    }
+    // An empty file is a new database.
+    if head.is_empty() || head.as_slice() == MAGIC {
+        Ok(())
+    } else {
+        Err(Unusable::MoveAside(
+            "not an SQLite database (bad header)".into(),
+        ))
+    }
+}
+
+/// One attempt at opening the file as it is.
+fn try_open(path: &Path, durability: Durability) -> Result<Connection, Unusable> {
+    let fail = |what: &str, e: rusqlite::Error| classify(path, what, e);
+    check_magic(path)?;
+    // No URI parsing (the path is a plain path), no mutex (one thread owns
+    // the connection).
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| fail("open", e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| fail("busy_timeout", e))?;
+    // Exclusive locking: a second fieldgate on the same file fails at open
+    // instead of publishing the same rows twice, and WAL mode keeps its
+    // index in heap memory (no -shm file to count or lose).
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+        .map_err(|e| fail("locking_mode", e))?;
+
+    // The first read: fails with NOTADB on a file of garbage, or BUSY when
+    // another process holds the file.
+    let app_id: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(|e| fail("reading the header", e))?;
+    let objects: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(|e| fail("reading the schema", e))?;
+    let fresh = app_id == 0 && objects == 0;
+    if !fresh && app_id != APPLICATION_ID {
+        return Err(Unusable::MoveAside(format!(
+            "application_id {app_id:#x} is not fieldgate's ({APPLICATION_ID:#x})"
+        )));
+    }
+    quick_check(&conn).map_err(|e| match e {
+        Ok(report) => Unusable::MoveAside(format!("quick_check failed: {report}")),
+        Err(e) => fail("quick_check", e),
+    })?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|e| fail("reading the schema version", e))?;
+    if version > MIGRATIONS.len() as i64 {
+        let e = StoreError::Sqlite(format!(
+            "{} has schema version {version}, newer than this fieldgate knows ({}): \
+             it was written by a newer release; leaving it untouched",
+            path.display(),
+            MIGRATIONS.len()
+        ));
+        tracing::error!(error = %e, "cannot start the outbox");
+        return Err(Unusable::Fail(e));
+    }
+
+    if fresh {
+        // Both only take effect before the first table exists.
+        conn.pragma_update(None, "page_size", PAGE_SIZE)
+            .map_err(|e| fail("page_size", e))?;
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(|e| fail("auto_vacuum", e))?;
+    }
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .map_err(|e| fail("journal_mode", e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        let e = StoreError::Sqlite(format!(
+            "{}: SQLite refused WAL mode (journal_mode is {mode})",
+            path.display()
+        ));
+        tracing::error!(error = %e, "cannot start the outbox");
+        return Err(Unusable::Fail(e));
+    }
+    // FULL: the WAL is synced at every commit (survives power loss).
+    // NORMAL: only at checkpoints (survives a crash of the process).
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)
+        .map_err(|e| fail("synchronous", e))?;
+    conn.pragma_update(None, "cache_size", CACHE_KIB)
+        .map_err(|e| fail("cache_size", e))?;
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(|e| fail("temp_store", e))?;
+
+    migrate(&conn).map_err(|e| fail("migrating the schema", e))?;
+    // A write at once takes the exclusive lock for the life of the
+    // connection (and counts the opens, which helps reading a field log).
+    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'opens'", [])
+        .map_err(|e| fail("taking the lock", e))?;
+    Ok(conn)
+}
+
+/// Runs `PRAGMA quick_check`: `Err(Ok(report))` when it finds damage.
+fn quick_check(conn: &Connection) -> Result<(), Result<String, rusqlite::Error>> {
+    let mut stmt = conn.prepare("PRAGMA quick_check").map_err(Err)?;
+    let lines: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .map_err(Err)?
+        .take(5)
+        .collect::<Result<_, _>>()
+        .map_err(Err)?;
+    if matches!(lines.as_slice(), [only] if only == "ok") {
+        Ok(())
+    } else {
+        Err(Ok(lines.join("; ")))
+    }
+}
+
+/// Applies the migrations the file lacks, each in its own transaction
+/// together with its new `user_version`.
+pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let to = i as i64 + 1;
+        if to <= version {
+            continue;
+        }
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.pragma_update(None, "user_version", to)?;
+        tx.commit()?;
+        tracing::info!(version = to, "outbox schema migrated");
+    }
+    Ok(())
+}
+
+/// Sorts an SQLite failure: damage means move aside, the rest is reported.
+fn classify(path: &Path, what: &str, e: rusqlite::Error) -> Unusable {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            Unusable::MoveAside(format!("{what}: {e}"))
+        }
+        code => {
+            let hint = match code {
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                    " (is another fieldgate using it?)"
+                }
+                _ => "",
+            };
+            let e = StoreError::Sqlite(format!("{}: {what}: {e}{hint}", path.display()));
+            tracing::error!(error = %e, "cannot open the outbox");
+            Unusable::Fail(e)
+        }
+    }
+}
+
+/// `path` with `suffix` appended to its file name.
+pub(super) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Renames the file (and its `-wal`, `-shm`, `-journal`) to
+/// `<name>.corrupt-<unix time>`.
+fn move_aside(path: &Path, reason: &str) -> Result<PathBuf, StoreError> {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let base = format!(".corrupt-{secs}");
+    // Two failures within a second must not overwrite the first file.
+    let mut target = with_suffix(path, &base);
+    let mut n = 1;
+    while target.exists() || with_suffix(&target, "-wal").exists() {
+        target = with_suffix(path, &format!("{base}-{n}"));
+        n += 1;
+        if n > 1000 {
+            return Err(StoreError::Io(format!(
+                "{}: too many files named {}*",
+                path.display(),
+                target.display()
+            )));
+        }
+    }
+    std::fs::rename(path, &target).map_err(|e| {
+        let e = StoreError::Io(format!(
+            "cannot move the unusable outbox {} to {}: {e}",
+            path.display(),
+            target.display()
+        ));
+        tracing::error!(error = %e, reason, "cannot start the outbox");
+        e
+    })?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let from = with_suffix(path, suffix);
+        if from.exists() {
+            let to = with_suffix(&target, suffix);
+            if let Err(e) = std::fs::rename(&from, &to) {
+                // The main file is already out of the way; a stale WAL left
+                // behind would be ignored by the new file (salts differ),
+                // but say so.
+                tracing::error!(from = %from.display(), to = %to.display(), error = %e,
+                    "cannot move the unusable outbox's side file");
+            }
+        }
+    }
+    tracing::error!(
+        path = %path.display(),
+        moved_to = %target.display(),
+        reason,
+        "the outbox file is unusable: moved it aside and starting a new one"
+    );
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_apply_in_order_and_only_once() {
+        let conn = Connection::open_in_memory().unwrap();
+        migrate(&conn).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        let id: i32 = conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .unwrap();
+        assert_eq!(id, APPLICATION_ID);
+        // Again: nothing to do (a second CREATE TABLE would fail).
+        migrate(&conn).unwrap();
+    }
+
+    #[test]
+    fn suffixes_append_to_the_file_name() {
+        assert_eq!(
+            with_suffix(Path::new("/a/b.db"), "-wal"),
+            PathBuf::from("/a/b.db-wal")
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! Helpers shared by the integration tests.
+
+pub mod broker;
+pub mod proxy;
+pub mod subscriber;
+pub mod tls_broker;
