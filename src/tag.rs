@@ -107,7 +107,70 @@ pub enum DataType {
     String(u16),
 }
 
+/// Why a type could not be built from its config fields.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TypeError {
+    /// Not a type name fieldgate knows.
+    #[error(
+        "unknown type \"{0}\"; use bool, bit, u16, i16, u32, i32, u64, i64, f32, f64 or string"
+    )]
+    Unknown(String),
+    /// `bit` without its index.
+    #[error("type bit needs `bit` (0–15)")]
+    MissingBit,
+    /// A bit index beyond 15.
+    #[error("bit index {0} is out of range: a register has bits 0 to 15")]
+    BitOutOfRange(i64),
+    /// `string` without its length.
+    #[error("type string needs `length` (in registers, two characters each)")]
+    MissingLength,
+    /// A string length beyond one request.
+    #[error("string length {0} is out of range (1–125 registers)")]
+    LengthOutOfRange(i64),
+}
+
+impl TypeError {
+    /// The config field the error is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            TypeError::Unknown(_) => "type",
+            TypeError::MissingBit | TypeError::BitOutOfRange(_) => "bit",
+            TypeError::MissingLength | TypeError::LengthOutOfRange(_) => "length",
+        }
+    }
+}
+
 impl DataType {
+    /// Builds a type from its config fields: the name (with the spellings
+    /// PLC programmers and device manuals use: `float`, `real`, `dint`,
+    /// `word`, …), the bit index for `bit` and the length in registers for
+    /// `string`. Shared by the gateway's config and the simulator's
+    /// scenarios, so both read a tag map the same way.
+    pub fn parse(name: &str, bit: Option<i64>, length: Option<i64>) -> Result<DataType, TypeError> {
+        Ok(match name.trim().to_ascii_lowercase().as_str() {
+            "bool" | "boolean" => DataType::Bool,
+            "bit" => match bit {
+                Some(b @ 0..=15) => DataType::Bit(b as u8),
+                Some(b) => return Err(TypeError::BitOutOfRange(b)),
+                None => return Err(TypeError::MissingBit),
+            },
+            "u16" | "uint16" | "word" | "uint" => DataType::U16,
+            "i16" | "int16" | "int" | "short" => DataType::I16,
+            "u32" | "uint32" | "dword" | "udint" => DataType::U32,
+            "i32" | "int32" | "dint" => DataType::I32,
+            "u64" | "uint64" | "ulint" => DataType::U64,
+            "i64" | "int64" | "lint" => DataType::I64,
+            "f32" | "float" | "float32" | "real" => DataType::F32,
+            "f64" | "double" | "float64" | "lreal" => DataType::F64,
+            "string" | "str" | "ascii" => match length {
+                Some(n @ 1..=125) => DataType::String(n as u16),
+                Some(n) => return Err(TypeError::LengthOutOfRange(n)),
+                None => return Err(TypeError::MissingLength),
+            },
+            _ => return Err(TypeError::Unknown(name.trim().to_string())),
+        })
+    }
+
     /// How many registers (or bits, for `Bool`) the tag occupies.
     pub fn width(self) -> u16 {
         match self {

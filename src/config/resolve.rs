@@ -1151,24 +1151,6 @@ fn resolve_device(
     })
 }
 
-/// Type names, with the spellings PLC programmers and device manuals use.
-fn parse_type(text: &str) -> Option<&'static str> {
-    Some(match text.trim().to_ascii_lowercase().as_str() {
-        "bool" | "boolean" => "bool",
-        "bit" => "bit",
-        "u16" | "uint16" | "word" | "uint" => "u16",
-        "i16" | "int16" | "int" | "short" => "i16",
-        "u32" | "uint32" | "dword" | "udint" => "u32",
-        "i32" | "int32" | "dint" => "i32",
-        "u64" | "uint64" | "ulint" => "u64",
-        "i64" | "int64" | "lint" => "i64",
-        "f32" | "float" | "float32" | "real" => "f32",
-        "f64" | "double" | "float64" | "lreal" => "f64",
-        "string" | "str" | "ascii" => "string",
-        _ => return None,
-    })
-}
-
 /// Resolves one tag; `None` when it has an error (reported).
 pub(super) fn resolve_tag(
     ctx: &mut Ctx,
@@ -1236,72 +1218,16 @@ pub(super) fn resolve_tag(
     }
     let area = resolved.area;
 
-    let type_name = match raw.data_type.as_deref() {
-        None => {
-            if area.is_bit() {
-                "bool"
-            } else {
-                "u16"
-            }
+    let type_name = raw
+        .data_type
+        .as_deref()
+        .unwrap_or(if area.is_bit() { "bool" } else { "u16" });
+    let data_type = match DataType::parse(type_name, raw.bit, raw.length) {
+        Ok(t) => t,
+        Err(e) => {
+            err(ctx, e.field(), e.to_string());
+            return None;
         }
-        Some(t) => match parse_type(t) {
-            Some(t) => t,
-            None => {
-                err(
-                    ctx,
-                    "type",
-                    format!(
-                        "unknown type \"{t}\"; use bool, bit, u16, i16, u32, i32, u64, i64, f32, f64 or string"
-                    ),
-                );
-                return None;
-            }
-        },
-    };
-    let data_type = match type_name {
-        "bool" => DataType::Bool,
-        "bit" => match raw.bit {
-            Some(b @ 0..=15) => DataType::Bit(b as u8),
-            Some(b) => {
-                err(
-                    ctx,
-                    "bit",
-                    format!("bit index {b} is out of range: a register has bits 0 to 15"),
-                );
-                return None;
-            }
-            None => {
-                err(ctx, "bit", "type bit needs `bit` (0–15)".into());
-                return None;
-            }
-        },
-        "u16" => DataType::U16,
-        "i16" => DataType::I16,
-        "u32" => DataType::U32,
-        "i32" => DataType::I32,
-        "u64" => DataType::U64,
-        "i64" => DataType::I64,
-        "f32" => DataType::F32,
-        "f64" => DataType::F64,
-        _ => match raw.length {
-            Some(n @ 1..=125) => DataType::String(n as u16),
-            Some(n) => {
-                err(
-                    ctx,
-                    "length",
-                    format!("string length {n} is out of range (1–125 registers)"),
-                );
-                return None;
-            }
-            None => {
-                err(
-                    ctx,
-                    "length",
-                    "type string needs `length` (in registers, two characters each)".into(),
-                );
-                return None;
-            }
-        },
     };
     if raw.bit.is_some() && !matches!(data_type, DataType::Bit(_)) {
         err(

@@ -124,48 +124,6 @@ fn find_tag<'a>(devices: &'a [Device], full: &str) -> Result<(&'a Device, &'a Ta
         .ok_or_else(|| format!("tag \"{full}\": device \"{dev}\" has no tag \"{tag}\""))
 }
 
-/// Full tag names (`device.tag`) an expression reads, in order of appearance.
-pub fn expr_tags(expr: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let bytes = expr.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        if c == b'"' || c == b'\'' {
-            // Skip a string literal.
-            i += 1;
-            while i < bytes.len() && bytes[i] != c {
-                i += 1;
-            }
-            i += 1;
-            continue;
-        }
-        if c.is_ascii_alphanumeric() || c == b'_' {
-            let start = i;
-            while i < bytes.len()
-                && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b'.')
-            {
-                i += 1;
-            }
-            let token = &expr[start..i];
-            let mut parts = token.split('.');
-            if let (Some(dev), Some(tag)) = (parts.next(), parts.next()) {
-                let numeric =
-                    token.parse::<f64>().is_ok() || dev.bytes().all(|b| b.is_ascii_digit());
-                if !numeric && !dev.is_empty() && !tag.is_empty() {
-                    let full = format!("{dev}.{tag}");
-                    if !out.contains(&full) {
-                        out.push(full);
-                    }
-                }
-            }
-            continue;
-        }
-        i += 1;
-    }
-    out
-}
-
 fn priority(ctx: &mut Ctx, field: &str, text: Option<&str>) -> Priority {
     match text.map(str::to_ascii_lowercase).as_deref() {
         None | Some("medium") => Priority::Medium,
@@ -407,7 +365,7 @@ pub(super) fn resolve_rules(
             },
             Some("expr") => match &raw.expr {
                 Some(expr) if !expr.trim().is_empty() => {
-                    let tags = expr_tags(expr);
+                    let tags = crate::rules::referenced_tags(expr);
                     if tags.is_empty() {
                         ctx.error(
                             &format!("{field}.expr"),
@@ -690,23 +648,5 @@ fn duplicates<'a>(ctx: &mut Ctx, section: &str, what: &str, names: impl Iterator
                 format!("duplicate {what} name \"{name}\""),
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expression_tags() {
-        assert_eq!(
-            expr_tags("pump1.current > 20 && !pump1.running"),
-            vec!["pump1.current", "pump1.running"]
-        );
-        assert_eq!(
-            expr_tags("a.b + 1.5 > c.d.abs() && s == \"x.y\""),
-            vec!["a.b", "c.d"]
-        );
-        assert!(expr_tags("1.5 > 2").is_empty());
     }
 }

@@ -144,8 +144,9 @@ pub enum ExprError {
 }
 
 /// Full tag names (`device.tag`) an expression reads, in order of first
-/// appearance. The same scan as the config's validation, so both agree on
-/// what an expression reads.
+/// appearance. `fieldgate check` uses the same scan, so the config and the
+/// engine agree on what an expression reads. Numbers (`1.5`), string
+/// literals and method calls (`a.b.abs()` reads `a.b`) are not tags.
 pub fn referenced_tags(expr: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let bytes = expr.as_bytes();
@@ -472,6 +473,19 @@ fn refuse_mixed_comparisons(engine: &mut rhai::Engine) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn referenced_tags_skips_numbers_strings_and_methods() {
+        assert_eq!(
+            referenced_tags("pump1.current > 20 && !pump1.running"),
+            vec!["pump1.current", "pump1.running"]
+        );
+        assert_eq!(
+            referenced_tags("a.b + 1.5 > c.d.abs() && s == \"x.y\""),
+            vec!["a.b", "c.d"]
+        );
+        assert!(referenced_tags("1.5 > 2").is_empty());
+    }
 
     fn known(full: &str) -> Option<ExprType> {
         match full {

@@ -63,7 +63,9 @@ use std::time::Duration;
 
 pub use alarm::{Alarm, AlarmEvent, AlarmState, AlarmTiming, Cause, SavedAlarm};
 pub use condition::{ConditionState, SavedCondition, SavedSample, Trigger};
-pub use expr::{CompiledExpr, ExprEngine, ExprError, ExprType, check, check_devices};
+pub use expr::{
+    CompiledExpr, ExprEngine, ExprError, ExprType, check, check_devices, referenced_tags,
+};
 pub use saved::{SAVED_VERSION, SavedEngine, SavedRule, SavedTag, SavedValue};
 pub use time::Timestamp;
 

@@ -266,34 +266,10 @@ fn parse_range(text: &str) -> Option<Range<u32>> {
 }
 
 fn data_type(p: &PointSpec, at: &str, problems: &mut Vec<String>) -> Option<DataType> {
-    let t = match p.data_type.trim().to_ascii_lowercase().as_str() {
-        "bool" => DataType::Bool,
-        "bit" => match p.bit {
-            Some(n) if n < 16 => DataType::Bit(n),
-            _ => {
-                problems.push(format!("{at}: type `bit` needs `bit` = 0 to 15"));
-                return None;
-            }
-        },
-        "u16" => DataType::U16,
-        "i16" => DataType::I16,
-        "u32" => DataType::U32,
-        "i32" => DataType::I32,
-        "u64" => DataType::U64,
-        "i64" => DataType::I64,
-        "f32" => DataType::F32,
-        "f64" => DataType::F64,
-        "string" => match p.length {
-            Some(n) if n > 0 => DataType::String(n),
-            _ => {
-                problems.push(format!(
-                    "{at}: type `string` needs `length` (registers) > 0"
-                ));
-                return None;
-            }
-        },
-        other => {
-            problems.push(format!("{at}: unknown type {other:?}"));
+    let t = match DataType::parse(&p.data_type, p.bit.map(i64::from), p.length.map(i64::from)) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(format!("{at}: {e}"));
             return None;
         }
     };
