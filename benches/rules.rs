@@ -31,7 +31,7 @@ use fieldgate::config::{
 };
 use fieldgate::modbus::{Batch, Quality, Reading};
 use fieldgate::rules::{Engine, TagId, Timestamp};
-use fieldgate::tag::{Area, DataType, Tag, Value, WordOrder};
+use fieldgate::tag::{Area, DataType, Tag, Value};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -41,24 +41,13 @@ const TAGS_PER_DEVICE: usize = 10;
 const SWEEPS: usize = 64;
 
 fn device(d: usize) -> Device {
-    Device {
-        name: format!("d{d}"),
-        connection: Connection::Tcp {
+    Device::new(
+        format!("d{d}"),
+        Connection::Tcp {
             host: "x".into(),
             port: 502,
         },
-        unit: 1,
-        poll_interval: Duration::from_secs(1),
-        timeout: Duration::from_secs(1),
-        retries: 0,
-        max_registers: 125,
-        max_bits: 2000,
-        max_gap: 10,
-        word_order: WordOrder::Abcd,
-        max_silence: Duration::from_secs(60),
-        asset: None,
-        location: None,
-        tags: (0..TAGS_PER_DEVICE)
+        (0..TAGS_PER_DEVICE)
             .map(|j| {
                 Tag::new(
                     format!("t{j}"),
@@ -68,8 +57,7 @@ fn device(d: usize) -> Device {
                 )
             })
             .collect(),
-        tags_file: None,
-    }
+    )
 }
 
 fn rule(name: String, condition: Condition) -> Rule {

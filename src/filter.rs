@@ -121,7 +121,7 @@ mod tests {
     use super::*;
     use crate::config::{Connection, Device};
     use crate::modbus::{BadReason, Reading};
-    use crate::tag::{Area, DataType, WordOrder};
+    use crate::tag::{Area, DataType};
 
     fn device(deadband: Deadband) -> Arc<Device> {
         let mut temp = Tag::new("temp", Area::InputRegister, 0, DataType::F32);
@@ -129,26 +129,14 @@ mod tests {
         temp.span_low = Some(0.0);
         temp.span_high = Some(200.0);
         let run = Tag::new("run", Area::Coil, 0, DataType::Bool);
-        Arc::new(Device {
-            name: "pump".into(),
-            connection: Connection::Tcp {
+        Arc::new(Device::new(
+            "pump",
+            Connection::Tcp {
                 host: "x".into(),
                 port: 502,
             },
-            unit: 1,
-            poll_interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            retries: 0,
-            max_registers: 125,
-            max_bits: 2000,
-            max_gap: 10,
-            word_order: WordOrder::Abcd,
-            max_silence: Duration::from_secs(60),
-            asset: None,
-            location: None,
-            tags: vec![temp, run],
-            tags_file: None,
-        })
+            vec![temp, run],
+        ))
     }
 
     fn batch(device: &Arc<Device>, temp: Option<f64>, run: bool) -> Batch {

@@ -20,34 +20,21 @@ use fieldgate::config::{
 };
 use fieldgate::modbus::{BadReason, Batch, Quality, Reading};
 use fieldgate::rules::{AlarmEvent, Cause, Engine, SavedEngine, Timestamp};
-use fieldgate::tag::{Area, DataType, Tag, Value, WordOrder};
+use fieldgate::tag::{Area, DataType, Tag, Value};
 use proptest::prelude::*;
 
 fn device(name: &str, tags: &[(&str, DataType)]) -> Device {
-    Device {
-        name: name.into(),
-        connection: Connection::Tcp {
+    Device::new(
+        name,
+        Connection::Tcp {
             host: "x".into(),
             port: 502,
         },
-        unit: 1,
-        poll_interval: Duration::from_secs(1),
-        timeout: Duration::from_secs(1),
-        retries: 0,
-        max_registers: 125,
-        max_bits: 2000,
-        max_gap: 10,
-        word_order: WordOrder::Abcd,
-        max_silence: Duration::from_secs(60),
-        asset: None,
-        location: None,
-        tags: tags
-            .iter()
+        tags.iter()
             .enumerate()
             .map(|(i, (n, dt))| Tag::new(*n, Area::HoldingRegister, i as u16 * 4, *dt))
             .collect(),
-        tags_file: None,
-    }
+    )
 }
 
 fn rule(name: &str, condition: Condition, deadband: f64, on: u64, off: u64) -> Rule {

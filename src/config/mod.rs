@@ -355,7 +355,56 @@ pub struct Device {
     pub tags_file: Option<PathBuf>,
 }
 
+/// Device defaults, shared by the config loader and [`Device::new`].
+pub mod device_defaults {
+    use std::time::Duration;
+
+    /// `poll_interval`.
+    pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+    /// `timeout` over TCP.
+    pub const TIMEOUT_TCP: Duration = Duration::from_secs(1);
+    /// `timeout` on serial lines (RTU and RTU over TCP).
+    pub const TIMEOUT_SERIAL: Duration = Duration::from_millis(500);
+    /// `retries`.
+    pub const RETRIES: u32 = 1;
+    /// `max_registers`: the protocol's limit for FC3/FC4.
+    pub const MAX_REGISTERS: u16 = 125;
+    /// `max_bits`: the protocol's limit for FC1/FC2.
+    pub const MAX_BITS: u16 = 2000;
+    /// `max_gap`.
+    pub const MAX_GAP: u16 = 10;
+    /// `max_silence`.
+    pub const MAX_SILENCE: Duration = Duration::from_secs(60);
+}
+
 impl Device {
+    /// A device with every setting at its default (unit 1), for code that
+    /// builds devices rather than loading them: tests, benchmarks, tools.
+    pub fn new(name: impl Into<String>, connection: Connection, tags: Vec<Tag>) -> Device {
+        use device_defaults as d;
+        let timeout = match connection {
+            Connection::Tcp { .. } => d::TIMEOUT_TCP,
+            _ => d::TIMEOUT_SERIAL,
+        };
+        Device {
+            name: name.into(),
+            connection,
+            unit: 1,
+            poll_interval: d::POLL_INTERVAL,
+            timeout,
+            retries: d::RETRIES,
+            max_registers: d::MAX_REGISTERS,
+            max_bits: d::MAX_BITS,
+            max_gap: d::MAX_GAP,
+            word_order: WordOrder::Abcd,
+            max_silence: d::MAX_SILENCE,
+            asset: None,
+            location: None,
+            tags,
+            tags_file: None,
+        }
+    }
+
     /// A tag by short name.
     pub fn tag(&self, name: &str) -> Option<&Tag> {
         self.tags.iter().find(|t| t.name == name)

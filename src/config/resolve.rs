@@ -22,6 +22,7 @@ use super::source_map::SourceMap;
 use super::{
     AlarmConfig, Bus, Config, Connection, Device, Durability, ENV_PREFIX, GatewayConfig,
     HttpConfig, Loaded, MqttConfig, Parity, Qos, StoreConfig, TlsConfig, WorkOrderConfig,
+    device_defaults,
 };
 use crate::tag::{Area, DataType, Deadband, Tag, WordOrder};
 
@@ -1015,7 +1016,7 @@ fn resolve_device(
     let poll_interval = raw
         .poll_interval
         .map(|d| d.0)
-        .unwrap_or(Duration::from_secs(1));
+        .unwrap_or(device_defaults::POLL_INTERVAL);
     if poll_interval.is_zero() {
         ctx.warn(
             &format!("{field}.poll_interval"),
@@ -1031,9 +1032,9 @@ fn resolve_device(
         );
     }
     let default_timeout = if serial {
-        Duration::from_millis(500)
+        device_defaults::TIMEOUT_SERIAL
     } else {
-        Duration::from_secs(1)
+        device_defaults::TIMEOUT_TCP
     };
     let timeout = duration_in(
         ctx,
@@ -1047,7 +1048,7 @@ fn resolve_device(
         ctx,
         &format!("{field}.retries"),
         raw.retries,
-        1,
+        i64::from(device_defaults::RETRIES),
         0..=10,
         "retries",
     ) as u32;
@@ -1055,7 +1056,7 @@ fn resolve_device(
         ctx,
         &format!("{field}.max_registers"),
         raw.max_registers,
-        125,
+        i64::from(device_defaults::MAX_REGISTERS),
         1..=125,
         "max_registers",
     ) as u16;
@@ -1063,7 +1064,7 @@ fn resolve_device(
         ctx,
         &format!("{field}.max_bits"),
         raw.max_bits,
-        2000,
+        i64::from(device_defaults::MAX_BITS),
         1..=2000,
         "max_bits",
     ) as u16;
@@ -1071,7 +1072,7 @@ fn resolve_device(
         ctx,
         &format!("{field}.max_gap"),
         raw.max_gap,
-        10,
+        i64::from(device_defaults::MAX_GAP),
         0..=2000,
         "max_gap",
     ) as u16;
@@ -1089,7 +1090,7 @@ fn resolve_device(
         ctx,
         &format!("{field}.max_silence"),
         raw.max_silence,
-        Duration::from_secs(60),
+        device_defaults::MAX_SILENCE,
         Duration::from_secs(1),
         Duration::from_secs(86_400),
     );

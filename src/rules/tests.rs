@@ -8,7 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use super::*;
 use crate::config::{Connection, Priority, State, WorkOrderTemplate};
 use crate::modbus::{BadReason, Reading};
-use crate::tag::{Area, DataType, Tag, WordOrder};
+use crate::tag::{Area, DataType, Tag};
 
 const GOOD: Quality = Quality::Good;
 const TIMEOUT: Quality = Quality::Bad(BadReason::Timeout);
@@ -18,25 +18,13 @@ fn t(secs: f64) -> Timestamp {
 }
 
 fn device(name: &str, tags: &[(&str, DataType)]) -> Device {
-    Device {
-        name: name.into(),
-        connection: Connection::Tcp {
+    Device::new(
+        name,
+        Connection::Tcp {
             host: "x".into(),
             port: 502,
         },
-        unit: 1,
-        poll_interval: Duration::from_secs(1),
-        timeout: Duration::from_secs(1),
-        retries: 0,
-        max_registers: 125,
-        max_bits: 2000,
-        max_gap: 10,
-        word_order: WordOrder::Abcd,
-        max_silence: Duration::from_secs(60),
-        asset: None,
-        location: None,
-        tags: tags
-            .iter()
+        tags.iter()
             .enumerate()
             .map(|(i, (n, dt))| {
                 let mut tag = Tag::new(*n, Area::HoldingRegister, i as u16 * 4, *dt);
@@ -46,8 +34,7 @@ fn device(name: &str, tags: &[(&str, DataType)]) -> Device {
                 tag
             })
             .collect(),
-        tags_file: None,
-    }
+    )
 }
 
 fn devices() -> Vec<Device> {
