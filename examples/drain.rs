@@ -29,6 +29,15 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
+fn vm_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn payload(seq: u64, per_message: usize) -> Vec<u8> {
     let mut s = format!("{{\"ts\":\"2026-11-21T06:38:25.305Z\",\"seq\":{seq},\"tags\":{{");
     for i in 0..per_message {
@@ -73,7 +82,8 @@ async fn main() {
     let fill = Instant::now();
     let mut seq = 0;
     while seq < messages {
-        let batch: Vec<OutMessage> = (0..1000.min(messages - seq))
+        // Batches of 64, as the pipeline inserts them.
+        let batch: Vec<OutMessage> = (0..64.min(messages - seq))
             .map(|_| {
                 seq += 1;
                 OutMessage {
@@ -124,8 +134,10 @@ async fn main() {
         stats,
         listener,
     ));
+    let mut peak_rss = vm_rss_kib();
     loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak_rss = peak_rss.max(vm_rss_kib());
         let s = handle.stats().await.expect("stats");
         if s.messages == 0 {
             break;
@@ -139,10 +151,10 @@ async fn main() {
     trigger.trigger();
     let _ = task.await;
     println!(
-        "fieldgate drained {messages} messages in {drain_s:.1} s: {:.0} messages/s, {:.0} readings/s; VmHWM {} KiB",
+        "fieldgate drained {messages} messages in {drain_s:.1} s: {:.0} messages/s, {:.0} readings/s; peak RSS while draining {} KiB",
         messages as f64 / drain_s,
         readings as f64 / drain_s,
-        vm_hwm_kib()
+        peak_rss
     );
     drop(handle);
     let _ = tokio::task::spawn_blocking(move || guard.close()).await;

@@ -54,8 +54,11 @@
 pub mod alarm;
 pub mod condition;
 pub mod expr;
+pub mod meter;
+pub mod payload;
 mod saved;
 mod time;
+pub mod workorder;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,8 +69,14 @@ pub use condition::{ConditionState, SavedCondition, SavedSample, Trigger};
 pub use expr::{
     CompiledExpr, ExprEngine, ExprError, ExprType, check, check_devices, referenced_tags,
 };
+pub use meter::{Measure, MeterChange, MeterDue, MeterReport, MeterState};
+pub use payload::PayloadError;
 pub use saved::{SAVED_VERSION, SavedEngine, SavedRule, SavedTag, SavedValue};
 pub use time::Timestamp;
+pub use workorder::{
+    SnapshotEntry, WoChange, WoContext, WoError, WoSource, WoStatus, WoTrigger, WoType, WorkOrder,
+    WorkOrderBook,
+};
 
 use crate::config::{AlarmConfig, Condition, Device, Rule};
 use crate::modbus::{Batch, Quality};
