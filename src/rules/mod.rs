@@ -18,6 +18,12 @@
 //!   [`check`], for `fieldgate check`.
 //! * [`alarm`]: the ISA-18.2 state machine of one rule: on- and
 //!   off-delays, acknowledgement, shelving, chattering.
+//! * [`workorder`]: the [`WorkOrderBook`](workorder::WorkOrderBook): one
+//!   open work order per rule and asset, updates, the CMMS's status
+//!   reports, the flood guard, idempotency keys.
+//! * [`meter`]: runtime and count meters and their preventive thresholds.
+//! * [`payload`]: the JSON of work orders (`fieldgate.workorder/1`), alarm
+//!   states (`fieldgate.alarm/1`) and meters (`fieldgate.meter/1`).
 //! * `saved`: the persisted form ([`SavedEngine`]).
 //! * `time`: [`Timestamp`], milliseconds since the Unix epoch.
 //! * `tests.rs`: engine tests on a fake clock (each module has its own).
