@@ -18,7 +18,7 @@
 //!   [`check`], for `fieldgate check`.
 //! * [`alarm`]: the ISA-18.2 state machine of one rule: on- and
 //!   off-delays, acknowledgement, shelving, chattering.
-//! * [`workorder`]: the [`WorkOrderBook`](workorder::WorkOrderBook): one
+//! * [`workorder`]: the [`WorkOrderBook`]: one
 //!   open work order per rule and asset, updates, the CMMS's status
 //!   reports, the flood guard, idempotency keys.
 //! * [`meter`]: runtime and count meters and their preventive thresholds.
