@@ -125,9 +125,14 @@ fn table(device: &Device, readings: &[Reading], plan: &ReadPlan, outcome: &PollO
             .unwrap_or_default();
         rows.push([
             tag.name.clone(),
+            // As published: an f32 with its own shortest digits.
             r.value
                 .as_ref()
-                .map(|v| v.to_string())
+                .map(|v| {
+                    let mut text = String::new();
+                    crate::mqtt::payload::value(&mut text, tag, v);
+                    text
+                })
                 .unwrap_or_else(|| "-".into()),
             tag.unit.clone().unwrap_or_default(),
             r.quality.to_string(),
