@@ -34,6 +34,10 @@ const INSERT: &str = "INSERT INTO outbox (id, topic, seq, payload, qos, retain, 
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 const DELETE_ONE: &str =
     "DELETE FROM outbox WHERE id = ?1 RETURNING octet_length(topic) + length(payload)";
+/// Writes a named state blob (v2).
+const UPSERT_STATE: &str = "INSERT INTO state (key, value, updated_at) VALUES (?1, ?2, ?3)
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
+
 const UPSERT_SEQ: &str = "INSERT INTO topic_seq (topic, seq) VALUES (?1, ?2)
      ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq";
 const FETCH_AFTER: &str = "SELECT id, topic, seq, payload, qos, retain, kind, created_at
@@ -270,6 +274,7 @@ impl Outbox {
         &mut self,
         messages: &[OutMessage],
         deletes: &[i64],
+        states: &[(String, Vec<u8>)],
     ) -> Result<Committed, StoreError> {
         let now = Instant::now();
         let age_due = self.next_age_check.is_none_or(|t| now >= t);
@@ -278,7 +283,7 @@ impl Outbox {
             .map(|m| evict::footprint(m.topic.len(), m.payload.len()))
             .sum();
         for attempt in 1..=FULL_ATTEMPTS {
-            match self.try_commit(messages, deletes, age_due) {
+            match self.try_commit(messages, deletes, states, age_due) {
                 Ok(delta) => {
                     if age_due {
                         self.next_age_check = Some(now + AGE_CHECK_INTERVAL);
@@ -318,6 +323,7 @@ impl Outbox {
         &mut self,
         messages: &[OutMessage],
         deletes: &[i64],
+        states: &[(String, Vec<u8>)],
         age_due: bool,
     ) -> rusqlite::Result<Delta> {
         let age_cutoff = age_due.then(|| self.age_cutoff());
@@ -364,6 +370,13 @@ impl Outbox {
             }
             tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_id'")?
                 .execute([d.last_id])?;
+        }
+        if !states.is_empty() {
+            let now = to_ms(SystemTime::now());
+            let mut stmt = tx.prepare_cached(UPSERT_STATE)?;
+            for (key, value) in states {
+                stmt.execute(params![key, value, now])?;
+            }
         }
         let bounds = Bounds {
             budget: self.budget,
@@ -591,6 +604,14 @@ impl Outbox {
     }
 
     /// The last seq committed per topic.
+    /// The last committed value of a named state, if any.
+    pub fn load_state(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT value FROM state WHERE key = ?1")
+            .and_then(|mut stmt| stmt.query_row([key], |r| r.get(0)).optional())
+            .map_err(|e| fail("loading state", e))
+    }
+
     pub fn topic_seqs(&mut self) -> Result<HashMap<String, u64>, StoreError> {
         let result = (|| {
             let mut stmt = self
@@ -614,7 +635,7 @@ impl Outbox {
         let age_due = self.next_age_check.is_none_or(|t| now >= t);
         if used > self.budget.target_bytes || age_due {
             // An empty group: only the bounds.
-            more |= self.commit(&[], &[])?.more;
+            more |= self.commit(&[], &[], &[])?.more;
         }
         if self.incremental_vacuum {
             more |= self.vacuum_step()?;
@@ -745,7 +766,7 @@ mod tests {
         let mut db = Outbox::open(&config).unwrap();
         let none = BTreeSet::new();
         let first: Vec<_> = (1..=200).map(|i| reading(i, 1000)).collect();
-        db.commit(&first, &[]).unwrap();
+        db.commit(&first, &[], &[]).unwrap();
         let pages: i64 = db
             .conn
             .pragma_query_value(None, "page_count", |r| r.get(0))
@@ -753,7 +774,7 @@ mod tests {
         // No room for one more page: the next group meets SQLITE_FULL.
         db.cap_pages(pages);
         let second: Vec<_> = (201..=220).map(|i| reading(i, 1000)).collect();
-        let c = db.commit(&second, &[]).unwrap();
+        let c = db.commit(&second, &[], &[]).unwrap();
         assert_eq!(c.inserted, 20);
         assert_eq!(c.last_id, 220);
         let s = db.stats().unwrap();

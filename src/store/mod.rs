@@ -329,6 +329,26 @@ impl StoreHandle {
     pub async fn topic_seqs(&self) -> Result<HashMap<String, u64>, StoreError> {
         self.ask(Command::TopicSeqs).await
     }
+
+    /// Queues a named state (the rules engine's, the work-order book's)
+    /// to be written with the next group commit, in the same transaction
+    /// as the last messages queued before it: after a crash the saved
+    /// state is never ahead of the outbox. The latest value of a key wins.
+    pub async fn save_state(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.tx
+            .send(Command::SaveState {
+                key: key.to_string(),
+                value,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// The newest value of a named state (queued or committed), if any.
+    pub async fn load_state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_string();
+        self.ask(|reply| Command::LoadState { key, reply }).await
+    }
 }
 
 impl StoreGuard {

@@ -64,6 +64,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
      CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
      INSERT INTO meta (key, value) VALUES
          ('last_id', 0), ('evicted_readings', 0), ('evicted_other', 0), ('opens', 0);",
+    // v2: named state blobs (the rules engine, the work-order book, the
+    // meters), each written in the same transaction as the last messages
+    // queued before it, so after a crash the state is never ahead of the
+    // outbox. `updated_at` is ms since the Unix epoch.
+    "CREATE TABLE state (
+         key TEXT PRIMARY KEY,
+         value BLOB NOT NULL,
+         updated_at INTEGER NOT NULL
+     ) WITHOUT ROWID;",
 ];
 
 /// Why a file cannot be used as it is.

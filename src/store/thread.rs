@@ -18,7 +18,7 @@
 //! taking commands, so the handles' senders wait (backpressure), and it
 //! keeps retrying.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -80,6 +80,13 @@ pub(super) enum Command {
     Stats(Reply<Stats>),
     /// The last seq per topic.
     TopicSeqs(Reply<HashMap<String, u64>>),
+    /// Write a named state with the next group (the latest value wins).
+    SaveState { key: String, value: Vec<u8> },
+    /// The last committed value of a named state.
+    LoadState {
+        key: String,
+        reply: Reply<Option<Vec<u8>>>,
+    },
 }
 
 impl std::fmt::Debug for Command {
@@ -94,6 +101,10 @@ impl std::fmt::Debug for Command {
             Command::Delete { ids, .. } => write!(f, "Delete({} ids)", ids.len()),
             Command::Stats(_) => f.write_str("Stats"),
             Command::TopicSeqs(_) => f.write_str("TopicSeqs"),
+            Command::SaveState { key, value } => {
+                write!(f, "SaveState({key}, {} bytes)", value.len())
+            }
+            Command::LoadState { key, .. } => write!(f, "LoadState({key})"),
         }
     }
 }
@@ -118,6 +129,7 @@ pub(super) fn run(
         pending: Vec::new(),
         pending_bytes: 0,
         deletes: BTreeSet::new(),
+        states: BTreeMap::new(),
         since: None,
         waiters: Vec::new(),
         failing: None,
@@ -185,6 +197,9 @@ struct Owner {
     /// Acknowledged ids whose deletion is not committed yet (ordered, so
     /// the oldest go first and fetches can skip them cheaply).
     deletes: BTreeSet<i64>,
+    /// Named states to write with the last chunk of the next group, so a
+    /// state is never committed ahead of the messages queued before it.
+    states: BTreeMap<String, Vec<u8>>,
     /// When the oldest waiting insert or delete arrived.
     since: Option<Instant>,
     /// `flush` callers waiting for the next commit.
@@ -197,7 +212,7 @@ struct Owner {
 
 impl Owner {
     fn has_writes(&self) -> bool {
-        !self.pending.is_empty() || !self.deletes.is_empty()
+        !self.pending.is_empty() || !self.deletes.is_empty() || !self.states.is_empty()
     }
 
     /// A group is full: commit without waiting for the interval.
@@ -278,6 +293,20 @@ impl Owner {
             Command::TopicSeqs(reply) => {
                 let _ = reply.send(self.db.topic_seqs());
             }
+            Command::SaveState { key, value } => {
+                self.states.insert(key, value);
+                if self.since.is_none() {
+                    self.since = Some(now);
+                }
+            }
+            Command::LoadState { key, reply } => {
+                // A value not yet committed is the newest one.
+                let queued = self.states.get(&key).cloned();
+                let _ = reply.send(match queued {
+                    Some(v) => Ok(Some(v)),
+                    None => self.db.load_state(&key),
+                });
+            }
         }
     }
 
@@ -319,7 +348,16 @@ impl Owner {
             let deletes: Vec<i64> = self.deletes.iter().take(max_deletes).copied().collect();
             let left = self.group_bytes.saturating_sub(deletes.len() as u64 * avg);
             let n = self.chunk_len(left, deletes.is_empty());
-            match self.db.commit(&self.pending[..n], &deletes) {
+            // States ride with the last chunk of what is queued.
+            let states: Vec<(String, Vec<u8>)> = if n == self.pending.len() {
+                self.states
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            match self.db.commit(&self.pending[..n], &deletes, &states) {
                 Ok(c) => {
                     let bytes: u64 = self.pending[..n]
                         .iter()
@@ -329,6 +367,12 @@ impl Owner {
                     self.pending.drain(..n);
                     for id in &deletes {
                         self.deletes.remove(id);
+                    }
+                    for (key, value) in &states {
+                        // A newer value queued meanwhile stays queued.
+                        if self.states.get(key) == Some(value) {
+                            self.states.remove(key);
+                        }
                     }
                     if c.inserted > 0 {
                         // The forwarder waits on this.
