@@ -18,7 +18,7 @@ use fieldgate::mqtt::forwarder::{
 use fieldgate::mqtt::topics::Topics;
 use fieldgate::shutdown::{self, ShutdownTrigger};
 use fieldgate::store::{self, Kind, OutMessage, StoreGuard, StoreHandle};
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use rumqttc::QoS;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -26,6 +26,7 @@ use tokio::time::{Instant, sleep, timeout};
 
 use common::broker;
 use common::proxy::Proxy;
+use common::subscriber::{Received, Subscriber};
 
 const SITE: &str = "site";
 
@@ -203,100 +204,12 @@ fn message(topic: &str, seq: u64, payload: String, qos: u8, retain: bool) -> Out
     }
 }
 
-// ---------------------------------------------------------------------------
-// A subscriber that records everything.
-
-#[derive(Debug, Clone)]
-struct Received {
-    topic: String,
-    payload: Vec<u8>,
-    retain: bool,
-    qos: QoS,
-}
-
-impl Received {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.payload).unwrap_or(Value::Null)
-    }
-}
-
-struct Subscriber {
-    client: AsyncClient,
-    messages: Arc<Mutex<Vec<Received>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Subscriber {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Subscriber {
-    /// Subscribes to `filter` at QoS 2 and returns after the SUBACK.
-    async fn start(broker: SocketAddr, id: &str, filter: &str) -> Subscriber {
-        let mut options = MqttOptions::new(id, broker.ip().to_string(), broker.port());
-        options.set_keep_alive(Duration::from_secs(5));
-        options.set_max_packet_size(8 << 20, 8 << 20);
-        let (client, mut eventloop) = AsyncClient::new(options, 100);
-        client.subscribe(filter, QoS::ExactlyOnce).await.unwrap();
-        let messages = Arc::new(Mutex::new(Vec::new()));
-        let sink = messages.clone();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let mut ready = Some(ready_tx);
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Incoming::SubAck(_))) => {
-                        if let Some(r) = ready.take() {
-                            let _ = r.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Incoming::Publish(p))) => {
-                        sink.lock().unwrap().push(Received {
-                            topic: p.topic.clone(),
-                            payload: p.payload.to_vec(),
-                            retain: p.retain,
-                            qos: p.qos,
-                        });
-                    }
-                    Ok(_) => {}
-                    Err(_) => sleep(Duration::from_millis(100)).await,
-                }
-            }
-        });
-        timeout(Duration::from_secs(10), ready_rx)
-            .await
-            .expect("SUBACK within 10 s")
-            .unwrap();
-        Subscriber {
-            client,
-            messages,
-            task,
-        }
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.messages.lock().unwrap().clone()
-    }
-
-    fn on(&self, topic_part: &str) -> Vec<Received> {
-        self.received()
-            .into_iter()
-            .filter(|m| m.topic.contains(topic_part))
-            .collect()
-    }
-
-    async fn wait(&self, limit: Duration, done: impl Fn(&[Received]) -> bool) -> bool {
-        wait_for(limit, || done(&self.received())).await
-    }
-}
-
 /// The retained message a new subscriber gets on `topic`.
 async fn retained(broker: SocketAddr, id: &str, topic: &str) -> Received {
-    let sub = Subscriber::start(broker, id, topic).await;
+    let sub = Subscriber::start_with_qos(broker, id, topic, QoS::ExactlyOnce).await;
     assert!(
-        sub.wait(Duration::from_secs(5), |m| !m.is_empty()).await,
+        sub.wait_until(Duration::from_secs(5), |m| !m.is_empty())
+            .await,
         "no retained message on {topic}"
     );
     sub.received().remove(0)
@@ -353,7 +266,8 @@ async fn delivers_the_outbox_in_order_then_empties_it() {
     store.insert(batch).await.unwrap();
     store.flush().await.unwrap();
 
-    let sub = Subscriber::start(broker, "sub-1", &format!("{base}/#")).await;
+    let sub =
+        Subscriber::start_with_qos(broker, "sub-1", &format!("{base}/#"), QoS::ExactlyOnce).await;
     let mut gateway = Gateway::start(parts, gw, mqtt_config(broker, "fg-1"));
 
     let data = |m: &[Received]| {
@@ -362,7 +276,7 @@ async fn delivers_the_outbox_in_order_then_empties_it() {
             .count()
     };
     assert!(
-        sub.wait(Duration::from_secs(30), |m| data(m) >= N as usize)
+        sub.wait_until(Duration::from_secs(30), |m| data(m) >= N as usize)
             .await,
         "only {} of {N} messages arrived",
         data(&sub.received())
@@ -462,7 +376,8 @@ async fn network_cut_loses_nothing_and_keeps_each_stream_in_order() {
     let base = format!("fieldgate/{SITE}/{gw}");
     let parts = Gateway::open(gw).await;
     let store = parts.0.clone();
-    let sub = Subscriber::start(broker, "sub-2", &format!("{base}/#")).await;
+    let sub =
+        Subscriber::start_with_qos(broker, "sub-2", &format!("{base}/#"), QoS::ExactlyOnce).await;
     let mut mqtt = mqtt_config(proxy.addr(), "fg-2");
     mqtt.max_inflight = 40;
     let mut gateway = Gateway::start(parts, gw, mqtt);
@@ -539,7 +454,7 @@ async fn network_cut_loses_nothing_and_keeps_each_stream_in_order() {
         })
     };
     assert!(
-        sub.wait(Duration::from_secs(30), complete).await,
+        sub.wait_until(Duration::from_secs(30), complete).await,
         "messages missing after the cut"
     );
     assert!(
@@ -628,12 +543,15 @@ async fn large_payloads_go_through_and_oversized_ones_are_skipped() {
         .unwrap();
     store.flush().await.unwrap();
 
-    let sub = Subscriber::start(broker, "sub-3", &format!("{base}/data/#")).await;
+    let sub =
+        Subscriber::start_with_qos(broker, "sub-3", &format!("{base}/data/#"), QoS::ExactlyOnce)
+            .await;
     let mut mqtt = mqtt_config(broker, "fg-3");
     mqtt.max_packet_size = 256 * 1024;
     let mut gateway = Gateway::start(parts, gw, mqtt);
     assert!(
-        sub.wait(Duration::from_secs(15), |m| m.len() >= 2).await,
+        sub.wait_until(Duration::from_secs(15), |m| m.len() >= 2)
+            .await,
         "large payload not delivered"
     );
     let got = sub.received();
@@ -685,7 +603,9 @@ async fn broker_down_at_start_is_retried() {
         .await
         .unwrap();
     store.flush().await.unwrap();
-    let sub = Subscriber::start(broker, "sub-4", &format!("{base}/data/#")).await;
+    let sub =
+        Subscriber::start_with_qos(broker, "sub-4", &format!("{base}/data/#"), QoS::ExactlyOnce)
+            .await;
     let mut gateway = Gateway::start(parts, gw, mqtt_config(proxy.addr(), "fg-4"));
 
     assert!(
@@ -704,7 +624,8 @@ async fn broker_down_at_start_is_retried() {
     );
     proxy.restore();
     assert!(
-        sub.wait(Duration::from_secs(40), |m| !m.is_empty()).await,
+        sub.wait_until(Duration::from_secs(40), |m| !m.is_empty())
+            .await,
         "nothing delivered after the broker came back"
     );
     assert_eq!(
@@ -758,7 +679,9 @@ async fn live_data_is_not_stuck_behind_the_backlog() {
         store.insert(batch).await.unwrap();
     }
     store.flush().await.unwrap();
-    let sub = Subscriber::start(broker, "sub-6", &format!("{base}/data/#")).await;
+    let sub =
+        Subscriber::start_with_qos(broker, "sub-6", &format!("{base}/data/#"), QoS::ExactlyOnce)
+            .await;
     let mut gateway = Gateway::start(parts, gw, mqtt_config(broker, "fg-6"));
     assert!(wait_for(Duration::from_secs(10), || gateway.connected()).await);
     let live = format!("{base}/data/live");
@@ -767,7 +690,7 @@ async fn live_data_is_not_stuck_behind_the_backlog() {
         .await
         .unwrap();
     assert!(
-        sub.wait(Duration::from_secs(30), |m| m
+        sub.wait_until(Duration::from_secs(30), |m| m
             .iter()
             .any(|m| m.topic == live))
             .await,
@@ -786,7 +709,7 @@ async fn live_data_is_not_stuck_behind_the_backlog() {
         "the live row came after {backlog_before} of {BACKLOG} backlog messages"
     );
     assert!(
-        sub.wait(Duration::from_secs(60), |m| m.len() as u64 > BACKLOG)
+        sub.wait_until(Duration::from_secs(60), |m| m.len() as u64 > BACKLOG)
             .await,
         "backlog not drained"
     );

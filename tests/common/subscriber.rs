@@ -15,6 +15,7 @@ pub struct Received {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    pub qos: QoS,
 }
 
 impl Received {
@@ -26,6 +27,8 @@ impl Received {
 
 /// Collects messages in the background.
 pub struct Subscriber {
+    /// The connection, for tests that also publish.
+    pub client: AsyncClient,
     pub messages: Arc<Mutex<Vec<Received>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -39,16 +42,25 @@ impl Drop for Subscriber {
 impl Subscriber {
     /// Subscribes to `filter` at QoS 1 and returns once the broker confirmed.
     pub async fn start(broker: SocketAddr, id: &str, filter: &str) -> Subscriber {
+        Subscriber::start_with_qos(broker, id, filter, QoS::AtLeastOnce).await
+    }
+
+    /// Subscribes to `filter` at `qos` and returns once the broker confirmed.
+    pub async fn start_with_qos(
+        broker: SocketAddr,
+        id: &str,
+        filter: &str,
+        qos: QoS,
+    ) -> Subscriber {
         let mut options = MqttOptions::new(id, broker.ip().to_string(), broker.port());
         options.set_keep_alive(Duration::from_secs(5));
         options.set_max_packet_size(16 << 20, 16 << 20);
         let (client, mut eventloop) = AsyncClient::new(options, 1000);
-        client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        client.subscribe(filter, qos).await.unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let sink = messages.clone();
         let task = tokio::spawn(async move {
-            let _client = client;
             let mut ready = Some(ready_tx);
             loop {
                 match eventloop.poll().await {
@@ -62,6 +74,7 @@ impl Subscriber {
                             topic: p.topic.clone(),
                             payload: p.payload.to_vec(),
                             retain: p.retain,
+                            qos: p.qos,
                         });
                     }
                     Ok(_) => {}
@@ -73,12 +86,24 @@ impl Subscriber {
             .await
             .expect("SUBACK within 10 s")
             .unwrap();
-        Subscriber { messages, task }
+        Subscriber {
+            client,
+            messages,
+            task,
+        }
     }
 
     /// A copy of what arrived so far.
     pub fn received(&self) -> Vec<Received> {
         self.messages.lock().unwrap().clone()
+    }
+
+    /// What arrived on topics containing `topic_part`.
+    pub fn on(&self, topic_part: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|m| m.topic.contains(topic_part))
+            .collect()
     }
 
     /// Waits (bounded) until `done` holds for what arrived.
