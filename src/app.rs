@@ -1,15 +1,17 @@
 //! Wires the stages together and owns the shutdown order.
 //!
 //! ```text
-//! pollers ──Batch──► pipeline (filter, payloads, seq) ──► store (SQLite outbox) ──► forwarder ──► broker
-//!  one per link        one task                          one thread                one task
+//! pollers ──Batch──► pipeline (filter, rules, payloads, seq) ──► store (SQLite outbox) ──► forwarder ──► broker
+//!  one per link        one task              ▲                 one thread                one task
+//!                                            └──── Inbound (acks, shelve, work-order status) ◄──┘
 //! ```
 //!
 //! # Shutdown (STYLE.md, practice 2)
 //!
 //! 1. The pollers stop, between requests.
-//! 2. The pipeline sees the batch channel close, hands what it holds to
-//!    the store and waits for the commit: nothing read is left in memory.
+//! 2. The pipeline sees the batch channel close, hands what it holds and
+//!    the rules state to the store and waits for the commit: nothing read
+//!    is left in memory.
 //! 3. The forwarder publishes the retained `offline` status and
 //!    disconnects; rows it had not delivered stay in the outbox for the
 //!    next start.
@@ -28,7 +30,8 @@ use crate::config::{Config, Qos};
 use crate::modbus::{self, Batch};
 use crate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats, Inbound};
 use crate::mqtt::topics::Topics;
-use crate::pipeline::{self, PipelineConfig};
+use crate::pipeline::{self, PipelineConfig, RulesStage};
+use crate::rules::RulesError;
 use crate::shutdown;
 use crate::store::{self, StoreError};
 
@@ -52,11 +55,17 @@ pub enum AppError {
         /// Why.
         source: StoreError,
     },
+    /// The rules could not be built (`fieldgate check` reports why first).
+    #[error("cannot start the rules: {0}")]
+    Rules(#[from] RulesError),
 }
 
 /// Runs the gateway on `config` until `stop` resolves.
 pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), AppError> {
     let started = SystemTime::now();
+    let topics = Topics::of(&config);
+    // Before the store opens: a rule that cannot be built stops the start.
+    let rules = RulesStage::new(&config, topics.clone())?;
     let store_config = config.store.clone();
     let opened = tokio::task::spawn_blocking(move || store::open(&store_config))
         .await
@@ -65,16 +74,16 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), A
         path: config.store.path.display().to_string(),
         source,
     })?;
-    let topics = Topics::of(&config);
 
     let (poll_trigger, poll_listener) = shutdown::channel();
     let (forward_trigger, forward_listener) = shutdown::channel();
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_CHANNEL_CAPACITY);
-    let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(INBOUND_CHANNEL_CAPACITY);
+    let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_CHANNEL_CAPACITY);
 
     let pollers = modbus::spawn_pollers(&config, batch_tx, &poll_listener);
     let pipeline = tokio::spawn(pipeline::run(
         batch_rx,
+        inbound_rx,
         store.clone(),
         PipelineConfig {
             topics: topics.clone(),
@@ -84,6 +93,7 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), A
             },
             per_tag_topics: config.mqtt.per_tag_topics,
         },
+        rules,
     ));
     let stats = Arc::new(ForwarderStats::default());
     let forwarder = tokio::spawn(forwarder::run(
@@ -98,14 +108,10 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), A
         stats,
         forward_listener,
     ));
-    // Until the rules stage exists, inbound messages are only logged.
-    let inbound = tokio::spawn(async move {
-        while let Some(message) = inbound_rx.recv().await {
-            tracing::debug!(topic = %message.topic, "inbound message (no rules stage yet)");
-        }
-    });
     tracing::info!(
         devices = config.devices.len(),
+        rules = config.rules.len(),
+        meters = config.meters.len(),
         links = pollers.len(),
         config = config.short_hash(),
         store = %config.store.path.display(),
@@ -140,7 +146,6 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), A
             "shutdown took longer than shutdown_timeout; closing the store now (committed data is safe)"
         );
     }
-    inbound.abort();
     drop(store);
     match tokio::task::spawn_blocking(move || guard.close()).await {
         Ok(Ok(())) => {}

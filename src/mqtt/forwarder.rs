@@ -190,6 +190,9 @@ pub struct Inbound {
     pub topic: String,
     /// Its payload.
     pub payload: Vec<u8>,
+    /// The broker marked it retained: a stored copy sent because we
+    /// subscribed, not a message just published.
+    pub retain: bool,
 }
 
 /// What the forwarder needs to know.
@@ -1054,7 +1057,11 @@ impl Forwarder {
 
     fn event(&mut self, event: Event) {
         match event {
-            Event::Incoming(Incoming::Publish(p)) => self.inbound(p.topic, p.payload.to_vec()),
+            Event::Incoming(Incoming::Publish(p)) => self.inbound(Inbound {
+                topic: p.topic,
+                payload: p.payload.to_vec(),
+                retain: p.retain,
+            }),
             Event::Incoming(Incoming::PubAck(ack)) => self.complete(ack.pkid, Await::PubAck),
             Event::Incoming(Incoming::PubRec(rec)) => {
                 if let Some(conn) = &mut self.conn {
@@ -1101,8 +1108,8 @@ impl Forwarder {
         }
     }
 
-    fn inbound(&mut self, topic: String, payload: Vec<u8>) {
-        match self.inbound.try_send(Inbound { topic, payload }) {
+    fn inbound(&mut self, message: Inbound) {
+        match self.inbound.try_send(message) {
             Ok(()) => ForwarderStats::bump(&self.stats.inbound),
             Err(mpsc::error::TrySendError::Full(msg)) => {
                 let dropped = self.stats.inbound_dropped.fetch_add(1, Ordering::Relaxed) + 1;

@@ -75,6 +75,24 @@ impl Topics {
         format!("{}/meters/{name}", self.base)
     }
 
+    /// What an inbound topic asks for, or `None` for a topic outside the
+    /// inbound filters (or one with an empty name level).
+    pub fn parse_inbound<'a>(&self, topic: &'a str) -> Option<InboundTopic<'a>> {
+        let rest = topic.strip_prefix(self.base.as_str())?.strip_prefix('/')?;
+        let mut levels = rest.split('/');
+        let parsed = match (levels.next()?, levels.next()?, levels.next()?) {
+            ("alarms", rule, "ack") => InboundTopic::Ack { rule },
+            ("alarms", rule, "shelve") => InboundTopic::Shelve { rule },
+            ("workorders", id, "status") => InboundTopic::WorkOrderStatus { id },
+            _ => return None,
+        };
+        let name = match parsed {
+            InboundTopic::Ack { rule } | InboundTopic::Shelve { rule } => rule,
+            InboundTopic::WorkOrderStatus { id } => id,
+        };
+        (levels.next().is_none() && !name.is_empty()).then_some(parsed)
+    }
+
     /// Subscriptions for what the CMMS and operators send in.
     pub fn inbound_filters(&self) -> Vec<String> {
         vec![
@@ -83,6 +101,26 @@ impl Topics {
             format!("{}/workorders/+/status", self.base),
         ]
     }
+}
+
+/// An inbound message's request, from its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundTopic<'a> {
+    /// `alarms/{rule}/ack`.
+    Ack {
+        /// The rule.
+        rule: &'a str,
+    },
+    /// `alarms/{rule}/shelve`.
+    Shelve {
+        /// The rule.
+        rule: &'a str,
+    },
+    /// `workorders/{id}/status`, from the CMMS.
+    WorkOrderStatus {
+        /// The work order.
+        id: &'a str,
+    },
 }
 
 #[cfg(test)]
@@ -100,5 +138,32 @@ mod tests {
         );
         assert_eq!(t.alarm("hot"), "fieldgate/plant-a/gw1/alarms/hot");
         assert_eq!(t.inbound_filters()[0], "fieldgate/plant-a/gw1/alarms/+/ack");
+    }
+
+    #[test]
+    fn inbound_topics_parse_back() {
+        let t = Topics::new("fieldgate", "plant-a", "gw1");
+        assert_eq!(
+            t.parse_inbound("fieldgate/plant-a/gw1/alarms/hot/ack"),
+            Some(InboundTopic::Ack { rule: "hot" })
+        );
+        assert_eq!(
+            t.parse_inbound("fieldgate/plant-a/gw1/alarms/hot/shelve"),
+            Some(InboundTopic::Shelve { rule: "hot" })
+        );
+        assert_eq!(
+            t.parse_inbound("fieldgate/plant-a/gw1/workorders/01J/status"),
+            Some(InboundTopic::WorkOrderStatus { id: "01J" })
+        );
+        for other in [
+            "fieldgate/plant-a/gw1/alarms/hot",
+            "fieldgate/plant-a/gw1/alarms//ack",
+            "fieldgate/plant-a/gw1/alarms/hot/ack/more",
+            "fieldgate/plant-a/gw2/alarms/hot/ack",
+            "fieldgate/plant-a/gw1x/alarms/hot/ack",
+            "fieldgate/plant-a/gw1/data/pump1/status",
+        ] {
+            assert_eq!(t.parse_inbound(other), None, "{other}");
+        }
     }
 }

@@ -597,10 +597,12 @@ impl Engine {
                 }
             }
             Inputs::Expr { compiled, tags } => {
-                // The last good value of every tag, or no verdict at all.
+                // Every tag's current reading good, or no verdict at all:
+                // a bad reading neither trips nor clears an expression
+                // (a `stale` rule reports the dead device).
                 let values: Option<Vec<&Value>> = tags
                     .iter()
-                    .map(|id| self.tags[id.index()].good.as_ref())
+                    .map(|id| self.tags[id.index()].current())
                     .collect();
                 match values.map(|v| self.exprs.eval(compiled, &v)) {
                     Some(Ok(result)) => rule.condition.observe_expr(result, at),

@@ -67,6 +67,12 @@ impl Serialize for Json<'_> {
             Some(Value::Bool(b)) => s.serialize_bool(*b),
             Some(Value::Int(i)) => s.serialize_i64(*i),
             Some(Value::UInt(u)) => s.serialize_u64(*u),
+            // A value that an f32 holds exactly almost always came from an
+            // f32 register: write f32's shortest digits (84.71237, not
+            // 84.71237182617188), as the data messages do.
+            Some(Value::Float(x)) if x.is_finite() && f64::from(*x as f32) == *x => {
+                s.serialize_f32(*x as f32)
+            }
             Some(Value::Float(x)) if x.is_finite() => s.serialize_f64(*x),
             Some(Value::Float(_)) => s.serialize_none(),
             Some(Value::Text(t)) => s.serialize_str(t),

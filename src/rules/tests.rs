@@ -285,10 +285,13 @@ fn expr_sees_a_whole_batch_at_once() {
             limit: None
         })
     );
-    // The device drops out: last good values stand, nothing changes.
+    // The device drops out: no verdict, nothing changes.
     assert!(e.observe_batch(&batch(4.0, None, None)).is_empty());
     assert!(e.condition("dry_run").unwrap().is_met());
-    let ev = e.observe_batch(&batch(5.0, Some(0.0), None));
+    // One tag back, the other still bad: still no verdict (a frozen value
+    // must not clear the alarm any more than trip it).
+    assert!(e.observe_batch(&batch(5.0, Some(0.0), None)).is_empty());
+    let ev = e.observe_batch(&batch(6.0, Some(0.0), Some(false)));
     assert_eq!(ev[0].to, AlarmState::ReturnedUnacked);
 }
 

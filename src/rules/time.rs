@@ -53,7 +53,13 @@ impl Timestamp {
 
     /// The same moment as a `SystemTime`.
     pub fn to_system_time(self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.0)
+        // A far-future time (a saturated shelf end) that the platform's
+        // `SystemTime` cannot hold becomes the latest one it can.
+        // (i32::MAX seconds fits even a 32-bit `time_t`.)
+        UNIX_EPOCH
+            .checked_add(Duration::from_millis(self.0))
+            .or_else(|| UNIX_EPOCH.checked_add(Duration::from_secs(i64::MAX as u64 / 2)))
+            .unwrap_or(UNIX_EPOCH + Duration::from_secs(i32::MAX as u64))
     }
 }
 

@@ -41,8 +41,10 @@
 
 mod db;
 mod evict;
+mod history_stub;
 mod schema;
 mod thread;
+pub use history_stub::*;
 
 use std::collections::HashMap;
 use std::thread::JoinHandle;

@@ -1,20 +1,14 @@
-//! From polls to outbox rows: the report-by-exception filter, the data
-//! payloads and their per-topic sequence numbers.
-//!
-//! One task owns the filter and the sequence counters. It ends when the
-//! pollers are gone (the batch channel closes), after handing everything
-//! it holds to the store: nothing a poller produced is left in memory.
+//! From polls to data messages: the report-by-exception filter, the data
+//! payloads and the per-topic sequence numbers every outbox message gets.
 
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
-
-use tokio::sync::mpsc;
 
 use crate::filter::Filter;
 use crate::modbus::Batch;
 use crate::mqtt::payload;
 use crate::mqtt::topics::Topics;
-use crate::store::{Kind, OutMessage, StoreError, StoreHandle};
+use crate::store::{Kind, OutMessage};
 
 /// Numbers the messages of each topic 1, 2, 3, … without gaps, so a
 /// consumer can see both duplicates and losses.
@@ -109,33 +103,6 @@ pub fn messages(
         }
     }
     out
-}
-
-/// Most batches turned into one `insert` call: amortises the channel hop
-/// to the store thread when polls arrive faster than it commits.
-const BATCHES_PER_INSERT: usize = 64;
-
-/// Runs until the batch channel closes, then flushes the store.
-pub async fn run(
-    mut batches: mpsc::Receiver<Batch>,
-    store: StoreHandle,
-    config: PipelineConfig,
-) -> Result<(), StoreError> {
-    let mut filter = Filter::new();
-    let mut sequencer = Sequencer::resume(store.topic_seqs().await?);
-    let mut received = Vec::with_capacity(BATCHES_PER_INSERT);
-    while batches.recv_many(&mut received, BATCHES_PER_INSERT).await > 0 {
-        let now = Instant::now();
-        let mut out = Vec::new();
-        for batch in received.drain(..) {
-            out.extend(messages(&batch, &mut filter, &mut sequencer, &config, now));
-        }
-        if !out.is_empty() {
-            store.insert(out).await?;
-        }
-    }
-    tracing::debug!(dropped_by_deadband = filter.dropped(), "pipeline drained");
-    store.flush().await
 }
 
 #[cfg(test)]

@@ -1,0 +1,130 @@
+//! The pipeline task: from polls, the clock and inbound requests to outbox
+//! rows.
+//!
+//! ```text
+//! Batch ──┬─► filter (report by exception) ─► data/{device}   ─┐
+//!         └─► rules stage ─► alarms, work orders, meters      ─┼─► store: insert, record (history), save_state
+//! 1 s tick ─► rules stage (delays, stale, shelves)            ─┤
+//! Inbound (acks, shelve, CMMS status) ─► rules stage          ─┘
+//! ```
+//!
+//! One task owns the filter, the per-topic sequence numbers and the rules
+//! stage, so every message gets its `seq` from one place and the rules see
+//! readings, ticks and requests in one order. Each step's messages,
+//! history and (when due) saved state are queued to the store in that
+//! order; the store commits them in one transaction (see `rules.rs` for
+//! what is saved when).
+//!
+//! # Backpressure and shutdown
+//!
+//! When the store's queue is full, `insert` waits, so this task stops
+//! taking batches and the pollers wait on the bounded batch channel.
+//! Inbound requests are not waited for: the forwarder drops and counts
+//! them when their channel is full.
+//!
+//! The task ends when the pollers are gone (the batch channel closes):
+//! it saves the rules state and waits for the store to commit everything
+//! it queued, so nothing a poller produced is left in memory.
+//!
+//! # Layout
+//!
+//! * `data`: the filter, data payloads and the [`Sequencer`];
+//! * `rules`: the [`RulesStage`] around the pure `crate::rules` core;
+//! * `inbound`: operators' ack and shelve payloads.
+
+mod data;
+pub mod inbound;
+mod rules;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::time::MissedTickBehavior;
+
+pub use data::{PipelineConfig, Sequencer, messages};
+pub use rules::{
+    RulesStage, SAVE_INTERVAL, SAVE_MIN_INTERVAL, STATE_ENGINE, STATE_METERS, STATE_WORKORDERS,
+    Save, Step,
+};
+
+use crate::filter::Filter;
+use crate::modbus::Batch;
+use crate::mqtt::forwarder::Inbound;
+use crate::store::{StoreError, StoreHandle};
+
+/// Most batches handled in one step: amortises the hop to the store
+/// thread when polls arrive faster than it commits.
+const BATCHES_PER_STEP: usize = 64;
+
+/// How often time-driven rules (delays, `stale`, shelves) are looked at.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// Runs until the batch channel closes, then saves and flushes.
+pub async fn run(
+    mut batches: mpsc::Receiver<Batch>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    store: StoreHandle,
+    config: PipelineConfig,
+    mut rules: RulesStage,
+) -> Result<(), StoreError> {
+    let mut filter = Filter::new();
+    let mut sequencer = Sequencer::resume(store.topic_seqs().await?);
+    let mut step = rules.restore(&store, &mut sequencer).await?;
+    commit(&store, &mut rules, step, Instant::now()).await?;
+
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut inbound_open = true;
+    let mut received = Vec::with_capacity(BATCHES_PER_STEP);
+    loop {
+        step = Step::default();
+        tokio::select! {
+            // `recv_many`, `recv` and `tick` are cancel-safe.
+            n = batches.recv_many(&mut received, BATCHES_PER_STEP) => {
+                if n == 0 {
+                    break;
+                }
+                let now = Instant::now();
+                for batch in received.drain(..) {
+                    step.messages
+                        .extend(messages(&batch, &mut filter, &mut sequencer, &config, now));
+                    rules.on_batch(&batch, &mut sequencer, &mut step);
+                }
+            }
+            message = inbound.recv(), if inbound_open => match message {
+                Some(m) => rules.on_inbound(&m, SystemTime::now(), &mut sequencer, &mut step),
+                None => inbound_open = false,
+            },
+            _ = tick.tick() => rules.tick(SystemTime::now(), &mut sequencer, &mut step),
+        }
+        commit(&store, &mut rules, step, Instant::now()).await?;
+    }
+    tracing::debug!(dropped_by_deadband = filter.dropped(), "pipeline drained");
+    let last = Step {
+        save: Save::Now,
+        ..Step::default()
+    };
+    commit(&store, &mut rules, last, Instant::now()).await?;
+    store.flush().await
+}
+
+/// Queues a step's messages, then its history, then the rules state when
+/// a save is due: in that order, so the store commits them together.
+async fn commit(
+    store: &StoreHandle,
+    rules: &mut RulesStage,
+    step: Step,
+    now: Instant,
+) -> Result<(), StoreError> {
+    let save = rules.save_due(&step, now);
+    store.insert(step.messages).await?;
+    if !step.history.is_empty() {
+        store.record(step.history).await?;
+    }
+    if save {
+        for (key, blob) in rules.saved() {
+            store.save_state(key, blob).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,672 @@
+//! The rules stage: feeds polls, the clock and what operators and the
+//! CMMS send into the pure rules core (`crate::rules`), and turns what
+//! comes out into outbox messages, history entries and saved state.
+//!
+//! ```text
+//! Batch ─────────► Engine::observe_batch ─► AlarmEvent ─┬─► alarms/{rule} (retained)
+//! 1 s tick ──────► Engine::tick ──────────────┘          └─► WorkOrderBook ─► workorders/{id} (retained)
+//! alarms/+/ack, /shelve ─► Engine::ack, shelve ─┘                 ▲
+//! workorders/+/status ──────────────────────────────────────────┘ (closed: empty retained message)
+//! Batch ─────────► MeterState::observe ─► meters/{name} (retained), MeterDue ─► WorkOrderBook
+//! ```
+//!
+//! # Persistence
+//!
+//! The engine, the book and the meters are saved as three state blobs
+//! ([`STATE_ENGINE`], [`STATE_WORKORDERS`], [`STATE_METERS`]) queued right
+//! after the messages they produced, so the store writes them in the same
+//! transaction: the saved state is never ahead of the outbox, and never
+//! behind it for a work order raised or closed ([`Save::Now`]). Alarm
+//! changes save at most once per [`SAVE_MIN_INTERVAL`] ([`Save::Soon`]),
+//! and everything else (tag memories, meter amounts, running delays)
+//! every [`SAVE_INTERVAL`] and at shutdown. A crash therefore loses at
+//! most a few seconds of meter runtime and delay progress; a work order is
+//! never raised twice for one activation, and if the crash falls between
+//! an alarm's activation and its save, the same work order is raised again
+//! with the same idempotency key, which the CMMS drops.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::json;
+
+use super::data::Sequencer;
+use super::inbound::{self, OperatorAction, Who};
+use crate::config::{Condition, Config, Device, GatewayConfig, Meter, Rule, WorkOrderConfig};
+use crate::modbus::Batch;
+use crate::mqtt::forwarder::Inbound;
+use crate::mqtt::topics::{InboundTopic, Topics};
+use crate::rules::{
+    AlarmEvent, Cause, Engine, MeterChange, MeterState, RulesError, SavedEngine, SnapshotEntry,
+    Timestamp, WoChange, WoContext, WoError, WorkOrder, WorkOrderBook, payload,
+};
+use crate::store::{HistoryEntry, HistoryKind, Kind, OutMessage, StoreError, StoreHandle};
+
+/// State key of the rules engine (JSON of [`SavedEngine`]).
+pub const STATE_ENGINE: &str = "rules.engine";
+/// State key of the work-order book (JSON of [`WorkOrderBook`]).
+pub const STATE_WORKORDERS: &str = "rules.workorders";
+/// State key of the meters (JSON of a list of [`MeterState`]).
+pub const STATE_METERS: &str = "rules.meters";
+
+/// Alarm changes are saved at most this often.
+pub const SAVE_MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Everything is saved at least this often while readings arrive.
+pub const SAVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// QoS of alarm, work-order and meter messages (docs/mqtt.md): they are
+/// retained state, and QoS 2 buys nothing over the outbox's at-least-once.
+const STATE_QOS: u8 = 1;
+
+/// How urgently a step's state must be saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Save {
+    /// Nothing new beyond readings: the periodic save covers it.
+    #[default]
+    Later,
+    /// An alarm changed: save within [`SAVE_MIN_INTERVAL`].
+    Soon,
+    /// A work order was raised or closed: save with these messages.
+    Now,
+}
+
+/// What one step of the stage produced, for the store.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// Messages for the outbox, in order.
+    pub messages: Vec<OutMessage>,
+    /// Alarm and work-order changes for the history table.
+    pub history: Vec<HistoryEntry>,
+    /// How soon the state must be saved.
+    pub save: Save,
+}
+
+impl Step {
+    fn need(&mut self, save: Save) {
+        self.save = self.save.max(save);
+    }
+}
+
+/// Every rule, alarm, work order and meter of the running config.
+#[derive(Debug)]
+pub struct RulesStage {
+    engine: Engine,
+    book: WorkOrderBook,
+    meters: Vec<MeterState>,
+    rules: Vec<Rule>,
+    rule_index: HashMap<String, usize>,
+    meter_configs: Vec<Meter>,
+    /// Device name → (meter index, tag index in the device).
+    meter_inputs: HashMap<String, Vec<(usize, usize)>>,
+    gateway: GatewayConfig,
+    devices: Vec<Device>,
+    workorders: WorkOrderConfig,
+    topics: Topics,
+    last_save: Option<Instant>,
+    /// A [`Save::Soon`] is waiting for [`SAVE_MIN_INTERVAL`].
+    save_pending: bool,
+}
+
+impl RulesStage {
+    /// Builds the rules of `config`, all fresh ([`restore`](Self::restore)
+    /// puts back the saved state).
+    pub fn new(config: &Config, topics: Topics) -> Result<RulesStage, RulesError> {
+        let engine = Engine::new(&config.rules, &config.devices, &config.alarms)?;
+        let mut meter_inputs: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
+        for (m, meter) in config.meters.iter().enumerate() {
+            let Some((device, tag)) = meter.tag.split_once('.') else {
+                continue;
+            };
+            let index = config
+                .devices
+                .iter()
+                .find(|d| d.name == device)
+                .and_then(|d| d.tags.iter().position(|t| t.name == tag));
+            match index {
+                Some(i) => meter_inputs
+                    .entry(device.to_owned())
+                    .or_default()
+                    .push((m, i)),
+                // `check` refuses this; a meter without a tag just stays put.
+                None => {
+                    tracing::error!(meter = %meter.name, tag = %meter.tag, "meter tag not found")
+                }
+            }
+        }
+        Ok(RulesStage {
+            engine,
+            book: WorkOrderBook::new(&config.workorders),
+            meters: config.meters.iter().map(MeterState::new).collect(),
+            rule_index: config
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.name.clone(), i))
+                .collect(),
+            rules: config.rules.clone(),
+            meter_configs: config.meters.clone(),
+            meter_inputs,
+            gateway: config.gateway.clone(),
+            devices: config.devices.clone(),
+            workorders: config.workorders.clone(),
+            topics,
+            last_save: None,
+            save_pending: false,
+        })
+    }
+
+    /// No rules and no meters: nothing to evaluate or save.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.meters.is_empty()
+    }
+
+    /// Work orders not closed yet.
+    pub fn open_work_orders(&self) -> impl Iterator<Item = &WorkOrder> {
+        self.book.open()
+    }
+
+    /// The rules engine (alarm states, last readings).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Puts back the state saved in the store, and returns the messages
+    /// that bring the broker's retained topics in line with the config: the
+    /// state of every alarm that had none saved (a first start, a new
+    /// rule), and an empty retained message for rules that are gone.
+    ///
+    /// A saved blob that cannot be read (written by an incompatible
+    /// version) is logged, kept under `{key}.unreadable` and replaced by a
+    /// fresh state.
+    pub async fn restore(
+        &mut self,
+        store: &StoreHandle,
+        seq: &mut Sequencer,
+    ) -> Result<Step, StoreError> {
+        let mut step = Step::default();
+        if self.is_empty() {
+            return Ok(step);
+        }
+        let now = Timestamp::from(SystemTime::now());
+        let mut restored_rules = Vec::new();
+        if let Some(saved) = load::<SavedEngine>(store, STATE_ENGINE).await? {
+            let report = self.engine.restore(&saved);
+            if report.version_mismatch {
+                tracing::error!(
+                    "saved alarm state has another layout version; alarms start from normal"
+                );
+            } else {
+                restored_rules = saved.rules.iter().map(|r| r.name.clone()).collect();
+            }
+            for rule in &report.conditions_reset {
+                tracing::info!(%rule, "rule condition changed kind; its condition starts afresh, its alarm state is kept");
+            }
+            for rule in &report.unknown_rules {
+                tracing::info!(%rule, "rule removed from the config; clearing its retained alarm");
+                let topic = self.topics.alarm(rule);
+                let n = seq.next(&topic);
+                step.messages
+                    .push(state_message(topic, n, Vec::new(), Kind::Alarm));
+            }
+            step.need(Save::Now);
+        }
+        for rule in &self.rules {
+            if restored_rules.contains(&rule.name) {
+                continue;
+            }
+            let Some(alarm) = self.engine.alarm(&rule.name) else {
+                continue;
+            };
+            let trigger = self.engine.condition(&rule.name).and_then(|c| c.trigger());
+            let topic = self.topics.alarm(&rule.name);
+            let n = seq.next(&topic);
+            match payload::alarm_state(alarm, rule, trigger, now, n) {
+                Ok(p) => step.messages.push(state_message(topic, n, p, Kind::Alarm)),
+                Err(e) => {
+                    tracing::error!(rule = %rule.name, error = %e, "cannot encode the alarm state")
+                }
+            }
+            step.need(Save::Now);
+        }
+        if let Some(book) = load::<WorkOrderBook>(store, STATE_WORKORDERS).await? {
+            if book.version() == crate::rules::workorder::BOOK_VERSION {
+                self.book = book;
+                self.book.set_config(&self.workorders);
+            } else {
+                tracing::error!(
+                    version = book.version(),
+                    "saved work-order book has another layout version; starting an empty one"
+                );
+            }
+        }
+        if let Some(saved) = load::<Vec<MeterState>>(store, STATE_METERS).await? {
+            for (state, meter) in self.meters.iter_mut().zip(&self.meter_configs) {
+                if let Some(old) = saved.iter().find(|s| s.name() == meter.name) {
+                    *state = MeterState::resume(meter, old.clone());
+                }
+            }
+        }
+        let open = self.book.open().count();
+        tracing::info!(
+            rules = self.rules.len(),
+            meters = self.meters.len(),
+            open_work_orders = open,
+            active_alarms = self
+                .engine
+                .alarms()
+                .filter(|a| a.state().is_active())
+                .count(),
+            "rules ready"
+        );
+        Ok(step)
+    }
+
+    /// One poll: evaluates the rules and meters that watch its tags.
+    pub fn on_batch(&mut self, batch: &Batch, seq: &mut Sequencer, step: &mut Step) {
+        if self.is_empty() {
+            return;
+        }
+        let events = self.engine.observe_batch(batch);
+        self.alarm_events(events, seq, step);
+        let Some(inputs) = self.meter_inputs.get(&batch.device.name) else {
+            return;
+        };
+        let at = Timestamp::from(batch.timestamp);
+        let mut changes = Vec::new();
+        for &(m, tag) in inputs {
+            let Some(reading) = batch.readings.iter().find(|r| r.tag == tag) else {
+                continue;
+            };
+            if let Some(state) = self.meters.get_mut(m) {
+                let c = state.observe(reading.value.as_ref(), &reading.quality, at);
+                changes.extend(c.into_iter().map(|c| (m, c)));
+            }
+        }
+        for (m, change) in changes {
+            self.meter_change(m, change, seq, step);
+        }
+    }
+
+    /// Time passes: delays, staleness, shelves and chattering that are due.
+    pub fn tick(&mut self, now: SystemTime, seq: &mut Sequencer, step: &mut Step) {
+        if self.is_empty() {
+            return;
+        }
+        let events = self.engine.tick(now);
+        self.alarm_events(events, seq, step);
+    }
+
+    /// A message from an operator or the CMMS, received at `now`.
+    pub fn on_inbound(
+        &mut self,
+        message: &Inbound,
+        now: SystemTime,
+        seq: &mut Sequencer,
+        step: &mut Step,
+    ) {
+        let topics = self.topics.clone();
+        let Some(request) = topics.parse_inbound(&message.topic) else {
+            tracing::debug!(topic = %message.topic, "inbound message on an unknown topic; ignored");
+            return;
+        };
+        match request {
+            InboundTopic::Ack { rule } | InboundTopic::Shelve { rule } if message.retain => {
+                // A retained ack would acknowledge every future alarm at
+                // each reconnect.
+                tracing::warn!(%rule, topic = %message.topic, "retained alarm request ignored; publish acks and shelve requests without the retain flag");
+            }
+            InboundTopic::Ack { rule } => {
+                self.operator(rule, inbound::ack(&message.payload), now, seq, step);
+            }
+            InboundTopic::Shelve { rule } => match inbound::shelve(&message.payload) {
+                Ok(action) => self.operator(rule, action, now, seq, step),
+                Err(e) => tracing::warn!(%rule, error = %e, "shelve request ignored"),
+            },
+            InboundTopic::WorkOrderStatus { id } => {
+                match self
+                    .book
+                    .on_status(id, &message.payload, Timestamp::from(now))
+                {
+                    Ok(changes) => {
+                        if !changes.is_empty() {
+                            step.need(Save::Now);
+                        }
+                        self.work_order_changes(changes, true, seq, step);
+                    }
+                    // Old retained statuses of work orders long closed come
+                    // back at every subscription: not worth a warning.
+                    Err(WoError::UnknownId(_)) if message.retain => {
+                        tracing::debug!(%id, "retained status of an unknown work order; ignored");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "work-order status ignored"),
+                }
+            }
+        }
+    }
+
+    /// Whether the state should be saved now, given what `step` asks and
+    /// the time since the last save. Records the save when it says yes.
+    pub fn save_due(&mut self, step: &Step, now: Instant) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        let since = self.last_save.map(|t| now.saturating_duration_since(t));
+        let due = match step.save {
+            Save::Now => true,
+            Save::Soon => since.is_none_or(|s| s >= SAVE_MIN_INTERVAL),
+            Save::Later => {
+                (self.save_pending && since.is_none_or(|s| s >= SAVE_MIN_INTERVAL))
+                    || since.is_none_or(|s| s >= SAVE_INTERVAL)
+            }
+        };
+        if due {
+            self.last_save = Some(now);
+            self.save_pending = false;
+        } else if step.save == Save::Soon {
+            self.save_pending = true;
+        }
+        due
+    }
+
+    /// The three state blobs, to queue with [`StoreHandle::save_state`].
+    pub fn saved(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let mut out = Vec::with_capacity(3);
+        let blobs = [
+            (STATE_ENGINE, serde_json::to_vec(&self.engine.save())),
+            (STATE_WORKORDERS, serde_json::to_vec(&self.book)),
+            (STATE_METERS, serde_json::to_vec(&self.meters)),
+        ];
+        for (key, blob) in blobs {
+            match blob {
+                Ok(b) => out.push((key, b)),
+                // Not expected (plain data); the previous save stays.
+                Err(e) => tracing::error!(key, error = %e, "cannot encode the rules state"),
+            }
+        }
+        out
+    }
+
+    fn operator(
+        &mut self,
+        rule: &str,
+        action: OperatorAction,
+        now: SystemTime,
+        seq: &mut Sequencer,
+        step: &mut Step,
+    ) {
+        let (result, what, who) = match &action {
+            OperatorAction::Ack(who) => (self.engine.ack(rule, now), "ack", who),
+            OperatorAction::Shelve {
+                duration,
+                capped,
+                who,
+            } => {
+                if *capped {
+                    tracing::warn!(%rule, max = ?inbound::MAX_SHELVE, "shelve request longer than the maximum; shortened");
+                }
+                (self.engine.shelve(rule, *duration, now), "shelve", who)
+            }
+            OperatorAction::Unshelve(who) => (self.engine.unshelve(rule, now), "unshelve", who),
+        };
+        match result {
+            Ok(events) => {
+                tracing::info!(%rule, request = what, by = who.by.as_deref().unwrap_or("-"), changed = !events.is_empty(), "operator request");
+                step.history.push(HistoryEntry {
+                    at: now,
+                    kind: HistoryKind::Alarm,
+                    subject: rule.to_owned(),
+                    event: what.to_owned(),
+                    detail: request_detail(&action, who),
+                });
+                self.alarm_events(events, seq, step);
+            }
+            Err(e) => tracing::warn!(error = %e, request = what, "operator request ignored"),
+        }
+    }
+
+    fn alarm_events(&mut self, events: Vec<AlarmEvent>, seq: &mut Sequencer, step: &mut Step) {
+        for event in events {
+            let Some(&i) = self.rule_index.get(&*event.rule) else {
+                continue;
+            };
+            let rule = &self.rules[i];
+            let since = match event.cause {
+                Cause::ChatterCleared => self
+                    .engine
+                    .alarm(&event.rule)
+                    .and_then(|a| a.changed_at())
+                    .unwrap_or(event.at),
+                _ => event.at,
+            };
+            log_alarm(&event);
+            let topic = self.topics.alarm(&event.rule);
+            let n = seq.next(&topic);
+            match payload::alarm(&event, rule, since, n) {
+                Ok(p) => {
+                    step.history.push(HistoryEntry {
+                        at: event.at.to_system_time(),
+                        kind: HistoryKind::Alarm,
+                        subject: event.rule.to_string(),
+                        event: event.to.as_str().to_owned(),
+                        detail: String::from_utf8_lossy(&p).into_owned(),
+                    });
+                    step.messages.push(state_message(topic, n, p, Kind::Alarm));
+                }
+                Err(e) => {
+                    tracing::error!(rule = %event.rule, error = %e, "cannot encode the alarm")
+                }
+            }
+            step.need(Save::Soon);
+            if !event.activation {
+                continue;
+            }
+            let snapshot = snapshot(&self.engine, rule_tags(rule), &rule.workorder.snapshot);
+            let ctx = WoContext::new(&self.gateway, &self.devices);
+            let changes = self
+                .book
+                .on_alarm_event(&event, rule, &ctx, snapshot, rand::random());
+            self.work_order_changes(changes, false, seq, step);
+        }
+    }
+
+    fn meter_change(
+        &mut self,
+        m: usize,
+        change: MeterChange,
+        seq: &mut Sequencer,
+        step: &mut Step,
+    ) {
+        match change {
+            MeterChange::Publish(report) => {
+                let topic = self.topics.meter(&report.meter);
+                let n = seq.next(&topic);
+                match payload::meter(&report, n) {
+                    Ok(p) => step.messages.push(state_message(topic, n, p, Kind::Meter)),
+                    Err(e) => {
+                        tracing::error!(meter = %report.meter, error = %e, "cannot encode the meter")
+                    }
+                }
+            }
+            MeterChange::Due(due) => {
+                let Some(meter) = self.meter_configs.get(m) else {
+                    return;
+                };
+                tracing::info!(meter = %due.meter, value = due.value, threshold = due.threshold, "meter reached its threshold");
+                let snapshot = snapshot(
+                    &self.engine,
+                    vec![meter.tag.as_str()],
+                    &meter.workorder.snapshot,
+                );
+                let ctx = WoContext::new(&self.gateway, &self.devices);
+                let changes = self
+                    .book
+                    .on_meter_due(&due, meter, &ctx, snapshot, rand::random());
+                self.work_order_changes(changes, false, seq, step);
+                step.need(Save::Now);
+            }
+        }
+    }
+
+    fn work_order_changes(
+        &mut self,
+        changes: Vec<WoChange>,
+        from_cmms: bool,
+        seq: &mut Sequencer,
+        step: &mut Step,
+    ) {
+        for change in changes {
+            let (wo, event) = match &change {
+                WoChange::Raised(wo) => {
+                    tracing::warn!(id = %wo.id, kind = wo.kind.as_str(), asset = %wo.asset, title = %wo.title, "work order raised");
+                    (wo, "raised")
+                }
+                WoChange::FloodRaised(wo) => {
+                    tracing::error!(id = %wo.id, title = %wo.title, "alarm flood: work orders held back");
+                    (wo, "flood")
+                }
+                WoChange::Updated(wo) => {
+                    tracing::debug!(id = %wo.id, status = wo.status.as_str(), occurrences = wo.occurrences, "work order updated");
+                    (wo, wo.status.as_str())
+                }
+                WoChange::Cleared(wo) => {
+                    tracing::info!(id = %wo.id, cmms_ref = wo.cmms_ref.as_deref().unwrap_or("-"), "work order closed by the CMMS");
+                    (wo, "closed")
+                }
+                WoChange::Held { rule, asset } => {
+                    tracing::warn!(%rule, %asset, "alarm flood: activation held, no work order raised");
+                    step.history.push(HistoryEntry {
+                        at: SystemTime::now(),
+                        kind: HistoryKind::WorkOrder,
+                        subject: rule.clone(),
+                        event: "held".to_owned(),
+                        detail: json!({ "rule": rule, "asset": asset }).to_string(),
+                    });
+                    continue;
+                }
+            };
+            // An update is an occurrence, unless the CMMS sent a status.
+            let event = if matches!(change, WoChange::Updated(_)) && !from_cmms {
+                "updated"
+            } else {
+                event
+            };
+            let topic = self.topics.workorder(&wo.id);
+            let n = seq.next(&topic);
+            let cleared = matches!(change, WoChange::Cleared(_));
+            match payload::work_order(wo, n) {
+                Ok(p) => {
+                    step.history.push(HistoryEntry {
+                        at: wo.updated_at.to_system_time(),
+                        kind: HistoryKind::WorkOrder,
+                        subject: wo.id.clone(),
+                        event: event.to_owned(),
+                        detail: String::from_utf8_lossy(&p).into_owned(),
+                    });
+                    // Closed: an empty retained message clears the topic.
+                    let body = if cleared { Vec::new() } else { p };
+                    step.messages
+                        .push(state_message(topic, n, body, Kind::WorkOrder));
+                }
+                Err(e) => tracing::error!(id = %wo.id, error = %e, "cannot encode the work order"),
+            }
+            match change {
+                WoChange::Raised(_) | WoChange::FloodRaised(_) => step.need(Save::Now),
+                WoChange::Updated(_) => step.need(Save::Soon),
+                WoChange::Cleared(wo) => {
+                    step.need(Save::Now);
+                    if let Some(name) = wo.meter() {
+                        let at = wo.updated_at;
+                        if let Some(m) = self.meters.iter().position(|s| s.name() == name) {
+                            let changes = self.meters[m].on_work_order_closed(at);
+                            for c in changes {
+                                self.meter_change(m, c, seq, step);
+                            }
+                        }
+                    }
+                }
+                WoChange::Held { .. } => {}
+            }
+        }
+    }
+}
+
+/// The tags a rule's condition reads.
+fn rule_tags(rule: &Rule) -> Vec<&str> {
+    match &rule.condition {
+        Condition::Above { tag, .. }
+        | Condition::Below { tag, .. }
+        | Condition::Outside { tag, .. }
+        | Condition::Rate { tag, .. }
+        | Condition::Stale { tag, .. }
+        | Condition::Equals { tag, .. } => vec![tag.as_str()],
+        Condition::Expr { tags, .. } => tags.iter().map(String::as_str).collect(),
+    }
+}
+
+/// The evidence in a work order: the condition's own tags, then the
+/// template's `snapshot` tags, each once.
+fn snapshot(engine: &Engine, own: Vec<&str>, extra: &[String]) -> Vec<SnapshotEntry> {
+    let mut names: Vec<&str> = own;
+    for t in extra {
+        if !names.contains(&t.as_str()) {
+            names.push(t);
+        }
+    }
+    engine
+        .snapshot(&names)
+        .into_iter()
+        .map(SnapshotEntry::from)
+        .collect()
+}
+
+fn state_message(topic: String, seq: u64, payload: Vec<u8>, kind: Kind) -> OutMessage {
+    OutMessage {
+        topic,
+        seq,
+        payload,
+        qos: STATE_QOS,
+        retain: true,
+        kind,
+        created_at: SystemTime::now(),
+    }
+}
+
+fn request_detail(action: &OperatorAction, who: &Who) -> String {
+    let mut detail = json!({ "by": who.by, "note": who.note });
+    if let OperatorAction::Shelve { duration, .. } = action {
+        detail["duration_s"] = json!(duration.as_secs());
+    }
+    detail.to_string()
+}
+
+fn log_alarm(event: &AlarmEvent) {
+    let value = event
+        .trigger
+        .as_ref()
+        .map(|t| crate::rules::workorder::format_value(&t.value));
+    if event.activation {
+        tracing::warn!(rule = %event.rule, value = value.as_deref().unwrap_or("-"), chattering = event.chattering, "alarm active");
+    } else {
+        tracing::info!(rule = %event.rule, from = event.from.as_str(), to = event.to.as_str(), cause = ?event.cause, "alarm changed");
+    }
+}
+
+/// Loads and parses a state blob; an unreadable one is logged and kept
+/// aside under `{key}.unreadable`.
+async fn load<T: serde::de::DeserializeOwned>(
+    store: &StoreHandle,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    let Some(blob) = store.load_state(key).await? else {
+        return Ok(None);
+    };
+    match serde_json::from_slice(&blob) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => {
+            tracing::error!(key, error = %e, "saved rules state cannot be read; starting afresh (the old one is kept as {key}.unreadable)");
+            store.save_state(&format!("{key}.unreadable"), blob).await?;
+            Ok(None)
+        }
+    }
+}
