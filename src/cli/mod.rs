@@ -3,11 +3,15 @@
 //! Exit codes: 0 success, 1 the work failed (a config with errors, a
 //! device that did not answer), 2 bad usage (clap's own code).
 
+mod alarms;
 mod check;
+mod inspect;
 mod read;
 mod run;
 mod scan;
 mod sim;
+mod table;
+mod workorders;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,6 +83,12 @@ pub enum Command {
         /// Tags to read (default: all of the device's).
         tags: Vec<String>,
     },
+    /// Print every rule's alarm and the recent alarm changes, from the store
+    /// (works while the gateway runs).
+    Alarms(alarms::AlarmsArgs),
+    /// Print the kept work orders and the recent work-order changes, from
+    /// the store (works while the gateway runs).
+    Workorders(workorders::WorkordersArgs),
 }
 
 /// Sets up `tracing` on stderr, filtered by `RUST_LOG` (default `info`).
@@ -111,6 +121,8 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             device,
             tags,
         } => read::run(&config.path, &device, &tags),
+        Command::Alarms(args) => alarms::run(&args),
+        Command::Workorders(args) => workorders::run(&args),
     }
 }
 

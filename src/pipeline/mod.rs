@@ -42,10 +42,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 pub use data::{PipelineConfig, Sequencer, messages};
-pub use rules::{
-    RulesStage, SAVE_INTERVAL, SAVE_MIN_INTERVAL, STATE_ENGINE, STATE_METERS, STATE_WORKORDERS,
-    Save, Step,
-};
+pub use rules::{RulesStage, SAVE_INTERVAL, SAVE_MIN_INTERVAL, Save, Step};
 
 use crate::filter::Filter;
 use crate::modbus::Batch;

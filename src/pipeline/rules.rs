@@ -37,17 +37,11 @@ use crate::modbus::Batch;
 use crate::mqtt::forwarder::Inbound;
 use crate::mqtt::topics::{InboundTopic, Topics};
 use crate::rules::{
-    AlarmEvent, Cause, Engine, MeterChange, MeterState, RulesError, SavedEngine, SnapshotEntry,
-    Timestamp, WoChange, WoContext, WoError, WorkOrder, WorkOrderBook, payload,
+    AlarmEvent, Cause, Engine, MeterChange, MeterState, RulesError, STATE_ENGINE, STATE_METERS,
+    STATE_WORKORDERS, SavedEngine, SnapshotEntry, Timestamp, WoChange, WoContext, WoError,
+    WorkOrder, WorkOrderBook, payload,
 };
 use crate::store::{HistoryEntry, HistoryKind, Kind, OutMessage, StoreError, StoreHandle};
-
-/// State key of the rules engine (JSON of [`SavedEngine`]).
-pub const STATE_ENGINE: &str = "rules.engine";
-/// State key of the work-order book (JSON of [`WorkOrderBook`]).
-pub const STATE_WORKORDERS: &str = "rules.workorders";
-/// State key of the meters (JSON of a list of [`MeterState`]).
-pub const STATE_METERS: &str = "rules.meters";
 
 /// Alarm changes are saved at most this often.
 pub const SAVE_MIN_INTERVAL: Duration = Duration::from_secs(1);

@@ -63,8 +63,10 @@ pub mod expr;
 pub mod meter;
 pub mod payload;
 mod saved;
+mod state_keys;
 mod time;
 pub mod workorder;
+pub use state_keys::*;
 
 use std::collections::HashMap;
 use std::sync::Arc;

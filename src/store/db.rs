@@ -12,8 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
 use super::evict::{self, Bounds, Budget, Evicted, MIN_MAX_BYTES, RateLimited};
+use super::history::{self, Kept};
 use super::schema;
-use super::{Kind, OutMessage, Row, Stats, StoreError};
+use super::{HISTORY_ROWS, HistoryEntry, Kind, OutMessage, Row, Stats, StoreError};
 use crate::config::StoreConfig;
 
 /// How often rows are checked against `max_age`.
@@ -37,7 +38,6 @@ const DELETE_ONE: &str =
 /// Writes a named state blob (v2).
 const UPSERT_STATE: &str = "INSERT INTO state (key, value, updated_at) VALUES (?1, ?2, ?3)
      ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
-
 const UPSERT_SEQ: &str = "INSERT INTO topic_seq (topic, seq) VALUES (?1, ?2)
      ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq";
 const FETCH_AFTER: &str = "SELECT id, topic, seq, payload, qos, retain, kind, created_at
@@ -50,6 +50,7 @@ pub(super) struct Outbox {
     conn: Connection,
     path: PathBuf,
     wal_path: PathBuf,
+    shm_path: PathBuf,
     budget: Budget,
     max_age: Duration,
     /// The file was made with `auto_vacuum = INCREMENTAL`.
@@ -65,6 +66,11 @@ pub(super) struct Outbox {
     reading_log: RateLimited,
     other_log: RateLimited,
     next_age_check: Option<Instant>,
+    /// What the `history` table holds.
+    history: Kept,
+    /// Held until the connection is closed (declared after `conn`, so it
+    /// is dropped after it too): a second fieldgate cannot open the file.
+    _lock: super::lock::InstanceLock,
 }
 
 /// What a group commit did.
@@ -88,6 +94,8 @@ struct Delta {
     acked_bytes: u64,
     evicted: Evicted,
     more: bool,
+    /// What the `history` table holds after the transaction.
+    history: Kept,
 }
 
 /// SQLite's failure as a `StoreError`, logged once here with its context.
@@ -158,7 +166,7 @@ fn file_len(path: &std::path::Path) -> u64 {
 impl Outbox {
     /// Opens the file (see `schema`) and applies the bounds.
     pub fn open(config: &StoreConfig) -> Result<Outbox, StoreError> {
-        let conn = schema::open(&config.path, config.durability)?;
+        let (conn, lock) = schema::open(&config.path, config.durability)?;
         let page_size: i64 = conn
             .pragma_query_value(None, "page_size", |r| r.get(0))
             .map_err(|e| fail("reading page_size", e))?;
@@ -186,6 +194,7 @@ impl Outbox {
         let meta_last = meta("last_id")?;
         let evicted_readings = meta("evicted_readings")?.max(0) as u64;
         let evicted_other = meta("evicted_other")?.max(0) as u64;
+        let kept = history::measure(&conn).map_err(|e| fail("measuring the history", e))?;
         let (max_id, messages, bytes): (i64, i64, i64) = conn
             .query_row(
                 "SELECT coalesce(max(id), 0), count(*),
@@ -199,6 +208,7 @@ impl Outbox {
             conn,
             path: config.path.clone(),
             wal_path: schema::with_suffix(&config.path, "-wal"),
+            shm_path: schema::with_suffix(&config.path, "-shm"),
             budget,
             max_age: config.max_age,
             incremental_vacuum: auto_vacuum == 2,
@@ -213,6 +223,8 @@ impl Outbox {
             reading_log: RateLimited::new(EVICTION_LOG_INTERVAL),
             other_log: RateLimited::new(EVICTION_LOG_INTERVAL),
             next_age_check: None,
+            history: kept,
+            _lock: lock,
         };
         outbox.set_max_pages()?;
         tracing::info!(
@@ -267,14 +279,17 @@ impl Outbox {
     }
 
     /// Commits one group: applies the acknowledged `deletes`, inserts
-    /// `messages` with the next ids, records their topics' seqs, and keeps
-    /// the bounds, all in one transaction. On a full disk (`SQLITE_FULL`,
-    /// also raised by the `max_page_count` cap) it evicts and tries again.
+    /// `messages` with the next ids, records their topics' seqs, writes the
+    /// named `states` and the `history` entries (pruning the oldest beyond
+    /// [`HISTORY_ROWS`]), and keeps the bounds, all in one transaction. On
+    /// a full disk (`SQLITE_FULL`, also raised by the `max_page_count` cap)
+    /// it evicts and tries again.
     pub fn commit(
         &mut self,
         messages: &[OutMessage],
         deletes: &[i64],
         states: &[(String, Vec<u8>)],
+        history: &[HistoryEntry],
     ) -> Result<Committed, StoreError> {
         let now = Instant::now();
         let age_due = self.next_age_check.is_none_or(|t| now >= t);
@@ -283,7 +298,7 @@ impl Outbox {
             .map(|m| evict::footprint(m.topic.len(), m.payload.len()))
             .sum();
         for attempt in 1..=FULL_ATTEMPTS {
-            match self.try_commit(messages, deletes, states, age_due) {
+            match self.try_commit(messages, deletes, states, history, age_due) {
                 Ok(delta) => {
                     if age_due {
                         self.next_age_check = Some(now + AGE_CHECK_INTERVAL);
@@ -324,6 +339,7 @@ impl Outbox {
         messages: &[OutMessage],
         deletes: &[i64],
         states: &[(String, Vec<u8>)],
+        history: &[HistoryEntry],
         age_due: bool,
     ) -> rusqlite::Result<Delta> {
         let age_cutoff = age_due.then(|| self.age_cutoff());
@@ -332,6 +348,7 @@ impl Outbox {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut d = Delta {
             last_id: self.last_id,
+            history: self.history,
             ..Delta::default()
         };
         if !deletes.is_empty() {
@@ -378,6 +395,11 @@ impl Outbox {
                 stmt.execute(params![key, value, now])?;
             }
         }
+        let limits = history::Limits {
+            rows: HISTORY_ROWS as u64,
+            bytes: self.budget.history_bytes,
+        };
+        d.history = history::write(&tx, history, d.history, limits)?;
         let bounds = Bounds {
             budget: self.budget,
             age_cutoff,
@@ -400,6 +422,7 @@ impl Outbox {
     /// Updates the figures after a commit and logs its evictions.
     fn apply(&mut self, d: Delta, now: Instant) -> Committed {
         self.last_id = d.last_id;
+        self.history = d.history;
         self.inserted += d.inserted;
         self.acked += d.acked;
         self.messages = (self.messages + d.inserted).saturating_sub(d.acked + d.evicted.rows());
@@ -598,12 +621,12 @@ impl Outbox {
         })
     }
 
-    /// Database file plus WAL, as the file system reports them.
+    /// Database file plus WAL and its `-shm` index, as the file system
+    /// reports them.
     pub fn file_bytes(&self) -> u64 {
-        file_len(&self.path) + file_len(&self.wal_path)
+        file_len(&self.path) + file_len(&self.wal_path) + file_len(&self.shm_path)
     }
 
-    /// The last seq committed per topic.
     /// The last committed value of a named state, if any.
     pub fn load_state(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.conn
@@ -612,6 +635,7 @@ impl Outbox {
             .map_err(|e| fail("loading state", e))
     }
 
+    /// The last seq committed per topic.
     pub fn topic_seqs(&mut self) -> Result<HashMap<String, u64>, StoreError> {
         let result = (|| {
             let mut stmt = self
@@ -635,7 +659,7 @@ impl Outbox {
         let age_due = self.next_age_check.is_none_or(|t| now >= t);
         if used > self.budget.target_bytes || age_due {
             // An empty group: only the bounds.
-            more |= self.commit(&[], &[], &[])?.more;
+            more |= self.commit(&[], &[], &[], &[])?.more;
         }
         if self.incremental_vacuum {
             more |= self.vacuum_step()?;
@@ -766,7 +790,7 @@ mod tests {
         let mut db = Outbox::open(&config).unwrap();
         let none = BTreeSet::new();
         let first: Vec<_> = (1..=200).map(|i| reading(i, 1000)).collect();
-        db.commit(&first, &[], &[]).unwrap();
+        db.commit(&first, &[], &[], &[]).unwrap();
         let pages: i64 = db
             .conn
             .pragma_query_value(None, "page_count", |r| r.get(0))
@@ -774,7 +798,7 @@ mod tests {
         // No room for one more page: the next group meets SQLITE_FULL.
         db.cap_pages(pages);
         let second: Vec<_> = (201..=220).map(|i| reading(i, 1000)).collect();
-        let c = db.commit(&second, &[], &[]).unwrap();
+        let c = db.commit(&second, &[], &[], &[]).unwrap();
         assert_eq!(c.inserted, 20);
         assert_eq!(c.last_id, 220);
         let s = db.stats().unwrap();
@@ -785,6 +809,62 @@ mod tests {
         // The oldest went; the new group is whole.
         assert_eq!(rows.last().map(|r| r.id), Some(220));
         assert_eq!(rows[0].id, 1 + s.evicted_readings as i64);
+        db.close().unwrap();
+    }
+
+    fn test_config(dir: &std::path::Path) -> StoreConfig {
+        StoreConfig {
+            path: dir.join("o.db"),
+            durability: Durability::Normal,
+            max_bytes: 64 << 20,
+            max_age: Duration::from_secs(3600),
+            flush_interval: Duration::from_millis(10),
+        }
+    }
+
+    fn change(subject: &str) -> HistoryEntry {
+        HistoryEntry {
+            at: SystemTime::now(),
+            kind: super::super::HistoryKind::Alarm,
+            subject: subject.into(),
+            event: "active_unacked".into(),
+            detail: "{}".into(),
+        }
+    }
+
+    fn subjects(db: &Outbox) -> Vec<(i64, String)> {
+        let mut stmt = db
+            .conn
+            .prepare("SELECT id, subject FROM history ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// Messages and history are one transaction: when the history cannot
+    /// be written, the messages are not committed either.
+    #[test]
+    fn history_and_messages_commit_or_fail_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Outbox::open(&test_config(dir.path())).unwrap();
+        let none = BTreeSet::new();
+        db.conn
+            .execute_batch("ALTER TABLE history RENAME TO gone")
+            .unwrap();
+        let err = db.commit(&[reading(1, 10)], &[], &[], &[change("hot")]);
+        assert!(err.is_err());
+        assert!(db.fetch_after(0, 10, &none).unwrap().is_empty());
+        assert_eq!(db.last_id(), 0);
+        db.conn
+            .execute_batch("ALTER TABLE gone RENAME TO history")
+            .unwrap();
+        let c = db
+            .commit(&[reading(1, 10)], &[], &[], &[change("hot")])
+            .unwrap();
+        assert_eq!(c.last_id, 1);
+        assert_eq!(subjects(&db), [(1, "hot".to_string())]);
         db.close().unwrap();
     }
 }

@@ -3,9 +3,11 @@
 //!
 //! # How `max_bytes` is kept
 //!
-//! The footprint is the database file plus its WAL (the connection runs in
-//! exclusive locking mode, so there is no `-shm` file). [`Budget`] splits
-//! `max_bytes` in two:
+//! The footprint is the database file plus its WAL and the WAL's index,
+//! the `-shm` file (the connection uses normal locking so that readers can
+//! share the file; see `schema`). [`Budget`] sets aside room for the index
+//! (`shm_bytes`, 32 KiB per 4,062 WAL frames of the WAL's share) and splits
+//! the rest of `max_bytes` in two:
 //!
 //! * the **WAL** gets `wal_limit` (1/8 of the bound, 128 KiB–32 MiB): SQLite
 //!   checkpoints once the WAL holds a quarter of that, `journal_size_limit`
@@ -25,6 +27,11 @@
 //!   was lowered).
 //!
 //! # Order
+//!
+//! The `history` table is not the outbox's: its rows count in the file
+//! like any others but are never evicted here; it keeps to its own bounds
+//! (`history_bytes`, an eighth of `target_bytes`, and `HISTORY_ROWS`; see
+//! `history`).
 //!
 //! Readings go first, oldest first. Meter, alarm and work-order rows are
 //! evicted only when no reading is left (in that order: a meter value and an
@@ -46,6 +53,11 @@ pub const MIN_MAX_BYTES: u64 = 512 * 1024;
 /// header, the other columns, the cell pointer and the index entry.
 pub(super) const ROW_OVERHEAD: u64 = 64;
 
+/// Size of one block of the `-shm` index, and the WAL frames the first
+/// block maps (SQLite's `WALINDEX_PGSZ` and `HASHTABLE_NPAGE_ONE`).
+const SHM_BLOCK: u64 = 32 * 1024;
+const SHM_FRAMES_PER_BLOCK: u64 = 4062;
+
 /// At most this many rows are evicted per transaction, whatever the budget
 /// says, so one eviction never makes a large WAL.
 const MAX_EVICT_ROWS: u64 = 20_000;
@@ -65,6 +77,8 @@ pub struct Budget {
     pub page_size: u64,
     /// `journal_size_limit`: the WAL's share.
     pub wal_limit: u64,
+    /// Room set aside for the WAL's `-shm` index.
+    pub shm_bytes: u64,
     /// `wal_autocheckpoint`, in pages.
     pub checkpoint_pages: u64,
     /// `max_page_count`: hard cap of the database file, in pages.
@@ -73,6 +87,10 @@ pub struct Budget {
     pub target_bytes: u64,
     /// Estimated footprint of one group transaction.
     pub group_bytes: u64,
+    /// The `history` table's share of the file (estimated like outbox
+    /// rows): beyond it its oldest entries are pruned, so history never
+    /// crowds out the outbox.
+    pub history_bytes: u64,
     /// Larger messages are refused (they would not fit within the WAL's or
     /// the file's share).
     pub max_message_bytes: u64,
@@ -91,8 +109,12 @@ impl Budget {
         // limit.
         let group_bytes = (wal_limit / 8).clamp(16 << 10, 2 << 20);
         let checkpoint_pages = (wal_limit / 4 / page_size).max(8);
+        // The index maps WAL frames in 32 KiB blocks (4,062 frames in the
+        // first, which also holds the header; 4,096 in each next), and the
+        // file keeps the largest size the WAL reached until it is closed.
+        let shm_bytes = ((wal_limit / page_size) / SHM_FRAMES_PER_BLOCK + 1) * SHM_BLOCK;
         // A few pages of slack for the WAL header and frame headers.
-        let db_cap = max_bytes.saturating_sub(wal_limit + 4 * page_size);
+        let db_cap = max_bytes.saturating_sub(wal_limit + shm_bytes + 4 * page_size);
         let max_pages = (db_cap / page_size).max(16);
         // Room for one more group (plus its index entries) above the
         // target, so the next group normally never meets the hard cap.
@@ -103,10 +125,12 @@ impl Budget {
             max_bytes,
             page_size,
             wal_limit,
+            shm_bytes,
             checkpoint_pages,
             max_pages,
             target_bytes,
             group_bytes,
+            history_bytes: target_bytes / 8,
             // A message is at most two groups: with its evictions it still
             // fits in the WAL's share, and beside a full outbox in the file.
             max_message_bytes: (target_bytes / 4).min(group_bytes * 2),
@@ -340,7 +364,7 @@ mod tests {
             for page in [1024, 4096, 8192] {
                 let b = Budget::new(max, page);
                 let db = b.max_pages * b.page_size;
-                assert!(db + b.wal_limit <= max, "{max} {page}: {b:?}");
+                assert!(db + b.wal_limit + b.shm_bytes <= max, "{max} {page}: {b:?}");
                 assert!(
                     b.target_bytes + 2 * b.group_bytes <= db,
                     "{max} {page}: {b:?}"

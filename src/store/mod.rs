@@ -19,7 +19,11 @@
 //! * `thread`: the owner thread, which groups writes into transactions;
 //! * `db`: what it does with the connection (commits, reads, figures);
 //! * `evict`: the disk budget, the eviction order and its log lines;
-//! * `schema`: migrations, connection settings, moving a damaged file aside.
+//! * `history`: the `history` table and its own bounds;
+//! * `schema`: migrations, connection settings, moving a damaged file aside;
+//! * `lock`: one fieldgate per store file;
+//! * [`inspect`]: read-only access for the inspection commands, which
+//!   works while the gateway runs.
 //!
 //! # Durability
 //!
@@ -38,13 +42,34 @@
 //! Evictions are counted in [`Stats`] and in the file (they survive
 //! restarts), and logged at most once a minute. A full disk is handled like
 //! the bound: evict, then retry the commit.
+//!
+//! # History
+//!
+//! Alarm and work-order changes are also kept in a `history` table
+//! ([`StoreHandle::record`]) so a technician can see, with `fieldgate
+//! alarms` and `fieldgate workorders`, what was raised while the network
+//! was down. History is not part of the outbox: it is never published nor
+//! evicted by the bounds above. It keeps the newest [`HISTORY_ROWS`]
+//! entries, and no more than an eighth of the outbox's share of
+//! `max_bytes`; older ones are pruned in the commit that adds new ones.
+//!
+//! # Readers
+//!
+//! The owner thread is the only writer. Other processes may read the file
+//! at any time through an [`Inspector`] (WAL mode lets readers and the
+//! writer work side by side); a second fieldgate is kept out by `lock`,
+//! not by SQLite's locking.
 
 mod db;
 mod evict;
-mod history_stub;
+mod history;
+pub mod inspect;
+mod lock;
 mod schema;
 mod thread;
-pub use history_stub::*;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::thread::JoinHandle;
@@ -56,6 +81,7 @@ use crate::config::StoreConfig;
 use thread::Command;
 
 pub use evict::MIN_MAX_BYTES;
+pub use inspect::{HistoryRecord, Inspector};
 
 /// Commands (an insert batch, a fetch, a flush…) queued for the owner
 /// thread. When it is full, callers wait in `send` (backpressure reaches
@@ -91,6 +117,57 @@ impl Kind {
             Kind::Meter => "meter",
         }
     }
+}
+
+/// History entries kept, at most: the newest ones. Older entries are
+/// pruned (a range delete by id) in the commit that inserts new ones. A
+/// store with a small `max_bytes` keeps fewer: history takes at most an
+/// eighth of the outbox's share of the file, so it never crowds out the
+/// readings waiting for the broker.
+pub const HISTORY_ROWS: usize = 50_000;
+
+/// What a history entry is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HistoryKind {
+    /// A rule's alarm changed state.
+    Alarm,
+    /// A work order was raised, updated, held, or changed by the CMMS.
+    WorkOrder,
+}
+
+impl HistoryKind {
+    /// Every kind, for parsing.
+    const ALL: [HistoryKind; 2] = [HistoryKind::Alarm, HistoryKind::WorkOrder];
+
+    /// The name stored in the `kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryKind::Alarm => "alarm",
+            HistoryKind::WorkOrder => "workorder",
+        }
+    }
+
+    /// The kind stored as `name`, if this build knows it.
+    pub fn parse(name: &str) -> Option<HistoryKind> {
+        HistoryKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// One alarm or work-order change, kept in the `history` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    /// When it happened (kept to the millisecond).
+    pub at: SystemTime,
+    /// What it is about.
+    pub kind: HistoryKind,
+    /// The rule name (alarms) or the work-order id (work orders).
+    pub subject: String,
+    /// A short word: the alarm state (`active_unacked`, `normal`,
+    /// `shelved`…) or the work-order change (`raised`, `updated`,
+    /// `accepted`, `in_progress`, `closed`, `held`, `flood`).
+    pub event: String,
+    /// JSON text: the payload that was published, or a small object.
+    pub detail: String,
 }
 
 /// A message to commit, then publish.
@@ -144,7 +221,7 @@ pub struct Stats {
     pub bytes: u64,
     /// Creation time of the oldest waiting row.
     pub oldest: Option<SystemTime>,
-    /// Size of the database file plus its WAL.
+    /// Size of the database file plus its WAL and `-shm` index.
     pub file_bytes: u64,
     /// Rows committed since start.
     pub inserted: u64,
@@ -342,6 +419,24 @@ impl StoreHandle {
                 key: key.to_string(),
                 value,
             })
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Queues history entries, written with the next group commit in the
+    /// same transaction as the last messages queued before them (like
+    /// [`save_state`](Self::save_state)): after a crash, history never
+    /// tells of a change whose messages were lost. Entries keep their
+    /// order. An empty `entries` does nothing.
+    ///
+    /// While commits fail the entries stay queued and are retried with
+    /// the messages.
+    pub async fn record(&self, entries: Vec<HistoryEntry>) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .send(Command::Record(entries))
             .await
             .map_err(|_| StoreError::Closed)
     }

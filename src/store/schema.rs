@@ -1,6 +1,14 @@
 //! Opening the file: the schema and its migrations, the connection
 //! settings, and moving an unusable file aside.
 //!
+//! # Locking
+//!
+//! The connection uses SQLite's normal locking in WAL mode, so other
+//! processes can read the file while the gateway writes it (the
+//! inspection commands, `store::inspect`); the WAL index then lives in a
+//! `<name>-shm` file, counted in the disk budget. A second fieldgate is
+//! kept out by `lock`, taken before the file is touched.
+//!
 //! # Versions
 //!
 //! The schema version is SQLite's `user_version` (in the file header, so it
@@ -24,6 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::StoreError;
+use super::lock::{self, InstanceLock};
 use crate::config::Durability;
 
 /// `PRAGMA application_id` of a fieldgate store: "FGAT".
@@ -32,8 +41,8 @@ pub(super) const APPLICATION_ID: i32 = 0x4647_4154;
 /// Page size of new files.
 const PAGE_SIZE: u32 = 4096;
 
-/// How long opening waits for another connection's lock (a previous
-/// process still closing) before giving up.
+/// How long opening waits for another gateway's lock (a previous process
+/// still closing) before giving up; also SQLite's busy timeout.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Page cache of the connection: 8 MiB (negative = KiB).
@@ -73,7 +82,29 @@ pub(super) const MIGRATIONS: &[&str] = &[
          value BLOB NOT NULL,
          updated_at INTEGER NOT NULL
      ) WITHOUT ROWID;",
+    // v3: the history of alarm and work-order changes, written in the same
+    // transaction as the last messages queued before them (like `state`).
+    // `id` is SQLite's rowid: it only grows, since only the oldest rows are
+    // ever deleted (`HISTORY_ROWS`, a range delete on the primary key).
+    // `at` is ms since the Unix epoch; `kind` holds `HistoryKind::as_str`;
+    // `detail` is JSON text. `(kind, id)` serves "the newest N of one
+    // kind"; the primary key serves the newest N of all.
+    "CREATE TABLE history (
+         id INTEGER PRIMARY KEY,
+         at INTEGER NOT NULL,
+         kind TEXT NOT NULL,
+         subject TEXT NOT NULL,
+         event TEXT NOT NULL,
+         detail TEXT NOT NULL
+     );
+     CREATE INDEX history_kind ON history (kind, id);",
 ];
+
+/// The schema version that added the `state` table.
+pub(super) const STATE_VERSION: i64 = 2;
+
+/// The schema version that added the `history` table.
+pub(super) const HISTORY_VERSION: i64 = 3;
 
 /// Why a file cannot be used as it is.
 enum Unusable {
@@ -84,9 +115,21 @@ enum Unusable {
     Fail(StoreError),
 }
 
-/// Opens (creating, migrating or replacing) the store at `path`.
-pub(super) fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+/// Opens (creating, migrating or replacing) the store at `path`, holding
+/// its lock: keep the lock until the connection is closed.
+pub(super) fn open(
+    path: &Path,
+    durability: Durability,
+) -> Result<(Connection, InstanceLock), StoreError> {
     ensure_parent(path)?;
+    // Before anything else: a file in use is never moved aside.
+    let lock = lock::acquire(path, BUSY_TIMEOUT)?;
+    let conn = open_locked(path, durability)?;
+    Ok((conn, lock))
+}
+
+/// [`open`] once the lock is held.
+fn open_locked(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     match try_open(path, durability) {
         Ok(conn) => Ok(conn),
         Err(Unusable::Fail(e)) => Err(e),
@@ -165,16 +208,13 @@ fn try_open(path: &Path, durability: Durability) -> Result<Connection, Unusable>
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| fail("open", e))?;
+    // Readers (`fieldgate alarms` while the gateway runs) hold the file
+    // only for a query's length; a checkpoint waits for them this long.
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| fail("busy_timeout", e))?;
-    // Exclusive locking: a second fieldgate on the same file fails at open
-    // instead of publishing the same rows twice, and WAL mode keeps its
-    // index in heap memory (no -shm file to count or lose).
-    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
-        .map_err(|e| fail("locking_mode", e))?;
+    // Normal locking (the default), not exclusive: see the module docs.
 
-    // The first read: fails with NOTADB on a file of garbage, or BUSY when
-    // another process holds the file.
+    // The first read: fails with NOTADB on a file of garbage.
     let app_id: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
         .map_err(|e| fail("reading the header", e))?;
@@ -237,10 +277,10 @@ fn try_open(path: &Path, durability: Durability) -> Result<Connection, Unusable>
         .map_err(|e| fail("temp_store", e))?;
 
     migrate(&conn).map_err(|e| fail("migrating the schema", e))?;
-    // A write at once takes the exclusive lock for the life of the
-    // connection (and counts the opens, which helps reading a field log).
+    // Counts the opens, which helps reading a field log (and proves at
+    // once that the file is writable).
     conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'opens'", [])
-        .map_err(|e| fail("taking the lock", e))?;
+        .map_err(|e| fail("counting the opens", e))?;
     Ok(conn)
 }
 
@@ -377,6 +417,68 @@ mod tests {
         assert_eq!(id, APPLICATION_ID);
         // Again: nothing to do (a second CREATE TABLE would fail).
         migrate(&conn).unwrap();
+    }
+
+    /// A store written by the release before history (schema v2) opens,
+    /// gains the `history` table and keeps its outbox and states.
+    #[test]
+    fn a_v2_file_migrates_to_v3_keeping_its_rows_and_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        {
+            // What a v2 fieldgate left behind.
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+            for (i, sql) in MIGRATIONS[..2].iter().enumerate() {
+                conn.execute_batch(sql).unwrap();
+                conn.pragma_update(None, "user_version", i as i64 + 1)
+                    .unwrap();
+            }
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            conn.execute_batch(
+                "INSERT INTO outbox VALUES (1, 't', 1, x'7b7d', 1, 0, 'alarm', 5);
+                 UPDATE meta SET value = 1 WHERE key = 'last_id';
+                 INSERT INTO state VALUES ('rules.engine', x'7b7d', 5);",
+            )
+            .unwrap();
+        }
+        let (conn, _lock) = open(&path, Durability::Normal).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, HISTORY_VERSION);
+        assert_eq!(MIGRATIONS.len() as i64, HISTORY_VERSION);
+        let kept: (i64, Vec<u8>) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM outbox), value FROM state",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, (1, b"{}".to_vec()));
+        conn.execute(
+            "INSERT INTO history (at, kind, subject, event, detail)
+             VALUES (1, 'alarm', 'hot', 'active_unacked', '{}')",
+            [],
+        )
+        .unwrap();
+        // The index is there for "newest N of one kind".
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT id FROM history WHERE kind = 'alarm'
+                 ORDER BY id DESC LIMIT 5",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("history_kind"), "{plan}");
+        // No moving aside: it was a good file.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(!names.iter().any(|n| n.contains("corrupt")), "{names:?}");
     }
 
     #[test]

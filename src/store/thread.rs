@@ -10,13 +10,19 @@
 //! or when someone calls `flush`. Reads leave out ids whose deletion is
 //! waiting, so a deleted row is never fetched again.
 //!
+//! Named states and history entries wait too, and are written with the
+//! *last* chunk of the group (a group larger than one transaction is
+//! split): whatever was queued before them is then committed in the same
+//! transaction or an earlier one, so after a crash neither is ahead of the
+//! outbox.
+//!
 //! # Failures
 //!
 //! A failed commit keeps its group in memory and is retried with a growing
 //! backoff; `flush` callers get the error. While commits fail, at most
-//! [`FAILING_HOLD`] messages wait in memory; beyond that the thread stops
-//! taking commands, so the handles' senders wait (backpressure), and it
-//! keeps retrying.
+//! [`FAILING_HOLD`] messages and history entries wait in memory; beyond
+//! that the thread stops taking commands, so the handles' senders wait
+//! (backpressure), and it keeps retrying.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -25,7 +31,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::db::Outbox;
 use super::evict;
-use super::{OutMessage, Row, Stats, StoreError};
+use super::{HistoryEntry, OutMessage, Row, Stats, StoreError};
 
 /// Rows per group transaction, at most.
 pub(super) const GROUP_ROWS: usize = 5_000;
@@ -87,6 +93,8 @@ pub(super) enum Command {
         key: String,
         reply: Reply<Option<Vec<u8>>>,
     },
+    /// Write history entries with the next group.
+    Record(Vec<HistoryEntry>),
 }
 
 impl std::fmt::Debug for Command {
@@ -105,6 +113,7 @@ impl std::fmt::Debug for Command {
                 write!(f, "SaveState({key}, {} bytes)", value.len())
             }
             Command::LoadState { key, .. } => write!(f, "LoadState({key})"),
+            Command::Record(entries) => write!(f, "Record({} entries)", entries.len()),
         }
     }
 }
@@ -130,6 +139,7 @@ pub(super) fn run(
         pending_bytes: 0,
         deletes: BTreeSet::new(),
         states: BTreeMap::new(),
+        history: Vec::new(),
         since: None,
         waiters: Vec::new(),
         failing: None,
@@ -200,6 +210,9 @@ struct Owner {
     /// Named states to write with the last chunk of the next group, so a
     /// state is never committed ahead of the messages queued before it.
     states: BTreeMap<String, Vec<u8>>,
+    /// History entries to write with the last chunk of the next group (for
+    /// the same reason as `states`), in arrival order.
+    history: Vec<HistoryEntry>,
     /// When the oldest waiting insert or delete arrived.
     since: Option<Instant>,
     /// `flush` callers waiting for the next commit.
@@ -212,7 +225,10 @@ struct Owner {
 
 impl Owner {
     fn has_writes(&self) -> bool {
-        !self.pending.is_empty() || !self.deletes.is_empty() || !self.states.is_empty()
+        !self.pending.is_empty()
+            || !self.deletes.is_empty()
+            || !self.states.is_empty()
+            || !self.history.is_empty()
     }
 
     /// A group is full: commit without waiting for the interval.
@@ -221,11 +237,13 @@ impl Owner {
             || self.pending.len() >= GROUP_ROWS
             || self.pending_bytes >= self.group_bytes
             || self.deletes.len() >= DELETE_BATCH
+            || self.history.len() >= GROUP_ROWS
     }
 
-    /// Commits fail and no more messages fit in memory.
+    /// Commits fail and no more messages (or history entries) fit in
+    /// memory.
     fn holding(&self) -> bool {
-        self.failing.is_some() && self.pending.len() >= FAILING_HOLD
+        self.failing.is_some() && self.pending.len() + self.history.len() >= FAILING_HOLD
     }
 
     fn deadline(&self, now: Instant) -> Instant {
@@ -299,6 +317,12 @@ impl Owner {
                     self.since = Some(now);
                 }
             }
+            Command::Record(entries) => {
+                self.history.extend(entries);
+                if self.since.is_none() {
+                    self.since = Some(now);
+                }
+            }
             Command::LoadState { key, reply } => {
                 // A value not yet committed is the newest one.
                 let queued = self.states.get(&key).cloned();
@@ -348,8 +372,9 @@ impl Owner {
             let deletes: Vec<i64> = self.deletes.iter().take(max_deletes).copied().collect();
             let left = self.group_bytes.saturating_sub(deletes.len() as u64 * avg);
             let n = self.chunk_len(left, deletes.is_empty());
-            // States ride with the last chunk of what is queued.
-            let states: Vec<(String, Vec<u8>)> = if n == self.pending.len() {
+            // States and history ride with the last chunk of what is queued.
+            let last_chunk = n == self.pending.len();
+            let states: Vec<(String, Vec<u8>)> = if last_chunk {
                 self.states
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
@@ -357,7 +382,12 @@ impl Owner {
             } else {
                 Vec::new()
             };
-            match self.db.commit(&self.pending[..n], &deletes, &states) {
+            let history = if last_chunk { &self.history[..] } else { &[] };
+            let recorded = history.len();
+            match self
+                .db
+                .commit(&self.pending[..n], &deletes, &states, history)
+            {
                 Ok(c) => {
                     let bytes: u64 = self.pending[..n]
                         .iter()
@@ -374,6 +404,9 @@ impl Owner {
                             self.states.remove(key);
                         }
                     }
+                    // Nothing is queued during a commit: these are the
+                    // entries just written.
+                    self.history.drain(..recorded);
                     if c.inserted > 0 {
                         // The forwarder waits on this.
                         self.committed.send_replace(c.last_id);
@@ -426,13 +459,15 @@ impl Owner {
             self.commit_all();
         }
         let lost = self.pending.len();
+        let lost_history = self.history.len();
         for w in self.waiters.drain(..) {
             let _ = w.send(Err(StoreError::Closed));
         }
         let closed = self.db.close();
-        if lost > 0 {
+        if lost > 0 || lost_history > 0 {
             let e = StoreError::Sqlite(format!(
-                "{lost} queued messages could not be committed before closing"
+                "{lost} queued messages and {lost_history} history entries \
+                 could not be committed before closing"
             ));
             tracing::error!(error = %e, "outbox closed with messages lost");
             return Err(e);

@@ -1,0 +1,284 @@
+//! Read-only access to a store file, for `fieldgate alarms` and
+//! `fieldgate workorders`.
+//!
+//! An [`Inspector`] opens the file read-only with a connection of its own,
+//! beside the gateway's: in WAL mode a reader sees the last committed state
+//! and never blocks the writer, and each query is its own short read
+//! transaction, so it never holds the WAL back from a checkpoint for
+//! long. It needs read access to the file, its `-wal` and its `-shm`
+//! index; when nobody has the file open (no `-wal`), read access to the
+//! file alone is enough. It never writes, migrates or moves anything.
+//!
+//! Files of older releases read as far as they go (no `history` table
+//! before schema v3: no history); a file of a newer release is refused, as
+//! the gateway refuses it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
+
+use super::db::from_ms;
+use super::schema::{APPLICATION_ID, HISTORY_VERSION, MIGRATIONS, STATE_VERSION, with_suffix};
+use super::{HistoryEntry, HistoryKind, StoreError};
+
+/// How long a query waits while the gateway holds a lock it cannot share
+/// (the start of a checkpoint, a recovery after a crash).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A committed history entry, with its place in the `history` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRecord {
+    /// Order of recording (only grows).
+    pub id: i64,
+    /// The entry.
+    pub entry: HistoryEntry,
+}
+
+/// A read-only view of a store file (see the module docs).
+#[derive(Debug)]
+pub struct Inspector {
+    conn: Connection,
+    path: PathBuf,
+    /// The file's schema version (`user_version`).
+    version: i64,
+}
+
+/// Opens `path` read-only and reads its header: the connection, its
+/// `application_id` and its schema version. `immutable` reads the file
+/// without locks or WAL (only when no writer can have it open).
+fn connect(path: &Path, immutable: bool) -> rusqlite::Result<(Connection, i32, i64)> {
+    // No mutex: one thread uses the connection.
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = if immutable {
+        let uri = format!("file:{}?immutable=1", uri_path(path)?);
+        Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)?
+    } else {
+        // No URI parsing: the path is a plain path.
+        Connection::open_with_flags(path, flags)?
+    };
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let app_id: i32 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    Ok((conn, app_id, version))
+}
+
+/// `path` for a `file:` URI: the characters a URI gives meaning to are
+/// escaped.
+fn uri_path(path: &Path) -> rusqlite::Result<String> {
+    let text = path
+        .to_str()
+        .ok_or_else(|| rusqlite::Error::InvalidPath(path.to_owned()))?;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// SQLite's failure as a `StoreError` naming the file.
+fn fail(path: &Path, what: &str, e: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite(format!("{}: {what}: {e}", path.display()))
+}
+
+impl Inspector {
+    /// Opens the store at `path` read-only. Fails if there is no file, it
+    /// is not a fieldgate store, or a newer fieldgate wrote it.
+    pub fn open(path: &Path) -> Result<Inspector, StoreError> {
+        // SQLite would report a missing file as "unable to open"; say what
+        // it means.
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                return Err(StoreError::Io(format!(
+                    "{} is not a store file",
+                    path.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Io(format!(
+                    "no store at {} — has `fieldgate run` used this config?",
+                    path.display()
+                )));
+            }
+            Err(e) => {
+                return Err(StoreError::Io(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        let (conn, app_id, version) = match connect(path, false) {
+            Ok(opened) => opened,
+            // A reader of a WAL file needs its `-shm` index, which SQLite
+            // creates next to the file if it is missing: a user who may not
+            // write the folder cannot read a store nobody has open. With no
+            // WAL there is no writer (the gateway keeps one while it has the
+            // file open, and deletes it on close), so the file is read as it
+            // stands, without locks.
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen)
+                ) && !with_suffix(path, "-wal").exists() =>
+            {
+                connect(path, true).map_err(|e| fail(path, "reading the header", e))?
+            }
+            Err(e) => return Err(fail(path, "reading the header", e)),
+        };
+        // A file created but never migrated (version 0) is an empty store.
+        if version > 0 && app_id != APPLICATION_ID {
+            return Err(StoreError::Sqlite(format!(
+                "{} is not a fieldgate store (application_id {app_id:#x})",
+                path.display()
+            )));
+        }
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::Sqlite(format!(
+                "{} has schema version {version}, newer than this fieldgate knows ({known}): \
+                 use the fieldgate that wrote it",
+                path.display()
+            )));
+        }
+        Ok(Inspector {
+            conn,
+            path: path.to_owned(),
+            version,
+        })
+    }
+
+    /// The file this reads.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's schema version.
+    pub fn schema_version(&self) -> i64 {
+        self.version
+    }
+
+    /// The last committed value of a named state, if any.
+    pub fn state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.saved_state(key)?.map(|(value, _)| value))
+    }
+
+    /// When a named state was last committed, if ever.
+    pub fn state_saved_at(&self, key: &str) -> Result<Option<SystemTime>, StoreError> {
+        Ok(self.saved_state(key)?.map(|(_, at)| at))
+    }
+
+    fn saved_state(&self, key: &str) -> Result<Option<(Vec<u8>, SystemTime)>, StoreError> {
+        if self.version < STATE_VERSION {
+            return Ok(None);
+        }
+        self.conn
+            .query_row(
+                "SELECT value, updated_at FROM state WHERE key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, from_ms(r.get(1)?))),
+            )
+            .optional()
+            .map_err(|e| fail(&self.path, "reading a state", e))
+    }
+
+    /// The newest `limit` history entries (of one kind, or all), returned
+    /// oldest first.
+    pub fn history(
+        &self,
+        kind: Option<HistoryKind>,
+        limit: usize,
+    ) -> Result<Vec<HistoryRecord>, StoreError> {
+        if self.version < HISTORY_VERSION || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let result = (|| {
+            // Each query walks an index backwards from the newest row.
+            let mut stmt;
+            let mut rows = match kind {
+                Some(kind) => {
+                    stmt = self.conn.prepare(
+                        "SELECT id, at, kind, subject, event, detail FROM history
+                         WHERE kind = ?1 ORDER BY id DESC LIMIT ?2",
+                    )?;
+                    stmt.query(params![kind.as_str(), limit])?
+                }
+                None => {
+                    stmt = self.conn.prepare(
+                        "SELECT id, at, kind, subject, event, detail FROM history
+                         ORDER BY id DESC LIMIT ?1",
+                    )?;
+                    stmt.query([limit])?
+                }
+            };
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let name: String = r.get(2)?;
+                // Only a newer release writes other kinds, and its files
+                // are refused at open; skip rather than fail on a stray one.
+                let Some(kind) = HistoryKind::parse(&name) else {
+                    continue;
+                };
+                out.push(HistoryRecord {
+                    id: r.get(0)?,
+                    entry: HistoryEntry {
+                        at: from_ms(r.get(1)?),
+                        kind,
+                        subject: r.get(3)?,
+                        event: r.get(4)?,
+                        detail: r.get(5)?,
+                    },
+                });
+            }
+            out.reverse();
+            Ok(out)
+        })();
+        result.map_err(|e| fail(&self.path, "reading the history", e))
+    }
+
+    /// Messages waiting in the outbox, and when the oldest of them was
+    /// made.
+    pub fn outbox(&self) -> Result<(u64, Option<SystemTime>), StoreError> {
+        if self.version < 1 {
+            return Ok((0, None));
+        }
+        self.conn
+            .query_row("SELECT count(*), min(created_at) FROM outbox", [], |r| {
+                let count: i64 = r.get(0)?;
+                let oldest: Option<i64> = r.get(1)?;
+                Ok((count.max(0) as u64, oldest.map(from_ms)))
+            })
+            .map_err(|e| fail(&self.path, "counting the outbox", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lock-free way in (for a reader who may not create the `-shm`
+    /// index) reads the same file, whatever its name holds.
+    #[test]
+    fn an_immutable_read_finds_the_file_by_its_exact_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odd 100%?#.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", 3).unwrap();
+        }
+        assert_eq!(
+            uri_path(Path::new("/a b/100%?#")).unwrap(),
+            "/a b/100%25%3f%23"
+        );
+        let (_conn, _, version) = connect(&path, true).unwrap();
+        assert_eq!(version, 3);
+        let (_conn, _, version) = connect(&path, false).unwrap();
+        assert_eq!(version, 3);
+    }
+}

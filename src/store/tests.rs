@@ -1,0 +1,277 @@
+//! History through the handle, and the read-only [`Inspector`] beside a
+//! running store.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::*;
+use crate::config::Durability;
+
+fn config(dir: &Path, flush_interval: Duration) -> StoreConfig {
+    StoreConfig {
+        path: dir.join("outbox.db"),
+        durability: Durability::Normal,
+        max_bytes: 64 << 20,
+        // The test messages are made in 2023: keep them.
+        max_age: Duration::from_secs(100 * 365 * 86_400),
+        flush_interval,
+    }
+}
+
+/// A moment to the millisecond (what the store keeps).
+fn at(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(1_700_000_000_000 + ms)
+}
+
+fn message(seq: u64) -> OutMessage {
+    OutMessage {
+        topic: "fieldgate/s/g/alarms/hot".into(),
+        seq,
+        payload: format!("{{\"seq\":{seq}}}").into_bytes(),
+        qos: 1,
+        retain: true,
+        kind: Kind::Alarm,
+        created_at: at(seq),
+    }
+}
+
+fn entry(kind: HistoryKind, subject: &str, event: &str, ms: u64) -> HistoryEntry {
+    HistoryEntry {
+        at: at(ms),
+        kind,
+        subject: subject.into(),
+        event: event.into(),
+        detail: format!("{{\"n\":{ms}}}"),
+    }
+}
+
+fn entries(records: &[HistoryRecord]) -> Vec<HistoryEntry> {
+    records.iter().map(|r| r.entry.clone()).collect()
+}
+
+#[tokio::test]
+async fn history_is_committed_with_the_messages_queued_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // The longest interval: nothing commits by itself during the checks.
+    let cfg = config(dir.path(), MAX_FLUSH_INTERVAL);
+    let (h, guard) = open(&cfg).unwrap();
+    h.insert(vec![message(1), message(2)]).await.unwrap();
+    let recorded = vec![
+        entry(HistoryKind::Alarm, "hot", "active_unacked", 1),
+        entry(HistoryKind::WorkOrder, "01HZX", "raised", 2),
+    ];
+    h.record(recorded.clone()).await.unwrap();
+    // Nothing to do, and no command sent.
+    h.record(Vec::new()).await.unwrap();
+
+    let peek = Inspector::open(&cfg.path).unwrap();
+    // Still queued: neither the messages nor the history are on disk.
+    assert_eq!(peek.outbox().unwrap().0, 0);
+    assert!(peek.history(None, 10).unwrap().is_empty());
+
+    h.flush().await.unwrap();
+    assert_eq!(peek.outbox().unwrap(), (2, Some(at(1))));
+    let all = peek.history(None, 10).unwrap();
+    assert_eq!(entries(&all), recorded);
+    assert!(all[0].id < all[1].id);
+    assert_eq!(
+        entries(&peek.history(Some(HistoryKind::WorkOrder), 10).unwrap()),
+        recorded[1..]
+    );
+    guard.close().unwrap();
+}
+
+#[tokio::test]
+async fn history_after_a_group_larger_than_one_transaction_rides_with_its_last_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), MAX_FLUSH_INTERVAL);
+    let (h, guard) = open(&cfg).unwrap();
+    let n = thread::GROUP_ROWS as u64 + 10;
+    h.insert((1..=n).map(message).collect()).await.unwrap();
+    h.record(vec![entry(HistoryKind::Alarm, "hot", "normal", 9)])
+        .await
+        .unwrap();
+    h.flush().await.unwrap();
+    let peek = Inspector::open(&cfg.path).unwrap();
+    assert_eq!(peek.outbox().unwrap().0, n);
+    assert_eq!(peek.history(None, 10).unwrap().len(), 1);
+    guard.close().unwrap();
+}
+
+#[tokio::test]
+async fn history_keeps_the_newest_history_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), Duration::from_millis(10));
+    let (h, guard) = open(&cfg).unwrap();
+    let total = HISTORY_ROWS as u64 + 3;
+    // Two commits: the prune works across groups.
+    let batch = |range: std::ops::RangeInclusive<u64>| -> Vec<HistoryEntry> {
+        range
+            .map(|i| entry(HistoryKind::Alarm, &format!("r{i}"), "normal", i))
+            .collect()
+    };
+    h.record(batch(1..=total - 10)).await.unwrap();
+    h.flush().await.unwrap();
+    h.record(batch(total - 9..=total)).await.unwrap();
+    h.flush().await.unwrap();
+    let peek = Inspector::open(&cfg.path).unwrap();
+    let kept = peek.history(None, usize::MAX).unwrap();
+    assert_eq!(kept.len(), HISTORY_ROWS);
+    // The three oldest went.
+    assert_eq!(kept[0].entry.subject, "r4");
+    assert_eq!(kept[0].id, 4);
+    assert_eq!(kept[HISTORY_ROWS - 1].entry.subject, format!("r{total}"));
+    let newest = peek.history(Some(HistoryKind::Alarm), 2).unwrap();
+    assert_eq!(
+        newest.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [total as i64 - 1, total as i64]
+    );
+    guard.close().unwrap();
+}
+
+/// The inspection commands read the file while the gateway has it open
+/// and keeps writing.
+#[tokio::test]
+async fn an_inspector_reads_while_the_store_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), Duration::from_millis(10));
+    let (h, guard) = open(&cfg).unwrap();
+    h.insert(vec![message(1)]).await.unwrap();
+    h.save_state("rules.engine", b"{\"v\":1}".to_vec())
+        .await
+        .unwrap();
+    h.record(vec![entry(HistoryKind::Alarm, "hot", "active_unacked", 1)])
+        .await
+        .unwrap();
+    h.flush().await.unwrap();
+
+    let peek = Inspector::open(&cfg.path).unwrap();
+    assert_eq!(peek.schema_version(), schema::HISTORY_VERSION);
+    assert_eq!(
+        peek.state("rules.engine").unwrap().as_deref(),
+        Some(&b"{\"v\":1}"[..])
+    );
+    assert!(peek.state_saved_at("rules.engine").unwrap().is_some());
+    assert_eq!(peek.state("rules.workorders").unwrap(), None);
+    assert_eq!(peek.history(None, 10).unwrap().len(), 1);
+
+    // The store carries on writing (and deleting) while the reader is open,
+    // and the reader sees each new commit.
+    h.insert(vec![message(2)]).await.unwrap();
+    h.save_state("rules.engine", b"{\"v\":2}".to_vec())
+        .await
+        .unwrap();
+    h.record(vec![entry(HistoryKind::Alarm, "hot", "active_acked", 2)])
+        .await
+        .unwrap();
+    h.delete(vec![1]).await.unwrap();
+    h.flush().await.unwrap();
+    assert_eq!(peek.outbox().unwrap(), (1, Some(at(2))));
+    assert_eq!(
+        peek.state("rules.engine").unwrap().as_deref(),
+        Some(&b"{\"v\":2}"[..])
+    );
+    assert_eq!(peek.history(None, 10).unwrap().len(), 2);
+    // A second gateway is still kept out.
+    let err = open(&cfg).unwrap_err();
+    assert!(err.to_string().contains("another fieldgate"), "{err}");
+
+    // Closing the store under an open reader is fine; the reader still
+    // sees what was committed.
+    guard.close().unwrap();
+    assert_eq!(peek.history(None, 10).unwrap().len(), 2);
+    drop(peek);
+    // And the store opens again afterwards.
+    let (_h, guard) = open(&cfg).unwrap();
+    guard.close().unwrap();
+}
+
+#[test]
+fn an_inspector_names_a_missing_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nowhere").join("outbox.db");
+    let err = Inspector::open(&path).unwrap_err().to_string();
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.contains("has `fieldgate run` used this config?"),
+        "{err}"
+    );
+    // Looking created nothing.
+    assert!(!dir.path().join("nowhere").exists());
+}
+
+#[test]
+fn an_inspector_refuses_a_newer_schema_and_reads_an_older_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    {
+        // A v2 store: states, no history table.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for sql in &schema::MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.pragma_update(None, "application_id", schema::APPLICATION_ID)
+            .unwrap();
+        conn.execute("INSERT INTO state VALUES ('rules.engine', x'7b7d', 1)", [])
+            .unwrap();
+    }
+    let peek = Inspector::open(&path).unwrap();
+    assert_eq!(peek.state("rules.engine").unwrap(), Some(b"{}".to_vec()));
+    assert!(peek.history(None, 10).unwrap().is_empty());
+    assert_eq!(peek.outbox().unwrap(), (0, None));
+    drop(peek);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+    }
+    let err = Inspector::open(&path).unwrap_err().to_string();
+    assert!(err.contains("newer"), "{err}");
+}
+
+/// With a small bound, history keeps to its share of the file: piles of
+/// it never make the outbox evict the readings waiting for the broker.
+#[tokio::test]
+async fn history_never_crowds_out_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        max_bytes: 1 << 20,
+        ..config(dir.path(), Duration::from_millis(10))
+    };
+    let (h, guard) = open(&cfg).unwrap();
+    for batch in 0..20u64 {
+        let entries = (0..100)
+            .map(|i| HistoryEntry {
+                detail: format!("{{\"title\":\"{}\"}}", "x".repeat(2000)),
+                ..entry(HistoryKind::WorkOrder, "wo", "updated", batch * 100 + i)
+            })
+            .collect();
+        h.record(entries).await.unwrap();
+        h.flush().await.unwrap();
+    }
+    let now = SystemTime::now();
+    h.insert(
+        (1..=200)
+            .map(|seq| OutMessage {
+                created_at: now,
+                payload: vec![b'7'; 100],
+                ..message(seq)
+            })
+            .collect(),
+    )
+    .await
+    .unwrap();
+    h.flush().await.unwrap();
+    let s = h.stats().await.unwrap();
+    assert_eq!(
+        (s.messages, s.evicted_readings, s.evicted_other),
+        (200, 0, 0)
+    );
+    assert!(s.file_bytes <= 1 << 20, "{s:?}");
+    let peek = Inspector::open(&cfg.path).unwrap();
+    let kept = peek.history(None, usize::MAX).unwrap();
+    // Fewer than recorded, the newest of them.
+    assert!(!kept.is_empty() && kept.len() < 500, "{}", kept.len());
+    assert_eq!(kept.last().map(|r| r.entry.at), Some(at(1999)));
+    guard.close().unwrap();
+}
