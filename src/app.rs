@@ -1,10 +1,33 @@
-//! Wires the stages together and owns the shutdown order.
+//! Wires the stages together, applies reloads, and owns the shutdown order.
 //!
 //! ```text
 //! pollers ──Batch──► pipeline (filter, rules, payloads, seq) ──► store (SQLite outbox) ──► forwarder ──► broker
 //!  one per link        one task              ▲                 one thread                one task
 //!                                            └──── Inbound (acks, shelve, work-order status) ◄──┘
 //! ```
+//!
+//! # Start
+//!
+//! The rules are built first (a config that `check` would refuse stops
+//! here), then the store opens and records the config in its change log,
+//! the forwarder, pollers and pipeline start, and systemd is told
+//! `READY=1` (readiness means: config valid, store open; the broker may be
+//! down, the gateway buffers). The systemd watchdog is fed while the
+//! pipeline's heartbeat is fresh.
+//!
+//! # Reload
+//!
+//! A new, already validated [`Config`] arrives on the reload channel (the
+//! CLI reads it on SIGHUP). If nothing differs, nothing happens. Otherwise
+//! the *acquisition* (pollers and pipeline) stops as at shutdown: every
+//! reading taken and the rules state are committed. It starts again on the
+//! new config; the pipeline restores the rules from the store, so an alarm
+//! whose rule still exists keeps its state, and meters and work orders
+//! carry on. The store stays open (a `[store]` change waits for the next
+//! restart), and so does the forwarder with its MQTT session, unless the
+//! broker, client or topic tree changed; otherwise it only republishes its
+//! status with the new config hash. Each applied config is recorded in the
+//! store's config log.
 //!
 //! # Shutdown (STYLE.md, practice 2)
 //!
@@ -24,16 +47,20 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
+use crate::config::diff::{self, ConfigChanges};
 use crate::config::{Config, Qos};
+use crate::heartbeat::Heartbeat;
 use crate::modbus::{self, Batch};
 use crate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats, Inbound};
 use crate::mqtt::topics::Topics;
-use crate::pipeline::{self, PipelineConfig, RulesStage};
+use crate::pipeline::{self, Drained, PipelineConfig, RulesStage};
 use crate::rules::RulesError;
-use crate::shutdown;
-use crate::store::{self, StoreError};
+use crate::shutdown::{self, ShutdownTrigger};
+use crate::store::{self, StoreError, StoreHandle};
+use crate::systemd;
 
 /// Batches waiting between the pollers and the pipeline. When full,
 /// pollers wait (their next polls are skipped, not queued), so memory
@@ -62,96 +89,346 @@ pub enum AppError {
 
 /// Runs the gateway on `config` until `stop` resolves.
 pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), AppError> {
-    let started = SystemTime::now();
-    let topics = Topics::of(&config);
-    // Before the store opens: a rule that cannot be built stops the start.
-    let rules = RulesStage::new(&config, topics.clone())?;
-    let store_config = config.store.clone();
-    let opened = tokio::task::spawn_blocking(move || store::open(&store_config))
-        .await
-        .unwrap_or(Err(StoreError::Closed));
-    let (store, guard) = opened.map_err(|source| AppError::Store {
-        path: config.store.path.display().to_string(),
-        source,
-    })?;
+    run_with_reloads(config, stop, None).await
+}
 
-    let (poll_trigger, poll_listener) = shutdown::channel();
-    let (forward_trigger, forward_listener) = shutdown::channel();
-    let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_CHANNEL_CAPACITY);
-    let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_CHANNEL_CAPACITY);
+/// [`run`], applying each configuration that arrives on `reloads` (see
+/// the module docs). Configurations must be valid (`config::load`
+/// succeeded); one whose rules cannot be built is refused and the running
+/// one kept.
+pub async fn run_with_reloads(
+    config: Config,
+    stop: impl Future<Output = ()>,
+    mut reloads: Option<mpsc::Receiver<Config>>,
+) -> Result<(), AppError> {
+    let mut gateway = Gateway::start(config).await?;
+    let (watchdog_trigger, watchdog_listener) = shutdown::channel();
+    let watchdog = systemd::watchdog_interval().map(|interval| {
+        tracing::info!(?interval, "feeding the systemd watchdog");
+        tokio::spawn(systemd::watchdog(
+            interval,
+            gateway.heartbeat.clone(),
+            watchdog_listener,
+        ))
+    });
+    systemd::ready(&gateway.status_line());
 
-    let pollers = modbus::spawn_pollers(&config, batch_tx, &poll_listener);
-    let pipeline = tokio::spawn(pipeline::run(
-        batch_rx,
-        inbound_rx,
-        store.clone(),
-        PipelineConfig {
-            topics: topics.clone(),
-            qos: match config.mqtt.qos {
-                Qos::AtLeastOnce => 1,
-                Qos::ExactlyOnce => 2,
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            new = next_reload(&mut reloads) => match new {
+                // A stop during a reload abandons the reload and shuts
+                // down whatever is running.
+                Some(new) => tokio::select! {
+                    () = &mut stop => break,
+                    () = gateway.reload(new) => {}
+                },
+                None => reloads = None,
             },
-            per_tag_topics: config.mqtt.per_tag_topics,
-        },
-        rules,
-    ));
-    let stats = Arc::new(ForwarderStats::default());
-    let forwarder = tokio::spawn(forwarder::run(
-        ForwarderConfig {
-            mqtt: config.mqtt.clone(),
-            topics,
-            config_hash: config.hash.clone(),
-            started,
-        },
-        store.clone(),
-        inbound_tx,
-        stats,
-        forward_listener,
-    ));
-    tracing::info!(
-        devices = config.devices.len(),
-        rules = config.rules.len(),
-        meters = config.meters.len(),
-        links = pollers.len(),
-        config = config.short_hash(),
-        store = %config.store.path.display(),
-        broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
-        "running"
-    );
-
-    stop.await;
+        }
+    }
     tracing::info!("stopping");
-    let deadline = config.gateway.shutdown_timeout;
-    let orderly = tokio::time::timeout(deadline, async {
-        poll_trigger.trigger();
-        for p in pollers {
+    systemd::stopping();
+    watchdog_trigger.trigger();
+    if let Some(w) = watchdog {
+        let _ = w.await;
+    }
+    gateway.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The next configuration, or `None` once the channel is closed; pending
+/// for ever when there is no channel.
+async fn next_reload(reloads: &mut Option<mpsc::Receiver<Config>>) -> Option<Config> {
+    match reloads {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Everything that runs, and what a reload needs to start it again.
+struct Gateway {
+    config: Config,
+    started: SystemTime,
+    store: StoreHandle,
+    guard: store::StoreGuard,
+    heartbeat: Heartbeat,
+    stats: Arc<ForwarderStats>,
+    inbound_tx: mpsc::Sender<Inbound>,
+    hash_tx: watch::Sender<String>,
+    forwarding: Forwarding,
+    acquisition: Acquisition,
+}
+
+impl Gateway {
+    async fn start(config: Config) -> Result<Gateway, AppError> {
+        let started = SystemTime::now();
+        // Before the store opens: a rule that cannot be built stops the start.
+        let rules = RulesStage::new(&config, Topics::of(&config))?;
+        let store_config = config.store.clone();
+        let opened = tokio::task::spawn_blocking(move || store::open(&store_config))
+            .await
+            .unwrap_or(Err(StoreError::Closed));
+        let (store, guard) = opened.map_err(|source| AppError::Store {
+            path: config.store.path.display().to_string(),
+            source,
+        })?;
+        record_config(&store, &config.hash, &diff::started_summary(&config)).await;
+
+        let heartbeat = Heartbeat::new();
+        let stats = Arc::new(ForwarderStats::default());
+        let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_CHANNEL_CAPACITY);
+        let (hash_tx, hash_rx) = watch::channel(config.hash.clone());
+        let forwarding = Forwarding::start(
+            &config,
+            started,
+            &store,
+            inbound_tx.clone(),
+            stats.clone(),
+            hash_rx,
+        );
+        let acquisition = Acquisition::start(&config, rules, &store, inbound_rx, &heartbeat);
+        tracing::info!(
+            devices = config.devices.len(),
+            rules = config.rules.len(),
+            meters = config.meters.len(),
+            links = acquisition.pollers.len(),
+            config = config.short_hash(),
+            store = %config.store.path.display(),
+            broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
+            "running"
+        );
+        Ok(Gateway {
+            config,
+            started,
+            store,
+            guard,
+            heartbeat,
+            stats,
+            inbound_tx,
+            hash_tx,
+            forwarding,
+            acquisition,
+        })
+    }
+
+    /// `systemctl status`'s line.
+    fn status_line(&self) -> String {
+        format!(
+            "running: {} devices, {} rules, config {}",
+            self.config.devices.len(),
+            self.config.rules.len(),
+            self.config.short_hash()
+        )
+    }
+
+    /// Applies `new` (module docs); on any refusal the running config
+    /// stays and the reason is logged.
+    async fn reload(&mut self, mut new: Config) {
+        systemd::reloading();
+        let changes = ConfigChanges::between(&self.config, &new);
+        if changes.is_empty() {
+            tracing::info!(
+                config = new.short_hash(),
+                "reload: the configuration is unchanged"
+            );
+            systemd::ready(&self.status_line());
+            return;
+        }
+        let rules = match RulesStage::new(&new, Topics::of(&new)) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, config = self.config.short_hash(), "reload refused; the running configuration stays");
+                systemd::ready(&self.status_line());
+                return;
+            }
+        };
+        if changes.section("store") {
+            tracing::warn!("reload: [store] changes take effect at the next restart");
+            new.store = self.config.store.clone();
+        }
+        let summary = changes.summary();
+        tracing::info!(changes = %summary, "reload: applying");
+
+        // Everything read so far and the rules state are committed here.
+        let inbound_rx = match self.acquisition.stop().await {
+            Some(rx) => rx,
+            None => {
+                // The pipeline failed and took the channel with it: the
+                // forwarder needs a new one, so it restarts too.
+                let (tx, rx) = mpsc::channel(INBOUND_CHANNEL_CAPACITY);
+                self.inbound_tx = tx;
+                self.restart_forwarding(&new).await;
+                rx
+            }
+        };
+        if ConfigChanges::reconnects_mqtt(&self.config, &new) {
+            self.restart_forwarding(&new).await;
+        } else {
+            self.hash_tx.send_replace(new.hash.clone());
+        }
+        self.acquisition =
+            Acquisition::start(&new, rules, &self.store, inbound_rx, &self.heartbeat);
+        record_config(&self.store, &new.hash, &summary).await;
+        if changes.section("http") {
+            tracing::warn!("reload: [http] changes take effect at the next restart");
+        }
+        tracing::info!(config = new.short_hash(), changes = %summary, "configuration applied");
+        self.config = new;
+        systemd::ready(&self.status_line());
+    }
+
+    async fn restart_forwarding(&mut self, config: &Config) {
+        self.forwarding.stop().await;
+        let (hash_tx, hash_rx) = watch::channel(config.hash.clone());
+        self.hash_tx = hash_tx;
+        self.forwarding = Forwarding::start(
+            config,
+            self.started,
+            &self.store,
+            self.inbound_tx.clone(),
+            self.stats.clone(),
+            hash_rx,
+        );
+    }
+
+    /// The shutdown order of the module docs.
+    async fn shutdown(mut self) {
+        let deadline = self.config.gateway.shutdown_timeout;
+        let orderly = tokio::time::timeout(deadline, async {
+            self.acquisition.stop().await;
+            self.forwarding.stop().await;
+        })
+        .await;
+        if orderly.is_err() {
+            tracing::error!(
+                ?deadline,
+                "shutdown took longer than shutdown_timeout; closing the store now (committed data is safe)"
+            );
+        }
+        drop(self.store);
+        let guard = self.guard;
+        match tokio::task::spawn_blocking(move || guard.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "closing the store failed"),
+            Err(e) => tracing::error!(error = %e, "closing the store failed"),
+        }
+    }
+}
+
+/// Adds a config to the store's change log; a failure is logged (the
+/// gateway runs without its trail rather than not at all).
+async fn record_config(store: &StoreHandle, hash: &str, summary: &str) {
+    if let Err(e) = store.record_config(hash, summary).await {
+        tracing::error!(error = %e, "cannot record the configuration in the config log");
+    }
+}
+
+/// The pollers and the pipeline: what a reload restarts.
+struct Acquisition {
+    trigger: ShutdownTrigger,
+    pollers: Vec<JoinHandle<()>>,
+    pipeline: Option<JoinHandle<Drained>>,
+}
+
+impl Acquisition {
+    fn start(
+        config: &Config,
+        rules: RulesStage,
+        store: &StoreHandle,
+        inbound: mpsc::Receiver<Inbound>,
+        heartbeat: &Heartbeat,
+    ) -> Acquisition {
+        let (trigger, listener) = shutdown::channel();
+        let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_CHANNEL_CAPACITY);
+        let pollers = modbus::spawn_pollers(config, batch_tx, &listener);
+        let pipeline = tokio::spawn(pipeline::run(
+            batch_rx,
+            inbound,
+            store.clone(),
+            PipelineConfig {
+                topics: Topics::of(config),
+                qos: match config.mqtt.qos {
+                    Qos::AtLeastOnce => 1,
+                    Qos::ExactlyOnce => 2,
+                },
+                per_tag_topics: config.mqtt.per_tag_topics,
+            },
+            rules,
+            heartbeat.clone(),
+        ));
+        Acquisition {
+            trigger,
+            pollers,
+            pipeline: Some(pipeline),
+        }
+    }
+
+    /// Stops the pollers, then waits for the pipeline to commit what it
+    /// holds. Returns the inbound channel for the next pipeline, or `None`
+    /// if the pipeline task failed (or was already stopped).
+    async fn stop(&mut self) -> Option<mpsc::Receiver<Inbound>> {
+        self.trigger.trigger();
+        for p in self.pollers.drain(..) {
             let _ = p.await;
         }
-        match pipeline.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "pipeline stopped with an error"),
-            Err(e) => tracing::error!(error = %e, "pipeline task failed"),
+        match self.pipeline.take()?.await {
+            Ok(Drained { result, inbound }) => {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "pipeline stopped with an error");
+                }
+                Some(inbound)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "pipeline task failed");
+                None
+            }
         }
-        forward_trigger.trigger();
-        match forwarder.await {
+    }
+}
+
+/// The forwarder task.
+struct Forwarding {
+    trigger: ShutdownTrigger,
+    task: Option<JoinHandle<Result<(), crate::mqtt::client::MqttError>>>,
+}
+
+impl Forwarding {
+    fn start(
+        config: &Config,
+        started: SystemTime,
+        store: &StoreHandle,
+        inbound: mpsc::Sender<Inbound>,
+        stats: Arc<ForwarderStats>,
+        config_hash: watch::Receiver<String>,
+    ) -> Forwarding {
+        let (trigger, listener) = shutdown::channel();
+        let task = tokio::spawn(forwarder::run_with_updates(
+            ForwarderConfig::from_config(config, started),
+            store.clone(),
+            inbound,
+            stats,
+            listener,
+            Some(config_hash),
+        ));
+        Forwarding {
+            trigger,
+            task: Some(task),
+        }
+    }
+
+    /// Publishes `offline`, disconnects and waits for the task.
+    async fn stop(&mut self) {
+        self.trigger.trigger();
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        match task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "forwarder stopped with an error"),
             Err(e) => tracing::error!(error = %e, "forwarder task failed"),
         }
-    })
-    .await;
-    if orderly.is_err() {
-        tracing::error!(
-            ?deadline,
-            "shutdown took longer than shutdown_timeout; closing the store now (committed data is safe)"
-        );
     }
-    drop(store);
-    match tokio::task::spawn_blocking(move || guard.close()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "closing the store failed"),
-        Err(e) => tracing::error!(error = %e, "closing the store failed"),
-    }
-    tracing::info!("stopped");
-    Ok(())
 }

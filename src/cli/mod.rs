@@ -6,7 +6,9 @@
 mod alarms;
 mod check;
 mod inspect;
+mod pidfile;
 mod read;
+mod reload;
 mod run;
 mod scan;
 mod sim;
@@ -56,6 +58,11 @@ pub struct ConfigArg {
 pub enum Command {
     /// Run the gateway.
     Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Check the configuration, then have the running gateway apply it (SIGHUP).
+    Reload {
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -113,6 +120,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { config } => check::run(&config.path),
         Command::Run { config } => run::run(&config.path),
+        Command::Reload { config } => reload::run(&config.path),
         Command::Demo => not_built("demo", "the demo issue"),
         Command::Scan(args) => scan::run(args),
         Command::Sim { scenario } => sim::run(&scenario),
@@ -137,8 +145,19 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-/// Resolves on SIGINT or SIGTERM.
+/// Resolves on the first SIGINT or SIGTERM. A second one exits at once
+/// (code 130): what was committed is safe in SQLite's WAL; what was still
+/// in memory is lost, which is what the operator asked for.
 async fn signal() {
+    first_signal().await;
+    tokio::spawn(async {
+        first_signal().await;
+        eprintln!("fieldgate: second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn first_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

@@ -17,6 +17,7 @@
 
 mod address;
 mod csv_tags;
+pub mod diff;
 mod problem;
 pub mod raw;
 mod resolve;

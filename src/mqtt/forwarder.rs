@@ -274,6 +274,21 @@ pub async fn run(
     stats: Arc<ForwarderStats>,
     shutdown: Shutdown,
 ) -> Result<(), MqttError> {
+    run_with_updates(cfg, store, inbound, stats, shutdown, None).await
+}
+
+/// [`run`], with a new config hash arriving on `config_hash` after a
+/// reload: the forwarder republishes its retained `online` status with it
+/// (the connection and its session stay as they are; the Last Will keeps
+/// the hash it was made with until the next connection is set up).
+pub async fn run_with_updates(
+    cfg: ForwarderConfig,
+    store: StoreHandle,
+    inbound: mpsc::Sender<Inbound>,
+    stats: Arc<ForwarderStats>,
+    shutdown: Shutdown,
+    config_hash: Option<watch::Receiver<String>>,
+) -> Result<(), MqttError> {
     let options = mqtt_options(&cfg)?;
     let window = usize::from(cfg.mqtt.max_inflight.max(1));
     let id_space = options.inflight();
@@ -285,6 +300,7 @@ pub async fn run(
     let _driver = AbortOnDrop(tokio::spawn(drive(eventloop, gate.clone(), tx, id_space)));
     let mut forwarder = Forwarder {
         info: cfg.status_info(),
+        config_hash,
         broker: format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port),
         status_topic: cfg.topics.status(),
         filters: cfg.topics.inbound_filters(),
@@ -391,6 +407,13 @@ impl Gate {
         eventloop.state = MqttState::new(id_space, false);
         buffered
     }
+}
+
+/// The next config hash, or `None` when its sender is gone.
+async fn changed_hash(updates: &mut Option<watch::Receiver<String>>) -> Option<String> {
+    let rx = updates.as_mut()?;
+    rx.changed().await.ok()?;
+    Some(rx.borrow_and_update().clone())
 }
 
 struct AbortOnDrop(JoinHandle<()>);
@@ -844,6 +867,8 @@ enum Handed {
 
 struct Forwarder {
     info: StatusInfo,
+    /// New config hashes after reloads.
+    config_hash: Option<watch::Receiver<String>>,
     broker: String,
     status_topic: String,
     filters: Vec<String>,
@@ -929,6 +954,12 @@ impl Forwarder {
                         conn.streams.new_commits();
                     }
                 }
+                changed = changed_hash(&mut self.config_hash), if self.config_hash.is_some() && !stopping => {
+                    match changed {
+                        Some(hash) => self.republish_status(hash),
+                        None => self.config_hash = None,
+                    }
+                }
                 _ = tokio::time::sleep_until(stop_at.unwrap_or_else(far).into()), if stopping => {}
                 _ = tokio::time::sleep_until(retry_at.unwrap_or_else(far).into()), if retry_at.is_some() => {
                     retry_at = None;
@@ -992,6 +1023,26 @@ impl Forwarder {
             LoopMsg::Disconnected => {
                 self.conn = None;
             }
+        }
+    }
+
+    /// A reload changed the config: say so in the retained status.
+    fn republish_status(&mut self, hash: String) {
+        if hash == self.info.config {
+            return;
+        }
+        self.info.config = hash;
+        if self.conn.is_none() {
+            // The next CONNACK publishes it.
+            return;
+        }
+        let online = status::online(&self.info, SystemTime::now());
+        let topic = self.status_topic.clone();
+        if !matches!(
+            self.hand_over(topic, QoS::AtLeastOnce, true, online, Sent::Online),
+            Handed::Yes
+        ) {
+            warn!("could not republish the online status after a reload");
         }
     }
 

@@ -45,6 +45,7 @@ pub use data::{PipelineConfig, Sequencer, messages};
 pub use rules::{RulesStage, SAVE_INTERVAL, SAVE_MIN_INTERVAL, Save, Step};
 
 use crate::filter::Filter;
+use crate::heartbeat::Heartbeat;
 use crate::modbus::Batch;
 use crate::mqtt::forwarder::Inbound;
 use crate::store::{StoreError, StoreHandle};
@@ -56,24 +57,49 @@ const BATCHES_PER_STEP: usize = 64;
 /// How often time-driven rules (delays, `stale`, shelves) are looked at.
 pub const TICK: Duration = Duration::from_secs(1);
 
-/// Runs until the batch channel closes, then saves and flushes.
+/// How the pipeline task ended.
+#[derive(Debug)]
+pub struct Drained {
+    /// `Ok` when everything it held is committed.
+    pub result: Result<(), StoreError>,
+    /// The inbound channel, handed back for the next pipeline (a reload
+    /// restarts the pipeline, not the forwarder that feeds the channel).
+    pub inbound: mpsc::Receiver<Inbound>,
+}
+
+/// Runs until the batch channel closes, then saves and flushes. Beats
+/// `heartbeat` on every step (at least once per [`TICK`]).
 pub async fn run(
-    mut batches: mpsc::Receiver<Batch>,
+    batches: mpsc::Receiver<Batch>,
     mut inbound: mpsc::Receiver<Inbound>,
     store: StoreHandle,
     config: PipelineConfig,
+    rules: RulesStage,
+    heartbeat: Heartbeat,
+) -> Drained {
+    let result = steps(batches, &mut inbound, &store, &config, rules, &heartbeat).await;
+    Drained { result, inbound }
+}
+
+async fn steps(
+    mut batches: mpsc::Receiver<Batch>,
+    inbound: &mut mpsc::Receiver<Inbound>,
+    store: &StoreHandle,
+    config: &PipelineConfig,
     mut rules: RulesStage,
+    heartbeat: &Heartbeat,
 ) -> Result<(), StoreError> {
     let mut filter = Filter::new();
     let mut sequencer = Sequencer::resume(store.topic_seqs().await?);
-    let mut step = rules.restore(&store, &mut sequencer).await?;
-    commit(&store, &mut rules, step, Instant::now()).await?;
+    let mut step = rules.restore(store, &mut sequencer).await?;
+    commit(store, &mut rules, step, Instant::now()).await?;
 
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut inbound_open = true;
     let mut received = Vec::with_capacity(BATCHES_PER_STEP);
     loop {
+        heartbeat.beat();
         step = Step::default();
         tokio::select! {
             // `recv_many`, `recv` and `tick` are cancel-safe.
@@ -84,7 +110,7 @@ pub async fn run(
                 let now = Instant::now();
                 for batch in received.drain(..) {
                     step.messages
-                        .extend(messages(&batch, &mut filter, &mut sequencer, &config, now));
+                        .extend(messages(&batch, &mut filter, &mut sequencer, config, now));
                     rules.on_batch(&batch, &mut sequencer, &mut step);
                 }
             }
@@ -94,14 +120,14 @@ pub async fn run(
             },
             _ = tick.tick() => rules.tick(SystemTime::now(), &mut sequencer, &mut step),
         }
-        commit(&store, &mut rules, step, Instant::now()).await?;
+        commit(store, &mut rules, step, Instant::now()).await?;
     }
     tracing::debug!(dropped_by_deadband = filter.dropped(), "pipeline drained");
     let last = Step {
         save: Save::Now,
         ..Step::default()
     };
-    commit(&store, &mut rules, last, Instant::now()).await?;
+    commit(store, &mut rules, last, Instant::now()).await?;
     store.flush().await
 }
 

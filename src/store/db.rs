@@ -627,6 +627,26 @@ impl Outbox {
         file_len(&self.path) + file_len(&self.wal_path) + file_len(&self.shm_path)
     }
 
+    /// Appends to the config log and keeps its newest
+    /// [`CONFIG_LOG_ROWS`](super::CONFIG_LOG_ROWS) rows, in one transaction.
+    pub fn record_config(&mut self, hash: &str, summary: &str) -> Result<(), StoreError> {
+        let write = |conn: &mut Connection| -> rusqlite::Result<()> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO config_log (at, hash, summary) VALUES (?1, ?2, ?3)",
+                params![to_ms(SystemTime::now()), hash, summary],
+            )?;
+            let keep = i64::try_from(super::CONFIG_LOG_ROWS).unwrap_or(i64::MAX);
+            let upto = tx.last_insert_rowid().saturating_sub(keep);
+            if upto > 0 {
+                tx.execute("DELETE FROM config_log WHERE id <= ?1", [upto])?;
+            }
+            tx.commit()
+        };
+        // A failed transaction rolls back when dropped.
+        write(&mut self.conn).map_err(|e| fail("recording the config", e))
+    }
+
     /// The last committed value of a named state, if any.
     pub fn load_state(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.conn

@@ -19,7 +19,9 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::db::from_ms;
-use super::schema::{APPLICATION_ID, HISTORY_VERSION, MIGRATIONS, STATE_VERSION, with_suffix};
+use super::schema::{
+    APPLICATION_ID, CONFIG_LOG_VERSION, HISTORY_VERSION, MIGRATIONS, STATE_VERSION, with_suffix,
+};
 use super::{HistoryEntry, HistoryKind, StoreError};
 
 /// How long a query waits while the gateway holds a lock it cannot share
@@ -242,6 +244,32 @@ impl Inspector {
         result.map_err(|e| fail(&self.path, "reading the history", e))
     }
 
+    /// The newest `limit` entries of the config log, oldest first: when
+    /// each configuration was started or applied, its hash, what changed.
+    pub fn config_log(&self, limit: usize) -> Result<Vec<ConfigRecord>, StoreError> {
+        if self.version < CONFIG_LOG_VERSION || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let result = (|| {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT at, hash, summary FROM config_log ORDER BY id DESC LIMIT ?1")?;
+            let mut rows = stmt.query([limit])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(ConfigRecord {
+                    at: from_ms(r.get(0)?),
+                    hash: r.get(1)?,
+                    summary: r.get(2)?,
+                });
+            }
+            out.reverse();
+            Ok(out)
+        })();
+        result.map_err(|e| fail(&self.path, "reading the config log", e))
+    }
+
     /// Messages waiting in the outbox, and when the oldest of them was
     /// made.
     pub fn outbox(&self) -> Result<(u64, Option<SystemTime>), StoreError> {
@@ -256,6 +284,17 @@ impl Inspector {
             })
             .map_err(|e| fail(&self.path, "counting the outbox", e))
     }
+}
+
+/// One entry of the config log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigRecord {
+    /// When the configuration was started or applied.
+    pub at: SystemTime,
+    /// Its SHA-256 (as in the status message).
+    pub hash: String,
+    /// What changed.
+    pub summary: String,
 }
 
 #[cfg(test)]

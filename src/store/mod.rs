@@ -126,6 +126,9 @@ impl Kind {
 /// readings waiting for the broker.
 pub const HISTORY_ROWS: usize = 50_000;
 
+/// Config log rows kept (the newest); one per start or applied reload.
+pub const CONFIG_LOG_ROWS: usize = 1_000;
+
 /// What a history entry is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HistoryKind {
@@ -421,6 +424,18 @@ impl StoreHandle {
             })
             .await
             .map_err(|_| StoreError::Closed)
+    }
+
+    /// Records a configuration the gateway started with or applied (its
+    /// hash and what changed) in the config log, and waits for the commit.
+    pub async fn record_config(&self, hash: &str, summary: &str) -> Result<(), StoreError> {
+        let (hash, summary) = (hash.to_string(), summary.to_string());
+        self.ask(|reply| Command::RecordConfig {
+            hash,
+            summary,
+            reply,
+        })
+        .await
     }
 
     /// Queues history entries, written with the next group commit in the

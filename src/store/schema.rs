@@ -98,6 +98,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
          detail TEXT NOT NULL
      );
      CREATE INDEX history_kind ON history (kind, id);",
+    // v4: the change-control trail: one row per configuration the gateway
+    // started with or applied on reload (`at` in ms since the Unix epoch,
+    // the config's SHA-256, a one-line summary of what changed). Small and
+    // rare; the newest `CONFIG_LOG_ROWS` are kept.
+    "CREATE TABLE config_log (
+         id INTEGER PRIMARY KEY,
+         at INTEGER NOT NULL,
+         hash TEXT NOT NULL,
+         summary TEXT NOT NULL
+     );",
 ];
 
 /// The schema version that added the `state` table.
@@ -105,6 +115,9 @@ pub(super) const STATE_VERSION: i64 = 2;
 
 /// The schema version that added the `history` table.
 pub(super) const HISTORY_VERSION: i64 = 3;
+
+/// The first schema with the `config_log` table.
+pub(super) const CONFIG_LOG_VERSION: i64 = 4;
 
 /// Why a file cannot be used as it is.
 enum Unusable {
@@ -447,8 +460,8 @@ mod tests {
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, HISTORY_VERSION);
-        assert_eq!(MIGRATIONS.len() as i64, HISTORY_VERSION);
+        assert_eq!(version, CONFIG_LOG_VERSION);
+        assert_eq!(MIGRATIONS.len() as i64, CONFIG_LOG_VERSION);
         let kept: (i64, Vec<u8>) = conn
             .query_row(
                 "SELECT (SELECT count(*) FROM outbox), value FROM state",

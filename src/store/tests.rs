@@ -146,7 +146,7 @@ async fn an_inspector_reads_while_the_store_runs() {
     h.flush().await.unwrap();
 
     let peek = Inspector::open(&cfg.path).unwrap();
-    assert_eq!(peek.schema_version(), schema::HISTORY_VERSION);
+    assert_eq!(peek.schema_version(), schema::CONFIG_LOG_VERSION);
     assert_eq!(
         peek.state("rules.engine").unwrap().as_deref(),
         Some(&b"{\"v\":1}"[..])
@@ -273,5 +273,35 @@ async fn history_never_crowds_out_the_outbox() {
     // Fewer than recorded, the newest of them.
     assert!(!kept.is_empty() && kept.len() < 500, "{}", kept.len());
     assert_eq!(kept.last().map(|r| r.entry.at), Some(at(1999)));
+    guard.close().unwrap();
+}
+
+#[tokio::test]
+async fn the_config_log_keeps_every_start_and_reload_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), Duration::from_millis(20));
+    let (h, guard) = open(&cfg).unwrap();
+    h.record_config("aaa", "started: 2 devices, 1 rule")
+        .await
+        .unwrap();
+    h.record_config("bbb", "devices added: pump3")
+        .await
+        .unwrap();
+    // Readable at once (its own transaction), while the store runs.
+    let inspector = inspect::Inspector::open(&cfg.path).unwrap();
+    let log = inspector.config_log(10).unwrap();
+    let seen: Vec<(&str, &str)> = log
+        .iter()
+        .map(|r| (r.hash.as_str(), r.summary.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("aaa", "started: 2 devices, 1 rule"),
+            ("bbb", "devices added: pump3")
+        ]
+    );
+    assert_eq!(inspector.config_log(1).unwrap()[0].hash, "bbb");
+    drop(inspector);
     guard.close().unwrap();
 }

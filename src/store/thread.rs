@@ -95,6 +95,12 @@ pub(super) enum Command {
     },
     /// Write history entries with the next group.
     Record(Vec<HistoryEntry>),
+    /// Append to the config log now (its own small transaction).
+    RecordConfig {
+        hash: String,
+        summary: String,
+        reply: Reply<()>,
+    },
 }
 
 impl std::fmt::Debug for Command {
@@ -114,6 +120,7 @@ impl std::fmt::Debug for Command {
             }
             Command::LoadState { key, .. } => write!(f, "LoadState({key})"),
             Command::Record(entries) => write!(f, "Record({} entries)", entries.len()),
+            Command::RecordConfig { hash, .. } => write!(f, "RecordConfig({hash})"),
         }
     }
 }
@@ -316,6 +323,13 @@ impl Owner {
                 if self.since.is_none() {
                     self.since = Some(now);
                 }
+            }
+            Command::RecordConfig {
+                hash,
+                summary,
+                reply,
+            } => {
+                let _ = reply.send(self.db.record_config(&hash, &summary));
             }
             Command::Record(entries) => {
                 self.history.extend(entries);

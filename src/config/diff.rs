@@ -1,0 +1,205 @@
+//! What changed between two configurations: what a reload must restart,
+//! and the one-line summary kept in the config log.
+
+use super::Config;
+
+/// The differences between a running configuration and a new one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigChanges {
+    /// Devices, by name.
+    pub devices: NamedChanges,
+    /// Serial buses, by name.
+    pub buses: NamedChanges,
+    /// Rules, by name.
+    pub rules: NamedChanges,
+    /// Meters, by name.
+    pub meters: NamedChanges,
+    /// Whole sections that differ: `gateway`, `mqtt`, `store`, `http`,
+    /// `alarms`, `workorders`.
+    pub sections: Vec<&'static str>,
+}
+
+/// Added, removed and changed items of one list, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamedChanges {
+    /// In the new config only.
+    pub added: Vec<String>,
+    /// In the old config only.
+    pub removed: Vec<String>,
+    /// In both, with different settings.
+    pub changed: Vec<String>,
+}
+
+impl NamedChanges {
+    fn between<T: PartialEq>(old: &[T], new: &[T], name: impl Fn(&T) -> &str) -> NamedChanges {
+        let mut out = NamedChanges::default();
+        for n in new {
+            match old.iter().find(|o| name(o) == name(n)) {
+                None => out.added.push(name(n).to_owned()),
+                Some(o) if o != n => out.changed.push(name(n).to_owned()),
+                Some(_) => {}
+            }
+        }
+        for o in old {
+            if !new.iter().any(|n| name(n) == name(o)) {
+                out.removed.push(name(o).to_owned());
+            }
+        }
+        out
+    }
+
+    /// Nothing added, removed or changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+impl ConfigChanges {
+    /// Compares `old` (running) with `new`.
+    pub fn between(old: &Config, new: &Config) -> ConfigChanges {
+        let mut sections = Vec::new();
+        let mut differs = |name: &'static str, same: bool| {
+            if !same {
+                sections.push(name);
+            }
+        };
+        differs("gateway", old.gateway == new.gateway);
+        differs("mqtt", old.mqtt == new.mqtt);
+        differs("store", old.store == new.store);
+        differs("http", old.http == new.http);
+        differs("alarms", old.alarms == new.alarms);
+        differs("workorders", old.workorders == new.workorders);
+        ConfigChanges {
+            devices: NamedChanges::between(&old.devices, &new.devices, |d| &d.name),
+            buses: NamedChanges::between(&old.buses, &new.buses, |b| &b.name),
+            rules: NamedChanges::between(&old.rules, &new.rules, |r| &r.name),
+            meters: NamedChanges::between(&old.meters, &new.meters, |m| &m.name),
+            sections,
+        }
+    }
+
+    /// No difference at all (a tag map edited back and forth, a comment).
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+            && self.buses.is_empty()
+            && self.rules.is_empty()
+            && self.meters.is_empty()
+            && self.sections.is_empty()
+    }
+
+    /// Whether `[section]` differs.
+    pub fn section(&self, name: &str) -> bool {
+        self.sections.contains(&name)
+    }
+
+    /// The MQTT connection must be made again: another broker, client or
+    /// topic tree. (A new gateway location only changes work orders.)
+    pub fn reconnects_mqtt(old: &Config, new: &Config) -> bool {
+        old.mqtt != new.mqtt
+            || old.gateway.site != new.gateway.site
+            || old.gateway.id != new.gateway.id
+    }
+
+    /// One line for the log and the config log, e.g. `devices added:
+    /// pump3; rules changed: hot; [mqtt] changed`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        for (what, c) in [
+            ("devices", &self.devices),
+            ("buses", &self.buses),
+            ("rules", &self.rules),
+            ("meters", &self.meters),
+        ] {
+            for (how, names) in [
+                ("added", &c.added),
+                ("removed", &c.removed),
+                ("changed", &c.changed),
+            ] {
+                if !names.is_empty() {
+                    parts.push(format!("{what} {how}: {}", names.join(", ")));
+                }
+            }
+        }
+        for s in &self.sections {
+            parts.push(format!("[{s}] changed"));
+        }
+        if parts.is_empty() {
+            "no change".to_owned()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// The summary of a configuration at start, for the config log.
+pub fn started_summary(config: &Config) -> String {
+    format!(
+        "started: {} devices, {} buses, {} rules, {} meters",
+        config.devices.len(),
+        config.buses.len(),
+        config.rules.len(),
+        config.meters.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.toml");
+        std::fs::write(&path, text).unwrap();
+        crate::config::load_with_env(&path, &[]).unwrap().config
+    }
+
+    const BASE: &str = r#"
+[gateway]
+id = "gw"
+site = "s"
+[http]
+listen = ""
+[[devices]]
+name = "pump1"
+tcp = "127.0.0.1:5020"
+tags = [{ name = "temp", area = "input", address = 0, type = "f32" }]
+[[rules]]
+name = "hot"
+tag = "pump1.temp"
+condition = "above"
+limit = 80.0
+"#;
+
+    #[test]
+    fn the_same_text_is_no_change() {
+        let c = ConfigChanges::between(&load(BASE), &load(BASE));
+        assert!(c.is_empty(), "{c:?}");
+        assert_eq!(c.summary(), "no change");
+    }
+
+    #[test]
+    fn devices_rules_and_sections_are_named() {
+        let new = BASE.replace("limit = 80.0", "limit = 85.0").replace(
+            "[[rules]]",
+            r#"[[devices]]
+name = "pump2"
+tcp = "127.0.0.1:5021"
+tags = [{ name = "temp", area = "input", address = 0, type = "f32" }]
+[mqtt]
+port = 1884
+[[rules]]"#,
+        );
+        let (old, new) = (load(BASE), load(&new));
+        let c = ConfigChanges::between(&old, &new);
+        assert_eq!(c.devices.added, ["pump2"]);
+        assert_eq!(c.rules.changed, ["hot"]);
+        assert!(c.section("mqtt"));
+        assert!(ConfigChanges::reconnects_mqtt(&old, &new));
+        assert_eq!(
+            c.summary(),
+            "devices added: pump2; rules changed: hot; [mqtt] changed"
+        );
+        let back = ConfigChanges::between(&new, &old);
+        assert_eq!(back.devices.removed, ["pump2"]);
+    }
+}
