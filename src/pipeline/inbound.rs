@@ -3,8 +3,10 @@
 //!
 //! Payloads (docs/rules.md has the user's version):
 //!
-//! * ack: anything; a JSON object may say `by` and `note`, kept in the
-//!   history.
+//! * ack: any non-empty payload; a JSON object may say `by` and `note`,
+//!   kept in the history. An empty payload is how MQTT clears a retained
+//!   message, and the broker delivers that clearing to live subscribers as
+//!   an ordinary message: it must not acknowledge anything.
 //! * shelve: `{"duration": "2h"}` (text as in the config, or a number of
 //!   seconds), or the bare text `2h`; `{"unshelve": true}`, the text
 //!   `unshelve` or a zero duration end the shelf early. A shelf longer than
@@ -95,13 +97,17 @@ struct ShelveMessage {
     note: Option<String>,
 }
 
-/// Reads an ack. Never fails: an ack needs no payload, and a payload that
-/// is not a JSON object only loses its `by` and `note`.
-pub fn ack(payload: &[u8]) -> OperatorAction {
+/// Reads an ack: `None` for an empty payload (a cleared retained
+/// message); otherwise an ack, with `by` and `note` if the payload is a
+/// JSON object that has them.
+pub fn ack(payload: &[u8]) -> Option<OperatorAction> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
     let who = serde_json::from_slice::<AckMessage>(payload)
         .map(|m| Who::new(m.by, m.note))
         .unwrap_or_default();
-    OperatorAction::Ack(who)
+    Some(OperatorAction::Ack(who))
 }
 
 /// Reads a shelve request.
@@ -179,15 +185,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn acks_take_any_payload() {
-        assert_eq!(ack(b""), OperatorAction::Ack(Who::default()));
-        assert_eq!(ack(b"ok"), OperatorAction::Ack(Who::default()));
+    fn acks_take_any_payload_but_an_empty_one() {
+        assert_eq!(ack(b""), None);
+        assert_eq!(ack(b" \n"), None);
+        assert_eq!(ack(b"ok"), Some(OperatorAction::Ack(Who::default())));
         assert_eq!(
             ack(br#"{"by":"j.smith","note":"checked"}"#),
-            OperatorAction::Ack(Who {
+            Some(OperatorAction::Ack(Who {
                 by: Some("j.smith".into()),
                 note: Some("checked".into())
-            })
+            }))
         );
     }
 
@@ -253,7 +260,7 @@ mod tests {
     fn long_texts_are_cut() {
         let long = "x".repeat(1000);
         let payload = format!(r#"{{"by":"{long}"}}"#);
-        let OperatorAction::Ack(who) = ack(payload.as_bytes()) else {
+        let Some(OperatorAction::Ack(who)) = ack(payload.as_bytes()) else {
             panic!()
         };
         assert_eq!(who.by.map(|b| b.chars().count()), Some(MAX_TEXT + 1));

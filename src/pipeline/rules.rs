@@ -310,9 +310,12 @@ impl RulesStage {
                 // each reconnect.
                 tracing::warn!(%rule, topic = %message.topic, "retained alarm request ignored; publish acks and shelve requests without the retain flag");
             }
-            InboundTopic::Ack { rule } => {
-                self.operator(rule, inbound::ack(&message.payload), now, seq, step);
-            }
+            InboundTopic::Ack { rule } => match inbound::ack(&message.payload) {
+                Some(action) => self.operator(rule, action, now, seq, step),
+                None => {
+                    tracing::debug!(%rule, "empty ack (a retained message being cleared); ignored");
+                }
+            },
             InboundTopic::Shelve { rule } => match inbound::shelve(&message.payload) {
                 Ok(action) => self.operator(rule, action, now, seq, step),
                 Err(e) => tracing::warn!(%rule, error = %e, "shelve request ignored"),

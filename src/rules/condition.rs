@@ -66,7 +66,9 @@ const EQUALS_EPSILON: f64 = 1e-9;
 /// What the condition last judged, for alarm messages and work orders.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trigger {
-    /// The value judged: the reading for limits and `equals`, the rate (in
+    /// The value judged: the reading for limits (while an alarm is held
+    /// inside the deadband, the last reading beyond the limit) and
+    /// `equals`, the rate (in
     /// units per `per`) for `rate`, the seconds without a good reading for
     /// `stale`, the expression's result for `expr`.
     pub value: Value,
@@ -228,14 +230,14 @@ impl ConditionState {
                 let (limit, clear) = (*limit, *clear);
                 if let Some(x) = number(value) {
                     self.met = latch(self.met, x > limit, x < clear);
-                    self.set_trigger(value.clone(), Value::Float(limit));
+                    self.judged(x > limit, value, Value::Float(limit));
                 }
             }
             Spec::Below { limit, clear } => {
                 let (limit, clear) = (*limit, *clear);
                 if let Some(x) = number(value) {
                     self.met = latch(self.met, x < limit, x > clear);
-                    self.set_trigger(value.clone(), Value::Float(limit));
+                    self.judged(x < limit, value, Value::Float(limit));
                 }
             }
             Spec::Outside {
@@ -255,7 +257,7 @@ impl ConditionState {
                     } else {
                         low
                     };
-                    self.set_trigger(value.clone(), Value::Float(nearer));
+                    self.judged(out, value, Value::Float(nearer));
                 }
             }
             Spec::Rate { .. } => {
@@ -294,6 +296,16 @@ impl ConditionState {
             self.judge_stale(at);
         }
         self.met
+    }
+
+    /// Records a limit judgement. While the latch holds a value inside the
+    /// deadband (met, but not beyond the limit), the trigger keeps the last
+    /// reading that was beyond it: an alarm whose on-delay ends on such a
+    /// reading must not report "79 degC above 80 degC".
+    fn judged(&mut self, beyond: bool, value: &Value, limit: Value) {
+        if beyond || !self.met || self.trigger.is_none() {
+            self.set_trigger(value.clone(), limit);
+        }
     }
 
     fn set_trigger(&mut self, value: Value, limit: Value) {
@@ -534,6 +546,21 @@ mod tests {
                 limit: Some(Value::Float(80.0))
             })
         );
+    }
+
+    #[test]
+    fn inside_the_deadband_the_trigger_keeps_the_last_value_beyond_the_limit() {
+        let value = |c: &ConditionState| c.trigger().map(|t| t.value.clone());
+        let mut c = above(80.0, 2.0);
+        feed(&mut c, &[79.0]);
+        assert_eq!(value(&c), Some(Value::Float(79.0)));
+        feed(&mut c, &[81.5, 79.0, 80.0]);
+        // Still met (above 78), but 79 and 80 are not "above 80".
+        assert!(c.is_met());
+        assert_eq!(value(&c), Some(Value::Float(81.5)));
+        feed(&mut c, &[77.0]);
+        assert!(!c.is_met());
+        assert_eq!(value(&c), Some(Value::Float(77.0)));
     }
 
     #[test]
