@@ -19,6 +19,8 @@
 //!
 //! Steps 1–3 share the `shutdown_timeout` deadline; past it the rest is
 //! abandoned (what was committed is safe) and the store is closed anyway.
+//! The HTTP server (`[http] listen`) is told to stop first, with its own
+//! short grace ([`http::GRACE`]), and is awaited before the store closes.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -27,13 +29,15 @@ use std::time::SystemTime;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, Qos};
+use crate::http::{self, HttpError, HttpState};
 use crate::modbus::{self, Batch};
-use crate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats, Inbound};
+use crate::mqtt::forwarder::{self, ForwarderConfig, Inbound};
 use crate::mqtt::topics::Topics;
 use crate::pipeline::{self, PipelineConfig, RulesStage};
 use crate::rules::RulesError;
 use crate::shutdown;
 use crate::store::{self, StoreError};
+use crate::telemetry::Telemetry;
 
 /// Batches waiting between the pollers and the pipeline. When full,
 /// pollers wait (their next polls are skipped, not queued), so memory
@@ -58,6 +62,9 @@ pub enum AppError {
     /// The rules could not be built (`fieldgate check` reports why first).
     #[error("cannot start the rules: {0}")]
     Rules(#[from] RulesError),
+    /// The HTTP port could not be bound.
+    #[error("{0}")]
+    Http(#[from] HttpError),
 }
 
 /// Runs the gateway on `config` until `stop` resolves.
@@ -66,6 +73,16 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), A
     let topics = Topics::of(&config);
     // Before the store opens: a rule that cannot be built stops the start.
     let rules = RulesStage::new(&config, topics.clone())?;
+
+    // ── Telemetry and HTTP, part 1 of 3 (docs/metrics.md) ──────────────
+    // Bound before the store opens: a port already taken stops the start
+    // at once, not after the store's integrity check.
+    let http_socket = match config.http.listen {
+        Some(addr) => Some(http::bind(addr).await?),
+        None => None,
+    };
+    // ───────────────────────────────────────────────────────────────────
+
     let store_config = config.store.clone();
     let opened = tokio::task::spawn_blocking(move || store::open(&store_config))
         .await
@@ -75,12 +92,26 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), A
         source,
     })?;
 
+    // ── Telemetry and HTTP, part 2 of 3 ────────────────────────────────
+    // One registry for this config: the pollers, the pipeline and the
+    // forwarder record into it (handles passed below), the server reads it.
+    let telemetry = Arc::new(Telemetry::new(&config, started));
+    let (http_trigger, http_listener) = shutdown::channel();
+    let http_server = http_socket.map(|socket| {
+        let state = HttpState {
+            telemetry: telemetry.clone(),
+            store: store.clone(),
+        };
+        http::serve(socket, state, http_listener)
+    });
+    // ───────────────────────────────────────────────────────────────────
+
     let (poll_trigger, poll_listener) = shutdown::channel();
     let (forward_trigger, forward_listener) = shutdown::channel();
     let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_CHANNEL_CAPACITY);
     let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_CHANNEL_CAPACITY);
 
-    let pollers = modbus::spawn_pollers(&config, batch_tx, &poll_listener);
+    let pollers = modbus::spawn_pollers_observed(&config, batch_tx, &poll_listener, &telemetry);
     let pipeline = tokio::spawn(pipeline::run(
         batch_rx,
         inbound_rx,
@@ -94,8 +125,9 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), A
             per_tag_topics: config.mqtt.per_tag_topics,
         },
         rules,
+        telemetry.clone(),
     ));
-    let stats = Arc::new(ForwarderStats::default());
+    let stats = telemetry.mqtt_stats();
     let forwarder = tokio::spawn(forwarder::run(
         ForwarderConfig {
             mqtt: config.mqtt.clone(),
@@ -121,6 +153,8 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), A
 
     stop.await;
     tracing::info!("stopping");
+    // Telemetry and HTTP, part 3 of 3: the endpoints stop first (awaited below).
+    http_trigger.trigger();
     let deadline = config.gateway.shutdown_timeout;
     let orderly = tokio::time::timeout(deadline, async {
         poll_trigger.trigger();
@@ -145,6 +179,10 @@ pub async fn run(config: Config, stop: impl Future<Output = ()>) -> Result<(), A
             ?deadline,
             "shutdown took longer than shutdown_timeout; closing the store now (committed data is safe)"
         );
+    }
+    if let Some(server) = http_server {
+        // Ends within `http::GRACE` of the trigger, which fired long ago.
+        let _ = server.await;
     }
     drop(store);
     match tokio::task::spawn_blocking(move || guard.close()).await {

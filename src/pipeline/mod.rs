@@ -26,6 +26,13 @@
 //! it saves the rules state and waits for the store to commit everything
 //! it queued, so nothing a poller produced is left in memory.
 //!
+//! # Telemetry
+//!
+//! The task hands each batch, once used, to [`Telemetry::keep_last`] (the
+//! last values of `/api/status`), and publishes the rules view after every
+//! step that changed an alarm, a work order or a meter, and at least once
+//! a [`TICK`] (which is also its heartbeat for `/healthz`).
+//!
 //! # Layout
 //!
 //! * `data`: the filter, data payloads and the [`Sequencer`];
@@ -36,6 +43,7 @@ mod data;
 pub mod inbound;
 mod rules;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
@@ -50,7 +58,8 @@ pub use rules::{
 use crate::filter::Filter;
 use crate::modbus::Batch;
 use crate::mqtt::forwarder::Inbound;
-use crate::store::{StoreError, StoreHandle};
+use crate::store::{Kind, StoreError, StoreHandle};
+use crate::telemetry::Telemetry;
 
 /// Most batches handled in one step: amortises the hop to the store
 /// thread when polls arrive faster than it commits.
@@ -66,11 +75,14 @@ pub async fn run(
     store: StoreHandle,
     config: PipelineConfig,
     mut rules: RulesStage,
+    telemetry: Arc<Telemetry>,
 ) -> Result<(), StoreError> {
     let mut filter = Filter::new();
     let mut sequencer = Sequencer::resume(store.topic_seqs().await?);
     let mut step = rules.restore(&store, &mut sequencer).await?;
     commit(&store, &mut rules, step, Instant::now()).await?;
+    telemetry.publish_rules(rules.view());
+    let mut view_at = Instant::now();
 
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -89,6 +101,7 @@ pub async fn run(
                     step.messages
                         .extend(messages(&batch, &mut filter, &mut sequencer, &config, now));
                     rules.on_batch(&batch, &mut sequencer, &mut step);
+                    telemetry.keep_last(batch);
                 }
             }
             message = inbound.recv(), if inbound_open => match message {
@@ -97,7 +110,14 @@ pub async fn run(
             },
             _ = tick.tick() => rules.tick(SystemTime::now(), &mut sequencer, &mut step),
         }
-        commit(&store, &mut rules, step, Instant::now()).await?;
+        let now = Instant::now();
+        // Half a tick, so that the tick alone keeps it published every second.
+        let view_due = changes_rules_state(&step) || now.duration_since(view_at) >= TICK / 2;
+        commit(&store, &mut rules, step, now).await?;
+        if view_due {
+            telemetry.publish_rules(rules.view());
+            view_at = now;
+        }
     }
     tracing::debug!(dropped_by_deadband = filter.dropped(), "pipeline drained");
     let last = Step {
@@ -106,6 +126,12 @@ pub async fn run(
     };
     commit(&store, &mut rules, last, Instant::now()).await?;
     store.flush().await
+}
+
+/// Whether a step changed an alarm, a work order or a meter: only those
+/// produce messages other than readings, or history.
+fn changes_rules_state(step: &Step) -> bool {
+    !step.history.is_empty() || step.messages.iter().any(|m| m.kind != Kind::Reading)
 }
 
 /// Queues a step's messages, then its history, then the rules state when

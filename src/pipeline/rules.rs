@@ -41,6 +41,7 @@ use crate::rules::{
     Timestamp, WoChange, WoContext, WoError, WorkOrder, WorkOrderBook, payload,
 };
 use crate::store::{HistoryEntry, HistoryKind, Kind, OutMessage, StoreError, StoreHandle};
+use crate::telemetry::RulesView;
 
 /// State key of the rules engine (JSON of [`SavedEngine`]).
 pub const STATE_ENGINE: &str = "rules.engine";
@@ -169,6 +170,12 @@ impl RulesStage {
     /// The rules engine (alarm states, last readings).
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// A copy of the alarms away from normal, the open work orders and the
+    /// meters, for `/metrics` and `/api/status` (see `telemetry::rules_view`).
+    pub fn view(&self) -> RulesView {
+        RulesView::build(&self.rules, &self.engine, &self.book, &self.meters)
     }
 
     /// Puts back the state saved in the store, and returns the messages
