@@ -21,10 +21,11 @@
 //! CLI reads it on SIGHUP). If nothing differs, nothing happens. Otherwise
 //! the *acquisition* (pollers and pipeline) stops as at shutdown: every
 //! reading taken and the rules state are committed. It starts again on the
-//! new config; the pipeline restores the rules from the store, so an alarm
+//! new config, with a metrics registry for it (devices that did not change
+//! keep their counters); the pipeline restores the rules from the store, so an alarm
 //! whose rule still exists keeps its state, and meters and work orders
 //! carry on. The store stays open (a `[store]` change waits for the next
-//! restart), and so does the forwarder with its MQTT session, unless the
+//! restart, like `[http]`), and so does the forwarder with its MQTT session, unless the
 //! broker, client or topic tree changed; otherwise it only republishes its
 //! status with the new config hash. Each applied config is recorded in the
 //! store's config log.
@@ -42,6 +43,8 @@
 //!
 //! Steps 1–3 share the `shutdown_timeout` deadline; past it the rest is
 //! abandoned (what was committed is safe) and the store is closed anyway.
+//! The HTTP server (`[http] listen`) is told to stop first, with its own
+//! short grace ([`http::GRACE`]), and is awaited before the store closes.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -52,7 +55,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::diff::{self, ConfigChanges};
 use crate::config::{Config, Qos};
-use crate::heartbeat::Heartbeat;
+use crate::http::{self, HttpError, HttpState};
 use crate::modbus::{self, Batch};
 use crate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats, Inbound};
 use crate::mqtt::topics::Topics;
@@ -61,6 +64,7 @@ use crate::rules::RulesError;
 use crate::shutdown::{self, ShutdownTrigger};
 use crate::store::{self, StoreError, StoreHandle};
 use crate::systemd;
+use crate::telemetry::Telemetry;
 
 /// Batches waiting between the pollers and the pipeline. When full,
 /// pollers wait (their next polls are skipped, not queued), so memory
@@ -85,6 +89,9 @@ pub enum AppError {
     /// The rules could not be built (`fieldgate check` reports why first).
     #[error("cannot start the rules: {0}")]
     Rules(#[from] RulesError),
+    /// The HTTP port could not be opened.
+    #[error(transparent)]
+    Http(#[from] HttpError),
 }
 
 /// Runs the gateway on `config` until `stop` resolves.
@@ -107,7 +114,7 @@ pub async fn run_with_reloads(
         tracing::info!(?interval, "feeding the systemd watchdog");
         tokio::spawn(systemd::watchdog(
             interval,
-            gateway.heartbeat.clone(),
+            gateway.telemetry.borrow().heartbeat().clone(),
             watchdog_listener,
         ))
     });
@@ -130,6 +137,8 @@ pub async fn run_with_reloads(
     }
     tracing::info!("stopping");
     systemd::stopping();
+    // The endpoints stop first (awaited before the store closes).
+    gateway.http_trigger.trigger();
     watchdog_trigger.trigger();
     if let Some(w) = watchdog {
         let _ = w.await;
@@ -154,7 +163,11 @@ struct Gateway {
     started: SystemTime,
     store: StoreHandle,
     guard: store::StoreGuard,
-    heartbeat: Heartbeat,
+    /// The registry of the running config; the HTTP server reads the
+    /// current one (a reload replaces it).
+    telemetry: watch::Sender<Arc<Telemetry>>,
+    http_trigger: ShutdownTrigger,
+    http_server: Option<JoinHandle<()>>,
     stats: Arc<ForwarderStats>,
     inbound_tx: mpsc::Sender<Inbound>,
     hash_tx: watch::Sender<String>,
@@ -167,6 +180,12 @@ impl Gateway {
         let started = SystemTime::now();
         // Before the store opens: a rule that cannot be built stops the start.
         let rules = RulesStage::new(&config, Topics::of(&config))?;
+        // Also before the store: a port already taken stops the start at
+        // once, with the address in the message (docs/metrics.md).
+        let http_socket = match config.http.listen {
+            Some(addr) => Some(http::bind(addr).await?),
+            None => None,
+        };
         let store_config = config.store.clone();
         let opened = tokio::task::spawn_blocking(move || store::open(&store_config))
             .await
@@ -177,8 +196,17 @@ impl Gateway {
         })?;
         record_config(&store, &config.hash, &diff::started_summary(&config)).await;
 
-        let heartbeat = Heartbeat::new();
-        let stats = Arc::new(ForwarderStats::default());
+        let telemetry = Arc::new(Telemetry::new(&config, started));
+        let stats = telemetry.mqtt_stats();
+        let (telemetry_tx, telemetry_rx) = watch::channel(telemetry.clone());
+        let (http_trigger, http_listener) = shutdown::channel();
+        let http_server = http_socket.map(|socket| {
+            let state = HttpState {
+                telemetry: telemetry_rx,
+                store: store.clone(),
+            };
+            http::serve(socket, state, http_listener)
+        });
         let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_CHANNEL_CAPACITY);
         let (hash_tx, hash_rx) = watch::channel(config.hash.clone());
         let forwarding = Forwarding::start(
@@ -189,7 +217,7 @@ impl Gateway {
             stats.clone(),
             hash_rx,
         );
-        let acquisition = Acquisition::start(&config, rules, &store, inbound_rx, &heartbeat);
+        let acquisition = Acquisition::start(&config, rules, &store, inbound_rx, &telemetry);
         tracing::info!(
             devices = config.devices.len(),
             rules = config.rules.len(),
@@ -205,7 +233,9 @@ impl Gateway {
             started,
             store,
             guard,
-            heartbeat,
+            telemetry: telemetry_tx,
+            http_trigger,
+            http_server,
             stats,
             inbound_tx,
             hash_tx,
@@ -269,8 +299,9 @@ impl Gateway {
         } else {
             self.hash_tx.send_replace(new.hash.clone());
         }
-        self.acquisition =
-            Acquisition::start(&new, rules, &self.store, inbound_rx, &self.heartbeat);
+        let telemetry = Arc::new(self.telemetry.borrow().reconfigured(&new));
+        self.telemetry.send_replace(telemetry.clone());
+        self.acquisition = Acquisition::start(&new, rules, &self.store, inbound_rx, &telemetry);
         record_config(&self.store, &new.hash, &summary).await;
         if changes.section("http") {
             tracing::warn!("reload: [http] changes take effect at the next restart");
@@ -308,6 +339,10 @@ impl Gateway {
                 "shutdown took longer than shutdown_timeout; closing the store now (committed data is safe)"
             );
         }
+        if let Some(server) = self.http_server.take() {
+            // Ends within `http::GRACE` of its trigger, which fired first.
+            let _ = server.await;
+        }
         drop(self.store);
         let guard = self.guard;
         match tokio::task::spawn_blocking(move || guard.close()).await {
@@ -339,11 +374,11 @@ impl Acquisition {
         rules: RulesStage,
         store: &StoreHandle,
         inbound: mpsc::Receiver<Inbound>,
-        heartbeat: &Heartbeat,
+        telemetry: &Arc<Telemetry>,
     ) -> Acquisition {
         let (trigger, listener) = shutdown::channel();
         let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_CHANNEL_CAPACITY);
-        let pollers = modbus::spawn_pollers(config, batch_tx, &listener);
+        let pollers = modbus::spawn_pollers_observed(config, batch_tx, &listener, telemetry);
         let pipeline = tokio::spawn(pipeline::run(
             batch_rx,
             inbound,
@@ -357,7 +392,7 @@ impl Acquisition {
                 per_tag_topics: config.mqtt.per_tag_topics,
             },
             rules,
-            heartbeat.clone(),
+            telemetry.clone(),
         ));
         Acquisition {
             trigger,

@@ -6,6 +6,8 @@
 //! * [`tag`]: the plant-level types every stage shares.
 //! * [`modbus`]: read planning, decoding, transports and pollers.
 //! * [`sim`]: the plant simulator behind `demo` and the tests.
+//! * [`telemetry`]: the metrics registry and the Prometheus exposition.
+//! * [`http`]: `/healthz`, `/readyz`, `/metrics` and `/api/status`.
 //! * [`cli`]: the subcommands of the `fieldgate` binary.
 
 pub mod app;
@@ -13,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod filter;
 pub mod heartbeat;
+pub mod http;
 pub mod modbus;
 pub mod mqtt;
 pub mod pipeline;
@@ -22,3 +25,4 @@ pub mod sim;
 pub mod store;
 pub mod systemd;
 pub mod tag;
+pub mod telemetry;

@@ -74,6 +74,7 @@ pub fn run(path: &Path, device_name: &str, tag_names: &[String]) -> ExitCode {
         &mut plan,
         device.retries,
         &listener,
+        None,
     ));
     let Some(outcome) = outcome else {
         return ExitCode::from(1);

@@ -24,10 +24,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use reading::{BadReason, Batch, Quality, Reading};
-pub use transport::{Endpoint, Link, PollError};
+pub use transport::{Block, Endpoint, Link, PollError};
 
 use crate::config::{Config, Connection};
 use crate::shutdown::Shutdown;
+use crate::telemetry::Telemetry;
 
 /// The link each device is polled over: devices behind the same TCP
 /// endpoint share a connection, devices on a bus share the bus.
@@ -56,20 +57,35 @@ pub fn links(config: &Config) -> Vec<(Endpoint, Vec<Arc<crate::config::Device>>)
     by_key.into_values().collect()
 }
 
-/// Starts one poller task per link.
+/// Starts one poller task per link, recording into a registry of their
+/// own that nobody reads (tools, tests and benchmarks; the gateway uses
+/// [`spawn_pollers_observed`]).
 pub fn spawn_pollers(
     config: &Config,
     batches: mpsc::Sender<Batch>,
     shutdown: &Shutdown,
 ) -> Vec<JoinHandle<()>> {
+    let telemetry = Telemetry::new(config, std::time::SystemTime::now());
+    spawn_pollers_observed(config, batches, shutdown, &telemetry)
+}
+
+/// Starts one poller task per link, recording into `telemetry`.
+pub fn spawn_pollers_observed(
+    config: &Config,
+    batches: mpsc::Sender<Batch>,
+    shutdown: &Shutdown,
+    telemetry: &Telemetry,
+) -> Vec<JoinHandle<()>> {
     links(config)
         .into_iter()
         .map(|(endpoint, devices)| {
+            let probe = telemetry.link_probe(&endpoint);
             tokio::spawn(poller::run_link(
                 Link::new(endpoint),
                 devices,
                 batches.clone(),
                 shutdown.clone(),
+                probe,
             ))
         })
         .collect()

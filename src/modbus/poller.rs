@@ -27,6 +27,12 @@
 //! Batches go out on a bounded channel; when it is full the poller waits
 //! (polls are skipped, not queued). The task checks its [`Shutdown`]
 //! between requests and stops there, never in the middle of a request.
+//!
+//! # Telemetry
+//!
+//! Each request, poll and connection is recorded into the link's
+//! [`LinkProbe`] (relaxed atomics, no allocation on a good poll; see
+//! `telemetry::device`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -41,10 +47,12 @@ use super::reading::{BadReason, Batch, Reading};
 use super::transport::{Block, Link, PollError};
 use crate::config::Device;
 use crate::shutdown::Shutdown;
+use crate::telemetry::{DeviceMetrics, LinkProbe};
 
 /// The state of one device on a link.
 struct Polled {
     device: Arc<Device>,
+    metrics: Arc<DeviceMetrics>,
     plan: ReadPlan,
     next_due: Instant,
     backoff: Backoff,
@@ -65,13 +73,15 @@ pub struct PollOutcome {
 
 /// Polls every request of `plan` once on `link`, reshaping the plan on
 /// exceptions 01/02/03 and retrying other failures `retries` times.
-/// `shutdown` is checked between requests: `None` when it fired.
+/// `shutdown` is checked between requests: `None` when it fired. Each
+/// request is recorded into `metrics` when given.
 pub async fn poll_once(
     link: &mut Link,
     device: &Device,
     plan: &mut ReadPlan,
     retries: u32,
     shutdown: &Shutdown,
+    metrics: Option<&DeviceMetrics>,
 ) -> Option<PollOutcome> {
     let mut blocks = Vec::with_capacity(plan.requests().len());
     let mut i = 0;
@@ -83,9 +93,13 @@ pub async fn poll_once(
         let (area, start, count) = (request.area, request.start, request.count);
         let mut attempt = 0;
         let result = loop {
+            let sent = Instant::now();
             let r = link
                 .read(device.unit, area, start, count, device.timeout)
                 .await;
+            if let Some(m) = metrics {
+                m.request(sent.elapsed(), &r);
+            }
             match r {
                 Err(e) if e.is_retryable() && attempt < retries && !shutdown.is_shutdown() => {
                     attempt += 1;
@@ -207,17 +221,19 @@ pub fn next_due(due: Instant, interval: Duration, now: Instant) -> Instant {
 }
 
 /// Runs one link until shutdown: polls its devices on their intervals and
-/// sends a [`Batch`] per poll.
+/// sends a [`Batch`] per poll, recording into `probe`.
 pub async fn run_link(
     mut link: Link,
     devices: Vec<Arc<Device>>,
     batches: mpsc::Sender<Batch>,
     mut shutdown: Shutdown,
+    probe: LinkProbe,
 ) {
     let start = Instant::now();
     let mut polled: Vec<Polled> = devices
         .into_iter()
         .map(|device| Polled {
+            metrics: probe.device(&device),
             plan: ReadPlan::new(&device.tags, limits(&device)),
             next_due: start,
             backoff: Backoff::new(),
@@ -259,13 +275,19 @@ pub async fn run_link(
         let timestamp = SystemTime::now();
         let p = &mut polled[index];
 
+        let was_connected = link.is_connected();
+
         let readings = if let Some(retry) = link_retry_at.filter(|t| *t > now) {
             let _ = retry;
+            p.metrics.poll_skipped(timestamp, Some(&probe.link));
             all_bad(&p.device, BadReason::Connection)
         } else if let Some((probe_at, reason, _)) = p.down.as_ref().filter(|(t, _, _)| *t > now) {
             let _ = probe_at;
+            p.metrics.poll_skipped(timestamp, None);
             all_bad(&p.device, reason.reason())
         } else if let Err(e) = link.connect(connect_limit).await {
+            probe.link.connect_failed(&e);
+            p.metrics.poll_failed(timestamp, &e);
             let wait = link_backoff.fail(rand::random::<f64>());
             if link_backoff.failures() == 1 {
                 tracing::warn!(link = %link.endpoint(), error = %e, "cannot connect; retrying with backoff");
@@ -277,6 +299,9 @@ pub async fn run_link(
             if link_backoff.failures() > 0 {
                 tracing::info!(link = %link.endpoint(), "connected");
             }
+            if !was_connected {
+                probe.link.connected();
+            }
             link_backoff.reset();
             link_retry_at = None;
             // A device that is down gets a single attempt when probed.
@@ -285,13 +310,22 @@ pub async fn run_link(
             } else {
                 p.device.retries
             };
-            let Some(outcome) =
-                poll_once(&mut link, &p.device, &mut p.plan, retries, &shutdown).await
+            let Some(outcome) = poll_once(
+                &mut link,
+                &p.device,
+                &mut p.plan,
+                retries,
+                &shutdown,
+                Some(&p.metrics),
+            )
+            .await
             else {
                 break;
             };
+            probe.link.set_connected(link.is_connected());
             match (&outcome.gave_up, outcome.blocks.iter().any(|r| r.is_ok())) {
                 (Some(e), false) => {
+                    p.metrics.poll_failed(timestamp, e);
                     let wait = p.backoff.fail(rand::random::<f64>());
                     match &p.down {
                         None => tracing::warn!(
@@ -306,6 +340,7 @@ pub async fn run_link(
                     p.down = Some((Instant::now() + wait, e.clone(), since));
                 }
                 _ => {
+                    p.metrics.poll_ok(timestamp);
                     if let Some((_, _, since)) = p.down.take() {
                         let for_how_long =
                             SystemTime::now().duration_since(since).unwrap_or_default();

@@ -26,6 +26,13 @@
 //! it saves the rules state and waits for the store to commit everything
 //! it queued, so nothing a poller produced is left in memory.
 //!
+//! # Telemetry
+//!
+//! The task hands each batch, once used, to [`Telemetry::keep_last`] (the
+//! last values of `/api/status`), and publishes the rules view after every
+//! step that changed an alarm, a work order or a meter, and at least once
+//! a [`TICK`] (which is also its heartbeat for `/healthz`).
+//!
 //! # Layout
 //!
 //! * `data`: the filter, data payloads and the [`Sequencer`];
@@ -36,6 +43,7 @@ mod data;
 pub mod inbound;
 mod rules;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
@@ -45,10 +53,10 @@ pub use data::{PipelineConfig, Sequencer, messages};
 pub use rules::{RulesStage, SAVE_INTERVAL, SAVE_MIN_INTERVAL, Save, Step};
 
 use crate::filter::Filter;
-use crate::heartbeat::Heartbeat;
 use crate::modbus::Batch;
 use crate::mqtt::forwarder::Inbound;
-use crate::store::{StoreError, StoreHandle};
+use crate::store::{Kind, StoreError, StoreHandle};
+use crate::telemetry::Telemetry;
 
 /// Most batches handled in one step: amortises the hop to the store
 /// thread when polls arrive faster than it commits.
@@ -68,16 +76,18 @@ pub struct Drained {
 }
 
 /// Runs until the batch channel closes, then saves and flushes. Beats
-/// `heartbeat` on every step (at least once per [`TICK`]).
+/// the telemetry's heartbeat on every step (at least once per [`TICK`]),
+/// publishes the rules view, and keeps each batch as its device's last
+/// readings.
 pub async fn run(
     batches: mpsc::Receiver<Batch>,
     mut inbound: mpsc::Receiver<Inbound>,
     store: StoreHandle,
     config: PipelineConfig,
     rules: RulesStage,
-    heartbeat: Heartbeat,
+    telemetry: Arc<Telemetry>,
 ) -> Drained {
-    let result = steps(batches, &mut inbound, &store, &config, rules, &heartbeat).await;
+    let result = steps(batches, &mut inbound, &store, &config, rules, &telemetry).await;
     Drained { result, inbound }
 }
 
@@ -87,19 +97,21 @@ async fn steps(
     store: &StoreHandle,
     config: &PipelineConfig,
     mut rules: RulesStage,
-    heartbeat: &Heartbeat,
+    telemetry: &Telemetry,
 ) -> Result<(), StoreError> {
     let mut filter = Filter::new();
     let mut sequencer = Sequencer::resume(store.topic_seqs().await?);
     let mut step = rules.restore(store, &mut sequencer).await?;
     commit(store, &mut rules, step, Instant::now()).await?;
+    telemetry.publish_rules(rules.view());
+    let mut view_at = Instant::now();
 
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut inbound_open = true;
     let mut received = Vec::with_capacity(BATCHES_PER_STEP);
     loop {
-        heartbeat.beat();
+        telemetry.beat();
         step = Step::default();
         tokio::select! {
             // `recv_many`, `recv` and `tick` are cancel-safe.
@@ -112,6 +124,7 @@ async fn steps(
                     step.messages
                         .extend(messages(&batch, &mut filter, &mut sequencer, config, now));
                     rules.on_batch(&batch, &mut sequencer, &mut step);
+                    telemetry.keep_last(batch);
                 }
             }
             message = inbound.recv(), if inbound_open => match message {
@@ -120,7 +133,14 @@ async fn steps(
             },
             _ = tick.tick() => rules.tick(SystemTime::now(), &mut sequencer, &mut step),
         }
-        commit(store, &mut rules, step, Instant::now()).await?;
+        let now = Instant::now();
+        // Half a tick, so that the tick alone keeps it published every second.
+        let view_due = changes_rules_state(&step) || now.duration_since(view_at) >= TICK / 2;
+        commit(store, &mut rules, step, now).await?;
+        if view_due {
+            telemetry.publish_rules(rules.view());
+            view_at = now;
+        }
     }
     tracing::debug!(dropped_by_deadband = filter.dropped(), "pipeline drained");
     let last = Step {
@@ -129,6 +149,12 @@ async fn steps(
     };
     commit(store, &mut rules, last, Instant::now()).await?;
     store.flush().await
+}
+
+/// Whether a step changed an alarm, a work order or a meter: only those
+/// produce messages other than readings, or history.
+fn changes_rules_state(step: &Step) -> bool {
+    !step.history.is_empty() || step.messages.iter().any(|m| m.kind != Kind::Reading)
 }
 
 /// Queues a step's messages, then its history, then the rules state when

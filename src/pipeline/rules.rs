@@ -42,6 +42,7 @@ use crate::rules::{
     WorkOrder, WorkOrderBook, payload,
 };
 use crate::store::{HistoryEntry, HistoryKind, Kind, OutMessage, StoreError, StoreHandle};
+use crate::telemetry::RulesView;
 
 /// Alarm changes are saved at most this often.
 pub const SAVE_MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -163,6 +164,12 @@ impl RulesStage {
     /// The rules engine (alarm states, last readings).
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// A copy of the alarms away from normal, the open work orders and the
+    /// meters, for `/metrics` and `/api/status` (see `telemetry::rules_view`).
+    pub fn view(&self) -> RulesView {
+        RulesView::build(&self.rules, &self.engine, &self.book, &self.meters)
     }
 
     /// Puts back the state saved in the store, and returns the messages

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 
 pub mod broker;
+pub mod http;
 pub mod proxy;
 pub mod subscriber;
 pub mod tls_broker;

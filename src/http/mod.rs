@@ -1,0 +1,221 @@
+//! The local HTTP server: health, readiness, metrics and status
+//! (`docs/metrics.md`).
+//!
+//! | path | for | answer |
+//! |---|---|---|
+//! | `/healthz` | liveness (systemd, a supervisor) | `200 ok` while the pipeline task reports, else 503 |
+//! | `/readyz` | readiness | 200 when the config is loaded and the store answers, else 503; JSON with each part |
+//! | `/metrics` | Prometheus | text format 0.0.4 |
+//! | `/api/status` | a status page, a technician's `curl` | JSON (`docs/schemas/api-status.json`) |
+//!
+//! The server is axum on hyper (HTTP/1.1 only), chosen because the status
+//! page that comes next (server-sent events, ack and shelve buttons) fits
+//! it without another crate.
+//!
+//! # Ownership and shutdown
+//!
+//! [`bind`] opens the socket (a port already taken fails the start, with
+//! the address in the message); [`serve`] spawns the one task that owns it
+//! and every connection. The task stops accepting when its [`Shutdown`]
+//! fires, lets requests in progress finish for at most [`GRACE`], then
+//! drops whatever is left, so the gateway's shutdown deadline holds.
+//!
+//! # Bounds
+//!
+//! At most [`MAX_REQUESTS`] requests are served at once; more get 503 at
+//! once rather than a queue. A handler waits at most [`STORE_WAIT`] for
+//! the store thread: a store too busy to answer shows as `fieldgate_store_up
+//! 0` rather than a hung scrape. Nothing here writes: the endpoints are
+//! read-only (actions over HTTP come with a token in a later version), and
+//! they have no TLS, so a non-loopback address is warned about.
+
+mod health;
+mod metrics;
+mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+pub use status::status_json;
+
+use crate::shutdown::Shutdown;
+use crate::store::{Stats, StoreError, StoreHandle};
+use crate::telemetry::{ProcessStats, Snapshot, Telemetry, process};
+
+/// Requests served at once; more are answered 503 straight away.
+pub const MAX_REQUESTS: usize = 32;
+
+/// How long requests in progress may finish after the stop.
+pub const GRACE: Duration = Duration::from_secs(2);
+
+/// How long a handler waits for the store thread's figures.
+pub const STORE_WAIT: Duration = Duration::from_secs(2);
+
+/// `/healthz` fails when the pipeline task has not reported for this long
+/// (it reports at least every second while it runs).
+pub const LIVENESS_LIMIT: Duration = Duration::from_secs(30);
+
+/// Why the HTTP server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The address cannot be bound (port taken, address not on this host).
+    #[error(
+        "cannot listen on {addr} for health and metrics ([http] listen): {source}; \
+         free the port, choose another address, or set listen = \"\" to disable"
+    )]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A bound socket, not serving yet.
+#[derive(Debug)]
+pub struct Listener {
+    inner: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Listener {
+    /// The address bound (the real port when the config said port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// What the handlers read. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    /// The metrics registry of the running config (a reload replaces it).
+    pub telemetry: watch::Receiver<Arc<Telemetry>>,
+    /// The outbox, for its figures and as the readiness check.
+    pub store: StoreHandle,
+}
+
+impl HttpState {
+    /// The registry of the running config.
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        self.telemetry.borrow().clone()
+    }
+}
+
+/// Binds `addr`. Warns when it is reachable from other hosts.
+pub async fn bind(addr: SocketAddr) -> Result<Listener, HttpError> {
+    let inner = TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    let addr = inner
+        .local_addr()
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "the HTTP endpoints (metrics, and the status with every tag's value) are served \
+             without TLS or a token to anyone who can reach this address"
+        );
+    }
+    Ok(Listener { inner, addr })
+}
+
+/// Serves `listener` until `shutdown` fires (then at most [`GRACE`] more).
+pub fn serve(listener: Listener, state: HttpState, shutdown: Shutdown) -> JoinHandle<()> {
+    let addr = listener.addr;
+    tracing::info!(%addr, "HTTP: /healthz /readyz /metrics /api/status");
+    let app = router(state);
+    let mut stop = shutdown.clone();
+    let mut deadline = shutdown;
+    tokio::spawn(async move {
+        let server = axum::serve(listener.inner, app)
+            .with_graceful_shutdown(async move { stop.recv().await })
+            .into_future();
+        tokio::select! {
+            result = server => {
+                if let Err(e) = result {
+                    tracing::error!(%addr, error = %e, "HTTP server failed");
+                }
+            }
+            _ = async {
+                deadline.recv().await;
+                tokio::time::sleep(GRACE).await;
+            } => {
+                tracing::warn!(%addr, grace = ?GRACE, "HTTP requests still open at shutdown; dropped");
+            }
+        }
+        tracing::debug!(%addr, "HTTP server stopped");
+    })
+}
+
+/// The routes, with the request limit.
+pub fn router(state: HttpState) -> Router {
+    let permits = Arc::new(Semaphore::new(MAX_REQUESTS));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/api/status", get(status::status))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(permits, limit))
+        .with_state(state)
+}
+
+async fn limit(State(permits): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    // Held until the response is built.
+    let Ok(_permit) = permits.try_acquire() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "busy, try again\n").into_response();
+    };
+    next.run(request).await
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "not found; fieldgate serves /healthz /readyz /metrics /api/status\n",
+    )
+        .into_response()
+}
+
+/// The store's answer to a figures request.
+#[derive(Debug)]
+enum StoreCheck {
+    Open(Stats),
+    Failed(StoreError),
+    NoAnswer,
+}
+
+async fn check_store(store: &StoreHandle) -> StoreCheck {
+    match tokio::time::timeout(STORE_WAIT, store.stats()).await {
+        Ok(Ok(stats)) => StoreCheck::Open(stats),
+        Ok(Err(e)) => StoreCheck::Failed(e),
+        Err(_) => StoreCheck::NoAnswer,
+    }
+}
+
+/// Everything at this moment; the process figures only when asked (they
+/// read `/proc`, on the blocking pool).
+async fn gather(state: &HttpState, with_process: bool) -> Snapshot {
+    let store = match check_store(&state.store).await {
+        StoreCheck::Open(stats) => Some(stats),
+        _ => None,
+    };
+    let process = if with_process {
+        tokio::task::spawn_blocking(process::sample)
+            .await
+            .unwrap_or_default()
+    } else {
+        ProcessStats::default()
+    };
+    state.telemetry().snapshot(store, process)
+}

@@ -1,0 +1,160 @@
+//! `/api/status`: the read-only view a status page or a technician's
+//! `curl` uses. Its JSON Schema is `docs/schemas/api-status.json`.
+//!
+//! Times are RFC 3339 UTC with milliseconds, as in the MQTT payloads;
+//! values are written as in the data payloads (an unscaled `f32` with its
+//! own shortest digits, a non-finite float as `null`).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value as JsonValue, json};
+
+use super::{HttpState, gather};
+use crate::mqtt::payload::timestamp;
+use crate::rules::Timestamp;
+use crate::tag::{DataType, Tag, Value};
+use crate::telemetry::{DeviceMetrics, DeviceSnapshot, Snapshot};
+
+pub(super) async fn status(State(state): State<HttpState>) -> Response {
+    let snapshot = gather(&state, false).await;
+    Json(status_json(&snapshot, state.telemetry().devices())).into_response()
+}
+
+/// The status document of `s`, with the last readings kept in `devices`
+/// (the same devices, in the same order, as `s.devices`).
+pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceMetrics>]) -> JsonValue {
+    let uptime = s.at.duration_since(s.info.started).unwrap_or_default();
+    json!({
+        "gateway": {
+            "id": s.info.id,
+            "site": s.info.site,
+            "version": s.info.version,
+            "config_hash": s.info.config_hash,
+            "started": timestamp(s.info.started),
+            "uptime_s": uptime.as_secs(),
+        },
+        "generated_at": timestamp(s.at),
+        "devices": s.devices.iter().zip(devices).map(|(d, m)| device(d, m)).collect::<Vec<_>>(),
+        "alarms": s.rules.alarms.iter().map(|a| json!({
+            "rule": a.rule,
+            "state": a.state,
+            "priority": a.priority.as_str(),
+            "active": a.active,
+            "since": a.since.map(time),
+            "value": a.value.as_ref().map(|v| value(v, None)),
+            "limit": a.limit.as_ref().map(|v| value(v, None)),
+            "chattering": a.chattering,
+            "shelved_until": a.shelved_until.map(time),
+        })).collect::<Vec<_>>(),
+        "work_orders": s.rules.work_orders.iter().map(|w| json!({
+            "id": w.id,
+            "type": w.kind.as_str(),
+            "status": w.status.as_str(),
+            "priority": w.priority.as_str(),
+            "asset": w.asset,
+            "title": w.title,
+            "created_at": time(w.created_at),
+            "occurrences": w.occurrences,
+            "cmms_ref": w.cmms_ref,
+        })).collect::<Vec<_>>(),
+        "meters": s.rules.meters.iter().map(|m| json!({
+            "name": m.name,
+            "measure": m.measure.as_str(),
+            "value": finite(m.value),
+            "unit": m.unit,
+            "next_due": finite(m.next_due),
+            "due": m.due,
+        })).collect::<Vec<_>>(),
+        "outbox": s.store.as_ref().map(|st| json!({
+            "messages": st.messages,
+            "bytes": st.bytes,
+            "oldest_age_s": st
+                .oldest
+                .and_then(|t| s.at.duration_since(t).ok())
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        })),
+        "mqtt": {
+            "connected": s.mqtt.connected,
+            "reconnects": s.mqtt.reconnects,
+            "last_error": s.mqtt.last_error,
+        },
+    })
+}
+
+fn device(d: &DeviceSnapshot, m: &DeviceMetrics) -> JsonValue {
+    let (last_poll, tags) = m.with_last(|batch| match batch {
+        Some(b) => (
+            Some(timestamp(b.timestamp)),
+            b.readings
+                .iter()
+                .filter_map(|r| {
+                    let tag = b.device.tags.get(r.tag)?;
+                    Some(json!({
+                        "name": tag.name,
+                        "value": r.value.as_ref().map(|v| value(v, Some(tag))),
+                        "unit": tag.unit,
+                        "quality": r.quality.to_string(),
+                    }))
+                })
+                .collect::<Vec<_>>(),
+        ),
+        // Not polled yet: the tags, without a value or a quality.
+        None => (
+            None,
+            m.device()
+                .tags
+                .iter()
+                .map(|tag| json!({ "name": tag.name, "value": null, "unit": tag.unit, "quality": null }))
+                .collect(),
+        ),
+    });
+    json!({
+        "name": d.name,
+        "link": d.link,
+        "state": d.state.as_str(),
+        "since": d.since.map(timestamp),
+        "last_error": d.last_error,
+        "last_response_ms": d.last_response.map(|t| t.as_secs_f64() * 1000.0),
+        "last_success": d.last_success.map(timestamp),
+        "last_poll": last_poll,
+        "polls_ok": d.polls[0],
+        "polls_failed": d.polls[1],
+        "tags": tags,
+    })
+}
+
+fn time(t: Timestamp) -> String {
+    timestamp(t.to_system_time())
+}
+
+fn finite(x: f64) -> JsonValue {
+    if x.is_finite() {
+        json!(x)
+    } else {
+        JsonValue::Null
+    }
+}
+
+/// A value as the data payloads write it.
+fn value(v: &Value, tag: Option<&Tag>) -> JsonValue {
+    match v {
+        Value::Bool(b) => json!(b),
+        Value::Int(i) => json!(i),
+        Value::UInt(u) => json!(u),
+        Value::Float(x) if !x.is_finite() => JsonValue::Null,
+        // An f32 widened to f64 shows digits the device never held
+        // (55.68 → 55.68000030517578): go through f32's shortest form.
+        Value::Float(x) if tag.is_some_and(|t| t.data_type == DataType::F32 && t.is_unscaled()) => {
+            (*x as f32)
+                .to_string()
+                .parse::<f64>()
+                .map_or(JsonValue::Null, |y| json!(y))
+        }
+        Value::Float(x) => json!(x),
+        Value::Text(s) => json!(s),
+    }
+}

@@ -1,0 +1,407 @@
+//! Telemetry: what the gateway knows about itself, for `/metrics` and
+//! `/api/status` (`docs/metrics.md`).
+//!
+//! # Layout
+//!
+//! * this file: the [`Telemetry`] registry, built once from the config and
+//!   shared by `Arc`, and the [`Snapshot`] it produces;
+//! * [`histogram`]: the lock-free latency histogram;
+//! * [`device`]: per-device and per-link figures written by the pollers;
+//! * [`rules_view`]: the copy of the rules state the pipeline publishes;
+//! * [`process`]: RSS, CPU time, file descriptors and threads from `/proc`;
+//! * [`prometheus`]: the text exposition, a pure function of a snapshot.
+//!
+//! # Who writes what
+//!
+//! | figure | written by | how |
+//! |---|---|---|
+//! | device and link figures | the poller of the link | atomics ([`LinkProbe`]) |
+//! | last readings per device | the pipeline task | [`Telemetry::keep_last`] |
+//! | rules view, pipeline heartbeat | the pipeline task | [`Telemetry::publish_rules`] (a `watch`) |
+//! | MQTT figures | the forwarder | [`ForwarderStats`] atomics |
+//! | outbox figures | the store thread | asked for at each scrape |
+//!
+//! Readers (the HTTP handlers) never block a writer for longer than a copy.
+
+pub mod device;
+pub mod histogram;
+pub mod process;
+pub mod prometheus;
+pub mod rules_view;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+pub use device::{
+    DeviceMetrics, DeviceSnapshot, DeviceState, LinkMetrics, LinkProbe, LinkSnapshot, link_label,
+};
+pub use histogram::{Histogram, HistogramSnapshot};
+pub use process::ProcessStats;
+pub use rules_view::{AlarmView, MeterView, RulesView, WorkOrderView};
+
+use crate::config::Config;
+use crate::heartbeat::Heartbeat;
+use crate::modbus::{self, Batch, Endpoint};
+use crate::mqtt::forwarder::ForwarderStats;
+use crate::store::Stats;
+
+/// Who this gateway is, for `fieldgate_build_info` and `/api/status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayInfo {
+    /// `[gateway] id`.
+    pub id: String,
+    /// `[gateway] site`.
+    pub site: String,
+    /// fieldgate's version.
+    pub version: &'static str,
+    /// SHA-256 (hex) of the config and its tag maps.
+    pub config_hash: String,
+    /// When the process started.
+    pub started: SystemTime,
+}
+
+/// The metrics registry of one running config.
+#[derive(Debug)]
+pub struct Telemetry {
+    info: GatewayInfo,
+    /// Every device, in config order.
+    devices: Vec<Arc<DeviceMetrics>>,
+    /// Device name → index in `devices`, for [`keep_last`](Self::keep_last).
+    by_name: HashMap<String, usize>,
+    links: Vec<Arc<LinkMetrics>>,
+    mqtt: Arc<ForwarderStats>,
+    /// The latest rules view. A `watch` rather than a lock: the pipeline
+    /// replaces it without waiting for readers, and a later status page can
+    /// subscribe to changes.
+    /// Shared with the registries of later configs (reloads), so that
+    /// subscribers keep their channel.
+    rules: Arc<watch::Sender<Arc<RulesView>>>,
+    /// The pipeline's heartbeat (also fed to the systemd watchdog).
+    heartbeat: Heartbeat,
+}
+
+/// Everything `/metrics` and `/api/status` show, taken at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Who this gateway is.
+    pub info: GatewayInfo,
+    /// When the snapshot was taken.
+    pub at: SystemTime,
+    /// Every device, in config order.
+    pub devices: Vec<DeviceSnapshot>,
+    /// Every link, in the pollers' order.
+    pub links: Vec<LinkSnapshot>,
+    /// The outbox's figures; `None` when the store did not answer.
+    pub store: Option<Stats>,
+    /// The forwarder's figures.
+    pub mqtt: MqttSnapshot,
+    /// The rules stage's state.
+    pub rules: Arc<RulesView>,
+    /// The process's resources (fields `None` where unknown).
+    pub process: ProcessStats,
+    /// Time since the pipeline task last published (its heartbeat).
+    pub pipeline_idle: Duration,
+}
+
+/// The forwarder's figures at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MqttSnapshot {
+    /// A session with the broker is up.
+    pub connected: bool,
+    /// CONNACKs after the first.
+    pub reconnects: u64,
+    /// Outbox rows written to the network (resends included).
+    pub published: u64,
+    /// Outbox rows the broker confirmed.
+    pub acked: u64,
+    /// Inbound messages passed to the rules.
+    pub inbound: u64,
+    /// Inbound messages dropped (channel full).
+    pub inbound_dropped: u64,
+    /// Rows skipped because they can never be sent.
+    pub skipped: u64,
+    /// The last connection or store error.
+    pub last_error: Option<String>,
+}
+
+impl MqttSnapshot {
+    /// Reads the forwarder's counters.
+    pub fn of(stats: &ForwarderStats) -> MqttSnapshot {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MqttSnapshot {
+            connected: stats.connected.load(Ordering::Relaxed),
+            reconnects: load(&stats.reconnects),
+            published: load(&stats.published),
+            acked: load(&stats.acked),
+            inbound: load(&stats.inbound),
+            inbound_dropped: load(&stats.inbound_dropped),
+            skipped: load(&stats.skipped),
+            last_error: stats.last_error(),
+        }
+    }
+}
+
+impl Telemetry {
+    /// A registry at zero for every device and link of `config`.
+    pub fn new(config: &Config, started: SystemTime) -> Telemetry {
+        let mut links = Vec::new();
+        let mut link_of: HashMap<&str, String> = HashMap::new();
+        let grouped = modbus::links(config);
+        for (endpoint, devices) in &grouped {
+            let label = link_label(endpoint);
+            for d in devices {
+                link_of.insert(d.name.as_str(), label.clone());
+            }
+            links.push(Arc::new(LinkMetrics::new(label)));
+        }
+        let devices: Vec<Arc<DeviceMetrics>> = config
+            .devices
+            .iter()
+            .map(|d| {
+                // A device on no link (an unknown bus, which `check`
+                // refuses) is still listed, and never polled.
+                let link = link_of.get(d.name.as_str()).cloned().unwrap_or_default();
+                Arc::new(DeviceMetrics::new(Arc::new(d.clone()), link))
+            })
+            .collect();
+        let by_name = devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.device().name.clone(), i))
+            .collect();
+        Telemetry {
+            info: GatewayInfo {
+                id: config.gateway.id.clone(),
+                site: config.gateway.site.clone(),
+                version: env!("CARGO_PKG_VERSION"),
+                config_hash: config.hash.clone(),
+                started,
+            },
+            devices,
+            by_name,
+            links,
+            mqtt: Arc::new(ForwarderStats::default()),
+            rules: Arc::new(watch::Sender::new(Arc::new(RulesView::default()))),
+            heartbeat: Heartbeat::new(),
+        }
+    }
+
+    /// The registry of a reloaded `config`: devices whose settings did not
+    /// change keep their figures (and counters keep counting), links keep
+    /// theirs by label; new devices start at zero. The MQTT counters, the
+    /// rules view's channel and the heartbeat carry over.
+    pub fn reconfigured(&self, config: &Config) -> Telemetry {
+        let mut next = Telemetry::new(config, self.info.started);
+        for d in &mut next.devices {
+            if let Some(old) = self
+                .devices
+                .iter()
+                .find(|o| o.device() == d.device() && o.link() == d.link())
+            {
+                *d = old.clone();
+            }
+        }
+        for l in &mut next.links {
+            if let Some(old) = self.links.iter().find(|o| o.label() == l.label()) {
+                *l = old.clone();
+            }
+        }
+        next.mqtt = self.mqtt.clone();
+        next.rules = self.rules.clone();
+        next.heartbeat = self.heartbeat.clone();
+        next
+    }
+
+    /// The pipeline's heartbeat.
+    pub fn heartbeat(&self) -> &Heartbeat {
+        &self.heartbeat
+    }
+
+    /// Who this gateway is.
+    pub fn info(&self) -> &GatewayInfo {
+        &self.info
+    }
+
+    /// What the poller of `endpoint` records into.
+    pub fn link_probe(&self, endpoint: &Endpoint) -> LinkProbe {
+        let label = link_label(endpoint);
+        let link = self
+            .links
+            .iter()
+            .find(|l| l.label() == label)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(LinkMetrics::new(label.clone())));
+        let devices = self
+            .devices
+            .iter()
+            .filter(|d| d.link() == label)
+            .cloned()
+            .collect();
+        LinkProbe::new(link, devices)
+    }
+
+    /// The counters the forwarder writes (give it this one).
+    pub fn mqtt_stats(&self) -> Arc<ForwarderStats> {
+        self.mqtt.clone()
+    }
+
+    /// Every device's figures, in config order.
+    pub fn devices(&self) -> &[Arc<DeviceMetrics>] {
+        &self.devices
+    }
+
+    /// Keeps `batch` as its device's last readings, for `/api/status`.
+    ///
+    /// Called by the pipeline task once it is done with the batch rather
+    /// than by the poller: the batch is moved here instead of cloned, so
+    /// the poller's hot path stays as it was and no reading is copied.
+    /// (The last values are therefore those the pipeline has seen, at
+    /// most the batch channel behind the poller.)
+    pub fn keep_last(&self, batch: Batch) {
+        if let Some(&i) = self.by_name.get(batch.device.name.as_str()) {
+            // Freed here, outside the device's lock.
+            drop(self.devices[i].keep_last(batch));
+        }
+    }
+
+    /// Publishes the rules stage's state; also the pipeline's heartbeat.
+    pub fn publish_rules(&self, view: RulesView) {
+        self.rules.send_replace(Arc::new(view));
+        self.beat();
+    }
+
+    /// The latest rules view.
+    pub fn rules(&self) -> Arc<RulesView> {
+        self.rules.borrow().clone()
+    }
+
+    /// A receiver that sees every new rules view (for live pages).
+    pub fn subscribe_rules(&self) -> watch::Receiver<Arc<RulesView>> {
+        self.rules.subscribe()
+    }
+
+    /// Records that the pipeline task is alive.
+    pub fn beat(&self) {
+        self.heartbeat.beat();
+    }
+
+    /// Time since the pipeline's last heartbeat (since start before it).
+    pub fn pipeline_idle(&self) -> Duration {
+        self.heartbeat.age()
+    }
+
+    /// Everything at this moment; `store` and `process` are gathered by
+    /// the caller (they take I/O).
+    pub fn snapshot(&self, store: Option<Stats>, process: ProcessStats) -> Snapshot {
+        let devices: Vec<DeviceSnapshot> = self.devices.iter().map(|d| d.snapshot()).collect();
+        let links = self
+            .links
+            .iter()
+            .map(|l| l.snapshot(devices.iter().filter(|d| d.link == l.label())))
+            .collect();
+        Snapshot {
+            info: self.info.clone(),
+            at: SystemTime::now(),
+            devices,
+            links,
+            store,
+            mqtt: MqttSnapshot::of(&self.mqtt),
+            rules: self.rules(),
+            process,
+            pipeline_idle: self.pipeline_idle(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fieldgate.toml");
+        std::fs::write(
+            &path,
+            r#"
+[gateway]
+id = "gw"
+site = "s"
+data_dir = "/tmp/x"
+[[buses]]
+name = "line1"
+port = "/dev/ttyUSB0"
+[[devices]]
+name = "a"
+tcp = "127.0.0.1:5020"
+tags = [{ name = "t", area = "holding", address = 0, type = "u16" }]
+[[devices]]
+name = "b"
+tcp = "127.0.0.1:5020"
+unit = 2
+tags = [{ name = "t", area = "holding", address = 0, type = "u16" }]
+[[devices]]
+name = "c"
+bus = "line1"
+tags = [{ name = "t", area = "holding", address = 0, type = "u16" }]
+"#,
+        )
+        .unwrap();
+        match crate::config::load_with_env(&path, &[]) {
+            Ok(l) => l.config,
+            Err(p) => panic!("{p}"),
+        }
+    }
+
+    #[test]
+    fn links_sum_their_devices() {
+        let config = config();
+        let t = Telemetry::new(&config, SystemTime::now());
+        let links = modbus::links(&config);
+        let (tcp, devices) = links
+            .iter()
+            .find(|(e, _)| matches!(e, Endpoint::Tcp(_)))
+            .unwrap();
+        let probe = t.link_probe(tcp);
+        assert_eq!(probe.link.label(), "tcp:127.0.0.1:5020");
+        for d in devices {
+            probe.device(d).poll_ok(SystemTime::now());
+        }
+        let s = t.snapshot(None, ProcessStats::default());
+        assert_eq!(s.devices.len(), 3);
+        let tcp = s
+            .links
+            .iter()
+            .find(|l| l.label.starts_with("tcp:"))
+            .unwrap();
+        assert_eq!(tcp.polls, [2, 0, 0]);
+        let bus = s.links.iter().find(|l| l.label == "bus:line1").unwrap();
+        assert_eq!(bus.polls, [0, 0, 0]);
+        assert_eq!(s.devices[2].link, "bus:line1");
+    }
+
+    #[test]
+    fn the_last_batch_is_kept_per_device() {
+        let config = config();
+        let t = Telemetry::new(&config, SystemTime::now());
+        let device = Arc::new(config.devices[1].clone());
+        t.keep_last(Batch {
+            device: device.clone(),
+            timestamp: SystemTime::now(),
+            readings: vec![crate::modbus::Reading::good(0, crate::tag::Value::Int(7))],
+        });
+        let n = t.devices()[1].with_last(|b| b.map(|b| b.readings.len()));
+        assert_eq!(n, Some(1));
+        assert!(t.devices()[0].with_last(|b| b.is_none()));
+    }
+
+    #[test]
+    fn the_heartbeat_moves() {
+        let t = Telemetry::new(&config(), SystemTime::now());
+        t.beat();
+        assert!(t.pipeline_idle() < Duration::from_secs(5));
+    }
+}

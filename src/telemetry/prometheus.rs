@@ -1,0 +1,907 @@
+//! The Prometheus text exposition (format 0.0.4) of a [`Snapshot`].
+//!
+//! Written by hand into one `String`: the format is small and stable, the
+//! figures already live in our own atomics, and a metrics crate would keep
+//! a second copy of every figure in its own registry. Every name and label
+//! is documented in `docs/metrics.md`; a change here changes that file.
+//!
+//! Conventions: everything is named `fieldgate_…`; counters end in
+//! `_total`; units are in the name and are the base units (`_seconds`,
+//! `_bytes`); a figure that is not known (a device never answered, `/proc`
+//! missing) is left out rather than shown as 0.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::Snapshot;
+use super::device::{DeviceState, ERROR_REASONS, POLL_RESULTS};
+use super::histogram::{BOUNDS_LE, HistogramSnapshot};
+use super::rules_view::PRIORITIES;
+use crate::rules::Measure;
+
+/// The `Content-Type` of the exposition.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders `s` as Prometheus text.
+pub fn render(s: &Snapshot) -> String {
+    let mut out = Out(String::with_capacity(4096 + s.devices.len() * 3072));
+    gateway(&mut out, s);
+    devices(&mut out, s);
+    links(&mut out, s);
+    outbox(&mut out, s);
+    mqtt(&mut out, s);
+    rules(&mut out, s);
+    process(&mut out, s);
+    out.0
+}
+
+fn gateway(out: &mut Out, s: &Snapshot) {
+    out.family(
+        "fieldgate_build_info",
+        "gauge",
+        "Always 1; the labels say which build runs which configuration.",
+    );
+    out.int(
+        "fieldgate_build_info",
+        &[
+            ("version", s.info.version),
+            ("config_hash", &s.info.config_hash),
+        ],
+        1,
+    );
+    out.family(
+        "fieldgate_start_time_seconds",
+        "gauge",
+        "When the process started, Unix time.",
+    );
+    out.float("fieldgate_start_time_seconds", &[], unix(s.info.started));
+    out.family(
+        "fieldgate_pipeline_idle_seconds",
+        "gauge",
+        "Time since the pipeline task last reported; above 30 s /healthz fails.",
+    );
+    out.float(
+        "fieldgate_pipeline_idle_seconds",
+        &[],
+        s.pipeline_idle.as_secs_f64(),
+    );
+}
+
+fn devices(out: &mut Out, s: &Snapshot) {
+    if s.devices.is_empty() {
+        return;
+    }
+    let labels = |d: &super::DeviceSnapshot| [("device", d.name.clone()), ("link", d.link.clone())];
+
+    out.family(
+        "fieldgate_device_up",
+        "gauge",
+        "1 while the device answers its polls, 0 while it fails or before its first poll.",
+    );
+    for d in &s.devices {
+        let l = labels(d);
+        out.int(
+            "fieldgate_device_up",
+            &refs(&l),
+            u64::from(d.state == DeviceState::Polling),
+        );
+    }
+    out.family(
+        "fieldgate_device_polls_total",
+        "counter",
+        "Polls by result: ok (answered, possibly in part), failed (no answer, or no connection), skipped (not sent while the device or its link backs off).",
+    );
+    for d in &s.devices {
+        let l = labels(d);
+        for (result, n) in POLL_RESULTS.iter().zip(d.polls) {
+            out.int(
+                "fieldgate_device_polls_total",
+                &with(&l, ("result", result)),
+                n,
+            );
+        }
+    }
+    out.family(
+        "fieldgate_device_request_errors_total",
+        "counter",
+        "Failed Modbus requests by reason (retries included).",
+    );
+    for d in &s.devices {
+        let l = labels(d);
+        for (reason, n) in ERROR_REASONS.iter().zip(d.errors) {
+            out.int(
+                "fieldgate_device_request_errors_total",
+                &with(&l, ("reason", reason)),
+                n,
+            );
+        }
+    }
+    out.family(
+        "fieldgate_device_registers_read_total",
+        "counter",
+        "Registers and coils/inputs received in good answers.",
+    );
+    for d in &s.devices {
+        out.int(
+            "fieldgate_device_registers_read_total",
+            &refs(&labels(d)),
+            d.registers,
+        );
+    }
+    out.family(
+        "fieldgate_device_request_duration_seconds",
+        "histogram",
+        "Time from sending a Modbus request to its answer (good or exception); timeouts are not included.",
+    );
+    for d in &s.devices {
+        out.histogram(
+            "fieldgate_device_request_duration_seconds",
+            &refs(&labels(d)),
+            &d.latency,
+        );
+    }
+    if s.devices.iter().any(|d| d.last_response.is_some()) {
+        out.family(
+            "fieldgate_device_last_response_seconds",
+            "gauge",
+            "Latency of the device's last answer.",
+        );
+        for d in &s.devices {
+            if let Some(t) = d.last_response {
+                out.float(
+                    "fieldgate_device_last_response_seconds",
+                    &refs(&labels(d)),
+                    t.as_secs_f64(),
+                );
+            }
+        }
+    }
+    if s.devices.iter().any(|d| d.last_success.is_some()) {
+        out.family(
+            "fieldgate_device_last_success_timestamp_seconds",
+            "gauge",
+            "When the device's last answered poll started, Unix time.",
+        );
+        for d in &s.devices {
+            if let Some(t) = d.last_success {
+                out.float(
+                    "fieldgate_device_last_success_timestamp_seconds",
+                    &refs(&labels(d)),
+                    unix(t),
+                );
+            }
+        }
+    }
+    if s.devices.iter().any(|d| d.state == DeviceState::Failing) {
+        out.family(
+            "fieldgate_device_failing_since_timestamp_seconds",
+            "gauge",
+            "While the device fails: when its first failed poll started, Unix time.",
+        );
+        for d in &s.devices {
+            if let (DeviceState::Failing, Some(t)) = (d.state, d.since) {
+                out.float(
+                    "fieldgate_device_failing_since_timestamp_seconds",
+                    &refs(&labels(d)),
+                    unix(t),
+                );
+            }
+        }
+    }
+}
+
+fn links(out: &mut Out, s: &Snapshot) {
+    if s.links.is_empty() {
+        return;
+    }
+    let labels = |l: &super::LinkSnapshot| [("link", l.label.clone())];
+    out.family(
+        "fieldgate_link_connected",
+        "gauge",
+        "1 while the link's TCP connection or serial port is open.",
+    );
+    for l in &s.links {
+        out.int(
+            "fieldgate_link_connected",
+            &refs(&labels(l)),
+            u64::from(l.connected),
+        );
+    }
+    out.family(
+        "fieldgate_link_reconnects_total",
+        "counter",
+        "Connections (or port openings) after the first.",
+    );
+    for l in &s.links {
+        out.int(
+            "fieldgate_link_reconnects_total",
+            &refs(&labels(l)),
+            l.reconnects,
+        );
+    }
+    out.family(
+        "fieldgate_link_connect_failures_total",
+        "counter",
+        "Connection attempts that failed.",
+    );
+    for l in &s.links {
+        out.int(
+            "fieldgate_link_connect_failures_total",
+            &refs(&labels(l)),
+            l.connect_failures,
+        );
+    }
+    out.family(
+        "fieldgate_link_polls_total",
+        "counter",
+        "Polls of the link's devices by result (see fieldgate_device_polls_total).",
+    );
+    for l in &s.links {
+        let lb = labels(l);
+        for (result, n) in POLL_RESULTS.iter().zip(l.polls) {
+            out.int(
+                "fieldgate_link_polls_total",
+                &with(&lb, ("result", result)),
+                n,
+            );
+        }
+    }
+    out.family(
+        "fieldgate_link_request_errors_total",
+        "counter",
+        "Failed requests to the link's devices by reason.",
+    );
+    for l in &s.links {
+        let lb = labels(l);
+        for (reason, n) in ERROR_REASONS.iter().zip(l.errors) {
+            out.int(
+                "fieldgate_link_request_errors_total",
+                &with(&lb, ("reason", reason)),
+                n,
+            );
+        }
+    }
+    out.family(
+        "fieldgate_link_registers_read_total",
+        "counter",
+        "Registers and bits read from the link's devices.",
+    );
+    for l in &s.links {
+        out.int(
+            "fieldgate_link_registers_read_total",
+            &refs(&labels(l)),
+            l.registers,
+        );
+    }
+    out.family(
+        "fieldgate_link_request_duration_seconds",
+        "histogram",
+        "Request latency over all of the link's devices.",
+    );
+    for l in &s.links {
+        out.histogram(
+            "fieldgate_link_request_duration_seconds",
+            &refs(&labels(l)),
+            &l.latency,
+        );
+    }
+    if s.links.iter().any(|l| l.last_success.is_some()) {
+        out.family(
+            "fieldgate_link_last_success_timestamp_seconds",
+            "gauge",
+            "When the last answered poll of any of the link's devices started, Unix time.",
+        );
+        for l in &s.links {
+            if let Some(t) = l.last_success {
+                out.float(
+                    "fieldgate_link_last_success_timestamp_seconds",
+                    &refs(&labels(l)),
+                    unix(t),
+                );
+            }
+        }
+    }
+}
+
+fn outbox(out: &mut Out, s: &Snapshot) {
+    out.family(
+        "fieldgate_store_up",
+        "gauge",
+        "1 when the outbox's store thread answered this scrape.",
+    );
+    out.int("fieldgate_store_up", &[], u64::from(s.store.is_some()));
+    let Some(st) = &s.store else {
+        return;
+    };
+    let gauges: [(&str, &str, u64); 4] = [
+        (
+            "fieldgate_outbox_messages",
+            "Messages waiting in the outbox for the broker's acknowledgement.",
+            st.messages,
+        ),
+        (
+            "fieldgate_outbox_bytes",
+            "Bytes of topic and payload waiting in the outbox.",
+            st.bytes,
+        ),
+        (
+            "fieldgate_outbox_file_bytes",
+            "Size of the database file plus its write-ahead log.",
+            st.file_bytes,
+        ),
+        (
+            "fieldgate_outbox_max_bytes",
+            "The size bound in force (max_bytes).",
+            st.max_bytes,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        out.family(name, "gauge", help);
+        out.int(name, &[], v);
+    }
+    out.family(
+        "fieldgate_outbox_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest waiting message; 0 when the outbox is empty.",
+    );
+    let age = st
+        .oldest
+        .and_then(|t| s.at.duration_since(t).ok())
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    out.float("fieldgate_outbox_oldest_age_seconds", &[], age);
+    let counters: [(&str, &str, u64); 3] = [
+        (
+            "fieldgate_outbox_inserted_total",
+            "Messages committed to the outbox since start.",
+            st.inserted,
+        ),
+        (
+            "fieldgate_outbox_acked_total",
+            "Messages deleted from the outbox after the broker acknowledged them, since start.",
+            st.acked,
+        ),
+        (
+            "fieldgate_outbox_rejected_total",
+            "Messages refused since start because alone they exceed max_bytes.",
+            st.rejected,
+        ),
+    ];
+    for (name, help, v) in counters {
+        out.family(name, "counter", help);
+        out.int(name, &[], v);
+    }
+    out.family(
+        "fieldgate_outbox_evicted_total",
+        "counter",
+        "Messages evicted by the size and age bounds, by kind, since the database file was created.",
+    );
+    out.int(
+        "fieldgate_outbox_evicted_total",
+        &[("kind", "reading")],
+        st.evicted_readings,
+    );
+    out.int(
+        "fieldgate_outbox_evicted_total",
+        &[("kind", "other")],
+        st.evicted_other,
+    );
+}
+
+fn mqtt(out: &mut Out, s: &Snapshot) {
+    let m = &s.mqtt;
+    out.family(
+        "fieldgate_mqtt_connected",
+        "gauge",
+        "1 while a session with the broker is up.",
+    );
+    out.int("fieldgate_mqtt_connected", &[], u64::from(m.connected));
+    let counters: [(&str, &str, u64); 6] = [
+        (
+            "fieldgate_mqtt_reconnects_total",
+            "Sessions established after the first.",
+            m.reconnects,
+        ),
+        (
+            "fieldgate_mqtt_published_total",
+            "Outbox messages written to the broker, resends after a reconnect included.",
+            m.published,
+        ),
+        (
+            "fieldgate_mqtt_acked_total",
+            "Outbox messages the broker acknowledged (PUBACK, or PUBCOMP at QoS 2).",
+            m.acked,
+        ),
+        (
+            "fieldgate_mqtt_inbound_total",
+            "Messages received (acks, shelve requests, work-order status) and passed to the rules.",
+            m.inbound,
+        ),
+        (
+            "fieldgate_mqtt_inbound_dropped_total",
+            "Messages received and dropped because the rules stage was behind.",
+            m.inbound_dropped,
+        ),
+        (
+            "fieldgate_mqtt_skipped_total",
+            "Outbox messages skipped because they can never be sent (too large, invalid topic), each time met.",
+            m.skipped,
+        ),
+    ];
+    for (name, help, v) in counters {
+        out.family(name, "counter", help);
+        out.int(name, &[], v);
+    }
+}
+
+fn rules(out: &mut Out, s: &Snapshot) {
+    let r = &s.rules;
+    out.family("fieldgate_rules", "gauge", "Rules configured.");
+    out.int("fieldgate_rules", &[], r.rules as u64);
+    out.family(
+        "fieldgate_alarms_active",
+        "gauge",
+        "Alarms whose condition holds, shelved ones included, by priority.",
+    );
+    for (p, n) in PRIORITIES.iter().zip(r.active_by_priority) {
+        out.int("fieldgate_alarms_active", &[("priority", p.as_str())], n);
+    }
+    out.family(
+        "fieldgate_alarms_unacked",
+        "gauge",
+        "Alarms awaiting acknowledgement (active or returned), by priority.",
+    );
+    for (p, n) in PRIORITIES.iter().zip(r.unacked_by_priority) {
+        out.int("fieldgate_alarms_unacked", &[("priority", p.as_str())], n);
+    }
+    out.family("fieldgate_alarms_shelved", "gauge", "Shelved alarms.");
+    out.int("fieldgate_alarms_shelved", &[], r.shelved);
+    out.family(
+        "fieldgate_alarms_chattering",
+        "gauge",
+        "Alarms flagged as chattering.",
+    );
+    out.int("fieldgate_alarms_chattering", &[], r.chattering);
+    let (corrective, preventive) = r.work_orders_by_type();
+    out.family(
+        "fieldgate_workorders_open",
+        "gauge",
+        "Work orders not closed by the CMMS, by type.",
+    );
+    out.int(
+        "fieldgate_workorders_open",
+        &[("type", "corrective")],
+        corrective,
+    );
+    out.int(
+        "fieldgate_workorders_open",
+        &[("type", "preventive")],
+        preventive,
+    );
+
+    let runtime = || r.meters.iter().filter(|m| m.measure == Measure::Runtime);
+    let count = || r.meters.iter().filter(|m| m.measure == Measure::Count);
+    if runtime().next().is_some() {
+        out.family(
+            "fieldgate_meter_runtime_seconds",
+            "gauge",
+            "Runtime counted by a runtime meter.",
+        );
+        for m in runtime() {
+            out.float(
+                "fieldgate_meter_runtime_seconds",
+                &[("meter", &m.name)],
+                m.value * 3600.0,
+            );
+        }
+        out.family(
+            "fieldgate_meter_runtime_threshold_seconds",
+            "gauge",
+            "The runtime at which the meter is next due (the pending one while due).",
+        );
+        for m in runtime() {
+            out.float(
+                "fieldgate_meter_runtime_threshold_seconds",
+                &[("meter", &m.name)],
+                m.next_due * 3600.0,
+            );
+        }
+    }
+    if count().next().is_some() {
+        out.family(
+            "fieldgate_meter_count",
+            "gauge",
+            "Rising edges counted by a count meter.",
+        );
+        for m in count() {
+            out.float("fieldgate_meter_count", &[("meter", &m.name)], m.value);
+        }
+        out.family(
+            "fieldgate_meter_count_threshold",
+            "gauge",
+            "The count at which the meter is next due (the pending one while due).",
+        );
+        for m in count() {
+            out.float(
+                "fieldgate_meter_count_threshold",
+                &[("meter", &m.name)],
+                m.next_due,
+            );
+        }
+    }
+    if !r.meters.is_empty() {
+        out.family(
+            "fieldgate_meter_due",
+            "gauge",
+            "1 while a meter's threshold is reached and its preventive work order is not closed.",
+        );
+        for m in &r.meters {
+            out.int(
+                "fieldgate_meter_due",
+                &[("meter", &m.name)],
+                u64::from(m.due),
+            );
+        }
+    }
+}
+
+fn process(out: &mut Out, s: &Snapshot) {
+    let p = &s.process;
+    if let Some(v) = p.rss_bytes {
+        out.family(
+            "fieldgate_process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the process.",
+        );
+        out.int("fieldgate_process_resident_memory_bytes", &[], v);
+    }
+    if let Some(v) = p.cpu_seconds {
+        out.family(
+            "fieldgate_process_cpu_seconds_total",
+            "counter",
+            "CPU time of the process, user and system.",
+        );
+        out.float("fieldgate_process_cpu_seconds_total", &[], v);
+    }
+    if let Some(v) = p.open_fds {
+        out.family(
+            "fieldgate_process_open_fds",
+            "gauge",
+            "Open file descriptors.",
+        );
+        out.int("fieldgate_process_open_fds", &[], v);
+    }
+    if let Some(v) = p.threads {
+        out.family(
+            "fieldgate_process_threads",
+            "gauge",
+            "Threads of the process.",
+        );
+        out.int("fieldgate_process_threads", &[], v);
+    }
+}
+
+/// The output and the line syntax.
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = write!(self.0, "# HELP {name} ");
+        escape(&mut self.0, help, false);
+        let _ = writeln!(self.0, "\n# TYPE {name} {kind}");
+    }
+
+    fn int(&mut self, name: &str, labels: &[(&str, &str)], v: u64) {
+        self.name_labels(name, labels, None);
+        let _ = writeln!(self.0, " {v}");
+    }
+
+    fn float(&mut self, name: &str, labels: &[(&str, &str)], v: f64) {
+        self.name_labels(name, labels, None);
+        self.0.push(' ');
+        float(&mut self.0, v);
+        self.0.push('\n');
+    }
+
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &HistogramSnapshot) {
+        let bucket = format!("{name}_bucket");
+        for (le, n) in BOUNDS_LE.iter().zip(h.cumulative()) {
+            self.name_labels(&bucket, labels, Some(le));
+            let _ = writeln!(self.0, " {n}");
+        }
+        let count = h.count();
+        self.name_labels(&bucket, labels, Some("+Inf"));
+        let _ = writeln!(self.0, " {count}");
+        self.float(&format!("{name}_sum"), labels, h.sum_seconds());
+        self.int(&format!("{name}_count"), labels, count);
+    }
+
+    fn name_labels(&mut self, name: &str, labels: &[(&str, &str)], le: Option<&str>) {
+        self.0.push_str(name);
+        if labels.is_empty() && le.is_none() {
+            return;
+        }
+        self.0.push('{');
+        let extra = le.map(|le| ("le", le));
+        for (i, (k, v)) in labels.iter().copied().chain(extra).enumerate() {
+            if i > 0 {
+                self.0.push(',');
+            }
+            self.0.push_str(k);
+            self.0.push_str("=\"");
+            escape(&mut self.0, v, true);
+            self.0.push('"');
+        }
+        self.0.push('}');
+    }
+}
+
+/// Escapes a label value (`\`, `"`, newline) or a HELP text (`\`, newline).
+fn escape(out: &mut String, text: &str, quote: bool) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quote => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A sample value as Prometheus reads it (`+Inf`, `-Inf`, `NaN`).
+fn float(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn refs<'a, const N: usize>(labels: &'a [(&'a str, String); N]) -> [(&'a str, &'a str); N] {
+    labels.each_ref().map(|(k, v)| (*k, v.as_str()))
+}
+
+fn with<'a>(labels: &'a [(&'a str, String)], extra: (&'a str, &'a str)) -> Vec<(&'a str, &'a str)> {
+    labels
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(std::iter::once(extra))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::Priority;
+    use crate::store::Stats;
+    use crate::telemetry::device::{DeviceSnapshot, LinkSnapshot};
+    use crate::telemetry::rules_view::{MeterView, RulesView};
+    use crate::telemetry::{GatewayInfo, MqttSnapshot, ProcessStats};
+
+    fn snapshot() -> Snapshot {
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut latency = HistogramSnapshot::default();
+        latency.buckets[0] = 3; // ≤ 1 ms
+        latency.buckets[2] = 1; // ≤ 5 ms
+        latency.buckets[12] = 1; // > 5 s
+        latency.sum_us = 3 * 800 + 4_000 + 6_000_000;
+        let device = DeviceSnapshot {
+            name: "pump \"one\"\\\n".into(),
+            link: "tcp:10.0.0.5:502".into(),
+            state: DeviceState::Failing,
+            since: Some(t),
+            last_error: Some("no answer within 1s".into()),
+            polls: [10, 2, 5],
+            errors: [2, 0, 1, 0],
+            registers: 190,
+            latency,
+            last_response: Some(Duration::from_millis(4)),
+            last_success: Some(t),
+        };
+        let link = LinkSnapshot {
+            label: "tcp:10.0.0.5:502".into(),
+            connected: false,
+            reconnects: 1,
+            connect_failures: 3,
+            polls: [10, 2, 5],
+            errors: [2, 0, 1, 0],
+            registers: 190,
+            latency,
+            last_success: Some(t),
+        };
+        let mut rules = RulesView {
+            rules: 4,
+            ..RulesView::default()
+        };
+        rules.active_by_priority[crate::telemetry::rules_view::priority_index(Priority::High)] = 2;
+        rules.meters.push(MeterView {
+            name: "pump_hours".into(),
+            measure: Measure::Runtime,
+            value: 1.5,
+            unit: "h",
+            next_due: 500.0,
+            due: false,
+        });
+        Snapshot {
+            info: GatewayInfo {
+                id: "gw".into(),
+                site: "s".into(),
+                version: "0.1.0",
+                config_hash: "ab".repeat(32),
+                started: t,
+            },
+            at: t + Duration::from_secs(60),
+            devices: vec![device],
+            links: vec![link],
+            store: Some(Stats {
+                messages: 7,
+                bytes: 900,
+                oldest: Some(t + Duration::from_secs(30)),
+                inserted: 100,
+                acked: 93,
+                evicted_readings: 4,
+                ..Stats::default()
+            }),
+            mqtt: MqttSnapshot {
+                connected: true,
+                published: 95,
+                acked: 93,
+                ..MqttSnapshot::default()
+            },
+            rules: Arc::new(rules),
+            process: ProcessStats {
+                rss_bytes: Some(12_345_678),
+                cpu_seconds: Some(1.25),
+                open_fds: None,
+                threads: Some(6),
+            },
+            pipeline_idle: Duration::from_millis(250),
+        }
+    }
+
+    #[test]
+    fn samples_labels_and_escapes() {
+        let text = render(&snapshot());
+        let device = r#"device="pump \"one\"\\\n",link="tcp:10.0.0.5:502""#;
+        for line in [
+            format!(
+                "fieldgate_build_info{{version=\"0.1.0\",config_hash=\"{}\"}} 1",
+                "ab".repeat(32)
+            ),
+            format!("fieldgate_device_polls_total{{{device},result=\"ok\"}} 10"),
+            format!("fieldgate_device_polls_total{{{device},result=\"skipped\"}} 5"),
+            format!("fieldgate_device_request_errors_total{{{device},reason=\"timeout\"}} 2"),
+            format!("fieldgate_device_up{{{device}}} 0"),
+            format!("fieldgate_device_request_duration_seconds_bucket{{{device},le=\"0.001\"}} 3"),
+            format!("fieldgate_device_request_duration_seconds_bucket{{{device},le=\"0.002\"}} 3"),
+            format!("fieldgate_device_request_duration_seconds_bucket{{{device},le=\"5\"}} 4"),
+            format!("fieldgate_device_request_duration_seconds_bucket{{{device},le=\"+Inf\"}} 5"),
+            format!("fieldgate_device_request_duration_seconds_sum{{{device}}} 6.0064"),
+            format!("fieldgate_device_request_duration_seconds_count{{{device}}} 5"),
+            format!("fieldgate_device_failing_since_timestamp_seconds{{{device}}} 1700000000"),
+            "fieldgate_link_reconnects_total{link=\"tcp:10.0.0.5:502\"} 1".into(),
+            "fieldgate_outbox_messages 7".into(),
+            "fieldgate_outbox_oldest_age_seconds 30".into(),
+            "fieldgate_outbox_evicted_total{kind=\"reading\"} 4".into(),
+            "fieldgate_mqtt_connected 1".into(),
+            "fieldgate_alarms_active{priority=\"high\"} 2".into(),
+            "fieldgate_alarms_active{priority=\"critical\"} 0".into(),
+            "fieldgate_meter_runtime_seconds{meter=\"pump_hours\"} 5400".into(),
+            "fieldgate_process_cpu_seconds_total 1.25".into(),
+            "fieldgate_pipeline_idle_seconds 0.25".into(),
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        // Unknown figures are left out, not shown as 0.
+        assert!(!text.contains("fieldgate_process_open_fds"));
+        assert!(!text.contains("fieldgate_meter_count"));
+    }
+
+    #[test]
+    fn every_family_has_help_and_type_once_and_samples_stay_grouped() {
+        let text = render(&snapshot());
+        let mut typed: Vec<(String, String)> = Vec::new();
+        let mut current: Option<(String, String)> = None;
+        let mut seen_families = std::collections::HashSet::new();
+        let mut lines = text.lines().peekable();
+        while let Some(line) = lines.next() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap().to_owned();
+                let ty = lines.next().unwrap();
+                let kind = ty
+                    .strip_prefix(&format!("# TYPE {name} "))
+                    .unwrap_or_else(|| panic!("TYPE after HELP of {name}: {ty}"));
+                assert!(seen_families.insert(name.clone()), "{name} twice");
+                typed.push((name.clone(), kind.to_owned()));
+                current = Some((name, kind.to_owned()));
+                continue;
+            }
+            let (family, kind) = current.as_ref().expect("a sample before any TYPE");
+            let sample = line.split(['{', ' ']).next().unwrap();
+            let ok = match kind.as_str() {
+                "histogram" => [
+                    format!("{family}_bucket"),
+                    format!("{family}_sum"),
+                    format!("{family}_count"),
+                ]
+                .contains(&sample.to_owned()),
+                _ => sample == family,
+            };
+            assert!(ok, "{sample} under {family}");
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(
+                value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value),
+                "{line}"
+            );
+        }
+        for (name, kind) in &typed {
+            assert!(name.starts_with("fieldgate_"), "{name}");
+            assert_eq!(
+                name.ends_with("_total"),
+                kind == "counter",
+                "{name} is a {kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_text_parses_with_a_prometheus_parser() {
+        let text = render(&snapshot());
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+        let polls = scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "fieldgate_device_polls_total"
+                    && s.labels.get("result") == Some("failed")
+            })
+            .unwrap();
+        // prometheus-parse keeps a label value as written (escapes and
+        // all): what matters is that the quotes inside did not end it.
+        assert_eq!(polls.labels.get("device"), Some(r#"pump \"one\"\\\n"#));
+        assert!(matches!(polls.value, prometheus_parse::Value::Counter(v) if v == 2.0));
+        let histogram = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "fieldgate_link_request_duration_seconds")
+            .unwrap();
+        match &histogram.value {
+            prometheus_parse::Value::Histogram(buckets) => {
+                assert_eq!(buckets.len(), 13);
+                assert_eq!(buckets.last().map(|b| b.count), Some(5.0));
+            }
+            other => panic!("not a histogram: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_store_that_did_not_answer_is_down_and_its_figures_absent() {
+        let mut s = snapshot();
+        s.store = None;
+        let text = render(&s);
+        assert!(text.lines().any(|l| l == "fieldgate_store_up 0"));
+        assert!(!text.contains("fieldgate_outbox_messages"));
+    }
+
+    #[test]
+    fn floats_render_as_prometheus_reads_them() {
+        let mut out = String::new();
+        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.5, 3.0] {
+            float(&mut out, v);
+            out.push(' ');
+        }
+        assert_eq!(out, "NaN +Inf -Inf 0.5 3 ");
+    }
+}

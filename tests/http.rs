@@ -1,0 +1,444 @@
+//! The HTTP endpoints of the whole gateway, over loopback: simulator →
+//! gateway (in this process) → embedded broker → a subscriber, with
+//! `/healthz`, `/readyz`, `/metrics` and `/api/status` read by a plain
+//! HTTP/1.1 client and the metrics parsed by a Prometheus text parser.
+//! Every wait is bounded.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use common::broker;
+use common::http::{Response, get, get_when_up};
+use common::subscriber::{Received, Subscriber};
+use fieldgate::config::{self, Config};
+use fieldgate::sim::{Scenario, Simulator};
+
+const PREFIX: &str = "fieldgate/test/gw/";
+const DATA: &str = "fieldgate/test/gw/data/pump";
+
+async fn simulator() -> (Simulator, SocketAddr) {
+    let scenario = Scenario::from_toml_str(
+        r#"
+seed = 5
+[[devices]]
+name = "pump"
+unit = 1
+listen = "127.0.0.1:0"
+model = "pump"
+points = [
+  { signal = "bearing_temp", area = "input", address = 0, type = "f32" },
+  { signal = "current", area = "input", address = 2, type = "u16", scale = 0.01 },
+  { signal = "running", area = "holding", address = 0, type = "bit", bit = 0 },
+]
+"#,
+    )
+    .unwrap();
+    let sim = Simulator::start(scenario).await.unwrap();
+    let addr = sim.addr("pump").unwrap();
+    (sim, addr)
+}
+
+/// A gateway config; `rules` is appended as it is.
+fn load(dir: &Path, sim: SocketAddr, broker: SocketAddr, http: SocketAddr, rules: &str) -> Config {
+    let text = format!(
+        r#"
+[gateway]
+id = "gw"
+site = "test"
+data_dir = "{data}"
+shutdown_timeout = "5s"
+
+[mqtt]
+host = "{host}"
+port = {port}
+client_id = "fieldgate-http-{nonce}-{http_port}"
+keep_alive = "5s"
+
+[store]
+flush_interval = "20ms"
+
+[http]
+listen = "{http}"
+
+[[devices]]
+name = "pump"
+tcp = "{sim}"
+poll_interval = "100ms"
+timeout = "300ms"
+retries = 0
+# No heartbeat during the test: a quiet device then sends nothing.
+max_silence = "1h"
+tags = [
+  {{ name = "bearing_temp", area = "input", address = 0, type = "f32", unit = "degC" }},
+  {{ name = "current", area = "input", address = 2, type = "u16", scale = 0.01, unit = "A" }},
+  {{ name = "running", area = "holding", address = 0, type = "bit", bit = 0 }},
+]
+{rules}
+"#,
+        data = dir.join("data").display(),
+        host = broker.ip(),
+        port = broker.port(),
+        nonce = std::process::id(),
+        http_port = http.port(),
+    );
+    let path = dir.join("fieldgate.toml");
+    std::fs::write(&path, text).unwrap();
+    match config::load_with_env(&path, &[]) {
+        Ok(l) => l.config,
+        Err(p) => panic!("{p}"),
+    }
+}
+
+/// Runs the gateway in this process until the returned sender fires.
+fn spawn_gateway(
+    config: Config,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), fieldgate::app::AppError>>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(fieldgate::app::run(config, async move {
+        let _ = stop_rx.await;
+    }));
+    (stop_tx, task)
+}
+
+async fn stop_gateway(
+    stop: tokio::sync::oneshot::Sender<()>,
+    gateway: tokio::task::JoinHandle<Result<(), fieldgate::app::AppError>>,
+) {
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), gateway)
+        .await
+        .expect("gateway stops within 10 s")
+        .expect("gateway task")
+        .expect("gateway ran");
+}
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/schemas")
+        .join(name);
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+/// `/api/status`, checked against its schema.
+async fn status(http: SocketAddr) -> serde_json::Value {
+    let r = get_when_up(http, "/api/status").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let json = r.json();
+    if let Err(e) = schema("api-status.json").validate(&json) {
+        panic!("/api/status does not match docs/schemas/api-status.json: {e}\n{json:#}");
+    }
+    json
+}
+
+/// `/metrics`, parsed.
+struct Metrics(prometheus_parse::Scrape, String);
+
+impl Metrics {
+    async fn scrape(http: SocketAddr) -> Metrics {
+        let r = get_when_up(http, "/metrics").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.header("content-type"),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        let lines = r.body.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines)
+            .unwrap_or_else(|e| panic!("/metrics does not parse: {e}\n{}", r.body));
+        Metrics(scrape, r.body)
+    }
+
+    /// The value of the sample `name` whose labels include `labels`.
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .and_then(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => Some(v),
+                _ => None,
+            })
+    }
+
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.get(name, labels)
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{}", self.1))
+    }
+}
+
+/// Messages that went through the outbox (everything but the status,
+/// which the forwarder publishes itself).
+fn outbox_messages(m: &[Received]) -> usize {
+    m.iter()
+        .filter(|r| r.topic.starts_with(PREFIX) && !r.topic.ends_with("/status"))
+        .count()
+}
+
+/// Polls `check` every 100 ms for at most `limit`.
+async fn eventually<T>(limit: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= end {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const HOT_RULE: &str = r#"
+[[rules]]
+name = "bearing_hot"
+tag = "pump.bearing_temp"
+condition = "above"
+limit = 130.0
+priority = "high"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_status_agree_with_the_broker() {
+    let (sim, sim_addr) = simulator().await;
+    let broker = broker::start();
+    let sub = Subscriber::start(broker, "test-sub-http", "fieldgate/test/gw/#").await;
+    let http = broker::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(dir.path(), sim_addr, broker, http, HOT_RULE);
+    let hash = config.hash.clone();
+    let (stop, gateway) = spawn_gateway(config);
+
+    // Polling and publishing.
+    assert!(
+        sub.wait_until(Duration::from_secs(20), |m| {
+            m.iter().filter(|r| r.topic == DATA).count() >= 5
+        })
+        .await,
+        "data published within 20 s"
+    );
+    let health = get_when_up(http, "/healthz").await;
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    let ready = get_when_up(http, "/readyz").await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    let ready = ready.json();
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["store"], "open");
+    let m = Metrics::scrape(http).await;
+    let pump = [("device", "pump")];
+    assert!(
+        m.value(
+            "fieldgate_device_polls_total",
+            &[("device", "pump"), ("result", "ok")]
+        ) > 0.0
+    );
+    assert!(m.value("fieldgate_device_registers_read_total", &pump) > 0.0);
+    assert_eq!(m.value("fieldgate_device_up", &pump), 1.0);
+    assert_eq!(m.value("fieldgate_mqtt_connected", &[]), 1.0);
+    assert_eq!(m.value("fieldgate_store_up", &[]), 1.0);
+    assert_eq!(
+        m.value("fieldgate_build_info", &[("config_hash", hash.as_str())]),
+        1.0
+    );
+    let link = format!("tcp:{sim_addr}");
+    assert!(
+        m.value(
+            "fieldgate_link_polls_total",
+            &[("link", link.as_str()), ("result", "ok")]
+        ) > 0.0
+    );
+    assert_eq!(
+        m.value("fieldgate_link_connected", &[("link", link.as_str())]),
+        1.0
+    );
+    let latency =
+        m.0.samples
+            .iter()
+            .find(|s| s.metric == "fieldgate_device_request_duration_seconds")
+            .expect("the latency histogram");
+    match &latency.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            let total = buckets.last().map(|b| b.count).unwrap_or(0.0);
+            assert!(total > 0.0, "requests were timed");
+        }
+        other => panic!("latency is not a histogram: {other:?}"),
+    }
+    if Path::new("/proc/self/stat").exists() {
+        assert!(m.value("fieldgate_process_resident_memory_bytes", &[]) > 0.0);
+    }
+    let s = status(http).await;
+    assert_eq!(s["gateway"]["config_hash"], hash.as_str());
+    let device = &s["devices"][0];
+    assert_eq!(device["name"], "pump");
+    assert_eq!(device["state"], "polling");
+    assert_eq!(device["tags"][0]["name"], "bearing_temp");
+    assert_eq!(device["tags"][0]["quality"], "good");
+    assert_eq!(device["tags"][0]["unit"], "degC");
+    assert!(device["tags"][0]["value"].is_number());
+    assert_eq!(s["mqtt"]["connected"], true);
+
+    // An alarm: counted by priority and listed with its rule.
+    sim.set("pump", "bearing_temp", 150.0).unwrap();
+    let alarm_topic = format!("{PREFIX}alarms/bearing_hot");
+    assert!(
+        sub.wait_until(Duration::from_secs(10), |m| {
+            m.iter()
+                .any(|r| r.topic == alarm_topic && r.json()["state"] == "active_unacked")
+        })
+        .await,
+        "the alarm reached the broker"
+    );
+    let active = eventually(Duration::from_secs(5), async || {
+        let m = Metrics::scrape(http).await;
+        let n = m.value("fieldgate_alarms_active", &[("priority", "high")]);
+        (n == 1.0).then_some(m)
+    })
+    .await
+    .expect("fieldgate_alarms_active{priority=\"high\"} 1 within 5 s");
+    assert_eq!(
+        active.value("fieldgate_alarms_active", &[("priority", "low")]),
+        0.0
+    );
+    assert_eq!(active.value("fieldgate_rules", &[]), 1.0);
+    let s = status(http).await;
+    let alarm = &s["alarms"][0];
+    assert_eq!(alarm["rule"], "bearing_hot");
+    assert_eq!(alarm["state"], "active_unacked");
+    assert_eq!(alarm["priority"], "high");
+    assert_eq!(alarm["value"], 150.0);
+    assert_eq!(alarm["limit"], 130.0);
+
+    // The device goes away: bad quality in the status, then nothing more
+    // to send (no heartbeat, no new alarm), so the outbox drains.
+    sim.set_offline("pump", true).unwrap();
+    let offline = eventually(Duration::from_secs(10), async || {
+        let s = status(http).await;
+        let device = &s["devices"][0];
+        let bad = device["tags"][0]["quality"]
+            .as_str()
+            .is_some_and(|q| q.starts_with("bad:"));
+        (bad && device["state"] == "failing").then_some(s)
+    })
+    .await
+    .expect("the offline device shows failing with bad tags within 10 s");
+    let device = &offline["devices"][0];
+    assert!(device["tags"][0]["value"].is_null());
+    assert!(device["last_error"].is_string(), "{device}");
+    let failing = Metrics::scrape(http).await;
+    assert_eq!(failing.value("fieldgate_device_up", &pump), 0.0);
+    assert!(
+        failing.value(
+            "fieldgate_device_polls_total",
+            &[("device", "pump"), ("result", "failed")]
+        ) > 0.0
+    );
+
+    // Nothing in the outbox and nothing in flight...
+    let drained = eventually(Duration::from_secs(15), async || {
+        let m = Metrics::scrape(http).await;
+        let empty = m.value("fieldgate_outbox_messages", &[]) == 0.0
+            && m.value("fieldgate_mqtt_published_total", &[])
+                == m.value("fieldgate_mqtt_acked_total", &[]);
+        empty.then_some(m)
+    })
+    .await
+    .expect("the outbox drains within 15 s once the device is offline");
+    let acked = drained.value("fieldgate_outbox_acked_total", &[]) as usize;
+    // ...and the broker acknowledged to the gateway before it delivered to
+    // the subscriber, so give the subscriber a moment to catch up.
+    sub.wait_until(Duration::from_secs(5), |m| outbox_messages(m) >= acked)
+        .await;
+    // No fault and one QoS 1 subscriber that was there from the start:
+    // every acknowledged row reached it exactly once, and it saw nothing
+    // that was not acknowledged. (Across broker faults the subscriber could
+    // see more than was counted: a resent message is a duplicate.)
+    let received = sub.received();
+    assert_eq!(
+        acked,
+        outbox_messages(&received),
+        "fieldgate_outbox_acked_total against the messages the broker delivered"
+    );
+    assert_eq!(
+        drained.value("fieldgate_outbox_inserted_total", &[]) as usize,
+        acked
+    );
+    assert!(received.iter().filter(|r| r.topic == DATA).count() >= 5);
+
+    stop_gateway(stop, gateway).await;
+    // The server is gone with the gateway.
+    assert!(get(http, "/healthz").await.is_err());
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_while_the_broker_is_down_and_buffering() {
+    let (sim, sim_addr) = simulator().await;
+    // Nothing listens there.
+    let broker = broker::free_port();
+    let http = broker::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(dir.path(), sim_addr, broker, http, "");
+    let (stop, gateway) = spawn_gateway(config);
+
+    let ready: Response = get_when_up(http, "/readyz").await;
+    assert_eq!(
+        ready.status, 200,
+        "a broker outage is not unready: {}",
+        ready.body
+    );
+    let json = ready.json();
+    assert_eq!(json["ready"], true);
+    assert_eq!(json["mqtt"], "disconnected");
+    assert_eq!(json["store"], "open");
+    let health = get(http, "/healthz").await.unwrap();
+    assert_eq!(health.status, 200);
+
+    let buffering = eventually(Duration::from_secs(10), async || {
+        let m = Metrics::scrape(http).await;
+        (m.value("fieldgate_outbox_messages", &[]) > 0.0).then_some(m)
+    })
+    .await
+    .expect("readings buffer in the outbox");
+    assert_eq!(buffering.value("fieldgate_mqtt_connected", &[]), 0.0);
+    assert_eq!(buffering.value("fieldgate_mqtt_acked_total", &[]), 0.0);
+    assert!(buffering.value("fieldgate_outbox_oldest_age_seconds", &[]) >= 0.0);
+    let s = status(http).await;
+    assert_eq!(s["mqtt"]["connected"], false);
+    assert!(s["outbox"]["messages"].as_u64().unwrap_or(0) > 0);
+
+    let missing = get(http, "/nothing").await.unwrap();
+    assert_eq!(missing.status, 404);
+
+    stop_gateway(stop, gateway).await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_already_taken_stops_the_start_and_says_where() {
+    let (sim, sim_addr) = simulator().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(dir.path(), sim_addr, broker::free_port(), http, "");
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        fieldgate::app::run(config, std::future::pending()),
+    )
+    .await
+    .expect("the start fails at once");
+    let error = result.expect_err("a taken port is an error").to_string();
+    assert!(error.contains(&http.to_string()), "{error}");
+    assert!(error.contains("[http] listen"), "{error}");
+    // The store was never opened.
+    assert!(!dir.path().join("data").join("fieldgate.db").exists());
+    sim.shutdown().await;
+}
