@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::broker;
 use common::subscriber::{Received, Subscriber, contiguous, seqs};
+use common::{broker, http};
 use fieldgate::sim::{Scenario, Simulator};
 use fieldgate::store::inspect::Inspector;
 use rustix::process::{Pid, Signal, kill_process};
@@ -42,6 +42,8 @@ struct Plant {
     pump: SocketAddr,
     pump2: SocketAddr,
     broker: SocketAddr,
+    /// The gateway's `[http] listen`.
+    http: SocketAddr,
     dir: tempfile::TempDir,
 }
 
@@ -57,6 +59,7 @@ impl Plant {
             pump,
             pump2,
             broker: broker::start(),
+            http: broker::free_port(),
             dir: tempfile::tempdir().unwrap(),
         }
     }
@@ -107,7 +110,7 @@ durability = "full"
 flush_interval = "20ms"
 
 [http]
-listen = ""
+listen = "{http}"
 
 [[devices]]
 name = "pump"
@@ -132,6 +135,7 @@ limit = 80.0
             port = self.broker.port(),
             nonce = std::process::id(),
             pump = self.pump,
+            http = self.http,
         );
         std::fs::write(self.config_path(), text).unwrap();
     }
@@ -346,6 +350,25 @@ async fn sighup_applies_a_valid_change_and_refuses_an_invalid_one() {
         "the status message carries the new config hash"
     );
     let new_hash = status_hash(&sub.received()).unwrap();
+    // ... and in the metrics, on the same HTTP server.
+    let polled = |body: &str, device: &str| {
+        body.lines().any(|l| {
+            l.starts_with("fieldgate_device_polls_total{")
+                && l.contains(&format!("device=\"{device}\""))
+                && l.contains("result=\"ok\"")
+                && !l.ends_with(" 0")
+        })
+    };
+    let metrics = http::get_when_up(plant.http, "/metrics").await;
+    assert!(
+        polled(&metrics.body, "pump2"),
+        "pump2 in /metrics after the reload"
+    );
+    assert!(polled(&metrics.body, "pump"), "pump still counted");
+    assert!(
+        metrics.body.contains(&new_hash),
+        "build info names the new config"
+    );
     // The alarm kept its state: no second activation, no return to normal.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(active(&sub.received()), 1);
