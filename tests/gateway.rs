@@ -10,10 +10,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::broker;
 use common::proxy::Proxy;
 use common::subscriber::{Received, Subscriber, contiguous, seqs};
-use fieldgate::config::{self, Config};
+use common::{broker, gateway};
 use fieldgate::sim::{Scenario, Simulator};
 
 const DATA: &str = "fieldgate/test/gw/data/pump";
@@ -83,29 +82,6 @@ tags = [
     )
 }
 
-fn load(dir: &Path, text: &str) -> (Config, std::path::PathBuf) {
-    let path = dir.join("fieldgate.toml");
-    std::fs::write(&path, text).unwrap();
-    match config::load_with_env(&path, &[]) {
-        Ok(l) => (l.config, path),
-        Err(p) => panic!("{p}"),
-    }
-}
-
-/// Runs the gateway in this process until the returned sender fires.
-fn spawn_gateway(
-    config: Config,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), fieldgate::app::AppError>>,
-) {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(fieldgate::app::run(config, async move {
-        let _ = stop_rx.await;
-    }));
-    (stop_tx, task)
-}
-
 fn schema(name: &str) -> jsonschema::Validator {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("docs/schemas")
@@ -125,11 +101,11 @@ async fn readings_arrive_in_order_and_match_the_published_schemas() {
     let broker = broker::start();
     let sub = Subscriber::start(broker, "test-sub-order", "fieldgate/#").await;
     let dir = tempfile::tempdir().unwrap();
-    let (config, _) = load(
+    let (config, _) = gateway::load(
         dir.path(),
         &config_text(dir.path(), sim_addr, broker, "per_tag_topics = true"),
     );
-    let (stop, gateway) = spawn_gateway(config);
+    let (stop, gateway) = gateway::spawn(config);
 
     assert!(
         sub.wait_until(Duration::from_secs(20), |m| data_count(m) >= 15)
@@ -193,11 +169,11 @@ async fn a_network_cut_to_the_broker_loses_nothing() {
     let proxy = Proxy::start(broker).await;
     let sub = Subscriber::start(broker, "test-sub-outage", DATA).await;
     let dir = tempfile::tempdir().unwrap();
-    let (config, _) = load(
+    let (config, _) = gateway::load(
         dir.path(),
         &config_text(dir.path(), sim_addr, proxy.addr(), ""),
     );
-    let (stop, gateway) = spawn_gateway(config);
+    let (stop, gateway) = gateway::spawn(config);
 
     assert!(
         sub.wait_until(Duration::from_secs(20), |m| data_count(m) >= 5)
@@ -254,11 +230,11 @@ async fn a_gateway_started_while_the_broker_is_down_buffers_and_delivers() {
     proxy.cut();
     let sub = Subscriber::start(broker, "test-sub-late", DATA).await;
     let dir = tempfile::tempdir().unwrap();
-    let (config, _) = load(
+    let (config, _) = gateway::load(
         dir.path(),
         &config_text(dir.path(), sim_addr, proxy.addr(), ""),
     );
-    let (stop, gateway) = spawn_gateway(config);
+    let (stop, gateway) = gateway::spawn(config);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         data_count(&sub.received()),
@@ -297,7 +273,7 @@ async fn kill_9_mid_stream_loses_nothing_committed() {
     let proxy = Proxy::start(broker).await;
     let sub = Subscriber::start(broker, "test-sub-crash", "fieldgate/test/gw/#").await;
     let dir = tempfile::tempdir().unwrap();
-    let (_, path) = load(
+    let (_, path) = gateway::load(
         dir.path(),
         &config_text(dir.path(), sim_addr, proxy.addr(), ""),
     );

@@ -10,10 +10,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::broker;
 use common::http::{Response, get, get_when_up};
 use common::subscriber::{Received, Subscriber};
-use fieldgate::config::{self, Config};
+use common::{broker, gateway};
+use fieldgate::config::Config;
 use fieldgate::sim::{Scenario, Simulator};
 
 const PREFIX: &str = "fieldgate/test/gw/";
@@ -84,26 +84,7 @@ tags = [
         nonce = std::process::id(),
         http_port = http.port(),
     );
-    let path = dir.join("fieldgate.toml");
-    std::fs::write(&path, text).unwrap();
-    match config::load_with_env(&path, &[]) {
-        Ok(l) => l.config,
-        Err(p) => panic!("{p}"),
-    }
-}
-
-/// Runs the gateway in this process until the returned sender fires.
-fn spawn_gateway(
-    config: Config,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), fieldgate::app::AppError>>,
-) {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(fieldgate::app::run(config, async move {
-        let _ = stop_rx.await;
-    }));
-    (stop_tx, task)
+    gateway::load(dir, &text).0
 }
 
 async fn stop_gateway(
@@ -216,7 +197,7 @@ async fn metrics_and_status_agree_with_the_broker() {
     let dir = tempfile::tempdir().unwrap();
     let config = load(dir.path(), sim_addr, broker, http, HOT_RULE);
     let hash = config.hash.clone();
-    let (stop, gateway) = spawn_gateway(config);
+    let (stop, gateway) = gateway::spawn(config);
 
     // Polling and publishing.
     assert!(
@@ -387,7 +368,7 @@ async fn ready_while_the_broker_is_down_and_buffering() {
     let http = broker::free_port();
     let dir = tempfile::tempdir().unwrap();
     let config = load(dir.path(), sim_addr, broker, http, "");
-    let (stop, gateway) = spawn_gateway(config);
+    let (stop, gateway) = gateway::spawn(config);
 
     let ready: Response = get_when_up(http, "/readyz").await;
     assert_eq!(

@@ -134,6 +134,21 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     }
 }
 
+/// Loads the config at `path`; when it has errors, prints every problem
+/// (as `check` does) and `{path}: {refused}: N error(s)`, and gives exit
+/// code 1.
+fn load_config(path: &std::path::Path, refused: &str) -> Result<crate::config::Loaded, ExitCode> {
+    crate::config::load(path).map_err(|problems| {
+        eprint!("{problems}");
+        eprintln!(
+            "{}: {refused}: {} error(s)",
+            path.display(),
+            problems.error_count()
+        );
+        ExitCode::from(1)
+    })
+}
+
 /// A multi-threaded tokio runtime, or exit code 1 with the reason.
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_multi_thread()

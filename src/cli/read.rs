@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use super::table::Table;
 use crate::config::{self, Device};
 use crate::modbus::plan::ReadPlan;
 use crate::modbus::poller::{self, PollOutcome};
@@ -93,14 +94,7 @@ pub fn run(path: &Path, device_name: &str, tag_names: &[String]) -> ExitCode {
 
 /// The table: tag, value, unit, quality, raw registers in hex.
 fn table(device: &Device, readings: &[Reading], plan: &ReadPlan, outcome: &PollOutcome) -> String {
-    let mut rows = vec![[
-        "TAG".to_string(),
-        "VALUE".into(),
-        "UNIT".into(),
-        "QUALITY".into(),
-        "ADDRESS".into(),
-        "RAW".into(),
-    ]];
+    let mut rows = Table::new(&["TAG", "VALUE", "UNIT", "QUALITY", "ADDRESS", "RAW"]);
     for r in readings {
         let Some(tag) = device.tags.get(r.tag) else {
             continue;
@@ -124,7 +118,7 @@ fn table(device: &Device, readings: &[Reading], plan: &ReadPlan, outcome: &PollO
                 }
             })
             .unwrap_or_default();
-        rows.push([
+        rows.row(vec![
             tag.name.clone(),
             // As published: an f32 with its own shortest digits.
             r.value
@@ -141,18 +135,5 @@ fn table(device: &Device, readings: &[Reading], plan: &ReadPlan, outcome: &PollO
             raw,
         ]);
     }
-    let widths: Vec<usize> = (0..6)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    rows.render()
 }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant, SystemTime};
 use rustix::process::{Pid, Signal, kill_process};
 
 use super::pidfile::{self, PID_FILE};
-use crate::config;
 use crate::store::inspect::Inspector;
 
 /// How long to wait for the gateway to record the new configuration.
@@ -18,17 +17,12 @@ const APPLY_WAIT: Duration = Duration::from_secs(10);
 /// Validates the config at `path`, signals the gateway, waits for the
 /// result. Exit 0 when applied (or already running), 1 otherwise.
 pub fn run(path: &Path) -> ExitCode {
-    let loaded = match config::load(path) {
+    let loaded = match super::load_config(
+        path,
+        "not reloaded (the gateway keeps its running configuration)",
+    ) {
         Ok(l) => l,
-        Err(problems) => {
-            eprint!("{problems}");
-            eprintln!(
-                "{}: not reloaded: {} error(s); the gateway keeps its running configuration",
-                path.display(),
-                problems.error_count()
-            );
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     let config = loaded.config;
     let pid_path = config.gateway.data_dir.join(PID_FILE);

@@ -11,17 +11,9 @@ use crate::config::{self, Config};
 
 /// Loads the config (printing every problem if it is unusable) and runs.
 pub fn run(path: &Path) -> ExitCode {
-    let loaded = match config::load(path) {
+    let loaded = match super::load_config(path, "not started") {
         Ok(l) => l,
-        Err(problems) => {
-            eprint!("{problems}");
-            eprintln!(
-                "{}: not started: {} error(s)",
-                path.display(),
-                problems.error_count()
-            );
-            return ExitCode::from(1);
-        }
+        Err(code) => return code,
     };
     for w in &loaded.warnings {
         tracing::warn!("{w}");

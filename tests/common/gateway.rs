@@ -1,0 +1,30 @@
+//! The gateway in the test process: a config written to a file and
+//! loaded as `fieldgate run` loads it, and `app::run` until told to stop.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use fieldgate::app::AppError;
+use fieldgate::config::{self, Config};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Writes `text` to `dir/fieldgate.toml` and loads it (without the
+/// process's environment); panics with every problem if it has errors.
+pub fn load(dir: &Path, text: &str) -> (Config, PathBuf) {
+    let path = dir.join("fieldgate.toml");
+    std::fs::write(&path, text).unwrap();
+    match config::load_with_env(&path, &[]) {
+        Ok(l) => (l.config, path),
+        Err(p) => panic!("{p}"),
+    }
+}
+
+/// Runs the gateway in this process until the returned sender fires.
+pub fn spawn(config: Config) -> (oneshot::Sender<()>, JoinHandle<Result<(), AppError>>) {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(fieldgate::app::run(config, async move {
+        let _ = stop_rx.await;
+    }));
+    (stop_tx, task)
+}
