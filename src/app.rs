@@ -36,19 +36,25 @@
 //! 2. The pipeline sees the batch channel close, hands what it holds and
 //!    the rules state to the store and waits for the commit: nothing read
 //!    is left in memory.
-//! 3. The forwarder publishes the retained `offline` status and
+//! 3. While the broker is connected, the forwarder gets up to
+//!    [`FINAL_DELIVERY`] to deliver what that last commit added (the
+//!    readings of the final polls, the rules state's messages), so a clean
+//!    stop with a healthy broker leaves the outbox empty rather than
+//!    holding the newest messages back until the next start.
+//! 4. The forwarder publishes the retained `offline` status and
 //!    disconnects; rows it had not delivered stay in the outbox for the
 //!    next start.
-//! 4. The store commits, checkpoints and closes.
+//! 5. The store commits, checkpoints and closes.
 //!
-//! Steps 1–3 share the `shutdown_timeout` deadline; past it the rest is
+//! Steps 1–4 share the `shutdown_timeout` deadline; past it the rest is
 //! abandoned (what was committed is safe) and the store is closed anyway.
 //! The HTTP server (`[http] listen`) is told to stop first, with its own
 //! short grace ([`http::GRACE`]), and is awaited before the store closes.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -74,6 +80,12 @@ pub const BATCH_CHANNEL_CAPACITY: usize = 1024;
 /// Messages from the broker (acks, shelving, work-order status) waiting
 /// for the rules stage. When full, the forwarder drops and counts them.
 pub const INBOUND_CHANNEL_CAPACITY: usize = 256;
+
+/// Longest a stop waits, while the broker is connected, for the broker to
+/// acknowledge what the pipeline's last commit left in the outbox (step 3
+/// of the shutdown order; counted within `shutdown_timeout`). A broker
+/// that is connected but slow costs at most this much of the stop.
+pub const FINAL_DELIVERY: Duration = Duration::from_secs(2);
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -330,6 +342,7 @@ impl Gateway {
         let deadline = self.config.gateway.shutdown_timeout;
         let orderly = tokio::time::timeout(deadline, async {
             self.acquisition.stop().await;
+            deliver_last(&self.store, &self.stats).await;
             self.forwarding.stop().await;
         })
         .await;
@@ -351,6 +364,28 @@ impl Gateway {
             Err(e) => tracing::error!(error = %e, "closing the store failed"),
         }
     }
+}
+
+/// Waits until the outbox is empty, the broker is not connected (nothing
+/// would be delivered: the rows wait for the next start) or
+/// [`FINAL_DELIVERY`] has passed. The forwarder is still running and sends
+/// what was committed; this only holds its stop back.
+async fn deliver_last(store: &StoreHandle, stats: &ForwarderStats) {
+    let _ = tokio::time::timeout(FINAL_DELIVERY, async {
+        loop {
+            if !stats.connected.load(Ordering::Relaxed) {
+                return;
+            }
+            match store.stats().await {
+                // Deletes count once committed (one flush interval after
+                // the PUBACK), so this also waits for that commit.
+                Ok(s) if s.messages > 0 => {}
+                _ => return,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
 }
 
 /// Adds a config to the store's change log; a failure is logged (the

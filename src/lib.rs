@@ -8,11 +8,13 @@
 //! * [`sim`]: the plant simulator behind `demo` and the tests.
 //! * [`telemetry`]: the metrics registry and the Prometheus exposition.
 //! * [`http`]: `/healthz`, `/readyz`, `/metrics` and `/api/status`.
+//! * [`demo`]: `fieldgate demo`, the whole system on one machine.
 //! * [`cli`]: the subcommands of the `fieldgate` binary.
 
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod filter;
 pub mod heartbeat;
 pub mod http;

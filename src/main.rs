@@ -6,6 +6,6 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = fieldgate::cli::Cli::parse();
-    fieldgate::cli::init_logging(cli.log_format);
+    fieldgate::cli::init_logging_for(&cli);
     fieldgate::cli::dispatch(cli)
 }

@@ -5,6 +5,7 @@
 
 mod alarms;
 mod check;
+mod demo;
 mod inspect;
 mod pidfile;
 mod read;
@@ -71,8 +72,9 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Run a simulated plant, a broker and the gateway together.
-    Demo,
+    /// Run a simulated plant, an MQTT broker, the gateway and a small CMMS
+    /// together, with a live view.
+    Demo(demo::DemoArgs),
     /// Run the plant simulator standalone (Modbus servers backed by a seeded model).
     Sim {
         /// Scenario file (see config/sim/plant.toml).
@@ -115,13 +117,22 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
+/// Sets up logging for `cli`'s command: [`init_logging`], except for
+/// `demo`, whose live panel holds the log lines itself.
+pub fn init_logging_for(cli: &Cli) {
+    match &cli.command {
+        Command::Demo(args) => demo::init_logging(cli.log_format, args),
+        _ => init_logging(cli.log_format),
+    }
+}
+
 /// Runs a parsed command line.
 pub fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { config } => check::run(&config.path),
         Command::Run { config } => run::run(&config.path),
         Command::Reload { config } => reload::run(&config.path),
-        Command::Demo => not_built("demo", "the demo issue"),
+        Command::Demo(args) => demo::run(args),
         Command::Scan(args) => scan::run(args),
         Command::Sim { scenario } => sim::run(&scenario),
         Command::Read {
@@ -186,9 +197,4 @@ async fn first_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-}
-
-fn not_built(command: &str, when: &str) -> ExitCode {
-    eprintln!("fieldgate {command}: not built yet (it comes with {when}); see README.md");
-    ExitCode::from(1)
 }

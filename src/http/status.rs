@@ -80,6 +80,8 @@ pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceMetrics>]) -> JsonValue {
         "mqtt": {
             "connected": s.mqtt.connected,
             "reconnects": s.mqtt.reconnects,
+            "published": s.mqtt.published,
+            "acked": s.mqtt.acked,
             "last_error": s.mqtt.last_error,
         },
     })

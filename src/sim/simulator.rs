@@ -323,4 +323,78 @@ mod tests {
             "stopped motor draws no current"
         );
     }
+
+    /// Plays `config/sim/demo.toml` (the scenario of `fieldgate demo`) on
+    /// simulated time and checks the timeline its header promises, with
+    /// the margins the demo's rules need (config/demo.toml).
+    #[test]
+    fn the_demo_plant_plays_out() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sim/demo.toml");
+        let plan = match Scenario::load(path).and_then(|s| s.plan()) {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
+        };
+        let shared = Shared {
+            devices: cells(&plan),
+            gates: Vec::new(),
+            start: Instant::now(),
+        };
+        let mut script = Script::new(&plan.events);
+        let index = |name| shared.devices.iter().position(|d| d.name == name);
+        let (Some(pump1), Some(pump2), Some(motor1), Some(fan1)) = (
+            index("pump1"),
+            index("pump2"),
+            index("motor1"),
+            index("fan1"),
+        ) else {
+            panic!("devices missing");
+        };
+        let value = |i: usize, s| shared.devices[i].read().value(s).unwrap_or(f64::NAN);
+        let mut crossed_80 = None;
+        let mut vibration_alarm = None;
+        let mut tripped = None;
+        for ms in (0..=60_000u64).step_by(100) {
+            shared.tick(&mut script, Duration::from_millis(ms));
+            let temp = value(pump1, Signal::BearingTemp);
+            if temp > 80.0 && crossed_80.is_none() {
+                crossed_80 = Some(ms);
+            }
+            match ms {
+                0..4_000 => assert!(temp < 57.0, "{ms}: {temp}"),
+                // Hovers well above the alarm's return point (78) and
+                // below the trip (95): one alarm that stays active.
+                16_000.. => assert!((83.0..=87.0).contains(&temp), "{ms}: {temp}"),
+                _ => {}
+            }
+            assert_eq!(value(pump1, Signal::Running), 1.0, "{ms}: pump1 runs");
+            assert_eq!(
+                shared.devices[pump2].is_offline(),
+                (8_000..18_000).contains(&ms),
+                "{ms}"
+            );
+            let vibration = value(motor1, Signal::Vibration);
+            if vibration > 7.1 && vibration_alarm.is_none() {
+                vibration_alarm = Some(ms);
+            }
+            if value(motor1, Signal::Fault) == 1.0 && tripped.is_none() {
+                tripped = Some(ms);
+            }
+            assert_eq!(value(fan1, Signal::Fault), 0.0, "{ms}: the fan runs on");
+        }
+        assert!(
+            crossed_80.is_some_and(|t| (12_000..=16_000).contains(&t)),
+            "{crossed_80:?}"
+        );
+        assert!(
+            vibration_alarm.is_some_and(|t| (24_000..=28_000).contains(&t)),
+            "{vibration_alarm:?}"
+        );
+        // Above 7.1 for over a second before the trip: the alarm's on-delay.
+        assert!(
+            tripped.is_some_and(|t| (28_000..=31_000).contains(&t)
+                && vibration_alarm.is_some_and(|v| t - v >= 1_500)),
+            "{tripped:?} {vibration_alarm:?}"
+        );
+        assert_eq!(value(motor1, Signal::Running), 0.0, "the trip latches");
+    }
 }
