@@ -37,6 +37,15 @@ const DEVICE: &str = "pump";
 /// ticks (polls every 100 ms, ticks every 1 s).
 const WAIT: Duration = Duration::from_secs(5);
 
+/// The plainest rule: `pump.temp` above 80, no deadband, no delays.
+const HOT: &str = r#"
+[[rules]]
+name = "hot"
+tag = "pump.temp"
+condition = "above"
+limit = 80.0
+"#;
+
 /// One device with named constant points, set by the tests.
 const SCENARIO: &str = r#"
 seed = 1
@@ -672,16 +681,7 @@ on_delay = "1500ms"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_ack_and_shelve_over_the_broker() {
-    let site = Site::start(
-        r#"
-[[rules]]
-name = "hot"
-tag = "pump.temp"
-condition = "above"
-limit = 80.0
-"#,
-    )
-    .await;
+    let site = Site::start(HOT).await;
     let rule = "hot";
     site.set("temp", 85.0);
     site.next_state(rule, 0, "active_unacked").await;
@@ -757,16 +757,7 @@ limit = 80.0
 /// fresh session to receive it as such.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retained_ack_is_ignored() {
-    let mut site = Site::start(
-        r#"
-[[rules]]
-name = "hot"
-tag = "pump.temp"
-condition = "above"
-limit = 80.0
-"#,
-    )
-    .await;
+    let mut site = Site::start(HOT).await;
     site.set("temp", 85.0);
     site.next_state("hot", 0, "active_unacked").await;
     site.stop_gateway().await;
@@ -1380,16 +1371,7 @@ off_delay = "1s"
 /// comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_work_order_closed_while_the_gateway_is_down_is_cleared_at_restart() {
-    let mut site = Site::start(
-        r#"
-[[rules]]
-name = "hot"
-tag = "pump.temp"
-condition = "above"
-limit = 80.0
-"#,
-    )
-    .await;
+    let mut site = Site::start(HOT).await;
     site.set("temp", 85.0);
     site.wait_wo("a work order", |w| !w.is_empty()).await;
     let id = site.wo_ids().remove(0);
