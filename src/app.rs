@@ -61,7 +61,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::diff::{self, ConfigChanges};
 use crate::config::{Config, Qos};
-use crate::http::{self, HttpError, HttpState};
+use crate::http::{self, ActionRoute, Actions, HttpError, HttpState};
 use crate::modbus::{self, Batch};
 use crate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats, Inbound};
 use crate::mqtt::topics::Topics;
@@ -182,6 +182,9 @@ struct Gateway {
     http_server: Option<JoinHandle<()>>,
     stats: Arc<ForwarderStats>,
     inbound_tx: mpsc::Sender<Inbound>,
+    /// Where the HTTP actions send operator requests (the running config's
+    /// topics and rules, and `inbound_tx`).
+    action_route: watch::Sender<ActionRoute>,
     hash_tx: watch::Sender<String>,
     forwarding: Forwarding,
     acquisition: Acquisition,
@@ -195,7 +198,7 @@ impl Gateway {
         // Also before the store: a port already taken stops the start at
         // once, with the address in the message (docs/metrics.md).
         let http_socket = match config.http.listen {
-            Some(addr) => Some(http::bind(addr).await?),
+            Some(addr) => Some(http::bind(addr, config.http.token.is_some()).await?),
             None => None,
         };
         let store_config = config.store.clone();
@@ -211,15 +214,21 @@ impl Gateway {
         let telemetry = Arc::new(Telemetry::new(&config, started));
         let stats = telemetry.mqtt_stats();
         let (telemetry_tx, telemetry_rx) = watch::channel(telemetry.clone());
+        let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_CHANNEL_CAPACITY);
         let (http_trigger, http_listener) = shutdown::channel();
+        let (action_route, route_rx) =
+            watch::channel(ActionRoute::of(&config, inbound_tx.clone()));
         let http_server = http_socket.map(|socket| {
-            let state = HttpState {
-                telemetry: telemetry_rx,
-                store: store.clone(),
+            let actions = match (&config.http.token, config.http.allow_actions) {
+                (Some(token), true) => Some(Actions {
+                    token: token.clone(),
+                    route: route_rx,
+                }),
+                _ => None,
             };
+            let state = HttpState::new(telemetry_rx, store.clone(), actions, http_listener.clone());
             http::serve(socket, state, http_listener)
         });
-        let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_CHANNEL_CAPACITY);
         let (hash_tx, hash_rx) = watch::channel(config.hash.clone());
         let forwarding = Forwarding::start(
             &config,
@@ -250,6 +259,7 @@ impl Gateway {
             http_server,
             stats,
             inbound_tx,
+            action_route,
             hash_tx,
             forwarding,
             acquisition,
@@ -314,6 +324,8 @@ impl Gateway {
         let telemetry = Arc::new(self.telemetry.borrow().reconfigured(&new));
         self.telemetry.send_replace(telemetry.clone());
         self.acquisition = Acquisition::start(&new, rules, &self.store, inbound_rx, &telemetry);
+        self.action_route
+            .send_replace(ActionRoute::of(&new, self.inbound_tx.clone()));
         record_config(&self.store, &new.hash, &summary).await;
         if changes.section("http") {
             tracing::warn!("reload: [http] changes take effect at the next restart");

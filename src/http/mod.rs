@@ -1,36 +1,44 @@
-//! The local HTTP server: health, readiness, metrics and status
-//! (`docs/metrics.md`).
+//! The local HTTP server: the status page, health, readiness, metrics and
+//! status (`docs/metrics.md`, `docs/status-page.md`).
 //!
 //! | path | for | answer |
 //! |---|---|---|
+//! | `/` (`/app.js`, `/app.css`) | a technician's browser | the status page ([`page`]) |
+//! | `/api/events` | the status page | server-sent events: trends, then the status, live ([`events`]) |
+//! | `/api/trend` | the status page, `curl` | every tag's last minutes, JSON |
+//! | `/api/alarms/{rule}/ack`, `…/shelve` | the page's buttons | POST, with the bearer token when `[http] allow_actions` ([`actions`]) |
 //! | `/healthz` | liveness (systemd, a supervisor) | `200 ok` while the pipeline task reports, else 503 |
 //! | `/readyz` | readiness | 200 when the config is loaded and the store answers, else 503; JSON with each part |
 //! | `/metrics` | Prometheus | text format 0.0.4 |
 //! | `/api/status` | a status page, a technician's `curl` | JSON (`docs/schemas/api-status.json`) |
 //!
-//! The server is axum on hyper (HTTP/1.1 only), chosen because the status
-//! page that comes next (server-sent events, ack and shelve buttons) fits
-//! it without another crate.
+//! The server is axum on hyper (HTTP/1.1 only): the page's event stream
+//! and buttons fit it without another crate.
 //!
 //! # Ownership and shutdown
 //!
 //! [`bind`] opens the socket (a port already taken fails the start, with
 //! the address in the message); [`serve`] spawns the one task that owns it
 //! and every connection. The task stops accepting when its [`Shutdown`]
-//! fires, lets requests in progress finish for at most [`GRACE`], then
-//! drops whatever is left, so the gateway's shutdown deadline holds.
+//! fires, event streams end at the same moment, requests in progress
+//! finish for at most [`GRACE`], then whatever is left is dropped, so the
+//! gateway's shutdown deadline holds.
 //!
 //! # Bounds
 //!
 //! At most [`MAX_REQUESTS`] requests are served at once; more get 503 at
-//! once rather than a queue. A handler waits at most [`STORE_WAIT`] for
+//! once rather than a queue. Event streams count apart, at most
+//! [`events::MAX_STREAMS`]. A handler waits at most [`STORE_WAIT`] for
 //! the store thread: a store too busy to answer shows as `fieldgate_store_up
-//! 0` rather than a hung scrape. Nothing here writes: the endpoints are
-//! read-only (actions over HTTP come with a token in a later version), and
-//! they have no TLS, so a non-loopback address is warned about.
+//! 0` rather than a hung scrape. Only the two action endpoints change
+//! anything, and only with the token; there is no TLS, so an address
+//! beyond this machine without a token is warned about.
 
+mod actions;
+mod events;
 mod health;
 mod metrics;
+mod page;
 mod status;
 
 use std::net::SocketAddr;
@@ -42,11 +50,13 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
+pub use actions::{ActionRoute, Actions};
+pub use events::trend_json;
 pub use status::status_json;
 
 use crate::shutdown::Shutdown;
@@ -103,28 +113,52 @@ pub struct HttpState {
     pub telemetry: watch::Receiver<Arc<Telemetry>>,
     /// The outbox, for its figures and as the readiness check.
     pub store: StoreHandle,
+    /// Acknowledge and shelve; `None` unless `[http] allow_actions`.
+    pub actions: Option<Actions>,
+    /// Event streams open (bounded by [`events::MAX_STREAMS`]).
+    streams: Arc<Semaphore>,
+    /// Ends the event streams.
+    stop: Shutdown,
 }
 
 impl HttpState {
+    /// The state of a server that stops when `stop` fires.
+    pub fn new(
+        telemetry: watch::Receiver<Arc<Telemetry>>,
+        store: StoreHandle,
+        actions: Option<Actions>,
+        stop: Shutdown,
+    ) -> HttpState {
+        HttpState {
+            telemetry,
+            store,
+            actions,
+            streams: Arc::new(Semaphore::new(events::MAX_STREAMS)),
+            stop,
+        }
+    }
+
     /// The registry of the running config.
     pub fn telemetry(&self) -> Arc<Telemetry> {
         self.telemetry.borrow().clone()
     }
 }
 
-/// Binds `addr`. Warns when it is reachable from other hosts.
-pub async fn bind(addr: SocketAddr) -> Result<Listener, HttpError> {
+/// Binds `addr`. Warns when it is reachable from other hosts and no token
+/// is configured (`with_token`).
+pub async fn bind(addr: SocketAddr, with_token: bool) -> Result<Listener, HttpError> {
     let inner = TcpListener::bind(addr)
         .await
         .map_err(|source| HttpError::Bind { addr, source })?;
     let addr = inner
         .local_addr()
         .map_err(|source| HttpError::Bind { addr, source })?;
-    if !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() && !with_token {
         tracing::warn!(
             %addr,
-            "the HTTP endpoints (metrics, and the status with every tag's value) are served \
-             without TLS or a token to anyone who can reach this address"
+            "the status page, metrics and every tag's value are served without TLS or a \
+             token to anyone who can reach this address; listen on 127.0.0.1 behind a \
+             reverse proxy with TLS, or set [http] token_file"
         );
     }
     Ok(Listener { inner, addr })
@@ -133,8 +167,13 @@ pub async fn bind(addr: SocketAddr) -> Result<Listener, HttpError> {
 /// Serves `listener` until `shutdown` fires (then at most [`GRACE`] more).
 pub fn serve(listener: Listener, state: HttpState, shutdown: Shutdown) -> JoinHandle<()> {
     let addr = listener.addr;
-    tracing::info!(%addr, "HTTP: /healthz /readyz /metrics /api/status");
-    let app = router(state);
+    let actions = if state.actions.is_some() {
+        "on (bearer token)"
+    } else {
+        "off"
+    };
+    tracing::info!(%addr, page = %format!("http://{addr}/"), actions, "HTTP: status page, /healthz /readyz /metrics /api/status");
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let mut stop = shutdown.clone();
     let mut deadline = shutdown;
     tokio::spawn(async move {
@@ -162,6 +201,13 @@ pub fn serve(listener: Listener, state: HttpState, shutdown: Shutdown) -> JoinHa
 pub fn router(state: HttpState) -> Router {
     let permits = Arc::new(Semaphore::new(MAX_REQUESTS));
     Router::new()
+        .route("/", get(page::index))
+        .route("/app.css", get(page::css))
+        .route("/app.js", get(page::js))
+        .route("/api/events", get(events::events))
+        .route("/api/trend", get(events::trend))
+        .route("/api/alarms/{rule}/ack", post(actions::ack))
+        .route("/api/alarms/{rule}/shelve", post(actions::shelve))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
@@ -182,7 +228,8 @@ async fn limit(State(permits): State<Arc<Semaphore>>, request: Request, next: Ne
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        "not found; fieldgate serves /healthz /readyz /metrics /api/status\n",
+        "not found; fieldgate serves the status page at /, and /healthz /readyz /metrics \
+         /api/status /api/events /api/trend\n",
     )
         .into_response()
 }

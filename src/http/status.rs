@@ -20,12 +20,14 @@ use crate::telemetry::{DeviceMetrics, DeviceSnapshot, Snapshot};
 
 pub(super) async fn status(State(state): State<HttpState>) -> Response {
     let snapshot = gather(&state, false).await;
-    Json(status_json(&snapshot, state.telemetry().devices())).into_response()
+    let actions = state.actions.is_some();
+    Json(status_json(&snapshot, state.telemetry().devices(), actions)).into_response()
 }
 
 /// The status document of `s`, with the last readings kept in `devices`
-/// (the same devices, in the same order, as `s.devices`).
-pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceMetrics>]) -> JsonValue {
+/// (the same devices, in the same order, as `s.devices`); `actions` says
+/// whether acknowledge and shelve are allowed over HTTP.
+pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceMetrics>], actions: bool) -> JsonValue {
     let uptime = s.at.duration_since(s.info.started).unwrap_or_default();
     json!({
         "gateway": {
@@ -35,6 +37,7 @@ pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceMetrics>]) -> JsonValue {
             "config_hash": s.info.config_hash,
             "started": timestamp(s.info.started),
             "uptime_s": uptime.as_secs(),
+            "actions": actions,
         },
         "generated_at": timestamp(s.at),
         "devices": s.devices.iter().zip(devices).map(|(d, m)| device(d, m)).collect::<Vec<_>>(),

@@ -65,6 +65,16 @@ impl Topics {
         format!("{}/alarms/{rule}", self.base)
     }
 
+    /// Where operators acknowledge a rule's alarm.
+    pub fn alarm_ack(&self, rule: &str) -> String {
+        format!("{}/alarms/{rule}/ack", self.base)
+    }
+
+    /// Where operators shelve a rule's alarm.
+    pub fn alarm_shelve(&self, rule: &str) -> String {
+        format!("{}/alarms/{rule}/shelve", self.base)
+    }
+
     /// A work order (retained until closed).
     pub fn workorder(&self, id: &str) -> String {
         format!("{}/workorders/{id}", self.base)

@@ -19,13 +19,16 @@
 //! task puts it there once it is done with the batch (see
 //! [`Telemetry::keep_last`](super::Telemetry::keep_last)): the batch is
 //! moved, not copied, so keeping the last values costs no allocation at
-//! all; the previous batch is freed as it would have been anyway.
+//! all; the previous batch is freed as it would have been anyway. The
+//! same call adds the readings to the device's [`Trend`] (one `f32` store
+//! per tag).
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::histogram::{Histogram, HistogramSnapshot};
+use super::trend::Trend;
 use crate::config::Device;
 use crate::modbus::{Batch, Block, Endpoint, PollError};
 
@@ -104,6 +107,8 @@ pub struct DeviceMetrics {
     state: AtomicU8,
     detail: Mutex<Detail>,
     last: Mutex<Option<Batch>>,
+    /// The last minutes of every tag, for the status page.
+    trend: Mutex<Trend>,
 }
 
 /// One device's figures at one moment.
@@ -136,6 +141,7 @@ pub struct DeviceSnapshot {
 impl DeviceMetrics {
     /// Figures at zero for `device` on the link labelled `link`.
     pub fn new(device: Arc<Device>, link: String) -> DeviceMetrics {
+        let trend = Mutex::new(Trend::new(device.tags.len()));
         DeviceMetrics {
             device,
             link,
@@ -148,6 +154,7 @@ impl DeviceMetrics {
             state: AtomicU8::new(0),
             detail: Mutex::new(Detail::default()),
             last: Mutex::new(None),
+            trend,
         }
     }
 
@@ -241,13 +248,23 @@ impl DeviceMetrics {
         d.last_error = Some(error());
     }
 
-    /// Keeps `batch` as the device's last readings; returns the previous
-    /// one so the caller frees it outside the lock.
+    /// Keeps `batch` as the device's last readings and adds it to the
+    /// trend; returns the previous batch so the caller frees it outside
+    /// the lock.
     pub fn keep_last(&self, batch: Batch) -> Option<Batch> {
+        self.trend
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(batch.timestamp, &batch.readings);
         self.last
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .replace(batch)
+    }
+
+    /// Runs `f` on the trend (under the lock: keep it short).
+    pub fn with_trend<R>(&self, f: impl FnOnce(&Trend) -> R) -> R {
+        f(&self.trend.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Runs `f` on the last readings (under the lock: keep it short).

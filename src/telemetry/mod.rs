@@ -8,6 +8,7 @@
 //! * [`histogram`]: the lock-free latency histogram;
 //! * [`device`]: per-device and per-link figures written by the pollers;
 //! * [`rules_view`]: the copy of the rules state the pipeline publishes;
+//! * [`trend`]: each tag's last minutes, for the status page's sparklines;
 //! * [`process`]: RSS, CPU time, file descriptors and threads from `/proc`;
 //! * [`prometheus`]: the text exposition, a pure function of a snapshot.
 //!
@@ -16,7 +17,7 @@
 //! | figure | written by | how |
 //! |---|---|---|
 //! | device and link figures | the poller of the link | atomics ([`LinkProbe`]) |
-//! | last readings per device | the pipeline task | [`Telemetry::keep_last`] |
+//! | last readings and trend per device | the pipeline task | [`Telemetry::keep_last`] |
 //! | rules view, pipeline heartbeat | the pipeline task | [`Telemetry::publish_rules`] (a `watch`) |
 //! | MQTT figures | the forwarder | [`ForwarderStats`] atomics |
 //! | outbox figures | the store thread | asked for at each scrape |
@@ -28,6 +29,7 @@ pub mod histogram;
 pub mod process;
 pub mod prometheus;
 pub mod rules_view;
+pub mod trend;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,589 @@
+// fieldgate status page.
+//
+// One EventSource on /api/events: a `trend` event first (each tag's last
+// minutes), then `status` events (the /api/status document) every second
+// or so, and at once when an alarm or work order changes. Devices and tags
+// are built once and updated in place; alarm and work-order lists are
+// rebuilt only when they change, so a button is never replaced under a
+// finger. Every text from the gateway goes in through textContent.
+//
+// Acknowledge and shelve POST to /api/alarms/{rule}/{ack|shelve} with the
+// bearer token, asked for once and kept in sessionStorage (this tab only).
+
+'use strict';
+
+const TOKEN_KEY = 'fieldgate-token';
+// No status for this long: the page says it is stale.
+const STALE_MS = 5000;
+
+const page = {
+  status: null,
+  lastUpdate: 0,
+  step: 5, // seconds per trend point
+  points: 60,
+  endStep: null, // step number of the last trend point
+  trend: new Map(), // "device\u0000tag" -> array of numbers or null
+  devices: new Map(), // device name -> { card, rows: Map(tag -> row parts) }
+  alarmsKey: null,
+  workOrdersKey: null,
+  pending: new Set(), // rules with a request on its way
+};
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  return e;
+}
+
+// ---- formatting -----------------------------------------------------------
+
+function fmtValue(v) {
+  if (v === null || v === undefined) return '–';
+  if (typeof v === 'boolean') return v ? 'on' : 'off';
+  if (typeof v === 'number') {
+    if (Number.isInteger(v)) return String(v);
+    return String(Number(v.toPrecision(6)));
+  }
+  return String(v);
+}
+
+function fmtTime(iso) {
+  if (!iso) return '–';
+  const d = new Date(iso);
+  if (isNaN(d)) return iso;
+  const today = new Date().toDateString() === d.toDateString();
+  return today ? d.toLocaleTimeString() : d.toLocaleString();
+}
+
+function fmtAge(seconds) {
+  if (seconds === null || seconds === undefined || !isFinite(seconds)) return '–';
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return s + ' s';
+  if (s < 3600) return Math.floor(s / 60) + ' min ' + (s % 60) + ' s';
+  if (s < 86400) return Math.floor(s / 3600) + ' h ' + Math.floor((s % 3600) / 60) + ' min';
+  return Math.floor(s / 86400) + ' d ' + Math.floor((s % 86400) / 3600) + ' h';
+}
+
+function since(iso) {
+  if (!iso) return null;
+  const t = Date.parse(iso);
+  if (isNaN(t)) return null;
+  const now = page.status ? Date.parse(page.status.generated_at) : Date.now();
+  return (now - t) / 1000;
+}
+
+const STATE_TEXT = {
+  active_unacked: 'Active, not acknowledged',
+  active_acked: 'Active, acknowledged',
+  returned_unacked: 'Returned to normal, not acknowledged',
+  shelved: 'Shelved',
+};
+
+// ---- header ---------------------------------------------------------------
+
+function renderHeader(s) {
+  const g = s.gateway;
+  $('gw-id').textContent = g.id;
+  $('gw-site').textContent = g.site;
+  document.title = g.id + ' · fieldgate';
+  $('version').textContent = g.version;
+  const hash = $('config-hash');
+  hash.textContent = g.config_hash.slice(0, 12);
+  hash.title = g.config_hash;
+  $('uptime').textContent = fmtAge(g.uptime_s);
+
+  const mqtt = $('mqtt');
+  mqtt.textContent = s.mqtt.connected ? 'connected' : 'disconnected';
+  mqtt.className = s.mqtt.connected ? 'good' : 'bad';
+  mqtt.title = s.mqtt.last_error || '';
+
+  const outbox = $('outbox');
+  if (s.outbox) {
+    const n = s.outbox.messages;
+    outbox.textContent =
+      n === 0 ? 'empty' : n + ' waiting, oldest ' + fmtAge(s.outbox.oldest_age_s);
+    outbox.className = n > 0 && s.outbox.oldest_age_s > 60 ? 'bad' : '';
+  } else {
+    outbox.textContent = 'store not answering';
+    outbox.className = 'bad';
+  }
+}
+
+// ---- alarms ---------------------------------------------------------------
+
+function renderAlarms(s) {
+  const actions = s.gateway.actions === true;
+  $('actions-hint').hidden = actions;
+  const key = JSON.stringify([s.alarms, actions, [...page.pending]]);
+  $('alarm-count').textContent = s.alarms.length ? '(' + s.alarms.length + ')' : '';
+  if (key === page.alarmsKey) {
+    // Only the ages move.
+    for (const a of s.alarms) {
+      const age = document.querySelector('.alarm[data-rule="' + CSS.escape(a.rule) + '"] .age');
+      if (age) age.textContent = fmtAge(since(a.since));
+    }
+    return;
+  }
+  page.alarmsKey = key;
+  const list = $('alarms');
+  list.replaceChildren();
+  if (s.alarms.length === 0) {
+    list.append(el('p', 'empty', 'No alarms.'));
+    return;
+  }
+  for (const a of s.alarms) list.append(alarmCard(a, actions));
+}
+
+function alarmCard(a, actions) {
+  const card = el('article', 'card alarm');
+  card.dataset.rule = a.rule;
+  card.dataset.state = a.state;
+  card.dataset.priority = a.priority;
+
+  const head = el('div', 'head');
+  head.append(el('span', 'rule', a.rule));
+  head.append(el('span', 'badge', a.priority));
+  head.append(el('span', 'state', STATE_TEXT[a.state] || a.state));
+  if (a.chattering) head.append(el('span', 'badge chatter', 'chattering'));
+  card.append(head);
+
+  const detail = el('div', 'detail');
+  if (a.value !== null && a.value !== undefined) {
+    detail.append('value ');
+    detail.append(el('b', null, fmtValue(a.value)));
+    if (a.limit !== null && a.limit !== undefined) {
+      detail.append(' · limit ');
+      detail.append(el('b', null, fmtValue(a.limit)));
+    }
+    detail.append(' · ');
+  }
+  detail.append('since ' + fmtTime(a.since) + ' (');
+  detail.append(el('span', 'age', fmtAge(since(a.since))));
+  detail.append(')');
+  if (a.shelved_until) detail.append(' · shelved until ' + fmtTime(a.shelved_until));
+  card.append(detail);
+
+  if (actions) {
+    const buttons = el('div', 'actions');
+    const busy = page.pending.has(a.rule);
+    if (a.state === 'active_unacked' || a.state === 'returned_unacked') {
+      const ack = el('button', 'primary ack', 'Acknowledge');
+      ack.type = 'button';
+      ack.disabled = busy;
+      ack.addEventListener('click', () => request(a.rule, 'ack', {}));
+      buttons.append(ack);
+    }
+    if (a.state === 'shelved') {
+      const un = el('button', 'unshelve', 'Unshelve');
+      un.type = 'button';
+      un.disabled = busy;
+      un.addEventListener('click', () => request(a.rule, 'shelve', { unshelve: true }));
+      buttons.append(un);
+    } else {
+      const sh = el('button', 'shelve', 'Shelve…');
+      sh.type = 'button';
+      sh.disabled = busy;
+      sh.addEventListener('click', () => askShelve(a.rule));
+      buttons.append(sh);
+    }
+    card.append(buttons);
+  }
+  return card;
+}
+
+// ---- work orders ----------------------------------------------------------
+
+function renderWorkOrders(s) {
+  const key = JSON.stringify(s.work_orders);
+  $('wo-count').textContent = s.work_orders.length ? '(' + s.work_orders.length + ')' : '';
+  if (key === page.workOrdersKey) return;
+  page.workOrdersKey = key;
+  const list = $('workorders');
+  list.replaceChildren();
+  if (s.work_orders.length === 0) {
+    list.append(el('p', 'empty', 'No open work orders.'));
+    return;
+  }
+  for (const w of s.work_orders) {
+    const card = el('article', 'card workorder');
+    card.dataset.id = w.id;
+    card.dataset.status = w.status;
+    const head = el('div', 'head');
+    head.append(el('span', 'title-text', w.title));
+    head.append(el('span', 'badge', w.priority));
+    head.append(el('span', 'status', w.status.replace('_', ' ')));
+    card.append(head);
+    const parts = [w.type, 'asset ' + w.asset, 'raised ' + fmtTime(w.created_at)];
+    if (w.occurrences > 1) parts.push(w.occurrences + ' occurrences');
+    if (w.cmms_ref) parts.push('CMMS ' + w.cmms_ref);
+    parts.push(w.id);
+    card.append(el('div', 'detail', parts.join(' · ')));
+    list.append(card);
+  }
+}
+
+// ---- devices and tags -----------------------------------------------------
+
+function renderDevices(s) {
+  $('device-count').textContent = '(' + s.devices.length + ')';
+  const box = $('devices');
+  const seen = new Set();
+  s.devices.forEach((d, i) => {
+    seen.add(d.name);
+    let view = page.devices.get(d.name);
+    if (!view) {
+      view = deviceView(d);
+      page.devices.set(d.name, view);
+    }
+    // Keep config order.
+    if (box.children[i] !== view.card) box.insertBefore(view.card, box.children[i] || null);
+    updateDevice(view, d);
+  });
+  for (const [name, view] of page.devices) {
+    if (!seen.has(name)) {
+      view.card.remove();
+      page.devices.delete(name);
+    }
+  }
+}
+
+function deviceView(d) {
+  const card = el('article', 'card device');
+  card.dataset.name = d.name;
+  const head = el('div', 'head');
+  head.append(el('span', 'name', d.name));
+  const state = el('span', 'dstate');
+  head.append(state);
+  card.append(head);
+  const detail = el('div', 'detail');
+  card.append(detail);
+  const error = el('div', 'error');
+  card.append(error);
+  const table = el('table', 'tags');
+  const body = el('tbody');
+  table.append(body);
+  card.append(table);
+  return { card, state, detail, error, body, rows: new Map() };
+}
+
+function updateDevice(view, d) {
+  view.card.dataset.state = d.state;
+  if (d.state === 'failing') {
+    view.state.textContent = 'failing since ' + fmtTime(d.since) + ' (' + fmtAge(since(d.since)) + ')';
+  } else if (d.state === 'polling') {
+    view.state.textContent = 'polling';
+  } else {
+    view.state.textContent = 'not polled yet';
+  }
+  const parts = [d.link];
+  if (d.last_response_ms !== null) parts.push('answers in ' + fmtValue(Number(d.last_response_ms.toFixed(1))) + ' ms');
+  if (d.last_success) parts.push('last good poll ' + fmtTime(d.last_success));
+  parts.push(d.polls_ok + ' polls ok, ' + d.polls_failed + ' failed');
+  view.detail.textContent = parts.join(' · ');
+  view.error.textContent = d.last_error || '';
+  view.error.hidden = !d.last_error;
+
+  const seen = new Set();
+  d.tags.forEach((t, i) => {
+    seen.add(t.name);
+    let row = view.rows.get(t.name);
+    if (!row) {
+      row = tagRow(t);
+      view.rows.set(t.name, row);
+    }
+    if (view.body.children[i] !== row.tr) view.body.insertBefore(row.tr, view.body.children[i] || null);
+    updateTag(row, d.name, t);
+  });
+  for (const [name, row] of view.rows) {
+    if (!seen.has(name)) {
+      row.tr.remove();
+      view.rows.delete(name);
+    }
+  }
+}
+
+function tagRow(t) {
+  const tr = el('tr', 'tag');
+  tr.dataset.tag = t.name;
+  const name = el('td', 'tname', t.name);
+  const value = el('td', 'value');
+  const number = el('span', 'number');
+  const unit = el('span', 'unit', t.unit || '');
+  const quality = el('span', 'quality');
+  value.append(number, unit, quality);
+  const spark = el('td', 'spark');
+  tr.append(name, value, spark);
+  return { tr, number, quality, spark, drawn: null };
+}
+
+function updateTag(row, device, t) {
+  const good = t.quality === 'good';
+  row.tr.classList.toggle('bad', t.quality !== null && !good);
+  row.tr.dataset.quality = t.quality || 'none';
+  row.number.textContent = good ? fmtValue(t.value) : t.quality === null ? '–' : '✕';
+  row.quality.textContent = t.quality && !good ? t.quality.replace('bad:', 'bad: ') : '';
+  const points = page.trend.get(device + '\u0000' + t.name);
+  const key = points ? points.join(',') : '';
+  if (key !== row.drawn) {
+    row.drawn = key;
+    row.spark.replaceChildren(points ? sparkline(points) : '');
+  }
+}
+
+// A small line of the last minutes; gaps where there was no good value.
+function sparkline(points) {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('class', 'sparkline');
+  svg.setAttribute('viewBox', '0 0 100 26');
+  svg.setAttribute('preserveAspectRatio', 'none');
+  const values = points.filter((p) => p !== null);
+  if (values.length === 0) return svg;
+  let lo = Math.min(...values);
+  let hi = Math.max(...values);
+  if (hi - lo < 1e-9) {
+    lo -= 1;
+    hi += 1;
+  }
+  const x = (i) => (i * 100) / Math.max(1, points.length - 1);
+  const y = (v) => 23 - ((v - lo) / (hi - lo)) * 20;
+  let d = '';
+  let pen = false;
+  points.forEach((p, i) => {
+    if (p === null) {
+      pen = false;
+      return;
+    }
+    d += (pen ? 'L' : 'M') + x(i).toFixed(1) + ' ' + y(p).toFixed(1);
+    // A lone point still shows.
+    const next = points[i + 1];
+    if (!pen && (next === null || next === undefined)) d += 'h1';
+    pen = true;
+  });
+  const path = document.createElementNS(ns, 'path');
+  path.setAttribute('d', d);
+  svg.append(path);
+  const title = document.createElementNS(ns, 'title');
+  title.textContent =
+    'last ' + Math.round((points.length * page.step) / 60) + ' min: ' +
+    fmtValue(Math.min(...values)) + ' – ' + fmtValue(Math.max(...values));
+  svg.append(title);
+  return svg;
+}
+
+// ---- trends ---------------------------------------------------------------
+
+function onTrend(doc) {
+  page.step = doc.step_s;
+  page.points = doc.points;
+  page.endStep = Math.floor(Date.parse(doc.end) / 1000 / page.step);
+  page.trend.clear();
+  for (const [device, tags] of Object.entries(doc.devices)) {
+    for (const [tag, points] of Object.entries(tags)) {
+      page.trend.set(device + '\u0000' + tag, points.slice());
+    }
+  }
+}
+
+// Extends the lines with a status's values, in the step of its time.
+function extendTrends(s) {
+  const step = Math.floor(Date.parse(s.generated_at) / 1000 / page.step);
+  if (page.endStep === null) page.endStep = step;
+  const shift = Math.min(page.points, step - page.endStep);
+  if (shift > 0) {
+    for (const points of page.trend.values()) {
+      points.splice(0, shift);
+      for (let k = 0; k < shift; k++) points.push(null);
+    }
+    page.endStep = step;
+  }
+  if (step < page.endStep) return; // a clock that went back: wait for it
+  for (const d of s.devices) {
+    for (const t of d.tags) {
+      const key = d.name + '\u0000' + t.name;
+      let points = page.trend.get(key);
+      if (!points) {
+        points = new Array(page.points).fill(null);
+        page.trend.set(key, points);
+      }
+      let v = t.value;
+      if (typeof v === 'boolean') v = v ? 1 : 0;
+      if (t.quality === 'good' && typeof v === 'number' && isFinite(v)) {
+        points[points.length - 1] = v;
+      }
+    }
+  }
+}
+
+// ---- the stream -----------------------------------------------------------
+
+function onStatus(s) {
+  page.status = s;
+  page.lastUpdate = Date.now();
+  document.body.classList.remove('stale');
+  setLive('live', 'live');
+  extendTrends(s);
+  renderHeader(s);
+  renderAlarms(s);
+  renderWorkOrders(s);
+  renderDevices(s);
+  renderMeters(s);
+}
+
+function renderMeters(s) {
+  $('meters-section').hidden = s.meters.length === 0;
+  const list = $('meters');
+  list.replaceChildren();
+  for (const m of s.meters) {
+    const card = el('div', 'card meter');
+    card.dataset.name = m.name;
+    const next = m.next_due === null ? '' : ' · next service at ' + fmtValue(m.next_due) + ' ' + m.unit;
+    card.textContent = m.name + ': ' + fmtValue(Number(m.value.toFixed(3))) + ' ' + m.unit + next + (m.due ? ' · DUE' : '');
+    list.append(card);
+  }
+}
+
+function setLive(state, text) {
+  const live = $('live');
+  live.dataset.state = state;
+  live.textContent = text;
+}
+
+function connect() {
+  const events = new EventSource('api/events');
+  events.addEventListener('trend', (e) => {
+    try {
+      onTrend(JSON.parse(e.data));
+    } catch (err) {
+      console.error('trend', err);
+    }
+  });
+  events.addEventListener('status', (e) => {
+    try {
+      onStatus(JSON.parse(e.data));
+    } catch (err) {
+      console.error('status', err);
+    }
+  });
+  events.addEventListener('error', () => {
+    // The browser reconnects by itself (the server asks for 2 s).
+    setLive('reconnecting', 'reconnecting…');
+  });
+}
+
+setInterval(() => {
+  if (page.lastUpdate && Date.now() - page.lastUpdate > STALE_MS) {
+    document.body.classList.add('stale');
+    setLive('stale', 'no update for ' + fmtAge((Date.now() - page.lastUpdate) / 1000));
+  }
+}, 1000);
+
+// ---- actions --------------------------------------------------------------
+
+let toastTimer = null;
+function toast(text) {
+  const t = $('toast');
+  t.textContent = text;
+  t.classList.add('show');
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => t.classList.remove('show'), 4000);
+}
+
+// Resolves with the token typed, or null when cancelled.
+function askToken(why) {
+  const dialog = $('token-dialog');
+  const input = $('token-input');
+  if (why) $('token-why').textContent = why;
+  input.value = '';
+  return new Promise((resolve) => {
+    const done = (value) => {
+      $('token-ok').onclick = null;
+      $('token-cancel').onclick = null;
+      input.onkeydown = null;
+      dialog.onclose = null;
+      if (dialog.open) dialog.close();
+      resolve(value);
+    };
+    $('token-ok').onclick = () => done(input.value.trim() || null);
+    $('token-cancel').onclick = () => done(null);
+    input.onkeydown = (e) => {
+      if (e.key === 'Enter') done(input.value.trim() || null);
+    };
+    dialog.onclose = () => done(null);
+    dialog.showModal();
+    input.focus();
+  });
+}
+
+function askShelve(rule) {
+  const dialog = $('shelve-dialog');
+  $('shelve-rule').textContent = rule;
+  for (const b of dialog.querySelectorAll('button[data-duration]')) {
+    b.onclick = () => {
+      dialog.close();
+      request(rule, 'shelve', { duration: b.dataset.duration });
+    };
+  }
+  $('shelve-cancel').onclick = () => dialog.close();
+  dialog.showModal();
+}
+
+async function request(rule, action, body) {
+  let token = sessionStorage.getItem(TOKEN_KEY);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    if (!token) {
+      token = await askToken(
+        attempt === 0
+          ? null
+          : 'The gateway refused that token. Type the token of [http] token_file again.'
+      );
+      if (!token) return;
+    }
+    page.pending.add(rule);
+    if (page.status) renderAlarms(page.status);
+    let response;
+    try {
+      response = await fetch('api/alarms/' + encodeURIComponent(rule) + '/' + action, {
+        method: 'POST',
+        headers: { Authorization: 'Bearer ' + token, 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    } catch (err) {
+      done(rule);
+      toast('The gateway did not answer: ' + err.message);
+      return;
+    }
+    if (response.status === 401) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      token = null;
+      done(rule);
+      continue;
+    }
+    let answer = {};
+    try {
+      answer = await response.json();
+    } catch (err) {
+      answer = {};
+    }
+    if (response.ok) {
+      sessionStorage.setItem(TOKEN_KEY, token);
+      toast((action === 'ack' ? 'Acknowledged ' : body.unshelve ? 'Unshelved ' : 'Shelved ') + rule);
+      // The button stays disabled until the new state arrives.
+      setTimeout(() => done(rule), 3000);
+    } else {
+      done(rule);
+      toast(answer.error || 'The gateway answered ' + response.status);
+    }
+    return;
+  }
+}
+
+function done(rule) {
+  page.pending.delete(rule);
+  if (page.status) renderAlarms(page.status);
+}
+
+connect();
