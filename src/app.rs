@@ -216,8 +216,7 @@ impl Gateway {
         let (telemetry_tx, telemetry_rx) = watch::channel(telemetry.clone());
         let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_CHANNEL_CAPACITY);
         let (http_trigger, http_listener) = shutdown::channel();
-        let (action_route, route_rx) =
-            watch::channel(ActionRoute::of(&config, inbound_tx.clone()));
+        let (action_route, route_rx) = watch::channel(ActionRoute::of(&config, inbound_tx.clone()));
         let http_server = http_socket.map(|socket| {
             let actions = match (&config.http.token, config.http.allow_actions) {
                 (Some(token), true) => Some(Actions {

@@ -104,6 +104,8 @@ fn every_example_config_passes() {
     );
 
     let dir = tempfile::tempdir().unwrap();
+    // The secret files the docs' examples name beside the config.
+    std::fs::write(dir.path().join("http-token"), "0123456789abcdef0123\n").unwrap();
     for doc in std::fs::read_dir(root().join("docs")).unwrap() {
         let doc = doc.unwrap().path();
         if doc.extension().is_none_or(|e| e != "md") {

@@ -44,7 +44,13 @@ points = [
 
 /// A gateway config with one hot-bearing rule and one that never trips;
 /// `http_extra` goes into `[http]`.
-fn load(dir: &Path, sim: SocketAddr, broker: SocketAddr, http: SocketAddr, http_extra: &str) -> Config {
+fn load(
+    dir: &Path,
+    sim: SocketAddr,
+    broker: SocketAddr,
+    http: SocketAddr,
+    http_extra: &str,
+) -> Config {
     std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
     let text = format!(
         r#"
@@ -148,26 +154,53 @@ async fn the_page_its_live_feed_and_trends() {
     // The page and its two files, with headers that keep it to itself.
     let page = get_when_up(http, "/").await;
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
-    assert!(page.body.contains("<script src=\"app.js\""), "{}", page.body);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(
+        page.body.contains("<script src=\"app.js\""),
+        "{}",
+        page.body
+    );
     let csp = page.header("content-security-policy").unwrap_or("");
-    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     assert_eq!(page.header("x-frame-options"), Some("DENY"));
     let js = get(http, "/app.js").await.unwrap();
     assert_eq!(js.status, 200);
-    assert_eq!(js.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert_eq!(
+        js.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
     assert!(js.body.contains("EventSource"));
     let css = get(http, "/app.css").await.unwrap();
-    assert_eq!((css.status, css.header("content-type")), (200, Some("text/css; charset=utf-8")));
+    assert_eq!(
+        (css.status, css.header("content-type")),
+        (200, Some("text/css; charset=utf-8"))
+    );
 
     // The feed: the trends first, then statuses with live values.
     let mut events = Events::open(http, "/api/events").await.unwrap();
-    assert_eq!(events.head.header("content-type"), Some("text/event-stream"));
-    let first = events.next(Duration::from_secs(5)).await.expect("a first event");
+    assert_eq!(
+        events.head.header("content-type"),
+        Some("text/event-stream")
+    );
+    let first = events
+        .next(Duration::from_secs(5))
+        .await
+        .expect("a first event");
     assert_eq!(first.name, "trend");
     let trend = first.json();
     assert_eq!(trend["step_s"], 5);
-    assert_eq!(trend["devices"]["pump"]["bearing_temp"].as_array().map(Vec::len), Some(60));
+    assert_eq!(
+        trend["devices"]["pump"]["bearing_temp"]
+            .as_array()
+            .map(Vec::len),
+        Some(60)
+    );
     let s = status_until(&mut events, Duration::from_secs(10), |s| {
         s["devices"][0]["state"] == "polling" && s["devices"][0]["tags"][0]["quality"] == "good"
     })
@@ -189,19 +222,36 @@ async fn the_page_its_live_feed_and_trends() {
 
     // The trend holds the last minutes: here, the latest points.
     let t = get(http, "/api/trend").await.unwrap().json();
-    let points = t["devices"]["pump"]["bearing_temp"].as_array().unwrap().clone();
+    let points = t["devices"]["pump"]["bearing_temp"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(points.len(), 60);
     assert!(
-        points.iter().rev().take(2).any(|p| p.as_f64().is_some_and(|x| x > 130.0)),
+        points
+            .iter()
+            .rev()
+            .take(2)
+            .any(|p| p.as_f64().is_some_and(|x| x > 130.0)),
         "the hot bearing in the last points: {points:?}"
     );
     let running = t["devices"]["pump"]["running"].as_array().unwrap();
-    assert!(running.iter().any(|p| p.is_number()), "a bit is drawn as 0/1: {running:?}");
+    assert!(
+        running.iter().any(|p| p.is_number()),
+        "a bit is drawn as 0/1: {running:?}"
+    );
 
     // Actions are off by default: the page can say why.
-    let refused = post(http, "/api/alarms/bearing_hot/ack", &[], "").await.unwrap();
+    let refused = post(http, "/api/alarms/bearing_hot/ack", &[], "")
+        .await
+        .unwrap();
     assert_eq!(refused.status, 403);
-    assert!(refused.json()["error"].as_str().unwrap().contains("allow_actions"));
+    assert!(
+        refused.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("allow_actions")
+    );
 
     // The stream ends with the gateway, which stops on time.
     stop_gateway(stop, gateway).await;
@@ -230,14 +280,18 @@ async fn acknowledge_and_shelve_with_the_token() {
     let ack = "/api/alarms/bearing_hot/ack";
 
     let mut events = Events::open_when_up(http, "/api/events").await;
-    status_until(&mut events, Duration::from_secs(10), |s| s["devices"][0]["state"] == "polling")
-        .await
-        .expect("polling within 10 s");
+    status_until(&mut events, Duration::from_secs(10), |s| {
+        s["devices"][0]["state"] == "polling"
+    })
+    .await
+    .expect("polling within 10 s");
 
     // A normal alarm has nothing to acknowledge; an unknown rule is named.
     let r = post(http, ack, &auth, "").await.unwrap();
     assert_eq!(r.status, 409, "{}", r.body);
-    let r = post(http, "/api/alarms/no_such_rule/ack", &auth, "").await.unwrap();
+    let r = post(http, "/api/alarms/no_such_rule/ack", &auth, "")
+        .await
+        .unwrap();
     assert_eq!(r.status, 404, "{}", r.body);
 
     sim.set("pump", "bearing_temp", 150.0).unwrap();
@@ -251,12 +305,22 @@ async fn acknowledge_and_shelve_with_the_token() {
     // Without the token, or with a wrong one: refused, nothing changes.
     let r = post(http, ack, &[], "").await.unwrap();
     assert_eq!(r.status, 401);
-    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"fieldgate\""));
-    let r = post(http, ack, &[("Authorization", "Bearer wrong")], "").await.unwrap();
-    assert_eq!(r.status, 401);
-    let r = post(http, "/api/alarms/bearing_hot/shelve", &auth, "{\"duration\":\"soon\"}")
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"fieldgate\"")
+    );
+    let r = post(http, ack, &[("Authorization", "Bearer wrong")], "")
         .await
         .unwrap();
+    assert_eq!(r.status, 401);
+    let r = post(
+        http,
+        "/api/alarms/bearing_hot/shelve",
+        &auth,
+        "{\"duration\":\"soon\"}",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status, 400);
     assert!(r.body.contains("soon"), "{}", r.body);
 
@@ -281,7 +345,9 @@ async fn acknowledge_and_shelve_with_the_token() {
 
     // Shelved, then unshelved.
     let shelve = "/api/alarms/bearing_hot/shelve";
-    let r = post(http, shelve, &auth, "{\"duration\":\"1h\"}").await.unwrap();
+    let r = post(http, shelve, &auth, "{\"duration\":\"1h\"}")
+        .await
+        .unwrap();
     assert_eq!(r.status, 202, "{}", r.body);
     let s = status_until(&mut events, Duration::from_secs(5), |s| {
         alarm_state(s, "bearing_hot").as_deref() == Some("shelved")
@@ -289,7 +355,9 @@ async fn acknowledge_and_shelve_with_the_token() {
     .await
     .expect("shelved within 5 s");
     assert!(s["alarms"][0]["shelved_until"].is_string());
-    let r = post(http, shelve, &auth, "{\"unshelve\":true}").await.unwrap();
+    let r = post(http, shelve, &auth, "{\"unshelve\":true}")
+        .await
+        .unwrap();
     assert_eq!(r.status, 202, "{}", r.body);
     // Still hot: active again, to be acknowledged anew (ISA-18.2).
     status_until(&mut events, Duration::from_secs(5), |s| {

@@ -779,6 +779,24 @@ fn resolve_http(ctx: &mut Ctx, raw: RawHttp) -> HttpConfig {
     let token = raw
         .token_file
         .and_then(|f| read_secret(ctx, "http.token_file", &f));
+    if let Some(t) = &token {
+        // It travels in an Authorization header: visible ASCII only.
+        if !t.expose().iter().all(|b| b.is_ascii_graphic()) {
+            ctx.error(
+                "http.token_file",
+                "the token holds spaces or characters that cannot go in an HTTP header; \
+                 use letters and digits, e.g. from `openssl rand -hex 32`",
+            );
+        } else if t.expose().len() < 16 {
+            ctx.warn(
+                "http.token_file",
+                format!(
+                    "the token is {} characters long; use at least 16 (`openssl rand -hex 32`)",
+                    t.expose().len()
+                ),
+            );
+        }
+    }
     let allow_actions = raw.allow_actions.unwrap_or(false);
     if allow_actions && token.is_none() {
         ctx.error(

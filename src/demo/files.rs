@@ -28,14 +28,24 @@ pub fn scenario() -> Result<Scenario, SimError> {
     Scenario::from_toml_str(SCENARIO)
 }
 
+/// The file `config/demo.toml` names as `[http] token_file`.
+pub const TOKEN_FILE: &str = "demo.token";
+
 /// Writes the built-in configuration and its tag maps under
-/// `{dir}/config/` and returns the config file's path.
+/// `{dir}/config/` and returns the config file's path. The status page's
+/// token (`demo.token`) is new for every run, rather than the placeholder
+/// in the source tree, so a demo left running on a shared machine cannot
+/// be acknowledged by a token anyone can read on GitHub.
 pub fn write_config(dir: &Path) -> io::Result<PathBuf> {
     let config_dir = dir.join("config");
     std::fs::create_dir_all(config_dir.join("tags"))?;
     for (name, text) in TAG_MAPS {
         std::fs::write(config_dir.join("tags").join(name), text)?;
     }
+    let token: String = (0..16)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    std::fs::write(config_dir.join(TOKEN_FILE), format!("{token}\n"))?;
     let path = config_dir.join("demo.toml");
     std::fs::write(&path, CONFIG)?;
     Ok(path)

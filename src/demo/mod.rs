@@ -468,6 +468,13 @@ fn banner(
     ));
     match config.http.listen {
         Some(addr) => {
+            out.push(format!("page:     http://{addr}/ (the status page)"));
+            if let (true, Some(token)) = (config.http.allow_actions, &config.http.token) {
+                out.push(format!(
+                    "token:    {} (the page asks for it to acknowledge or shelve)",
+                    token.expose_str()
+                ));
+            }
             out.push(format!("metrics:  http://{addr}/metrics"));
             out.push(format!("status:   http://{addr}/api/status"));
         }

@@ -157,7 +157,14 @@ async fn act(state: HttpState, rule: String, kind: Kind, request: Request) -> Re
         Ok(p) => p,
         Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
     };
-    if kind == Kind::Ack && !state.telemetry().rules().alarms.iter().any(|a| a.rule == rule) {
+    if kind == Kind::Ack
+        && !state
+            .telemetry()
+            .rules()
+            .alarms
+            .iter()
+            .any(|a| a.rule == rule)
+    {
         return refuse(
             StatusCode::CONFLICT,
             &format!("alarm {rule:?} is normal: there is nothing to acknowledge"),
@@ -280,14 +287,26 @@ mod tests {
 
     #[test]
     fn shelve_bodies_are_checked_as_on_mqtt() {
-        let p = payload(Kind::Shelve, &Bytes::from_static(br#"{"duration":"2h"}"#), "x").unwrap();
+        let p = payload(
+            Kind::Shelve,
+            &Bytes::from_static(br#"{"duration":"2h"}"#),
+            "x",
+        )
+        .unwrap();
         assert_eq!(object(&p)["duration"], "2h");
         assert!(payload(Kind::Shelve, &Bytes::from_static(b"2h"), "x").is_ok());
         assert!(payload(Kind::Shelve, &Bytes::from_static(b"unshelve"), "x").is_ok());
         let e = payload(Kind::Shelve, &Bytes::from_static(b"{}"), "x").unwrap_err();
         assert!(e.contains("duration"), "{e}");
         assert!(payload(Kind::Shelve, &Bytes::from_static(b""), "x").is_err());
-        assert!(payload(Kind::Shelve, &Bytes::from_static(br#"{"duration":"soon"}"#), "x").is_err());
+        assert!(
+            payload(
+                Kind::Shelve,
+                &Bytes::from_static(br#"{"duration":"soon"}"#),
+                "x"
+            )
+            .is_err()
+        );
         assert!(payload(Kind::Ack, &Bytes::from_static(b"[1]"), "x").is_err());
         assert!(payload(Kind::Ack, &Bytes::from_static(b"\xff"), "x").is_err());
     }
@@ -297,13 +316,25 @@ mod tests {
         let token = Secret::new("s3cret-token");
         let mut h = HeaderMap::new();
         assert!(!authorized(&h, &token));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cret-token"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret-token"),
+        );
         assert!(authorized(&h, &token));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cret-tokeN"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret-tokeN"),
+        );
         assert!(!authorized(&h, &token));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cret"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret"),
+        );
         assert!(!authorized(&h, &token));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic s3cret-token"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic s3cret-token"),
+        );
         assert!(!authorized(&h, &token));
     }
 }

@@ -135,7 +135,11 @@ impl Feed {
         let snapshot = gather(&self.state, false).await;
         let telemetry = self.state.telemetry();
         let doc = status_json(&snapshot, telemetry.devices(), self.state.actions.is_some());
-        let tags: usize = telemetry.devices().iter().map(|d| d.device().tags.len()).sum();
+        let tags: usize = telemetry
+            .devices()
+            .iter()
+            .map(|d| d.device().tags.len())
+            .sum();
         self.sent = Some(snapshot.rules.clone());
         let now = Instant::now();
         self.sent_at = Some(now);

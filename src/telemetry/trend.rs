@@ -81,7 +81,9 @@ impl Trend {
         }
         let slot = (step % TREND_POINTS as u64) as usize;
         for r in readings {
-            let Some(ring) = self.points.get_mut(r.tag * TREND_POINTS..(r.tag + 1) * TREND_POINTS)
+            let Some(ring) = self
+                .points
+                .get_mut(r.tag * TREND_POINTS..(r.tag + 1) * TREND_POINTS)
             else {
                 continue;
             };
@@ -116,7 +118,10 @@ impl Trend {
     /// ending with `now`'s (`None` where there is no point).
     pub fn series(&self, tag: usize, now: SystemTime) -> Vec<Option<f32>> {
         let end = step_of(now);
-        let Some(ring) = self.points.get(tag * TREND_POINTS..(tag + 1) * TREND_POINTS) else {
+        let Some(ring) = self
+            .points
+            .get(tag * TREND_POINTS..(tag + 1) * TREND_POINTS)
+        else {
             return vec![None; TREND_POINTS];
         };
         let newest = self.newest.unwrap_or(0);
@@ -124,10 +129,7 @@ impl Trend {
             .map(|i| {
                 // Steps end-59 ..= end; only those the rings still hold.
                 let step = (end + i + 1).checked_sub(TREND_POINTS as u64)?;
-                if self.newest.is_none()
-                    || step > newest
-                    || newest - step >= TREND_POINTS as u64
-                {
+                if self.newest.is_none() || step > newest || newest - step >= TREND_POINTS as u64 {
                     return None;
                 }
                 let x = ring[(step % TREND_POINTS as u64) as usize];
@@ -158,7 +160,6 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
     }
 
-
     fn bad(tag: usize) -> Reading {
         Reading {
             tag,
@@ -188,7 +189,10 @@ mod tests {
         trend.record(at(0), &[Reading::good(0, Value::Bool(true))]);
         trend.record(at(20), &[Reading::good(0, Value::Int(-4))]);
         let s = trend.series(0, at(20));
-        assert_eq!(&s[TREND_POINTS - 5..], &[Some(1.0), None, None, None, Some(-4.0)]);
+        assert_eq!(
+            &s[TREND_POINTS - 5..],
+            &[Some(1.0), None, None, None, Some(-4.0)]
+        );
         // A minute later with nothing polled: the points have moved left.
         let s = trend.series(0, at(80));
         assert_eq!(s[TREND_POINTS - 1], None);
@@ -211,7 +215,10 @@ mod tests {
     #[test]
     fn a_bad_step_is_a_gap_and_text_is_not_drawn() {
         let mut trend = Trend::new(2);
-        trend.record(at(0), &[bad(0), Reading::good(1, Value::Text("run".into()))]);
+        trend.record(
+            at(0),
+            &[bad(0), Reading::good(1, Value::Text("run".into()))],
+        );
         assert!(trend.series(0, at(0)).iter().all(Option::is_none));
         assert!(trend.series(1, at(0)).iter().all(Option::is_none));
         // A reading for a tag the device does not have is ignored.

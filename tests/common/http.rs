@@ -275,7 +275,8 @@ impl Events {
                 return;
             };
             let size_text = String::from_utf8_lossy(&self.raw[..line_end]).into_owned();
-            let Ok(size) = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            let Ok(size) =
+                usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
             else {
                 return;
             };

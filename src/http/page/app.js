@@ -334,14 +334,19 @@ function updateTag(row, device, t) {
 }
 
 // A small line of the last minutes; gaps where there was no good value.
-function sparkline(points) {
+// The line starts at the first point (at least a minute back), so a page
+// opened just after the gateway started shows a line, not a tick.
+function sparkline(all) {
   const ns = 'http://www.w3.org/2000/svg';
   const svg = document.createElementNS(ns, 'svg');
   svg.setAttribute('class', 'sparkline');
   svg.setAttribute('viewBox', '0 0 100 26');
   svg.setAttribute('preserveAspectRatio', 'none');
+  const firstPoint = all.findIndex((p) => p !== null);
+  if (firstPoint < 0) return svg;
+  const minimum = Math.ceil(60 / page.step);
+  const points = all.slice(Math.max(0, Math.min(firstPoint, all.length - minimum)));
   const values = points.filter((p) => p !== null);
-  if (values.length === 0) return svg;
   let lo = Math.min(...values);
   let hi = Math.max(...values);
   if (hi - lo < 1e-9) {
@@ -360,7 +365,7 @@ function sparkline(points) {
     d += (pen ? 'L' : 'M') + x(i).toFixed(1) + ' ' + y(p).toFixed(1);
     // A lone point still shows.
     const next = points[i + 1];
-    if (!pen && (next === null || next === undefined)) d += 'h1';
+    if (!pen && (next === null || next === undefined)) d += x(i) > 97 ? 'h-3' : 'h3';
     pen = true;
   });
   const path = document.createElementNS(ns, 'path');
@@ -368,7 +373,7 @@ function sparkline(points) {
   svg.append(path);
   const title = document.createElementNS(ns, 'title');
   title.textContent =
-    'last ' + Math.round((points.length * page.step) / 60) + ' min: ' +
+    'last ' + fmtAge(points.length * page.step) + ': ' +
     fmtValue(Math.min(...values)) + ' – ' + fmtValue(Math.max(...values));
   svg.append(title);
   return svg;
