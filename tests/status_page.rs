@@ -210,6 +210,9 @@ async fn the_page_its_live_feed_and_trends() {
     assert_eq!(s["gateway"]["actions"], false);
     assert!(s["devices"][0]["tags"][0]["value"].is_number());
     assert_eq!(s["devices"][0]["tags"][0]["unit"], "degC");
+    assert_eq!(s["links"][0]["label"], format!("tcp:{sim_addr}"));
+    assert_eq!(s["links"][0]["connected"], true);
+    assert_eq!(s["links"][0]["devices"][0], "pump");
 
     // An alarm shows in the feed at once (not only at the next second).
     sim.set("pump", "bearing_temp", 150.0).unwrap();

@@ -41,6 +41,14 @@ pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceMetrics>], actions: bool) 
         },
         "generated_at": timestamp(s.at),
         "devices": s.devices.iter().zip(devices).map(|(d, m)| device(d, m)).collect::<Vec<_>>(),
+        "links": s.links.iter().map(|l| json!({
+            "label": l.label,
+            "connected": l.connected,
+            "reconnects": l.reconnects,
+            "connect_failures": l.connect_failures,
+            "last_success": l.last_success.map(timestamp),
+            "devices": s.devices.iter().filter(|d| d.link == l.label).map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
         "alarms": s.rules.alarms.iter().map(|a| json!({
             "rule": a.rule,
             "state": a.state,

@@ -52,6 +52,10 @@ try {
   await dead.waitFor({ timeout: WAIT });
   check(await dead.locator('tr.bad[data-tag="level"]').isVisible(), 'the failing device\'s tag is marked bad');
   check(/bad/.test(await dead.locator('.quality').first().textContent()), 'and says why');
+  check(await page.locator('.link[data-label^="tcp:"][data-connected="true"]').first().isVisible(), 'a connected link is shown');
+  check(/^[0-9a-f]{12}$/.test(await page.locator('#config-hash').textContent()), 'the config hash is shown');
+  check(/^\d+\.\d+\.\d+/.test(await page.locator('#version').textContent()), 'the version is shown');
+  check(/empty|waiting/.test(await page.locator('#outbox').textContent()), 'the outbox is shown');
   check((await page.locator('#live').getAttribute('data-state')) === 'live', 'the feed is live');
   check((await page.locator('#mqtt').textContent()) === 'connected', 'MQTT connected in the header');
 

@@ -227,7 +227,27 @@ function renderWorkOrders(s) {
 
 // ---- devices and tags -----------------------------------------------------
 
+function renderLinks(s) {
+  const box = $('links');
+  box.replaceChildren();
+  for (const l of s.links || []) {
+    const chip = el('span', 'link');
+    chip.dataset.label = l.label;
+    chip.dataset.connected = String(l.connected);
+    chip.append(el('b', null, l.label + ' '));
+    const serial = l.label.startsWith('bus:');
+    chip.append(el('span', 'lstate', l.connected ? (serial ? 'open' : 'connected') : serial ? 'not open' : 'not connected'));
+    const n = l.devices.length;
+    let text = ' · ' + n + (n === 1 ? ' device' : ' devices');
+    if (l.connect_failures) text += ' · ' + l.connect_failures + ' failed connects';
+    chip.append(text);
+    chip.title = l.devices.join(', ') + (l.last_success ? '; last good poll ' + fmtTime(l.last_success) : '');
+    box.append(chip);
+  }
+}
+
 function renderDevices(s) {
+  renderLinks(s);
   $('device-count').textContent = '(' + s.devices.length + ')';
   const box = $('devices');
   const seen = new Set();
