@@ -87,18 +87,6 @@ tags = [
     gateway::load(dir, &text).0
 }
 
-async fn stop_gateway(
-    stop: tokio::sync::oneshot::Sender<()>,
-    gateway: tokio::task::JoinHandle<Result<(), fieldgate::app::AppError>>,
-) {
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), gateway)
-        .await
-        .expect("gateway stops within 10 s")
-        .expect("gateway task")
-        .expect("gateway ran");
-}
-
 fn schema(name: &str) -> jsonschema::Validator {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("docs/schemas")
@@ -354,7 +342,7 @@ async fn metrics_and_status_agree_with_the_broker() {
     );
     assert!(received.iter().filter(|r| r.topic == DATA).count() >= 5);
 
-    stop_gateway(stop, gateway).await;
+    gateway::stop(stop, gateway).await;
     // The server is gone with the gateway.
     assert!(get(http, "/healthz").await.is_err());
     sim.shutdown().await;
@@ -399,7 +387,7 @@ async fn ready_while_the_broker_is_down_and_buffering() {
     let missing = get(http, "/nothing").await.unwrap();
     assert_eq!(missing.status, 404);
 
-    stop_gateway(stop, gateway).await;
+    gateway::stop(stop, gateway).await;
     sim.shutdown().await;
 }
 

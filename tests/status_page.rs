@@ -106,18 +106,6 @@ limit = -100.0
     gateway::load(dir, &text).0
 }
 
-async fn stop_gateway(
-    stop: tokio::sync::oneshot::Sender<()>,
-    gateway: tokio::task::JoinHandle<Result<(), fieldgate::app::AppError>>,
-) {
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), gateway)
-        .await
-        .expect("gateway stops within 10 s")
-        .expect("gateway task")
-        .expect("gateway ran");
-}
-
 /// Statuses from `events` until `check` holds (at most `limit`).
 async fn status_until(
     events: &mut Events,
@@ -257,7 +245,7 @@ async fn the_page_its_live_feed_and_trends() {
     );
 
     // The stream ends with the gateway, which stops on time.
-    stop_gateway(stop, gateway).await;
+    gateway::stop(stop, gateway).await;
     assert!(events.next(Duration::from_secs(3)).await.is_none());
     sim.shutdown().await;
 }
@@ -369,7 +357,7 @@ async fn acknowledge_and_shelve_with_the_token() {
     .await
     .expect("unshelved within 5 s");
 
-    stop_gateway(stop, gateway).await;
+    gateway::stop(stop, gateway).await;
     // The history says the ack came over HTTP, and from where.
     let history = Inspector::open(&store)
         .unwrap()

@@ -39,31 +39,16 @@ if [[ ! -d $OUT/node_modules/playwright-core ]]; then
 fi
 [[ -x $FG ]] || cargo build --quiet
 
+source tests/lib/processes.sh
 TMP=$(mktemp -d /tmp/fieldgate-browser.XXXXXX)
-PIDS=()
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.3
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    stop_all
     [[ ${BROWSER_KEEP:-0} = 1 ]] && echo "kept $TMP" || rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM
 
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "port $1 never opened" >&2; return 1
-}
-
-# Three distinct free ports, bound together so none is handed out twice;
-# nothing will listen on DEAD_PORT (a failing device).
-read -r SIM_PORT DEAD_PORT HTTP_PORT < <(python3 -c '
-import socket
-s = [socket.socket() for _ in range(3)]
-for x in s: x.bind(("127.0.0.1", 0))
-print(*[x.getsockname()[1] for x in s])')
+# Nothing will listen on DEAD_PORT: a failing device.
+read -r SIM_PORT DEAD_PORT HTTP_PORT < <(free_ports 3)
 GW_ID="browser-$$"
 PREFIX="fieldgate-ci/browser/ci/$GW_ID"   # topic_prefix/site/id
 TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(16))')

@@ -28,3 +28,13 @@ pub fn spawn(config: Config) -> (oneshot::Sender<()>, JoinHandle<Result<(), AppE
     }));
     (stop_tx, task)
 }
+
+/// Stops a gateway from [`spawn`] and waits (at most 10 s) for a clean end.
+pub async fn stop(stop: oneshot::Sender<()>, task: JoinHandle<Result<(), AppError>>) {
+    let _ = stop.send(());
+    tokio::time::timeout(std::time::Duration::from_secs(10), task)
+        .await
+        .expect("gateway stops within 10 s")
+        .expect("gateway task")
+        .expect("gateway ran");
+}

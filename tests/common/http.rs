@@ -36,11 +36,16 @@ impl Response {
 /// `GET path` with `Connection: close`; `Err` when nothing listens or the
 /// answer is not HTTP.
 pub async fn get(addr: SocketAddr, path: &str) -> Result<Response, String> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    exchange(addr, &format!("GET {path}"), request).await
+}
+
+/// Sends `request` and reads the answer to the end (at most 10 s).
+async fn exchange(addr: SocketAddr, what: &str, request: String) -> Result<Response, String> {
     tokio::time::timeout(Duration::from_secs(10), async {
         let mut stream = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect {addr}: {e}"))?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         stream
             .write_all(request.as_bytes())
             .await
@@ -53,7 +58,7 @@ pub async fn get(addr: SocketAddr, path: &str) -> Result<Response, String> {
         parse(&raw)
     })
     .await
-    .map_err(|_| format!("GET {path}: no answer within 10 s"))?
+    .map_err(|_| format!("{what}: no answer within 10 s"))?
 }
 
 /// Retries `GET path` until the server answers (at most 10 s), for a
@@ -138,32 +143,16 @@ pub async fn post(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Result<Response, String> {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
-        let mut request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            request.push_str(&format!("{k}: {v}\r\n"));
-        }
-        request.push_str("\r\n");
-        request.push_str(body);
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        stream
-            .read_to_end(&mut raw)
-            .await
-            .map_err(|e| e.to_string())?;
-        parse(&raw)
-    })
-    .await
-    .map_err(|_| format!("POST {path}: no answer within 10 s"))?
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    exchange(addr, &format!("POST {path}"), request).await
 }
 
 /// A server-sent event stream being read: `GET path` kept open, its

@@ -26,27 +26,15 @@ command -v mosquitto >/dev/null || { apt-get update -qq && apt-get install -y -q
 command -v mosquitto_sub >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto-clients >/dev/null; }
 [[ -x $FG ]] || cargo build --quiet
 
+source tests/lib/processes.sh
 TMP=$(mktemp -d /tmp/fieldgate-outage.XXXXXX)
-PIDS=()
 cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    sleep 0.3
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    stop_all
     [[ ${OUTAGE_KEEP:-0} = 1 ]] && echo "kept $TMP" || rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "port $1 never opened" >&2; return 1
-}
-
-SIM_PORT=$(free_port)
-MQ_PORT=$(free_port)
+read -r SIM_PORT MQ_PORT < <(free_ports 2)
 mkdir -p "$TMP/mq" "$TMP/data"
 # Mosquitto started as root drops to its own user: let it write its
 # persistence file and log here.
