@@ -1119,6 +1119,31 @@ workorder = { title = "{asset}: service after {value} starts", procedure = "SOP-
         "meter seq continues across the restart: {got:?}"
     );
     site.check_schemas();
+
+    // Removed from the config (no rule or meter left at all): its
+    // retained value is cleared at the next start, and only then.
+    site.stop_gateway().await;
+    site.rules = String::new();
+    site.start_gateway("fieldgate-test").await;
+    let topic = format!("{BASE}/meters/{meter}");
+    let cleared = site
+        .sub
+        .wait_until(WAIT, |m| {
+            m.iter()
+                .rfind(|r| r.topic == topic)
+                .is_some_and(|r| r.payload.is_empty())
+        })
+        .await;
+    assert!(cleared, "the removed meter's retained value is cleared");
+    site.stop_gateway().await;
+    site.start_gateway("fieldgate-test").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let clears = site
+        .received()
+        .iter()
+        .filter(|r| r.topic == topic && r.payload.is_empty())
+        .count();
+    assert_eq!(clears, 1, "cleared once, not at every start");
     site.finish().await;
 }
 

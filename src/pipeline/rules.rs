@@ -175,7 +175,8 @@ impl RulesStage {
     /// Puts back the state saved in the store, and returns the messages
     /// that bring the broker's retained topics in line with the config: the
     /// state of every alarm that had none saved (a first start, a new
-    /// rule), and an empty retained message for rules that are gone.
+    /// rule), and an empty retained message for rules and meters that are
+    /// gone.
     ///
     /// A saved blob that cannot be read (written by an incompatible
     /// version) is logged, kept under `{key}.unreadable` and replaced by a
@@ -185,10 +186,9 @@ impl RulesStage {
         store: &StoreHandle,
         seq: &mut Sequencer,
     ) -> Result<Step, StoreError> {
+        // Even with no rules and no meters left: the retained messages of
+        // those removed must be cleared, and open work orders kept.
         let mut step = Step::default();
-        if self.is_empty() {
-            return Ok(step);
-        }
         let now = Timestamp::from(SystemTime::now());
         let mut restored_rules = Vec::new();
         if let Some(saved) = load::<SavedEngine>(store, STATE_ENGINE).await? {
@@ -246,6 +246,20 @@ impl RulesStage {
                 if let Some(old) = saved.iter().find(|s| s.name() == meter.name) {
                     *state = MeterState::resume(meter, old.clone());
                 }
+            }
+            for gone in saved
+                .iter()
+                .filter(|s| !self.meter_configs.iter().any(|m| m.name == s.name()))
+            {
+                tracing::info!(
+                    meter = gone.name(),
+                    "meter removed from the config; clearing its retained value"
+                );
+                let topic = self.topics.meter(gone.name());
+                let n = seq.next(&topic);
+                step.messages
+                    .push(state_message(topic, n, Vec::new(), Kind::Meter));
+                step.need(Save::Now);
             }
         }
         let open = self.book.open().count();
@@ -352,7 +366,9 @@ impl RulesStage {
     /// Whether the state should be saved now, given what `step` asks and
     /// the time since the last save. Records the save when it says yes.
     pub fn save_due(&mut self, step: &Step, now: Instant) -> bool {
-        if self.is_empty() {
+        // Nothing to keep, unless a restore cleared what was removed (the
+        // save then records that it is gone, so it is cleared once).
+        if self.is_empty() && step.save != Save::Now {
             return false;
         }
         let since = self.last_save.map(|t| now.saturating_duration_since(t));
