@@ -295,11 +295,14 @@ pub fn metric(port: u16, name: &str) -> Option<f64> {
     let mut body = String::new();
     stream.read_to_string(&mut body).ok()?;
     let mut found = None;
-    for line in body.lines().filter(|l| !l.starts_with('#')) {
-        let (key, value) = line.rsplit_once(' ')?;
+    // Headers, comments and other metrics are passed over.
+    for line in body.lines().filter(|l| l.starts_with(name)) {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
         let metric = key.split('{').next().unwrap_or(key);
-        if metric == name {
-            *found.get_or_insert(0.0) += value.parse::<f64>().ok()?;
+        if let (true, Ok(v)) = (metric == name, value.trim().parse::<f64>()) {
+            *found.get_or_insert(0.0) += v;
         }
     }
     found
