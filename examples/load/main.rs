@@ -105,6 +105,12 @@ struct Cli {
     /// Keep each run's folder (configs, logs, store) under target/load.
     #[arg(long)]
     keep: bool,
+    /// How fieldgate's config gives each device its tags: `csv` (one tag
+    /// map file all devices name, as a technician's spreadsheet would) or
+    /// `inline` (a `tags = [...]` table per device; loading 15,000 inline
+    /// tags costs fieldgate tens of MB at start-up, see BENCHMARKS.md).
+    #[arg(long, default_value = "csv", value_parser = ["csv", "inline"])]
+    tags: String,
     /// Exit non-zero when a run lost a value or did not stop cleanly (for
     /// CI; speed is never asserted).
     #[arg(long)]
@@ -182,6 +188,7 @@ async fn run(cli: Cli) -> Result<bool> {
         durability: cli.durability.clone(),
         label: cli.label.clone(),
         keep: cli.keep,
+        csv_tags: cli.tags == "csv",
         ticks: procs::clock_ticks(),
     };
     let list: Vec<Workload> = if cli.workload.eq_ignore_ascii_case("all") {
@@ -200,6 +207,7 @@ async fn run(cli: Cli) -> Result<bool> {
         "label": ctx.label,
         "flush_interval": ctx.flush_interval,
         "durability": ctx.durability,
+        "tag_maps": cli.tags,
     });
     let mut ok = true;
     for w in list {

@@ -79,9 +79,31 @@ impl Fleet {
         s
     }
 
+    /// The tag map as a CSV file (the same for every device): u16 tags at
+    /// 40001…, f32 tags after them, the clock at 30001.
+    pub fn tags_csv(&self) -> String {
+        let mut s = String::from("name,address,type\n");
+        for r in 0..self.u16_tags {
+            let _ = writeln!(s, "r{r},{},u16", 40001 + u32::from(r));
+        }
+        for f in 0..self.f32_tags {
+            let _ = writeln!(s, "f{f},{},f32", 40001 + u32::from(self.u16_tags + 2 * f));
+        }
+        if self.clock {
+            s.push_str("clock_ms,30001,u64\n");
+        }
+        s
+    }
+
     /// fieldgate's `[[devices]]` (and `[[buses]]`), reaching each device at
-    /// `endpoints[name]` (a TCP address, or the pty's path).
-    pub fn devices_toml(&self, endpoints: &HashMap<String, String>) -> Result<String> {
+    /// `endpoints[name]` (a TCP address, or the pty's path). With `csv`,
+    /// every device names that tag map file (next to the config) instead
+    /// of listing its tags inline.
+    pub fn devices_toml(
+        &self,
+        endpoints: &HashMap<String, String>,
+        csv: Option<&str>,
+    ) -> Result<String> {
         let mut s = String::new();
         if self.transport == Transport::Pty {
             let path = endpoints.values().next().context("no pty path")?;
@@ -104,12 +126,12 @@ impl Fleet {
                     s.push_str("bus = \"bus1\"\n");
                 }
             }
-            let _ = writeln!(
-                s,
-                "unit = {}\npoll_interval = \"{}\"\ntags = [",
-                unit(i),
-                self.poll
-            );
+            let _ = writeln!(s, "unit = {}\npoll_interval = \"{}\"", unit(i), self.poll);
+            if let Some(file) = csv {
+                let _ = writeln!(s, "tags = \"{file}\"\n");
+                continue;
+            }
+            s.push_str("tags = [\n");
             for r in 0..self.u16_tags {
                 let _ = writeln!(s, "  {{ name = \"r{r}\", area = \"holding\", address = {r} }},");
             }

@@ -37,6 +37,8 @@ pub struct Ctx {
     pub label: String,
     /// Keep the run folders (configs, logs, store).
     pub keep: bool,
+    /// Tag maps as one CSV file (true, the default) or inline tables.
+    pub csv_tags: bool,
     /// Clock ticks per second of `/proc` CPU times.
     pub ticks: f64,
 }
@@ -179,6 +181,20 @@ fn loss(tally: &Tally, store: &StoreState) -> (u64, u64) {
     (lost, queued)
 }
 
+/// The devices' config, writing the shared CSV tag map when asked for.
+fn devices_toml(
+    ctx: &Ctx,
+    dir: &std::path::Path,
+    fleet: &Fleet,
+    endpoints: &HashMap<String, String>,
+) -> Result<String> {
+    if !ctx.csv_tags {
+        return fleet.devices_toml(endpoints, None);
+    }
+    std::fs::write(dir.join("tags.csv"), fleet.tags_csv())?;
+    fleet.devices_toml(endpoints, Some("tags.csv"))
+}
+
 fn pct(cpu_s: f64, seconds: f64) -> f64 {
     if seconds > 0.0 { 100.0 * cpu_s / seconds } else { 0.0 }
 }
@@ -241,7 +257,7 @@ async fn steady(
         &opts.filter(),
     )
     .await?;
-    let config = opts.config(&dir.join("data"), &fleet.devices_toml(&endpoints)?);
+    let config = opts.config(&dir.join("data"), &devices_toml(ctx, &dir, &fleet, &endpoints)?);
     let mut fg = setup::start_fieldgate(&ctx.fieldgate, &dir, "fieldgate", &config)?;
     let devices = fleet.devices;
     if wait_for(&sub, Duration::from_secs(30), |t| t.devices.len() == devices)
@@ -430,7 +446,7 @@ async fn backlog(ctx: &Ctx) -> Result<Value> {
     let data = dir.join("data");
 
     // Fill.
-    let config = opts.config(&data, &fleet.devices_toml(&endpoints)?);
+    let config = opts.config(&data, &devices_toml(ctx, &dir, &fleet, &endpoints)?);
     let mut fill = setup::start_fieldgate(&ctx.fieldgate, &dir, "fill", &config)?;
     let fill_start = Instant::now();
     let mut filled = 0.0;
@@ -464,7 +480,7 @@ async fn backlog(ctx: &Ctx) -> Result<Value> {
     )
     .await?;
     fleet.poll = "1h".into();
-    let config = opts.config(&data, &fleet.devices_toml(&endpoints)?);
+    let config = opts.config(&data, &devices_toml(ctx, &dir, &fleet, &endpoints)?);
     let committed = stored.committed.clone();
     let mut fg = setup::start_fieldgate(&ctx.fieldgate, &dir, "drain", &config)?;
     let (rss_stop, rss_peak) = procs::rss_sampler(fg.pid(), Duration::from_millis(100));
