@@ -32,7 +32,8 @@
 //! * After every device has delivered and 2 s of warm-up, a window of
 //!   `--seconds` (default per workload) during which the subscriber counts
 //!   the distinct values that arrive, and fieldgate's CPU time
-//!   (utime + stime of `/proc/PID/stat`, 10 ms ticks) is read at both ends;
+//!   (the sum over its threads of `/proc/PID/task/TID/schedstat`, in ns) is
+//!   read at both ends;
 //!   CPU per value is the difference over the values delivered.
 //! * Peak RSS is fieldgate's `VmHWM` (W5: the highest VmHWM sampled every
 //!   100 ms while draining).
@@ -194,9 +195,10 @@ async fn run(cli: Cli) -> Result<bool> {
     let list: Vec<Workload> = if cli.workload.eq_ignore_ascii_case("all") {
         Workload::ALL.to_vec()
     } else {
-        vec![Workload::parse(&cli.workload).with_context(|| {
-            format!("unknown workload {:?}: W1 … W6 or all", cli.workload)
-        })?]
+        vec![
+            Workload::parse(&cli.workload)
+                .with_context(|| format!("unknown workload {:?}: W1 … W6 or all", cli.workload))?,
+        ]
     };
     let common = json!({
         "date": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
@@ -247,7 +249,10 @@ fn append(path: &std::path::Path, record: &Value) -> Result<()> {
 }
 
 fn command_line(program: &str, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new(program).args(args).output().ok()?;
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())

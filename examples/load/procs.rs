@@ -6,6 +6,7 @@
 //! Processes are only ever signalled by the pid the harness got from
 //! `spawn`.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
@@ -90,7 +91,10 @@ impl Proc {
                         return Ok(t);
                     }
                 }
-                Err(_) => bail!("{}: the expected line did not come within {within:?}", self.name),
+                Err(_) => bail!(
+                    "{}: the expected line did not come within {within:?}",
+                    self.name
+                ),
             }
         }
     }
@@ -164,11 +168,35 @@ pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
     })
 }
 
-/// CPU seconds of several processes at one moment, by name.
+/// CPU time of each thread of a process, in ns, by thread id: the first
+/// field of `/proc/PID/task/TID/schedstat`, the scheduler's own account
+/// (exact, unlike the tick-sampled utime/stime, which misjudge a process
+/// that runs in bursts of a few hundred µs, as fieldgate does at 1 s
+/// polls).
+pub fn thread_ns(pid: u32) -> HashMap<u32, u64> {
+    let mut out = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let ns = std::fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok());
+        if let Some(ns) = ns {
+            out.insert(tid, ns);
+        }
+    }
+    out
+}
+
+/// CPU time of several processes at one moment, by name.
 #[derive(Debug, Clone, Default)]
 pub struct CpuSnapshot {
-    /// (name, pid, CPU seconds so far).
-    pub at: Vec<(String, u32, f64)>,
+    /// (name, pid, CPU ns per thread, CPU seconds from `/proc/PID/stat`).
+    pub at: Vec<(String, u32, HashMap<u32, u64>, f64)>,
     /// When it was taken.
     pub when: Option<Instant>,
 }
@@ -179,24 +207,36 @@ impl CpuSnapshot {
         CpuSnapshot {
             at: procs
                 .iter()
-                .map(|(n, p)| (n.clone(), *p, cpu_seconds(*p, ticks).unwrap_or(0.0)))
+                .map(|(n, p)| {
+                    let stat = cpu_seconds(*p, ticks).unwrap_or(0.0);
+                    (n.clone(), *p, thread_ns(*p), stat)
+                })
                 .collect(),
             when: Some(Instant::now()),
         }
     }
 
-    /// CPU seconds each process used between `self` and `later`.
+    /// CPU seconds each process used between `self` and `later`: the sum
+    /// over the threads alive at `later` of what each used since `self`
+    /// (a thread that ended in between loses its last slice). Without
+    /// schedstat (a kernel without it), the utime/stime difference.
     pub fn delta(&self, later: &CpuSnapshot) -> Vec<(String, f64)> {
         self.at
             .iter()
-            .map(|(name, pid, before)| {
-                let after = later
-                    .at
-                    .iter()
-                    .find(|(_, p, _)| p == pid)
-                    .map(|x| x.2)
-                    .unwrap_or(*before);
-                (name.clone(), after - before)
+            .map(|(name, pid, before, stat_before)| {
+                let Some((_, _, after, stat_after)) = later.at.iter().find(|x| x.1 == *pid) else {
+                    return (name.clone(), 0.0);
+                };
+                let used = if after.is_empty() {
+                    stat_after - stat_before
+                } else {
+                    after
+                        .iter()
+                        .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+                        .sum::<u64>() as f64
+                        / 1e9
+                };
+                (name.clone(), used)
             })
             .collect()
     }
@@ -215,10 +255,7 @@ impl CpuSnapshot {
 /// (KiB) from the join handle. VmHWM gives the same peak for a process
 /// still alive; this one also covers a process that exits before it is
 /// read.
-pub fn rss_sampler(
-    pid: u32,
-    every: Duration,
-) -> (mpsc::Sender<()>, std::thread::JoinHandle<u64>) {
+pub fn rss_sampler(pid: u32, every: Duration) -> (mpsc::Sender<()>, std::thread::JoinHandle<u64>) {
     let (stop, stopped) = mpsc::channel::<()>();
     let handle = std::thread::spawn(move || {
         let mut peak = 0;

@@ -133,7 +133,10 @@ impl Fleet {
             }
             s.push_str("tags = [\n");
             for r in 0..self.u16_tags {
-                let _ = writeln!(s, "  {{ name = \"r{r}\", area = \"holding\", address = {r} }},");
+                let _ = writeln!(
+                    s,
+                    "  {{ name = \"r{r}\", area = \"holding\", address = {r} }},"
+                );
             }
             for f in 0..self.f32_tags {
                 let _ = writeln!(
@@ -168,11 +171,19 @@ fn loopback(i: usize) -> String {
 
 /// The simulator as a child process (`fieldgate sim`), and where each
 /// device listens.
-pub fn start_sim(fieldgate: &Path, dir: &Path, fleet: &Fleet) -> Result<(Proc, HashMap<String, String>)> {
+pub fn start_sim(
+    fieldgate: &Path,
+    dir: &Path,
+    fleet: &Fleet,
+) -> Result<(Proc, HashMap<String, String>)> {
     let path = dir.join("sim.toml");
     std::fs::write(&path, fleet.scenario())?;
     let mut command = Command::new(fieldgate);
-    command.arg("sim").arg("-c").arg(&path).env("RUST_LOG", "warn");
+    command
+        .arg("sim")
+        .arg("-c")
+        .arg(&path)
+        .env("RUST_LOG", "warn");
     let mut sim = Proc::spawn("sim", command, &dir.join("sim.log"), true)?;
     let mut endpoints = HashMap::new();
     // "simulating dev1 on tcp 127.0.0.2:41234" / "... on serial /dev/pts/3",
@@ -189,7 +200,11 @@ pub fn start_sim(fieldgate: &Path, dir: &Path, fleet: &Fleet) -> Result<(Proc, H
         line.starts_with("running").then_some(())
     })?;
     if endpoints.len() != fleet.devices {
-        bail!("the simulator reported {} of {} devices", endpoints.len(), fleet.devices);
+        bail!(
+            "the simulator reported {} of {} devices",
+            endpoints.len(),
+            fleet.devices
+        );
     }
     Ok((sim, endpoints))
 }
@@ -253,8 +268,17 @@ pub fn start_fieldgate(fieldgate: &Path, dir: &Path, name: &str, config: &str) -
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config)?;
     let mut command = Command::new(fieldgate);
-    command.arg("run").arg("-c").arg(&path).env("RUST_LOG", "warn");
-    Proc::spawn("fieldgate", command, &dir.join(format!("{name}.log")), false)
+    command
+        .arg("run")
+        .arg("-c")
+        .arg(&path)
+        .env("RUST_LOG", "warn");
+    Proc::spawn(
+        "fieldgate",
+        command,
+        &dir.join(format!("{name}.log")),
+        false,
+    )
 }
 
 /// What fieldgate's store holds after it stopped: the last `seq` it
@@ -274,11 +298,9 @@ pub struct StoreState {
 
 /// Reads the store file (read-only) of a stopped gateway.
 pub fn read_store(db: &Path) -> Result<StoreState> {
-    let conn = rusqlite::Connection::open_with_flags(
-        db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .with_context(|| format!("opening {}", db.display()))?;
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("opening {}", db.display()))?;
     let device = |topic: &str| topic.rsplit_once("/data/").map(|(_, d)| d.to_string());
     let mut state = StoreState::default();
     let mut stmt = conn.prepare("SELECT topic, seq FROM topic_seq")?;
@@ -291,7 +313,11 @@ pub fn read_store(db: &Path) -> Result<StoreState> {
     }
     let mut stmt = conn.prepare("SELECT topic, seq, length(payload) FROM outbox")?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
     })?;
     let mut bytes = 0.0;
     for row in rows {
@@ -302,7 +328,11 @@ pub fn read_store(db: &Path) -> Result<StoreState> {
             state.queued.entry(d).or_default().push(seq as u64);
         }
     }
-    state.mean_payload = if state.rows > 0 { bytes / state.rows as f64 } else { 0.0 };
+    state.mean_payload = if state.rows > 0 {
+        bytes / state.rows as f64
+    } else {
+        0.0
+    };
     Ok(state)
 }
 
@@ -332,7 +362,11 @@ pub fn metric(port: u16, name: &str) -> Option<f64> {
 
 /// The run's folder: `target/load/<workload>-<pid>`.
 pub fn run_dir(root: &Path, workload: &str) -> Result<PathBuf> {
-    let dir = root.join(format!("{}-{}", workload.to_lowercase(), std::process::id()));
+    let dir = root.join(format!(
+        "{}-{}",
+        workload.to_lowercase(),
+        std::process::id()
+    ));
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }

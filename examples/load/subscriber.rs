@@ -68,7 +68,9 @@ impl DeviceTally {
     /// True when `seq` was received.
     pub fn has(&self, seq: u64) -> bool {
         let word = (seq / 64) as usize;
-        self.seen.get(word).is_some_and(|w| w & (1 << (seq % 64)) != 0)
+        self.seen
+            .get(word)
+            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
     }
 
     /// True when every seq from 1 to the highest received is there.
@@ -247,7 +249,10 @@ fn record(t: &mut Tally, topic: &str, payload: &[u8]) {
 pub fn number_after(hay: &[u8], key: &[u8]) -> Option<u64> {
     let at = find(hay, key)? + key.len();
     let digits = hay[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&hay[at..at + digits]).ok()?.parse().ok()
+    std::str::from_utf8(&hay[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

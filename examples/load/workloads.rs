@@ -116,7 +116,14 @@ impl Workload {
                 steady(ctx, "W2 max rate", fleet, ctx.seconds.unwrap_or(30), None).await
             }
             Workload::W3 => {
-                steady(ctx, "W3 outage", w1(10), ctx.seconds.unwrap_or(60), Some(ctx.outage)).await
+                steady(
+                    ctx,
+                    "W3 outage",
+                    w1(10),
+                    ctx.seconds.unwrap_or(60),
+                    Some(ctx.outage),
+                )
+                .await
             }
             Workload::W4 => steady(ctx, "W4 scale", w1(200), ctx.seconds.unwrap_or(60), None).await,
             Workload::W5 => backlog(ctx).await,
@@ -196,7 +203,11 @@ fn devices_toml(
 }
 
 fn pct(cpu_s: f64, seconds: f64) -> f64 {
-    if seconds > 0.0 { 100.0 * cpu_s / seconds } else { 0.0 }
+    if seconds > 0.0 {
+        100.0 * cpu_s / seconds
+    } else {
+        0.0
+    }
 }
 
 /// W1, W2, W3, W4 and W6: the simulator, a broker, the subscriber and
@@ -223,16 +234,28 @@ async fn steady(
             .map(|a| Ok((a.parse().context("sim address")?, 1)))
             .collect::<Result<_>>()?;
         let bare_for = Duration::from_secs((seconds / 3).clamp(3, 10));
-        let procs = vec![("sim".to_string(), sim.pid()), ("harness".into(), std::process::id())];
+        let procs = vec![
+            ("sim".to_string(), sim.pid()),
+            ("harness".into(), std::process::id()),
+        ];
         let before = CpuSnapshot::take(&procs, ctx.ticks);
         let b = bare::modbus_loop(&targets, fleet.registers, bare_for).await?;
         let after = CpuSnapshot::take(&procs, ctx.ticks);
         let secs = before.seconds(&after);
         for (who, cpu) in before.delta(&after) {
-            extra.insert(format!("bare_{who}_cpu_pct"), json!(round(pct(cpu, secs), 1)));
+            extra.insert(
+                format!("bare_{who}_cpu_pct"),
+                json!(round(pct(cpu, secs), 1)),
+            );
         }
-        extra.insert("bare_registers_per_s".into(), json!(b.registers_per_s.round()));
-        extra.insert("bare_requests_per_s".into(), json!(b.requests_per_s.round()));
+        extra.insert(
+            "bare_registers_per_s".into(),
+            json!(b.registers_per_s.round()),
+        );
+        extra.insert(
+            "bare_requests_per_s".into(),
+            json!(b.requests_per_s.round()),
+        );
         bare_rate = Some(b.registers_per_s);
     }
 
@@ -257,12 +280,17 @@ async fn steady(
         &opts.filter(),
     )
     .await?;
-    let config = opts.config(&dir.join("data"), &devices_toml(ctx, &dir, &fleet, &endpoints)?);
+    let config = opts.config(
+        &dir.join("data"),
+        &devices_toml(ctx, &dir, &fleet, &endpoints)?,
+    );
     let mut fg = setup::start_fieldgate(&ctx.fieldgate, &dir, "fieldgate", &config)?;
     let devices = fleet.devices;
-    if wait_for(&sub, Duration::from_secs(30), |t| t.devices.len() == devices)
-        .await
-        .is_none()
+    if wait_for(&sub, Duration::from_secs(30), |t| {
+        t.devices.len() == devices
+    })
+    .await
+    .is_none()
     {
         bail!(
             "{name}: not every device delivered within 30 s (see {})",
@@ -296,7 +324,10 @@ async fn steady(
             let back_at = Instant::now();
             // The polls of the outage (1 s interval), give or take one.
             let want = out.saturating_sub(1);
-            let reconnect = wait_for(&sub, Duration::from_secs(90), |t| t.messages > messages_before).await;
+            let reconnect = wait_for(&sub, Duration::from_secs(90), |t| {
+                t.messages > messages_before
+            })
+            .await;
             let drained = wait_for(&sub, Duration::from_secs(120), |t| {
                 before_max.iter().all(|(d, m)| {
                     t.devices
@@ -306,7 +337,10 @@ async fn steady(
             })
             .await
             .map(|_| back_at.elapsed());
-            extra.insert("outage_s".into(), json!(round(back_at.duration_since(down_at).as_secs_f64(), 1)));
+            extra.insert(
+                "outage_s".into(),
+                json!(round(back_at.duration_since(down_at).as_secs_f64(), 1)),
+            );
             extra.insert(
                 "first_message_after_return_s".into(),
                 json!(reconnect.map(|d| round(d.as_secs_f64(), 2))),
@@ -332,7 +366,9 @@ async fn steady(
     let backlog = setup::metric(opts.http_port, "fieldgate_outbox_messages");
     let peak_rss = procs::status_kib(fg.pid(), "VmHWM");
     let end_rss = procs::status_kib(fg.pid(), "VmRSS");
-    let clean = fg.stop(Duration::from_secs(30)).is_some_and(|s| s.success());
+    let clean = fg
+        .stop(Duration::from_secs(30))
+        .is_some_and(|s| s.success());
     sub.wait_quiet(Duration::from_secs(1), Duration::from_secs(20))
         .await;
     let store = setup::read_store(&dir.join("data").join("fieldgate.db"))?;
@@ -379,7 +415,10 @@ async fn steady(
         }
     }
     if let (Some(a), Some(b)) = (polled_before, polled_after) {
-        extra.insert("polled_registers_per_s".into(), json!(((b - a) / secs).round()));
+        extra.insert(
+            "polled_registers_per_s".into(),
+            json!(((b - a) / secs).round()),
+        );
     }
     if let Some(b) = backlog {
         extra.insert("outbox_backlog_at_end".into(), json!(b));
@@ -395,8 +434,14 @@ async fn steady(
         let polls_per_s = window.messages as f64 / secs;
         extra.insert("polls_per_s".into(), json!(round(polls_per_s, 1)));
         extra.insert("bus_ms_per_poll".into(), json!(round(per_poll * 1000.0, 2)));
-        extra.insert("theoretical_polls_per_s".into(), json!(round(1.0 / per_poll, 1)));
-        extra.insert("bus_time_share".into(), json!(round(polls_per_s * per_poll, 2)));
+        extra.insert(
+            "theoretical_polls_per_s".into(),
+            json!(round(1.0 / per_poll, 1)),
+        );
+        extra.insert(
+            "bus_time_share".into(),
+            json!(round(polls_per_s * per_poll, 2)),
+        );
     }
     if let Some(obj) = record.as_object_mut() {
         obj.extend(extra);
@@ -457,7 +502,10 @@ async fn backlog(ctx: &Ctx) -> Result<Value> {
             break;
         }
         if !fill.is_running() {
-            bail!("{name}: fieldgate stopped while filling (see {})", dir.display());
+            bail!(
+                "{name}: fieldgate stopped while filling (see {})",
+                dir.display()
+            );
         }
     }
     let fill_s = fill_start.elapsed().as_secs_f64();
@@ -489,17 +537,22 @@ async fn backlog(ctx: &Ctx) -> Result<Value> {
     let start = Instant::now();
     let first = wait_for(&sub, Duration::from_secs(30), |t| t.messages > 0).await;
     let done = wait_for(&sub, Duration::from_secs(1800), |t| {
-        committed
-            .iter()
-            .all(|(d, upto)| t.devices.get(d).is_some_and(|x| x.distinct >= *upto && x.contiguous()))
+        committed.iter().all(|(d, upto)| {
+            t.devices
+                .get(d)
+                .is_some_and(|x| x.distinct >= *upto && x.contiguous())
+        })
     })
     .await;
     let drain_s = start.elapsed().as_secs_f64();
     let after = CpuSnapshot::take(&procs, ctx.ticks);
     drop(rss_stop);
     let drain_rss = rss_peak.join().unwrap_or(0);
-    let clean = fg.stop(Duration::from_secs(30)).is_some_and(|s| s.success());
-    sub.wait_quiet(Duration::from_secs(1), Duration::from_secs(20)).await;
+    let clean = fg
+        .stop(Duration::from_secs(30))
+        .is_some_and(|s| s.success());
+    sub.wait_quiet(Duration::from_secs(1), Duration::from_secs(20))
+        .await;
     let end = setup::read_store(&data.join("fieldgate.db"))?;
     let (lost, undelivered, duplicates) = {
         let t = lock(&sub.tally);
@@ -529,7 +582,10 @@ async fn backlog(ctx: &Ctx) -> Result<Value> {
         Duration::from_secs(900),
     )
     .await?;
-    let bare_done = wait_for(&sub, Duration::from_secs(120), |t| t.bare >= backlog_messages).await;
+    let bare_done = wait_for(&sub, Duration::from_secs(120), |t| {
+        t.bare >= backlog_messages
+    })
+    .await;
     let bare_s = bare_start.elapsed().as_secs_f64();
     let bare_received = lock(&sub.tally).bare;
 
