@@ -9,6 +9,12 @@
 //! Defaults: 1,000,000 readings, 127.0.0.1:1883, 10 readings per message
 //! (a device poll of 10 tags). Peak RSS is the process's VmHWM after the
 //! fill and after the drain (the bare publisher runs last).
+//!
+//! This is a micro-benchmark of one stage: the store and the forwarder
+//! in-process, with no subscriber. The authoritative figure is W5 of the
+//! load harness (`fieldgate-load W5`, BENCHMARKS.md): the gateway as its
+//! own process, the backlog made by real polls, and delivery counted at a
+//! subscriber, with loss checked; use this one to profile the drain loop.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

@@ -7,6 +7,12 @@
 //! ```
 //! Defaults: 1 device, 125 registers, 5 seconds. Each device gets its own
 //! TCP listener, so both sides use one connection per device.
+//!
+//! This is a micro-benchmark of one stage: the pollers in-process, up to
+//! the channel to the pipeline (no store, no MQTT). The authoritative
+//! end-to-end figure is W2 of the load harness (`fieldgate-load W2`,
+//! BENCHMARKS.md), which runs the gateway as its own process and counts
+//! what reaches the broker; use this one to see the poller's share.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;

@@ -72,10 +72,11 @@ mod thread;
 mod tests;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::config::StoreConfig;
 use thread::Command;
@@ -87,8 +88,19 @@ pub use inspect::{HistoryRecord, Inspector};
 /// thread. When it is full, callers wait in `send` (backpressure reaches
 /// the pipeline and, through it, the pollers); nothing is dropped. With the
 /// pipeline's batches of about 100 messages this holds about 25,000
-/// messages, a quarter of a second at 100,000 readings/s.
+/// messages, a quarter of a second at 100,000 readings/s. What the queued
+/// inserts may hold in bytes is bounded apart ([`QUEUE_BYTES`]).
 pub const QUEUE_CAPACITY: usize = 256;
+
+/// Topic and payload bytes of the inserts queued for the owner thread, at
+/// most. Counting commands alone does not bound memory: a pipeline step of
+/// 64 polls of a 1,000-tag device is 2 MB, and 256 of them held 450 MB in
+/// the load harness's W2 (BENCHMARKS.md). When an insert would go beyond
+/// this, its caller waits (the same backpressure as a full queue) until the
+/// owner thread has taken earlier inserts into its group, whose own size is
+/// bounded by the group commit. An insert larger than the whole budget
+/// waits for all of it and then goes through alone.
+pub const QUEUE_BYTES: usize = 16 << 20;
 
 /// The longest `flush_interval` used (the config loader's own maximum);
 /// a longer one is shortened to this.
@@ -264,6 +276,9 @@ pub enum StoreError {
 pub struct StoreHandle {
     committed: watch::Receiver<i64>,
     tx: mpsc::Sender<Command>,
+    /// Permits for [`QUEUE_BYTES`]: an insert holds its bytes' worth until
+    /// the owner thread has taken it.
+    queued_bytes: Arc<Semaphore>,
 }
 
 /// Owns the store thread: [`StoreGuard::close`] flushes, commits and joins it.
@@ -313,6 +328,7 @@ pub fn open(config: &StoreConfig) -> Result<(StoreHandle, StoreGuard), StoreErro
         StoreHandle {
             committed: committed_rx,
             tx,
+            queued_bytes: Arc::new(Semaphore::new(QUEUE_BYTES)),
         },
         StoreGuard {
             close: Some(close_tx),
@@ -336,8 +352,8 @@ impl StoreHandle {
     }
 
     /// Queues messages for the next group commit. Waits only when the
-    /// queue is full (backpressure); use [`flush`](Self::flush) to wait
-    /// for the commit.
+    /// queue is full, in commands or in bytes (backpressure); use
+    /// [`flush`](Self::flush) to wait for the commit.
     ///
     /// Rows get their ids in the order they are queued. A message too
     /// large to ever fit within `max_bytes` is dropped, logged and counted
@@ -346,8 +362,18 @@ impl StoreHandle {
         if messages.is_empty() {
             return Ok(());
         }
+        let bytes: usize = messages
+            .iter()
+            .map(|m| m.topic.len() + m.payload.len())
+            .sum();
+        // ok: QUEUE_BYTES fits in u32.
+        let permits = bytes.clamp(1, QUEUE_BYTES) as u32;
+        let held = Arc::clone(&self.queued_bytes)
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| StoreError::Closed)?;
         self.tx
-            .send(Command::Insert(messages))
+            .send(Command::Insert(messages, held))
             .await
             .map_err(|_| StoreError::Closed)
     }

@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 
 use super::db::Outbox;
 use super::evict;
@@ -61,8 +61,10 @@ pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// What a handle asks of the owner thread.
 pub(super) enum Command {
-    /// Queue for the next group commit.
-    Insert(Vec<OutMessage>),
+    /// Queue for the next group commit. The permit holds the messages'
+    /// bytes against the handle's queue budget; it is released once they
+    /// are in the group.
+    Insert(Vec<OutMessage>, OwnedSemaphorePermit),
     /// Reply once everything queued before is committed.
     Flush(Reply<()>),
     /// Rows after an id, oldest first.
@@ -106,7 +108,7 @@ pub(super) enum Command {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Command::Insert(m) => write!(f, "Insert({} messages)", m.len()),
+            Command::Insert(m, _) => write!(f, "Insert({} messages)", m.len()),
             Command::Flush(_) => f.write_str("Flush"),
             Command::FetchAfter { after, limit, .. } => write!(f, "FetchAfter({after}, {limit})"),
             Command::FetchNewest { after, limit, .. } => {
@@ -270,7 +272,10 @@ impl Owner {
     fn handle(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
-            Command::Insert(messages) => {
+            Command::Insert(messages, held) => {
+                // In the group from here on: its bytes no longer count
+                // against the queue.
+                drop(held);
                 for m in messages {
                     let bytes = evict::footprint(m.topic.len(), m.payload.len());
                     if bytes > self.max_message_bytes {

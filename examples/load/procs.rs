@@ -1,0 +1,291 @@
+//! Child processes and what `/proc` says about them.
+//!
+//! Every process the harness starts is a [`Proc`]: its output goes to a log
+//! file in the run's folder, and dropping it stops it (SIGTERM, then
+//! SIGKILL after a grace period), so a failed run leaves nothing behind.
+//! Processes are only ever signalled by the pid the harness got from
+//! `spawn`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+/// A running child process, stopped when dropped.
+pub struct Proc {
+    /// Short name for messages ("fieldgate", "sim", "mosquitto").
+    pub name: String,
+    child: Child,
+    /// Lines of its standard output, when it was asked for.
+    pub stdout: Option<mpsc::Receiver<String>>,
+}
+
+impl Proc {
+    /// Starts `command` with stderr (and stdout unless `capture_stdout`) in
+    /// `log`. With `capture_stdout`, a thread forwards stdout line by line
+    /// to [`Proc::stdout`] until the process closes it.
+    pub fn spawn(
+        name: &str,
+        mut command: Command,
+        log: &Path,
+        capture_stdout: bool,
+    ) -> Result<Proc> {
+        let file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        command.stdin(Stdio::null()).stderr(file.try_clone()?);
+        if capture_stdout {
+            command.stdout(Stdio::piped());
+        } else {
+            command.stdout(file);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {name} ({command:?})"))?;
+        let stdout = match child.stdout.take() {
+            Some(out) => {
+                let (tx, rx) = mpsc::channel();
+                // Ends when the child closes its stdout (it exits).
+                std::thread::spawn(move || {
+                    for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
+                        if tx.send(line).is_err() {
+                            return;
+                        }
+                    }
+                });
+                Some(rx)
+            }
+            None => None,
+        };
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            stdout,
+        })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (bounded) for a stdout line for which `pick` returns something;
+    /// the lines passed over are handed to `pick` too.
+    pub fn wait_line<T>(
+        &mut self,
+        within: Duration,
+        mut pick: impl FnMut(&str) -> Option<T>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + within;
+        let Some(rx) = self.stdout.as_ref() else {
+            bail!("{}: stdout is not captured", self.name);
+        };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(t) = pick(&line) {
+                        return Ok(t);
+                    }
+                }
+                Err(_) => bail!(
+                    "{}: the expected line did not come within {within:?}",
+                    self.name
+                ),
+            }
+        }
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then waits up to `grace` for it to exit, then SIGKILL.
+    /// Returns its exit status when it exited by itself.
+    pub fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32);
+        if let Some(pid) = pid {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(3));
+    }
+}
+
+/// Clock ticks per second of `/proc/PID/stat` times (`getconf CLK_TCK`,
+/// 100 on every Linux this runs on).
+pub fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// CPU time (user + system) a process has used, in seconds: fields 14 and
+/// 15 of `/proc/PID/stat`, which include its threads that have ended.
+/// Resolution: one clock tick (10 ms).
+pub fn cpu_seconds(pid: u32, ticks: f64) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: count the
+    // fields after the last ')'. Field 3 (state) is the first after it.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / ticks)
+}
+
+/// A `kB` figure of `/proc/PID/status` ("VmHWM", "VmRSS"), in KiB.
+pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        let v = l.strip_prefix(key)?.strip_prefix(':')?;
+        v.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
+
+/// CPU time of each thread of a process, in ns, by thread id: the first
+/// field of `/proc/PID/task/TID/schedstat`, the scheduler's own account
+/// (exact, unlike the tick-sampled utime/stime, which misjudge a process
+/// that runs in bursts of a few hundred µs, as fieldgate does at 1 s
+/// polls).
+pub fn thread_ns(pid: u32) -> HashMap<u32, u64> {
+    let mut out = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let ns = std::fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok());
+        if let Some(ns) = ns {
+            out.insert(tid, ns);
+        }
+    }
+    out
+}
+
+/// CPU time of several processes at one moment, by name.
+#[derive(Debug, Clone, Default)]
+pub struct CpuSnapshot {
+    /// (name, pid, CPU ns per thread, CPU seconds from `/proc/PID/stat`).
+    pub at: Vec<(String, u32, HashMap<u32, u64>, f64)>,
+    /// When it was taken.
+    pub when: Option<Instant>,
+}
+
+impl CpuSnapshot {
+    /// Reads the CPU time of every `(name, pid)`.
+    pub fn take(procs: &[(String, u32)], ticks: f64) -> CpuSnapshot {
+        CpuSnapshot {
+            at: procs
+                .iter()
+                .map(|(n, p)| {
+                    let stat = cpu_seconds(*p, ticks).unwrap_or(0.0);
+                    (n.clone(), *p, thread_ns(*p), stat)
+                })
+                .collect(),
+            when: Some(Instant::now()),
+        }
+    }
+
+    /// CPU seconds each process used between `self` and `later`: the sum
+    /// over the threads alive at `later` of what each used since `self`
+    /// (a thread that ended in between loses its last slice). Without
+    /// schedstat (a kernel without it), the utime/stime difference.
+    pub fn delta(&self, later: &CpuSnapshot) -> Vec<(String, f64)> {
+        self.at
+            .iter()
+            .map(|(name, pid, before, stat_before)| {
+                let Some((_, _, after, stat_after)) = later.at.iter().find(|x| x.1 == *pid) else {
+                    return (name.clone(), 0.0);
+                };
+                let used = if after.is_empty() {
+                    stat_after - stat_before
+                } else {
+                    after
+                        .iter()
+                        .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+                        .sum::<u64>() as f64
+                        / 1e9
+                };
+                (name.clone(), used)
+            })
+            .collect()
+    }
+
+    /// Wall-clock seconds between `self` and `later`.
+    pub fn seconds(&self, later: &CpuSnapshot) -> f64 {
+        match (self.when, later.when) {
+            (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+}
+
+/// Samples a process's resident set size every `every` on a thread until
+/// the returned sender is dropped, and returns the highest VmRSS seen
+/// (KiB) from the join handle. VmHWM gives the same peak for a process
+/// still alive; this one also covers a process that exits before it is
+/// read.
+pub fn rss_sampler(pid: u32, every: Duration) -> (mpsc::Sender<()>, std::thread::JoinHandle<u64>) {
+    let (stop, stopped) = mpsc::channel::<()>();
+    let handle = std::thread::spawn(move || {
+        let mut peak = 0;
+        loop {
+            if let Some(kib) = status_kib(pid, "VmHWM").or_else(|| status_kib(pid, "VmRSS")) {
+                peak = peak.max(kib);
+            }
+            match stopped.recv_timeout(every) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                _ => return peak,
+            }
+        }
+    });
+    (stop, handle)
+}
+
+/// Waits until something accepts TCP connections on `addr` (bounded).
+pub fn wait_port(addr: &str, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("nothing accepts connections on {addr} after {within:?}")
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released for a child to use).
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
