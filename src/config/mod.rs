@@ -28,6 +28,7 @@ mod validate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use address::{RawAddress, Resolved as ResolvedAddress, resolve as resolve_address};
@@ -86,8 +87,10 @@ pub struct Config {
     pub workorders: WorkOrderConfig,
     /// `[[buses]]`.
     pub buses: Vec<Bus>,
-    /// `[[devices]]`.
-    pub devices: Vec<Device>,
+    /// `[[devices]]`, shared: the pollers, the rules and the metrics hold
+    /// the same copy (a big tag map costs its memory once; change one with
+    /// `Arc::make_mut`).
+    pub devices: Vec<Arc<Device>>,
     /// `[[rules]]`.
     pub rules: Vec<Rule>,
     /// `[[meters]]`.
@@ -102,7 +105,7 @@ impl Config {
 
     /// A device by name.
     pub fn device(&self, name: &str) -> Option<&Device> {
-        self.devices.iter().find(|d| d.name == name)
+        self.devices.iter().find(|d| d.name == name).map(|d| &**d)
     }
 
     /// The short hash shown to people (first 12 hex digits).

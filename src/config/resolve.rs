@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::Figment;
@@ -390,7 +391,7 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
         alarms,
         workorders,
         buses,
-        devices,
+        devices: devices.into_iter().map(Arc::new).collect(),
         rules,
         meters,
     };

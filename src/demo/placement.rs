@@ -76,6 +76,7 @@ impl Placement {
         // test, can run side by side), known only once they are bound.
         let mut not_simulated = Vec::new();
         for device in &mut config.devices {
+            let device = std::sync::Arc::make_mut(device);
             match &mut device.connection {
                 Connection::Tcp { host, port } | Connection::RtuOverTcp { host, port } => {
                     match self.endpoints.get(&device.name) {
@@ -170,7 +171,7 @@ mod tests {
         expected.http.listen = c.http.listen;
         expected.buses = c.buses.clone();
         for (e, d) in expected.devices.iter_mut().zip(&c.devices) {
-            e.connection = d.connection.clone();
+            std::sync::Arc::make_mut(e).connection = d.connection.clone();
         }
         assert_eq!(c, expected);
     }

@@ -52,7 +52,7 @@ pub fn links(config: &Config) -> Vec<(Endpoint, Vec<Arc<crate::config::Device>>)
             .entry(key)
             .or_insert_with(|| (endpoint, Vec::new()))
             .1
-            .push(Arc::new(device.clone()));
+            .push(Arc::clone(device));
     }
     by_key.into_values().collect()
 }

@@ -26,6 +26,7 @@
 //! with the same idempotency key, which the CMMS drops.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
@@ -95,7 +96,7 @@ pub struct RulesStage {
     /// Device name → (meter index, tag index in the device).
     meter_inputs: HashMap<String, Vec<(usize, usize)>>,
     gateway: GatewayConfig,
-    devices: Vec<Device>,
+    devices: Vec<Arc<Device>>,
     workorders: WorkOrderConfig,
     topics: Topics,
     last_save: Option<Instant>,

@@ -40,6 +40,7 @@
 //! arithmetic failure on dummy values (integer division by zero) is not
 //! reported: it depends on the data.
 
+use std::borrow::Borrow;
 use std::fmt;
 
 use rhai::packages::{ArithmeticPackage, BasicMathPackage, LogicPackage, Package};
@@ -204,9 +205,9 @@ pub fn check_devices(expr: &str, devices: &[Device]) -> Result<(), String> {
 }
 
 /// The kind of the tag `device.tag` among `devices`.
-pub fn tag_type(devices: &[Device], full: &str) -> Option<ExprType> {
+pub fn tag_type<D: Borrow<Device>>(devices: &[D], full: &str) -> Option<ExprType> {
     let (dev, tag) = full.split_once('.')?;
-    let device = devices.iter().find(|d| d.name == dev)?;
+    let device = devices.iter().map(Borrow::borrow).find(|d| d.name == dev)?;
     device.tag(tag).map(|t| ExprType::of(t.data_type))
 }
 

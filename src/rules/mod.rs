@@ -243,15 +243,15 @@ pub struct Engine {
 impl Engine {
     /// Builds the rules of a configuration: every rule `Normal`, every
     /// condition fresh. Compiles `expr` rules.
-    pub fn new(
+    pub fn new<D: std::borrow::Borrow<Device>>(
         rules: &[Rule],
-        devices: &[Device],
+        devices: &[D],
         alarms: &AlarmConfig,
     ) -> Result<Engine, RulesError> {
         let mut tags = Vec::new();
         let mut by_tag = HashMap::new();
         let mut device_ranges = HashMap::new();
-        for device in devices {
+        for device in devices.iter().map(std::borrow::Borrow::borrow) {
             let base = tags.len() as u32;
             for tag in &device.tags {
                 let name = format!("{}.{}", device.name, tag.name);

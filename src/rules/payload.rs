@@ -452,7 +452,14 @@ mod tests {
         value
     }
 
-    fn devices() -> Vec<Device> {
+    fn devices() -> Vec<std::sync::Arc<Device>> {
+        plain_devices()
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect()
+    }
+
+    fn plain_devices() -> Vec<Device> {
         let mut temp = Tag::new("temp", Area::HoldingRegister, 0, DataType::F32);
         temp.unit = Some("degC".into());
         let mut flow = Tag::new("flow", Area::HoldingRegister, 2, DataType::F32);

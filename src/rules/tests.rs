@@ -2,7 +2,6 @@
 //! deadband hover, bad quality, staleness, `expr` over a batch, operator
 //! requests, snapshots, and save/restore.
 
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
@@ -37,7 +36,14 @@ fn device(name: &str, tags: &[(&str, DataType)]) -> Device {
     )
 }
 
-fn devices() -> Vec<Device> {
+fn devices() -> Vec<std::sync::Arc<Device>> {
+    plain_devices()
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect()
+}
+
+fn plain_devices() -> Vec<Device> {
     vec![
         device(
             "pump1",
@@ -245,7 +251,7 @@ fn expr_sees_a_whole_batch_at_once() {
     );
     let mut e = engine(&[r]);
     let devs = devices();
-    let dev = Arc::new(devs[0].clone());
+    let dev = devs[0].clone();
     let batch = |secs: f64, current: Option<f64>, running: Option<bool>| Batch {
         device: dev.clone(),
         timestamp: UNIX_EPOCH + Duration::from_secs_f64(secs),

@@ -112,6 +112,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -672,12 +673,12 @@ pub struct WoContext<'a> {
     /// The gateway's location (the last default for locations).
     pub location: Option<&'a str>,
     /// The devices, for tags' assets and units and devices' locations.
-    pub devices: &'a [Device],
+    pub devices: &'a [Arc<Device>],
 }
 
 impl<'a> WoContext<'a> {
     /// From `[gateway]` and the devices.
-    pub fn new(gateway: &'a GatewayConfig, devices: &'a [Device]) -> WoContext<'a> {
+    pub fn new(gateway: &'a GatewayConfig, devices: &'a [Arc<Device>]) -> WoContext<'a> {
         WoContext {
             site: &gateway.site,
             gateway: &gateway.id,
@@ -1471,7 +1472,14 @@ mod tests {
         Timestamp(1_763_700_000_000 + (secs * 1000.0) as u64)
     }
 
-    fn devices() -> Vec<Device> {
+    fn devices() -> Vec<std::sync::Arc<Device>> {
+        plain_devices()
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect()
+    }
+
+    fn plain_devices() -> Vec<Device> {
         let mut temp = Tag::new("temp", Area::HoldingRegister, 0, DataType::F32);
         temp.unit = Some("degC".into());
         let mut pressure = Tag::new("pressure", Area::HoldingRegister, 2, DataType::F32);
@@ -1547,7 +1555,7 @@ mod tests {
     /// A book with a context and a running random source.
     struct Rig {
         book: WorkOrderBook,
-        devices: Vec<Device>,
+        devices: Vec<Arc<Device>>,
         gateway: GatewayConfig,
         random: u128,
     }

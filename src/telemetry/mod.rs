@@ -167,7 +167,7 @@ impl Telemetry {
                 // A device on no link (an unknown bus, which `check`
                 // refuses) is still listed, and never polled.
                 let link = link_of.get(d.name.as_str()).cloned().unwrap_or_default();
-                Arc::new(DeviceMetrics::new(Arc::new(d.clone()), link))
+                Arc::new(DeviceMetrics::new(Arc::clone(d), link))
             })
             .collect();
         let by_name = devices
@@ -389,7 +389,7 @@ tags = [{ name = "t", area = "holding", address = 0, type = "u16" }]
     fn the_last_batch_is_kept_per_device() {
         let config = config();
         let t = Telemetry::new(&config, SystemTime::now());
-        let device = Arc::new(config.devices[1].clone());
+        let device = config.devices[1].clone();
         t.keep_last(Batch {
             device: device.clone(),
             timestamp: SystemTime::now(),
