@@ -121,7 +121,10 @@
 //!
 //! The forwarder never gives up on the broker: after a failed attempt the
 //! driver sleeps 1 s, doubling to 30 s, and tries again (a connection that
-//! drops within 10 s of its CONNACK does not reset the delay). The first
+//! drops within 10 s of its CONNACK does not reset the delay). A refused
+//! TCP connection (nothing listens: the broker is restarting) is retried
+//! every second, so the backlog starts moving within a second of the
+//! broker's return. The first
 //! failure is a warning, later attempts are debug lines, the reconnect is
 //! an info line; the last error is in [`ForwarderStats::last_error`].
 //!
@@ -137,8 +140,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
-    AsyncClient, Event, EventLoop, Incoming, MqttState, Outgoing, QoS, SubscribeFilter,
-    SubscribeReasonCode,
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttState, Outgoing, QoS,
+    SubscribeFilter, SubscribeReasonCode,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -166,6 +169,14 @@ pub const BACKOFF_START: Duration = Duration::from_secs(1);
 
 /// Longest delay between connection attempts.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The broker's host refused the TCP connection: nothing listens there
+/// (the broker is down or restarting). Other failures (a refused CONNECT,
+/// TLS, timeouts) keep doubling the delay, so a broker that is up but
+/// rejects us is not hammered.
+fn broker_absent(e: &ConnectionError) -> bool {
+    matches!(e, ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused)
+}
 
 /// A connection that lasted at least this long resets the backoff.
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
@@ -467,8 +478,16 @@ async fn drive(
                 if tx.send(msg).await.is_err() {
                     return;
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                if broker_absent(&e) {
+                    // Nothing listens: asking again costs the broker's host
+                    // nothing, and the backlog moves within a second of
+                    // the broker's return instead of after up to 30 s.
+                    backoff = BACKOFF_START;
+                    tokio::time::sleep(BACKOFF_START).await;
+                } else {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
                 continue;
             }
         };
@@ -1346,6 +1365,18 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_refused_tcp_connection_is_retried_at_once() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(broker_absent(&ConnectionError::Io(refused)));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(!broker_absent(&ConnectionError::Io(reset)));
+        assert!(!broker_absent(&ConnectionError::NetworkTimeout));
+        assert!(!broker_absent(&ConnectionError::ConnectionRefused(
+            rumqttc::ConnectReturnCode::NotAuthorized
+        )));
+    }
     use crate::store::Kind;
 
     fn row(id: i64) -> Row {
