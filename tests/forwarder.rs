@@ -352,6 +352,39 @@ async fn delivers_the_outbox_in_order_then_empties_it() {
     assert_eq!(inbound.topic, ack_topic);
     assert_eq!(inbound.payload, br#"{"by":"op"}"#);
 
+    // A burst beyond the inbound channel while nobody reads it (the rules
+    // restarting for a reload): held in order, none dropped.
+    let burst = INBOUND_CAPACITY + 300;
+    for i in 0..burst {
+        sub.client
+            .publish(
+                &ack_topic,
+                QoS::AtLeastOnce,
+                false,
+                format!("{{\"by\":\"op{i}\"}}").into_bytes(),
+            )
+            .await
+            .unwrap();
+    }
+    for i in 0..burst {
+        let m = timeout(Duration::from_secs(10), gateway.inbound.recv())
+            .await
+            .unwrap_or_else(|_| panic!("inbound message {i} of {burst} within 10 s"))
+            .unwrap();
+        assert_eq!(
+            m.payload,
+            format!("{{\"by\":\"op{i}\"}}").into_bytes(),
+            "in order"
+        );
+    }
+    assert_eq!(
+        gateway
+            .stats
+            .inbound_dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+
     // Stop: offline, retained, with ts; then the forwarder is gone.
     gateway.stop().await;
     assert!(!gateway.connected());

@@ -113,9 +113,11 @@
 //! On every CONNACK the forwarder subscribes (QoS 1) to
 //! [`Topics::inbound_filters`] and passes each incoming publish to the
 //! bounded `mpsc::Sender<Inbound>` it was given ([`INBOUND_CAPACITY`] is the
-//! suggested size). It never waits on it: when it is full the message is
-//! dropped with a warning and counted in [`ForwarderStats::inbound_dropped`]
-//! (rumqttc has already acknowledged it to the broker).
+//! suggested size). It never waits on it (the MQTT session must go on):
+//! when it is full the message is held, in order, and passed on as room
+//! appears, since rumqttc has already acknowledged it to the broker. Only
+//! beyond [`INBOUND_HOLD`] held messages is one dropped, with a warning,
+//! and counted in [`ForwarderStats::inbound_dropped`].
 //!
 //! # Connection errors and stop
 //!
@@ -158,6 +160,10 @@ use crate::store::{Row, StoreError, StoreHandle};
 /// work-order updates are rare; beyond this many waiting, new ones are
 /// dropped (and counted).
 pub const INBOUND_CAPACITY: usize = 256;
+
+/// Inbound messages held by the forwarder while the inbound channel is
+/// full, beyond the channel's own capacity; more are dropped (counted).
+pub const INBOUND_HOLD: usize = 4096;
 
 /// Events waiting between the driver and the forwarder. When full, the
 /// driver waits (nothing is dropped); the socket is then read later.
@@ -322,6 +328,7 @@ pub async fn run_with_updates(
         committed: store.committed(),
         store,
         inbound,
+        held: VecDeque::new(),
         stats,
         client,
         gate,
@@ -898,6 +905,9 @@ struct Forwarder {
     committed: watch::Receiver<i64>,
     store: StoreHandle,
     inbound: mpsc::Sender<Inbound>,
+    /// Inbound messages waiting for room in `inbound`, oldest first (at
+    /// most [`INBOUND_HOLD`]).
+    held: VecDeque<Inbound>,
     stats: Arc<ForwarderStats>,
     client: AsyncClient,
     gate: Arc<Gate>,
@@ -977,6 +987,23 @@ impl Forwarder {
                     match changed {
                         Some(hash) => self.republish_status(hash),
                         None => self.config_hash = None,
+                    }
+                }
+                permit = self.inbound.clone().reserve_owned(), if !self.held.is_empty() => {
+                    match permit {
+                        Ok(permit) => {
+                            if let Some(message) = self.held.pop_front() {
+                                permit.send(message);
+                                ForwarderStats::bump(&self.stats.inbound);
+                            }
+                            self.pass_held();
+                        }
+                        Err(_) => {
+                            let n = self.held.len() as u64;
+                            self.held.clear();
+                            self.stats.inbound_dropped.fetch_add(n, Ordering::Relaxed);
+                            debug!(dropped = n, "held inbound messages dropped: nobody consumes inbound messages");
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(stop_at.unwrap_or_else(far).into()), if stopping => {}
@@ -1178,16 +1205,49 @@ impl Forwarder {
         }
     }
 
+    /// Passes an inbound message on. When the channel is full (the rules
+    /// are busy, or restarting for a reload) it is held here, in order,
+    /// and passed on as room appears: rumqttc has already acknowledged it
+    /// to the broker, so dropping it would lose a CMMS's `closed` or an
+    /// operator's ack. Only beyond [`INBOUND_HOLD`] waiting messages is one
+    /// dropped (counted, with a warning).
     fn inbound(&mut self, message: Inbound) {
+        if !self.held.is_empty() {
+            self.hold(message);
+            self.pass_held();
+            return;
+        }
         match self.inbound.try_send(message) {
             Ok(()) => ForwarderStats::bump(&self.stats.inbound),
             Err(mpsc::error::TrySendError::Full(msg)) => {
-                let dropped = self.stats.inbound_dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                warn!(topic = %msg.topic, dropped, "inbound message dropped: its consumer is not keeping up");
+                debug!(topic = %msg.topic, "inbound channel full; holding the message");
+                self.hold(msg);
             }
             Err(mpsc::error::TrySendError::Closed(msg)) => {
                 ForwarderStats::bump(&self.stats.inbound_dropped);
                 debug!(topic = %msg.topic, "inbound message dropped: nobody consumes inbound messages");
+            }
+        }
+    }
+
+    fn hold(&mut self, message: Inbound) {
+        if self.held.len() < INBOUND_HOLD {
+            self.held.push_back(message);
+        } else {
+            let dropped = self.stats.inbound_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            warn!(topic = %message.topic, dropped, held = self.held.len(), "inbound message dropped: its consumer is not keeping up");
+        }
+    }
+
+    /// Passes on held messages while the channel has room.
+    fn pass_held(&mut self) {
+        while let Some(message) = self.held.pop_front() {
+            match self.inbound.try_send(message) {
+                Ok(()) => ForwarderStats::bump(&self.stats.inbound),
+                Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => {
+                    self.held.push_front(m);
+                    return;
+                }
             }
         }
     }
