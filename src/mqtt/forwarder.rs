@@ -989,6 +989,8 @@ impl Forwarder {
                         None => self.config_hash = None,
                     }
                 }
+                // Owned: a borrowed permit would hold `self` across the
+                // other branches' handlers.
                 permit = self.inbound.clone().reserve_owned(), if !self.held.is_empty() => {
                     match permit {
                         Ok(permit) => {

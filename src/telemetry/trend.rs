@@ -118,18 +118,18 @@ impl Trend {
     /// ending with `now`'s (`None` where there is no point).
     pub fn series(&self, tag: usize, now: SystemTime) -> Vec<Option<f32>> {
         let end = step_of(now);
-        let Some(ring) = self
-            .points
-            .get(tag * TREND_POINTS..(tag + 1) * TREND_POINTS)
-        else {
+        let (Some(ring), Some(newest)) = (
+            self.points
+                .get(tag * TREND_POINTS..(tag + 1) * TREND_POINTS),
+            self.newest,
+        ) else {
             return vec![None; TREND_POINTS];
         };
-        let newest = self.newest.unwrap_or(0);
         (0..TREND_POINTS as u64)
             .map(|i| {
                 // Steps end-59 ..= end; only those the rings still hold.
                 let step = (end + i + 1).checked_sub(TREND_POINTS as u64)?;
-                if self.newest.is_none() || step > newest || newest - step >= TREND_POINTS as u64 {
+                if step > newest || newest - step >= TREND_POINTS as u64 {
                     return None;
                 }
                 let x = ring[(step % TREND_POINTS as u64) as usize];
