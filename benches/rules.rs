@@ -29,7 +29,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fieldgate::config::{
     AlarmConfig, Condition, Connection, Device, Priority, Rule, WorkOrderTemplate,
 };
-use fieldgate::modbus::{Batch, Quality, Reading};
+use fieldgate::reading::{Batch, Quality, Reading};
 use fieldgate::rules::{Engine, TagId, Timestamp};
 use fieldgate::tag::{Area, DataType, Tag, Value};
 use rand::rngs::SmallRng;

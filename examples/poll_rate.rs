@@ -20,7 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fieldgate::config;
-use fieldgate::modbus::{self, Batch};
+use fieldgate::modbus;
+use fieldgate::reading::Batch;
 use fieldgate::shutdown;
 use fieldgate::sim::{Scenario, Simulator};
 use tokio_modbus::client::Reader;

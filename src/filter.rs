@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::modbus::{Batch, Quality};
+use crate::reading::{Batch, Quality};
 use crate::tag::{Deadband, Tag, Value};
 
 /// What was last published for a tag.
@@ -120,7 +120,7 @@ mod tests {
 
     use super::*;
     use crate::config::{Connection, Device};
-    use crate::modbus::{BadReason, Reading};
+    use crate::reading::{BadReason, Reading};
     use crate::tag::{Area, DataType};
 
     fn device(deadband: Deadband) -> Arc<Device> {

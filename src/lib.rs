@@ -4,6 +4,7 @@
 //!
 //! * [`config`]: load, resolve and validate `fieldgate.toml` (and CSV tag maps).
 //! * [`tag`]: the plant-level types every stage shares.
+//! * [`reading`]: what a poll yields (readings with a quality, in batches).
 //! * [`modbus`]: read planning, decoding, transports and pollers.
 //! * [`sim`]: the plant simulator behind `demo` and the tests.
 //! * [`telemetry`]: the metrics registry and the Prometheus exposition.
@@ -21,6 +22,7 @@ pub mod http;
 pub mod modbus;
 pub mod mqtt;
 pub mod pipeline;
+pub mod reading;
 pub mod rules;
 pub mod shutdown;
 pub mod sim;

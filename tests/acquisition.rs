@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fieldgate::config::{self, Config};
-use fieldgate::modbus::{self, Batch, Quality};
+use fieldgate::modbus;
+use fieldgate::reading::{Batch, Quality};
 use fieldgate::shutdown::{self, ShutdownTrigger};
 use fieldgate::sim::{Scenario, Simulator};
 use fieldgate::tag::Value;

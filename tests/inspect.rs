@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use fieldgate::config::{self, Config};
-use fieldgate::modbus::Quality;
+use fieldgate::reading::Quality;
 use fieldgate::rules::{
     AlarmEvent, Engine, MeterState, STATE_ENGINE, STATE_METERS, STATE_WORKORDERS, Timestamp,
     WoChange, WoContext, WorkOrder, WorkOrderBook, payload,

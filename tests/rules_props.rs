@@ -18,7 +18,7 @@ use std::time::Duration;
 use fieldgate::config::{
     AlarmConfig, Condition, Connection, Device, Priority, Rule, State, WorkOrderTemplate,
 };
-use fieldgate::modbus::{BadReason, Batch, Quality, Reading};
+use fieldgate::reading::{BadReason, Batch, Quality, Reading};
 use fieldgate::rules::{AlarmEvent, Cause, Engine, SavedEngine, Timestamp};
 use fieldgate::tag::{Area, DataType, Tag, Value};
 use proptest::prelude::*;

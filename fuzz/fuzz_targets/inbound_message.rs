@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use fieldgate::config::Config;
-use fieldgate::modbus::Quality;
+use fieldgate::reading::Quality;
 use fieldgate::pipeline::inbound;
 use fieldgate::rules::{Engine, Timestamp, WoContext, WorkOrderBook};
 use fieldgate::tag::Value;

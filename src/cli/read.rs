@@ -10,7 +10,8 @@ use crate::config::{self, Device};
 use crate::modbus::plan::ReadPlan;
 use crate::modbus::poller::{self, PollOutcome};
 use crate::modbus::transport::Block;
-use crate::modbus::{Link, Reading, links};
+use crate::modbus::{Link, links};
+use crate::reading::Reading;
 use crate::shutdown;
 
 /// Reads the tags once; exit code 1 when any reading is bad.

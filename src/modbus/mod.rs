@@ -7,14 +7,13 @@
 //!   a timeout; [`poller`] runs one task per connection or bus.
 //!
 //! [`spawn_pollers`] starts one task per link and returns their handles;
-//! every poll yields a [`Batch`] on the channel it is given.
+//! every poll yields a [`Batch`](crate::reading::Batch) on the channel it is given.
 
 pub mod backoff;
 pub mod decode;
 pub mod encode;
 pub mod plan;
 pub mod poller;
-mod reading;
 pub mod transport;
 
 use std::collections::BTreeMap;
@@ -23,10 +22,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-pub use reading::{BadReason, Batch, Quality, Reading};
 pub use transport::{Block, Endpoint, Link, PollError};
 
 use crate::config::{Config, Connection};
+use crate::reading::Batch;
 use crate::shutdown::Shutdown;
 use crate::telemetry::Telemetry;
 

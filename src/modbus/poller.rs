@@ -43,9 +43,9 @@ use tokio::time::{Instant, sleep_until};
 use super::backoff::Backoff;
 use super::decode;
 use super::plan::{Limits, PlanChange, ReadPlan};
-use super::reading::{BadReason, Batch, Reading};
 use super::transport::{Block, Link, PollError};
 use crate::config::Device;
+use crate::reading::{BadReason, Batch, Reading};
 use crate::shutdown::Shutdown;
 use crate::telemetry::{DeviceMetrics, LinkProbe};
 

@@ -18,8 +18,8 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_modbus::client::{Context, Reader};
 use tokio_modbus::prelude::{Slave, SlaveContext};
 
-use super::reading::BadReason;
 use crate::config::{Bus, Parity};
+use crate::reading::BadReason;
 use crate::tag::Area;
 
 /// Why a request failed. Maps one-to-one onto [`BadReason`].

@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use crate::modbus::{Batch, Reading};
+use crate::reading::{Batch, Reading};
 use crate::tag::{DataType, Tag, Value};
 
 /// RFC 3339 UTC with milliseconds, as every payload's `ts`.

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
 use crate::filter::Filter;
-use crate::modbus::Batch;
 use crate::mqtt::payload;
 use crate::mqtt::topics::Topics;
+use crate::reading::Batch;
 use crate::store::{Kind, OutMessage};
 
 /// Numbers the messages of each topic 1, 2, 3, … without gaps, so a

@@ -53,8 +53,8 @@ pub use data::{PipelineConfig, Sequencer, messages};
 pub use rules::{RulesStage, SAVE_INTERVAL, SAVE_MIN_INTERVAL, Save, Step};
 
 use crate::filter::Filter;
-use crate::modbus::Batch;
 use crate::mqtt::forwarder::Inbound;
+use crate::reading::Batch;
 use crate::store::{Kind, StoreError, StoreHandle};
 use crate::telemetry::Telemetry;
 

@@ -34,9 +34,9 @@ use serde_json::json;
 use super::data::Sequencer;
 use super::inbound::{self, OperatorAction, Who};
 use crate::config::{Condition, Config, Device, GatewayConfig, Meter, Rule, WorkOrderConfig};
-use crate::modbus::Batch;
 use crate::mqtt::forwarder::Inbound;
 use crate::mqtt::topics::{InboundTopic, Topics};
+use crate::reading::Batch;
 use crate::rules::{
     AlarmEvent, Cause, Engine, MeterChange, MeterState, RulesError, STATE_ENGINE, STATE_METERS,
     STATE_WORKORDERS, SavedEngine, SnapshotEntry, Timestamp, WoChange, WoContext, WoError,

@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use super::saved::{SavedValue, f64_text};
 use super::time::{Timestamp, millis};
 use crate::config::{Condition, State};
-use crate::modbus::Quality;
+use crate::reading::Quality;
 use crate::tag::Value;
 
 /// Decimation: the rate window keeps one sample per `window / RATE_STEPS`.
@@ -507,7 +507,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::modbus::BadReason;
+    use crate::reading::BadReason;
 
     const GOOD: Quality = Quality::Good;
 

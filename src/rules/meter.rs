@@ -61,7 +61,7 @@ use serde::{Deserialize, Serialize};
 
 use super::time::{Timestamp, millis};
 use crate::config::{Meter, MeterKind};
-use crate::modbus::Quality;
+use crate::reading::Quality;
 use crate::tag::Value;
 
 /// Longest gap between two good readings that still counts as runtime.
@@ -430,7 +430,7 @@ fn as_bool(v: &Value) -> Option<bool> {
 mod tests {
     use super::*;
     use crate::config::{Priority, WorkOrderTemplate};
-    use crate::modbus::BadReason;
+    use crate::reading::BadReason;
 
     const GOOD: Quality = Quality::Good;
     const BAD: Quality = Quality::Bad(BadReason::Timeout);

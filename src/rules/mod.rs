@@ -87,7 +87,7 @@ pub use workorder::{
 };
 
 use crate::config::{AlarmConfig, Condition, Device, Rule};
-use crate::modbus::{Batch, Quality};
+use crate::reading::{Batch, Quality};
 use crate::tag::Value;
 
 /// Why an [`Engine`] cannot be built, or a request names no rule.
@@ -345,7 +345,7 @@ impl Engine {
     }
 
     /// The id of a device's tag by its index in the device's `tags` (as in
-    /// [`Reading::tag`](crate::modbus::Reading)).
+    /// [`Reading::tag`](crate::reading::Reading)).
     pub fn device_tag(&self, device: &str, index: usize) -> Option<TagId> {
         let &(base, count) = self.devices.get(device)?;
         let index = u32::try_from(index).ok().filter(|&i| i < count)?;

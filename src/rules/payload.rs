@@ -423,7 +423,7 @@ mod tests {
         AlarmConfig, Connection, Device, GatewayConfig, Meter, MeterKind, Priority,
         WorkOrderConfig, WorkOrderTemplate,
     };
-    use crate::modbus::{BadReason, Quality};
+    use crate::reading::{BadReason, Quality};
     use crate::rules::meter::{MeterChange, MeterState};
     use crate::rules::workorder::{SnapshotEntry, WoChange, WoContext, WorkOrderBook};
     use crate::rules::{Engine, TagReading};

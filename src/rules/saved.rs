@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::alarm::SavedAlarm;
 use super::condition::SavedCondition;
 use super::time::Timestamp;
-use crate::modbus::{BadReason, Quality};
+use crate::reading::{BadReason, Quality};
 use crate::tag::Value;
 
 /// Version of the [`SavedEngine`] layout; bumped when a field changes meaning.

@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
 use crate::config::{Connection, Priority, State, WorkOrderTemplate};
-use crate::modbus::{BadReason, Reading};
+use crate::reading::{BadReason, Reading};
 use crate::tag::{Area, DataType, Tag};
 
 const GOOD: Quality = Quality::Good;

@@ -1460,7 +1460,7 @@ mod tests {
 
     use super::*;
     use crate::config::{AlarmConfig, Connection, MeterKind};
-    use crate::modbus::Quality;
+    use crate::reading::Quality;
     use crate::rules::alarm::AlarmState;
     use crate::rules::meter::{MeterChange, MeterState};
     use crate::rules::{Engine, Trigger};
@@ -2245,7 +2245,7 @@ mod tests {
         for minute in 0..600 * 60u32 {
             let at = t(f64::from(minute) * 60.0);
             let changes = if minute % 60 == 59 {
-                state.observe(None, &Quality::Bad(crate::modbus::BadReason::Timeout), at)
+                state.observe(None, &Quality::Bad(crate::reading::BadReason::Timeout), at)
             } else {
                 state.observe(Some(&Value::Bool(minute % 60 < 50)), &GOOD, at)
             };

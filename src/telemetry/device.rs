@@ -30,7 +30,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::histogram::{Histogram, HistogramSnapshot};
 use super::trend::Trend;
 use crate::config::Device;
-use crate::modbus::{Batch, Block, Endpoint, PollError};
+use crate::modbus::{Block, Endpoint, PollError};
+use crate::reading::Batch;
 
 /// Poll results, in the order of [`DeviceSnapshot::polls`].
 pub const POLL_RESULTS: [&str; 3] = ["ok", "failed", "skipped"];

@@ -47,8 +47,9 @@ pub use rules_view::{AlarmView, MeterView, RulesView, WorkOrderView};
 
 use crate::config::Config;
 use crate::heartbeat::Heartbeat;
-use crate::modbus::{self, Batch, Endpoint};
+use crate::modbus::{self, Endpoint};
 use crate::mqtt::forwarder::ForwarderStats;
+use crate::reading::Batch;
 use crate::store::Stats;
 
 /// Who this gateway is, for `fieldgate_build_info` and `/api/status`.
@@ -393,7 +394,7 @@ tags = [{ name = "t", area = "holding", address = 0, type = "u16" }]
         t.keep_last(Batch {
             device: device.clone(),
             timestamp: SystemTime::now(),
-            readings: vec![crate::modbus::Reading::good(0, crate::tag::Value::Int(7))],
+            readings: vec![crate::reading::Reading::good(0, crate::tag::Value::Int(7))],
         });
         let n = t.devices()[1].with_last(|b| b.map(|b| b.readings.len()));
         assert_eq!(n, Some(1));

@@ -15,7 +15,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::modbus::Reading;
+use crate::reading::Reading;
 use crate::tag::Value;
 
 /// The time one point stands for.
@@ -154,7 +154,7 @@ fn plot_value(v: &Value) -> Option<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modbus::{BadReason, Quality};
+    use crate::reading::{BadReason, Quality};
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
