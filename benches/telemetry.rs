@@ -15,11 +15,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fieldgate::config::{Connection, Device};
-use fieldgate::modbus::{Block, PollError};
+use fieldgate::modbus::{Block, DeviceMetrics, LinkMetrics, PollError};
 use fieldgate::telemetry::prometheus::render;
-use fieldgate::telemetry::{
-    DeviceMetrics, GatewayInfo, LinkMetrics, MqttSnapshot, ProcessStats, Snapshot,
-};
+use fieldgate::telemetry::{GatewayInfo, MqttSnapshot, ProcessStats, Snapshot};
 
 fn device(i: usize) -> Arc<Device> {
     Arc::new(Device::new(

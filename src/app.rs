@@ -62,7 +62,7 @@ use tokio::task::JoinHandle;
 use crate::config::diff::{self, ConfigChanges};
 use crate::config::{Config, Qos};
 use crate::http::{self, ActionRoute, Actions, HttpError, HttpState};
-use crate::modbus;
+use crate::modbus::{self, Probes};
 use crate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats, Inbound};
 use crate::mqtt::topics::Topics;
 use crate::pipeline::{self, Drained, PipelineConfig, RulesStage};
@@ -212,7 +212,7 @@ impl Gateway {
         })?;
         record_config(&store, &config.hash, &diff::started_summary(&config)).await;
 
-        let telemetry = Arc::new(Telemetry::new(&config, started));
+        let telemetry = Arc::new(Telemetry::new(&config, Probes::new(&config), started));
         let stats = telemetry.mqtt_stats();
         let (telemetry_tx, telemetry_rx) = watch::channel(telemetry.clone());
         let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_CHANNEL_CAPACITY);
@@ -321,7 +321,11 @@ impl Gateway {
         } else {
             self.hash_tx.send_replace(new.hash.clone());
         }
-        let telemetry = Arc::new(self.telemetry.borrow().reconfigured(&new));
+        let telemetry = {
+            let old = self.telemetry.borrow();
+            let probes = old.probes().reconfigured(&new);
+            Arc::new(old.reconfigured(&new, probes))
+        };
         self.telemetry.send_replace(telemetry.clone());
         self.acquisition = Acquisition::start(&new, rules, &self.store, inbound_rx, &telemetry);
         self.action_route
@@ -425,7 +429,7 @@ impl Acquisition {
     ) -> Acquisition {
         let (trigger, listener) = shutdown::channel();
         let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_CHANNEL_CAPACITY);
-        let pollers = modbus::spawn_pollers_observed(config, batch_tx, &listener, telemetry);
+        let pollers = modbus::spawn_pollers_observed(telemetry.probes(), batch_tx, &listener);
         let pipeline = tokio::spawn(pipeline::run(
             batch_rx,
             inbound,

@@ -40,7 +40,7 @@ use super::{HttpState, gather, status_json};
 use crate::mqtt::payload::timestamp;
 use crate::shutdown::Shutdown;
 use crate::telemetry::trend::{TREND_POINTS, TREND_STEP, step_of, step_start};
-use crate::telemetry::{DeviceMetrics, RulesView};
+use crate::telemetry::{DeviceSeen, RulesView};
 
 /// Pages fed at once.
 pub const MAX_STREAMS: usize = 8;
@@ -86,7 +86,7 @@ pub(super) async fn events(State(state): State<HttpState>) -> Response {
 }
 
 pub(super) async fn trend(State(state): State<HttpState>) -> Response {
-    Json(trend_json(state.telemetry().devices(), SystemTime::now())).into_response()
+    Json(trend_json(state.telemetry().seen(), SystemTime::now())).into_response()
 }
 
 /// One page's stream.
@@ -109,7 +109,7 @@ impl Feed {
     async fn next(mut self) -> Option<(Result<Event, Infallible>, Feed)> {
         if !self.trend_sent {
             self.trend_sent = true;
-            let doc = trend_json(self.state.telemetry().devices(), SystemTime::now());
+            let doc = trend_json(self.state.telemetry().seen(), SystemTime::now());
             return Some((Ok(event("trend", &doc).retry(RETRY)), self));
         }
         let mut rules_open = true;
@@ -134,7 +134,7 @@ impl Feed {
         }
         let snapshot = gather(&self.state, false).await;
         let telemetry = self.state.telemetry();
-        let doc = status_json(&snapshot, telemetry.devices(), self.state.actions.is_some());
+        let doc = status_json(&snapshot, telemetry.seen(), self.state.actions.is_some());
         let tags: usize = telemetry
             .devices()
             .iter()
@@ -171,7 +171,7 @@ fn event(name: &str, doc: &JsonValue) -> Event {
 ///
 /// `end` is the start of the last step; `null` is no point (not polled,
 /// bad quality, a text tag).
-pub fn trend_json(devices: &[Arc<DeviceMetrics>], now: SystemTime) -> JsonValue {
+pub fn trend_json(devices: &[Arc<DeviceSeen>], now: SystemTime) -> JsonValue {
     let mut by_device = Map::new();
     for d in devices {
         let tags = d.with_trend(|trend| {

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{HttpState, LIVENESS_LIMIT, StoreCheck, check_store};
-use crate::telemetry::DeviceState;
+use crate::modbus::DeviceState;
 
 /// `200 ok` while the pipeline task reports; 503 with the reason when not.
 pub(super) async fn healthz(State(state): State<HttpState>) -> Response {

@@ -13,21 +13,22 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value as JsonValue, json};
 
 use super::{HttpState, gather};
+use crate::modbus::DeviceSnapshot;
 use crate::mqtt::payload::timestamp;
 use crate::rules::Timestamp;
 use crate::tag::{DataType, Tag, Value};
-use crate::telemetry::{DeviceMetrics, DeviceSnapshot, Snapshot};
+use crate::telemetry::{DeviceSeen, Snapshot};
 
 pub(super) async fn status(State(state): State<HttpState>) -> Response {
     let snapshot = gather(&state, false).await;
     let actions = state.actions.is_some();
-    Json(status_json(&snapshot, state.telemetry().devices(), actions)).into_response()
+    Json(status_json(&snapshot, state.telemetry().seen(), actions)).into_response()
 }
 
 /// The status document of `s`, with the last readings kept in `devices`
 /// (the same devices, in the same order, as `s.devices`); `actions` says
 /// whether acknowledge and shelve are allowed over HTTP.
-pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceMetrics>], actions: bool) -> JsonValue {
+pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceSeen>], actions: bool) -> JsonValue {
     let uptime = s.at.duration_since(s.info.started).unwrap_or_default();
     json!({
         "gateway": {
@@ -98,7 +99,7 @@ pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceMetrics>], actions: bool) 
     })
 }
 
-fn device(d: &DeviceSnapshot, m: &DeviceMetrics) -> JsonValue {
+fn device(d: &DeviceSnapshot, m: &DeviceSeen) -> JsonValue {
     let (last_poll, tags) = m.with_last(|batch| match batch {
         Some(b) => (
             Some(timestamp(b.timestamp)),

@@ -5,6 +5,8 @@
 //!   values and back), [`backoff`].
 //! * I/O: [`transport`] opens connections and makes single requests with
 //!   a timeout; [`poller`] runs one task per connection or bus.
+//! * Figures: [`probe`] (what the pollers record, handed out as
+//!   [`Probes`] to readers) and its [`histogram`].
 //!
 //! [`spawn_pollers`] starts one task per link and returns their handles;
 //! every poll yields a [`Batch`](crate::reading::Batch) on the channel it is given.
@@ -12,8 +14,10 @@
 pub mod backoff;
 pub mod decode;
 pub mod encode;
+pub mod histogram;
 pub mod plan;
 pub mod poller;
+pub mod probe;
 pub mod transport;
 
 use std::collections::BTreeMap;
@@ -22,12 +26,15 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+pub use probe::{
+    DeviceMetrics, DeviceSnapshot, DeviceState, LinkMetrics, LinkProbe, LinkSnapshot, Probes,
+    link_label,
+};
 pub use transport::{Block, Endpoint, Link, PollError};
 
 use crate::config::{Config, Connection};
 use crate::reading::Batch;
 use crate::shutdown::Shutdown;
-use crate::telemetry::Telemetry;
 
 /// The link each device is polled over: devices behind the same TCP
 /// endpoint share a connection, devices on a bus share the bus.
@@ -56,35 +63,35 @@ pub fn links(config: &Config) -> Vec<(Endpoint, Vec<Arc<crate::config::Device>>)
     by_key.into_values().collect()
 }
 
-/// Starts one poller task per link, recording into a registry of their
-/// own that nobody reads (tools, tests and benchmarks; the gateway uses
+/// Starts one poller task per link, recording into probes of their own
+/// that nobody reads (tools, tests and benchmarks; the gateway uses
 /// [`spawn_pollers_observed`]).
 pub fn spawn_pollers(
     config: &Config,
     batches: mpsc::Sender<Batch>,
     shutdown: &Shutdown,
 ) -> Vec<JoinHandle<()>> {
-    let telemetry = Telemetry::new(config, std::time::SystemTime::now());
-    spawn_pollers_observed(config, batches, shutdown, &telemetry)
+    spawn_pollers_observed(&Probes::new(config), batches, shutdown)
 }
 
-/// Starts one poller task per link, recording into `telemetry`.
+/// Starts one poller task per link of `probes`, each recording into its
+/// link's probe.
 pub fn spawn_pollers_observed(
-    config: &Config,
+    probes: &Probes,
     batches: mpsc::Sender<Batch>,
     shutdown: &Shutdown,
-    telemetry: &Telemetry,
 ) -> Vec<JoinHandle<()>> {
-    links(config)
-        .into_iter()
-        .map(|(endpoint, devices)| {
-            let probe = telemetry.link_probe(&endpoint);
+    probes
+        .links()
+        .iter()
+        .map(|probe| {
+            let devices = probe.devices().iter().map(|d| d.device().clone()).collect();
             tokio::spawn(poller::run_link(
-                Link::new(endpoint),
+                Link::new(probe.endpoint.clone()),
                 devices,
                 batches.clone(),
                 shutdown.clone(),
-                probe,
+                probe.clone(),
             ))
         })
         .collect()

@@ -32,7 +32,7 @@
 //!
 //! Each request, poll and connection is recorded into the link's
 //! [`LinkProbe`] (relaxed atomics, no allocation on a good poll; see
-//! `telemetry::device`).
+//! [`probe`](super::probe)).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -43,11 +43,11 @@ use tokio::time::{Instant, sleep_until};
 use super::backoff::Backoff;
 use super::decode;
 use super::plan::{Limits, PlanChange, ReadPlan};
+use super::probe::{DeviceMetrics, LinkProbe};
 use super::transport::{Block, Link, PollError};
 use crate::config::Device;
 use crate::reading::{BadReason, Batch, Reading};
 use crate::shutdown::Shutdown;
-use crate::telemetry::{DeviceMetrics, LinkProbe};
 
 /// The state of one device on a link.
 struct Polled {

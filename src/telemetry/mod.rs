@@ -5,8 +5,8 @@
 //!
 //! * this file: the [`Telemetry`] registry, built once from the config and
 //!   shared by `Arc`, and the [`Snapshot`] it produces;
-//! * [`histogram`]: the lock-free latency histogram;
-//! * [`device`]: per-device and per-link figures written by the pollers;
+//! * [`seen`]: what the pipeline last saw of each device (last readings
+//!   and trend);
 //! * [`rules_view`]: the copy of the rules state the pipeline publishes;
 //! * [`trend`]: each tag's last minutes, for the status page's sparklines;
 //! * [`process`]: RSS, CPU time, file descriptors and threads from `/proc`;
@@ -16,7 +16,7 @@
 //!
 //! | figure | written by | how |
 //! |---|---|---|
-//! | device and link figures | the poller of the link | atomics ([`LinkProbe`]) |
+//! | device and link figures | the poller of the link | atomics ([`Probes`], owned by `modbus`) |
 //! | last readings and trend per device | the pipeline task | [`Telemetry::keep_last`] |
 //! | rules view, pipeline heartbeat | the pipeline task | [`Telemetry::publish_rules`] (a `watch`) |
 //! | MQTT figures | the forwarder | [`ForwarderStats`] atomics |
@@ -24,11 +24,10 @@
 //!
 //! Readers (the HTTP handlers) never block a writer for longer than a copy.
 
-pub mod device;
-pub mod histogram;
 pub mod process;
 pub mod prometheus;
 pub mod rules_view;
+pub mod seen;
 pub mod trend;
 
 use std::collections::HashMap;
@@ -38,16 +37,13 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-pub use device::{
-    DeviceMetrics, DeviceSnapshot, DeviceState, LinkMetrics, LinkProbe, LinkSnapshot, link_label,
-};
-pub use histogram::{Histogram, HistogramSnapshot};
 pub use process::ProcessStats;
 pub use rules_view::{AlarmView, MeterView, RulesView, WorkOrderView};
+pub use seen::DeviceSeen;
 
 use crate::config::Config;
 use crate::heartbeat::Heartbeat;
-use crate::modbus::{self, Endpoint};
+use crate::modbus::{DeviceMetrics, DeviceSnapshot, LinkSnapshot, Probes};
 use crate::mqtt::forwarder::ForwarderStats;
 use crate::reading::Batch;
 use crate::store::Stats;
@@ -71,11 +67,12 @@ pub struct GatewayInfo {
 #[derive(Debug)]
 pub struct Telemetry {
     info: GatewayInfo,
-    /// Every device, in config order.
-    devices: Vec<Arc<DeviceMetrics>>,
-    /// Device name → index in `devices`, for [`keep_last`](Self::keep_last).
+    /// What the pollers record (read only here).
+    probes: Probes,
+    /// What the pipeline last saw of every device, in config order.
+    seen: Vec<Arc<DeviceSeen>>,
+    /// Device name → index in `seen`, for [`keep_last`](Self::keep_last).
     by_name: HashMap<String, usize>,
-    links: Vec<Arc<LinkMetrics>>,
     mqtt: Arc<ForwarderStats>,
     /// The latest rules view. A `watch` rather than a lock: the pipeline
     /// replaces it without waiting for readers, and a later status page can
@@ -149,29 +146,15 @@ impl MqttSnapshot {
 }
 
 impl Telemetry {
-    /// A registry at zero for every device and link of `config`.
-    pub fn new(config: &Config, started: SystemTime) -> Telemetry {
-        let mut links = Vec::new();
-        let mut link_of: HashMap<&str, String> = HashMap::new();
-        let grouped = modbus::links(config);
-        for (endpoint, devices) in &grouped {
-            let label = link_label(endpoint);
-            for d in devices {
-                link_of.insert(d.name.as_str(), label.clone());
-            }
-            links.push(Arc::new(LinkMetrics::new(label)));
-        }
-        let devices: Vec<Arc<DeviceMetrics>> = config
+    /// A registry for `config` that reads the pollers' `probes` (at zero
+    /// for everything else).
+    pub fn new(config: &Config, probes: Probes, started: SystemTime) -> Telemetry {
+        let seen: Vec<Arc<DeviceSeen>> = config
             .devices
             .iter()
-            .map(|d| {
-                // A device on no link (an unknown bus, which `check`
-                // refuses) is still listed, and never polled.
-                let link = link_of.get(d.name.as_str()).cloned().unwrap_or_default();
-                Arc::new(DeviceMetrics::new(Arc::clone(d), link))
-            })
+            .map(|d| Arc::new(DeviceSeen::new(Arc::clone(d))))
             .collect();
-        let by_name = devices
+        let by_name = seen
             .iter()
             .enumerate()
             .map(|(i, d)| (d.device().name.clone(), i))
@@ -184,39 +167,35 @@ impl Telemetry {
                 config_hash: config.hash.clone(),
                 started,
             },
-            devices,
+            probes,
+            seen,
             by_name,
-            links,
             mqtt: Arc::new(ForwarderStats::default()),
             rules: Arc::new(watch::Sender::new(Arc::new(RulesView::default()))),
             heartbeat: Heartbeat::new(),
         }
     }
 
-    /// The registry of a reloaded `config`: devices whose settings did not
-    /// change keep their figures (and counters keep counting), links keep
-    /// theirs by label; new devices start at zero. The MQTT counters, the
-    /// rules view's channel and the heartbeat carry over.
-    pub fn reconfigured(&self, config: &Config) -> Telemetry {
-        let mut next = Telemetry::new(config, self.info.started);
-        for d in &mut next.devices {
-            if let Some(old) = self
-                .devices
-                .iter()
-                .find(|o| o.device() == d.device() && o.link() == d.link())
-            {
+    /// The registry of a reloaded `config` over its new `probes`: devices
+    /// whose settings did not change keep their last readings and trend.
+    /// The MQTT counters, the rules view's channel and the heartbeat carry
+    /// over.
+    pub fn reconfigured(&self, config: &Config, probes: Probes) -> Telemetry {
+        let mut next = Telemetry::new(config, probes, self.info.started);
+        for d in &mut next.seen {
+            if let Some(old) = self.seen.iter().find(|o| o.device() == d.device()) {
                 *d = old.clone();
-            }
-        }
-        for l in &mut next.links {
-            if let Some(old) = self.links.iter().find(|o| o.label() == l.label()) {
-                *l = old.clone();
             }
         }
         next.mqtt = self.mqtt.clone();
         next.rules = self.rules.clone();
         next.heartbeat = self.heartbeat.clone();
         next
+    }
+
+    /// The pollers' probes this registry reads.
+    pub fn probes(&self) -> &Probes {
+        &self.probes
     }
 
     /// The pipeline's heartbeat.
@@ -229,24 +208,6 @@ impl Telemetry {
         &self.info
     }
 
-    /// What the poller of `endpoint` records into.
-    pub fn link_probe(&self, endpoint: &Endpoint) -> LinkProbe {
-        let label = link_label(endpoint);
-        let link = self
-            .links
-            .iter()
-            .find(|l| l.label() == label)
-            .cloned()
-            .unwrap_or_else(|| Arc::new(LinkMetrics::new(label.clone())));
-        let devices = self
-            .devices
-            .iter()
-            .filter(|d| d.link() == label)
-            .cloned()
-            .collect();
-        LinkProbe::new(link, devices)
-    }
-
     /// The counters the forwarder writes (give it this one).
     pub fn mqtt_stats(&self) -> Arc<ForwarderStats> {
         self.mqtt.clone()
@@ -254,7 +215,13 @@ impl Telemetry {
 
     /// Every device's figures, in config order.
     pub fn devices(&self) -> &[Arc<DeviceMetrics>] {
-        &self.devices
+        self.probes.devices()
+    }
+
+    /// What the pipeline last saw of every device, in config order (the
+    /// same order as [`devices`](Self::devices)).
+    pub fn seen(&self) -> &[Arc<DeviceSeen>] {
+        &self.seen
     }
 
     /// Keeps `batch` as its device's last readings, for `/api/status`.
@@ -267,7 +234,7 @@ impl Telemetry {
     pub fn keep_last(&self, batch: Batch) {
         if let Some(&i) = self.by_name.get(batch.device.name.as_str()) {
             // Freed here, outside the device's lock.
-            drop(self.devices[i].keep_last(batch));
+            drop(self.seen[i].keep_last(batch));
         }
     }
 
@@ -300,11 +267,15 @@ impl Telemetry {
     /// Everything at this moment; `store` and `process` are gathered by
     /// the caller (they take I/O).
     pub fn snapshot(&self, store: Option<Stats>, process: ProcessStats) -> Snapshot {
-        let devices: Vec<DeviceSnapshot> = self.devices.iter().map(|d| d.snapshot()).collect();
-        let links = self
-            .links
+        let devices: Vec<DeviceSnapshot> = self.devices().iter().map(|d| d.snapshot()).collect();
+        let links: Vec<LinkSnapshot> = self
+            .probes
+            .links()
             .iter()
-            .map(|l| l.snapshot(devices.iter().filter(|d| d.link == l.label())))
+            .map(|l| {
+                l.link
+                    .snapshot(devices.iter().filter(|d| d.link == l.link.label()))
+            })
             .collect();
         Snapshot {
             info: self.info.clone(),
@@ -362,16 +333,16 @@ tags = [{ name = "t", area = "holding", address = 0, type = "u16" }]
     #[test]
     fn links_sum_their_devices() {
         let config = config();
-        let t = Telemetry::new(&config, SystemTime::now());
-        let links = modbus::links(&config);
-        let (tcp, devices) = links
+        let t = Telemetry::new(&config, Probes::new(&config), SystemTime::now());
+        let probe = t
+            .probes()
+            .links()
             .iter()
-            .find(|(e, _)| matches!(e, Endpoint::Tcp(_)))
+            .find(|l| matches!(l.endpoint, crate::modbus::Endpoint::Tcp(_)))
             .unwrap();
-        let probe = t.link_probe(tcp);
         assert_eq!(probe.link.label(), "tcp:127.0.0.1:5020");
-        for d in devices {
-            probe.device(d).poll_ok(SystemTime::now());
+        for d in probe.devices() {
+            d.poll_ok(SystemTime::now());
         }
         let s = t.snapshot(None, ProcessStats::default());
         assert_eq!(s.devices.len(), 3);
@@ -389,21 +360,22 @@ tags = [{ name = "t", area = "holding", address = 0, type = "u16" }]
     #[test]
     fn the_last_batch_is_kept_per_device() {
         let config = config();
-        let t = Telemetry::new(&config, SystemTime::now());
+        let t = Telemetry::new(&config, Probes::new(&config), SystemTime::now());
         let device = config.devices[1].clone();
         t.keep_last(Batch {
             device: device.clone(),
             timestamp: SystemTime::now(),
             readings: vec![crate::reading::Reading::good(0, crate::tag::Value::Int(7))],
         });
-        let n = t.devices()[1].with_last(|b| b.map(|b| b.readings.len()));
+        let n = t.seen()[1].with_last(|b| b.map(|b| b.readings.len()));
         assert_eq!(n, Some(1));
-        assert!(t.devices()[0].with_last(|b| b.is_none()));
+        assert!(t.seen()[0].with_last(|b| b.is_none()));
     }
 
     #[test]
     fn the_heartbeat_moves() {
-        let t = Telemetry::new(&config(), SystemTime::now());
+        let config = config();
+        let t = Telemetry::new(&config, Probes::new(&config), SystemTime::now());
         t.beat();
         assert!(t.pipeline_idle() < Duration::from_secs(5));
     }

@@ -14,9 +14,9 @@ use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Snapshot;
-use super::device::{DeviceState, ERROR_REASONS, POLL_RESULTS};
-use super::histogram::{BOUNDS_LE, HistogramSnapshot};
 use super::rules_view::PRIORITIES;
+use crate::modbus::histogram::{BOUNDS_LE, HistogramSnapshot};
+use crate::modbus::probe::{DeviceState, ERROR_REASONS, POLL_RESULTS};
 use crate::rules::Measure;
 
 /// The `Content-Type` of the exposition.
@@ -684,8 +684,8 @@ mod tests {
 
     use super::*;
     use crate::config::Priority;
+    use crate::modbus::{DeviceSnapshot, LinkSnapshot};
     use crate::store::Stats;
-    use crate::telemetry::device::{DeviceSnapshot, LinkSnapshot};
     use crate::telemetry::rules_view::{MeterView, RulesView};
     use crate::telemetry::{GatewayInfo, MqttSnapshot, ProcessStats};
 

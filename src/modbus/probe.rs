@@ -1,4 +1,6 @@
-//! What the pollers record per device and per link.
+//! What the pollers record per device and per link: acquisition's own
+//! probes, handed out to whoever reads them (the metrics registry, the
+//! status page) as the forwarder hands out its counters.
 //!
 //! # Cost on the hot path
 //!
@@ -13,25 +15,21 @@
 //! polls, errors, registers and latencies are the sums of its devices',
 //! added up when a snapshot is taken.
 //!
-//! # The last readings
+//! # One set per config
 //!
-//! Each device keeps its last [`Batch`] for `/api/status`. The pipeline
-//! task puts it there once it is done with the batch (see
-//! [`Telemetry::keep_last`](super::Telemetry::keep_last)): the batch is
-//! moved, not copied, so keeping the last values costs no allocation at
-//! all; the previous batch is freed as it would have been anyway. The
-//! same call adds the readings to the device's [`Trend`] (one `f32` store
-//! per tag).
+//! [`Probes`] is built from a config with the same link grouping the
+//! pollers use ([`links`](super::links)), so each poller is given exactly
+//! the probe of its link and nobody joins them back by label. After a
+//! reload, devices whose settings did not change keep their figures
+//! ([`Probes::reconfigured`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::histogram::{Histogram, HistogramSnapshot};
-use super::trend::Trend;
-use crate::config::Device;
-use crate::modbus::{Block, Endpoint, PollError};
-use crate::reading::Batch;
+use super::transport::{Block, Endpoint, PollError};
+use crate::config::{Config, Device};
 
 /// Poll results, in the order of [`DeviceSnapshot::polls`].
 pub const POLL_RESULTS: [&str; 3] = ["ok", "failed", "skipped"];
@@ -107,9 +105,6 @@ pub struct DeviceMetrics {
     /// A [`DeviceState`], read without the lock to keep good polls cheap.
     state: AtomicU8,
     detail: Mutex<Detail>,
-    last: Mutex<Option<Batch>>,
-    /// The last minutes of every tag, for the status page.
-    trend: Mutex<Trend>,
 }
 
 /// One device's figures at one moment.
@@ -142,7 +137,6 @@ pub struct DeviceSnapshot {
 impl DeviceMetrics {
     /// Figures at zero for `device` on the link labelled `link`.
     pub fn new(device: Arc<Device>, link: String) -> DeviceMetrics {
-        let trend = Mutex::new(Trend::new(device.tags.len()));
         DeviceMetrics {
             device,
             link,
@@ -154,8 +148,6 @@ impl DeviceMetrics {
             last_success_ms: AtomicU64::new(0),
             state: AtomicU8::new(0),
             detail: Mutex::new(Detail::default()),
-            last: Mutex::new(None),
-            trend,
         }
     }
 
@@ -247,31 +239,6 @@ impl DeviceMetrics {
                 .store(DeviceState::Failing as u8, Ordering::Relaxed);
         }
         d.last_error = Some(error());
-    }
-
-    /// Keeps `batch` as the device's last readings and adds it to the
-    /// trend; returns the previous batch so the caller frees it outside
-    /// the lock.
-    pub fn keep_last(&self, batch: Batch) -> Option<Batch> {
-        self.trend
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(batch.timestamp, &batch.readings);
-        self.last
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace(batch)
-    }
-
-    /// Runs `f` on the trend (under the lock: keep it short).
-    pub fn with_trend<R>(&self, f: impl FnOnce(&Trend) -> R) -> R {
-        f(&self.trend.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Runs `f` on the last readings (under the lock: keep it short).
-    pub fn with_last<R>(&self, f: impl FnOnce(Option<&Batch>) -> R) -> R {
-        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        f(last.as_ref())
     }
 
     /// The current figures.
@@ -426,6 +393,8 @@ impl LinkMetrics {
 /// What one poller task records into: its link and its devices.
 #[derive(Debug, Clone)]
 pub struct LinkProbe {
+    /// Where the link goes.
+    pub endpoint: Endpoint,
     /// The link.
     pub link: Arc<LinkMetrics>,
     devices: Vec<Arc<DeviceMetrics>>,
@@ -433,11 +402,24 @@ pub struct LinkProbe {
 
 impl LinkProbe {
     /// A probe over `link` and `devices`.
-    pub fn new(link: Arc<LinkMetrics>, devices: Vec<Arc<DeviceMetrics>>) -> LinkProbe {
-        LinkProbe { link, devices }
+    pub fn new(
+        endpoint: Endpoint,
+        link: Arc<LinkMetrics>,
+        devices: Vec<Arc<DeviceMetrics>>,
+    ) -> LinkProbe {
+        LinkProbe {
+            endpoint,
+            link,
+            devices,
+        }
     }
 
-    /// The figures of `device`. A device the registry does not know (not
+    /// The devices polled over this link, in config order.
+    pub fn devices(&self) -> &[Arc<DeviceMetrics>] {
+        &self.devices
+    }
+
+    /// The figures of `device`. A device the probe does not know (not
     /// expected: both come from one config) gets figures of its own that
     /// nobody reads, rather than a panic.
     pub fn device(&self, device: &Arc<Device>) -> Arc<DeviceMetrics> {
@@ -448,6 +430,94 @@ impl LinkProbe {
             .unwrap_or_else(|| {
                 Arc::new(DeviceMetrics::new(device.clone(), self.link.label.clone()))
             })
+    }
+}
+
+/// The probes of every link and device of one config: what the pollers
+/// write, what telemetry reads. Cloning shares the figures.
+#[derive(Debug, Clone, Default)]
+pub struct Probes {
+    /// Every device, in config order (a device on no link, which `check`
+    /// refuses, is still listed, and never polled).
+    devices: Vec<Arc<DeviceMetrics>>,
+    /// One per link, in the order the pollers are started.
+    links: Vec<LinkProbe>,
+}
+
+impl Probes {
+    /// Figures at zero for every device and link of `config`.
+    pub fn new(config: &Config) -> Probes {
+        Probes::build(config, |_| None, |_| None)
+    }
+
+    /// The probes of a reloaded `config`: devices whose settings did not
+    /// change keep their figures (and counters keep counting), links keep
+    /// theirs by label; new devices start at zero.
+    pub fn reconfigured(&self, config: &Config) -> Probes {
+        Probes::build(
+            config,
+            |fresh| {
+                self.devices
+                    .iter()
+                    .find(|o| o.device() == fresh.device() && o.link() == fresh.link())
+                    .cloned()
+            },
+            |label| {
+                self.links
+                    .iter()
+                    .find(|l| l.link.label() == label)
+                    .map(|l| l.link.clone())
+            },
+        )
+    }
+
+    fn build(
+        config: &Config,
+        keep_device: impl Fn(&DeviceMetrics) -> Option<Arc<DeviceMetrics>>,
+        keep_link: impl Fn(&str) -> Option<Arc<LinkMetrics>>,
+    ) -> Probes {
+        let grouped = super::links(config);
+        let mut link_of: std::collections::HashMap<&str, String> = Default::default();
+        for (endpoint, devices) in &grouped {
+            let label = link_label(endpoint);
+            for d in devices {
+                link_of.insert(d.name.as_str(), label.clone());
+            }
+        }
+        let devices: Vec<Arc<DeviceMetrics>> = config
+            .devices
+            .iter()
+            .map(|d| {
+                let link = link_of.get(d.name.as_str()).cloned().unwrap_or_default();
+                let fresh = DeviceMetrics::new(Arc::clone(d), link);
+                keep_device(&fresh).unwrap_or_else(|| Arc::new(fresh))
+            })
+            .collect();
+        let links = grouped
+            .into_iter()
+            .map(|(endpoint, _)| {
+                let label = link_label(&endpoint);
+                let link =
+                    keep_link(&label).unwrap_or_else(|| Arc::new(LinkMetrics::new(label.clone())));
+                let on_link = devices
+                    .iter()
+                    .filter(|d| d.link() == label)
+                    .cloned()
+                    .collect();
+                LinkProbe::new(endpoint, link, on_link)
+            })
+            .collect();
+        Probes { devices, links }
+    }
+
+    /// Every device's figures, in config order.
+    pub fn devices(&self) -> &[Arc<DeviceMetrics>] {
+        &self.devices
+    }
+
+    /// Every link's probe, in the order the pollers are started.
+    pub fn links(&self) -> &[LinkProbe] {
+        &self.links
     }
 }
 
