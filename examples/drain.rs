@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use fieldgate::config::{self, Durability, StoreConfig};
+use fieldgate::contract::topics::Topics;
 use fieldgate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats};
-use fieldgate::mqtt::topics::Topics;
 use fieldgate::shutdown;
 use fieldgate::store::{self, Kind, OutMessage};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};

@@ -61,10 +61,10 @@ use tokio::task::JoinHandle;
 
 use crate::config::diff::{self, ConfigChanges};
 use crate::config::{Config, Qos};
+use crate::contract::topics::Topics;
 use crate::http::{self, ActionRoute, Actions, HttpError, HttpState};
 use crate::modbus::{self, Probes};
 use crate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats, Inbound};
-use crate::mqtt::topics::Topics;
 use crate::pipeline::{self, Drained, PipelineConfig, RulesStage};
 use crate::reading::Batch;
 use crate::rules::RulesError;

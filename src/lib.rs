@@ -5,6 +5,7 @@
 //! * [`config`]: load, resolve and validate `fieldgate.toml` (and CSV tag maps).
 //! * [`tag`]: the plant-level types every stage shares.
 //! * [`reading`]: what a poll yields (readings with a quality, in batches).
+//! * [`contract`]: the MQTT contract: topics, payloads, inbound requests.
 //! * [`modbus`]: read planning, decoding, transports and pollers.
 //! * [`sim`]: the plant simulator behind `demo` and the tests.
 //! * [`telemetry`]: the metrics registry and the Prometheus exposition.
@@ -15,6 +16,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod demo;
 pub mod filter;
 pub mod heartbeat;

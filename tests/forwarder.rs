@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fieldgate::config::{Durability, MqttConfig, Qos, StoreConfig};
+use fieldgate::contract::topics::Topics;
 use fieldgate::mqtt::client::MqttError;
 use fieldgate::mqtt::forwarder::{
     self, ForwarderConfig, ForwarderStats, INBOUND_CAPACITY, Inbound,
 };
-use fieldgate::mqtt::topics::Topics;
 use fieldgate::shutdown::{self, ShutdownTrigger};
 use fieldgate::store::{self, Kind, OutMessage, StoreGuard, StoreHandle};
 use rumqttc::QoS;

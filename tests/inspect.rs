@@ -8,10 +8,11 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use fieldgate::config::{self, Config};
+use fieldgate::contract::rules as payload;
 use fieldgate::reading::Quality;
 use fieldgate::rules::{
     AlarmEvent, Engine, MeterState, STATE_ENGINE, STATE_METERS, STATE_WORKORDERS, Timestamp,
-    WoChange, WoContext, WorkOrder, WorkOrderBook, payload,
+    WoChange, WoContext, WorkOrder, WorkOrderBook,
 };
 use fieldgate::store::{self, HistoryEntry, HistoryKind, Kind, OutMessage, StoreHandle};
 use fieldgate::tag::Value;

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fieldgate::config::{Durability, MqttConfig, Qos, Secret, StoreConfig, TlsConfig};
+use fieldgate::contract::topics::Topics;
 use fieldgate::mqtt::client::MqttError;
 use fieldgate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats, INBOUND_CAPACITY};
-use fieldgate::mqtt::topics::Topics;
 use fieldgate::shutdown::{self, ShutdownTrigger};
 use fieldgate::store::{self, Kind, OutMessage, StoreGuard, StoreHandle};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::inspect::{self, Reported, ViewArgs};
 use super::table::{self, Table};
-use crate::rules::payload::rfc3339;
+use crate::contract::rules::rfc3339;
 use crate::rules::{AlarmState, STATE_ENGINE, SavedEngine, SavedRule};
 use crate::store::HistoryKind;
 

@@ -126,7 +126,7 @@ fn table(device: &Device, readings: &[Reading], plan: &ReadPlan, outcome: &PollO
                 .as_ref()
                 .map(|v| {
                     let mut text = String::new();
-                    crate::mqtt::payload::value(&mut text, tag, v);
+                    crate::contract::json::value(&mut text, tag, v);
                     text
                 })
                 .unwrap_or_else(|| "-".into()),

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use super::inspect::{self, Reported, ViewArgs};
 use super::table::{self, Table};
-use crate::rules::{STATE_WORKORDERS, WorkOrder, WorkOrderBook, payload};
+use crate::contract::rules as payload;
+use crate::rules::{STATE_WORKORDERS, WorkOrder, WorkOrderBook};
 use crate::store::HistoryKind;
 
 const COMMAND: &str = "workorders";

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::planner::{Decision, Observation, Planner, Policy};
-use crate::mqtt::topics::Topics;
+use crate::contract::topics::Topics;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 
 /// How often the desk looks for due decisions.

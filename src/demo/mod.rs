@@ -71,7 +71,7 @@ pub use status::{PlantStatus, StatusError};
 pub use view::{Mode, View, restore_terminal};
 
 use crate::config::{self, Config, Connection};
-use crate::mqtt::topics::Topics;
+use crate::contract::topics::Topics;
 use crate::shutdown;
 use crate::sim::{Scenario, Simulator};
 use crate::store::inspect::Inspector;

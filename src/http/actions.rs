@@ -37,8 +37,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::HttpState;
 use crate::config::{Config, Secret};
+use crate::contract::topics::Topics;
 use crate::mqtt::forwarder::Inbound;
-use crate::mqtt::topics::Topics;
 use crate::pipeline::inbound;
 
 /// The largest request body read (an ack note, a shelve request).

@@ -37,7 +37,7 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 
 use super::{HttpState, gather, status_json};
-use crate::mqtt::payload::timestamp;
+use crate::contract::json::timestamp;
 use crate::shutdown::Shutdown;
 use crate::telemetry::trend::{TREND_POINTS, TREND_STEP, step_of, step_start};
 use crate::telemetry::{DeviceSeen, RulesView};

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value as JsonValue, json};
 
 use super::{HttpState, gather};
+use crate::contract::json::timestamp;
 use crate::modbus::DeviceSnapshot;
-use crate::mqtt::payload::timestamp;
 use crate::rules::Timestamp;
 use crate::tag::{DataType, Tag, Value};
 use crate::telemetry::{DeviceSeen, Snapshot};

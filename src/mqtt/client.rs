@@ -33,8 +33,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
 use super::forwarder::ForwarderConfig;
-use super::status;
 use crate::config::{MqttConfig, TlsConfig};
+use crate::contract::status;
 use crate::store::StoreError;
 
 /// PEM bundles tried, in order, when TLS is on without a `ca_file`.

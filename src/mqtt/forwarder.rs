@@ -150,9 +150,9 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use super::client::{MqttError, mqtt_options};
-use super::status::{self, StatusInfo};
-use super::topics::Topics;
 use crate::config::{Config, MqttConfig};
+use crate::contract::status::{self, StatusInfo};
+use crate::contract::topics::Topics;
 use crate::shutdown::Shutdown;
 use crate::store::{Row, StoreError, StoreHandle};
 

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
+use crate::contract::data as payload;
+use crate::contract::topics::Topics;
 use crate::filter::Filter;
-use crate::mqtt::payload;
-use crate::mqtt::topics::Topics;
 use crate::reading::Batch;
 use crate::store::{Kind, OutMessage};
 

@@ -34,13 +34,14 @@ use serde_json::json;
 use super::data::Sequencer;
 use super::inbound::{self, OperatorAction, Who};
 use crate::config::{Condition, Config, Device, GatewayConfig, Meter, Rule, WorkOrderConfig};
+use crate::contract::rules as payload;
+use crate::contract::topics::{InboundTopic, Topics};
 use crate::mqtt::forwarder::Inbound;
-use crate::mqtt::topics::{InboundTopic, Topics};
 use crate::reading::Batch;
 use crate::rules::{
     AlarmEvent, Cause, Engine, MeterChange, MeterState, RulesError, STATE_ENGINE, STATE_METERS,
     STATE_WORKORDERS, SavedEngine, SnapshotEntry, Timestamp, WoChange, WoContext, WoError,
-    WorkOrder, WorkOrderBook, payload,
+    WorkOrder, WorkOrderBook,
 };
 use crate::store::{HistoryEntry, HistoryKind, Kind, OutMessage, StoreError, StoreHandle};
 use crate::telemetry::RulesView;

@@ -61,7 +61,6 @@ pub mod alarm;
 pub mod condition;
 pub mod expr;
 pub mod meter;
-pub mod payload;
 mod saved;
 mod state_keys;
 mod time;
@@ -78,7 +77,6 @@ pub use expr::{
     CompiledExpr, ExprEngine, ExprError, ExprType, check, check_devices, referenced_tags,
 };
 pub use meter::{Measure, MeterChange, MeterDue, MeterReport, MeterState};
-pub use payload::PayloadError;
 pub use saved::{SAVED_VERSION, SavedEngine, SavedRule, SavedTag, SavedValue};
 pub use time::Timestamp;
 pub use workorder::{

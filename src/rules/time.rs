@@ -30,6 +30,12 @@ impl Timestamp {
         Timestamp(ms)
     }
 
+    /// The same moment, or the end of year 9999 if later: the latest
+    /// moment RFC 3339 can write (a shelf "forever" ends there).
+    pub fn clamped(self) -> Timestamp {
+        Timestamp(self.0.min(253_402_300_799_999))
+    }
+
     /// Milliseconds since the epoch.
     pub const fn as_millis(self) -> u64 {
         self.0

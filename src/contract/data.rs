@@ -9,15 +9,10 @@
 //! ```
 
 use std::fmt::Write as _;
-use std::time::SystemTime;
 
+use super::json::{string, timestamp, value};
 use crate::reading::{Batch, Reading};
-use crate::tag::{DataType, Tag, Value};
-
-/// RFC 3339 UTC with milliseconds, as every payload's `ts`.
-pub fn timestamp(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
+use crate::tag::Tag;
 
 /// One device poll: the readings at `picked` indexes of the batch.
 pub fn device_message(batch: &Batch, picked: &[usize], seq: u64) -> Vec<u8> {
@@ -75,52 +70,4 @@ fn fields(out: &mut String, tag: &Tag, reading: &Reading) {
         out.push_str(",\"u\":");
         string(out, unit);
     }
-}
-
-/// Writes a value; an unscaled f32 is written with f32's shortest form
-/// (21.5, 55.689053) rather than the digits of its f64 widening.
-pub fn value(out: &mut String, tag: &Tag, v: &Value) {
-    match v {
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Value::UInt(u) => {
-            let _ = write!(out, "{u}");
-        }
-        Value::Float(x) if !x.is_finite() => out.push_str("null"),
-        Value::Float(x) if tag.data_type == DataType::F32 && tag.is_unscaled() => {
-            let _ = write!(out, "{}", *x as f32);
-            if x.fract() == 0.0 && x.abs() < 1e16 {
-                // Keep it a JSON number that reads back as a float.
-                out.push_str(".0");
-            }
-        }
-        Value::Float(x) => {
-            let _ = write!(out, "{x}");
-            if x.fract() == 0.0 && x.abs() < 1e16 {
-                out.push_str(".0");
-            }
-        }
-        Value::Text(s) => string(out, s),
-    }
-}
-
-/// Writes a JSON string with escapes.
-pub fn string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }

@@ -19,15 +19,15 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
-use super::alarm::{Alarm, AlarmEvent, AlarmState, Cause};
-use super::condition::Trigger;
-use super::meter::{Measure, MeterReport};
-use super::time::Timestamp;
-use super::workorder::{SnapshotEntry, WoTrigger, WorkOrder, clamp};
+use super::json::{Json, timestamp};
 use crate::config::{Condition, Rule};
-use crate::tag::Value;
+use crate::rules::Timestamp;
+use crate::rules::alarm::{Alarm, AlarmEvent, AlarmState, Cause};
+use crate::rules::condition::Trigger;
+use crate::rules::meter::{Measure, MeterReport};
+use crate::rules::workorder::{SnapshotEntry, WoTrigger, WorkOrder};
 
 /// `schema` of the work-order message.
 pub const WORKORDER_SCHEMA: &str = "fieldgate.workorder/1";
@@ -54,30 +54,7 @@ fn encode(what: &'static str, message: &impl Serialize) -> Result<Vec<u8>, Paylo
 /// RFC 3339 UTC with milliseconds (clamped to the end of year 9999, the
 /// format's limit: a shelf "forever" ends there).
 pub fn rfc3339(at: Timestamp) -> String {
-    humantime::format_rfc3339_millis(clamp(at).to_system_time()).to_string()
-}
-
-/// A [`Value`] as JSON.
-struct Json<'a>(Option<&'a Value>);
-
-impl Serialize for Json<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            None => s.serialize_none(),
-            Some(Value::Bool(b)) => s.serialize_bool(*b),
-            Some(Value::Int(i)) => s.serialize_i64(*i),
-            Some(Value::UInt(u)) => s.serialize_u64(*u),
-            // A value that an f32 holds exactly almost always came from an
-            // f32 register: write f32's shortest digits (84.71237, not
-            // 84.71237182617188), as the data messages do.
-            Some(Value::Float(x)) if x.is_finite() && f64::from(*x as f32) == *x => {
-                s.serialize_f32(*x as f32)
-            }
-            Some(Value::Float(x)) if x.is_finite() => s.serialize_f64(*x),
-            Some(Value::Float(_)) => s.serialize_none(),
-            Some(Value::Text(t)) => s.serialize_str(t),
-        }
-    }
+    timestamp(at.clamped().to_system_time())
 }
 
 /// An `f64` as JSON, `null` if not finite.
@@ -427,7 +404,7 @@ mod tests {
     use crate::rules::meter::{MeterChange, MeterState};
     use crate::rules::workorder::{SnapshotEntry, WoChange, WoContext, WorkOrderBook};
     use crate::rules::{Engine, TagReading};
-    use crate::tag::{Area, DataType, Tag};
+    use crate::tag::{Area, DataType, Tag, Value};
 
     fn t(secs: f64) -> Timestamp {
         Timestamp(1_763_700_000_000 + (secs * 1000.0) as u64)

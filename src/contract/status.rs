@@ -16,7 +16,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::payload::timestamp;
+use super::json::timestamp;
 
 /// What every status message says about this process.
 #[derive(Debug, Clone, PartialEq, Eq)]
