@@ -77,6 +77,8 @@ fn scrape(c: &mut Criterion) {
         store: Some(Default::default()),
         mqtt: MqttSnapshot::default(),
         rules: Arc::new(Default::default()),
+        suppressed: vec![0; 50],
+        events: fieldgate::events::totals().to_vec(),
         process: ProcessStats::default(),
         pipeline_idle: Duration::ZERO,
     };

@@ -62,6 +62,7 @@ use tokio::task::JoinHandle;
 use crate::config::diff::{self, ConfigChanges};
 use crate::config::{Config, Qos};
 use crate::contract::topics::Topics;
+use crate::events::ConfigRefused;
 use crate::http::{self, ActionRoute, Actions, HttpError, HttpState};
 use crate::modbus::{self, Probes};
 use crate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats, Inbound};
@@ -292,7 +293,11 @@ impl Gateway {
         let rules = match RulesStage::new(&new, Topics::of(&new)) {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(error = %e, config = self.config.short_hash(), "reload refused; the running configuration stays");
+                ConfigRefused {
+                    error: &e,
+                    running: self.config.short_hash(),
+                }
+                .emit();
                 systemd::ready(&self.status_line());
                 return;
             }

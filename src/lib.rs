@@ -6,6 +6,7 @@
 //! * [`tag`]: the plant-level types every stage shares.
 //! * [`reading`]: what a poll yields (readings with a quality, in batches).
 //! * [`contract`]: the MQTT contract: topics, payloads, inbound requests.
+//! * [`events`]: named internal events (a log line and a counter each).
 //! * [`modbus`]: read planning, decoding, transports and pollers.
 //! * [`sim`]: the plant simulator behind `demo` and the tests.
 //! * [`telemetry`]: the metrics registry and the Prometheus exposition.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod demo;
+pub mod events;
 pub mod filter;
 pub mod heartbeat;
 pub mod http;

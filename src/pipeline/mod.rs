@@ -52,6 +52,7 @@ use tokio::time::MissedTickBehavior;
 pub use data::{PipelineConfig, Sequencer, messages};
 pub use rules::{RulesStage, SAVE_INTERVAL, SAVE_MIN_INTERVAL, Save, Step};
 
+use crate::events::ReadingsSuppressed;
 use crate::filter::Filter;
 use crate::mqtt::forwarder::Inbound;
 use crate::reading::Batch;
@@ -121,10 +122,13 @@ async fn steps(
                 }
                 let now = Instant::now();
                 for batch in received.drain(..) {
+                    let before = filter.dropped();
                     step.messages
                         .extend(messages(&batch, &mut filter, &mut sequencer, config, now));
+                    let suppressed = filter.dropped() - before;
+                    ReadingsSuppressed { count: suppressed }.emit();
                     rules.on_batch(&batch, &mut sequencer, &mut step);
-                    telemetry.keep_last(batch);
+                    telemetry.keep_last(batch, suppressed);
                 }
             }
             message = inbound.recv(), if inbound_open => match message {

@@ -16,6 +16,7 @@ use super::history::{self, Kept};
 use super::schema;
 use super::{HISTORY_ROWS, HistoryEntry, Kind, OutMessage, Row, Stats, StoreError};
 use crate::config::StoreConfig;
+use crate::events::ReadingsEvicted;
 
 /// How often rows are checked against `max_age`.
 const AGE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -449,25 +450,26 @@ impl Outbox {
     }
 
     fn log_readings(&self, n: u64) {
-        tracing::warn!(
-            evicted = n,
-            total = self.evicted_readings,
-            waiting = self.messages,
-            max_bytes = self.budget.max_bytes,
-            max_age_s = self.max_age.as_secs(),
-            "outbox over its bounds: evicted the oldest readings"
-        );
+        self.eviction_event(n, false).emit();
     }
 
     fn log_other(&self, n: u64) {
-        tracing::error!(
-            evicted = n,
-            total = self.evicted_other,
-            waiting = self.messages,
-            max_bytes = self.budget.max_bytes,
-            max_age_s = self.max_age.as_secs(),
-            "outbox over its bounds with no reading left: evicted the oldest meter/alarm/work-order messages"
-        );
+        self.eviction_event(n, true).emit();
+    }
+
+    fn eviction_event(&self, evicted: u64, not_readings: bool) -> ReadingsEvicted {
+        ReadingsEvicted {
+            evicted,
+            total: if not_readings {
+                self.evicted_other
+            } else {
+                self.evicted_readings
+            },
+            waiting: self.messages,
+            max_bytes: self.budget.max_bytes,
+            max_age_s: self.max_age.as_secs(),
+            not_readings,
+        }
     }
 
     /// Ends a transaction a failed statement left open.

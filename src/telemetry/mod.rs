@@ -101,6 +101,10 @@ pub struct Snapshot {
     pub mqtt: MqttSnapshot,
     /// The rules stage's state.
     pub rules: Arc<RulesView>,
+    /// Readings the deadband filter kept back, per device in config order.
+    pub suppressed: Vec<u64>,
+    /// Every named event's count ([`crate::events`]).
+    pub events: Vec<(&'static str, u64)>,
     /// The process's resources (fields `None` where unknown).
     pub process: ProcessStats,
     /// Time since the pipeline task last published (its heartbeat).
@@ -231,10 +235,10 @@ impl Telemetry {
     /// the poller's hot path stays as it was and no reading is copied.
     /// (The last values are therefore those the pipeline has seen, at
     /// most the batch channel behind the poller.)
-    pub fn keep_last(&self, batch: Batch) {
+    pub fn keep_last(&self, batch: Batch, suppressed: u64) {
         if let Some(&i) = self.by_name.get(batch.device.name.as_str()) {
             // Freed here, outside the device's lock.
-            drop(self.seen[i].keep_last(batch));
+            drop(self.seen[i].keep_last(batch, suppressed));
         }
     }
 
@@ -285,6 +289,8 @@ impl Telemetry {
             store,
             mqtt: MqttSnapshot::of(&self.mqtt),
             rules: self.rules(),
+            suppressed: self.seen.iter().map(|d| d.suppressed()).collect(),
+            events: crate::events::totals().to_vec(),
             process,
             pipeline_idle: self.pipeline_idle(),
         }
@@ -362,11 +368,14 @@ tags = [{ name = "t", area = "holding", address = 0, type = "u16" }]
         let config = config();
         let t = Telemetry::new(&config, Probes::new(&config), SystemTime::now());
         let device = config.devices[1].clone();
-        t.keep_last(Batch {
-            device: device.clone(),
-            timestamp: SystemTime::now(),
-            readings: vec![crate::reading::Reading::good(0, crate::tag::Value::Int(7))],
-        });
+        t.keep_last(
+            Batch {
+                device: device.clone(),
+                timestamp: SystemTime::now(),
+                readings: vec![crate::reading::Reading::good(0, crate::tag::Value::Int(7))],
+            },
+            2,
+        );
         let n = t.seen()[1].with_last(|b| b.map(|b| b.readings.len()));
         assert_eq!(n, Some(1));
         assert!(t.seen()[0].with_last(|b| b.is_none()));

@@ -27,12 +27,43 @@ pub fn render(s: &Snapshot) -> String {
     let mut out = Out(String::with_capacity(4096 + s.devices.len() * 3072));
     gateway(&mut out, s);
     devices(&mut out, s);
+    suppressed(&mut out, s);
     links(&mut out, s);
     outbox(&mut out, s);
     mqtt(&mut out, s);
     rules(&mut out, s);
     process(&mut out, s);
+    events(&mut out, s);
     out.0
+}
+
+fn suppressed(out: &mut Out, s: &Snapshot) {
+    if s.devices.is_empty() {
+        return;
+    }
+    out.family(
+        "fieldgate_device_readings_suppressed_total",
+        "counter",
+        "Readings the deadband filter kept back (report by exception): unchanged within the tag's deadband and younger than max_silence.",
+    );
+    for (d, n) in s.devices.iter().zip(&s.suppressed) {
+        out.int(
+            "fieldgate_device_readings_suppressed_total",
+            &[("device", d.name.as_str())],
+            *n,
+        );
+    }
+}
+
+fn events(out: &mut Out, s: &Snapshot) {
+    out.family(
+        "fieldgate_events_total",
+        "counter",
+        "Notable occurrences, one per journal line of that kind (readings_evicted and readings_suppressed count readings).",
+    );
+    for (event, n) in &s.events {
+        out.int("fieldgate_events_total", &[("event", event)], *n);
+    }
 }
 
 fn gateway(out: &mut Out, s: &Snapshot) {
@@ -760,6 +791,8 @@ mod tests {
                 ..MqttSnapshot::default()
             },
             rules: Arc::new(rules),
+            suppressed: vec![3],
+            events: vec![("device_down", 1), ("readings_suppressed", 3)],
             process: ProcessStats {
                 rss_bytes: Some(12_345_678),
                 cpu_seconds: Some(1.25),

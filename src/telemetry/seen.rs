@@ -9,6 +9,7 @@
 //! same call adds the readings to the device's trend (one `f32` store per
 //! tag).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::trend::Trend;
@@ -22,6 +23,8 @@ pub struct DeviceSeen {
     last: Mutex<Option<Batch>>,
     /// The last minutes of every tag, for the status page.
     trend: Mutex<Trend>,
+    /// Readings the deadband filter kept back (report by exception).
+    suppressed: AtomicU64,
 }
 
 impl DeviceSeen {
@@ -32,6 +35,7 @@ impl DeviceSeen {
             device,
             last: Mutex::new(None),
             trend,
+            suppressed: AtomicU64::new(0),
         }
     }
 
@@ -41,9 +45,11 @@ impl DeviceSeen {
     }
 
     /// Keeps `batch` as the device's last readings and adds it to the
-    /// trend; returns the previous batch so the caller frees it outside
-    /// the lock.
-    pub fn keep_last(&self, batch: Batch) -> Option<Batch> {
+    /// trend, counting the `suppressed` readings the deadband filter kept
+    /// back from it; returns the previous batch so the caller frees it
+    /// outside the lock.
+    pub fn keep_last(&self, batch: Batch, suppressed: u64) -> Option<Batch> {
+        self.suppressed.fetch_add(suppressed, Ordering::Relaxed);
         // A panic elsewhere while holding a lock leaves plain data behind.
         self.trend
             .lock()
@@ -53,6 +59,11 @@ impl DeviceSeen {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .replace(batch)
+    }
+
+    /// Readings the deadband filter kept back so far.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the trend (under the lock: keep it short).

@@ -1,0 +1,339 @@
+//! Named internal events: one type per notable occurrence, whose
+//! [`emit`](DeviceDown::emit) writes its log line and bumps its counter in
+//! one place, so the journal and `/metrics` cannot disagree.
+//!
+//! Each counter counts log lines (or, for [`ReadingsSuppressed`], which is
+//! not logged, readings): `fieldgate_events_total{event="device_down"}`
+//! rises by one exactly when the journal gets one "device not answering"
+//! line. The counters are process-wide and never reset, not even by a
+//! reload, as Prometheus expects of a counter. Figures that are state
+//! rather than occurrences (a device's polls, the outbox depth) stay with
+//! their owners' probes.
+//!
+//! This module is at the bottom of the layers: every stage may emit, and
+//! it knows nothing of them but names and texts.
+
+use std::fmt::Display;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Every event's counter label, in the order of [`totals`].
+pub const EVENTS: [&str; 13] = [
+    "device_down",
+    "device_back",
+    "link_down",
+    "link_up",
+    "broker_connected",
+    "broker_lost",
+    "readings_evicted",
+    "readings_suppressed",
+    "alarm_active",
+    "work_order_raised",
+    "work_order_closed",
+    "work_order_held",
+    "config_refused",
+];
+
+static COUNTS: [AtomicU64; EVENTS.len()] = [const { AtomicU64::new(0) }; EVENTS.len()];
+
+fn count(event: &str, n: u64) {
+    if let Some(i) = EVENTS.iter().position(|e| *e == event) {
+        COUNTS[i].fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Every event's count so far, in the order of [`EVENTS`].
+pub fn totals() -> [(&'static str, u64); EVENTS.len()] {
+    std::array::from_fn(|i| (EVENTS[i], COUNTS[i].load(Ordering::Relaxed)))
+}
+
+/// A device stopped answering; it is probed with backoff from now on.
+pub struct DeviceDown<'a, E: Display> {
+    /// The device.
+    pub device: &'a str,
+    /// Why its poll failed.
+    pub error: &'a E,
+    /// When it is probed next.
+    pub retry_in: Duration,
+}
+
+impl<E: Display> DeviceDown<'_, E> {
+    /// Logs and counts it.
+    pub fn emit(self) {
+        tracing::warn!(
+            device = %self.device, error = %self.error, retry_in = ?self.retry_in,
+            "device not answering; probing with backoff"
+        );
+        count("device_down", 1);
+    }
+}
+
+/// A device that was down answers again.
+pub struct DeviceBack<'a> {
+    /// The device.
+    pub device: &'a str,
+    /// How long it was down (whole seconds).
+    pub down_for: Duration,
+}
+
+impl DeviceBack<'_> {
+    /// Logs and counts it.
+    pub fn emit(self) {
+        tracing::info!(device = %self.device, down_for = ?self.down_for, "device answering again");
+        count("device_back", 1);
+    }
+}
+
+/// A link (TCP endpoint or serial bus) cannot be opened; retried with
+/// backoff.
+pub struct LinkDown<'a, L: Display, E: Display> {
+    /// The link.
+    pub link: &'a L,
+    /// Why it cannot be opened.
+    pub error: &'a E,
+}
+
+impl<L: Display, E: Display> LinkDown<'_, L, E> {
+    /// Logs and counts it.
+    pub fn emit(self) {
+        tracing::warn!(link = %self.link, error = %self.error, "cannot connect; retrying with backoff");
+        count("link_down", 1);
+    }
+}
+
+/// A link that could not be opened is connected again.
+pub struct LinkUp<'a, L: Display> {
+    /// The link.
+    pub link: &'a L,
+}
+
+impl<L: Display> LinkUp<'_, L> {
+    /// Logs and counts it.
+    pub fn emit(self) {
+        tracing::info!(link = %self.link, "connected");
+        count("link_up", 1);
+    }
+}
+
+/// The broker accepted a connection (CONNACK).
+pub struct BrokerConnected<'a> {
+    /// The broker's address.
+    pub broker: &'a str,
+    /// The broker kept the session.
+    pub session_present: bool,
+}
+
+impl BrokerConnected<'_> {
+    /// Logs and counts it.
+    pub fn emit(self) {
+        tracing::info!(broker = %self.broker, session_present = self.session_present, "connected to the broker");
+        count("broker_connected", 1);
+    }
+}
+
+/// An established connection to the broker was lost.
+pub struct BrokerLost<'a> {
+    /// The broker's address.
+    pub broker: &'a str,
+    /// What went wrong, explained.
+    pub error: &'a str,
+}
+
+impl BrokerLost<'_> {
+    /// Logs and counts it.
+    pub fn emit(self) {
+        tracing::warn!(broker = %self.broker, error = %self.error, "connection to the broker lost; buffering in the outbox");
+        count("broker_lost", 1);
+    }
+}
+
+/// The outbox evicted messages to stay within its bounds. Logged at most
+/// once per interval by its caller with what was evicted since the last
+/// line, so the counter adds up exactly what the journal says.
+pub struct ReadingsEvicted {
+    /// Messages evicted since the last line.
+    pub evicted: u64,
+    /// Evicted since the store was created.
+    pub total: u64,
+    /// Messages still waiting.
+    pub waiting: u64,
+    /// `max_bytes`.
+    pub max_bytes: u64,
+    /// `max_age`, in seconds.
+    pub max_age_s: u64,
+    /// No reading was left: alarms, meters or work orders were evicted.
+    pub not_readings: bool,
+}
+
+impl ReadingsEvicted {
+    /// Logs and counts it.
+    pub fn emit(self) {
+        let ReadingsEvicted {
+            evicted,
+            total,
+            waiting,
+            max_bytes,
+            max_age_s,
+            not_readings,
+        } = self;
+        if not_readings {
+            tracing::error!(
+                evicted,
+                total,
+                waiting,
+                max_bytes,
+                max_age_s,
+                "outbox over its bounds with no reading left: evicted the oldest meter/alarm/work-order messages"
+            );
+        } else {
+            tracing::warn!(
+                evicted,
+                total,
+                waiting,
+                max_bytes,
+                max_age_s,
+                "outbox over its bounds: evicted the oldest readings"
+            );
+        }
+        count("readings_evicted", evicted);
+    }
+}
+
+/// Readings the deadband filter kept back (report by exception). Not
+/// logged: it happens on nearly every poll.
+pub struct ReadingsSuppressed {
+    /// How many.
+    pub count: u64,
+}
+
+impl ReadingsSuppressed {
+    /// Counts it.
+    pub fn emit(self) {
+        if self.count > 0 {
+            count("readings_suppressed", self.count);
+        }
+    }
+}
+
+/// An alarm became active.
+pub struct AlarmActive<'a> {
+    /// The rule.
+    pub rule: &'a str,
+    /// The value that tripped it, as text.
+    pub value: Option<&'a str>,
+    /// The rule is flagged chattering.
+    pub chattering: bool,
+}
+
+impl AlarmActive<'_> {
+    /// Logs and counts it.
+    pub fn emit(self) {
+        tracing::warn!(rule = %self.rule, value = self.value.unwrap_or("-"), chattering = self.chattering, "alarm active");
+        count("alarm_active", 1);
+    }
+}
+
+/// A work order was raised.
+pub struct WorkOrderRaised<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// `corrective` or `preventive`.
+    pub kind: &'a str,
+    /// The asset.
+    pub asset: &'a str,
+    /// Its title.
+    pub title: &'a str,
+}
+
+impl WorkOrderRaised<'_> {
+    /// Logs and counts it.
+    pub fn emit(self) {
+        tracing::warn!(id = %self.id, kind = self.kind, asset = %self.asset, title = %self.title, "work order raised");
+        count("work_order_raised", 1);
+    }
+}
+
+/// The CMMS closed a work order.
+pub struct WorkOrderClosed<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// The CMMS's reference.
+    pub cmms_ref: Option<&'a str>,
+}
+
+impl WorkOrderClosed<'_> {
+    /// Logs and counts it.
+    pub fn emit(self) {
+        tracing::info!(id = %self.id, cmms_ref = self.cmms_ref.unwrap_or("-"), "work order closed by the CMMS");
+        count("work_order_closed", 1);
+    }
+}
+
+/// An alarm flood held back a work order (the flood's own work order says
+/// so to the CMMS).
+pub struct WorkOrderHeld<'a> {
+    /// The rule whose activation was held.
+    pub rule: &'a str,
+    /// Its asset.
+    pub asset: &'a str,
+}
+
+impl WorkOrderHeld<'_> {
+    /// Logs and counts it.
+    pub fn emit(self) {
+        tracing::warn!(rule = %self.rule, asset = %self.asset, "alarm flood: activation held, no work order raised");
+        count("work_order_held", 1);
+    }
+}
+
+/// A reload was refused: the running configuration stays.
+pub struct ConfigRefused<'a, E: Display> {
+    /// Why.
+    pub error: &'a E,
+    /// The running configuration's short hash.
+    pub running: &'a str,
+}
+
+impl<E: Display> ConfigRefused<'_, E> {
+    /// Logs and counts it.
+    pub fn emit(self) {
+        tracing::error!(error = %self.error, config = self.running, "reload refused; the running configuration stays");
+        count("config_refused", 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn total(event: &str) -> u64 {
+        totals()
+            .iter()
+            .find(|(e, _)| *e == event)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn each_emit_counts_once_and_suppression_counts_readings() {
+        let before = total("work_order_closed");
+        WorkOrderClosed {
+            id: "01J",
+            cmms_ref: None,
+        }
+        .emit();
+        assert!(total("work_order_closed") > before);
+        let before = total("readings_suppressed");
+        ReadingsSuppressed { count: 7 }.emit();
+        assert!(total("readings_suppressed") >= before + 7);
+    }
+
+    #[test]
+    fn every_event_has_a_counter() {
+        assert_eq!(totals().len(), EVENTS.len());
+        let mut names = EVENTS.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), EVENTS.len(), "labels are unique");
+    }
+}
