@@ -18,6 +18,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod contract;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod events;
 pub mod filter;

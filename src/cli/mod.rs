@@ -5,6 +5,7 @@
 
 mod alarms;
 mod check;
+#[cfg(feature = "demo")]
 mod demo;
 mod inspect;
 mod pidfile;
@@ -74,6 +75,7 @@ pub enum Command {
     },
     /// Run a simulated plant, an MQTT broker, the gateway and a small CMMS
     /// together, with a live view.
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
     /// Run the plant simulator standalone (Modbus servers backed by a seeded model).
     Sim {
@@ -121,6 +123,7 @@ pub fn init_logging(format: LogFormat) {
 /// `demo`, whose live panel holds the log lines itself.
 pub fn init_logging_for(cli: &Cli) {
     match &cli.command {
+        #[cfg(feature = "demo")]
         Command::Demo(args) => demo::init_logging(cli.log_format, args),
         _ => init_logging(cli.log_format),
     }
@@ -132,6 +135,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Check { config } => check::run(&config.path),
         Command::Run { config } => run::run(&config.path),
         Command::Reload { config } => reload::run(&config.path),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => demo::run(args),
         Command::Scan(args) => scan::run(args),
         Command::Sim { scenario } => sim::run(&scenario),

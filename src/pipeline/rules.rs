@@ -36,6 +36,7 @@ use super::inbound::{self, OperatorAction, Who};
 use crate::config::{Condition, Config, Device, GatewayConfig, Meter, Rule, WorkOrderConfig};
 use crate::contract::rules as payload;
 use crate::contract::topics::{InboundTopic, Topics};
+use crate::events::{AlarmActive, WorkOrderClosed, WorkOrderHeld, WorkOrderRaised};
 use crate::mqtt::forwarder::Inbound;
 use crate::reading::Batch;
 use crate::rules::{
@@ -540,7 +541,13 @@ impl RulesStage {
         for change in changes {
             let (wo, event) = match &change {
                 WoChange::Raised(wo) => {
-                    tracing::warn!(id = %wo.id, kind = wo.kind.as_str(), asset = %wo.asset, title = %wo.title, "work order raised");
+                    WorkOrderRaised {
+                        id: &wo.id,
+                        kind: wo.kind.as_str(),
+                        asset: &wo.asset,
+                        title: &wo.title,
+                    }
+                    .emit();
                     (wo, "raised")
                 }
                 WoChange::FloodRaised(wo) => {
@@ -552,11 +559,15 @@ impl RulesStage {
                     (wo, wo.status.as_str())
                 }
                 WoChange::Cleared(wo) => {
-                    tracing::info!(id = %wo.id, cmms_ref = wo.cmms_ref.as_deref().unwrap_or("-"), "work order closed by the CMMS");
+                    WorkOrderClosed {
+                        id: &wo.id,
+                        cmms_ref: wo.cmms_ref.as_deref(),
+                    }
+                    .emit();
                     (wo, "closed")
                 }
                 WoChange::Held { rule, asset } => {
-                    tracing::warn!(%rule, %asset, "alarm flood: activation held, no work order raised");
+                    WorkOrderHeld { rule, asset }.emit();
                     step.history.push(HistoryEntry {
                         at: SystemTime::now(),
                         kind: HistoryKind::WorkOrder,
@@ -668,7 +679,12 @@ fn log_alarm(event: &AlarmEvent) {
         .as_ref()
         .map(|t| crate::rules::workorder::format_value(&t.value));
     if event.activation {
-        tracing::warn!(rule = %event.rule, value = value.as_deref().unwrap_or("-"), chattering = event.chattering, "alarm active");
+        AlarmActive {
+            rule: &event.rule,
+            value: value.as_deref(),
+            chattering: event.chattering,
+        }
+        .emit();
     } else {
         tracing::info!(rule = %event.rule, from = event.from.as_str(), to = event.to.as_str(), cause = ?event.cause, "alarm changed");
     }
