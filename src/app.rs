@@ -30,7 +30,7 @@
 //! status with the new config hash. Each applied config is recorded in the
 //! store's config log.
 //!
-//! # Shutdown (STYLE.md, practice 2)
+//! # Shutdown: in flow order, with a deadline
 //!
 //! 1. The pollers stop, between requests.
 //! 2. The pipeline sees the batch channel close, hands what it holds and

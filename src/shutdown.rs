@@ -1,4 +1,5 @@
-//! Broadcasting the stop to every task (STYLE.md, practice 1).
+//! Broadcasting the stop to every task: one trigger, any number of
+//! listeners, each checking it at a point where stopping loses nothing.
 //!
 //! The owner keeps a [`ShutdownTrigger`]; each task holds a [`Shutdown`]
 //! and checks it between units of work (a poller between requests, never

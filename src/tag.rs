@@ -3,7 +3,7 @@
 //! and the value it turns into.
 //!
 //! These are fieldgate's own types, not tokio-modbus's, so that the config
-//! format stays stable when a crate changes (STYLE.md, practice 5).
+//! format stays stable when a crate changes.
 
 use std::fmt;
 

@@ -35,7 +35,10 @@ fn layer_of(module: &str) -> Option<usize> {
 
 /// The top-level module a file under `src/` belongs to.
 fn module_of(rel: &Path) -> String {
-    let first = rel.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned());
+    let first = rel
+        .components()
+        .next()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned());
     first.unwrap_or_default().trim_end_matches(".rs").to_owned()
 }
 
@@ -121,7 +124,11 @@ fn imports_go_down_the_layers() {
         unknown.is_empty(),
         "modules missing from LAYERS (add each to its layer): {unknown:?}"
     );
-    assert!(wrong.is_empty(), "imports against the layers:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "imports against the layers:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The topic tree (DESIGN.md section 5), in one place.
+//! The topic tree (`docs/mqtt.md`), in one place.
 //!
 //! ```text
 //! {prefix}/{site}/{gateway}/status                    out, retained: online / offline (Last Will)

@@ -1,7 +1,7 @@
 //! The embedded MQTT broker (rumqttd) the demo starts when it is not given
 //! `--broker`.
 //!
-//! rumqttd's `Broker::start` blocks and has no shutdown (CRATE-NOTES), so
+//! rumqttd's `Broker::start` blocks and has no shutdown API, so
 //! it runs on a thread of its own that ends with the process: the demo
 //! stops everything else in order and then exits. It does not report the
 //! port it bound either, so the port is chosen first: 1883, the MQTT port,

@@ -5,8 +5,8 @@
 //! # Tasks and ownership
 //!
 //! [`Cmms::start`] spawns two tasks. The *driver* owns rumqttc's
-//! `EventLoop` and polls it all the time (CRATE-NOTES: polling is what
-//! moves packets and reconnects; `poll` is not cancel-safe, so it is never
+//! `EventLoop` and polls it all the time (polling is what moves packets
+//! and reconnects; `poll` is not cancel-safe, so it is never
 //! raced in a `select!`); it forwards connections and publishes through a
 //! bounded channel. The *desk* owns the [`Planner`], subscribes after each
 //! CONNACK (the session is clean), feeds it what arrives, and every

@@ -35,7 +35,7 @@
 //! gateway's orderly shutdown (pollers, pipeline, the last messages to the
 //! broker, `offline`, store), then the simulator; the summary reads the
 //! outbox from the store file the gateway closed. The embedded broker has
-//! no shutdown (CRATE-NOTES): its thread ends with the process.
+//! no shutdown API: its thread ends with the process.
 
 mod broker;
 mod cmms;

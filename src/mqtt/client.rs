@@ -3,8 +3,8 @@
 //!
 //! # TLS
 //!
-//! rustls with the *ring* provider (CRATE-NOTES: the `aws-lc` default of
-//! rumqttc is off). The provider is passed explicitly to the client config
+//! rustls with the *ring* provider (rumqttc's default TLS feature pulls in
+//! `aws-lc`, a slow C build that is hard to cross-compile, so it is off). The provider is passed explicitly to the client config
 //! and also installed as the process default once ([`install_crypto_provider`]),
 //! so a crate that enables aws-lc elsewhere cannot make the first connect
 //! panic.

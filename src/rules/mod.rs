@@ -1,7 +1,8 @@
 //! Rules and alarms: the pure core that turns readings into alarm events.
 //!
 //! Nothing here does I/O, spawns a task or reads a clock: every entry
-//! point takes the time as an argument (STYLE.md, practice 7). The rules
+//! point takes the time as an argument, so every timer is tested without
+//! waiting and a restored state means the same thing after a restart. The rules
 //! task around it feeds readings, ticks, acks and shelve requests in, and
 //! commits the [`AlarmEvent`]s that come out to the outbox.
 //!

@@ -1,7 +1,7 @@
 //! Checks a [`Scenario`] and turns it into the [`Plan`] the simulator
 //! runs: durations parsed, names resolved to indices, devices grouped into
 //! servers. Every problem is collected, so one run reports them all
-//! (STYLE.md, practice 6).
+//! rather than one per try.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;

@@ -2,8 +2,9 @@
 //!
 //! These structs stay close to the text: names, durations and addresses
 //! are strings or plain numbers here. [`super::resolve`] checks them all
-//! at once and turns them into the plan the simulator runs (STYLE.md,
-//! practice 5). The format is documented in the `sim` module docs.
+//! at once and turns them into the plan the simulator runs: what the user
+//! writes is kept apart from what the program runs, so either can change
+//! without the other. The format is documented in the `sim` module docs.
 
 use std::net::SocketAddr;
 use std::path::Path;

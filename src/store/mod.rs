@@ -10,7 +10,8 @@
 //!   first and counted; alarm and work-order messages only when no reading
 //!   is left, and that is logged as an error.
 //! * One thread owns the connection; everyone else holds a cheap
-//!   [`StoreHandle`] (STYLE.md, practice 3).
+//!   [`StoreHandle`] (an SQLite connection is not `Sync`, and one writer
+//!   makes group commits and their order simple).
 //!
 //! # Layout
 //!
