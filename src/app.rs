@@ -80,7 +80,9 @@ use crate::telemetry::Telemetry;
 pub const BATCH_CHANNEL_CAPACITY: usize = 1024;
 
 /// Messages from the broker (acks, shelving, work-order status) waiting
-/// for the rules stage. When full, the forwarder drops and counts them.
+/// for the rules stage. When full, the forwarder holds further messages,
+/// in order, and passes them on as room appears (`INBOUND_HOLD` of them;
+/// past that it drops and counts them).
 pub const INBOUND_CHANNEL_CAPACITY: usize = 256;
 
 /// Longest a stop waits, while the broker is connected, for the broker to

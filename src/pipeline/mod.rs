@@ -19,8 +19,8 @@
 //!
 //! When the store's queue is full, `insert` waits, so this task stops
 //! taking batches and the pollers wait on the bounded batch channel.
-//! Inbound requests are not waited for: the forwarder drops and counts
-//! them when their channel is full.
+//! Inbound requests are not waited for: while their channel is full the
+//! forwarder holds them, in order, and passes them on as room appears.
 //!
 //! The task ends when the pollers are gone (the batch channel closes):
 //! it saves the rules state and waits for the store to commit everything
