@@ -361,9 +361,20 @@ pub async fn run_link(
             readings,
         };
         p.next_due = next_due(due, p.device.poll_interval, Instant::now());
-        tokio::select! {
-            sent = batches.send(batch) => if sent.is_err() { break },
-            _ = shutdown.recv() => break,
+        // A finished poll is never dropped, not even at shutdown: the
+        // pipeline keeps taking batches until every poller is gone, so room
+        // comes. `biased` makes a free slot win over a stop that fired at
+        // the same moment (an unbiased select would drop the batch half of
+        // the time).
+        let room = tokio::select! {
+            biased;
+            room = batches.reserve() => room,
+            _ = shutdown.recv() => batches.reserve().await,
+        };
+        match room {
+            Ok(permit) => permit.send(batch),
+            // The pipeline is gone: nobody would read it.
+            Err(_) => break,
         }
     }
     tracing::debug!(link = %link.endpoint(), "link stopped");
@@ -378,6 +389,63 @@ fn all_bad(device: &Device, reason: BadReason) -> Vec<Reading> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Connection;
+    use crate::tag::{Area, DataType, Tag};
+
+    /// A poll that finishes while its channel is full and the stop fires
+    /// is still delivered.
+    #[tokio::test]
+    async fn a_finished_poll_is_not_dropped_at_shutdown() {
+        // A port nobody listens on: the poll fails at once with bad readings.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let tag = Tag::new("t", Area::HoldingRegister, 0, DataType::U16);
+        let device = Arc::new(Device::new(
+            "d",
+            Connection::Tcp {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            vec![tag],
+        ));
+        let (tx, mut rx) = mpsc::channel(1);
+        // The channel is full before the poll ends.
+        tx.send(Batch {
+            device: device.clone(),
+            timestamp: SystemTime::now(),
+            readings: Vec::new(),
+        })
+        .await
+        .unwrap();
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let endpoint = super::super::Endpoint::Tcp(format!("127.0.0.1:{port}"));
+        let link = LinkProbe::new(
+            endpoint.clone(),
+            Arc::new(super::super::LinkMetrics::new("l".into())),
+            Vec::new(),
+        );
+        let task = tokio::spawn(run_link(
+            Link::new(endpoint),
+            vec![device],
+            tx,
+            shutdown,
+            link,
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        trigger.trigger();
+        let first = rx.recv().await.unwrap();
+        assert!(first.readings.is_empty());
+        let second = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .expect("the finished poll is delivered");
+        assert_eq!(second.readings.len(), 1);
+        assert!(!second.readings[0].quality.is_good());
+        task.await.unwrap();
+    }
 
     #[test]
     fn missed_ticks_are_skipped() {
