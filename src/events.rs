@@ -116,33 +116,51 @@ impl<L: Display> LinkUp<'_, L> {
 }
 
 /// The broker accepted a connection (CONNACK).
-pub struct BrokerConnected<'a> {
+pub struct BrokerConnected<'a, B: Display> {
     /// The broker's address.
-    pub broker: &'a str,
-    /// The broker kept the session.
-    pub session_present: bool,
+    pub broker: &'a B,
+    /// The newest committed outbox row at this moment: what waits up to
+    /// here is the backlog.
+    pub backlog_upto: i64,
+    /// For a reconnection: how long the broker was away and how many
+    /// attempts failed meanwhile.
+    pub again: Option<(Duration, u32)>,
 }
 
-impl BrokerConnected<'_> {
+impl<B: Display> BrokerConnected<'_, B> {
     /// Logs and counts it.
     pub fn emit(self) {
-        tracing::info!(broker = %self.broker, session_present = self.session_present, "connected to the broker");
+        match self.again {
+            Some((down, failed_attempts)) => tracing::info!(
+                broker = %self.broker, down = ?down, failed_attempts, backlog_upto = self.backlog_upto,
+                "reconnected to the MQTT broker"
+            ),
+            None => tracing::info!(
+                broker = %self.broker, backlog_upto = self.backlog_upto,
+                "connected to the MQTT broker"
+            ),
+        }
         count("broker_connected", 1);
     }
 }
 
 /// An established connection to the broker was lost.
-pub struct BrokerLost<'a> {
+pub struct BrokerLost<'a, B: Display, E: Display> {
     /// The broker's address.
-    pub broker: &'a str,
+    pub broker: &'a B,
     /// What went wrong, explained.
-    pub error: &'a str,
+    pub error: &'a E,
+    /// Messages sent and not yet confirmed: they are sent again.
+    pub in_flight: usize,
 }
 
-impl BrokerLost<'_> {
+impl<B: Display, E: Display> BrokerLost<'_, B, E> {
     /// Logs and counts it.
     pub fn emit(self) {
-        tracing::warn!(broker = %self.broker, error = %self.error, "connection to the broker lost; buffering in the outbox");
+        tracing::warn!(
+            broker = %self.broker, error = %self.error, in_flight = self.in_flight,
+            "connection to the MQTT broker lost; unconfirmed messages will be sent again"
+        );
         count("broker_lost", 1);
     }
 }

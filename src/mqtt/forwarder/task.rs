@@ -1,0 +1,708 @@
+//! The forwarder task: handles what the driver reports, keeps the book
+//! and the streams of the current connection, hands rows to rumqttc,
+//! deletes confirmed rows and passes inbound messages on.
+//!
+//! Everything here runs on the one task that called `run`; it never waits
+//! on rumqttc (requests go through `try_publish`) nor on the inbound
+//! channel (messages are held), only on the store and on its own inputs.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use rumqttc::{AsyncClient, Event, Incoming, Outgoing, QoS, SubscribeFilter, SubscribeReasonCode};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, warn};
+
+use super::book::{Await, Flight, Sent};
+use super::driver::{Gate, Link, LoopMsg};
+use super::streams::{Stream, Streams, with_hist};
+use super::{
+    DISCONNECT_TIMEOUT, ForwarderConfig, ForwarderStats, INBOUND_HOLD, Inbound, OFFLINE_ACK_TIMEOUT,
+};
+use crate::contract::status::{self, StatusInfo};
+use crate::events::{BrokerConnected, BrokerLost};
+use crate::mqtt::client::MqttError;
+use crate::shutdown::Shutdown;
+use crate::store::{Row, StoreError, StoreHandle};
+
+/// Delay before the store is asked again after an error other than
+/// "closed".
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// Most events handled between two store round trips.
+const EVENT_BATCH: usize = 512;
+
+/// Size of a QoS 1/2 PUBLISH packet as rumqttc checks it against the
+/// maximum packet size.
+fn publish_packet_size(topic: &str, payload: usize) -> usize {
+    let remaining = 2 + topic.len() + 2 + payload;
+    let length_bytes = match remaining {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    };
+    1 + length_bytes + remaining
+}
+
+/// The QoS a row goes out at.
+fn row_qos(qos: u8) -> QoS {
+    // QoS 0 has no confirmation, so the outbox could never delete the row:
+    // anything but 2 goes out at QoS 1.
+    if qos == 2 {
+        QoS::ExactlyOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
+/// The `offline` status of a stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Offline {
+    NotSent,
+    Sent,
+    Acked,
+}
+
+/// One connection's state: dropped when the connection fails.
+#[derive(Debug)]
+struct Conn {
+    /// The driver's number for it (see the gate).
+    generation: u64,
+    flight: Flight,
+    streams: Streams,
+}
+
+/// Whether a publish was handed to rumqttc.
+enum Handed {
+    Yes,
+    /// Not handed over, but the caller may go on with the next row.
+    Skipped,
+    /// Not handed over; stop for now (no connection or no packet id).
+    Blocked,
+}
+
+/// The next config hash, or `None` when its sender is gone.
+async fn changed_hash(updates: &mut Option<watch::Receiver<String>>) -> Option<String> {
+    let rx = updates.as_mut()?;
+    rx.changed().await.ok()?;
+    Some(rx.borrow_and_update().clone())
+}
+
+/// The forwarder's state between events: see the module documentation
+/// of `forwarder`.
+pub(super) struct Forwarder {
+    info: StatusInfo,
+    /// New config hashes after reloads.
+    config_hash: Option<watch::Receiver<String>>,
+    broker: String,
+    status_topic: String,
+    filters: Vec<String>,
+    window: usize,
+    live_share: f64,
+    id_space: u16,
+    max_packet: usize,
+    committed: watch::Receiver<i64>,
+    store: StoreHandle,
+    inbound: mpsc::Sender<Inbound>,
+    /// Inbound messages waiting for room in `inbound`, oldest first (at
+    /// most [`INBOUND_HOLD`]).
+    held: VecDeque<Inbound>,
+    stats: Arc<ForwarderStats>,
+    client: AsyncClient,
+    gate: Arc<Gate>,
+    conn: Option<Conn>,
+    /// Confirmed rows whose delete has not succeeded yet.
+    to_delete: Vec<i64>,
+    undeleted: HashSet<i64>,
+    /// Per topic, the newest retained row handed to the broker.
+    newest_retained: HashMap<String, i64>,
+    offline: Offline,
+    ever_connected: bool,
+    /// A warning was logged for the current outage.
+    warned: bool,
+    /// Failed attempts in the current outage.
+    failures: u32,
+    down_since: Option<Instant>,
+}
+
+impl Forwarder {
+    /// A forwarder for `cfg` with `window` rows in flight at most, handing
+    /// packets to the driver behind `link`.
+    pub(super) fn new(
+        cfg: &ForwarderConfig,
+        window: usize,
+        link: Link,
+        store: StoreHandle,
+        inbound: mpsc::Sender<Inbound>,
+        stats: Arc<ForwarderStats>,
+        config_hash: Option<watch::Receiver<String>>,
+    ) -> Forwarder {
+        Forwarder {
+            info: cfg.status_info(),
+            config_hash,
+            broker: format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port),
+            status_topic: cfg.topics.status(),
+            filters: cfg.topics.inbound_filters(),
+            window,
+            live_share: cfg.mqtt.live_share,
+            id_space: link.id_space,
+            max_packet: usize::try_from(cfg.mqtt.max_packet_size).unwrap_or(usize::MAX),
+            committed: store.committed(),
+            store,
+            inbound,
+            held: VecDeque::new(),
+            stats,
+            client: link.client,
+            gate: link.gate,
+            conn: None,
+            to_delete: Vec::new(),
+            undeleted: HashSet::new(),
+            newest_retained: HashMap::new(),
+            offline: Offline::NotSent,
+            ever_connected: false,
+            warned: false,
+            failures: 0,
+            down_since: None,
+        }
+    }
+
+    /// Runs until `shutdown` fires, the store closes or the driver stops;
+    /// `rx` is what the driver reports.
+    pub(super) async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<LoopMsg>,
+        mut shutdown: Shutdown,
+    ) -> Result<(), MqttError> {
+        let far = || Instant::now() + Duration::from_secs(86_400);
+        let mut stop_at: Option<Instant> = None;
+        let mut store_open = true;
+        let mut retry_at: Option<Instant> = None;
+        let mut disconnect_sent = false;
+        if shutdown.is_shutdown() {
+            stop_at = Some(Instant::now() + OFFLINE_ACK_TIMEOUT);
+        }
+        loop {
+            if let Some(deadline) = stop_at {
+                if self.conn.is_none() || Instant::now() >= deadline {
+                    break;
+                }
+                if self.offline == Offline::NotSent && self.send_offline() {
+                    self.offline = Offline::Sent;
+                }
+                if self.offline == Offline::Acked && !disconnect_sent {
+                    disconnect_sent = self.disconnect();
+                    if !disconnect_sent {
+                        break;
+                    }
+                    stop_at = Some(Instant::now() + DISCONNECT_TIMEOUT);
+                }
+            }
+            let stopping = stop_at.is_some();
+            tokio::select! {
+                biased;
+                _ = shutdown.recv(), if !stopping => {
+                    debug!("forwarder stopping");
+                    stop_at = Some(Instant::now() + OFFLINE_ACK_TIMEOUT);
+                    continue;
+                }
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    self.handle(msg);
+                    for _ in 0..EVENT_BATCH {
+                        match rx.try_recv() {
+                            Ok(msg) => self.handle(msg),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                changed = self.committed.changed(), if store_open && !stopping => {
+                    if changed.is_err() {
+                        debug!("outbox closed: forwarder stopping");
+                        store_open = false;
+                        stop_at = Some(Instant::now() + OFFLINE_ACK_TIMEOUT);
+                    } else if let Some(conn) = &mut self.conn {
+                        conn.streams.new_commits();
+                    }
+                }
+                changed = changed_hash(&mut self.config_hash), if self.config_hash.is_some() && !stopping => {
+                    match changed {
+                        Some(hash) => self.republish_status(hash),
+                        None => self.config_hash = None,
+                    }
+                }
+                // Owned: a borrowed permit would hold `self` across the
+                // other branches' handlers.
+                permit = self.inbound.clone().reserve_owned(), if !self.held.is_empty() => {
+                    match permit {
+                        Ok(permit) => {
+                            if let Some(message) = self.held.pop_front() {
+                                permit.send(message);
+                                ForwarderStats::bump(&self.stats.inbound);
+                            }
+                            self.pass_held();
+                        }
+                        Err(_) => {
+                            let n = self.held.len() as u64;
+                            self.held.clear();
+                            self.stats.inbound_dropped.fetch_add(n, Ordering::Relaxed);
+                            debug!(dropped = n, "held inbound messages dropped: nobody consumes inbound messages");
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(stop_at.unwrap_or_else(far).into()), if stopping => {}
+                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(far).into()), if retry_at.is_some() => {
+                    retry_at = None;
+                }
+            }
+            let mut result = self.flush_deletes().await;
+            if result.is_ok() && stop_at.is_none() && retry_at.is_none() {
+                result = self.refill().await;
+            }
+            match result {
+                Ok(()) => {}
+                Err(StoreError::Closed) => {
+                    if store_open {
+                        debug!("outbox closed: forwarder stopping");
+                    }
+                    store_open = false;
+                    stop_at.get_or_insert_with(|| Instant::now() + OFFLINE_ACK_TIMEOUT);
+                }
+                Err(e) => {
+                    error!(error = %e, "outbox error; retrying in {:?}", STORE_RETRY);
+                    self.stats.set_error(format!("outbox: {e}"));
+                    retry_at = Some(Instant::now() + STORE_RETRY);
+                }
+            }
+        }
+        if let Err(e) = self.flush_deletes().await {
+            debug!(error = %e, rows = self.to_delete.len(), "confirmed rows not deleted at stop; they will be sent again");
+        }
+        self.conn = None;
+        self.stats.connected.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn handle(&mut self, msg: LoopMsg) {
+        match msg {
+            LoopMsg::Connected { generation } => self.connected(generation),
+            LoopMsg::Event(event) => self.event(event),
+            LoopMsg::Lost { error } => {
+                let in_flight = self
+                    .conn
+                    .take()
+                    .map_or(0, |c| c.flight.live + c.flight.backlog);
+                self.stats.connected.store(false, Ordering::Relaxed);
+                self.stats.set_error(error.clone());
+                BrokerLost {
+                    broker: &self.broker,
+                    error: &error,
+                    in_flight,
+                }
+                .emit();
+                self.warned = true;
+                self.failures = 0;
+                self.down_since = Some(Instant::now());
+            }
+            LoopMsg::ConnectFailed { error } => {
+                self.stats.set_error(error.clone());
+                self.failures += 1;
+                self.down_since.get_or_insert_with(Instant::now);
+                if self.warned {
+                    debug!(broker = %self.broker, %error, attempt = self.failures, "MQTT connection attempt failed");
+                } else {
+                    warn!(broker = %self.broker, %error, "cannot connect to the MQTT broker; retrying (every 1 s up to every 30 s)");
+                    self.warned = true;
+                }
+            }
+            LoopMsg::Disconnected => {
+                self.conn = None;
+            }
+        }
+    }
+
+    /// A reload changed the config: say so in the retained status.
+    fn republish_status(&mut self, hash: String) {
+        if hash == self.info.config {
+            return;
+        }
+        self.info.config = hash;
+        if self.conn.is_none() {
+            // The next CONNACK publishes it.
+            return;
+        }
+        let online = status::online(&self.info, SystemTime::now());
+        let topic = self.status_topic.clone();
+        if !matches!(
+            self.hand_over(topic, QoS::AtLeastOnce, true, online, Sent::Online),
+            Handed::Yes
+        ) {
+            warn!("could not republish the online status after a reload");
+        }
+    }
+
+    fn connected(&mut self, generation: u64) {
+        let committed = *self.committed.borrow_and_update();
+        self.conn = Some(Conn {
+            generation,
+            flight: Flight::new(self.id_space),
+            streams: Streams::new(committed, self.window, self.live_share),
+        });
+        if !self.gate.open(generation) {
+            // Already lost again; the Lost message follows.
+            self.conn = None;
+            return;
+        }
+        self.stats.connected.store(true, Ordering::Relaxed);
+        let again = self.ever_connected.then(|| {
+            ForwarderStats::bump(&self.stats.reconnects);
+            let down = self.down_since.map(|t| t.elapsed()).unwrap_or_default();
+            (down, self.failures)
+        });
+        BrokerConnected {
+            broker: &self.broker,
+            backlog_upto: committed,
+            again,
+        }
+        .emit();
+        self.ever_connected = true;
+        self.warned = false;
+        self.failures = 0;
+        self.down_since = None;
+
+        let online = status::online(&self.info, SystemTime::now());
+        let topic = self.status_topic.clone();
+        if !matches!(
+            self.hand_over(topic, QoS::AtLeastOnce, true, online, Sent::Online),
+            Handed::Yes
+        ) {
+            warn!("could not publish the online status");
+        }
+        self.subscribe();
+    }
+
+    fn subscribe(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if conn.flight.free_run(1) == 0 {
+            warn!("no packet id free for the inbound subscription");
+            return;
+        }
+        let filters: Vec<SubscribeFilter> = self
+            .filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
+            .collect();
+        let client = &self.client;
+        match self
+            .gate
+            .with_open(conn.generation, || client.try_subscribe_many(filters))
+        {
+            Some(Ok(())) => conn.flight.queue(Sent::Subscribe, Await::SubAck),
+            Some(Err(e)) => error!(error = %e, "could not subscribe to the inbound topics"),
+            None => {}
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Incoming(Incoming::Publish(p)) => self.inbound(Inbound {
+                topic: p.topic,
+                payload: p.payload.to_vec(),
+                retain: p.retain,
+            }),
+            Event::Incoming(Incoming::PubAck(ack)) => self.complete(ack.pkid, Await::PubAck),
+            Event::Incoming(Incoming::PubRec(rec)) => {
+                if let Some(conn) = &mut self.conn {
+                    conn.flight.received(rec.pkid);
+                }
+            }
+            Event::Incoming(Incoming::PubComp(comp)) => self.complete(comp.pkid, Await::PubComp),
+            Event::Incoming(Incoming::SubAck(ack)) => {
+                self.complete(ack.pkid, Await::SubAck);
+                if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
+                    warn!(filters = ?self.filters, codes = ?ack.return_codes, "the broker refused an inbound subscription");
+                }
+            }
+            Event::Outgoing(Outgoing::Publish(pkid) | Outgoing::Subscribe(pkid)) => {
+                let Some(conn) = &mut self.conn else {
+                    return;
+                };
+                if let Some(Sent::Row { .. }) = conn.flight.assigned(pkid) {
+                    ForwarderStats::bump(&self.stats.published);
+                }
+            }
+            Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
+                debug!(
+                    pkid,
+                    "rumqttc waits for an acknowledgement (packet id collision)"
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn complete(&mut self, pkid: u16, kind: Await) {
+        let Some(conn) = &mut self.conn else {
+            return;
+        };
+        match conn.flight.complete(pkid, kind) {
+            Some(Sent::Row { id, .. }) => {
+                ForwarderStats::bump(&self.stats.acked);
+                self.to_delete.push(id);
+                self.undeleted.insert(id);
+            }
+            Some(Sent::Offline) => self.offline = Offline::Acked,
+            Some(Sent::Online | Sent::Subscribe) | None => {}
+        }
+    }
+
+    /// Passes an inbound message on. When the channel is full (the rules
+    /// are busy, or restarting for a reload) it is held here, in order,
+    /// and passed on as room appears: rumqttc has already acknowledged it
+    /// to the broker, so dropping it would lose a CMMS's `closed` or an
+    /// operator's ack. Only beyond [`INBOUND_HOLD`] waiting messages is one
+    /// dropped (counted, with a warning).
+    fn inbound(&mut self, message: Inbound) {
+        if !self.held.is_empty() {
+            self.hold(message);
+            self.pass_held();
+            return;
+        }
+        match self.inbound.try_send(message) {
+            Ok(()) => ForwarderStats::bump(&self.stats.inbound),
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                debug!(topic = %msg.topic, "inbound channel full; holding the message");
+                self.hold(msg);
+            }
+            Err(mpsc::error::TrySendError::Closed(msg)) => {
+                ForwarderStats::bump(&self.stats.inbound_dropped);
+                debug!(topic = %msg.topic, "inbound message dropped: nobody consumes inbound messages");
+            }
+        }
+    }
+
+    fn hold(&mut self, message: Inbound) {
+        if self.held.len() < INBOUND_HOLD {
+            self.held.push_back(message);
+        } else {
+            let dropped = self.stats.inbound_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            warn!(topic = %message.topic, dropped, held = self.held.len(), "inbound message dropped: its consumer is not keeping up");
+        }
+    }
+
+    /// Passes on held messages while the channel has room.
+    fn pass_held(&mut self) {
+        while let Some(message) = self.held.pop_front() {
+            match self.inbound.try_send(message) {
+                Ok(()) => ForwarderStats::bump(&self.stats.inbound),
+                Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => {
+                    self.held.push_front(m);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Hands one publish to rumqttc and records it in the book.
+    fn hand_over(
+        &mut self,
+        topic: String,
+        qos: QoS,
+        retain: bool,
+        payload: Vec<u8>,
+        sent: Sent,
+    ) -> Handed {
+        let Some(conn) = self.conn.as_mut() else {
+            return Handed::Blocked;
+        };
+        if conn.flight.free_run(1) == 0 {
+            return Handed::Blocked;
+        }
+        let client = &self.client;
+        match self.gate.with_open(conn.generation, || {
+            client.try_publish(topic, qos, retain, payload)
+        }) {
+            Some(Ok(())) => {
+                let wait = if qos == QoS::ExactlyOnce {
+                    Await::PubRec
+                } else {
+                    Await::PubAck
+                };
+                conn.flight.queue(sent, wait);
+                Handed::Yes
+            }
+            Some(Err(e)) => {
+                // Cannot happen: the channel is larger than the window and
+                // topics are checked first.
+                error!(error = %e, "rumqttc refused a publish");
+                Handed::Blocked
+            }
+            None => Handed::Blocked,
+        }
+    }
+
+    fn publish_row(&mut self, row: Row, stream: Stream) -> Handed {
+        if self.undeleted.contains(&row.id) {
+            return Handed::Skipped;
+        }
+        let payload = match stream {
+            Stream::Live => row.payload,
+            Stream::Backlog => with_hist(row.payload),
+        };
+        let size = publish_packet_size(&row.topic, payload.len());
+        if row.topic.is_empty() || !rumqttc::valid_topic(&row.topic) || size > self.max_packet {
+            ForwarderStats::bump(&self.stats.skipped);
+            error!(id = row.id, topic = %row.topic, size, max_packet_size = self.max_packet,
+                "outbox row can never be published (too large for max_packet_size or invalid topic); skipped, left in the outbox");
+            return Handed::Skipped;
+        }
+        let newest = self.newest_retained.get(&row.topic).copied();
+        let retain =
+            row.retain && !(stream == Stream::Backlog && newest.is_some_and(|n| n > row.id));
+        let sent = Sent::Row { id: row.id, stream };
+        let handed = self.hand_over(row.topic.clone(), row_qos(row.qos), retain, payload, sent);
+        if matches!(handed, Handed::Yes) && retain && newest.is_none_or(|n| n < row.id) {
+            self.newest_retained.insert(row.topic, row.id);
+        }
+        handed
+    }
+
+    fn send_offline(&mut self) -> bool {
+        let payload = status::offline(&self.info, Some(SystemTime::now()));
+        let topic = self.status_topic.clone();
+        matches!(
+            self.hand_over(topic, QoS::AtLeastOnce, true, payload, Sent::Offline),
+            Handed::Yes
+        )
+    }
+
+    fn disconnect(&mut self) -> bool {
+        let Some(conn) = &self.conn else {
+            return false;
+        };
+        let client = &self.client;
+        matches!(
+            self.gate
+                .with_open(conn.generation, || client.try_disconnect()),
+            Some(Ok(()))
+        )
+    }
+
+    async fn flush_deletes(&mut self) -> Result<(), StoreError> {
+        if self.to_delete.is_empty() {
+            return Ok(());
+        }
+        self.store.delete(self.to_delete.clone()).await?;
+        for id in self.to_delete.drain(..) {
+            self.undeleted.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Fills the window from the outbox, live stream first.
+    async fn refill(&mut self) -> Result<(), StoreError> {
+        // Under a steady stream of acks the event branch of the main
+        // `select!` is always ready: look at new commits here too.
+        if self.committed.has_changed().unwrap_or(false) {
+            self.committed.borrow_and_update();
+            if let Some(conn) = &mut self.conn {
+                conn.streams.new_commits();
+            }
+        }
+        for _ in 0..8 {
+            let Some(conn) = &self.conn else {
+                return Ok(());
+            };
+            let room = conn.flight.free_run(self.window);
+            let (live, backlog) = conn
+                .streams
+                .quotas(conn.flight.live, conn.flight.backlog, room);
+            let backlog_range = conn.streams.backlog_next();
+            let after = conn.streams.live_after;
+            if live == 0 && backlog == 0 {
+                return Ok(());
+            }
+            if live > 0 {
+                let committed = *self.committed.borrow();
+                let newest = conn.streams.live_behind(committed, live);
+                let rows = if newest {
+                    self.store.fetch_newest(after, live).await?
+                } else {
+                    self.store.fetch_after(after, live).await?
+                };
+                let Some(conn) = &mut self.conn else {
+                    return Ok(());
+                };
+                conn.streams.live_fetched(live, &rows, newest);
+                if !self.publish_rows(rows, Stream::Live) {
+                    return Ok(());
+                }
+            }
+            if let (true, Some((after, _))) = (backlog > 0, backlog_range) {
+                let rows = self.store.fetch_after(after, backlog).await?;
+                let Some(conn) = &mut self.conn else {
+                    return Ok(());
+                };
+                let n = conn.streams.backlog_fetched(backlog, &rows);
+                let rows = rows.into_iter().take(n).collect();
+                if !self.publish_rows(rows, Stream::Backlog) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands rows over in order; false when one could not be (the
+    /// connection is gone, or, which the quotas rule out, no packet id or
+    /// channel slot was free). Rows not handed over go back to the backlog
+    /// so the cursors stay exact.
+    fn publish_rows(&mut self, rows: Vec<Row>, stream: Stream) -> bool {
+        let mut rows = rows.into_iter();
+        while let Some(row) = rows.next() {
+            let first = row.id;
+            if let Handed::Blocked = self.publish_row(row, stream) {
+                let last = rows.last().map_or(first, |r| r.id);
+                if let Some(conn) = &mut self.conn {
+                    conn.streams.give_back(stream, first, last);
+                }
+                return false;
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packet_size_matches_rumqttc() {
+        for (topic, len) in [
+            ("a/b", 0usize),
+            ("x", 120),
+            ("data/p1", 20_000),
+            ("t", 3 << 20),
+        ] {
+            let mut p = rumqttc::Publish::new(topic, QoS::AtLeastOnce, vec![0u8; len]);
+            p.pkid = 1;
+            assert_eq!(
+                publish_packet_size(topic, len),
+                rumqttc::Packet::Publish(p).size(),
+                "{topic} {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn rows_go_out_at_qos_1_or_2_never_0() {
+        assert_eq!(row_qos(0), QoS::AtLeastOnce);
+        assert_eq!(row_qos(1), QoS::AtLeastOnce);
+        assert_eq!(row_qos(2), QoS::ExactlyOnce);
+    }
+}
