@@ -24,8 +24,6 @@ pub enum BadReason {
     Protocol,
     /// The registers do not hold a valid value (NaN, infinity, short data).
     Decode,
-    /// No good reading for longer than allowed (set by the rules stage).
-    Stale,
 }
 
 impl fmt::Display for BadReason {
@@ -36,7 +34,6 @@ impl fmt::Display for BadReason {
             BadReason::Exception(code) => write!(f, "exception:{code}"),
             BadReason::Protocol => f.write_str("protocol"),
             BadReason::Decode => f.write_str("decode"),
-            BadReason::Stale => f.write_str("stale"),
         }
     }
 }

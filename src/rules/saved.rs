@@ -115,7 +115,6 @@ pub(crate) fn parse_quality(text: &str) -> Quality {
         "bad:connection" => BadReason::Connection,
         "bad:protocol" => BadReason::Protocol,
         "bad:decode" => BadReason::Decode,
-        "bad:stale" => BadReason::Stale,
         other => match other
             .strip_prefix("bad:exception:")
             .and_then(|c| c.parse().ok())
@@ -190,7 +189,6 @@ mod tests {
             Quality::Bad(BadReason::Exception(2)),
             Quality::Bad(BadReason::Protocol),
             Quality::Bad(BadReason::Decode),
-            Quality::Bad(BadReason::Stale),
         ] {
             assert_eq!(parse_quality(&q.to_string()), q);
         }
