@@ -423,6 +423,13 @@ async fn record_config(store: &StoreHandle, hash: &str, summary: &str) {
 struct Acquisition {
     trigger: ShutdownTrigger,
     pollers: Vec<JoinHandle<()>>,
+    /// A sender of the batch channel kept until [`stop`](Self::stop): the
+    /// pipeline ends when the channel closes, and a config without devices
+    /// (or a reload that removed the last one) has no poller to keep it
+    /// open. Without it the pipeline would stop at once, its heartbeat
+    /// with it, and `/healthz` and the systemd watchdog would call the
+    /// gateway dead.
+    batches: Option<mpsc::Sender<Batch>>,
     pipeline: Option<JoinHandle<Drained>>,
 }
 
@@ -436,7 +443,8 @@ impl Acquisition {
     ) -> Acquisition {
         let (trigger, listener) = shutdown::channel();
         let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_CHANNEL_CAPACITY);
-        let pollers = modbus::spawn_pollers_observed(telemetry.probes(), batch_tx, &listener);
+        let pollers =
+            modbus::spawn_pollers_observed(telemetry.probes(), batch_tx.clone(), &listener);
         let pipeline = tokio::spawn(pipeline::run(
             batch_rx,
             inbound,
@@ -455,6 +463,7 @@ impl Acquisition {
         Acquisition {
             trigger,
             pollers,
+            batches: Some(batch_tx),
             pipeline: Some(pipeline),
         }
     }
@@ -467,6 +476,8 @@ impl Acquisition {
         for p in self.pollers.drain(..) {
             let _ = p.await;
         }
+        // The pollers are gone: this was the last sender.
+        self.batches = None;
         match self.pipeline.take()?.await {
             Ok(Drained { result, inbound }) => {
                 if let Err(e) = result {
