@@ -16,6 +16,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod expr;
 pub mod filter;
 pub mod heartbeat;
 pub mod http;

@@ -26,6 +26,7 @@ mod source_map;
 pub mod units;
 mod validate;
 
+use std::borrow::Borrow;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub use problem::{Origin, Problem, Problems, Severity};
 pub use secret::Secret;
 pub use source_map::SourceMap;
 
+use crate::expr::ExprType;
 use crate::tag::{Tag, WordOrder};
 
 /// Where `run` and `check` look when `-c` is not given.
@@ -63,6 +65,15 @@ pub fn load(path: &Path) -> Result<Loaded, Problems> {
 /// Like [`load`], with the environment given explicitly (tests).
 pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Loaded, Problems> {
     resolve::load(path, env)
+}
+
+/// The kind of value the tag `device.tag` among `devices` gives an `expr`
+/// condition, `None` when there is no such tag. `fieldgate check` and the
+/// rules engine both compile expressions with it, so they agree.
+pub fn expr_type<D: Borrow<Device>>(devices: &[D], full: &str) -> Option<ExprType> {
+    let (dev, tag) = full.split_once('.')?;
+    let device = devices.iter().map(Borrow::borrow).find(|d| d.name == dev)?;
+    device.tag(tag).map(|t| ExprType::of(t.data_type))
 }
 
 /// The configuration the program runs.

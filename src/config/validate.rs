@@ -365,7 +365,7 @@ pub(super) fn resolve_rules(
             },
             Some("expr") => match &raw.expr {
                 Some(expr) if !expr.trim().is_empty() => {
-                    let tags = crate::rules::referenced_tags(expr);
+                    let tags = crate::expr::referenced_tags(expr);
                     if tags.is_empty() {
                         ctx.error(
                             &format!("{field}.expr"),
@@ -384,7 +384,8 @@ pub(super) fn resolve_rules(
                     // at the first evaluation on site.
                     if !unknown
                         && !tags.is_empty()
-                        && let Err(e) = crate::rules::check_devices(expr, devices)
+                        && let Err(e) =
+                            crate::expr::check(expr, |full| super::expr_type(devices, full))
                     {
                         ctx.error(&format!("{field}.expr"), e);
                     }
