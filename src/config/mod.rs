@@ -5,9 +5,19 @@
 //! figment merges built-in defaults ← the TOML file ← `FIELDGATE_`
 //! environment variables (nested keys joined with `__`, e.g.
 //! `FIELDGATE_MQTT__HOST`). The merged values are read into the
-//! [`raw`] structs as the user wrote them, then [`resolve`](load) turns
-//! them into a [`Config`] with `Duration`s, 0-based addresses, tags read
-//! from CSV files and secrets read from their files.
+//! [`raw`] structs as the user wrote them, then [`load()`] turns them into a
+//! [`Config`] with `Duration`s, 0-based addresses, tags read from CSV
+//! files and secrets read from their files.
+//!
+//! # Steps
+//!
+//! Loading (`load.rs`: the file, the lines of its keys, the environment)
+//! is followed by two steps that never call each other. `resolve/` reads
+//! each section and element on its own into typed values and reports what
+//! is wrong within it; `validate.rs` then takes the resolved result
+//! (`resolved.rs`) and checks what spans elements: unique names, and the
+//! buses and tags that devices, rules and meters refer to. `report.rs`
+//! gives both the file, line and field of each problem.
 //!
 //! # Problems
 //!
@@ -18,9 +28,12 @@
 mod address;
 mod csv_tags;
 pub mod diff;
+mod load;
 mod problem;
 pub mod raw;
+mod report;
 mod resolve;
+mod resolved;
 mod secret;
 mod source_map;
 pub mod units;
@@ -59,12 +72,12 @@ pub struct Loaded {
 ///
 /// On failure the [`Problems`] hold every error and warning found.
 pub fn load(path: &Path) -> Result<Loaded, Problems> {
-    resolve::load(path, &std::env::vars().collect::<Vec<_>>())
+    load::load(path, &std::env::vars().collect::<Vec<_>>())
 }
 
-/// Like [`load`], with the environment given explicitly (tests).
+/// Like [`load()`], with the environment given explicitly (tests).
 pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Loaded, Problems> {
-    resolve::load(path, env)
+    load::load(path, env)
 }
 
 /// The kind of value the tag `device.tag` among `devices` gives an `expr`
