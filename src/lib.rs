@@ -7,6 +7,7 @@
 //! * [`reading`]: what a poll yields (readings with a quality, in batches).
 //! * [`contract`]: the MQTT contract: topics, payloads, inbound requests.
 //! * [`events`]: named internal events (a log line and a counter each).
+//! * [`expr`]: the expression compiler of `expr` rules (knows only tags).
 //! * [`modbus`]: read planning, decoding, transports and pollers.
 //! * [`sim`]: the plant simulator behind `demo` and the tests.
 //! * [`telemetry`]: the metrics registry and the Prometheus exposition.
@@ -21,6 +22,7 @@ pub mod contract;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod events;
+pub mod expr;
 pub mod filter;
 pub mod heartbeat;
 pub mod http;

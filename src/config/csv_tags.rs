@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::problem::{Origin, Problem, Severity};
 use super::raw::{RawTag, TAG_FIELDS};
-use super::resolve::{Ctx, TagSite, edit_distance};
+use super::report::{Ctx, TagSite, edit_distance};
 
 /// Reads the tag rows of one CSV file. Problems are recorded in `ctx`
 /// with the CSV line and column; rows with an error are left out.

@@ -5,9 +5,19 @@
 //! figment merges built-in defaults ← the TOML file ← `FIELDGATE_`
 //! environment variables (nested keys joined with `__`, e.g.
 //! `FIELDGATE_MQTT__HOST`). The merged values are read into the
-//! [`raw`] structs as the user wrote them, then [`resolve`](load) turns
-//! them into a [`Config`] with `Duration`s, 0-based addresses, tags read
-//! from CSV files and secrets read from their files.
+//! [`raw`] structs as the user wrote them, then [`load()`] turns them into a
+//! [`Config`] with `Duration`s, 0-based addresses, tags read from CSV
+//! files and secrets read from their files.
+//!
+//! # Steps
+//!
+//! Loading (`load.rs`: the file, the lines of its keys, the environment)
+//! is followed by two steps that never call each other. `resolve/` reads
+//! each section and element on its own into typed values and reports what
+//! is wrong within it; `validate.rs` then takes the resolved result
+//! (`resolved.rs`) and checks what spans elements: unique names, and the
+//! buses and tags that devices, rules and meters refer to. `report.rs`
+//! gives both the file, line and field of each problem.
 //!
 //! # Problems
 //!
@@ -18,14 +28,18 @@
 mod address;
 mod csv_tags;
 pub mod diff;
+mod load;
 mod problem;
 pub mod raw;
+mod report;
 mod resolve;
+mod resolved;
 mod secret;
 mod source_map;
 pub mod units;
 mod validate;
 
+use std::borrow::Borrow;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +50,7 @@ pub use problem::{Origin, Problem, Problems, Severity};
 pub use secret::Secret;
 pub use source_map::SourceMap;
 
+use crate::expr::ExprType;
 use crate::tag::{Tag, WordOrder};
 
 /// Where `run` and `check` look when `-c` is not given.
@@ -57,12 +72,21 @@ pub struct Loaded {
 ///
 /// On failure the [`Problems`] hold every error and warning found.
 pub fn load(path: &Path) -> Result<Loaded, Problems> {
-    resolve::load(path, &std::env::vars().collect::<Vec<_>>())
+    load::load(path, &std::env::vars().collect::<Vec<_>>())
 }
 
-/// Like [`load`], with the environment given explicitly (tests).
+/// Like [`load()`], with the environment given explicitly (tests).
 pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Loaded, Problems> {
-    resolve::load(path, env)
+    load::load(path, env)
+}
+
+/// The kind of value the tag `device.tag` among `devices` gives an `expr`
+/// condition, `None` when there is no such tag. `fieldgate check` and the
+/// rules engine both compile expressions with it, so they agree.
+pub fn expr_type<D: Borrow<Device>>(devices: &[D], full: &str) -> Option<ExprType> {
+    let (dev, tag) = full.split_once('.')?;
+    let device = devices.iter().map(Borrow::borrow).find(|d| d.name == dev)?;
+    device.tag(tag).map(|t| ExprType::of(t.data_type))
 }
 
 /// The configuration the program runs.

@@ -15,8 +15,8 @@
 //! * [`condition`]: is a rule's condition met right now? Limits with
 //!   deadband hysteresis, rate over a window, stale, equals, and the latch
 //!   of `expr`.
-//! * [`expr`]: `expr` conditions compiled and run by sandboxed rhai, and
-//!   [`check`], for `fieldgate check`.
+//! * `expr` conditions are compiled and run by [`crate::expr`], the same
+//!   compiler `fieldgate check` uses.
 //! * [`alarm`]: the ISA-18.2 state machine of one rule: on- and
 //!   off-delays, acknowledgement, shelving, chattering.
 //! * [`workorder`]: the [`WorkOrderBook`]: one
@@ -60,7 +60,6 @@
 
 pub mod alarm;
 pub mod condition;
-pub mod expr;
 pub mod meter;
 mod saved;
 mod state_keys;
@@ -74,9 +73,6 @@ use std::time::Duration;
 
 pub use alarm::{Alarm, AlarmEvent, AlarmState, AlarmTiming, Cause, SavedAlarm};
 pub use condition::{ConditionState, SavedCondition, SavedSample, Trigger};
-pub use expr::{
-    CompiledExpr, ExprEngine, ExprError, ExprType, check, check_devices, referenced_tags,
-};
 pub use meter::{Measure, MeterChange, MeterDue, MeterReport, MeterState};
 pub use saved::{SAVED_VERSION, SavedEngine, SavedRule, SavedTag, SavedValue};
 pub use time::Timestamp;
@@ -86,6 +82,7 @@ pub use workorder::{
 };
 
 use crate::config::{AlarmConfig, Condition, Device, Rule};
+use crate::expr::{CompiledExpr, ExprEngine, ExprError};
 use crate::reading::{Batch, Quality};
 use crate::tag::Value;
 
@@ -293,7 +290,7 @@ impl Engine {
                 | Condition::Equals { tag, .. } => Inputs::One(lookup(tag)?),
                 Condition::Expr { expr, .. } => {
                     let compiled = exprs
-                        .compile(expr, |full| expr::tag_type(devices, full))
+                        .compile(expr, |full| crate::config::expr_type(devices, full))
                         .map_err(|source| RulesError::Expr {
                             rule: rule.name.clone(),
                             source,

@@ -1,6 +1,12 @@
 //! `expr` conditions: boolean expressions over several tags, compiled and
 //! run by [rhai](https://rhai.rs) in a sandbox.
 //!
+//! This module knows tags and values only: the caller says what kind each
+//! full tag name is (a closure giving an [`ExprType`]). `fieldgate check`
+//! and the rules engine both answer from the configured devices and
+//! compile with the same engine, so a rule that passes the check is the
+//! rule that runs.
+//!
 //! # The language seen by a rule
 //!
 //! Tags are written `device.tag`. Each device an expression names becomes
@@ -40,13 +46,11 @@
 //! arithmetic failure on dummy values (integer division by zero) is not
 //! reported: it depends on the data.
 
-use std::borrow::Borrow;
 use std::fmt;
 
 use rhai::packages::{ArithmeticPackage, BasicMathPackage, LogicPackage, Package};
 use rhai::{AST, Dynamic, EvalAltResult, FLOAT, INT, ImmutableString, Map, Scope};
 
-use crate::config::Device;
 use crate::tag::{DataType, Value};
 
 /// Most rhai operations one evaluation may take.
@@ -197,18 +201,6 @@ pub fn check(expr: &str, known: impl Fn(&str) -> Option<ExprType>) -> Result<(),
         .compile(expr, known)
         .map(|_| ())
         .map_err(|e| e.to_string())
-}
-
-/// [`check`] against the tags of `devices`.
-pub fn check_devices(expr: &str, devices: &[Device]) -> Result<(), String> {
-    check(expr, |full| tag_type(devices, full))
-}
-
-/// The kind of the tag `device.tag` among `devices`.
-pub fn tag_type<D: Borrow<Device>>(devices: &[D], full: &str) -> Option<ExprType> {
-    let (dev, tag) = full.split_once('.')?;
-    let device = devices.iter().map(Borrow::borrow).find(|d| d.name == dev)?;
-    device.tag(tag).map(|t| ExprType::of(t.data_type))
 }
 
 /// A compiled expression and the tags it reads.

@@ -1,0 +1,78 @@
+//! What resolving hands to validating: every section and element typed,
+//! each element with its field path, and for rules and meters the tags
+//! they name as written, so the checks across elements can look them up
+//! and report them where they were written.
+
+use super::{
+    AlarmConfig, Bus, Device, GatewayConfig, HttpConfig, Meter, MqttConfig, Rule, StoreConfig,
+    WorkOrderConfig,
+};
+
+/// The configuration as resolved, before the checks across elements.
+#[derive(Debug)]
+pub(super) struct Resolved {
+    /// `[gateway]`.
+    pub gateway: GatewayConfig,
+    /// `[mqtt]`.
+    pub mqtt: MqttConfig,
+    /// `[store]`.
+    pub store: StoreConfig,
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// `[alarms]`.
+    pub alarms: AlarmConfig,
+    /// `[workorders]`.
+    pub workorders: WorkOrderConfig,
+    /// The buses that resolved.
+    pub buses: Vec<Bus>,
+    /// The devices that resolved.
+    pub devices: Vec<Placed<Device>>,
+    /// Every rule that could be read, resolved or not.
+    pub rules: Vec<Entry<Rule>>,
+    /// Every meter that could be read, resolved or not.
+    pub meters: Vec<Entry<Meter>>,
+}
+
+/// An element with the field path it was written at (`devices[2]`).
+#[derive(Debug)]
+pub(super) struct Placed<T> {
+    /// Its field path.
+    pub field: String,
+    /// The element.
+    pub value: T,
+}
+
+/// A rule or meter as resolved. Kept even when resolving it found an
+/// error, because the tags it names are still checked: one mistake does
+/// not hide the next.
+#[derive(Debug)]
+pub(super) struct Entry<T> {
+    /// Its field path (`rules[3]`).
+    pub field: String,
+    /// The tags it names.
+    pub reads: Reads,
+    /// The element, `None` when resolving it found an error.
+    pub value: Option<T>,
+}
+
+/// The tags a rule or meter names, as written (full names, `device.tag`).
+#[derive(Debug, Default)]
+pub(super) struct Reads {
+    /// The tag it watches (`tag = ...`) and what kind of tag it needs.
+    pub tag: Option<(String, Needs)>,
+    /// An `expr` condition: its text and the tags it names.
+    pub expr: Option<(String, Vec<String>)>,
+    /// The tags its work orders copy (`workorder.snapshot`).
+    pub snapshot: Vec<String>,
+}
+
+/// What kind of tag a rule or meter needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Needs {
+    /// Any tag (`stale`, `equals`).
+    Any,
+    /// A number (`above`, `below`, `outside`, `rate`).
+    Number,
+    /// A running or start bit (meters).
+    Bit,
+}
