@@ -82,8 +82,8 @@ pub use payload::PayloadError;
 pub use saved::{SAVED_VERSION, SavedEngine, SavedRule, SavedTag, SavedValue};
 pub use time::Timestamp;
 pub use workorder::{
-    SnapshotEntry, WoChange, WoContext, WoError, WoSource, WoStatus, WoTrigger, WoType, WorkOrder,
-    WorkOrderBook,
+    SnapshotEntry, StatusUpdate, WoChange, WoContext, WoError, WoSource, WoStatus, WoTrigger,
+    WoType, WorkOrder, WorkOrderBook,
 };
 
 use crate::config::{AlarmConfig, Condition, Device, Rule};

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{WoChange, WoContext, WoError, WorkOrder, WorkOrderBook};
+use super::{StatusUpdate, WoChange, WoContext, WoError, WoStatus, WorkOrder, WorkOrderBook};
 use crate::config::{
     Condition, Connection, Device, GatewayConfig, Priority, Rule, WorkOrderConfig,
     WorkOrderTemplate,
@@ -126,10 +126,20 @@ impl Rig {
     pub(super) fn status(
         &mut self,
         id: &str,
-        json: &str,
+        update: &StatusUpdate,
         secs: f64,
     ) -> Result<Vec<WoChange>, WoError> {
-        self.book.on_status(id, json.as_bytes(), t(secs))
+        self.book.on_status(id, update, t(secs))
+    }
+}
+
+/// A bare status from the CMMS: no reference, nobody, no note.
+pub(super) fn update(status: WoStatus) -> StatusUpdate {
+    StatusUpdate {
+        status,
+        cmms_ref: None,
+        by: None,
+        note: None,
     }
 }
 

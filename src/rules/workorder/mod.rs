@@ -3,7 +3,7 @@
 //!
 //! Pure like the rest of `rules/`: no I/O, no clock, no randomness of its
 //! own. The rules task feeds [`AlarmEvent`]s, meter [`MeterDue`]s and the
-//! CMMS's status messages into a [`WorkOrderBook`], commits the book and
+//! CMMS's statuses into a [`WorkOrderBook`], commits the book and
 //! publishes what the returned [`WoChange`]s say (payloads in
 //! [`payload`](crate::rules::payload)). Time comes from the event (or is passed in), and the
 //! 80 random bits of each ULID are passed in by the caller, so tests are
@@ -52,10 +52,12 @@
 //!
 //! # Status from the CMMS
 //!
-//! [`WorkOrderBook::on_status`] reads `{"status": "accepted" |
-//! "in_progress" | "closed", "ref": "CMMS-123", "by": "...", "note":
-//! "..."}` (only `status` is required; other fields are ignored) and
-//! records it in the work order's history. `accepted` and `in_progress`
+//! [`WorkOrderBook::on_status`] takes a [`StatusUpdate`]: `accepted`,
+//! `in_progress` or `closed`, with the CMMS's reference, who and a note
+//! when it gave them. The pipeline reads it from the CMMS's message
+//! (`crate::pipeline::inbound` describes the JSON), so the book knows no
+//! wire format. A status for an unknown id is an error; otherwise it is
+//! recorded in the work order's history. `accepted` and `in_progress`
 //! republish the work order ([`WoChange::Updated`]); `closed` frees the
 //! slot and yields [`WoChange::Cleared`], for which the caller publishes
 //! an empty retained message on the work order's topic. The next
@@ -112,8 +114,8 @@
 //!
 //! # Layout
 //!
-//! * `types.rs`: the [`WorkOrder`] and its parts, the [`WoChange`]s the
-//!   book returns and its [`WoError`].
+//! * `types.rs`: the [`WorkOrder`] and its parts, the [`StatusUpdate`]s
+//!   the book takes, the [`WoChange`]s it returns and its [`WoError`].
 //! * `book.rs`: the [`WorkOrderBook`]: slots, raising, updating, statuses,
 //!   idempotency keys, bounds.
 //! * `context.rs`: the [`WoContext`]: assets, locations and units from the
@@ -140,6 +142,6 @@ pub use context::WoContext;
 pub(crate) use text::clamp;
 pub use text::{format_number, format_time, format_value};
 pub use types::{
-    FLOOD_RULE, Last, SnapshotEntry, StatusReport, WoChange, WoError, WoSource, WoStatus,
-    WoTrigger, WoType, WorkOrder,
+    FLOOD_RULE, Last, SnapshotEntry, StatusReport, StatusUpdate, WoChange, WoError, WoSource,
+    WoStatus, WoTrigger, WoType, WorkOrder,
 };

@@ -256,6 +256,22 @@ impl StatusReport {
     }
 }
 
+/// A status the CMMS reports for a work order, as the book applies it.
+/// The pipeline reads it from the CMMS's message, so the book never sees
+/// the wire format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusUpdate {
+    /// The reported status: one the CMMS may report (`accepted`,
+    /// `in_progress`, `closed`; see [`WoStatus::parse_cmms`]).
+    pub status: WoStatus,
+    /// The CMMS's own reference, if it gave one.
+    pub cmms_ref: Option<String>,
+    /// Who changed it.
+    pub by: Option<String>,
+    /// Free text.
+    pub note: Option<String>,
+}
+
 /// One work order, as the book keeps it and as it is published.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkOrder {
@@ -370,29 +386,11 @@ impl WoChange {
     }
 }
 
-/// Why a status message from the CMMS was not applied. The caller logs
-/// it; the book is unchanged.
+/// Why a status from the CMMS was not applied. The caller logs it; the
+/// book is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WoError {
     /// No work order has this id (never raised, or closed long ago).
     #[error("status for unknown work order \"{0}\"")]
     UnknownId(String),
-    /// The message is not the expected JSON object.
-    #[error("work order {id}: status message is not valid: {reason}")]
-    Malformed {
-        /// The work order.
-        id: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The status is not one the CMMS may report.
-    #[error(
-        "work order {id}: unknown status \"{status}\"; expected accepted, in_progress or closed"
-    )]
-    UnknownStatus {
-        /// The work order.
-        id: String,
-        /// What was sent.
-        status: String,
-    },
 }
