@@ -1,6 +1,7 @@
 //! The work-order book: every work order of the gateway, one open per
 //! slot, the counters of the idempotency keys and the flood guard's
-//! memory; what raises, updates and closes a work order (module docs).
+//! memory; what raises, updates and closes a work order (the `workorder`
+//! module docs say when).
 
 use std::collections::BTreeMap;
 
@@ -80,11 +81,12 @@ impl WorkOrderBook {
         self.version
     }
 
-    /// An alarm event of `rule` (module docs: which events raise, update
-    /// or do nothing). `snapshot` is the last readings of the template's
-    /// `snapshot` tags ([`Engine::snapshot`](crate::rules::Engine::snapshot)),
-    /// used only when a work order is raised; `random` is the ULID's
-    /// random part. The time is the event's.
+    /// An alarm event of `rule` (the `workorder` module docs: which events
+    /// raise, update or do nothing). `snapshot` is the last readings of the
+    /// template's `snapshot` tags
+    /// ([`Engine::snapshot`](crate::rules::Engine::snapshot)), used only
+    /// when a work order is raised; `random` is the ULID's random part.
+    /// The time is the event's.
     pub fn on_alarm_event(
         &mut self,
         event: &AlarmEvent,
@@ -213,7 +215,7 @@ impl WorkOrderBook {
     }
 
     /// A status the CMMS reported for work order `id`, received at `at`
-    /// (module docs). A closed work order ignores it.
+    /// (the `workorder` module docs). A closed work order ignores it.
     pub fn on_status(
         &mut self,
         id: &str,

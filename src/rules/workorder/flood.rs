@@ -1,6 +1,6 @@
 //! The flood guard: when too many corrective work orders are attempted
 //! within a window, one "alarm flood" work order stands for them and the
-//! rest stay alarms only (module docs, "Flood guard").
+//! rest stay alarms only (the `workorder` module docs, "Flood guard").
 
 use std::collections::VecDeque;
 
@@ -22,7 +22,7 @@ pub(super) enum Admit {
     Hold,
 }
 
-/// The flood guard's memory (module docs).
+/// The flood guard's memory (the `workorder` module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct FloodGuard {
     /// `flood_limit`; 0 disables the guard.

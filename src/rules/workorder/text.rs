@@ -1,6 +1,6 @@
 //! The texts of a work order for people: titles and descriptions from
 //! the template's placeholders or the defaults, and how numbers, values
-//! and times are written in them (module docs, "Texts").
+//! and times are written in them (the `workorder` module docs, "Texts").
 
 use std::fmt::Write as _;
 

@@ -1,10 +1,11 @@
 //! The work order and what it is made of: its type, status, source and
-//! trigger, the readings copied into it, the CMMS's status reports, and
-//! the changes the book hands back to be published.
+//! trigger, the readings copied into it and the CMMS's status reports;
+//! the status updates the book takes, and the changes it hands back to be
+//! published.
 //!
-//! Everything here is serde because the whole book is saved and restored
-//! exactly; field names are the persisted layout, so renaming one breaks
-//! every saved book.
+//! The work order and its parts are serde because the whole book is saved
+//! and restored exactly: their field names are the saved layout, so
+//! renaming one breaks every saved book.
 
 use serde::{Deserialize, Serialize};
 
@@ -277,7 +278,7 @@ pub struct StatusUpdate {
 pub struct WorkOrder {
     /// ULID; also the last topic level (`.../workorders/{id}`).
     pub id: String,
-    /// Stable idempotency key (module docs).
+    /// Stable idempotency key (the `workorder` module docs).
     pub key: String,
     /// Corrective or preventive.
     #[serde(rename = "type")]
