@@ -177,7 +177,10 @@ impl Plant {
     }
 
     fn status(&mut self, id: &str, json: &str, at: Timestamp) {
-        let changes = self.book.on_status(id, json.as_bytes(), at).unwrap();
+        let update = fieldgate::pipeline::inbound::work_order_status(id, json.as_bytes())
+            .unwrap()
+            .unwrap();
+        let changes = self.book.on_status(id, &update, at).unwrap();
         self.work_orders_changed(&changes, at);
     }
 

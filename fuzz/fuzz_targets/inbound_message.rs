@@ -66,8 +66,10 @@ fuzz_target!(|data: &[u8]| {
             let (book, id) = book();
             let mut book = book.clone();
             let at = Timestamp::from(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_100));
-            if book.on_status(id, payload, at).is_ok() {
-                assert_eq!(book.all().count(), 1, "a status never adds a work order");
+            if let Ok(Some(update)) = inbound::work_order_status(id, payload) {
+                if book.on_status(id, &update, at).is_ok() {
+                    assert_eq!(book.all().count(), 1, "a status never adds a work order");
+                }
             }
         }
     }

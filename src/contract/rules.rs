@@ -627,15 +627,23 @@ mod tests {
         published.extend(
             book.on_status(
                 &hot_id,
-                br#"{"status":"accepted","ref":"CMMS-9","by":"Bo"}"#,
+                &crate::rules::StatusUpdate {
+                    status: crate::rules::WoStatus::Accepted,
+                    cmms_ref: Some("CMMS-9".into()),
+                    by: Some("Bo".into()),
+                    note: None,
+                },
                 t(50.0),
             )
             .unwrap(),
         );
-        published.extend(
-            book.on_status(&hot_id, br#"{"status":"closed"}"#, t(60.0))
-                .unwrap(),
-        );
+        let closed = crate::rules::StatusUpdate {
+            status: crate::rules::WoStatus::Closed,
+            cmms_ref: None,
+            by: None,
+            note: None,
+        };
+        published.extend(book.on_status(&hot_id, &closed, t(60.0)).unwrap());
 
         let mut seq = 0;
         let mut seen = Vec::new();

@@ -1,5 +1,7 @@
 //! What operators send on `alarms/{rule}/ack` and `alarms/{rule}/shelve`,
-//! read into an [`OperatorAction`]. Pure: no I/O, no clock.
+//! read into an [`OperatorAction`], and what the CMMS sends on
+//! `workorders/{id}/status`, read into a [`StatusUpdate`] for the
+//! work-order book. Pure: no I/O, no clock.
 //!
 //! Payloads (docs/rules.md has the user's version):
 //!
@@ -12,13 +14,18 @@
 //!   `unshelve` or a zero duration end the shelf early. A shelf longer than
 //!   [`MAX_SHELVE`] is shortened to it: a forgotten shelf must not hide an
 //!   alarm for ever.
-//!
-//! Work-order status messages are read by the work-order book itself
-//! (`WorkOrderBook::on_status`).
+//! * work-order status: `{"status": "accepted" | "in_progress" |
+//!   "closed", "ref": "CMMS-123", "by": "...", "note": "..."}`. Only
+//!   `status` is required (any case, `-` or a space for `_`); `ref` may be
+//!   a string or a number; other fields are ignored. An empty payload is a
+//!   retained status being cleared, not a status. Nothing is shortened:
+//!   the CMMS's texts are kept as sent.
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+use crate::rules::{StatusUpdate, WoStatus};
 
 /// The longest shelf; longer requests are shortened to this.
 pub const MAX_SHELVE: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -70,6 +77,30 @@ pub enum ActionError {
     BadDuration(String),
 }
 
+/// Why a CMMS status message was not understood. Each names the work
+/// order, so the log line says which one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatusError {
+    /// The message is not the expected JSON object.
+    #[error("work order {id}: status message is not valid: {reason}")]
+    Malformed {
+        /// The work order.
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The status is not one the CMMS may report.
+    #[error(
+        "work order {id}: unknown status \"{status}\"; expected accepted, in_progress or closed"
+    )]
+    UnknownStatus {
+        /// The work order.
+        id: String,
+        /// What was sent.
+        status: String,
+    },
+}
+
 #[derive(Deserialize)]
 struct AckMessage {
     #[serde(default)]
@@ -95,6 +126,30 @@ struct ShelveMessage {
     by: Option<String>,
     #[serde(default)]
     note: Option<String>,
+}
+
+/// The CMMS's status message.
+#[derive(Debug, Deserialize)]
+struct StatusMessage {
+    status: String,
+    #[serde(default, rename = "ref", deserialize_with = "text_or_number")]
+    reference: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// A reference may be sent as a string or a number.
+fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "ref must be a string or a number, not {other}"
+        ))),
+    }
 }
 
 /// Reads an ack: `None` for an empty payload (a cleared retained
@@ -140,6 +195,36 @@ pub fn shelve(payload: &[u8]) -> Result<OperatorAction, ActionError> {
         Ok(d) => Ok(shelf(d, Who::default())),
         Err(_) => Err(ActionError::Unreadable(shorten(text.to_owned()))),
     }
+}
+
+/// Reads the CMMS's status message for work order `id` (named only in
+/// the errors): `None` for an empty payload (a cleared retained message).
+pub fn work_order_status(id: &str, payload: &[u8]) -> Result<Option<StatusUpdate>, StatusError> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let malformed = |reason: String| StatusError::Malformed {
+        id: id.to_owned(),
+        reason,
+    };
+    let json: serde_json::Value =
+        serde_json::from_slice(payload).map_err(|e| malformed(e.to_string()))?;
+    if !json.is_object() {
+        return Err(malformed(format!("expected a JSON object, not {json}")));
+    }
+    let message = StatusMessage::deserialize(json).map_err(|e| malformed(e.to_string()))?;
+    let Some(status) = WoStatus::parse_cmms(&message.status) else {
+        return Err(StatusError::UnknownStatus {
+            id: id.to_owned(),
+            status: message.status,
+        });
+    };
+    Ok(Some(StatusUpdate {
+        status,
+        cmms_ref: message.reference,
+        by: message.by,
+        note: message.note,
+    }))
 }
 
 fn shelf(duration: Duration, who: Who) -> OperatorAction {
@@ -254,6 +339,100 @@ mod tests {
             shelve(&[0xff, 0xfe]),
             Err(ActionError::Unreadable(_))
         ));
+    }
+
+    /// A bare status: no reference, nobody, no note.
+    fn update(status: WoStatus) -> StatusUpdate {
+        StatusUpdate {
+            status,
+            cmms_ref: None,
+            by: None,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn status_messages_read_case_refs_as_text_or_number_and_ignore_extras() {
+        let id = "01J";
+        assert_eq!(
+            work_order_status(
+                id,
+                br#"{"status":"accepted","ref":"CMMS-123","by":"planner"}"#
+            ),
+            Ok(Some(StatusUpdate {
+                cmms_ref: Some("CMMS-123".into()),
+                by: Some("planner".into()),
+                ..update(WoStatus::Accepted)
+            }))
+        );
+        // Any case, `-` for `_`, extra fields ignored.
+        assert_eq!(
+            work_order_status(id, br#"{"status":"In-Progress","note":"on site","eta":5}"#),
+            Ok(Some(StatusUpdate {
+                note: Some("on site".into()),
+                ..update(WoStatus::InProgress)
+            }))
+        );
+        // A number as the reference.
+        assert_eq!(
+            work_order_status(id, br#"{"status":"closed","ref":4711}"#),
+            Ok(Some(StatusUpdate {
+                cmms_ref: Some("4711".into()),
+                ..update(WoStatus::Closed)
+            }))
+        );
+        // The CMMS's texts are kept as sent, however long.
+        let long = "x".repeat(1000);
+        let payload = format!(r#"{{"status":"closed","note":"{long}"}}"#);
+        assert_eq!(
+            work_order_status(id, payload.as_bytes()),
+            Ok(Some(StatusUpdate {
+                note: Some(long),
+                ..update(WoStatus::Closed)
+            }))
+        );
+    }
+
+    #[test]
+    fn bad_status_messages_name_the_work_order_and_the_reason() {
+        let id = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+        assert_eq!(
+            work_order_status(id, br#"{"status":"done"}"#),
+            Err(StatusError::UnknownStatus {
+                id: id.into(),
+                status: "done".into()
+            })
+        );
+        assert_eq!(
+            work_order_status(id, br#"{"status":"open"}"#).map_err(|e| e.to_string()),
+            Err(format!(
+                "work order {id}: unknown status \"open\"; expected accepted, in_progress or closed"
+            ))
+        );
+        for bad in [
+            "not json",
+            r#"{"ref":"x"}"#,
+            r#"["closed"]"#,
+            r#"{"status":3}"#,
+            r#"{"status":"closed","ref":[1]}"#,
+        ] {
+            assert!(
+                matches!(
+                    work_order_status(id, bad.as_bytes()),
+                    Err(StatusError::Malformed { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            work_order_status(id, br#"["closed"]"#).map_err(|e| e.to_string()),
+            Err(format!(
+                "work order {id}: status message is not valid: expected a JSON object, not [\"closed\"]"
+            ))
+        );
+        // An empty (retained-clearing) message is not a status at all.
+        assert_eq!(work_order_status(id, b""), Ok(None));
+        assert_eq!(work_order_status("unknown", b" \n"), Ok(None));
     }
 
     #[test]

@@ -345,10 +345,20 @@ impl RulesStage {
                 Err(e) => tracing::warn!(%rule, error = %e, "shelve request ignored"),
             },
             InboundTopic::WorkOrderStatus { id } => {
-                match self
-                    .book
-                    .on_status(id, &message.payload, Timestamp::from(now))
-                {
+                let applied = match inbound::work_order_status(id, &message.payload) {
+                    Ok(Some(update)) => self.book.on_status(id, &update, Timestamp::from(now)),
+                    // A retained status being cleared: nothing to apply.
+                    Ok(None) => return,
+                    // An unknown id is reported before a bad message: a
+                    // retained status of a work order long gone stays a
+                    // debug line (below), whatever it holds.
+                    Err(_) if self.book.get(id).is_none() => Err(WoError::UnknownId(id.to_owned())),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "work-order status ignored");
+                        return;
+                    }
+                };
+                match applied {
                     Ok(changes) => {
                         if !changes.is_empty() {
                             step.need(Save::Now);

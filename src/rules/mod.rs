@@ -77,8 +77,8 @@ pub use meter::{Measure, MeterChange, MeterDue, MeterReport, MeterState};
 pub use saved::{SAVED_VERSION, SavedEngine, SavedRule, SavedTag, SavedValue};
 pub use time::Timestamp;
 pub use workorder::{
-    SnapshotEntry, WoChange, WoContext, WoError, WoSource, WoStatus, WoTrigger, WoType, WorkOrder,
-    WorkOrderBook,
+    SnapshotEntry, StatusUpdate, WoChange, WoContext, WoError, WoSource, WoStatus, WoTrigger,
+    WoType, WorkOrder, WorkOrderBook,
 };
 
 use crate::config::{AlarmConfig, Condition, Device, Rule};
