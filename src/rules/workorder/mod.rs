@@ -139,7 +139,6 @@ mod types;
 
 pub use book::{BOOK_VERSION, MAX_CLOSED, MAX_HISTORY, WorkOrderBook};
 pub use context::WoContext;
-pub(crate) use text::clamp;
 pub use text::{format_number, format_time, format_value};
 pub use types::{
     FLOOD_RULE, Last, SnapshotEntry, StatusReport, StatusUpdate, WoChange, WoError, WoSource,

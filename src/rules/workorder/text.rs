@@ -226,12 +226,7 @@ fn trim_zeros(s: &str) -> &str {
 
 /// A time for people: RFC 3339 UTC, whole seconds (clamped to year 9999).
 pub fn format_time(at: Timestamp) -> String {
-    humantime::format_rfc3339_seconds(clamp(at).to_system_time()).to_string()
-}
-
-/// The latest time RFC 3339 can write (the end of year 9999).
-pub(crate) fn clamp(at: Timestamp) -> Timestamp {
-    Timestamp(at.as_millis().min(253_402_300_799_999))
+    humantime::format_rfc3339_seconds(at.clamped().to_system_time()).to_string()
 }
 
 #[cfg(test)]
