@@ -177,7 +177,7 @@ impl Plant {
     }
 
     fn status(&mut self, id: &str, json: &str, at: Timestamp) {
-        let update = fieldgate::pipeline::inbound::work_order_status(id, json.as_bytes())
+        let update = fieldgate::contract::inbound::work_order_status(id, json.as_bytes())
             .unwrap()
             .unwrap();
         let changes = self.book.on_status(id, &update, at).unwrap();

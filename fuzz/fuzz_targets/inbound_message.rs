@@ -1,6 +1,6 @@
-//! What operators and the CMMS send in over MQTT: ack and shelve payloads,
-//! and work-order status messages applied to a book holding one open work
-//! order. None of them may panic; a status either applies or is refused
+//! What operators and the CMMS send in over MQTT, read into typed requests
+//! (ack and shelve payloads, any topic, and work-order status messages
+//! applied to a book holding one open work order). None of them may panic; a status either applies or is refused
 //! with a reason, and never reopens or duplicates a work order.
 #![no_main]
 
@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use fieldgate::config::Config;
 use fieldgate::reading::Quality;
-use fieldgate::pipeline::inbound;
+use fieldgate::contract::inbound::{self, Request};
+use fieldgate::contract::Topics;
 use fieldgate::rules::{Engine, Timestamp, WoContext, WorkOrderBook};
 use fieldgate::tag::Value;
 use libfuzzer_sys::fuzz_target;
@@ -55,18 +56,26 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, payload)) = data.split_first() else {
         return;
     };
-    match which % 3 {
+    let topics = Topics::new("fieldgate", "fuzz", "gw");
+    let retained = which & 0x80 != 0;
+    match which % 4 {
         0 => {
-            let _ = inbound::ack(payload);
+            let _ = inbound::read(&topics, "fieldgate/fuzz/gw/alarms/hot/ack", payload, retained);
         }
         1 => {
-            let _ = inbound::shelve(payload);
+            let _ = inbound::read(&topics, "fieldgate/fuzz/gw/alarms/hot/shelve", payload, retained);
+        }
+        2 => {
+            // Any topic at all, up to the first NUL; the rest is the payload.
+            let (topic, rest) = payload.split_at(payload.iter().position(|b| *b == 0).unwrap_or(payload.len()));
+            let _ = inbound::read(&topics, &String::from_utf8_lossy(topic), rest, retained);
         }
         _ => {
             let (book, id) = book();
             let mut book = book.clone();
             let at = Timestamp::from(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_100));
-            if let Ok(Some(update)) = inbound::work_order_status(id, payload) {
+            let topic = format!("{}/status", topics.workorder(id));
+            if let Ok(Some(Request::WorkOrderStatus { update, .. })) = inbound::read(&topics, &topic, payload, retained) {
                 if book.on_status(id, &update, at).is_ok() {
                     assert_eq!(book.all().count(), 1, "a status never adds a work order");
                 }

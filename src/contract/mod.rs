@@ -20,16 +20,19 @@
 //! * [`data`]: the data messages (hand-written: they run for every poll).
 //! * [`status`]: the online/offline status.
 //! * [`rules`]: alarm, work-order and meter messages (serde).
+//! * [`inbound`]: every message received, read into a typed [`Request`].
 //!
 //! Nothing here does I/O: the forwarder (`mqtt`) moves these bytes, the
 //! pipeline decides what to send.
 
 pub mod data;
+pub mod inbound;
 pub mod json;
 pub mod rules;
 pub mod status;
 pub mod topics;
 
+pub use inbound::{InboundError, OperatorAction, Request, Who};
 pub use rules::{ALARM_SCHEMA, METER_SCHEMA, PayloadError, WORKORDER_SCHEMA};
 pub use status::StatusInfo;
 pub use topics::{InboundTopic, Topics};

@@ -37,9 +37,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::HttpState;
 use crate::config::{Config, Secret};
-use crate::contract::topics::Topics;
+use crate::contract::inbound::{self, OperatorAction, Request as InboundRequest, Who};
 use crate::mqtt::forwarder::Inbound;
-use crate::pipeline::inbound;
 
 /// The largest request body read (an ack note, a shelve request).
 pub const MAX_BODY: usize = 4096;
@@ -48,8 +47,6 @@ pub const MAX_BODY: usize = 4096;
 /// sends a new one (the topic prefix and the rules may have changed).
 #[derive(Debug, Clone)]
 pub struct ActionRoute {
-    /// The topic tree the pipeline reads inbound topics with.
-    pub topics: Topics,
     /// Every configured rule's name.
     pub rules: Arc<HashSet<String>>,
     /// The pipeline's inbound channel (shared with the forwarder).
@@ -60,7 +57,6 @@ impl ActionRoute {
     /// The route of `config`'s pipeline.
     pub fn of(config: &Config, inbound: mpsc::Sender<Inbound>) -> ActionRoute {
         ActionRoute {
-            topics: Topics::of(config),
             rules: Arc::new(config.rules.iter().map(|r| r.name.clone()).collect()),
             inbound,
         }
@@ -153,8 +149,8 @@ async fn act(state: HttpState, rule: String, kind: Kind, request: Request) -> Re
         return refuse(StatusCode::NOT_FOUND, &format!("no rule named {rule:?}"));
     }
     let by = format!("http {}", peer.as_deref().unwrap_or("unknown"));
-    let payload = match payload(kind, &body, &by) {
-        Ok(p) => p,
+    let action = match action(kind, &body, &by) {
+        Ok(a) => a,
         Err(message) => return refuse(StatusCode::BAD_REQUEST, &message),
     };
     if kind == Kind::Ack
@@ -170,16 +166,11 @@ async fn act(state: HttpState, rule: String, kind: Kind, request: Request) -> Re
             &format!("alarm {rule:?} is normal: there is nothing to acknowledge"),
         );
     }
-    let topic = match kind {
-        Kind::Ack => route.topics.alarm_ack(&rule),
-        Kind::Shelve => route.topics.alarm_shelve(&rule),
+    let request = InboundRequest::Alarm {
+        rule: rule.clone(),
+        action,
     };
-    let message = Inbound {
-        topic,
-        payload,
-        retain: false,
-    };
-    match route.inbound.try_send(message) {
+    match route.inbound.try_send(request) {
         Ok(()) => {
             tracing::info!(%rule, action = kind.as_str(), %by, "operator request over HTTP");
             (
@@ -199,42 +190,44 @@ async fn act(state: HttpState, rule: String, kind: Kind, request: Request) -> Re
     }
 }
 
-/// The MQTT payload of the request: checked as the pipeline will check
-/// it, with `by` filled in when a JSON body does not say it.
-fn payload(kind: Kind, body: &Bytes, by: &str) -> Result<Vec<u8>, String> {
+/// The operator's request in the body, read as the same message on MQTT
+/// would be, signed `by` the peer when it does not say who sent it.
+fn action(kind: Kind, body: &Bytes, by: &str) -> Result<OperatorAction, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
     let text = text.trim();
-    // An empty body is a plain click. (On MQTT an empty ack is ignored: it
-    // is a retained ack being cleared. Over HTTP it cannot be that.)
-    let text = if text.is_empty() && kind == Kind::Ack {
-        "{}"
-    } else {
-        text
-    };
-    let with_by = match serde_json::from_str::<JsonValue>(text) {
-        Ok(JsonValue::Object(mut object)) => {
-            if !object.contains_key("by") {
-                object.insert("by".into(), JsonValue::String(by.into()));
+    let action = match kind {
+        // An empty body is a plain click. (On MQTT an empty ack is ignored:
+        // it is a retained ack being cleared. Over HTTP it cannot be that.)
+        Kind::Ack if text.is_empty() => OperatorAction::Ack(Who::default()),
+        Kind::Ack => {
+            if !matches!(
+                serde_json::from_str::<JsonValue>(text),
+                Ok(JsonValue::Object(_))
+            ) {
+                return Err(
+                    "the ack body must be empty or a JSON object like {\"by\":\"…\",\"note\":\"…\"}"
+                        .into(),
+                );
             }
-            serde_json::to_vec(&JsonValue::Object(object)).map_err(|e| e.to_string())?
-        }
-        Ok(_) if kind == Kind::Ack => {
-            return Err(
-                "the ack body must be empty or a JSON object like {\"by\":\"…\",\"note\":\"…\"}"
-                    .into(),
-            );
+            inbound::ack(text.as_bytes())
+                .ok_or_else(|| "the ack body is not understood".to_string())?
         }
         // A bare duration (`2h`, `unshelve`) is read as on MQTT.
-        _ => text.as_bytes().to_vec(),
+        Kind::Shelve => inbound::shelve(text.as_bytes()).map_err(|e| e.to_string())?,
     };
-    match kind {
-        Kind::Ack => inbound::ack(&with_by)
-            .map(|_| with_by)
-            .ok_or_else(|| "the ack body is not understood".to_string()),
-        Kind::Shelve => inbound::shelve(&with_by)
-            .map(|_| with_by)
-            .map_err(|e| e.to_string()),
+    Ok(signed(action, by))
+}
+
+/// `action` with `by` filled in when the operator did not say who they are.
+fn signed(mut action: OperatorAction, by: &str) -> OperatorAction {
+    let who = match &mut action {
+        OperatorAction::Ack(who) | OperatorAction::Unshelve(who) => who,
+        OperatorAction::Shelve { who, .. } => who,
+    };
+    if who.by.is_none() {
+        *who = Who::new(Some(by.to_owned()), who.note.take());
     }
+    action
 }
 
 /// The request carries the token as `Authorization: Bearer <token>`.
@@ -260,55 +253,60 @@ fn refuse(status: StatusCode, message: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::Map;
-
     use super::*;
 
-    fn object(bytes: &[u8]) -> Map<String, JsonValue> {
-        match serde_json::from_slice(bytes) {
-            Ok(JsonValue::Object(o)) => o,
-            other => panic!("not an object: {other:?}"),
+    fn who(action: &OperatorAction) -> &Who {
+        match action {
+            OperatorAction::Ack(who) | OperatorAction::Unshelve(who) => who,
+            OperatorAction::Shelve { who, .. } => who,
         }
     }
 
     #[test]
     fn an_empty_ack_is_a_click_signed_by_the_peer() {
-        let p = payload(Kind::Ack, &Bytes::from_static(b""), "http 10.0.0.5").unwrap();
-        assert_eq!(object(&p)["by"], "http 10.0.0.5");
+        let a = action(Kind::Ack, &Bytes::from_static(b""), "http 10.0.0.5").unwrap();
+        assert!(matches!(a, OperatorAction::Ack(_)));
+        assert_eq!(who(&a).by.as_deref(), Some("http 10.0.0.5"));
     }
 
     #[test]
     fn an_operator_who_says_who_they_are_is_kept() {
         let body = Bytes::from_static(br#"{"by":"ana","note":"checked"}"#);
-        let p = payload(Kind::Ack, &body, "http 10.0.0.5").unwrap();
-        assert_eq!(object(&p)["by"], "ana");
-        assert_eq!(object(&p)["note"], "checked");
+        let a = action(Kind::Ack, &body, "http 10.0.0.5").unwrap();
+        assert_eq!(who(&a).by.as_deref(), Some("ana"));
+        assert_eq!(who(&a).note.as_deref(), Some("checked"));
     }
 
     #[test]
     fn shelve_bodies_are_checked_as_on_mqtt() {
-        let p = payload(
+        let a = action(
             Kind::Shelve,
             &Bytes::from_static(br#"{"duration":"2h"}"#),
             "x",
         )
         .unwrap();
-        assert_eq!(object(&p)["duration"], "2h");
-        assert!(payload(Kind::Shelve, &Bytes::from_static(b"2h"), "x").is_ok());
-        assert!(payload(Kind::Shelve, &Bytes::from_static(b"unshelve"), "x").is_ok());
-        let e = payload(Kind::Shelve, &Bytes::from_static(b"{}"), "x").unwrap_err();
-        assert!(e.contains("duration"), "{e}");
-        assert!(payload(Kind::Shelve, &Bytes::from_static(b""), "x").is_err());
         assert!(
-            payload(
+            matches!(a, OperatorAction::Shelve { duration, .. } if duration == std::time::Duration::from_secs(7200))
+        );
+        assert_eq!(who(&a).by.as_deref(), Some("x"));
+        assert!(action(Kind::Shelve, &Bytes::from_static(b"2h"), "x").is_ok());
+        assert!(matches!(
+            action(Kind::Shelve, &Bytes::from_static(b"unshelve"), "x"),
+            Ok(OperatorAction::Unshelve(_))
+        ));
+        let e = action(Kind::Shelve, &Bytes::from_static(b"{}"), "x").unwrap_err();
+        assert!(e.contains("duration"), "{e}");
+        assert!(action(Kind::Shelve, &Bytes::from_static(b""), "x").is_err());
+        assert!(
+            action(
                 Kind::Shelve,
                 &Bytes::from_static(br#"{"duration":"soon"}"#),
                 "x"
             )
             .is_err()
         );
-        assert!(payload(Kind::Ack, &Bytes::from_static(b"[1]"), "x").is_err());
-        assert!(payload(Kind::Ack, &Bytes::from_static(b"\xff"), "x").is_err());
+        assert!(action(Kind::Ack, &Bytes::from_static(b"[1]"), "x").is_err());
+        assert!(action(Kind::Ack, &Bytes::from_static(b"\xff"), "x").is_err());
     }
 
     #[test]

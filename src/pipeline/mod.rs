@@ -37,10 +37,8 @@
 //!
 //! * `data`: the filter, data payloads and the [`Sequencer`];
 //! * `rules`: the [`RulesStage`] around the pure `crate::rules` core;
-//! * `inbound`: operators' ack and shelve payloads.
 
 mod data;
-pub mod inbound;
 mod rules;
 
 use std::sync::Arc;

@@ -32,12 +32,11 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::json;
 
 use super::data::Sequencer;
-use super::inbound::{self, OperatorAction, Who};
 use crate::config::{Condition, Config, Device, GatewayConfig, Meter, Rule, WorkOrderConfig};
+use crate::contract::inbound::{self, OperatorAction, Request, Who};
 use crate::contract::rules as payload;
-use crate::contract::topics::{InboundTopic, Topics};
+use crate::contract::topics::Topics;
 use crate::events::{AlarmActive, WorkOrderClosed, WorkOrderHeld, WorkOrderRaised};
-use crate::mqtt::forwarder::Inbound;
 use crate::reading::Batch;
 use crate::rules::{
     AlarmEvent, Cause, Engine, MeterChange, MeterState, RulesError, STATE_ENGINE, STATE_METERS,
@@ -315,64 +314,35 @@ impl RulesStage {
         self.alarm_events(events, seq, step);
     }
 
-    /// A message from an operator or the CMMS, received at `now`.
+    /// A request from an operator or the CMMS (read from its message by
+    /// the forwarder, or made by the status page), received at `now`.
     pub fn on_inbound(
         &mut self,
-        message: &Inbound,
+        request: &Request,
         now: SystemTime,
         seq: &mut Sequencer,
         step: &mut Step,
     ) {
-        let topics = self.topics.clone();
-        let Some(request) = topics.parse_inbound(&message.topic) else {
-            tracing::debug!(topic = %message.topic, "inbound message on an unknown topic; ignored");
-            return;
-        };
         match request {
-            InboundTopic::Ack { rule } | InboundTopic::Shelve { rule } if message.retain => {
-                // A retained ack would acknowledge every future alarm at
-                // each reconnect.
-                tracing::warn!(%rule, topic = %message.topic, "retained alarm request ignored; publish acks and shelve requests without the retain flag");
-            }
-            InboundTopic::Ack { rule } => match inbound::ack(&message.payload) {
-                Some(action) => self.operator(rule, action, now, seq, step),
-                None => {
-                    tracing::debug!(%rule, "empty ack (a retained message being cleared); ignored");
+            Request::Alarm { rule, action } => self.operator(rule, action.clone(), now, seq, step),
+            Request::WorkOrderStatus {
+                id,
+                update,
+                retained,
+            } => match self.book.on_status(id, update, Timestamp::from(now)) {
+                Ok(changes) => {
+                    if !changes.is_empty() {
+                        step.need(Save::Now);
+                    }
+                    self.work_order_changes(changes, true, seq, step);
                 }
-            },
-            InboundTopic::Shelve { rule } => match inbound::shelve(&message.payload) {
-                Ok(action) => self.operator(rule, action, now, seq, step),
-                Err(e) => tracing::warn!(%rule, error = %e, "shelve request ignored"),
-            },
-            InboundTopic::WorkOrderStatus { id } => {
-                let applied = match inbound::work_order_status(id, &message.payload) {
-                    Ok(Some(update)) => self.book.on_status(id, &update, Timestamp::from(now)),
-                    // A retained status being cleared: nothing to apply.
-                    Ok(None) => return,
-                    // An unknown id is reported before a bad message: a
-                    // retained status of a work order long gone stays a
-                    // debug line (below), whatever it holds.
-                    Err(_) if self.book.get(id).is_none() => Err(WoError::UnknownId(id.to_owned())),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "work-order status ignored");
-                        return;
-                    }
-                };
-                match applied {
-                    Ok(changes) => {
-                        if !changes.is_empty() {
-                            step.need(Save::Now);
-                        }
-                        self.work_order_changes(changes, true, seq, step);
-                    }
-                    // Old retained statuses of work orders long closed come
-                    // back at every subscription: not worth a warning.
-                    Err(WoError::UnknownId(_)) if message.retain => {
-                        tracing::debug!(%id, "retained status of an unknown work order; ignored");
-                    }
-                    Err(e) => tracing::warn!(error = %e, "work-order status ignored"),
+                // Old retained statuses of work orders long closed come
+                // back at every subscription: not worth a warning.
+                Err(WoError::UnknownId(_)) if *retained => {
+                    tracing::debug!(%id, "retained status of an unknown work order; ignored");
                 }
-            }
+                Err(e) => tracing::warn!(error = %e, "work-order status ignored"),
+            },
         }
     }
 

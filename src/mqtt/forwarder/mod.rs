@@ -190,17 +190,9 @@ pub const OFFLINE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a stop waits for the DISCONNECT to be written.
 pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// One message received on an inbound topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Inbound {
-    /// The topic it arrived on.
-    pub topic: String,
-    /// Its payload.
-    pub payload: Vec<u8>,
-    /// The broker marked it retained: a stored copy sent because we
-    /// subscribed, not a message just published.
-    pub retain: bool,
-}
+/// What the inbound channel carries: a request read from a message
+/// received on an inbound topic (or made by the status page's actions).
+pub type Inbound = crate::contract::Request;
 
 /// What the forwarder needs to know.
 #[derive(Debug, Clone)]

@@ -21,6 +21,8 @@ use super::streams::{Stream, Streams, with_hist};
 use super::{
     DISCONNECT_TIMEOUT, ForwarderConfig, ForwarderStats, INBOUND_HOLD, Inbound, OFFLINE_ACK_TIMEOUT,
 };
+use crate::contract::Topics;
+use crate::contract::inbound::{self, InboundError};
 use crate::contract::status::{self, StatusInfo};
 use crate::events::{BrokerConnected, BrokerLost};
 use crate::mqtt::client::MqttError;
@@ -110,6 +112,8 @@ pub(super) struct Forwarder {
     /// Inbound messages waiting for room in `inbound`, oldest first (at
     /// most [`INBOUND_HOLD`]).
     held: VecDeque<Inbound>,
+    /// Reads inbound topics.
+    topics: Topics,
     stats: Arc<ForwarderStats>,
     client: AsyncClient,
     gate: Arc<Gate>,
@@ -146,6 +150,7 @@ impl Forwarder {
             broker: format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port),
             status_topic: cfg.topics.status(),
             filters: cfg.topics.inbound_filters(),
+            topics: cfg.topics.clone(),
             window,
             live_share: cfg.mqtt.live_share,
             id_space: link.id_space,
@@ -409,11 +414,17 @@ impl Forwarder {
 
     fn event(&mut self, event: Event) {
         match event {
-            Event::Incoming(Incoming::Publish(p)) => self.inbound(Inbound {
-                topic: p.topic,
-                payload: p.payload.to_vec(),
-                retain: p.retain,
-            }),
+            Event::Incoming(Incoming::Publish(p)) => {
+                // Read once, here: the channel carries typed requests.
+                match inbound::read(&self.topics, &p.topic, &p.payload, p.retain) {
+                    Ok(Some(request)) => self.inbound(request),
+                    Ok(None) => {
+                        debug!(topic = %p.topic, "empty inbound message (a retained message being cleared); ignored");
+                    }
+                    Err(e @ InboundError::UnknownTopic(_)) => debug!("{e}"),
+                    Err(e) => warn!("{e}"),
+                }
+            }
             Event::Incoming(Incoming::PubAck(ack)) => self.complete(ack.pkid, Await::PubAck),
             Event::Incoming(Incoming::PubRec(rec)) => {
                 if let Some(conn) = &mut self.conn {
@@ -475,12 +486,12 @@ impl Forwarder {
         match self.inbound.try_send(message) {
             Ok(()) => ForwarderStats::bump(&self.stats.inbound),
             Err(mpsc::error::TrySendError::Full(msg)) => {
-                debug!(topic = %msg.topic, "inbound channel full; holding the message");
+                debug!(request = ?msg, "inbound channel full; holding the request");
                 self.hold(msg);
             }
             Err(mpsc::error::TrySendError::Closed(msg)) => {
                 ForwarderStats::bump(&self.stats.inbound_dropped);
-                debug!(topic = %msg.topic, "inbound message dropped: nobody consumes inbound messages");
+                debug!(request = ?msg, "inbound request dropped: nobody consumes inbound requests");
             }
         }
     }
@@ -490,7 +501,7 @@ impl Forwarder {
             self.held.push_back(message);
         } else {
             let dropped = self.stats.inbound_dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            warn!(topic = %message.topic, dropped, held = self.held.len(), "inbound message dropped: its consumer is not keeping up");
+            warn!(request = ?message, dropped, held = self.held.len(), "inbound request dropped: its consumer is not keeping up");
         }
     }
 

@@ -1,7 +1,16 @@
-//! What operators send on `alarms/{rule}/ack` and `alarms/{rule}/shelve`,
-//! read into an [`OperatorAction`], and what the CMMS sends on
-//! `workorders/{id}/status`, read into a [`StatusUpdate`] for the
-//! work-order book. Pure: no I/O, no clock.
+//! Every message fieldgate receives, read into a typed [`Request`]: what
+//! operators send on `alarms/{rule}/ack` and `alarms/{rule}/shelve` (an
+//! [`OperatorAction`]), and what the CMMS sends on
+//! `workorders/{id}/status` (a [`StatusUpdate`] for the work-order book).
+//! The inbound channel carries these requests, never bytes: the forwarder
+//! reads each message once, on receipt, with [`read`]; the status page's
+//! actions build the same requests from their bodies. Pure: no I/O, no
+//! clock.
+//!
+//! A retained ack or shelve request is refused: it would acknowledge every
+//! future alarm at each reconnect. A retained status is read (the CMMS may
+//! publish its statuses retained) and marked, so that a status of a work
+//! order closed long ago is not worth a warning.
 //!
 //! Payloads (docs/rules.md has the user's version):
 //!
@@ -18,21 +27,116 @@
 //!   "closed", "ref": "CMMS-123", "by": "...", "note": "..."}`. Only
 //!   `status` is required (any case, `-` or a space for `_`); `ref` may be
 //!   a string or a number; other fields are ignored. An empty payload is a
-//!   retained status being cleared, not a status. Nothing is shortened:
-//!   the CMMS's texts are kept as sent.
+//!   retained status being cleared, not a status. `ref`, `by` and `note`
+//!   are cut to [`MAX_TEXT`] characters like an operator's texts, so a
+//!   message from outside cannot blow up the work order or the history.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use super::topics::{InboundTopic, Topics};
 use crate::rules::{StatusUpdate, WoStatus};
 
 /// The longest shelf; longer requests are shortened to this.
 pub const MAX_SHELVE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Longest `by` / `note` kept (longer ones are cut), so an operator's
-/// message cannot blow up the history.
-const MAX_TEXT: usize = 200;
+/// Longest text from outside kept (an operator's `by` / `note`, the
+/// CMMS's `ref`, `by` and `note`); longer ones are cut, so a message cannot
+/// blow up the history.
+pub const MAX_TEXT: usize = 200;
+
+/// What a message from outside asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// An operator's request about a rule's alarm.
+    Alarm {
+        /// The rule.
+        rule: String,
+        /// Acknowledge, shelve or unshelve.
+        action: OperatorAction,
+    },
+    /// The CMMS's status of a work order.
+    WorkOrderStatus {
+        /// The work order.
+        id: String,
+        /// What the CMMS says.
+        update: StatusUpdate,
+        /// The broker sent a stored copy (because we subscribed), not a
+        /// message just published.
+        retained: bool,
+    },
+}
+
+/// Why an inbound message asks for nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InboundError {
+    /// Not one of the inbound topics.
+    #[error("inbound message on an unknown topic {0:?}; ignored")]
+    UnknownTopic(String),
+    /// An ack or shelve request with the retain flag.
+    #[error(
+        "retained alarm request on {topic} ignored; publish acks and shelve requests without the retain flag"
+    )]
+    Retained {
+        /// Where it arrived.
+        topic: String,
+    },
+    /// A shelve request that is not understood.
+    #[error("shelve request for {rule} ignored: {error}")]
+    Shelve {
+        /// The rule.
+        rule: String,
+        /// What is wrong.
+        error: ActionError,
+    },
+    /// A work-order status that is not understood.
+    #[error("work-order status ignored: {0}")]
+    Status(StatusError),
+}
+
+/// Reads one message received on `topic` (with the broker's retain flag)
+/// into the request it makes: `Ok(None)` for an empty payload (a retained
+/// message being cleared, delivered live: it asks for nothing).
+pub fn read(
+    topics: &Topics,
+    topic: &str,
+    payload: &[u8],
+    retained: bool,
+) -> Result<Option<Request>, InboundError> {
+    let Some(parsed) = topics.parse_inbound(topic) else {
+        return Err(InboundError::UnknownTopic(shorten(topic.to_owned())));
+    };
+    match parsed {
+        InboundTopic::Ack { .. } | InboundTopic::Shelve { .. } if retained => {
+            Err(InboundError::Retained {
+                topic: topic.to_owned(),
+            })
+        }
+        InboundTopic::Ack { rule } => Ok(ack(payload).map(|action| Request::Alarm {
+            rule: rule.to_owned(),
+            action,
+        })),
+        InboundTopic::Shelve { rule } => match shelve(payload) {
+            Ok(action) => Ok(Some(Request::Alarm {
+                rule: rule.to_owned(),
+                action,
+            })),
+            Err(error) => Err(InboundError::Shelve {
+                rule: rule.to_owned(),
+                error,
+            }),
+        },
+        InboundTopic::WorkOrderStatus { id } => match work_order_status(id, payload) {
+            Ok(update) => Ok(update.map(|update| Request::WorkOrderStatus {
+                id: id.to_owned(),
+                update,
+                retained,
+            })),
+            Err(e) => Err(InboundError::Status(e)),
+        },
+    }
+}
 
 /// What an operator asked of an alarm.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,11 +323,12 @@ pub fn work_order_status(id: &str, payload: &[u8]) -> Result<Option<StatusUpdate
             status: message.status,
         });
     };
+    let clean = |s: Option<String>| s.map(shorten);
     Ok(Some(StatusUpdate {
         status,
-        cmms_ref: message.reference,
-        by: message.by,
-        note: message.note,
+        cmms_ref: clean(message.reference),
+        by: clean(message.by),
+        note: clean(message.note),
     }))
 }
 
@@ -247,7 +352,9 @@ fn parse_duration(text: &str) -> Result<Duration, ActionError> {
 }
 
 impl Who {
-    fn new(by: Option<String>, note: Option<String>) -> Who {
+    /// Who sent it, with texts from outside cut to [`MAX_TEXT`]; an empty
+    /// text is none.
+    pub fn new(by: Option<String>, note: Option<String>) -> Who {
         let clean = |s: Option<String>| s.map(shorten).filter(|s| !s.is_empty());
         Who {
             by: clean(by),
@@ -268,6 +375,59 @@ fn shorten(mut s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_are_read_into_typed_requests() {
+        let topics = Topics::new("fieldgate", "s", "gw");
+        let read = |topic: &str, payload: &[u8], retained| {
+            read(
+                &topics,
+                &format!("fieldgate/s/gw/{topic}"),
+                payload,
+                retained,
+            )
+        };
+        assert_eq!(
+            read("alarms/hot/ack", br#"{"by":"ana"}"#, false),
+            Ok(Some(Request::Alarm {
+                rule: "hot".into(),
+                action: OperatorAction::Ack(Who {
+                    by: Some("ana".into()),
+                    note: None
+                })
+            }))
+        );
+        assert_eq!(read("alarms/hot/ack", b"", false), Ok(None));
+        assert!(matches!(
+            read("alarms/hot/ack", b"ok", true),
+            Err(InboundError::Retained { .. })
+        ));
+        assert!(matches!(
+            read("alarms/hot/shelve", b"soon", false),
+            Err(InboundError::Shelve { .. })
+        ));
+        assert_eq!(
+            read("workorders/01J/status", br#"{"status":"closed"}"#, true),
+            Ok(Some(Request::WorkOrderStatus {
+                id: "01J".into(),
+                update: StatusUpdate {
+                    status: WoStatus::Closed,
+                    cmms_ref: None,
+                    by: None,
+                    note: None
+                },
+                retained: true
+            }))
+        );
+        assert!(matches!(
+            read("workorders/01J/status", b"{", false),
+            Err(InboundError::Status(StatusError::Malformed { .. }))
+        ));
+        assert!(matches!(
+            read("alarms/hot", b"x", false),
+            Err(InboundError::UnknownTopic(_))
+        ));
+    }
 
     #[test]
     fn acks_take_any_payload_but_an_empty_one() {
@@ -381,16 +541,17 @@ mod tests {
                 ..update(WoStatus::Closed)
             }))
         );
-        // The CMMS's texts are kept as sent, however long.
+        // The CMMS's texts are cut like an operator's: a message from
+        // outside cannot blow up the work order or the history.
         let long = "x".repeat(1000);
-        let payload = format!(r#"{{"status":"closed","note":"{long}"}}"#);
-        assert_eq!(
-            work_order_status(id, payload.as_bytes()),
-            Ok(Some(StatusUpdate {
-                note: Some(long),
-                ..update(WoStatus::Closed)
-            }))
-        );
+        let payload =
+            format!(r#"{{"status":"closed","note":"{long}","ref":"{long}","by":"{long}"}}"#);
+        let Ok(Some(got)) = work_order_status(id, payload.as_bytes()) else {
+            panic!("a long status is still a status");
+        };
+        for text in [&got.note, &got.cmms_ref, &got.by] {
+            assert_eq!(text.as_ref().map(|t| t.chars().count()), Some(MAX_TEXT + 1));
+        }
     }
 
     #[test]
