@@ -19,11 +19,16 @@
 //!   is flushed, a socket is drained of what has arrived);
 //! * after a timeout, a CRC or framing error, or any reply that does not
 //!   match, the line is *settled* before the next request: flushed, then
-//!   read and discarded until it has been silent for a while. After a
-//!   mismatch that is the inter-frame gap plus a margin (the rest of the
-//!   bad frame); after a timeout it is the device's timeout, because the
-//!   late answer may still be on its way. A line that never goes quiet
-//!   fails the request (`bad:protocol`).
+//!   read and discarded until it has been silent for the inter-frame gap
+//!   plus a margin (the rest of a bad frame). A line that never goes
+//!   quiet fails the request (`bad:protocol`).
+//! * A timed-out request's answer may still be on its way. It can only be
+//!   mistaken for the answer to another request *of the same unit* (the
+//!   unit is checked), and an answer to the same request carries the
+//!   right registers. So before a different request to that unit, within
+//!   one more timeout of the first, the line is settled until that window
+//!   has passed: a late answer up to twice the timeout is discarded, and
+//!   other devices on the bus and retries do not pay for the wait.
 //! * Modbus TCP, whose transaction ids tell late answers apart, keeps its
 //!   connection after a well-framed mismatch; a timeout or a header that
 //!   loses the framing (an MBAP length of 65535) drops it, and the next
@@ -209,6 +214,9 @@ pub struct Link {
     /// Set when the line may hold bytes of an earlier exchange: how long
     /// it must stay silent before the next request goes out.
     settle: Option<Duration>,
+    /// RTU: the last request that timed out, and until when its late
+    /// answer is waited out before another request to its unit.
+    owed: Option<(ReadRequest, Instant)>,
     /// Modbus TCP: the last transaction id sent.
     transaction: u16,
 }
@@ -221,6 +229,7 @@ impl Link {
             wire: None,
             quiet_from: None,
             settle: None,
+            owed: None,
             transaction: 0,
         }
     }
@@ -279,19 +288,35 @@ impl Link {
         limit: Duration,
     ) -> Result<Block, PollError> {
         self.connect(limit).await?;
-        if let Some(silence) = self.settle.take() {
-            self.settle_line(silence, limit).await?;
-        }
-        let serial = matches!(self.endpoint, Endpoint::Serial(_));
-        if let (true, Some(quiet)) = (serial, self.quiet_from) {
-            sleep_until(quiet + self.frame_gap()).await;
-        }
         let request = ReadRequest {
             unit,
             area,
             start,
             count,
         };
+        let now = Instant::now();
+        let wait_out = match self.owed {
+            Some((_, until)) if until <= now => {
+                self.owed = None;
+                None
+            }
+            Some((owed, until)) if owed.unit == unit && owed != request => {
+                self.owed = None;
+                Some(until)
+            }
+            _ => None,
+        };
+        let settle = self.settle.take();
+        if let Some(until) = wait_out {
+            let silence = settle.unwrap_or(self.frame_gap() + SETTLE_MARGIN);
+            self.settle_line(silence, until, limit).await?;
+        } else if let Some(silence) = settle {
+            self.settle_line(silence, now, limit).await?;
+        }
+        let serial = matches!(self.endpoint, Endpoint::Serial(_));
+        if let (true, Some(quiet)) = (serial, self.quiet_from) {
+            sleep_until(quiet + self.frame_gap()).await;
+        }
         self.transaction = self.transaction.wrapping_add(1);
         let transaction = self.transaction;
         let gap = self.frame_gap();
@@ -318,8 +343,9 @@ impl Link {
                     // device that missed one may be wedged: start afresh.
                     self.wire = None;
                 } else {
-                    // The late answer may still come: wait it out.
-                    self.settle = Some(limit.max(gap + SETTLE_MARGIN));
+                    // The late answer may still come (see the module docs).
+                    self.settle = Some(gap + SETTLE_MARGIN);
+                    self.owed = Some((request, Instant::now() + limit));
                 }
                 PollError::Timeout(limit)
             }
@@ -342,21 +368,27 @@ impl Link {
         })
     }
 
-    /// Flushes the line, then discards whatever arrives until it has been
-    /// silent for `silence`. A line that will not go quiet within a few
-    /// windows fails with `Protocol` (and is settled again next time).
-    async fn settle_line(&mut self, silence: Duration, limit: Duration) -> Result<(), PollError> {
+    /// Flushes the line, then discards whatever arrives until `not_before`
+    /// and until it has been silent for `silence`. A line that will not go
+    /// quiet within a few windows fails with `Protocol` (and is settled
+    /// again next time).
+    async fn settle_line(
+        &mut self,
+        silence: Duration,
+        not_before: Instant,
+        limit: Duration,
+    ) -> Result<(), PollError> {
         let Some(wire) = self.wire.as_mut() else {
             return Ok(());
         };
-        let give_up = Instant::now() + silence.max(limit) * SETTLE_ROUNDS;
+        let give_up = not_before.max(Instant::now()) + silence.max(limit) * SETTLE_ROUNDS;
         let mut discarded = match wire.discard_stray() {
             Ok(n) => n,
             Err(e) => return Err(self.settle_failed(e, silence)),
         };
         let mut scratch = [0u8; 256];
         loop {
-            let quiet_until = Instant::now() + silence;
+            let quiet_until = (Instant::now() + silence).max(not_before);
             match timeout_at(quiet_until, wire.read(&mut scratch)).await {
                 Err(_) => break,
                 Ok(Ok(0)) => {
