@@ -14,13 +14,15 @@
 //!   retried at once, `retries` times (the transport has put the line back
 //!   in step first); then the rest of that poll is given up with the same
 //!   reason, so a dead device costs its own timeouts only.
-//! * One poll failed on garbled answers (rejected replies) is a bad poll,
-//!   not a dead device: a noisy line must not lose the polls after it.
-//!   The device goes on polling at its interval, its readings of that
-//!   poll bad (logged at debug level).
-//! * A device that fails [`DOWN_AFTER`] polls in a row, or a poll in which
-//!   it answered nothing at all (timeouts) or its connection broke, is
-//!   *down*: it is probed again after an exponential
+//! * One failed poll of a device that has been answering is a bad poll,
+//!   not a dead device: a noisy line that garbles a reply, or a late
+//!   answer, must not lose the polls after it. The device goes on polling
+//!   at its interval, its readings of that poll bad (logged at debug
+//!   level).
+//! * A device that fails [`DOWN_AFTER`] polls in a row, whose connection
+//!   broke, or that has not answered a single poll since the link started
+//!   (a device that is not there would cost the bus its timeouts at every
+//!   poll), is *down*: it is probed again after an exponential
 //!   backoff (1 s doubling to 60 s, with jitter), with a single attempt;
 //!   meanwhile each of its polls yields bad readings without touching the
 //!   line, so the other devices keep their rate. Only then is "device not
@@ -74,6 +76,8 @@ struct Polled {
     backoff: Backoff,
     /// Polls failed in a row (every request of them).
     failed_polls: u32,
+    /// True once a poll succeeded since the link started.
+    answered: bool,
     /// While down: when to probe again, and the reason it went down.
     down: Option<(Instant, PollError, SystemTime)>,
 }
@@ -264,6 +268,7 @@ pub async fn run_link(
             next_due: start,
             backoff: Backoff::new(),
             failed_polls: 0,
+            answered: false,
             down: None,
             device,
         })
@@ -364,11 +369,12 @@ pub async fn run_link(
                 (Some(e), false) => {
                     p.metrics.poll_failed(timestamp, e);
                     p.failed_polls = p.failed_polls.saturating_add(1);
-                    // Only garbled answers get the benefit of the doubt: a
-                    // device that answered nothing (or whose connection
-                    // broke) costs the bus its timeouts at every poll.
-                    let answered = matches!(e, PollError::Protocol(_));
-                    if p.down.is_none() && answered && p.failed_polls < DOWN_AFTER {
+                    // Only a device that has been answering gets the
+                    // benefit of the doubt: one that never did (or whose
+                    // connection broke) would cost the bus its timeouts at
+                    // every poll.
+                    let lost = matches!(e, PollError::Connection(_));
+                    if p.down.is_none() && p.answered && !lost && p.failed_polls < DOWN_AFTER {
                         tracing::debug!(
                             device = %p.device.name, error = %e, in_a_row = p.failed_polls,
                             "bad poll"
@@ -390,6 +396,7 @@ pub async fn run_link(
                 }
                 _ => {
                     p.failed_polls = 0;
+                    p.answered = true;
                     p.metrics.poll_ok(timestamp);
                     if let Some((_, _, since)) = p.down.take() {
                         let for_how_long =
