@@ -373,6 +373,8 @@ pub struct Device {
     pub word_order: WordOrder,
     /// Heartbeat: a tag is published at least this often.
     pub max_silence: Duration,
+    /// How often addresses refused with exception 01/02/03 are asked again.
+    pub reprobe: Duration,
     /// Asset id in the maintenance system.
     pub asset: Option<String>,
     /// Where the device is (copied into work orders).
@@ -403,6 +405,8 @@ pub mod device_defaults {
     pub const MAX_GAP: u16 = 10;
     /// `max_silence`.
     pub const MAX_SILENCE: Duration = Duration::from_secs(60);
+    /// `reprobe`.
+    pub const REPROBE: Duration = Duration::from_secs(300);
 }
 
 impl Device {
@@ -426,6 +430,7 @@ impl Device {
             max_gap: d::MAX_GAP,
             word_order: WordOrder::Abcd,
             max_silence: d::MAX_SILENCE,
+            reprobe: d::REPROBE,
             asset: None,
             location: None,
             tags,

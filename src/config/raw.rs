@@ -122,6 +122,7 @@ pub struct RawDevice {
     pub max_gap: Option<i64>,
     pub word_order: Option<String>,
     pub max_silence: Option<ConfigDuration>,
+    pub reprobe: Option<ConfigDuration>,
     pub asset: Option<String>,
     pub location: Option<String>,
     pub tags: Option<figment::value::Value>,

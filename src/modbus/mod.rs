@@ -2,7 +2,8 @@
 //!
 //! * Pure: [`plan`] (which requests read a device's tags, and how the
 //!   plan adapts to exceptions), [`decode`]/[`encode`] (registers to
-//!   values and back), [`backoff`].
+//!   values and back), [`frame`] (read requests and their replies on the
+//!   wire), [`backoff`].
 //! * I/O: [`transport`] opens connections and makes single requests with
 //!   a timeout; [`poller`] runs one task per connection or bus.
 //! * Figures: [`probe`] (what the pollers record, handed out as
@@ -14,6 +15,7 @@
 pub mod backoff;
 pub mod decode;
 pub mod encode;
+pub mod frame;
 pub mod histogram;
 pub mod plan;
 pub mod poller;

@@ -1,10 +1,10 @@
 //! Read planning: which Modbus requests read a device's tags (pure).
 //!
-//! No tokio, no I/O, no clocks: [`plan`] turns a device's tags into
-//! requests, and [`ReadPlan`] adapts that list to the exceptions the
-//! device answers with. The poller owns one `ReadPlan` per device and
-//! rebuilds it on reload, which is also when everything it learned is
-//! forgotten.
+//! No tokio, no I/O, no clocks of its own (time is an argument): [`plan`]
+//! turns a device's tags into requests, and [`ReadPlan`] adapts that list
+//! to the exceptions the device answers with. The poller owns one
+//! `ReadPlan` per device and rebuilds it on reload, which is also when
+//! everything it learned is forgotten.
 //!
 //! # Coalescing
 //!
@@ -62,6 +62,20 @@
 //! device failure, 06 busy, …) say nothing about addresses and leave the
 //! plan unchanged. Pieces that read successfully are not merged back:
 //! the plan only gets finer until the next reload.
+//!
+//! # Re-probing refused addresses
+//!
+//! An exception 01/02/03 to a single tag is not always for good: a PLC in
+//! program mode refuses every address for a while. So a removed request
+//! is *parked*, not forgotten: [`ReadPlan::reprobe`], called before each
+//! poll with the current monotonic time, puts back every request parked
+//! for at least the device's `reprobe` interval, and its tags are read
+//! again. If the device refuses again, the request is parked again with a
+//! fresh clock; if it answers, the tags are back for good. A parked
+//! request's clock starts at the first `reprobe` call after its removal
+//! (the next poll), which keeps [`ReadPlan::on_exception`] free of time.
+
+use std::time::{Duration, Instant};
 
 use crate::tag::{Area, Tag};
 
@@ -159,7 +173,7 @@ pub enum PlanChange {
         /// How many requests replaced it (at least 2).
         count: usize,
     },
-    /// A single-tag request failed: its tags are marked unsupported with the exception code and removed from polling.
+    /// A single-tag request failed: its tags are marked unsupported with the exception code and removed from polling until [`ReadPlan::reprobe`] puts them back.
     Unsupported {
         /// The tags of the removed request (one tag, or aliases of it).
         tags: Vec<usize>,
@@ -184,6 +198,10 @@ pub struct ReadPlan {
     requests: Vec<Request>,
     /// Tags refused alone, with the code, in the order learned.
     unsupported: Vec<(usize, u8)>,
+    /// The removed requests of those tags, waiting to be asked again.
+    parked: Vec<Parked>,
+    /// Tags the last [`ReadPlan::reprobe`] put back.
+    reprobed: Vec<usize>,
     /// Tags that no request can serve, ascending.
     skipped: Vec<usize>,
     /// The limits the plan was built with, for coalescing split halves.
@@ -204,6 +222,8 @@ impl ReadPlan {
             requests: plan_spans(&spans, limits),
             spans,
             unsupported: Vec::new(),
+            parked: Vec::new(),
+            reprobed: Vec::new(),
             skipped,
             limits,
         }
@@ -214,7 +234,8 @@ impl ReadPlan {
         &self.requests
     }
 
-    /// Tags the device refused even alone, with the exception code it gave.
+    /// Tags the device refused even alone, with the exception code it
+    /// gave, and not put back by [`ReadPlan::reprobe`] since.
     pub fn unsupported(&self) -> &[(usize, u8)] {
         &self.unsupported
     }
@@ -254,10 +275,45 @@ impl ReadPlan {
         let removed = self.requests.remove(index);
         self.unsupported
             .extend(removed.tags.iter().map(|&tag| (tag, code)));
+        self.parked.push(Parked {
+            request: removed.clone(),
+            since: None,
+        });
         PlanChange::Unsupported {
             tags: removed.tags,
             code,
         }
+    }
+
+    /// Puts back the requests that have been parked (refused with
+    /// exception 01/02/03) for at least `every` at `now`, so that the next
+    /// poll asks for them again; returns their tags (also kept in
+    /// [`ReadPlan::reprobed`] until the next call). `now` is monotonic
+    /// time; a parked request's clock starts at the first call after its
+    /// removal.
+    pub fn reprobe(&mut self, now: Instant, every: Duration) -> Vec<usize> {
+        self.reprobed.clear();
+        let mut k = 0;
+        while k < self.parked.len() {
+            let since = *self.parked[k].since.get_or_insert(now);
+            if now.saturating_duration_since(since) < every {
+                k += 1;
+                continue;
+            }
+            let Parked { request, .. } = self.parked.remove(k);
+            self.unsupported.retain(|(t, _)| !request.tags.contains(t));
+            self.reprobed.extend(&request.tags);
+            // Back where it was: the poll order stays by area and address.
+            let key = (request.area, request.start);
+            let at = self.requests.partition_point(|r| (r.area, r.start) <= key);
+            self.requests.insert(at, request);
+        }
+        self.reprobed.clone()
+    }
+
+    /// Tags put back by the last [`ReadPlan::reprobe`] (being asked again).
+    pub fn reprobed(&self) -> &[usize] {
+        &self.reprobed
     }
 
     /// Total registers (or bits) read per poll: sum of counts.
@@ -306,6 +362,16 @@ impl ReadPlan {
         pieces.extend(coalesce(right, self.limits, self.limits.max_gap));
         pieces
     }
+}
+
+/// A request removed after its tags were refused, waiting to be re-probed.
+#[derive(Debug, Clone)]
+struct Parked {
+    /// The request, as it was polled.
+    request: Request,
+    /// When its re-probe clock started; `None` until the first
+    /// [`ReadPlan::reprobe`] call after removal.
+    since: Option<Instant>,
 }
 
 /// Where a tag lives. Field order gives the planning sort order.
@@ -877,6 +943,100 @@ mod tests {
         let mut plan = ReadPlan::new(&tags, Limits::default());
         assert_eq!(drive(&mut plan, &bad, 2), 1);
         assert_eq!(plan.requests().len(), 40);
+        assert!(plan.unsupported().is_empty());
+    }
+
+    #[test]
+    fn a_transient_refusal_is_reprobed() {
+        let tags = [hr(0, DataType::U16), hr(7, DataType::F32)];
+        let limits = Limits {
+            max_gap: 0,
+            ..Limits::default()
+        };
+        let mut plan = ReadPlan::new(&tags, limits);
+        let original = plan.requests().to_vec();
+        let every = Duration::from_secs(300);
+        let t0 = Instant::now();
+        assert!(matches!(
+            plan.on_exception(0, 2),
+            PlanChange::Unsupported { .. }
+        ));
+        assert_eq!(plan.unsupported(), [(0, 2)]);
+        // The clock starts at the first call after the removal.
+        assert!(plan.reprobe(t0, every).is_empty());
+        assert!(
+            plan.reprobe(t0 + every - Duration::from_millis(1), every)
+                .is_empty()
+        );
+        assert_eq!(plan.requests(), [req(HoldingRegister, 7, 2, &[1])]);
+        assert_eq!(plan.reprobe(t0 + every, every), [0]);
+        assert_eq!(plan.reprobed(), [0]);
+        assert_eq!(plan.requests(), original);
+        assert!(plan.unsupported().is_empty());
+        // Still refused: parked again, on a fresh clock.
+        let t1 = t0 + every + Duration::from_secs(1);
+        assert!(matches!(
+            plan.on_exception(0, 3),
+            PlanChange::Unsupported { .. }
+        ));
+        assert_eq!(plan.unsupported(), [(0, 3)]);
+        assert!(plan.reprobe(t1, every).is_empty());
+        assert!(plan.reprobed().is_empty());
+        assert!(plan.reprobe(t1 + every / 2, every).is_empty());
+        assert_eq!(plan.reprobe(t1 + every, every), [0]);
+        // Answered this time: nothing more to re-probe, ever.
+        assert!(plan.reprobe(t1 + every * 10, every).is_empty());
+        assert_eq!(plan.requests(), original);
+    }
+
+    #[test]
+    fn a_reprobed_request_goes_back_in_address_order() {
+        let tags = [
+            tag(Coil, 0, DataType::Bool),
+            hr(0, DataType::U16),
+            hr(1, DataType::U16),
+            hr(2, DataType::U16),
+            tag(InputRegister, 0, DataType::U16),
+        ];
+        let mut plan = ReadPlan::new(&tags, Limits::default());
+        assert_eq!(
+            plan.on_exception(2, 2),
+            PlanChange::Split { at: 2, count: 2 }
+        );
+        assert!(matches!(
+            plan.on_exception(2, 2),
+            PlanChange::Unsupported { .. }
+        ));
+        let t0 = Instant::now();
+        let every = Duration::from_secs(1);
+        plan.reprobe(t0, every);
+        assert_eq!(plan.reprobe(t0 + every, every), [1]);
+        assert_eq!(
+            plan.requests(),
+            [
+                req(Coil, 0, 1, &[0]),
+                req(InputRegister, 0, 1, &[4]),
+                req(HoldingRegister, 0, 1, &[1]),
+                req(HoldingRegister, 1, 2, &[2, 3]),
+            ]
+        );
+    }
+
+    #[test]
+    fn busy_and_failure_codes_never_park_anything() {
+        let tags = [hr(0, DataType::U16)];
+        let mut plan = ReadPlan::new(&tags, Limits::default());
+        let before = plan.requests().to_vec();
+        let t0 = Instant::now();
+        for code in [4, 5, 6] {
+            assert_eq!(plan.on_exception(0, code), PlanChange::Unchanged);
+            assert!(plan.reprobe(t0, Duration::ZERO).is_empty());
+        }
+        assert!(
+            plan.reprobe(t0 + Duration::from_secs(3600), Duration::from_secs(1))
+                .is_empty()
+        );
+        assert_eq!(plan.requests(), before);
         assert!(plan.unsupported().is_empty());
     }
 }

@@ -11,16 +11,30 @@
 //! # Failures
 //!
 //! * A request that fails (timeout, broken connection, rejected answer) is
-//!   retried `retries` times; then the rest of that poll is given up with
-//!   the same reason, so a dead device costs its own timeouts only.
-//! * A device that fails a whole poll is *down*: it is probed again after
-//!   an exponential backoff (1 s doubling to 60 s, with jitter), with a
-//!   single attempt; meanwhile each of its polls yields bad readings
-//!   without touching the line, so the other devices keep their rate.
+//!   retried at once, `retries` times (the transport has put the line back
+//!   in step first); then the rest of that poll is given up with the same
+//!   reason, so a dead device costs its own timeouts only.
+//! * One failed poll of a device that has been answering is a bad poll,
+//!   not a dead device: a noisy line that garbles a reply, or a late
+//!   answer, must not lose the polls after it. The device goes on polling
+//!   at its interval, its readings of that poll bad (logged at debug
+//!   level).
+//! * A device that fails [`DOWN_AFTER`] polls in a row, whose connection
+//!   broke, or that has not answered a single poll since the link started
+//!   (a device that is not there would cost the bus its timeouts at every
+//!   poll), is *down*: it is probed again after an exponential
+//!   backoff (1 s doubling to 60 s, with jitter), with a single attempt;
+//!   meanwhile each of its polls yields bad readings without touching the
+//!   line, so the other devices keep their rate. Only then is "device not
+//!   answering; probing with backoff" logged as a warning.
 //! * A connection that cannot be opened backs off the same way; its
 //!   devices yield `bad:connection` readings at their intervals.
 //! * Modbus exceptions 01/02/03 reshape the device's read plan (see
-//!   [`plan`](super::plan)); what was learned is logged once.
+//!   [`plan`](super::plan)); a tag refused alone reads `bad:exception:N`
+//!   and is asked again every `reprobe` (the device may have been in
+//!   program mode), coming back when it answers. The first refusal is a
+//!   warning; a refused re-probe is logged at debug level only. Codes
+//!   04/05/06 (failure, acknowledge, busy) never change the plan.
 //!
 //! # Backpressure and shutdown
 //!
@@ -46,8 +60,13 @@ use super::plan::{Limits, PlanChange, ReadPlan};
 use super::probe::{DeviceMetrics, LinkProbe};
 use super::transport::{Block, Link, PollError};
 use crate::config::Device;
+use crate::events::{DeviceBack, DeviceDown, LinkDown, LinkUp};
 use crate::reading::{BadReason, Batch, Reading};
 use crate::shutdown::Shutdown;
+
+/// Failed polls in a row after which a device counts as down and is
+/// probed with backoff: fewer is a noisy line, not a dead device.
+pub const DOWN_AFTER: u32 = 3;
 
 /// The state of one device on a link.
 struct Polled {
@@ -56,6 +75,10 @@ struct Polled {
     plan: ReadPlan,
     next_due: Instant,
     backoff: Backoff,
+    /// Polls failed in a row (every request of them).
+    failed_polls: u32,
+    /// True once a poll succeeded since the link started.
+    answered: bool,
     /// While down: when to probe again, and the reason it went down.
     down: Option<(Instant, PollError, SystemTime)>,
 }
@@ -119,11 +142,19 @@ pub async fn poll_once(
                 }
                 PlanChange::Unsupported { tags, code } => {
                     for t in &tags {
-                        if let Some(tag) = device.tags.get(*t) {
+                        let Some(tag) = device.tags.get(*t) else {
+                            continue;
+                        };
+                        if plan.reprobed().contains(t) {
+                            tracing::debug!(
+                                device = %device.name, tag = %tag.name, code,
+                                "re-probed address still refused"
+                            );
+                        } else {
                             tracing::warn!(
                                 device = %device.name, tag = %tag.name, area = %tag.area,
-                                address = tag.address, code,
-                                "device does not support this address (exception {code}); the tag reads bad:exception:{code} until reload"
+                                address = tag.address, code, reprobe = ?device.reprobe,
+                                "device refuses this address (exception {code}); the tag reads bad:exception:{code} and is asked again every reprobe interval"
                             );
                         }
                     }
@@ -237,6 +268,8 @@ pub async fn run_link(
             plan: ReadPlan::new(&device.tags, limits(&device)),
             next_due: start,
             backoff: Backoff::new(),
+            failed_polls: 0,
+            answered: false,
             down: None,
             device,
         })
@@ -290,14 +323,21 @@ pub async fn run_link(
             p.metrics.poll_failed(timestamp, &e);
             let wait = link_backoff.fail(rand::random::<f64>());
             if link_backoff.failures() == 1 {
-                tracing::warn!(link = %link.endpoint(), error = %e, "cannot connect; retrying with backoff");
+                LinkDown {
+                    link: link.endpoint(),
+                    error: &e,
+                }
+                .emit();
             }
             tracing::debug!(link = %link.endpoint(), retry_in = ?wait, "connect failed");
             link_retry_at = Some(Instant::now() + wait);
             all_bad(&p.device, BadReason::Connection)
         } else {
             if link_backoff.failures() > 0 {
-                tracing::info!(link = %link.endpoint(), "connected");
+                LinkUp {
+                    link: link.endpoint(),
+                }
+                .emit();
             }
             if !was_connected {
                 probe.link.connected();
@@ -310,6 +350,10 @@ pub async fn run_link(
             } else {
                 p.device.retries
             };
+            let reprobed = p.plan.reprobe(now.into_std(), p.device.reprobe);
+            if !reprobed.is_empty() {
+                tracing::debug!(device = %p.device.name, tags = reprobed.len(), "asking refused addresses again");
+            }
             let Some(outcome) = poll_once(
                 &mut link,
                 &p.device,
@@ -323,31 +367,55 @@ pub async fn run_link(
                 break;
             };
             probe.link.set_connected(link.is_connected());
+            for t in p.plan.reprobed() {
+                let back = !p.plan.unsupported().iter().any(|(u, _)| u == t);
+                if let (true, Some(tag)) = (back, p.device.tags.get(*t)) {
+                    tracing::info!(device = %p.device.name, tag = %tag.name, "refused address answers again");
+                }
+            }
             match (&outcome.gave_up, outcome.blocks.iter().any(|r| r.is_ok())) {
                 (Some(e), false) => {
                     p.metrics.poll_failed(timestamp, e);
-                    let wait = p.backoff.fail(rand::random::<f64>());
-                    match &p.down {
-                        None => tracing::warn!(
-                            device = %p.device.name, error = %e, retry_in = ?wait,
-                            "device not answering; probing with backoff"
-                        ),
-                        Some(_) => {
-                            tracing::debug!(device = %p.device.name, error = %e, retry_in = ?wait, "still down")
+                    p.failed_polls = p.failed_polls.saturating_add(1);
+                    // Only a device that has been answering gets the
+                    // benefit of the doubt: one that never did (or whose
+                    // connection broke) would cost the bus its timeouts at
+                    // every poll.
+                    let lost = matches!(e, PollError::Connection(_));
+                    if p.down.is_none() && p.answered && !lost && p.failed_polls < DOWN_AFTER {
+                        tracing::debug!(
+                            device = %p.device.name, error = %e, in_a_row = p.failed_polls,
+                            "bad poll"
+                        );
+                    } else {
+                        let wait = p.backoff.fail(rand::random::<f64>());
+                        match &p.down {
+                            None => DeviceDown {
+                                device: &p.device.name,
+                                error: e,
+                                retry_in: wait,
+                            }
+                            .emit(),
+                            Some(_) => {
+                                tracing::debug!(device = %p.device.name, error = %e, retry_in = ?wait, "still down")
+                            }
                         }
+                        let since = p.down.as_ref().map(|d| d.2).unwrap_or(timestamp);
+                        p.down = Some((Instant::now() + wait, e.clone(), since));
                     }
-                    let since = p.down.as_ref().map(|d| d.2).unwrap_or(timestamp);
-                    p.down = Some((Instant::now() + wait, e.clone(), since));
                 }
                 _ => {
+                    p.failed_polls = 0;
+                    p.answered = true;
                     p.metrics.poll_ok(timestamp);
                     if let Some((_, _, since)) = p.down.take() {
                         let for_how_long =
                             SystemTime::now().duration_since(since).unwrap_or_default();
-                        tracing::info!(
-                            device = %p.device.name, down_for = ?Duration::from_secs(for_how_long.as_secs()),
-                            "device answering again"
-                        );
+                        DeviceBack {
+                            device: &p.device.name,
+                            down_for: Duration::from_secs(for_how_long.as_secs()),
+                        }
+                        .emit();
                     }
                     p.backoff.reset();
                 }

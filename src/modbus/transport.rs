@@ -1,23 +1,51 @@
 //! Opens and uses one Modbus connection: a TCP socket, a serial port, or
 //! RTU framing on a TCP socket.
 //!
-//! # The trap this file exists for
+//! # Owning the bytes
 //!
-//! tokio-modbus has no request timeout, and after a timeout or transport
-//! error its context is out of step with the wire: over TCP the next call
-//! fails on a transaction-id mismatch, over RTU it can silently return the
-//! *previous* request's data. So every call here is wrapped in a timeout,
-//! and any error other than a clean Modbus exception drops the context;
-//! the next request reconnects (or reopens the port). A response whose
-//! length does not match the request is rejected the same way.
+//! Reads are exchanged here, not through tokio-modbus: after a timeout or
+//! a bad reply the wire can hold bytes of an earlier exchange (a late
+//! answer waits in the kernel's tty buffer, reopening a port does not
+//! flush it), and a late answer to a read of the same shape passes every
+//! check tokio-modbus makes, so it would be taken for the next request's
+//! answer, quality good, shifted by one read for ever. So:
+//!
+//! * every reply is checked against its request in full
+//!   ([`frame`](super::frame): unit, function code, byte count for the
+//!   quantity asked, CRC on RTU, transaction id and header on TCP), and a
+//!   serial reply must be followed by the inter-frame silence, since a
+//!   second frame right behind it means the first was not ours alone;
+//! * before every request, stray bytes are discarded (the tty input queue
+//!   is flushed, a socket is drained of what has arrived);
+//! * after a timeout, a CRC or framing error, or any reply that does not
+//!   match, the line is *settled* before the next request: flushed, then
+//!   read and discarded until it has been silent for the inter-frame gap
+//!   plus a margin (the rest of a bad frame). A line that never goes
+//!   quiet fails the request (`bad:protocol`).
+//! * A timed-out request's answer may still be on its way. It can only be
+//!   mistaken for the answer to another request *of the same unit* (the
+//!   unit is checked), and an answer to the same request carries the
+//!   right registers. So before a different request to that unit, within
+//!   one more timeout of the first, the line is settled until that window
+//!   has passed: a late answer up to twice the timeout is discarded, and
+//!   other devices on the bus and retries do not pay for the wait.
+//! * Modbus TCP, whose transaction ids tell late answers apart, keeps its
+//!   connection after a well-framed mismatch; a timeout or a header that
+//!   loses the framing (an MBAP length of 65535) drops it, and the next
+//!   request reconnects. A serial port stays open: reopening it would not
+//!   clear it.
+//!
+//! Each call has a timeout; a Modbus exception is an answer like any
+//! other and leaves the line in step.
 
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, sleep_until, timeout};
-use tokio_modbus::client::{Context, Reader};
-use tokio_modbus::prelude::{Slave, SlaveContext};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
+use tokio_serial::{ClearBuffer, SerialPort as _, SerialStream};
 
+use super::frame::{Answer, MAX_PDU, Mismatch, ReadRequest};
 use crate::config::{Bus, Parity};
 use crate::reading::BadReason;
 use crate::tag::Area;
@@ -103,13 +131,94 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-/// One connection, opened on demand and dropped on any doubt.
+/// Silence, beyond the inter-frame gap, that settling a line after a bad
+/// reply waits for: USB serial adapters and RTU-over-TCP gateways deliver
+/// the rest of a frame in bursts some milliseconds apart.
+const SETTLE_MARGIN: Duration = Duration::from_millis(20);
+
+/// The inter-frame gap assumed on RTU over TCP, where the bus behind the
+/// gateway is unknown: the standard's fixed value above 19200 baud.
+const GATEWAY_FRAME_GAP: Duration = Duration::from_micros(1_750);
+
+/// How much longer than one silence window settling may take before the
+/// line is declared noisy: a line that chatters for good fails the
+/// request rather than stalling the link.
+const SETTLE_ROUNDS: u32 = 4;
+
+/// An open connection.
+enum Wire {
+    /// Modbus TCP.
+    Tcp(TcpStream),
+    /// RTU frames on a TCP socket.
+    RtuOverTcp(TcpStream),
+    /// A serial port (or pty).
+    Serial(SerialStream),
+}
+
+impl Wire {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Wire::Tcp(s) | Wire::RtuOverTcp(s) => s.read(buf).await,
+            Wire::Serial(p) => p.read(buf).await,
+        }
+    }
+
+    /// Discards what has arrived and nobody asked for; how many bytes.
+    fn discard_stray(&mut self) -> Result<usize, Failure> {
+        match self {
+            Wire::Tcp(s) | Wire::RtuOverTcp(s) => {
+                let mut scratch = [0u8; 256];
+                let mut discarded = 0;
+                // Bounded: each round consumes bytes; a flood that never
+                // ends would be a peer gone mad, and then the cap stops it.
+                for _ in 0..64 {
+                    match s.try_read(&mut scratch) {
+                        Ok(0) => return Err(Failure::Io("connection closed".into())),
+                        Ok(n) => discarded += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(Failure::Io(e.to_string())),
+                    }
+                }
+                Ok(discarded)
+            }
+            Wire::Serial(p) => {
+                let waiting = p.bytes_to_read().unwrap_or(0);
+                p.clear(ClearBuffer::Input)
+                    .map_err(|e| Failure::Io(format!("flush: {e}")))?;
+                Ok(usize::try_from(waiting).unwrap_or(usize::MAX))
+            }
+        }
+    }
+}
+
+/// How an exchange failed, which decides how the line is recovered.
+#[derive(Debug)]
+enum Failure {
+    /// No whole answer before the deadline.
+    Timeout,
+    /// The connection broke (or could not be written).
+    Io(String),
+    /// A reply that does not answer the request.
+    Mismatch(Mismatch),
+    /// A TCP header that loses the framing: the stream cannot be trusted.
+    Lost(Mismatch),
+}
+
+/// One connection, opened on demand, kept in step with the wire.
 pub struct Link {
     endpoint: Endpoint,
-    context: Option<Context>,
+    wire: Option<Wire>,
     /// Serial only: when the line last carried a frame, for the
     /// inter-frame silence the RTU standard requires.
     quiet_from: Option<Instant>,
+    /// Set when the line may hold bytes of an earlier exchange: how long
+    /// it must stay silent before the next request goes out.
+    settle: Option<Duration>,
+    /// RTU: the last request that timed out, and until when its late
+    /// answer is waited out before another request to its unit.
+    owed: Option<(ReadRequest, Instant)>,
+    /// Modbus TCP: the last transaction id sent.
+    transaction: u16,
 }
 
 impl Link {
@@ -117,8 +226,11 @@ impl Link {
     pub fn new(endpoint: Endpoint) -> Link {
         Link {
             endpoint,
-            context: None,
+            wire: None,
             quiet_from: None,
+            settle: None,
+            owed: None,
+            transaction: 0,
         }
     }
 
@@ -127,37 +239,42 @@ impl Link {
         &self.endpoint
     }
 
-    /// True while a context is open.
+    /// True while a connection is open.
     pub fn is_connected(&self) -> bool {
-        self.context.is_some()
+        self.wire.is_some()
     }
 
     /// Drops the connection; the next request opens a new one.
     pub fn disconnect(&mut self) {
-        self.context = None;
+        self.wire = None;
     }
 
     /// Opens the connection if it is not open.
     pub async fn connect(&mut self, limit: Duration) -> Result<(), PollError> {
-        if self.context.is_some() {
+        if self.wire.is_some() {
             return Ok(());
         }
-        let context = match &self.endpoint {
-            Endpoint::Tcp(addr) => {
-                let stream = connect_tcp(addr, limit).await?;
-                tokio_modbus::client::tcp::attach_slave(stream, Slave(1))
-            }
-            Endpoint::RtuOverTcp(addr) => {
-                let stream = connect_tcp(addr, limit).await?;
-                tokio_modbus::client::rtu::attach_slave(stream, Slave(1))
-            }
+        let wire = match &self.endpoint {
+            Endpoint::Tcp(addr) => Wire::Tcp(connect_tcp(addr, limit).await?),
+            Endpoint::RtuOverTcp(addr) => Wire::RtuOverTcp(connect_tcp(addr, limit).await?),
             Endpoint::Serial(bus) => {
                 let port = open_serial(bus)?;
-                tokio_modbus::client::rtu::attach_slave(port, Slave(1))
+                // Opening a port does not flush it (serialport on Linux):
+                // whatever the tty buffered while it was closed goes now.
+                let _ = port.clear(ClearBuffer::All);
+                Wire::Serial(port)
             }
         };
-        self.context = Some(context);
+        self.wire = Some(wire);
         Ok(())
+    }
+
+    /// The inter-frame gap of this link's line.
+    fn frame_gap(&self) -> Duration {
+        match &self.endpoint {
+            Endpoint::Serial(bus) => bus.frame_gap(),
+            _ => GATEWAY_FRAME_GAP,
+        }
     }
 
     /// Reads `count` registers or bits of `area` from `start` on unit `unit`,
@@ -171,61 +288,253 @@ impl Link {
         limit: Duration,
     ) -> Result<Block, PollError> {
         self.connect(limit).await?;
-        if let (Endpoint::Serial(bus), Some(quiet)) = (&self.endpoint, self.quiet_from) {
-            sleep_until(quiet + bus.frame_gap()).await;
-        }
-        let Some(context) = self.context.as_mut() else {
-            return Err(PollError::Connection("not connected".into()));
+        let request = ReadRequest {
+            unit,
+            area,
+            start,
+            count,
         };
-        context.set_slave(Slave(unit));
-        let call = async {
-            match area {
-                Area::Coil => context
-                    .read_coils(start, count)
-                    .await
-                    .map(|r| r.map(Block::Bits)),
-                Area::DiscreteInput => context
-                    .read_discrete_inputs(start, count)
-                    .await
-                    .map(|r| r.map(Block::Bits)),
-                Area::HoldingRegister => context
-                    .read_holding_registers(start, count)
-                    .await
-                    .map(|r| r.map(Block::Registers)),
-                Area::InputRegister => context
-                    .read_input_registers(start, count)
-                    .await
-                    .map(|r| r.map(Block::Registers)),
+        let now = Instant::now();
+        let wait_out = match self.owed {
+            Some((_, until)) if until <= now => {
+                self.owed = None;
+                None
             }
+            Some((owed, until)) if owed.unit == unit && owed != request => {
+                self.owed = None;
+                Some(until)
+            }
+            _ => None,
         };
-        let outcome = timeout(limit, call).await;
-        if matches!(self.endpoint, Endpoint::Serial(_)) {
+        let settle = self.settle.take();
+        if let Some(until) = wait_out {
+            let silence = settle.unwrap_or(self.frame_gap() + SETTLE_MARGIN);
+            self.settle_line(silence, until, limit).await?;
+        } else if let Some(silence) = settle {
+            self.settle_line(silence, now, limit).await?;
+        }
+        let serial = matches!(self.endpoint, Endpoint::Serial(_));
+        if let (true, Some(quiet)) = (serial, self.quiet_from) {
+            sleep_until(quiet + self.frame_gap()).await;
+        }
+        self.transaction = self.transaction.wrapping_add(1);
+        let transaction = self.transaction;
+        let gap = self.frame_gap();
+        let deadline = Instant::now() + limit;
+        let outcome = match self.wire.as_mut() {
+            None => Err(Failure::Io("not connected".into())),
+            Some(wire) => exchange(wire, &request, transaction, deadline, gap).await,
+        };
+        if serial {
             self.quiet_from = Some(Instant::now());
         }
-        let result = match outcome {
-            Err(_) => Err(PollError::Timeout(limit)),
-            Ok(Err(tokio_modbus::Error::Transport(e))) => Err(PollError::Connection(e.to_string())),
-            Ok(Err(tokio_modbus::Error::Protocol(e))) => Err(PollError::Protocol(e.to_string())),
-            Ok(Ok(Err(exception))) => return Err(PollError::Exception(u8::from(exception))),
-            Ok(Ok(Ok(block))) => {
-                let got = match &block {
-                    Block::Registers(r) => r.len(),
-                    Block::Bits(b) => b.len(),
-                };
-                if got == usize::from(count) {
-                    return Ok(block);
-                }
-                Err(PollError::Protocol(format!(
-                    "asked for {count} {}, got {got}",
-                    if area.is_bit() { "bits" } else { "registers" }
-                )))
-            }
+        let failure = match outcome {
+            Ok(Answer::Registers(r)) => return Ok(Block::Registers(r)),
+            Ok(Answer::Bits(b)) => return Ok(Block::Bits(b)),
+            Ok(Answer::Exception(code)) => return Err(PollError::Exception(code)),
+            Err(failure) => failure,
         };
-        // Anything but a clean answer or exception: the context may be out
-        // of step with the wire, so it is dropped (see the module docs).
-        self.context = None;
-        result
+        tracing::debug!(link = %self.endpoint, unit, %area, start, count, ?failure, "request failed");
+        let tcp = matches!(self.endpoint, Endpoint::Tcp(_));
+        Err(match failure {
+            Failure::Timeout => {
+                if tcp {
+                    // Transaction ids would reject a late answer, but a
+                    // device that missed one may be wedged: start afresh.
+                    self.wire = None;
+                } else {
+                    // The late answer may still come (see the module docs).
+                    self.settle = Some(gap + SETTLE_MARGIN);
+                    self.owed = Some((request, Instant::now() + limit));
+                }
+                PollError::Timeout(limit)
+            }
+            Failure::Io(e) => {
+                self.wire = None;
+                PollError::Connection(e)
+            }
+            Failure::Mismatch(m) => {
+                // A well-framed TCP reply was read whole: the stream is in
+                // step. RTU has no framing but silence, so wait for it.
+                if !tcp {
+                    self.settle = Some(gap + SETTLE_MARGIN);
+                }
+                PollError::Protocol(m.to_string())
+            }
+            Failure::Lost(m) => {
+                self.wire = None;
+                PollError::Protocol(m.to_string())
+            }
+        })
     }
+
+    /// Flushes the line, then discards whatever arrives until `not_before`
+    /// and until it has been silent for `silence`. A line that will not go
+    /// quiet within a few windows fails with `Protocol` (and is settled
+    /// again next time).
+    async fn settle_line(
+        &mut self,
+        silence: Duration,
+        not_before: Instant,
+        limit: Duration,
+    ) -> Result<(), PollError> {
+        let Some(wire) = self.wire.as_mut() else {
+            return Ok(());
+        };
+        let give_up = not_before.max(Instant::now()) + silence.max(limit) * SETTLE_ROUNDS;
+        let mut discarded = match wire.discard_stray() {
+            Ok(n) => n,
+            Err(e) => return Err(self.settle_failed(e, silence)),
+        };
+        let mut scratch = [0u8; 256];
+        loop {
+            let quiet_until = (Instant::now() + silence).max(not_before);
+            match timeout_at(quiet_until, wire.read(&mut scratch)).await {
+                Err(_) => break,
+                Ok(Ok(0)) => {
+                    let e = Failure::Io("connection closed".into());
+                    return Err(self.settle_failed(e, silence));
+                }
+                Ok(Ok(n)) => discarded += n,
+                Ok(Err(e)) => return Err(self.settle_failed(Failure::Io(e.to_string()), silence)),
+            }
+            if Instant::now() >= give_up {
+                self.settle = Some(silence);
+                tracing::debug!(link = %self.endpoint, discarded, "line does not go quiet");
+                return Err(PollError::Protocol(format!(
+                    "line not quiet for {silence:?} (noise or a babbling device)"
+                )));
+            }
+        }
+        if discarded > 0 {
+            tracing::debug!(link = %self.endpoint, discarded, "discarded stray bytes");
+        }
+        Ok(())
+    }
+
+    fn settle_failed(&mut self, failure: Failure, silence: Duration) -> PollError {
+        match failure {
+            Failure::Io(e) => {
+                self.wire = None;
+                PollError::Connection(e)
+            }
+            other => {
+                self.settle = Some(silence);
+                PollError::Protocol(format!("{other:?}"))
+            }
+        }
+    }
+}
+
+/// One read exchange on an open wire: stray bytes out, request in, reply
+/// checked against the request, all before `deadline`.
+async fn exchange(
+    wire: &mut Wire,
+    request: &ReadRequest,
+    transaction: u16,
+    deadline: Instant,
+    gap: Duration,
+) -> Result<Answer, Failure> {
+    let discarded = wire.discard_stray()?;
+    if discarded > 0 {
+        tracing::debug!(discarded, "discarded stray bytes before a request");
+    }
+    match wire {
+        Wire::Tcp(s) => {
+            send(s, &request.tcp_frame(transaction), deadline).await?;
+            let mut header = [0u8; 7];
+            read_exact_by(s, &mut header, deadline).await?;
+            let len = ReadRequest::tcp_pdu_len(&header).map_err(Failure::Lost)?;
+            let mut pdu = [0u8; MAX_PDU];
+            read_exact_by(s, &mut pdu[..len], deadline).await?;
+            request
+                .check_tcp(transaction, &header, &pdu[..len])
+                .map_err(Failure::Mismatch)
+        }
+        Wire::RtuOverTcp(s) => {
+            send(s, &request.rtu_frame(), deadline).await?;
+            // TCP segments carry no frame timing: no end-of-frame silence.
+            rtu_reply(s, request, deadline, None).await
+        }
+        Wire::Serial(p) => {
+            send(p, &request.rtu_frame(), deadline).await?;
+            rtu_reply(p, request, deadline, Some(gap)).await
+        }
+    }
+}
+
+async fn send<S: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    deadline: Instant,
+) -> Result<(), Failure> {
+    match timeout_at(deadline, async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    })
+    .await
+    {
+        Err(_) => Err(Failure::Timeout),
+        Ok(Err(e)) => Err(Failure::Io(e.to_string())),
+        Ok(Ok(())) => Ok(()),
+    }
+}
+
+async fn read_exact_by<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<(), Failure> {
+    match timeout_at(deadline, stream.read_exact(buf)).await {
+        Err(_) => Err(Failure::Timeout),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(Failure::Io("connection closed".into()))
+        }
+        Ok(Err(e)) => Err(Failure::Io(e.to_string())),
+        Ok(Ok(_)) => Ok(()),
+    }
+}
+
+/// Reads one RTU reply to `request`, never past its end, checking its
+/// head as soon as it arrives. With `gap`, the frame must be followed by
+/// that much silence.
+async fn rtu_reply<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    request: &ReadRequest,
+    deadline: Instant,
+    gap: Option<Duration>,
+) -> Result<Answer, Failure> {
+    let mut buf = [0u8; 256];
+    let mut have = 0;
+    let total = loop {
+        let want = match request.rtu_reply_len(&buf[..have]) {
+            Err(m) => return Err(Failure::Mismatch(m)),
+            Ok(Some(n)) if have >= n => break n,
+            Ok(Some(n)) => n,
+            // Byte by byte until the unit is known, then up to the head.
+            Ok(None) if have == 0 => 1,
+            Ok(None) => 3,
+        };
+        match timeout_at(deadline, stream.read(&mut buf[have..want])).await {
+            Err(_) => return Err(Failure::Timeout),
+            Ok(Ok(0)) => return Err(Failure::Io("connection closed".into())),
+            Ok(Ok(n)) => have += n,
+            Ok(Err(e)) => return Err(Failure::Io(e.to_string())),
+        }
+    };
+    let answer = request
+        .check_rtu(&buf[..total])
+        .map_err(Failure::Mismatch)?;
+    if let Some(gap) = gap {
+        let mut next = [0u8; 1];
+        match timeout(gap, stream.read(&mut next)).await {
+            Err(_) => {}
+            Ok(Ok(0)) => return Err(Failure::Io("connection closed".into())),
+            Ok(Ok(_)) => return Err(Failure::Mismatch(Mismatch::Trailing)),
+            Ok(Err(e)) => return Err(Failure::Io(e.to_string())),
+        }
+    }
+    Ok(answer)
 }
 
 async fn connect_tcp(addr: &str, limit: Duration) -> Result<TcpStream, PollError> {

@@ -8,9 +8,10 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use super::fault::{Fault, Faults};
 use super::image::{Image, OutOfRange, subtract};
 use super::plant::{Plant, Signal};
 use super::point::{Point, Source, Target};
@@ -216,6 +217,9 @@ pub(crate) struct DeviceCell {
     offline: AtomicBool,
     /// When non-zero, every request is answered with this exception code.
     exception: AtomicU8,
+    /// Injected faults, and how many requests were routed here since
+    /// they were set (the schedule counts from there).
+    faults: Mutex<(Faults, u64)>,
     state: RwLock<Device>,
 }
 
@@ -227,6 +231,7 @@ impl DeviceCell {
             unit,
             offline: AtomicBool::new(false),
             exception: AtomicU8::new(0),
+            faults: Mutex::new((Faults::none(), 0)),
             state: RwLock::new(device),
         }
     }
@@ -252,6 +257,21 @@ impl DeviceCell {
     /// Forces an exception code for every request, or clears it.
     pub fn set_exception(&self, code: Option<u8>) {
         self.exception.store(code.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Replaces the fault schedule; its request count starts again.
+    pub fn set_faults(&self, faults: Faults) {
+        // A poisoned lock only means a panic elsewhere; the data is whole.
+        let mut f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        *f = (faults, 0);
+    }
+
+    /// Counts one request routed to this device and returns the fault it
+    /// gets, if any.
+    pub fn next_fault(&self) -> Option<Fault> {
+        let mut f = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        f.1 = f.1.saturating_add(1);
+        f.0.for_request(f.1).cloned()
     }
 
     /// Shared access to the device.

@@ -25,6 +25,7 @@ use tokio_modbus::server::Service;
 use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 
 use super::device::DeviceCell;
+use super::fault::Fault;
 use super::image::OutOfRange;
 use crate::tag::Area;
 
@@ -103,6 +104,14 @@ impl Bus {
             Ok(r) => Reply::Response(r),
             Err(e) => Reply::Exception(e),
         }
+    }
+
+    /// Counts one request for `unit` and returns the fault its answer
+    /// gets, if any (none for units not served).
+    pub fn next_fault(&self, unit: u8) -> Option<Fault> {
+        self.routes[usize::from(unit)]
+            .and_then(|i| self.devices.get(i))
+            .and_then(DeviceCell::next_fault)
     }
 
     fn broadcast(&self, req: &Request<'_>) {

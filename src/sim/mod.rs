@@ -13,7 +13,8 @@
 //! - `point`, `image`, `device`: pure register image of each device,
 //!   refreshed by one ticker task (default every 100 ms).
 //! - `handler`: one request against the image; `rtu_frame`: RTU framing
-//!   for RTU over TCP.
+//!   (and the PDUs inside TCP frames); `fault`: injected faults (late,
+//!   silent, other unit, noise, malformed) for tests of client recovery.
 //! - `server`: the TCP / RTU / RTU-over-TCP server tasks.
 //! - [`Simulator`]: owns servers and ticker; the API for tests and the CLI.
 //!
@@ -85,6 +86,7 @@
 
 mod device;
 mod error;
+mod fault;
 mod handler;
 mod image;
 mod plant;
@@ -97,6 +99,7 @@ mod server;
 mod simulator;
 
 pub use error::SimError;
+pub use fault::{Fault, Faults, Malformation};
 pub use plant::{BEARING_TEMP_TRIP, Model, Plant, Signal, VIBRATION_TRIP};
 pub use scenario::{ConstValue, DeviceSpec, EventSpec, PointSpec, RampSpec, Scenario};
 pub use server::MAX_CONNECTIONS;

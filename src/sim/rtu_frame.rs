@@ -1,11 +1,12 @@
-//! RTU framing for the RTU-over-TCP server: request frames in, response
-//! frames out, CRC-16/MODBUS on both.
+//! Server-side RTU framing for every simulator server: request frames in,
+//! response frames out, CRC-16/MODBUS on both (the TCP server decodes its
+//! PDUs through it too).
 //!
-//! tokio-modbus has an RTU-over-TCP server, but only behind its
-//! `rtu-over-tcp-server` feature, which this crate does not enable; and
-//! its codec lives in a private module. Server-side RTU framing is small
-//! enough to own: only the request layouts of the functions the simulator
-//! serves need to be known. Pure: bytes in, bytes out.
+//! The servers need the bytes of each answer for fault injection, and
+//! tokio-modbus's codec lives in a private module. Server-side RTU framing
+//! is small enough to own: only the request layouts of the functions the
+//! simulator serves need to be known. Pure: bytes in, bytes out. The
+//! client's side (gateway reads) is separate, in `modbus::frame`.
 
 use std::borrow::Cow;
 

@@ -1,11 +1,13 @@
-//! The Modbus servers: TCP and RTU on a serial port or pty through
-//! tokio-modbus's server side, RTU over TCP through [`super::rtu_frame`].
+//! The Modbus servers: TCP, RTU on a serial port or pty, and RTU over TCP,
+//! all framed here ([`super::rtu_frame`] for RTU and for the PDU inside a
+//! TCP frame) rather than by tokio-modbus's server side, because fault
+//! injection ([`super::fault`]) needs the bytes of each answer: to hold it
+//! back, change one field, or put noise in front of it.
 //!
 //! Every server task ends when the simulator's stop signal fires (or its
-//! sender is dropped). Connection tasks end with their server: tokio-modbus
-//! cancels its per-connection tasks when `serve` is dropped, and the
-//! RTU-over-TCP server keeps its connections in a `JoinSet`, which aborts
-//! them when it is dropped.
+//! sender is dropped). Connection tasks end with their server: a listener
+//! keeps its connections in a `JoinSet`, which aborts them when it is
+//! dropped.
 //!
 //! A TCP or RTU-over-TCP listener has a [`Gate`]: while every device it
 //! serves is offline the gate is closed, which ends its connections and
@@ -13,23 +15,21 @@
 //! lost power. A listener that still has an online device keeps its
 //! connections and simply does not answer for the offline units.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio_modbus::Request;
+use tokio_modbus::{ExceptionCode, Request};
 use tokio_serial::{SerialPort as _, SerialPortBuilderExt as _, SerialStream};
 
 use super::SimError;
 use super::device::DeviceCell;
+use super::fault::{self, Fault, Wire};
 use super::handler::{Bus, Framing, Reply, wall_ms};
 use super::resolve::{Parity, ServerPlan, Transport};
 use super::rtu_frame::{self, Decoded, MAX_FRAME};
@@ -134,11 +134,8 @@ pub(crate) async fn start(
             let framing = if is_tcp { Framing::Tcp } else { Framing::Rtu };
             tracing::info!(addr = ?running.addr, ?framing, "simulator listening");
             let bus = Arc::new(Bus::new(devices, &plan.devices, framing));
-            if is_tcp {
-                tokio::spawn(serve_tcp(listener, bus, gate_rx, stop))
-            } else {
-                tokio::spawn(serve_rtu_over_tcp(listener, bus, gate_rx, stop))
-            }
+            let wire = if is_tcp { Wire::Tcp } else { Wire::Rtu };
+            tokio::spawn(serve_listener(listener, bus, gate_rx, stop, wire))
         }
         Transport::Serial { path, baud, parity } => {
             let open = SerialOpen {
@@ -193,47 +190,6 @@ impl SerialOpen {
     }
 }
 
-async fn serve_tcp(
-    listener: TcpListener,
-    bus: Arc<Bus>,
-    gate: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let server = tokio_modbus::server::tcp::Server::new(listener);
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let on_connected = |stream: TcpStream, _peer: SocketAddr| {
-        let admitted = admit(&gate, &permits);
-        let bus = Arc::clone(&bus);
-        let gate = gate.clone();
-        async move {
-            // `None` makes tokio-modbus drop (close) the connection.
-            let Some(permit) = admitted else {
-                return Ok(None);
-            };
-            // Replies are single writes; no reason to let Nagle hold them.
-            let _ = stream.set_nodelay(true);
-            Ok(Some((bus, Gated::new(stream, gate, permit))))
-        }
-    };
-    let on_error = |err: io::Error| tracing::debug!(%err, "simulator connection ended");
-    // Bounded by the stop signal; each round is one `serve` that only
-    // returns on an accept error.
-    loop {
-        tokio::select! {
-            r = server.serve(&on_connected, on_error) => {
-                if let Err(err) = r {
-                    tracing::warn!(%err, "simulator accept failed");
-                }
-            }
-            () = stopped(&mut stop) => return,
-        }
-        tokio::select! {
-            () = tokio::time::sleep(RETRY_PAUSE) => {}
-            () = stopped(&mut stop) => return,
-        }
-    }
-}
-
 /// A permit for a new connection, unless the gate is closed or the
 /// listener is full.
 fn admit(gate: &watch::Receiver<bool>, permits: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
@@ -243,73 +199,12 @@ fn admit(gate: &watch::Receiver<bool>, permits: &Arc<Semaphore>) -> Option<Owned
     Arc::clone(permits).try_acquire_owned().ok()
 }
 
-/// A TCP stream that reads end-of-file once its gate closes, which makes
-/// tokio-modbus end the connection. Holds the connection's permit.
-struct Gated {
-    inner: TcpStream,
-    /// Resolves when the gate closes; `None` once it has.
-    closed: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Gated {
-    fn new(
-        inner: TcpStream,
-        mut gate: watch::Receiver<bool>,
-        permit: OwnedSemaphorePermit,
-    ) -> Gated {
-        let closed = Box::pin(async move {
-            let _ = gate.wait_for(|closed| *closed).await;
-        });
-        Gated {
-            inner,
-            closed: Some(closed),
-            _permit: permit,
-        }
-    }
-}
-
-impl AsyncRead for Gated {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        match this.closed.as_mut().map(|c| c.as_mut().poll(cx)) {
-            Some(Poll::Pending) => Pin::new(&mut this.inner).poll_read(cx, buf),
-            // Closed: report end-of-file without touching the socket.
-            Some(Poll::Ready(())) | None => {
-                this.closed = None;
-                Poll::Ready(Ok(()))
-            }
-        }
-    }
-}
-
-impl AsyncWrite for Gated {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-async fn serve_rtu_over_tcp(
+async fn serve_listener(
     listener: TcpListener,
     bus: Arc<Bus>,
     gate: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
+    wire: Wire,
 ) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     // Dropped when this task returns, which aborts every connection.
@@ -323,13 +218,15 @@ async fn serve_rtu_over_tcp(
         match accepted {
             Ok((stream, _peer)) => {
                 if let Some(permit) = admit(&gate, &permits) {
+                    // Replies are single writes; no reason to let Nagle hold them.
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(rtu_connection(
-                        stream,
-                        Arc::clone(&bus),
-                        gate.clone(),
-                        permit,
-                    ));
+                    let bus = Arc::clone(&bus);
+                    let gate = gate.clone();
+                    connections.spawn(async move {
+                        let _permit = permit;
+                        // The peer hanging up is how a connection ends.
+                        let _ = serve_frames(stream, bus, Some(gate), wire).await;
+                    });
                 }
             }
             Err(err) => {
@@ -343,60 +240,162 @@ async fn serve_rtu_over_tcp(
     }
 }
 
-/// Serves RTU frames on one TCP connection until the peer closes it, an
-/// I/O error occurs or the gate closes.
-async fn rtu_connection(
-    mut stream: TcpStream,
+/// What the start of a Modbus TCP receive buffer holds.
+enum Mbap {
+    /// Not a whole frame yet.
+    Incomplete,
+    /// A header no client sends: the connection is closed.
+    Garbage,
+    /// A whole frame, `len` bytes; `request` is `None` for a PDU too
+    /// malformed to serve (answered with exception 03).
+    Frame {
+        transaction: u16,
+        unit: u8,
+        function: u8,
+        request: Option<Request<'static>>,
+        len: usize,
+    },
+}
+
+/// Decodes the first Modbus TCP frame in `buf`. The PDU is decoded by
+/// the RTU codec (unit, PDU and a CRC make an RTU frame), so both
+/// transports read requests the same way.
+fn decode_mbap(buf: &[u8]) -> Mbap {
+    let Some(header) = buf.get(..7) else {
+        return Mbap::Incomplete;
+    };
+    let protocol = u16::from_be_bytes([header[2], header[3]]);
+    let length = usize::from(u16::from_be_bytes([header[4], header[5]]));
+    // The length counts the unit id and a PDU of at most 253 bytes.
+    if protocol != 0 || !(2..=254).contains(&length) {
+        return Mbap::Garbage;
+    }
+    let Some(frame) = buf.get(..6 + length) else {
+        return Mbap::Incomplete;
+    };
+    let unit = frame[6];
+    let function = frame[7];
+    let mut rtu = frame[6..].to_vec();
+    let crc = rtu_frame::crc16(&rtu).to_le_bytes();
+    rtu.extend_from_slice(&crc);
+    let request = match rtu_frame::decode(&rtu) {
+        Decoded::Request { request, len, .. } if len == rtu.len() => Some(request),
+        Decoded::Unsupported { function, .. } => Some(Request::Custom(function, Vec::new().into())),
+        _ => None,
+    };
+    Mbap::Frame {
+        transaction: u16::from_be_bytes([header[0], header[1]]),
+        unit,
+        function,
+        request,
+        len: 6 + length,
+    }
+}
+
+/// Resolves when the gate closes; never without a gate.
+async fn gate_closed(gate: &mut Option<watch::Receiver<bool>>) {
+    match gate {
+        Some(g) => {
+            let _ = g.wait_for(|closed| *closed).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves frames on one stream (a TCP connection, a serial port or pty)
+/// until the peer closes it, an I/O error occurs or the gate closes.
+/// Requests are answered one after the other, as a device does: a late
+/// answer holds back the ones behind it. Faults scheduled for a device
+/// are applied to its answers here.
+async fn serve_frames<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     bus: Arc<Bus>,
-    mut gate: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
-) {
+    mut gate: Option<watch::Receiver<bool>>,
+    wire: Wire,
+) -> io::Result<()> {
     let mut buf = Vec::with_capacity(2 * MAX_FRAME);
-    let mut out = Vec::with_capacity(MAX_FRAME);
+    let mut out = Vec::with_capacity(MAX_FRAME + 7);
     let mut chunk = [0u8; MAX_FRAME];
+    let mut noise = || rand::random::<u8>();
     loop {
         let n = tokio::select! {
-            r = stream.read(&mut chunk) => match r {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
+            r = stream.read(&mut chunk) => match r? {
+                0 => return Ok(()),
+                n => n,
             },
-            _ = gate.wait_for(|closed| *closed) => return,
+            () = gate_closed(&mut gate) => return Ok(()),
         };
         buf.extend_from_slice(&chunk[..n]);
         // Bounded: every round consumes bytes or leaves the loop.
         loop {
-            let (unit, function, request, len) = match rtu_frame::decode(&buf) {
-                Decoded::Incomplete => break,
-                Decoded::Garbage => {
-                    buf.clear();
-                    break;
-                }
-                Decoded::Request { unit, request, len } => (unit, buf[1], request, len),
-                Decoded::Unsupported {
-                    unit,
-                    function,
-                    len,
-                } => (
-                    unit,
-                    function,
-                    Request::Custom(function, Vec::new().into()),
-                    len,
-                ),
+            let (transaction, unit, function, request, len) = match wire {
+                Wire::Rtu => match rtu_frame::decode(&buf) {
+                    Decoded::Incomplete => break,
+                    Decoded::Garbage => {
+                        buf.clear();
+                        break;
+                    }
+                    Decoded::Request { unit, request, len } => {
+                        (None, unit, buf[1], Some(request), len)
+                    }
+                    Decoded::Unsupported {
+                        unit,
+                        function,
+                        len,
+                    } => (
+                        None,
+                        unit,
+                        function,
+                        Some(Request::Custom(function, Vec::new().into())),
+                        len,
+                    ),
+                },
+                Wire::Tcp => match decode_mbap(&buf) {
+                    Mbap::Incomplete => break,
+                    Mbap::Garbage => return Ok(()),
+                    Mbap::Frame {
+                        transaction,
+                        unit,
+                        function,
+                        request,
+                        len,
+                    } => (Some(transaction), unit, function, request, len),
+                },
             };
             buf.drain(..len);
-            match bus.handle(unit, &request, wall_ms()) {
+            let reply = match &request {
+                Some(request) => bus.handle(unit, request, wall_ms()),
+                None => Reply::Exception(ExceptionCode::IllegalDataValue),
+            };
+            let fault = bus.next_fault(unit);
+            out.clear();
+            match reply {
                 Reply::Response(r) => rtu_frame::encode(unit, function, Ok(&r), &mut out),
                 Reply::Exception(e) => rtu_frame::encode(unit, function, Err(e), &mut out),
-                Reply::Silent => {}
+                Reply::Silent => continue,
             }
-        }
-        if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
-                return;
+            if let Some(transaction) = transaction {
+                to_mbap(transaction, &mut out);
             }
-            out.clear();
+            match &fault {
+                Some(Fault::Silent) => continue,
+                Some(Fault::Late(delay)) => tokio::time::sleep(*delay).await,
+                Some(other) => fault::mangle(wire, &mut out, other, &mut noise),
+                None => {}
+            }
+            stream.write_all(&out).await?;
         }
     }
+}
+
+/// Turns an encoded RTU frame (unit, PDU, CRC) into a Modbus TCP frame.
+fn to_mbap(transaction: u16, frame: &mut Vec<u8>) {
+    frame.truncate(frame.len().saturating_sub(2));
+    // ok: unit and a PDU of at most 253 bytes.
+    let len = frame.len() as u16;
+    let [t0, t1] = transaction.to_be_bytes();
+    let [l0, l1] = len.to_be_bytes();
+    frame.splice(0..0, [t0, t1, 0, 0, l0, l1]);
 }
 
 async fn serve_serial(
@@ -411,9 +410,8 @@ async fn serve_serial(
     // ends on the first error.
     loop {
         if let Some(s) = stream.take() {
-            let server = tokio_modbus::server::rtu::Server::new(s);
             tokio::select! {
-                r = server.serve_forever(Arc::clone(&bus)) => {
+                r = serve_frames(s, Arc::clone(&bus), None, Wire::Rtu) => {
                     tracing::warn!(result = ?r, "simulator RTU server stopped");
                 }
                 () = stopped(&mut stop) => return,

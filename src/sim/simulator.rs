@@ -17,6 +17,7 @@ use tokio_serial::SerialStream;
 
 use super::SimError;
 use super::device::{Device, DeviceCell};
+use super::fault::Faults;
 use super::plant::Signal;
 use super::point::{Target, find_target};
 use super::resolve::Plan;
@@ -207,6 +208,15 @@ impl Simulator {
             &Action::Exception(code.filter(|c| *c != 0)),
             self.shared.now(),
         );
+        Ok(())
+    }
+
+    /// Injects faults into a device's answers (late, silent, from another
+    /// unit, behind noise, malformed; see [`Faults`]), or (`Faults::none()`)
+    /// none. The schedule counts the device's requests from this call on.
+    pub fn set_faults(&self, device: &str, faults: Faults) -> Result<(), SimError> {
+        let i = self.index(device)?;
+        self.shared.devices[i].set_faults(faults);
         Ok(())
     }
 

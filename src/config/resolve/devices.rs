@@ -258,6 +258,14 @@ pub(super) fn device(
         Duration::from_secs(1),
         Duration::from_secs(86_400),
     );
+    let reprobe = duration_in(
+        ctx,
+        &format!("{field}.reprobe"),
+        raw.reprobe,
+        device_defaults::REPROBE,
+        Duration::from_secs(1),
+        Duration::from_secs(86_400),
+    );
 
     let tags_field = format!("{field}.tags");
     let mut tags_file = None;
@@ -309,6 +317,7 @@ pub(super) fn device(
         max_gap,
         word_order,
         max_silence,
+        reprobe,
         asset: raw.asset,
         location: raw.location,
         tags: tags.into_iter().map(|(_, t)| t).collect(),
