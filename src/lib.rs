@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! fieldgate: an edge gateway from Modbus field devices to MQTT.
 //!
 //! # Layout

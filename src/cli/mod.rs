@@ -60,16 +60,19 @@ pub struct ConfigArg {
 pub enum Command {
     /// Run the gateway.
     Run {
+        /// The configuration file.
         #[command(flatten)]
         config: ConfigArg,
     },
     /// Check the configuration, then have the running gateway apply it (SIGHUP).
     Reload {
+        /// The configuration file.
         #[command(flatten)]
         config: ConfigArg,
     },
     /// Validate a configuration without touching any device; print every problem.
     Check {
+        /// The configuration file.
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -87,6 +90,7 @@ pub enum Command {
     Scan(scan::ScanArgs),
     /// Read tags of one device once and print them with their raw registers.
     Read {
+        /// The configuration file.
         #[command(flatten)]
         config: ConfigArg,
         /// The device, by name.

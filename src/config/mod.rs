@@ -30,7 +30,7 @@ mod csv_tags;
 pub mod diff;
 mod load;
 mod problem;
-pub mod raw;
+pub(crate) mod raw;
 mod report;
 mod resolve;
 mod resolved;
