@@ -253,7 +253,10 @@ tags = [
     sim.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On paused time: the request timeout and the reconnect backoff are
+/// tokio timers, and the poller and the simulator share this one thread
+/// over loopback, so the seconds of backoff pass at once.
+#[tokio::test(start_paused = true)]
 async fn a_device_that_dies_reads_bad_and_comes_back() {
     let sim = sim::start(
         r#"

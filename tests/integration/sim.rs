@@ -244,7 +244,10 @@ async fn a_listener_whose_devices_are_all_offline_closes() -> Res<()> {
     Ok(())
 }
 
-#[tokio::test]
+/// On paused time: the script's clock is tokio's, and the client and the
+/// simulator share this one thread over loopback, so the clock moves only
+/// when both wait, and the checks guarded by `sim.elapsed()` always run.
+#[tokio::test(start_paused = true)]
 async fn scripted_events_ramp_and_raise_exceptions() -> Res<()> {
     let sim = start(
         r#"
