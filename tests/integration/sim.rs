@@ -2,8 +2,7 @@
 //! an in-process pty. Every loop is bounded and every request is wrapped
 //! in a timeout (tokio-modbus has none).
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fieldgate::sim::{Scenario, Simulator};
 use tokio::time::timeout;
@@ -11,26 +10,14 @@ use tokio_modbus::client::Context;
 use tokio_modbus::prelude::*;
 use tokio_serial::SerialPortBuilderExt as _;
 
+use crate::common::sim::start;
+
 /// Long enough for any loopback answer, short enough for timeout tests.
 const ANSWER: Duration = Duration::from_millis(1000);
 /// How long a test waits to conclude "no answer".
 const SILENCE: Duration = Duration::from_millis(300);
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
-
-fn scenario(text: &str) -> Scenario {
-    match Scenario::from_toml_str(text) {
-        Ok(s) => s,
-        Err(e) => panic!("{e}"),
-    }
-}
-
-async fn start(text: &str) -> Simulator {
-    match Simulator::start(scenario(text)).await {
-        Ok(s) => s,
-        Err(e) => panic!("{e}"),
-    }
-}
 
 async fn tcp(sim: &Simulator, device: &str, unit: u8) -> Res<Context> {
     let addr = sim.addr(device).ok_or("no address")?;
@@ -257,7 +244,10 @@ async fn a_listener_whose_devices_are_all_offline_closes() -> Res<()> {
     Ok(())
 }
 
-#[tokio::test]
+/// On paused time: the script's clock is tokio's, and the client and the
+/// simulator share this one thread over loopback, so the clock moves only
+/// when both wait, and the checks guarded by `sim.elapsed()` always run.
+#[tokio::test(start_paused = true)]
 async fn scripted_events_ramp_and_raise_exceptions() -> Res<()> {
     let sim = start(
         r#"
@@ -448,43 +438,5 @@ async fn example_scenarios_load() -> Res<()> {
         let s = Scenario::load(dir.join(name)).map_err(|e| format!("{name}: {e}"))?;
         assert!(!s.devices.is_empty());
     }
-    Ok(())
-}
-
-/// Not a pass/fail test: prints how fast one client (and four) can read
-/// 125 registers, so we know the simulator is not the bottleneck.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn read_rate_on_loopback() -> Res<()> {
-    let listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    let sim = Simulator::start(Scenario::generic(200, 125, listen)).await?;
-    let run = Duration::from_millis(1000);
-    for clients in [1usize, 4] {
-        let mut tasks = Vec::new();
-        for c in 0..clients {
-            let mut ctx = tcp(&sim, &format!("dev{}", c + 1), u8::try_from(c + 1)?).await?;
-            tasks.push(tokio::spawn(async move {
-                let start = Instant::now();
-                let mut reads = 0u64;
-                // Bounded by time.
-                while start.elapsed() < run {
-                    match timeout(ANSWER, ctx.read_holding_registers(0, 125)).await {
-                        Ok(Ok(Ok(r))) if r.len() == 125 => reads += 1,
-                        other => return Err(format!("{other:?}")),
-                    }
-                }
-                Ok((reads, start.elapsed()))
-            }));
-        }
-        let mut total = 0.0;
-        for t in tasks {
-            let (reads, took) = t.await??;
-            total += reads as f64 / took.as_secs_f64();
-        }
-        println!(
-            "simulator read rate, {clients} client(s): {total:.0} reads/s of 125 registers = {:.0} registers/s",
-            total * 125.0
-        );
-    }
-    sim.shutdown().await;
     Ok(())
 }

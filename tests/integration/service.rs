@@ -2,17 +2,15 @@
 //! `NOTIFY_SOCKET`, real signals (SIGTERM, SIGHUP), the simulator and an
 //! embedded broker on loopback. Every wait is bounded.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::subscriber::{Received, Subscriber, contiguous, seqs};
-use common::{broker, http};
-use fieldgate::sim::{Scenario, Simulator};
+use crate::common::subscriber::{Received, Subscriber, contiguous, seqs};
+use crate::common::{broker, http, sim};
+use fieldgate::sim::Simulator;
 use fieldgate::store::inspect::Inspector;
 use rustix::process::{Pid, Signal, kill_process};
 
@@ -49,9 +47,7 @@ struct Plant {
 
 impl Plant {
     async fn start() -> Plant {
-        let sim = Simulator::start(Scenario::from_toml_str(SCENARIO).unwrap())
-            .await
-            .unwrap();
+        let sim = sim::start(SCENARIO).await;
         let pump = sim.addr("pump").unwrap();
         let pump2 = sim.addr("pump2").unwrap();
         Plant {

@@ -3,22 +3,20 @@
 //! protocols, a real SQLite file; network faults through a TCP proxy;
 //! a crash by `kill -9` of a child process. Every wait is bounded.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::proxy::Proxy;
-use common::subscriber::{Received, Subscriber, contiguous, seqs};
-use common::{broker, gateway};
-use fieldgate::sim::{Scenario, Simulator};
+use crate::common::proxy::Proxy;
+use crate::common::subscriber::{Received, Subscriber, contiguous, seqs};
+use crate::common::{broker, gateway, schema, sim};
+use fieldgate::sim::Simulator;
 
 const DATA: &str = "fieldgate/test/gw/data/pump";
 
 async fn simulator() -> (Simulator, SocketAddr) {
-    let scenario = Scenario::from_toml_str(
+    let sim = sim::start(
         r#"
 seed = 3
 [[devices]]
@@ -34,8 +32,7 @@ points = [
 ]
 "#,
     )
-    .unwrap();
-    let sim = Simulator::start(scenario).await.unwrap();
+    .await;
     let addr = sim.addr("pump").unwrap();
     (sim, addr)
 }
@@ -82,15 +79,6 @@ tags = [
     )
 }
 
-fn schema(name: &str) -> jsonschema::Validator {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("docs/schemas")
-        .join(name);
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    jsonschema::validator_for(&schema).unwrap()
-}
-
 fn data_count(messages: &[Received]) -> usize {
     messages.iter().filter(|m| m.topic == DATA).count()
 }
@@ -132,9 +120,9 @@ async fn readings_arrive_in_order_and_match_the_published_schemas() {
     let got = seqs(&messages, DATA);
     assert_eq!(got, (1..=got.len() as u64).collect::<Vec<_>>());
 
-    let data = schema("data.json");
-    let tag = schema("data-tag.json");
-    let status = schema("status.json");
+    let data = schema::validator("data.json");
+    let tag = schema::validator("data-tag.json");
+    let status = schema::validator("status.json");
     for m in &messages {
         let json = m.json();
         let validator = if m.topic == DATA {

@@ -4,49 +4,26 @@
 //! with a wrong CA the forwarder reports the certificate error and keeps
 //! trying without crashing. Every wait is bounded.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use fieldgate::config::{Durability, MqttConfig, Qos, Secret, StoreConfig, TlsConfig};
-use fieldgate::contract::topics::Topics;
+use fieldgate::config::{MqttConfig, Secret, TlsConfig};
+use fieldgate::contract::Topics;
 use fieldgate::mqtt::client::MqttError;
 use fieldgate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats, INBOUND_CAPACITY};
 use fieldgate::shutdown::{self, ShutdownTrigger};
 use fieldgate::store::{self, Kind, OutMessage, StoreGuard, StoreHandle};
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 
-use common::broker;
-use common::tls_broker::{TestCa, TlsProxy};
-
-fn init_tracing() {
-    let filter =
-        std::env::var("RUST_LOG").unwrap_or_else(|_| "fieldgate=debug,rumqttd=warn".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_test_writer()
-        .try_init();
-}
-
-async fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        sleep(Duration::from_millis(20)).await;
-    }
-}
+use crate::common::forwarder::{mqtt_config, outbox_config};
+use crate::common::subscriber::Subscriber;
+use crate::common::tls_broker::{TestCa, TlsProxy};
+use crate::common::{broker, tracing, wait};
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -73,13 +50,7 @@ impl Gateway {
         tls: TlsConfig,
         rows: u64,
     ) -> Gateway {
-        let config = StoreConfig {
-            path: dir.path().join("outbox.db"),
-            durability: Durability::Normal,
-            max_bytes: 64 << 20,
-            max_age: Duration::from_secs(86_400),
-            flush_interval: Duration::from_millis(20),
-        };
+        let config = outbox_config(dir.path());
         let (store, guard) = tokio::task::spawn_blocking(move || store::open(&config))
             .await
             .unwrap()
@@ -101,18 +72,9 @@ impl Gateway {
         let mqtt = MqttConfig {
             // The proxy's certificate names 127.0.0.1 and localhost.
             host: "localhost".into(),
-            port: addr.port(),
-            client_id: format!("fg-{gw}"),
-            username: None,
-            password: None,
             tls: Some(tls),
-            topic_prefix: "fieldgate".into(),
-            qos: Qos::AtLeastOnce,
-            keep_alive: Duration::from_secs(5),
             max_inflight: 10,
-            live_share: 0.5,
-            per_tag_topics: false,
-            max_packet_size: 1 << 20,
+            ..mqtt_config(addr, &format!("fg-{gw}"))
         };
         let cfg = ForwarderConfig {
             mqtt,
@@ -160,43 +122,8 @@ impl Gateway {
     }
 }
 
-/// Counts the messages arriving under `filter` on the plain broker.
-async fn subscribe(
-    broker: SocketAddr,
-    id: &str,
-    filter: &str,
-) -> (Arc<Mutex<usize>>, JoinHandle<()>) {
-    let options = MqttOptions::new(id, broker.ip().to_string(), broker.port());
-    let (client, mut eventloop) = AsyncClient::new(options, 10);
-    client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-    let count = Arc::new(Mutex::new(0usize));
-    let sink = count.clone();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(async move {
-        let _client = client;
-        let mut ready = Some(ready_tx);
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Incoming::SubAck(_))) => {
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(());
-                    }
-                }
-                Ok(Event::Incoming(Incoming::Publish(_))) => *sink.lock().unwrap() += 1,
-                Ok(_) => {}
-                Err(_) => sleep(Duration::from_millis(100)).await,
-            }
-        }
-    });
-    timeout(Duration::from_secs(10), ready_rx)
-        .await
-        .expect("SUBACK")
-        .unwrap();
-    (count, task)
-}
-
 async fn delivers(client_auth: bool) {
-    init_tracing();
+    tracing::init();
     let broker = broker::start();
     let server_ca = TestCa::new("fieldgate test server CA");
     let client_ca = TestCa::new("fieldgate test client CA");
@@ -223,7 +150,7 @@ async fn delivers(client_auth: bool) {
         }
     };
     let gw = if client_auth { "mtls" } else { "tls" };
-    let (count, _sub) = subscribe(
+    let sub = Subscriber::start(
         broker,
         &format!("sub-{gw}"),
         &format!("fieldgate/site/{gw}/data/#"),
@@ -231,9 +158,9 @@ async fn delivers(client_auth: bool) {
     .await;
     let gateway = Gateway::start(dir, proxy.addr(), gw, tls, 25).await;
     assert!(
-        wait_for(Duration::from_secs(15), || *count.lock().unwrap() >= 25).await,
+        wait::until(Duration::from_secs(15), || sub.received().len() >= 25).await,
         "only {} of 25 delivered over TLS; last error {:?}, handshake errors {:?}",
-        count.lock().unwrap(),
+        sub.received().len(),
         gateway.stats.last_error(),
         proxy.failed_handshakes()
     );
@@ -264,7 +191,7 @@ async fn delivers_over_mutual_tls() {
 /// says so, nothing is delivered or deleted, and the forwarder keeps trying.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_ca_is_reported_and_retried() {
-    init_tracing();
+    tracing::init();
     let broker = broker::start();
     let server_ca = TestCa::new("the real server CA");
     let other_ca = TestCa::new("some other CA");
@@ -277,7 +204,7 @@ async fn wrong_ca_is_reported_and_retried() {
     };
     let gateway = Gateway::start(dir, proxy.addr(), "wrongca", tls, 3).await;
     assert!(
-        wait_for(Duration::from_secs(5), || gateway
+        wait::until(Duration::from_secs(5), || gateway
             .stats
             .last_error()
             .is_some())
@@ -291,7 +218,7 @@ async fn wrong_ca_is_reported_and_retried() {
     );
     // It retries (1 s backoff, then 2 s): at least two attempts reach the proxy.
     assert!(
-        wait_for(Duration::from_secs(6), || proxy.failed_handshakes().len()
+        wait::until(Duration::from_secs(6), || proxy.failed_handshakes().len()
             >= 2)
         .await,
         "no retry: {:?}",
@@ -310,7 +237,7 @@ async fn wrong_ca_is_reported_and_retried() {
 /// broker is never reached and the error is recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_client_certificate_is_reported() {
-    init_tracing();
+    tracing::init();
     let broker = broker::start();
     let server_ca = TestCa::new("server CA");
     let client_ca = TestCa::new("client CA");
@@ -328,7 +255,7 @@ async fn missing_client_certificate_is_reported() {
     };
     let gateway = Gateway::start(dir, proxy.addr(), "nocert", tls, 2).await;
     assert!(
-        wait_for(Duration::from_secs(5), || gateway
+        wait::until(Duration::from_secs(5), || gateway
             .stats
             .last_error()
             .is_some())
@@ -353,13 +280,7 @@ async fn unreadable_ca_file_is_a_start_error() {
         cert_file: None,
         key: None,
     };
-    let config = StoreConfig {
-        path: dir.path().join("outbox.db"),
-        durability: Durability::Normal,
-        max_bytes: 64 << 20,
-        max_age: Duration::from_secs(86_400),
-        flush_interval: Duration::from_millis(20),
-    };
+    let config = outbox_config(dir.path());
     let (store, guard) = tokio::task::spawn_blocking(move || store::open(&config))
         .await
         .unwrap()
@@ -367,17 +288,10 @@ async fn unreadable_ca_file_is_a_start_error() {
     let mqtt = MqttConfig {
         host: "localhost".into(),
         port: 8883,
-        client_id: "fg-x".into(),
-        username: None,
-        password: None,
         tls: Some(tls),
-        topic_prefix: "fieldgate".into(),
-        qos: Qos::AtLeastOnce,
         keep_alive: Duration::from_secs(30),
         max_inflight: 10,
-        live_share: 0.5,
-        per_tag_topics: false,
-        max_packet_size: 1 << 20,
+        ..mqtt_config(SocketAddr::from(([127, 0, 0, 1], 8883)), "fg-x")
     };
     let cfg = ForwarderConfig {
         mqtt,

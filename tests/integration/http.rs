@@ -6,17 +6,16 @@
 //! acknowledge and shelve) without a browser (the browser test is
 //! `tests/browser/`, run by `.ci/run`). Every wait is bounded.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::http::{Events, Response, get, get_when_up, post};
-use common::subscriber::{Received, Subscriber};
-use common::{broker, gateway};
+use crate::common::http::{Events, Response, get, get_when_up, post};
+use crate::common::subscriber::{Received, Subscriber};
+use crate::common::wait::eventually;
+use crate::common::{broker, gateway, schema, sim};
 use fieldgate::config::Config;
-use fieldgate::sim::{Scenario, Simulator};
+use fieldgate::sim::Simulator;
 use fieldgate::store::HistoryKind;
 use fieldgate::store::inspect::Inspector;
 
@@ -24,7 +23,7 @@ const PREFIX: &str = "fieldgate/test/gw/";
 const DATA: &str = "fieldgate/test/gw/data/pump";
 
 async fn simulator() -> (Simulator, SocketAddr) {
-    let scenario = Scenario::from_toml_str(
+    let sim = sim::start(
         r#"
 seed = 5
 [[devices]]
@@ -39,8 +38,7 @@ points = [
 ]
 "#,
     )
-    .unwrap();
-    let sim = Simulator::start(scenario).await.unwrap();
+    .await;
     let addr = sim.addr("pump").unwrap();
     (sim, addr)
 }
@@ -109,22 +107,13 @@ tags = [
     gateway::load(dir, &text).0
 }
 
-fn schema(name: &str) -> jsonschema::Validator {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("docs/schemas")
-        .join(name);
-    let schema: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    jsonschema::validator_for(&schema).unwrap()
-}
-
 /// `/api/status`, checked against its schema.
 async fn status(http: SocketAddr) -> serde_json::Value {
     let r = get_when_up(http, "/api/status").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.header("content-type"), Some("application/json"));
     let json = r.json();
-    if let Err(e) = schema("api-status.json").validate(&json) {
+    if let Err(e) = schema::validator("api-status.json").validate(&json) {
         panic!("/api/status does not match docs/schemas/api-status.json: {e}\n{json:#}");
     }
     json
@@ -173,20 +162,6 @@ fn outbox_messages(m: &[Received]) -> usize {
     m.iter()
         .filter(|r| r.topic.starts_with(PREFIX) && !r.topic.ends_with("/status"))
         .count()
-}
-
-/// Polls `check` every 100 ms for at most `limit`.
-async fn eventually<T>(limit: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
-    let end = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return Some(v);
-        }
-        if tokio::time::Instant::now() >= end {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 const HOT_RULE: &str = r#"

@@ -2,7 +2,6 @@
 //! TLS-terminating proxy (tokio-rustls) that forwards the plain MQTT bytes
 //! to a rumqttd listener. Optionally it requires client certificates
 //! signed by a given CA (mutual TLS).
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

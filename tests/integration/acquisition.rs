@@ -5,22 +5,20 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use fieldgate::config::{self, Config};
+use fieldgate::config::Config;
 use fieldgate::modbus;
 use fieldgate::reading::{Batch, Quality};
 use fieldgate::shutdown::{self, ShutdownTrigger};
-use fieldgate::sim::{Scenario, Simulator};
 use fieldgate::tag::Value;
 use tokio::sync::mpsc;
 
+use crate::common::{gateway, sim};
+
+/// The config of `text`; the pollers need no data folder, so the file's
+/// folder goes at once.
 fn load(text: &str) -> Config {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fieldgate.toml");
-    std::fs::write(&path, text).unwrap();
-    match config::load_with_env(&path, &[]) {
-        Ok(l) => l.config,
-        Err(p) => panic!("test config does not load:\n{p}\n{text}"),
-    }
+    gateway::load(dir.path(), text).0
 }
 
 /// Starts the pollers of `config`; batches arrive on the receiver.
@@ -149,11 +147,9 @@ value = false
         b = address + 4,
         c = address + 8
     );
-    let scenario = Scenario::from_toml_str(&format!(
+    let sim = sim::start(&format!(
         "seed = 1\n[[devices]]\nname = \"plc\"\nunit = 5\nlisten = \"127.0.0.1:0\"\n{sim_points}{extra_sim}"
-    ))
-    .unwrap();
-    let sim = Simulator::start(scenario).await.unwrap();
+    )).await;
     let addr = sim.addr("plc").unwrap();
     let config = load(&format!(
         r#"
@@ -216,7 +212,7 @@ tags = [ {{ name = "x", address = 40001 }} ]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hole_inside_a_merged_read_is_split_around() {
-    let scenario = Scenario::from_toml_str(
+    let sim = sim::start(
         r#"
 [[devices]]
 name = "meter"
@@ -226,8 +222,7 @@ registers = 12
 holes = ["5-7"]
 "#,
     )
-    .unwrap();
-    let sim = Simulator::start(scenario).await.unwrap();
+    .await;
     let addr = sim.addr("meter").unwrap();
     // 0-4 and 8-9 merge into one read of 0-9 (gap 3 <= max_gap), which
     // the device refuses; 6 is really unsupported.
@@ -258,9 +253,12 @@ tags = [
     sim.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On paused time: the request timeout and the reconnect backoff are
+/// tokio timers, and the poller and the simulator share this one thread
+/// over loopback, so the seconds of backoff pass at once.
+#[tokio::test(start_paused = true)]
 async fn a_device_that_dies_reads_bad_and_comes_back() {
-    let scenario = Scenario::from_toml_str(
+    let sim = sim::start(
         r#"
 [[devices]]
 name = "pump"
@@ -270,8 +268,7 @@ model = "pump"
 points = [ { signal = "bearing_temp", area = "input", address = 0, type = "f32" } ]
 "#,
     )
-    .unwrap();
-    let sim = Simulator::start(scenario).await.unwrap();
+    .await;
     let addr = sim.addr("pump").unwrap();
     let config = load(&format!(
         r#"
@@ -322,7 +319,7 @@ tags = [ {{ name = "temp", area = "input", address = 0, type = "f32", unit = "de
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_device_on_an_rtu_bus_does_not_starve_the_other() {
-    let scenario = Scenario::from_toml_str(
+    let sim = sim::start(
         r#"
 [[devices]]
 name = "meter"
@@ -333,8 +330,7 @@ model = "pump"
 points = [ { signal = "current", area = "input", address = 0, type = "f32" } ]
 "#,
     )
-    .unwrap();
-    let sim = Simulator::start(scenario).await.unwrap();
+    .await;
     let port = sim.serial_path("meter").unwrap();
     let config = load(&format!(
         r#"

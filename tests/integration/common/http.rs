@@ -1,7 +1,6 @@
 //! A minimal HTTP/1.1 GET over a plain `TcpStream`, enough for the
 //! gateway's local endpoints: no client crate needed. Bounded: every call
 //! gives up after 10 s.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -6,17 +6,15 @@
 //! The scenario's timeline (config/sim/demo.toml) has everything done by
 //! about 35 s; the demo runs 50 s, which leaves room for a slow machine.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read as _;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::broker::free_port;
-use common::subscriber::{Received, Subscriber};
+use crate::common::broker::free_port;
+use crate::common::schema;
+use crate::common::subscriber::{Received, Subscriber};
 use fieldgate::store::inspect::Inspector;
 use serde_json::Value;
 
@@ -24,14 +22,6 @@ const BASE: &str = "fieldgate/demo-plant/demo";
 const DURATION: &str = "50s";
 /// The demo's duration plus its start and its orderly stop.
 const EXIT_WITHIN: Duration = Duration::from_secs(90);
-
-fn schema(name: &str) -> jsonschema::Validator {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("docs/schemas")
-        .join(name);
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    jsonschema::validator_for(&schema).unwrap()
-}
 
 /// Waits (bounded) until something accepts connections on `addr`.
 async fn wait_listening(addr: SocketAddr, limit: Duration) -> bool {
@@ -142,7 +132,7 @@ async fn the_demo_plays_its_scenario_end_to_end() {
     }
 
     // Exactly the expected alarms became active.
-    let alarm_schema = schema("alarm.json");
+    let alarm_schema = schema::validator("alarm.json");
     let mut activated = BTreeSet::new();
     for m in got
         .iter()
@@ -171,7 +161,7 @@ async fn the_demo_plays_its_scenario_end_to_end() {
 
     // Exactly one corrective work order per fault, one preventive for the
     // meter; every one accepted by the CMMS.
-    let wo_schema = schema("workorder.json");
+    let wo_schema = schema::validator("workorder.json");
     let mut orders: BTreeMap<String, Vec<&Received>> = BTreeMap::new();
     for m in &got {
         if let Some(id) = work_order_id(&m.topic) {

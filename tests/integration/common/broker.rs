@@ -3,11 +3,11 @@
 //! rumqttd has no shutdown and does not report its port: the port is
 //! picked by binding `127.0.0.1:0` and dropping the socket, and the broker
 //! runs on its own thread for the rest of the test process. Each test
-//! starts its own.
-#![allow(dead_code)]
+//! starts its own, so no two tests share a broker (or its sessions).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
@@ -32,10 +32,19 @@ pub fn start() -> SocketAddr {
     addr
 }
 
-/// A free loopback port (bound, then released).
+/// A free loopback port (bound, then released), never one handed out
+/// before in this process: the tests run side by side, and two of them
+/// must not be given the same port between its release and its use.
 pub fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.insert(addr.port()) {
+            return addr;
+        }
+    }
 }
 
 /// Blocks until something accepts TCP connections on `addr` (at most 10 s).

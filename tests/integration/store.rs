@@ -405,7 +405,15 @@ fn crash_child() {
 async fn flushed_rows_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        // The test's full path in this binary (module::name).
+        .args([
+            concat!(module_path!(), "::crash_child")
+                .split_once("::")
+                .map_or("crash_child", |(_, path)| path),
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CRASH_DIR, dir.path())
         .output()
         .unwrap();

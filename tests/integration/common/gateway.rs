@@ -1,6 +1,5 @@
 //! The gateway in the test process: a config written to a file and
 //! loaded as `fieldgate run` loads it, and `app::run` until told to stop.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -29,12 +28,15 @@ pub fn spawn(config: Config) -> (oneshot::Sender<()>, JoinHandle<Result<(), AppE
     (stop_tx, task)
 }
 
-/// Stops a gateway from [`spawn`] and waits (at most 10 s) for a clean end.
+/// Stops a gateway from [`spawn`] and waits (at most 10 s) for a clean end;
+/// panics if it had ended before it was told to.
 pub async fn stop(stop: oneshot::Sender<()>, task: JoinHandle<Result<(), AppError>>) {
-    let _ = stop.send(());
+    let running = stop.send(()).is_ok();
     tokio::time::timeout(std::time::Duration::from_secs(10), task)
         .await
         .expect("gateway stops within 10 s")
         .expect("gateway task")
         .expect("gateway ran");
+    // After the result: an early end with an error says more than this.
+    assert!(running, "the gateway ended before it was told to stop");
 }

@@ -3,7 +3,6 @@
 //! are accepted and closed at once) until [`Proxy::restore`];
 //! [`Proxy::stall`] holds back everything the broker sends (acks included)
 //! while the gateway's packets still reach the broker.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 

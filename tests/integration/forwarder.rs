@@ -3,15 +3,13 @@
 //! status and Last Will, network cuts, large payloads, inbound messages.
 //! Every wait is bounded.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use fieldgate::config::{Durability, MqttConfig, Qos, StoreConfig};
-use fieldgate::contract::topics::Topics;
+use fieldgate::config::{MqttConfig, StoreConfig};
+use fieldgate::contract::Topics;
 use fieldgate::contract::{OperatorAction, Who};
 use fieldgate::mqtt::client::MqttError;
 use fieldgate::mqtt::forwarder::{
@@ -23,40 +21,15 @@ use rumqttc::QoS;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{sleep, timeout};
 
-use common::broker;
-use common::proxy::Proxy;
-use common::subscriber::{Received, Subscriber};
+use crate::common::forwarder::{mqtt_config, outbox_config};
+use crate::common::proxy::Proxy;
+use crate::common::subscriber::{Received, Subscriber};
+use crate::common::wait::{self, eventually};
+use crate::common::{broker, schema, tracing};
 
 const SITE: &str = "site";
-
-fn init_tracing() {
-    let filter =
-        std::env::var("RUST_LOG").unwrap_or_else(|_| "fieldgate=debug,rumqttd=warn".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_test_writer()
-        .try_init();
-}
-
-fn mqtt_config(addr: SocketAddr, client_id: &str) -> MqttConfig {
-    MqttConfig {
-        host: addr.ip().to_string(),
-        port: addr.port(),
-        client_id: client_id.into(),
-        username: None,
-        password: None,
-        tls: None,
-        topic_prefix: "fieldgate".into(),
-        qos: Qos::AtLeastOnce,
-        keep_alive: Duration::from_secs(5),
-        max_inflight: 20,
-        live_share: 0.5,
-        per_tag_topics: false,
-        max_packet_size: 1 << 20,
-    }
-}
 
 // ---------------------------------------------------------------------------
 // A gateway: outbox + forwarder.
@@ -77,11 +50,9 @@ impl Gateway {
     async fn open(gateway: &str) -> (StoreHandle, StoreGuard, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let config = StoreConfig {
-            path: dir.path().join("outbox.db"),
-            durability: Durability::Normal,
             max_bytes: 256 << 20,
             max_age: Duration::from_secs(7 * 86_400),
-            flush_interval: Duration::from_millis(20),
+            ..outbox_config(dir.path())
         };
         let (store, guard) = tokio::task::spawn_blocking(move || store::open(&config))
             .await
@@ -148,7 +119,9 @@ impl Gateway {
     }
 
     async fn wait_empty(&self, limit: Duration) -> bool {
-        wait_async(limit, || async { self.waiting().await == 0 }).await
+        eventually(limit, async || (self.waiting().await == 0).then_some(()))
+            .await
+            .is_some()
     }
 
     fn connected(&self) -> bool {
@@ -161,35 +134,6 @@ impl Gateway {
         self.stats
             .reconnects
             .load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-async fn wait_async<F: std::future::Future<Output = bool>>(
-    limit: Duration,
-    mut done: impl FnMut() -> F,
-) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if done().await {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -216,15 +160,6 @@ async fn retained(broker: SocketAddr, id: &str, topic: &str) -> Received {
     sub.received().remove(0)
 }
 
-fn status_schema() -> jsonschema::Validator {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/docs/schemas/status.json"
-    ))
-    .unwrap();
-    jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap()
-}
-
 /// The payload with `"hist":true` first, as the forwarder sends backlog.
 fn hist(payload: &str) -> Vec<u8> {
     format!("{{\"hist\":true,{}", &payload[1..]).into_bytes()
@@ -234,7 +169,7 @@ fn hist(payload: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivers_the_outbox_in_order_then_empties_it() {
-    init_tracing();
+    tracing::init();
     let broker = broker::start();
     let gw = "gw1";
     let base = format!("fieldgate/{SITE}/{gw}");
@@ -326,7 +261,7 @@ async fn delivers_the_outbox_in_order_then_empties_it() {
     );
 
     // Status: online, retained, valid against the schema.
-    let schema = status_schema();
+    let schema = schema::validator("status.json");
     let online = retained(broker, "sub-status-1", &gateway.topics.status()).await;
     assert!(online.retain);
     let v = online.json();
@@ -398,7 +333,7 @@ async fn delivers_the_outbox_in_order_then_empties_it() {
 /// waited through the cut is marked `hist`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_cut_loses_nothing_and_keeps_each_stream_in_order() {
-    init_tracing();
+    tracing::init();
     let broker = broker::start();
     let proxy = Proxy::start(broker).await;
     let gw = "gw2";
@@ -410,7 +345,7 @@ async fn network_cut_loses_nothing_and_keeps_each_stream_in_order() {
     let mut mqtt = mqtt_config(proxy.addr(), "fg-2");
     mqtt.max_inflight = 40;
     let mut gateway = Gateway::start(parts, gw, mqtt);
-    assert!(wait_for(Duration::from_secs(10), || gateway.connected()).await);
+    assert!(wait::until(Duration::from_secs(10), || gateway.connected()).await);
 
     // The producer: 2 topics, a row on each every 10 ms, tagged with the
     // phase it was produced in.
@@ -451,7 +386,7 @@ async fn network_cut_loses_nothing_and_keeps_each_stream_in_order() {
     sleep(Duration::from_millis(500)).await;
     proxy.cut();
     assert!(
-        wait_for(Duration::from_secs(5), || !gateway.connected()).await,
+        wait::until(Duration::from_secs(5), || !gateway.connected()).await,
         "the forwarder did not notice the cut"
     );
     *phase.lock().unwrap() = "cut";
@@ -460,7 +395,7 @@ async fn network_cut_loses_nothing_and_keeps_each_stream_in_order() {
     store.flush().await.unwrap();
     proxy.restore();
     assert!(
-        wait_for(Duration::from_secs(40), || gateway.reconnects() >= 1).await,
+        wait::until(Duration::from_secs(40), || gateway.reconnects() >= 1).await,
         "no reconnect within 40 s of the restore"
     );
     *phase.lock().unwrap() = "after";
@@ -552,7 +487,7 @@ async fn network_cut_loses_nothing_and_keeps_each_stream_in_order() {
 /// the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_payloads_go_through_and_oversized_ones_are_skipped() {
-    init_tracing();
+    tracing::init();
     let broker = broker::start();
     let gw = "gw3";
     let base = format!("fieldgate/{SITE}/{gw}");
@@ -587,7 +522,7 @@ async fn large_payloads_go_through_and_oversized_ones_are_skipped() {
     assert_eq!(got[0].payload, hist(&big));
     assert_eq!(got[1].payload, hist(&small));
     assert!(
-        wait_for(Duration::from_secs(5), || gateway
+        wait::until(Duration::from_secs(5), || gateway
             .stats
             .skipped
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -596,10 +531,11 @@ async fn large_payloads_go_through_and_oversized_ones_are_skipped() {
     );
     // Only the oversized row is left.
     assert!(
-        wait_async(Duration::from_secs(5), || async {
-            gateway.waiting().await == 1
+        eventually(Duration::from_secs(5), async || {
+            (gateway.waiting().await == 1).then_some(())
         })
         .await
+        .is_some()
     );
     let left = gateway.store.fetch_after(0, 10).await.unwrap();
     assert_eq!(left.len(), 1);
@@ -613,7 +549,7 @@ async fn large_payloads_go_through_and_oversized_ones_are_skipped() {
 /// trying, then delivers once it can connect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_at_start_is_retried() {
-    init_tracing();
+    tracing::init();
     let broker = broker::start();
     let proxy = Proxy::start(broker).await;
     proxy.cut();
@@ -638,7 +574,7 @@ async fn broker_down_at_start_is_retried() {
     let mut gateway = Gateway::start(parts, gw, mqtt_config(proxy.addr(), "fg-4"));
 
     assert!(
-        wait_for(Duration::from_secs(5), || gateway
+        wait::until(Duration::from_secs(5), || gateway
             .stats
             .last_error()
             .is_some())
@@ -670,12 +606,12 @@ async fn broker_down_at_start_is_retried() {
 /// When the outbox closes under it, the forwarder says offline and ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ends_cleanly_when_the_store_closes() {
-    init_tracing();
+    tracing::init();
     let broker = broker::start();
     let gw = "gw5";
     let parts = Gateway::open(gw).await;
     let mut gateway = Gateway::start(parts, gw, mqtt_config(broker, "fg-5"));
-    assert!(wait_for(Duration::from_secs(10), || gateway.connected()).await);
+    assert!(wait::until(Duration::from_secs(10), || gateway.connected()).await);
     gateway.close_store().await;
     let task = gateway.task.take().unwrap();
     let result = timeout(Duration::from_secs(6), task)
@@ -692,7 +628,7 @@ async fn ends_cleanly_when_the_store_closes() {
 /// backlog is through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_data_is_not_stuck_behind_the_backlog() {
-    init_tracing();
+    tracing::init();
     let broker = broker::start();
     let gw = "gw6";
     let base = format!("fieldgate/{SITE}/{gw}");
@@ -712,7 +648,7 @@ async fn live_data_is_not_stuck_behind_the_backlog() {
         Subscriber::start_with_qos(broker, "sub-6", &format!("{base}/data/#"), QoS::ExactlyOnce)
             .await;
     let mut gateway = Gateway::start(parts, gw, mqtt_config(broker, "fg-6"));
-    assert!(wait_for(Duration::from_secs(10), || gateway.connected()).await);
+    assert!(wait::until(Duration::from_secs(10), || gateway.connected()).await);
     let live = format!("{base}/data/live");
     store
         .insert(vec![message(&live, 1, "{\"seq\":1}".into(), 1, false)])

@@ -9,19 +9,16 @@
 //! Values are driven with `Simulator::set` on named constant points, so
 //! no plant model moves them behind the test's back.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::broker;
-use common::subscriber::{Received, Subscriber, contiguous, seqs};
+use crate::common::subscriber::{Received, Subscriber, contiguous, seqs};
+use crate::common::{broker, gateway, schema, sim, tracing};
 use fieldgate::app::AppError;
-use fieldgate::config;
-use fieldgate::sim::{Scenario, Simulator};
+use fieldgate::sim::Simulator;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -121,17 +118,6 @@ tags = [
     )
 }
 
-/// Log lines of the gateway, shown when a test fails
-/// (`RUST_LOG=fieldgate=debug` for more).
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("fieldgate=info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
-}
-
 /// The running gateway and how to stop it.
 struct Gateway {
     stop: oneshot::Sender<()>,
@@ -221,9 +207,8 @@ struct Site {
 impl Site {
     /// Starts everything and waits for the gateway's `online` status.
     async fn start(rules: &str) -> Site {
-        init_tracing();
-        let scenario = Scenario::from_toml_str(SCENARIO).unwrap();
-        let sim = Simulator::start(scenario).await.unwrap();
+        tracing::init();
+        let sim = sim::start(SCENARIO).await;
         let broker = broker::start();
         let sub = Subscriber::start(broker, "cmms-view", &format!("{BASE}/#")).await;
         let operator = Operator::connect(broker, "operator").await;
@@ -253,16 +238,8 @@ impl Site {
             client_id,
             &self.rules,
         );
-        let path = self.dir.path().join("fieldgate.toml");
-        std::fs::write(&path, text).unwrap();
-        let config = match config::load_with_env(&path, &[]) {
-            Ok(l) => l.config,
-            Err(p) => panic!("{p}"),
-        };
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(fieldgate::app::run(config, async move {
-            let _ = stop_rx.await;
-        }));
+        let (config, _) = gateway::load(self.dir.path(), &text);
+        let (stop, task) = gateway::spawn(config);
         self.gateway = Some(Gateway { stop, task });
         self.starts += 1;
         let starts = self.starts;
@@ -282,12 +259,7 @@ impl Site {
     /// Stops the gateway with its stop future and waits for it to end.
     async fn stop_gateway(&mut self) {
         let Gateway { stop, task } = self.gateway.take().expect("gateway running");
-        stop.send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("gateway stops within 10 s")
-            .unwrap()
-            .unwrap();
+        gateway::stop(stop, task).await;
     }
 
     /// Stops the gateway and the simulator.
@@ -478,20 +450,12 @@ fn time(v: &Value) -> SystemTime {
     humantime::parse_rfc3339(v.as_str().expect("a time")).expect("an RFC 3339 time")
 }
 
-fn schema(name: &str) -> jsonschema::Validator {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("docs/schemas")
-        .join(name);
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    jsonschema::validator_for(&schema).unwrap()
-}
-
 /// Validates every alarm, work-order and meter message in `messages`
 /// (not the empty retained messages that clear a topic).
 fn check_schemas(messages: &[Received]) {
-    let alarm = schema("alarm.json");
-    let workorder = schema("workorder.json");
-    let meter = schema("meter.json");
+    let alarm = schema::validator("alarm.json");
+    let workorder = schema::validator("workorder.json");
+    let meter = schema::validator("meter.json");
     for m in messages {
         let Some(rest) = m.topic.strip_prefix(&format!("{BASE}/")) else {
             continue;

@@ -1,5 +1,4 @@
 //! A test subscriber: connects to a broker, subscribes, waits for the
-#![allow(dead_code)]
 //! SUBACK, then collects every message it receives. Bounded: it stops
 //! when dropped (the task is aborted).
 

@@ -1,0 +1,13 @@
+//! Fixtures shared by the integration tests.
+
+pub mod broker;
+pub mod forwarder;
+pub mod gateway;
+pub mod http;
+pub mod proxy;
+pub mod schema;
+pub mod sim;
+pub mod subscriber;
+pub mod tls_broker;
+pub mod tracing;
+pub mod wait;
