@@ -33,7 +33,7 @@
 //! limit, and so breaks it for the other cut's request too, which starts
 //! no later; or it lies beyond a hole wider than `max_gap`, and the
 //! earlier tags, which the other cut may have in its request, reach no
-//! further into that hole than the request's own tags. `tests/plan_props.rs`
+//! further into that hole than the request's own tags. `tests/integration/plan_props.rs`
 //! checks the result against a dynamic program on random inputs. The cut
 //! itself is one pass over the sorted tags: linear after the sort.
 //!
