@@ -27,7 +27,7 @@
 
 mod address;
 mod csv_tags;
-pub mod diff;
+pub(crate) mod diff;
 mod load;
 mod problem;
 pub(crate) mod raw;
@@ -36,7 +36,7 @@ mod resolve;
 mod resolved;
 mod secret;
 mod source_map;
-pub mod units;
+pub(crate) mod units;
 mod validate;
 
 use std::borrow::Borrow;
@@ -49,6 +49,7 @@ pub use address::{RawAddress, Resolved as ResolvedAddress, resolve as resolve_ad
 pub use problem::{Origin, Problem, Problems, Severity};
 pub use secret::Secret;
 pub use source_map::SourceMap;
+pub use units::format_size;
 
 use crate::expr::ExprType;
 use crate::tag::{Tag, WordOrder};

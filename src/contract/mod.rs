@@ -25,11 +25,11 @@
 //! Nothing here does I/O: the forwarder (`mqtt`) moves these bytes, the
 //! pipeline decides what to send.
 
-pub mod data;
+pub(crate) mod data;
 pub mod inbound;
-pub mod json;
+pub(crate) mod json;
 pub mod rules;
-pub mod status;
+pub(crate) mod status;
 pub mod topics;
 
 pub use inbound::{InboundError, OperatorAction, Request, Who};

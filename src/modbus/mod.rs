@@ -12,15 +12,15 @@
 //! [`spawn_pollers`] starts one task per link and returns their handles;
 //! every poll yields a [`Batch`](crate::reading::Batch) on the channel it is given.
 
-pub mod backoff;
+mod backoff;
 pub mod decode;
 pub mod encode;
-pub mod frame;
-pub mod histogram;
+mod frame;
+pub(crate) mod histogram;
 pub mod plan;
-pub mod poller;
-pub mod probe;
-pub mod transport;
+pub(crate) mod poller;
+pub(crate) mod probe;
+pub(crate) mod transport;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

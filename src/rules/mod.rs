@@ -58,13 +58,13 @@
 //! outage finds its tags stale. An on-delay longer than one poll interval
 //! absorbs that.
 
-pub mod alarm;
-pub mod condition;
-pub mod meter;
+pub(crate) mod alarm;
+pub(crate) mod condition;
+pub(crate) mod meter;
 mod saved;
 mod state_keys;
 mod time;
-pub mod workorder;
+pub(crate) mod workorder;
 pub use state_keys::*;
 
 use std::collections::HashMap;
@@ -77,8 +77,9 @@ pub use meter::{Measure, MeterChange, MeterDue, MeterReport, MeterState};
 pub use saved::{SAVED_VERSION, SavedEngine, SavedRule, SavedTag, SavedValue};
 pub use time::Timestamp;
 pub use workorder::{
-    SnapshotEntry, StatusUpdate, WoChange, WoContext, WoError, WoSource, WoStatus, WoTrigger,
-    WoType, WorkOrder, WorkOrderBook,
+    BOOK_VERSION, FLOOD_RULE, Last, MAX_CLOSED, MAX_HISTORY, SnapshotEntry, StatusReport,
+    StatusUpdate, WoChange, WoContext, WoError, WoSource, WoStatus, WoTrigger, WoType, WorkOrder,
+    WorkOrderBook, format_number, format_time, format_value,
 };
 
 use crate::config::{AlarmConfig, Condition, Device, Rule};

@@ -24,11 +24,11 @@
 //!
 //! Readers (the HTTP handlers) never block a writer for longer than a copy.
 
-pub mod process;
+pub(crate) mod process;
 pub mod prometheus;
-pub mod rules_view;
-pub mod seen;
-pub mod trend;
+mod rules_view;
+mod seen;
+pub(crate) mod trend;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +40,7 @@ use tokio::sync::watch;
 pub use process::ProcessStats;
 pub use rules_view::{AlarmView, MeterView, RulesView, WorkOrderView};
 pub use seen::DeviceSeen;
+pub use trend::{TREND_POINTS, TREND_SPAN, TREND_STEP, Trend};
 
 use crate::config::Config;
 use crate::heartbeat::Heartbeat;
