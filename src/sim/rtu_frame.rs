@@ -15,21 +15,8 @@ use tokio_modbus::{ExceptionCode, Request, Response};
 /// Longest RTU frame (address, PDU of at most 253 bytes, CRC).
 pub(crate) const MAX_FRAME: usize = 256;
 
-/// CRC-16/MODBUS (reflected polynomial 0xA001, initial value 0xFFFF).
-pub(crate) fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc = 0xFFFFu16;
-    for &b in bytes {
-        crc ^= u16::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
+/// The client's CRC: one implementation for both ends of the wire.
+pub(crate) use crate::modbus::frame::crc16;
 
 /// What the start of a receive buffer holds.
 #[derive(Debug, Clone, PartialEq)]
