@@ -65,7 +65,7 @@ use crate::contract::topics::Topics;
 use crate::events::ConfigRefused;
 use crate::http::{self, ActionRoute, Actions, HttpError, HttpState};
 use crate::modbus::{self, Probes};
-use crate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats, Inbound};
+use crate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats, INBOUND_CAPACITY, Inbound};
 use crate::pipeline::{self, Drained, PipelineConfig, RulesStage};
 use crate::reading::Batch;
 use crate::rules::RulesError;
@@ -78,12 +78,6 @@ use crate::telemetry::Telemetry;
 /// pollers wait (their next polls are skipped, not queued), so memory
 /// stays bounded whatever the stages after them do.
 pub const BATCH_CHANNEL_CAPACITY: usize = 1024;
-
-/// Messages from the broker (acks, shelving, work-order status) waiting
-/// for the rules stage. When full, the forwarder holds further messages,
-/// in order, and passes them on as room appears (`INBOUND_HOLD` of them;
-/// past that it drops and counts them).
-pub const INBOUND_CHANNEL_CAPACITY: usize = 256;
 
 /// Longest a stop waits, while the broker is connected, for the broker to
 /// acknowledge what the pipeline's last commit left in the outbox (step 3
@@ -218,7 +212,7 @@ impl Gateway {
         let telemetry = Arc::new(Telemetry::new(&config, Probes::new(&config), started));
         let stats = telemetry.mqtt_stats();
         let (telemetry_tx, telemetry_rx) = watch::channel(telemetry.clone());
-        let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_CHANNEL_CAPACITY);
+        let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_CAPACITY);
         let (http_trigger, http_listener) = shutdown::channel();
         let (action_route, route_rx) = watch::channel(ActionRoute::of(&config, inbound_tx.clone()));
         let http_server = http_socket.map(|socket| {
@@ -317,7 +311,7 @@ impl Gateway {
             None => {
                 // The pipeline failed and took the channel with it: the
                 // forwarder needs a new one, so it restarts too.
-                let (tx, rx) = mpsc::channel(INBOUND_CHANNEL_CAPACITY);
+                let (tx, rx) = mpsc::channel(INBOUND_CAPACITY);
                 self.inbound_tx = tx;
                 self.restart_forwarding(&new).await;
                 rx

@@ -164,7 +164,7 @@ use crate::shutdown::Shutdown;
 use crate::store::StoreHandle;
 use task::Forwarder;
 
-/// Suggested capacity of the inbound channel: acks, shelve requests and
+/// Capacity of the inbound channel (the gateway makes it with this): acks, shelve requests and
 /// work-order updates are rare; beyond this many waiting, new ones are held
 /// by the forwarder (up to [`INBOUND_HOLD`]), then dropped (and counted).
 pub const INBOUND_CAPACITY: usize = 256;
