@@ -15,7 +15,7 @@
 mod backoff;
 pub mod decode;
 pub mod encode;
-pub(crate) mod frame;
+pub mod frame;
 pub(crate) mod histogram;
 pub mod plan;
 pub(crate) mod poller;
