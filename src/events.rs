@@ -36,10 +36,28 @@ pub const EVENTS: [&str; 13] = [
 
 static COUNTS: [AtomicU64; EVENTS.len()] = [const { AtomicU64::new(0) }; EVENTS.len()];
 
-fn count(event: &str, n: u64) {
-    if let Some(i) = EVENTS.iter().position(|e| *e == event) {
-        COUNTS[i].fetch_add(n, Ordering::Relaxed);
-    }
+/// Every event's counter, by its place in [`EVENTS`].
+#[derive(Clone, Copy)]
+enum Counter {
+    DeviceDown,
+    DeviceBack,
+    LinkDown,
+    LinkUp,
+    BrokerConnected,
+    BrokerLost,
+    ReadingsEvicted,
+    ReadingsSuppressed,
+    AlarmActive,
+    WorkOrderRaised,
+    WorkOrderClosed,
+    WorkOrderHeld,
+    ConfigRefused,
+}
+
+/// Adds `n` to `counter`: one relaxed atomic addition (suppressed readings
+/// are counted on every poll).
+fn count(counter: Counter, n: u64) {
+    COUNTS[counter as usize].fetch_add(n, Ordering::Relaxed);
 }
 
 /// Every event's count so far, in the order of [`EVENTS`].
@@ -64,7 +82,7 @@ impl<E: Display> DeviceDown<'_, E> {
             device = %self.device, error = %self.error, retry_in = ?self.retry_in,
             "device not answering; probing with backoff"
         );
-        count("device_down", 1);
+        count(Counter::DeviceDown, 1);
     }
 }
 
@@ -80,7 +98,7 @@ impl DeviceBack<'_> {
     /// Logs and counts it.
     pub fn emit(self) {
         tracing::info!(device = %self.device, down_for = ?self.down_for, "device answering again");
-        count("device_back", 1);
+        count(Counter::DeviceBack, 1);
     }
 }
 
@@ -97,7 +115,7 @@ impl<L: Display, E: Display> LinkDown<'_, L, E> {
     /// Logs and counts it.
     pub fn emit(self) {
         tracing::warn!(link = %self.link, error = %self.error, "cannot connect; retrying with backoff");
-        count("link_down", 1);
+        count(Counter::LinkDown, 1);
     }
 }
 
@@ -111,7 +129,7 @@ impl<L: Display> LinkUp<'_, L> {
     /// Logs and counts it.
     pub fn emit(self) {
         tracing::info!(link = %self.link, "connected");
-        count("link_up", 1);
+        count(Counter::LinkUp, 1);
     }
 }
 
@@ -140,7 +158,7 @@ impl<B: Display> BrokerConnected<'_, B> {
                 "connected to the MQTT broker"
             ),
         }
-        count("broker_connected", 1);
+        count(Counter::BrokerConnected, 1);
     }
 }
 
@@ -161,7 +179,7 @@ impl<B: Display, E: Display> BrokerLost<'_, B, E> {
             broker = %self.broker, error = %self.error, in_flight = self.in_flight,
             "connection to the MQTT broker lost; unconfirmed messages will be sent again"
         );
-        count("broker_lost", 1);
+        count(Counter::BrokerLost, 1);
     }
 }
 
@@ -213,7 +231,7 @@ impl ReadingsEvicted {
                 "outbox over its bounds: evicted the oldest readings"
             );
         }
-        count("readings_evicted", evicted);
+        count(Counter::ReadingsEvicted, evicted);
     }
 }
 
@@ -228,7 +246,7 @@ impl ReadingsSuppressed {
     /// Counts it.
     pub fn emit(self) {
         if self.count > 0 {
-            count("readings_suppressed", self.count);
+            count(Counter::ReadingsSuppressed, self.count);
         }
     }
 }
@@ -247,7 +265,7 @@ impl AlarmActive<'_> {
     /// Logs and counts it.
     pub fn emit(self) {
         tracing::warn!(rule = %self.rule, value = self.value.unwrap_or("-"), chattering = self.chattering, "alarm active");
-        count("alarm_active", 1);
+        count(Counter::AlarmActive, 1);
     }
 }
 
@@ -267,7 +285,7 @@ impl WorkOrderRaised<'_> {
     /// Logs and counts it.
     pub fn emit(self) {
         tracing::warn!(id = %self.id, kind = self.kind, asset = %self.asset, title = %self.title, "work order raised");
-        count("work_order_raised", 1);
+        count(Counter::WorkOrderRaised, 1);
     }
 }
 
@@ -283,7 +301,7 @@ impl WorkOrderClosed<'_> {
     /// Logs and counts it.
     pub fn emit(self) {
         tracing::info!(id = %self.id, cmms_ref = self.cmms_ref.unwrap_or("-"), "work order closed by the CMMS");
-        count("work_order_closed", 1);
+        count(Counter::WorkOrderClosed, 1);
     }
 }
 
@@ -300,7 +318,7 @@ impl WorkOrderHeld<'_> {
     /// Logs and counts it.
     pub fn emit(self) {
         tracing::warn!(rule = %self.rule, asset = %self.asset, "alarm flood: activation held, no work order raised");
-        count("work_order_held", 1);
+        count(Counter::WorkOrderHeld, 1);
     }
 }
 
@@ -316,7 +334,7 @@ impl<E: Display> ConfigRefused<'_, E> {
     /// Logs and counts it.
     pub fn emit(self) {
         tracing::error!(error = %self.error, config = self.running, "reload refused; the running configuration stays");
-        count("config_refused", 1);
+        count(Counter::ConfigRefused, 1);
     }
 }
 
@@ -344,6 +362,16 @@ mod tests {
         let before = total("readings_suppressed");
         ReadingsSuppressed { count: 7 }.emit();
         assert!(total("readings_suppressed") >= before + 7);
+    }
+
+    #[test]
+    fn counters_are_in_the_order_of_their_labels() {
+        assert_eq!(Counter::DeviceDown as usize, 0);
+        assert_eq!(Counter::ConfigRefused as usize, EVENTS.len() - 1);
+        assert_eq!(
+            EVENTS[Counter::ReadingsSuppressed as usize],
+            "readings_suppressed"
+        );
     }
 
     #[test]
