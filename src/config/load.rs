@@ -103,8 +103,11 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
         }
     }
 
+    // The hash is published (retained on MQTT, /api/status, /metrics):
+    // hashing an inline password would let anyone who reads it test
+    // guesses offline, so secrets are replaced before hashing.
     let mut hasher = Sha256::new();
-    hasher.update(text.as_bytes());
+    hasher.update(without_inline_secrets(&text).as_bytes());
 
     // Two steps that do not call each other: each element on its own
     // first, then the checks across elements on the typed result.
@@ -122,6 +125,7 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
         devices,
         rules,
         meters,
+        ..
     } = resolved;
     let config = Config {
         path: path.to_path_buf(),
@@ -132,7 +136,7 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
         http,
         alarms,
         workorders,
-        buses,
+        buses: buses.into_iter().map(|b| b.value).collect(),
         devices: devices.into_iter().map(|d| Arc::new(d.value)).collect(),
         rules: rules.into_iter().filter_map(|r| r.value).collect(),
         meters: meters.into_iter().filter_map(|m| m.value).collect(),
@@ -151,6 +155,122 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
 /// `FIELDGATE_*` variables that belong to the command line, not the file.
 const CLI_ENV: &[&str] = &["CONFIG", "LOG_FORMAT", "LOG"];
 
+/// Keys whose value is a secret written in the file itself (the other
+/// secrets are read from files the config names, and only their paths
+/// are in the text).
+const INLINE_SECRETS: &[(&str, &str)] = &[("mqtt", "password")];
+
+/// What an inline secret is replaced with before hashing.
+const SECRET_PLACEHOLDER: &str = "***";
+
+/// `text` with the value of every [`INLINE_SECRETS`] key replaced by
+/// [`SECRET_PLACEHOLDER`], everything else (comments and layout included)
+/// as written, so the hash still changes when anything but a secret does.
+/// The key is found however it is written: under `[mqtt]`, as a dotted
+/// `mqtt.password` or in an inline table.
+fn without_inline_secrets(text: &str) -> String {
+    let Ok(mut doc) = text.parse::<toml_edit::DocumentMut>() else {
+        // Unreachable: the source map parsed the same text. Hashing
+        // nothing is safe, hashing the text would not be.
+        return String::new();
+    };
+    for (section, key) in INLINE_SECRETS {
+        let value = doc
+            .get_mut(section)
+            .and_then(|s| s.get_mut(key))
+            .and_then(|item| item.as_value_mut());
+        if let Some(value) = value {
+            let decor = value.decor().clone();
+            *value = toml_edit::Value::from(SECRET_PLACEHOLDER);
+            *value.decor_mut() = decor;
+        }
+    }
+    doc.to_string()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The hash of `text` written as `fieldgate.toml` in `dir`.
+    fn hash_of(dir: &Path, text: &str) -> String {
+        let path = dir.join("fieldgate.toml");
+        std::fs::write(&path, text).unwrap();
+        match super::load(&path, &[]) {
+            Ok(loaded) => loaded.config.hash,
+            Err(p) => panic!("does not load:\n{p}\n{text}"),
+        }
+    }
+
+    /// A config with `mqtt` first, so that dotted `mqtt.*` keys are at the
+    /// root rather than in a table above them.
+    fn config(mqtt: &str, device_port: u16) -> String {
+        format!(
+            "{mqtt}\n\n[gateway]\nid = \"gw1\"\ndata_dir = \".\"\n\n\
+             [[devices]]\nname = \"pump1\"\ntcp = \"127.0.0.1:{device_port}\"\ntags = \"tags.csv\"\n"
+        )
+    }
+
+    const TAGS: &str = "name,address,type\ntemp,30001,f32\n";
+
+    #[test]
+    fn the_hash_leaves_the_inline_password_out() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tags.csv"), TAGS).unwrap();
+        for (a, b) in [
+            (
+                "[mqtt]\nusername = \"gw\"\npassword = \"hunter2\"",
+                "[mqtt]\nusername = \"gw\"\npassword = \"correct horse\"",
+            ),
+            (
+                "mqtt.username = \"gw\"\nmqtt.password = 'hunter2'",
+                "mqtt.username = \"gw\"\nmqtt.password = 'correct horse'",
+            ),
+            (
+                "mqtt = { username = \"gw\", password = \"hunter2\" }",
+                "mqtt = { username = \"gw\", password = \"correct horse\" }",
+            ),
+        ] {
+            let one = hash_of(dir.path(), &config(a, 5020));
+            let other = hash_of(dir.path(), &config(b, 5020));
+            assert_eq!(one, other, "{a}\n{b}");
+            assert_eq!(one.len(), 64);
+        }
+    }
+
+    #[test]
+    fn the_hash_changes_with_anything_but_the_password() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tags.csv"), TAGS).unwrap();
+        let mqtt = "[mqtt]\nusername = \"gw\"\npassword = \"hunter2\"";
+        let base = hash_of(dir.path(), &config(mqtt, 5020));
+        let others = [
+            config("[mqtt]\nusername = \"gw2\"\npassword = \"hunter2\"", 5020),
+            config(mqtt, 5021),
+            format!("# a comment\n{}", config(mqtt, 5020)),
+        ];
+        for other in &others {
+            assert_ne!(base, hash_of(dir.path(), other), "{other}");
+        }
+        // The tag map counts too.
+        std::fs::write(
+            dir.path().join("tags.csv"),
+            format!("{TAGS}flow,30003,f32\n"),
+        )
+        .unwrap();
+        assert_ne!(base, hash_of(dir.path(), &config(mqtt, 5020)));
+    }
+
+    #[test]
+    fn only_the_secret_is_replaced() {
+        let text = "[mqtt] # broker\nhost = \"b\"\npassword = \"hunter2\" # inline\n";
+        assert_eq!(
+            super::without_inline_secrets(text),
+            "[mqtt] # broker\nhost = \"b\"\npassword = \"***\" # inline\n"
+        );
+    }
 }

@@ -24,9 +24,16 @@ pub(super) struct Resolved {
     /// `[workorders]`.
     pub workorders: WorkOrderConfig,
     /// The buses that resolved.
-    pub buses: Vec<Bus>,
+    pub buses: Vec<Placed<Bus>>,
+    /// The name of every `[[buses]]` element that has one, resolved or
+    /// not, so a duplicate is reported even beside another mistake.
+    pub bus_names: Vec<Placed<String>>,
     /// The devices that resolved.
     pub devices: Vec<Placed<Device>>,
+    /// The name of every `[[devices]]` element that has one, resolved or
+    /// not (a device without a connection does not resolve, and its
+    /// duplicate name must still be reported).
+    pub device_names: Vec<Placed<String>>,
     /// Every rule that could be read, resolved or not.
     pub rules: Vec<Entry<Rule>>,
     /// Every meter that could be read, resolved or not.

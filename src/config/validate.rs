@@ -9,22 +9,24 @@
 use std::collections::{HashMap, HashSet};
 
 use super::report::Ctx;
-use super::resolved::{Needs, Reads, Resolved};
-use super::{Bus, Connection, Device, HttpConfig, expr_type};
+use super::resolved::{Needs, Placed, Reads, Resolved};
+use super::{Bus, Connection, Device, HttpConfig, MqttConfig, expr_type};
 use crate::tag::{DataType, Tag};
 
 /// Checks `resolved`, recording problems in `ctx`.
 pub(super) fn validate(ctx: &mut Ctx, resolved: &Resolved) {
     let devices: Vec<&Device> = resolved.devices.iter().map(|d| &d.value).collect();
+    let buses: Vec<&Bus> = resolved.buses.iter().map(|b| &b.value).collect();
 
     for placed in &resolved.devices {
         if let Connection::Rtu { bus } = &placed.value.connection {
-            check_bus(ctx, &placed.field, bus, &resolved.buses);
+            check_bus(ctx, &placed.field, bus, &buses);
         }
     }
 
-    // Duplicate rule and meter names are looked for, and numbered, among
-    // the elements without other errors, as `check` has always done.
+    // Duplicate rule and meter names are looked for among the elements
+    // without other errors, as `check` has always done (a rule that did
+    // not resolve has no name to trust); each keeps its own field path.
     let mut rules = Vec::new();
     for entry in &resolved.rules {
         let errors_before = error_count(ctx);
@@ -32,7 +34,7 @@ pub(super) fn validate(ctx: &mut Ctx, resolved: &Resolved) {
         if let Some(rule) = &entry.value
             && error_count(ctx) == errors_before
         {
-            rules.push(rule.name.as_str());
+            rules.push((entry.field.as_str(), rule.name.as_str()));
         }
     }
     let mut meters = Vec::new();
@@ -42,18 +44,25 @@ pub(super) fn validate(ctx: &mut Ctx, resolved: &Resolved) {
         if let Some(meter) = &entry.value
             && error_count(ctx) == errors_before
         {
-            meters.push(meter.name.as_str());
+            meters.push((entry.field.as_str(), meter.name.as_str()));
         }
     }
 
-    check_all(
-        ctx,
-        &resolved.buses,
-        &devices,
-        &rules,
-        &meters,
-        &resolved.http,
-    );
+    duplicates(ctx, "bus", &placed_names(&resolved.bus_names));
+    duplicates(ctx, "device", &placed_names(&resolved.device_names));
+    duplicates(ctx, "rule", &rules);
+    duplicates(ctx, "meter", &meters);
+
+    check_mqtt(ctx, &resolved.mqtt);
+    check_all(ctx, &resolved.buses, &resolved.devices, &resolved.http);
+}
+
+/// `names` as (field path, name) pairs, for [`duplicates`].
+fn placed_names(names: &[Placed<String>]) -> Vec<(&str, &str)> {
+    names
+        .iter()
+        .map(|n| (n.field.as_str(), n.value.as_str()))
+        .collect()
 }
 
 fn error_count(ctx: &Ctx) -> usize {
@@ -61,7 +70,7 @@ fn error_count(ctx: &Ctx) -> usize {
 }
 
 /// An RTU device's bus must be one of `[[buses]]`.
-fn check_bus(ctx: &mut Ctx, field: &str, bus: &str, buses: &[Bus]) {
+fn check_bus(ctx: &mut Ctx, field: &str, bus: &str, buses: &[&Bus]) {
     if buses.iter().any(|b| b.name == bus) {
         return;
     }
@@ -143,30 +152,16 @@ fn find_tag<'a>(devices: &[&'a Device], full: &str) -> Result<(&'a Device, &'a T
         .ok_or_else(|| format!("tag \"{full}\": device \"{dev}\" has no tag \"{tag}\""))
 }
 
-/// Checks across sections: unique names, buses and their use, HTTP exposure.
-fn check_all(
-    ctx: &mut Ctx,
-    buses: &[Bus],
-    devices: &[&Device],
-    rules: &[&str],
-    meters: &[&str],
-    http: &HttpConfig,
-) {
-    duplicates(ctx, "buses", "bus", buses.iter().map(|b| b.name.as_str()));
-    duplicates(
-        ctx,
-        "devices",
-        "device",
-        devices.iter().map(|d| d.name.as_str()),
-    );
-    duplicates(ctx, "rules", "rule", rules.iter().copied());
-    duplicates(ctx, "meters", "meter", meters.iter().copied());
-
+/// Checks across sections: buses and their use, HTTP exposure. Problems
+/// name each element by its own field path, not by its rank among the
+/// elements that resolved, so they point at the right line after a
+/// broken element.
+fn check_all(ctx: &mut Ctx, buses: &[Placed<Bus>], devices: &[Placed<Device>], http: &HttpConfig) {
     let mut ports: HashMap<&str, &str> = HashMap::new();
-    for (i, bus) in buses.iter().enumerate() {
+    for Placed { field, value: bus } in buses {
         if let Some(other) = ports.insert(&bus.port, &bus.name) {
             ctx.error(
-                &format!("buses[{i}].port"),
+                &format!("{field}.port"),
                 format!(
                     "serial port {} is already used by bus \"{other}\"",
                     bus.port
@@ -175,10 +170,10 @@ fn check_all(
         }
         if !devices
             .iter()
-            .any(|d| matches!(&d.connection, Connection::Rtu { bus: b } if b == &bus.name))
+            .any(|d| matches!(&d.value.connection, Connection::Rtu { bus: b } if b == &bus.name))
         {
             ctx.warn(
-                &format!("buses[{i}]"),
+                field,
                 format!("bus \"{}\" is not used by any device", bus.name),
             );
         }
@@ -186,14 +181,14 @@ fn check_all(
 
     // Two devices answering to the same unit id on one line would both answer.
     let mut seen: HashMap<(String, u8), &str> = HashMap::new();
-    for (i, d) in devices.iter().enumerate() {
+    for Placed { field, value: d } in devices {
         let line = match &d.connection {
             Connection::Rtu { bus } => format!("bus {bus}"),
             other => other.endpoint().unwrap_or_default(),
         };
         if let Some(first) = seen.insert((line.clone(), d.unit), &d.name) {
             ctx.error(
-                &format!("devices[{i}].unit"),
+                &format!("{field}.unit"),
                 format!(
                     "unit id {} on {line} is already used by device \"{first}\"",
                     d.unit
@@ -213,15 +208,83 @@ fn check_all(
     }
 }
 
-/// Names that must be unique within `section`.
-fn duplicates<'a>(ctx: &mut Ctx, section: &str, what: &str, names: impl Iterator<Item = &'a str>) {
+/// Credentials sent without TLS to a broker beyond this machine can be
+/// read by anyone on the way: warned, since a plant network may be
+/// trusted, but never silently.
+fn check_mqtt(ctx: &mut Ctx, mqtt: &MqttConfig) {
+    if mqtt.tls.is_some()
+        || (mqtt.username.is_none() && mqtt.password.is_none())
+        || is_loopback(&mqtt.host)
+    {
+        return;
+    }
+    let host = if mqtt.host.contains(':') {
+        format!("[{}]", mqtt.host)
+    } else {
+        mqtt.host.clone()
+    };
+    ctx.warn(
+        "mqtt.host",
+        format!(
+            "credentials are sent in clear text to {host}:{}; enable [mqtt.tls]",
+            mqtt.port
+        ),
+    );
+}
+
+/// Whether `host` is this machine: a loopback address or `localhost`.
+/// Other names are not resolved here, so they count as remote.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim();
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return ip.is_loopback();
+    }
+    let name = bare.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
+}
+
+/// Names that must be unique among `names` (field path, name), each
+/// duplicate reported at its own element.
+fn duplicates(ctx: &mut Ctx, what: &str, names: &[(&str, &str)]) {
     let mut seen = HashSet::new();
-    for (i, name) in names.enumerate() {
-        if !name.is_empty() && !seen.insert(name) {
+    for (field, name) in names {
+        if !name.is_empty() && !seen.insert(*name) {
             ctx.error(
-                &format!("{section}[{i}].name"),
+                &format!("{field}.name"),
                 format!("duplicate {what} name \"{name}\""),
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn loopback_hosts_are_this_machine() {
+        for host in [
+            "127.0.0.1",
+            "127.8.9.10",
+            "::1",
+            "[::1]",
+            "localhost",
+            "LocalHost.",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "192.168.1.5",
+            "::ffff:10.0.0.1",
+            "broker.plant.local",
+            "localhost.example.com",
+            "",
+        ] {
+            assert!(!is_loopback(host), "{host}");
         }
     }
 }

@@ -4,6 +4,9 @@
 //! Each file in `tests/broken/` holds one mistake and names the problem
 //! line it must produce in its first line: `# expect: FILE:LINE: FIELD: MESSAGE`
 //! (an error) or `# expect-warning: ...` (a warning, the config still loads).
+//! A file that checks that one mistake does not hide another names each
+//! problem on its own leading `# expect` line; it must produce exactly as
+//! many errors as it names.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,33 +47,45 @@ fn each_broken_config_reports_its_one_mistake_with_file_line_and_field() {
     let mut failures = Vec::new();
     for file in broken_files() {
         let text = std::fs::read_to_string(&file).unwrap();
-        let first = text.lines().next().unwrap();
-        let (want_error, expected) = if let Some(e) = first.strip_prefix("# expect: ") {
-            (true, e)
-        } else if let Some(e) = first.strip_prefix("# expect-warning: ") {
-            (false, e)
-        } else {
-            panic!("{}: first line must be `# expect: ...`", file.display());
-        };
+        // The leading `# expect` lines: one for most files, more for a
+        // file that checks that one mistake does not hide another.
+        let expectations: Vec<(bool, &str)> = text
+            .lines()
+            .map_while(|line| {
+                if let Some(e) = line.strip_prefix("# expect: ") {
+                    Some((true, e))
+                } else {
+                    line.strip_prefix("# expect-warning: ").map(|e| (false, e))
+                }
+            })
+            .collect();
+        assert!(
+            !expectations.is_empty(),
+            "{}: first line must be `# expect: ...`",
+            file.display()
+        );
         let problems: Vec<Problem> = match config::load_with_env(&file, &[]) {
             Ok(loaded) => loaded.warnings,
             Err(problems) => problems.0,
         };
-        let errors: Vec<&Problem> = problems.iter().filter(|p| p.is_error()).collect();
+        let errors = problems.iter().filter(|p| p.is_error()).count();
         let rendered: Vec<String> = problems.iter().map(render).collect();
-        let prefix = if want_error { "error: " } else { "warning: " };
-        let matched = rendered
-            .iter()
-            .any(|r| r.starts_with(prefix) && r.contains(expected));
-        let one_mistake = if want_error {
-            errors.len() == 1
-        } else {
-            errors.is_empty()
-        };
-        if !matched || !one_mistake {
+        let mut missing = Vec::new();
+        for (want_error, expected) in &expectations {
+            let prefix = if *want_error { "error: " } else { "warning: " };
+            if !rendered
+                .iter()
+                .any(|r| r.starts_with(prefix) && r.contains(expected))
+            {
+                missing.push(format!("{prefix}{expected}"));
+            }
+        }
+        let expected_errors = expectations.iter().filter(|(e, _)| *e).count();
+        if !missing.is_empty() || errors != expected_errors {
             failures.push(format!(
-                "{}\n  expected {prefix}{expected}\n  got:\n    {}",
+                "{}\n  expected {expected_errors} error(s), missing:\n    {}\n  got:\n    {}",
                 file.display(),
+                missing.join("\n    "),
                 rendered.join("\n    ")
             ));
         }
@@ -197,6 +212,45 @@ fn environment_overrides_win_over_the_file() {
     assert!(
         text.contains("environment FIELDGATE_MQTT__PORT: mqtt.port: wrong type"),
         "{text}"
+    );
+}
+
+/// Credentials to a remote broker without TLS are warned about (the
+/// config still loads); over TLS or to this machine they are not.
+#[test]
+fn credentials_in_clear_text_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fieldgate.toml");
+    let clear = "credentials are sent in clear text";
+    let warnings = |text: &str, env: &[(String, String)]| -> Vec<String> {
+        std::fs::write(&file, text).unwrap();
+        match config::load_with_env(&file, env) {
+            Ok(loaded) => loaded.warnings.iter().map(|p| p.to_string()).collect(),
+            Err(p) => panic!("does not load:\n{p}\n{text}"),
+        }
+    };
+    let with_user = MINIMAL.replace("port = 1883", "port = 1883\nusername = \"fg\"");
+
+    let got = warnings(&with_user, &[]);
+    assert!(
+        got.iter().any(|w| w.contains(&format!(
+            "mqtt.host: {clear} to broker.in.file:1883; enable [mqtt.tls]"
+        ))),
+        "{got:?}"
+    );
+    assert!(warnings(MINIMAL, &[]).iter().all(|w| !w.contains(clear)));
+    let local = with_user.replace("broker.in.file", "localhost");
+    assert!(warnings(&local, &[]).iter().all(|w| !w.contains(clear)));
+    let tls = format!("{with_user}\n[mqtt.tls]\n");
+    assert!(warnings(&tls, &[]).iter().all(|w| !w.contains(clear)));
+
+    // A host from the environment is judged too, and named by its variable.
+    let env = [("FIELDGATE_MQTT__HOST".to_string(), "10.0.0.7".to_string())];
+    let got = warnings(&local, &env);
+    assert!(
+        got.iter().any(|w| w.contains("FIELDGATE_MQTT__HOST")
+            && w.contains(&format!("{clear} to 10.0.0.7:1883"))),
+        "{got:?}"
     );
 }
 

@@ -33,6 +33,22 @@ use super::report::Ctx;
 use super::resolved::{Placed, Resolved};
 use super::{Bus, Device};
 
+/// The `name` each element of `section` was written with, as far as it is
+/// text, with the element's field path: read from the merged values, so an
+/// element that does not resolve still has its name checked for duplicates.
+fn names(section: &str, elements: &[(usize, Value)]) -> Vec<Placed<String>> {
+    elements
+        .iter()
+        .filter_map(|(i, v)| {
+            let name = v.find_ref("name")?.as_str()?;
+            Some(Placed {
+                field: format!("{section}[{i}]"),
+                value: name.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// Resolves every section and element of the merged config `root`; the
 /// CSV tag maps it reads go into `hasher`.
 pub(super) fn resolve(ctx: &mut Ctx, root: &Dict, hasher: &mut Sha256) -> Resolved {
@@ -50,16 +66,21 @@ pub(super) fn resolve(ctx: &mut Ctx, root: &Dict, hasher: &mut Sha256) -> Resolv
     let alarms = sections::alarms(ctx, alarms.unwrap_or_default());
     let workorders = sections::workorders(ctx, workorders.unwrap_or_default());
 
-    let buses: Vec<Bus> = elements(ctx, root, "buses")
+    let bus_elements = elements(ctx, root, "buses");
+    let bus_names = names("buses", &bus_elements);
+    let buses: Vec<Placed<Bus>> = bus_elements
         .into_iter()
         .filter_map(|(i, v)| {
             let field = format!("buses[{i}]");
             let raw = ctx.read::<RawBus>(&field, Some(&v))?;
-            devices::bus(ctx, &field, raw)
+            let bus = devices::bus(ctx, &field, raw)?;
+            Some(Placed { field, value: bus })
         })
         .collect();
 
-    let devices: Vec<Placed<Device>> = elements(ctx, root, "devices")
+    let device_elements = elements(ctx, root, "devices");
+    let device_names = names("devices", &device_elements);
+    let devices: Vec<Placed<Device>> = device_elements
         .into_iter()
         .filter_map(|(i, v)| {
             let field = format!("devices[{i}]");
@@ -105,7 +126,9 @@ pub(super) fn resolve(ctx: &mut Ctx, root: &Dict, hasher: &mut Sha256) -> Resolv
         alarms,
         workorders,
         buses,
+        bus_names,
         devices,
+        device_names,
         rules,
         meters,
     }
