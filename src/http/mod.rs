@@ -26,8 +26,13 @@
 //!
 //! # Bounds
 //!
-//! At most [`MAX_REQUESTS`] requests are served at once; more get 503 at
-//! once rather than a queue. Event streams count apart, at most
+//! At most [`MAX_CONNECTIONS`] connections are open at once; past it new
+//! ones wait in the kernel's backlog until one closes. A client has
+//! [`HEADER_READ_TIMEOUT`] to send each request head, or is disconnected,
+//! so neither many connections nor a slow client (slowloris) can take the
+//! file descriptors the Modbus and MQTT sides need. At most
+//! [`MAX_REQUESTS`] requests are served at once; more get 503 at once
+//! rather than a queue. Event streams count apart, at most
 //! [`events::MAX_STREAMS`]. A handler waits at most [`STORE_WAIT`] for
 //! the store thread: a store too busy to answer shows as `fieldgate_store_up
 //! 0` rather than a hung scrape. Only the two action endpoints change
@@ -46,14 +51,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinHandle;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tower::ServiceExt as _;
 
 pub use actions::{ActionRoute, Actions};
 pub use events::trend_json;
@@ -65,6 +75,26 @@ use crate::telemetry::{ProcessStats, Snapshot, Telemetry, process};
 
 /// Requests served at once; more are answered 503 straight away.
 pub const MAX_REQUESTS: usize = 32;
+
+/// Connections open at once. At the cap the server stops accepting: a new
+/// connection waits in the kernel's listen backlog (its client sees a slow
+/// connect, or its own timeout) until an open one closes, so a client that
+/// opens many connections cannot take the file descriptors the Modbus and
+/// MQTT sides need. Room for every event stream ([`events::MAX_STREAMS`])
+/// and [`MAX_REQUESTS`] requests besides.
+pub const MAX_CONNECTIONS: usize = 64;
+
+// The live feed and the requests fit under the connection cap together.
+const _: () = assert!(MAX_CONNECTIONS >= MAX_REQUESTS + events::MAX_STREAMS);
+
+/// How long a client has to send a whole request head (request line and
+/// headers), counted from when the server starts waiting for one: on a new
+/// connection and between requests on a kept-alive one. A client that has
+/// not sent it by then is disconnected without an answer, so a slow or
+/// idle client (slowloris) does not keep its place under
+/// [`MAX_CONNECTIONS`]. A response in progress (an event stream) is not
+/// limited by it.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long requests in progress may finish after the stop.
 pub const GRACE: Duration = Duration::from_secs(2);
@@ -165,6 +195,10 @@ pub async fn bind(addr: SocketAddr, with_token: bool) -> Result<Listener, HttpEr
 }
 
 /// Serves `listener` until `shutdown` fires (then at most [`GRACE`] more).
+///
+/// One task accepts, at most [`MAX_CONNECTIONS`] at once, and owns every
+/// connection (each its own task in a set, so that what is left after
+/// [`GRACE`] is really dropped rather than left running).
 pub fn serve(listener: Listener, state: HttpState, shutdown: Shutdown) -> JoinHandle<()> {
     let addr = listener.addr;
     let actions = if state.actions.is_some() {
@@ -173,28 +207,114 @@ pub fn serve(listener: Listener, state: HttpState, shutdown: Shutdown) -> JoinHa
         "off"
     };
     tracing::info!(%addr, page = %format!("http://{addr}/"), actions, "HTTP: status page, /healthz /readyz /metrics /api/status");
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let mut stop = shutdown.clone();
-    let mut deadline = shutdown;
+    let app = router(state);
     tokio::spawn(async move {
-        let server = axum::serve(listener.inner, app)
-            .with_graceful_shutdown(async move { stop.recv().await })
-            .into_future();
-        tokio::select! {
-            result = server => {
-                if let Err(e) = result {
-                    tracing::error!(%addr, error = %e, "HTTP server failed");
-                }
-            }
-            _ = async {
-                deadline.recv().await;
-                tokio::time::sleep(GRACE).await;
-            } => {
-                tracing::warn!(%addr, grace = ?GRACE, "HTTP requests still open at shutdown; dropped");
-            }
+        let mut connections = JoinSet::new();
+        accept(listener.inner, addr, &app, &mut connections, shutdown).await;
+        // The socket is closed by now: new connections are refused while
+        // the open ones finish.
+        let drained = tokio::time::timeout(GRACE, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(%addr, grace = ?GRACE, open = connections.len(), "HTTP requests still open at shutdown; dropped");
+            connections.shutdown().await;
         }
         tracing::debug!(%addr, "HTTP server stopped");
     })
+}
+
+/// Accepts until `stop` fires, each connection into `connections`, and
+/// never more than [`MAX_CONNECTIONS`] open: the permit is taken before
+/// `accept`, so past the cap a new connection stays in the kernel's
+/// backlog rather than costing a file descriptor here.
+async fn accept(
+    listener: TcpListener,
+    addr: SocketAddr,
+    app: &Router,
+    connections: &mut JoinSet<()>,
+    mut stop: Shutdown,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        // Finished connections leave the set here, so it holds about the
+        // open ones.
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit,
+            () = stop.recv() => return,
+        };
+        // Only a closed semaphore fails, and this one is never closed.
+        let Ok(permit) = permit else { return };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.recv() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                connections.spawn(connection(stream, peer, app.clone(), stop.clone(), permit));
+            }
+            // The client gave up before it was accepted: nothing to do.
+            Err(e) if is_connection_error(&e) => {}
+            Err(e) => {
+                // Out of file descriptors, most likely: retrying at once
+                // would spin; a second lets connections close.
+                tracing::error!(%addr, error = %e, "HTTP server failed to accept; retrying in 1 s");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = stop.recv() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Errors of one connection, not of the listening socket.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Serves one connection (HTTP/1.1) until it closes, or gracefully ends it
+/// once `stop` fires; `_permit` is its place under [`MAX_CONNECTIONS`].
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    mut stop: Shutdown,
+    _permit: OwnedSemaphorePermit,
+) {
+    // The handlers read the client's address (the actions log it) from
+    // the request, as axum's own server would have put it there.
+    let service = service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(request)
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = stop.recv() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    match result {
+        Ok(()) => {}
+        Err(e) if e.is_timeout() => {
+            tracing::debug!(%peer, timeout = ?HEADER_READ_TIMEOUT, "HTTP client sent no whole request head in time; disconnected");
+        }
+        Err(e) => tracing::debug!(%peer, error = %e, "HTTP connection ended with an error"),
+    }
 }
 
 /// The routes, with the request limit.

@@ -22,6 +22,7 @@ mod field_truth;
 mod forwarder;
 mod gateway;
 mod http;
+mod http_limits;
 mod inspect;
 mod layers;
 mod plan_props;
