@@ -47,13 +47,11 @@ pub fn run(path: &Path) -> ExitCode {
         .and_then(|i| i.config_log(1))
         .ok()
         .and_then(|log| log.last().map(|r| r.hash.clone()));
-    if running.as_deref() == Some(config.hash.as_str()) {
-        println!(
-            "fieldgate (pid {pid}) already runs configuration {}; nothing to reload",
-            config.short_hash()
-        );
-        return ExitCode::SUCCESS;
-    }
+    // The hash leaves secrets out (an inline password must not be guessable
+    // from it), so the same hash may still carry a new password: signal
+    // anyway. An unchanged config is then a no-op the gateway logs; it
+    // records nothing, so there is nothing to wait for.
+    let same = running.as_deref() == Some(config.hash.as_str());
     let sent_at = SystemTime::now();
     let signalled = i32::try_from(pid)
         .ok()
@@ -63,6 +61,13 @@ pub fn run(path: &Path) -> ExitCode {
     if let Err(e) = signalled {
         eprintln!("fieldgate reload: cannot signal process {pid}: {e}");
         return ExitCode::from(1);
+    }
+    if same {
+        println!(
+            "fieldgate (pid {pid}) already runs configuration {}; sent SIGHUP so that a changed secret (left out of the hash) is applied too; its log says whether anything changed",
+            config.short_hash()
+        );
+        return ExitCode::SUCCESS;
     }
     println!(
         "sent SIGHUP to fieldgate (pid {pid}); configuration {}",
