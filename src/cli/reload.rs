@@ -47,11 +47,15 @@ pub fn run(path: &Path) -> ExitCode {
         .and_then(|i| i.config_log(1))
         .ok()
         .and_then(|log| log.last().map(|r| r.hash.clone()));
-    // The hash leaves secrets out (an inline password must not be guessable
-    // from it), so the same hash may still carry a new password: signal
-    // anyway. An unchanged config is then a no-op the gateway logs; it
-    // records nothing, so there is nothing to wait for.
-    let same = running.as_deref() == Some(config.hash.as_str());
+    if running.as_deref() == Some(config.hash.as_str()) {
+        // The hash leaves secrets out (an inline password must not be
+        // guessable from it), so say how to apply a changed secret.
+        println!(
+            "fieldgate (pid {pid}) already runs configuration {}; nothing to reload (a changed password or secret file is not in the hash: apply it with `systemctl reload fieldgate` or `kill -HUP {pid}`)",
+            config.short_hash()
+        );
+        return ExitCode::SUCCESS;
+    }
     let sent_at = SystemTime::now();
     let signalled = i32::try_from(pid)
         .ok()
@@ -61,13 +65,6 @@ pub fn run(path: &Path) -> ExitCode {
     if let Err(e) = signalled {
         eprintln!("fieldgate reload: cannot signal process {pid}: {e}");
         return ExitCode::from(1);
-    }
-    if same {
-        println!(
-            "fieldgate (pid {pid}) already runs configuration {}; sent SIGHUP so that a changed secret (left out of the hash) is applied too; its log says whether anything changed",
-            config.short_hash()
-        );
-        return ExitCode::SUCCESS;
     }
     println!(
         "sent SIGHUP to fieldgate (pid {pid}); configuration {}",
