@@ -343,12 +343,7 @@ impl Alarm {
                 self.last_activation = Some(at);
             } else if at.millis_since(last) >= self.quiet_ms {
                 self.chattering = false;
-                // A fault that began while the rule chattered and is still
-                // there now gets the work order its activation was refused:
-                // the event counts as an activation (the work-order book
-                // raises one if none is open, and never a second).
-                let still_active = self.active && self.state.is_active();
-                out.push(self.event(self.state, at, Cause::ChatterCleared, trigger, still_active));
+                out.push(self.event(self.state, at, Cause::ChatterCleared, trigger, false));
             }
         }
     }
@@ -776,30 +771,8 @@ mod tests {
             [(ReturnedUnacked, ReturnedUnacked, Cause::ChatterCleared)]
         );
         assert!(!ev[0].chattering);
-        assert!(!ev[0].activation, "returned: nothing to raise");
         let ev = r.met(true, 151.0);
         assert!(ev[0].raise_work_order);
-    }
-
-    #[test]
-    fn a_fault_still_active_when_chattering_clears_raises_its_work_order() {
-        let mut r = Rig::new(0, 0);
-        for i in 0..3 {
-            let s = f64::from(i) * 10.0;
-            r.met(true, s);
-            r.met(false, s + 1.0);
-        }
-        assert!(r.alarm.is_chattering());
-        // A real excursion while flagged: active, no work order.
-        let ev = r.met(true, 30.0);
-        assert!(ev[0].activation && !ev[0].raise_work_order);
-        // Still active when the flag clears: now it asks for one.
-        let ev = r.tick(150.0);
-        assert_eq!(
-            moves(&ev),
-            [(ActiveUnacked, ActiveUnacked, Cause::ChatterCleared)]
-        );
-        assert!(ev[0].activation && ev[0].raise_work_order && !ev[0].chattering);
     }
 
     #[test]
