@@ -12,10 +12,8 @@ use fieldgate::config::{MqttConfig, StoreConfig};
 use fieldgate::contract::Topics;
 use fieldgate::contract::{OperatorAction, Who};
 use fieldgate::mqtt::client::MqttError;
-use fieldgate::mqtt::forwarder::{
-    self, ForwarderConfig, ForwarderStats, INBOUND_CAPACITY, Inbound,
-};
-use fieldgate::shutdown::{self, ShutdownTrigger};
+use fieldgate::mqtt::forwarder::{ForwarderConfig, ForwarderStats, INBOUND_CAPACITY, Inbound};
+use fieldgate::shutdown::ShutdownTrigger;
 use fieldgate::store::{self, Kind, OutMessage, StoreGuard, StoreHandle};
 use rumqttc::QoS;
 use serde_json::Value;
@@ -23,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 
-use crate::common::forwarder::{mqtt_config, outbox_config};
+use crate::common::forwarder::{self as forwarder_fixture, mqtt_config, outbox_config};
 use crate::common::proxy::Proxy;
 use crate::common::subscriber::{Received, Subscriber};
 use crate::common::wait::{self, eventually};
@@ -74,36 +72,21 @@ impl Gateway {
             config_hash: "0123456789abcdef".repeat(4),
             started: SystemTime::now(),
         };
-        let stats = Arc::new(ForwarderStats::default());
-        let (tx, inbound) = mpsc::channel(INBOUND_CAPACITY);
-        let (trigger, shutdown) = shutdown::channel();
-        let task = tokio::spawn(forwarder::run(
-            cfg,
-            store.clone(),
-            tx,
-            stats.clone(),
-            shutdown,
-        ));
+        let started = forwarder_fixture::start(cfg, &store);
         Gateway {
             store,
             guard: Some(guard),
             topics,
-            stats,
-            inbound,
-            trigger,
-            task: Some(task),
+            stats: started.stats,
+            inbound: started.inbound,
+            trigger: started.trigger,
+            task: Some(started.task),
             _dir: dir,
         }
     }
 
     async fn stop(&mut self) {
-        self.trigger.trigger();
-        let task = self.task.take().unwrap();
-        let result = timeout(Duration::from_secs(6), task)
-            .await
-            .expect("the forwarder stops within 6 s")
-            .unwrap();
-        result.expect("the forwarder ends with Ok");
+        forwarder_fixture::stop(&self.trigger, self.task.take().unwrap()).await;
     }
 
     async fn close_store(&mut self) {

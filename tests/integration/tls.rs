@@ -13,14 +13,14 @@ use std::time::{Duration, SystemTime};
 use fieldgate::config::{MqttConfig, Secret, TlsConfig};
 use fieldgate::contract::Topics;
 use fieldgate::mqtt::client::MqttError;
-use fieldgate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats, INBOUND_CAPACITY};
+use fieldgate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats};
 use fieldgate::shutdown::{self, ShutdownTrigger};
 use fieldgate::store::{self, Kind, OutMessage, StoreGuard, StoreHandle};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::common::forwarder::{mqtt_config, outbox_config};
+use crate::common::forwarder::{self as forwarder_fixture, mqtt_config, outbox_config};
 use crate::common::subscriber::Subscriber;
 use crate::common::tls_broker::{TestCa, TlsProxy};
 use crate::common::{broker, tracing, wait};
@@ -82,34 +82,20 @@ impl Gateway {
             config_hash: "ab".repeat(32),
             started: SystemTime::now(),
         };
-        let stats = Arc::new(ForwarderStats::default());
-        let (tx, inbound) = mpsc::channel(INBOUND_CAPACITY);
-        let (trigger, shutdown) = shutdown::channel();
-        let task = tokio::spawn(forwarder::run(
-            cfg,
-            store.clone(),
-            tx,
-            stats.clone(),
-            shutdown,
-        ));
+        let started = forwarder_fixture::start(cfg, &store);
         Gateway {
             store,
             guard: Some(guard),
-            stats,
-            trigger,
-            task: Some(task),
-            _inbound: inbound,
+            stats: started.stats,
+            trigger: started.trigger,
+            task: Some(started.task),
+            _inbound: started.inbound,
             _dir: dir,
         }
     }
 
     async fn stop(mut self) {
-        self.trigger.trigger();
-        let result = timeout(Duration::from_secs(6), self.task.take().unwrap())
-            .await
-            .expect("the forwarder stops within 6 s")
-            .unwrap();
-        result.expect("the forwarder ends with Ok");
+        forwarder_fixture::stop(&self.trigger, self.task.take().unwrap()).await;
         let guard = self.guard.take().unwrap();
         tokio::task::spawn_blocking(move || guard.close())
             .await
