@@ -192,6 +192,8 @@ fn bench(c: &mut Criterion) {
                 .map(|(d, dev)| Batch {
                     device: Arc::new(dev.clone()),
                     timestamp: Timestamp::from_millis(START).to_system_time(),
+                    started: std::time::Instant::now(),
+                    unsynced: false,
                     readings: (0..TAGS_PER_DEVICE)
                         .map(|j| Reading::good(j, values[d * TAGS_PER_DEVICE + j].clone()))
                         .collect(),
@@ -207,16 +209,14 @@ fn bench(c: &mut Criterion) {
         b.iter_batched_ref(
             || {
                 // Each sweep one second later than the one before.
-                let mut polls = batches[n % SWEEPS].clone();
-                for p in &mut polls {
-                    p.timestamp = Timestamp::from_millis(START + n as u64 * 1000).to_system_time();
-                }
+                let polls = batches[n % SWEEPS].clone();
+                let at = Timestamp::from_millis(START + n as u64 * 1000);
                 n += 1;
-                polls
+                (polls, at)
             },
-            |polls| {
+            |(polls, at)| {
                 for poll in polls.iter() {
-                    black_box(e.observe_batch(poll));
+                    black_box(e.observe_batch(poll, *at));
                 }
             },
             criterion::BatchSize::SmallInput,

@@ -50,7 +50,7 @@ fn batches() -> Vec<Vec<OutMessage>> {
                         qos: 1,
                         retain: false,
                         kind: Kind::Reading,
-                        created_at: now,
+                        created_at: now.into(),
                     }
                 })
                 .collect()

@@ -70,6 +70,7 @@ fn scrape(c: &mut Criterion) {
             version: "0.1.0",
             config_hash: "0".repeat(64),
             started: SystemTime::now(),
+            booted: std::time::Instant::now(),
         },
         at: SystemTime::now(),
         devices: snapshots,
@@ -81,6 +82,8 @@ fn scrape(c: &mut Criterion) {
         events: fieldgate::events::totals().to_vec(),
         process: ProcessStats::default(),
         pipeline_idle: Duration::ZERO,
+        uptime: Duration::ZERO,
+        clock_synced: Some(true),
     };
     c.bench_function("render /metrics, 50 devices", |b| {
         b.iter(|| render(black_box(&snapshot)).len())

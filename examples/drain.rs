@@ -99,7 +99,7 @@ async fn main() {
                     qos: 1,
                     retain: false,
                     kind: Kind::Reading,
-                    created_at: SystemTime::now(),
+                    created_at: SystemTime::now().into(),
                 }
             })
             .collect();

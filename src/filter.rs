@@ -143,6 +143,8 @@ mod tests {
         Batch {
             device: device.clone(),
             timestamp: SystemTime::now(),
+            started: std::time::Instant::now(),
+            unsynced: false,
             readings: vec![
                 match temp {
                     Some(t) => Reading::good(0, Value::Float(t)),

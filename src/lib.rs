@@ -5,6 +5,7 @@
 //!
 //! * [`config`]: load, resolve and validate `fieldgate.toml` (and CSV tag maps).
 //! * [`tag`]: the plant-level types every stage shares.
+//! * [`clock`]: the monotonic timeline that measures durations, and wall-clock stamps.
 //! * [`reading`]: what a poll yields (readings with a quality, in batches).
 //! * [`contract`]: the MQTT contract: topics, payloads, inbound requests.
 //! * [`events`]: named internal events (a log line and a counter each).
@@ -18,6 +19,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod contract;
 #[cfg(feature = "demo")]

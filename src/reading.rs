@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use crate::config::Device;
 use crate::tag::Value;
@@ -99,8 +99,16 @@ impl Reading {
 pub struct Batch {
     /// The device (its tags give the readings' names and units).
     pub device: Arc<Device>,
-    /// When the poll started.
+    /// When the poll started, by the wall clock: the stamp published with
+    /// the readings.
     pub timestamp: SystemTime,
+    /// When the poll started, by the monotonic clock: what the rules
+    /// measure durations with (see `crate::clock`).
+    pub started: Instant,
+    /// The kernel did not report the wall clock synchronised when
+    /// `timestamp` was taken: the stamp may be wrong (a Raspberry Pi
+    /// without a real-time clock, before NTP), and data messages say so.
+    pub unsynced: bool,
     /// One reading per tag of the device, in tag order.
     pub readings: Vec<Reading>,
 }

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::inspect::{self, Reported, ViewArgs};
 use super::table::{self, Table};
+use crate::clock::WallMap;
 use crate::contract::rules::rfc3339;
 use crate::rules::{AlarmState, STATE_ENGINE, SavedEngine, SavedRule};
 use crate::store::HistoryKind;
@@ -32,19 +33,22 @@ pub fn run(args: &AlarmsArgs) -> ExitCode {
 
 fn show(args: &ViewArgs) -> Result<(), Reported> {
     let store = inspect::open(COMMAND, args)?;
+    // The saved alarms keep moments of the gateway's timeline; the file's
+    // saved anchor says how they read as wall-clock time.
+    let wall = store.wall_map().unwrap_or(WallMap::IDENTITY);
     let saved: Option<SavedEngine> = inspect::load(COMMAND, &store, STATE_ENGINE, "alarm state")?;
     let mut rules = saved.map(|s| s.rules).unwrap_or_default();
     // Stable: within a rank, the config's order.
     rules.sort_by_key(|r| rank(r.alarm.state));
     if args.json {
-        let items: Vec<_> = rules.iter().map(as_json).collect();
+        let items: Vec<_> = rules.iter().map(|r| as_json(r, &wall)).collect();
         return inspect::print_json(COMMAND, &items);
     }
     let mut out = String::new();
     if rules.is_empty() {
         out.push_str("No alarm state saved yet — the gateway has not run rules on this store.\n");
     } else {
-        out.push_str(&alarm_table(&rules));
+        out.push_str(&alarm_table(&rules, &wall));
         out.push_str(&inspect::saved_line(COMMAND, &store, STATE_ENGINE)?);
     }
     out.push_str(&inspect::recent_changes(
@@ -87,7 +91,7 @@ fn shelved_until(state: AlarmState) -> Option<crate::rules::Timestamp> {
 }
 
 /// The table and a one-line count of what needs attention.
-fn alarm_table(rules: &[SavedRule]) -> String {
+fn alarm_table(rules: &[SavedRule], wall: &WallMap) -> String {
     let mut t = Table::new(&[
         "RULE",
         "STATE",
@@ -101,10 +105,10 @@ fn alarm_table(rules: &[SavedRule]) -> String {
             r.name.clone(),
             state_text(a.state),
             a.changed_at
-                .map_or_else(|| "-".to_owned(), |at| table::utc(at.to_system_time())),
+                .map_or_else(|| "-".to_owned(), |at| table::utc(wall.system_time(at))),
             if a.chattering { "yes" } else { "no" }.to_owned(),
             shelved_until(a.state)
-                .map_or_else(|| "-".to_owned(), |at| table::utc(at.to_system_time())),
+                .map_or_else(|| "-".to_owned(), |at| table::utc(wall.system_time(at))),
         ]);
     }
     let active = rules.iter().filter(|r| r.alarm.state.is_active()).count();
@@ -125,15 +129,15 @@ fn alarm_table(rules: &[SavedRule]) -> String {
 
 /// One alarm for scripts: the fields of the published alarm message
 /// (`fieldgate.alarm/1`) that the saved state holds.
-fn as_json(r: &SavedRule) -> serde_json::Value {
+fn as_json(r: &SavedRule, wall: &WallMap) -> serde_json::Value {
     let a = &r.alarm;
     json!({
         "rule": r.name,
         "state": a.state.as_str(),
         "active": a.state.is_active(),
         "acked": !a.state.is_unacked(),
-        "since": a.changed_at.map(rfc3339),
+        "since": a.changed_at.map(|t| rfc3339(wall.wall(t))),
         "chattering": a.chattering,
-        "shelved_until": shelved_until(a.state).map(rfc3339),
+        "shelved_until": shelved_until(a.state).map(|t| rfc3339(wall.wall(t).clamped())),
     })
 }

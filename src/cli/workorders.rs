@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use super::inspect::{self, Reported, ViewArgs};
 use super::table::{self, Table};
+use crate::clock::WallMap;
 use crate::contract::rules as payload;
 use crate::rules::{STATE_WORKORDERS, WorkOrder, WorkOrderBook};
 use crate::store::HistoryKind;
@@ -39,6 +40,9 @@ pub fn run(args: &WorkordersArgs) -> ExitCode {
 fn show(args: &WorkordersArgs) -> Result<(), Reported> {
     let view = &args.view;
     let store = inspect::open(COMMAND, view)?;
+    // The book keeps moments of the gateway's timeline; the file's saved
+    // anchor says how they read as wall-clock time.
+    let wall = store.wall_map().unwrap_or(WallMap::IDENTITY);
     let book: Option<WorkOrderBook> =
         inspect::load(COMMAND, &store, STATE_WORKORDERS, "work-order book")?;
     // Oldest first (ids are ULIDs, which sort by creation).
@@ -50,7 +54,7 @@ fn show(args: &WorkordersArgs) -> Result<(), Reported> {
     if view.json {
         let items = orders
             .iter()
-            .map(|wo| as_json(wo))
+            .map(|wo| as_json(wo, &wall))
             .collect::<Result<Vec<_>, _>>()?;
         return inspect::print_json(COMMAND, &items);
     }
@@ -64,7 +68,7 @@ fn show(args: &WorkordersArgs) -> Result<(), Reported> {
             "No work orders kept.\n"
         }),
         Some(book) => {
-            out.push_str(&work_order_table(&orders));
+            out.push_str(&work_order_table(&orders, &wall));
             let open = book.open().count();
             out.push_str(&format!(
                 "\n{} kept, {open} open.\n",
@@ -87,7 +91,7 @@ fn show(args: &WorkordersArgs) -> Result<(), Reported> {
     Ok(())
 }
 
-fn work_order_table(orders: &[&WorkOrder]) -> String {
+fn work_order_table(orders: &[&WorkOrder], wall: &WallMap) -> String {
     let mut t = Table::new(&[
         "ID",
         "TYPE",
@@ -106,7 +110,7 @@ fn work_order_table(orders: &[&WorkOrder]) -> String {
             wo.status.as_str().to_owned(),
             wo.priority.as_str().to_owned(),
             wo.asset.clone(),
-            table::utc(wo.created_at.to_system_time()),
+            table::utc(wall.system_time(wo.created_at)),
             wo.occurrences.to_string(),
             wo.cmms_ref.clone().unwrap_or_else(|| "-".to_owned()),
             table::truncate(&wo.title, TITLE_WIDTH),
@@ -118,8 +122,8 @@ fn work_order_table(orders: &[&WorkOrder]) -> String {
 /// One work order for scripts: the message published on its topic
 /// (`fieldgate.workorder/1`, docs/mqtt.md) without the topic's `seq`,
 /// which belongs to a publication, not to the work order.
-fn as_json(wo: &WorkOrder) -> Result<serde_json::Value, Reported> {
-    let encoded = payload::work_order(wo, 0)
+fn as_json(wo: &WorkOrder, wall: &WallMap) -> Result<serde_json::Value, Reported> {
+    let encoded = payload::work_order(wo, 0, wall)
         .map_err(|e| e.to_string())
         .and_then(|bytes| {
             serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string())

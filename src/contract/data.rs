@@ -7,6 +7,9 @@
 //!  "tags":{"bearing_temp":{"v":55.68,"q":"good","u":"degC"},
 //!          "vibration":{"v":null,"q":"bad:timeout","u":"mm/s"}}}
 //! ```
+//!
+//! A poll stamped while the kernel did not report the wall clock
+//! synchronised carries `"clock":"unsynced"` after `ts`.
 
 use std::fmt::Write as _;
 
@@ -19,7 +22,8 @@ pub fn device_message(batch: &Batch, picked: &[usize], seq: u64) -> Vec<u8> {
     let mut out = String::with_capacity(64 + picked.len() * 48);
     out.push_str("{\"ts\":\"");
     out.push_str(&timestamp(batch.timestamp));
-    let _ = write!(out, "\",\"seq\":{seq},\"tags\":{{");
+    clock_note(&mut out, batch);
+    let _ = write!(out, ",\"seq\":{seq},\"tags\":{{");
     for (n, &i) in picked.iter().enumerate() {
         let Some(reading) = batch.readings.get(i) else {
             continue;
@@ -43,12 +47,23 @@ pub fn tag_message(batch: &Batch, reading: &Reading, seq: u64) -> Vec<u8> {
     let mut out = String::with_capacity(96);
     out.push_str("{\"ts\":\"");
     out.push_str(&timestamp(batch.timestamp));
-    let _ = write!(out, "\",\"seq\":{seq},");
+    clock_note(&mut out, batch);
+    let _ = write!(out, ",\"seq\":{seq},");
     if let Some(tag) = batch.device.tags.get(reading.tag) {
         fields(&mut out, tag, reading);
     }
     out.push('}');
     out.into_bytes()
+}
+
+/// Closes `ts` and, when the wall clock was not synchronised as the poll
+/// was stamped, says so (`"clock":"unsynced"`): a historian can then tell
+/// a stamp made before NTP set the clock from a true one.
+fn clock_note(out: &mut String, batch: &Batch) {
+    out.push('"');
+    if batch.unsynced {
+        out.push_str(",\"clock\":\"unsynced\"");
+    }
 }
 
 fn reading_object(out: &mut String, tag: &Tag, reading: &Reading) {

@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::json::{Json, timestamp};
+use crate::clock::WallMap;
 use crate::config::{Condition, Rule};
 use crate::rules::Timestamp;
 use crate::rules::alarm::{Alarm, AlarmEvent, AlarmState, Cause};
@@ -55,6 +56,13 @@ fn encode(what: &'static str, message: &impl Serialize) -> Result<Vec<u8>, Paylo
 /// format's limit: a shelf "forever" ends there).
 pub fn rfc3339(at: Timestamp) -> String {
     timestamp(at.clamped().to_system_time())
+}
+
+/// A moment of the gateway's timeline (every moment the rules keep), as
+/// wall-clock RFC 3339 through `wall`, the map taken as the message is
+/// written.
+fn stamp(wall: &WallMap, at: Timestamp) -> String {
+    rfc3339(wall.wall(at))
 }
 
 /// An `f64` as JSON, `null` if not finite.
@@ -139,8 +147,8 @@ struct CmmsMessage<'a> {
 
 /// The work order (`fieldgate.workorder/1`), retained on
 /// `.../workorders/{id}` while open; `seq` is the topic's next sequence
-/// number.
-pub fn work_order(wo: &WorkOrder, seq: u64) -> Result<Vec<u8>, PayloadError> {
+/// number; `wall` turns the work order's moments into wall-clock time.
+pub fn work_order(wo: &WorkOrder, seq: u64, wall: &WallMap) -> Result<Vec<u8>, PayloadError> {
     let trigger = match &wo.trigger {
         WoTrigger::Alarm {
             rule,
@@ -157,7 +165,7 @@ pub fn work_order(wo: &WorkOrder, seq: u64) -> Result<Vec<u8>, PayloadError> {
             limit: Json(limit.as_ref()),
             unit: unit.as_deref(),
             condition,
-            since: rfc3339(*since),
+            since: stamp(wall, *since),
         },
         WoTrigger::Meter {
             meter,
@@ -173,7 +181,7 @@ pub fn work_order(wo: &WorkOrder, seq: u64) -> Result<Vec<u8>, PayloadError> {
             value: number(*value),
             threshold: number(*threshold),
             unit: kind.unit(),
-            since: rfc3339(*since),
+            since: stamp(wall, *since),
         },
     };
     let readings = wo
@@ -186,7 +194,7 @@ pub fn work_order(wo: &WorkOrder, seq: u64) -> Result<Vec<u8>, PayloadError> {
                     v: Json(r.value.as_ref()),
                     q: r.quality.as_deref(),
                     u: r.unit.as_deref(),
-                    ts: r.at.map(rfc3339),
+                    ts: r.at.map(|t| stamp(wall, t)),
                 },
             )
         })
@@ -194,7 +202,7 @@ pub fn work_order(wo: &WorkOrder, seq: u64) -> Result<Vec<u8>, PayloadError> {
     let cmms = wo.last_report().map(|r| CmmsMessage {
         reference: wo.cmms_ref.as_deref(),
         status: r.status.as_str(),
-        status_at: rfc3339(r.at),
+        status_at: stamp(wall, r.at),
         by: r.by.as_deref(),
         note: r.note.as_deref(),
     });
@@ -206,8 +214,8 @@ pub fn work_order(wo: &WorkOrder, seq: u64) -> Result<Vec<u8>, PayloadError> {
         kind: wo.kind.as_str(),
         status: wo.status.as_str(),
         priority: wo.priority.as_str(),
-        created_at: rfc3339(wo.created_at),
-        updated_at: rfc3339(wo.updated_at),
+        created_at: stamp(wall, wo.created_at),
+        updated_at: stamp(wall, wo.updated_at),
         site: &wo.site,
         gateway: &wo.gateway,
         asset: &wo.asset,
@@ -221,7 +229,7 @@ pub fn work_order(wo: &WorkOrder, seq: u64) -> Result<Vec<u8>, PayloadError> {
         occurrences: wo.occurrences,
         last: LastMessage {
             value: Json(wo.last.value.as_ref()),
-            at: rfc3339(wo.last.at),
+            at: stamp(wall, wo.last.at),
         },
         cmms,
     };
@@ -247,15 +255,15 @@ struct AlarmMessage<'a> {
     cause: Option<Cause>,
 }
 
-/// The message without its `seq` (0, set by the caller).
+/// The message without its `seq` and `ts` (set by the caller).
 fn alarm_message<'a>(
     rule: &'a Rule,
     state: AlarmState,
     chattering: bool,
     trigger: Option<&'a Trigger>,
     since: Timestamp,
-    ts: Timestamp,
     cause: Option<Cause>,
+    wall: &WallMap,
 ) -> AlarmMessage<'a> {
     let tag = match &rule.condition {
         Condition::Above { tag, .. }
@@ -274,7 +282,7 @@ fn alarm_message<'a>(
         active: state.is_active(),
         acked: !state.is_unacked(),
         shelved_until: match state {
-            AlarmState::Shelved { until, .. } => Some(rfc3339(until)),
+            AlarmState::Shelved { until, .. } => Some(rfc3339(wall.wall(until).clamped())),
             _ => None,
         },
         chattering,
@@ -282,8 +290,8 @@ fn alarm_message<'a>(
         tag,
         value: Json(trigger.map(|t| &t.value)),
         limit: Json(trigger.and_then(|t| t.limit.as_ref())),
-        since: rfc3339(since),
-        ts: rfc3339(ts),
+        since: stamp(wall, since),
+        ts: String::new(),
         cause,
     }
 }
@@ -292,12 +300,14 @@ fn alarm_message<'a>(
 /// `.../alarms/{rule}`. `since` is when the alarm entered its state:
 /// [`Alarm::changed_at`], which is `event.at` except for a
 /// `chatter_cleared` event (the state did not change). `seq` is the
-/// topic's next sequence number.
+/// topic's next sequence number; `wall` turns moments into wall-clock
+/// time.
 pub fn alarm(
     event: &AlarmEvent,
     rule: &Rule,
     since: Timestamp,
     seq: u64,
+    wall: &WallMap,
 ) -> Result<Vec<u8>, PayloadError> {
     let mut message = alarm_message(
         rule,
@@ -305,10 +315,11 @@ pub fn alarm(
         event.chattering,
         event.trigger.as_ref(),
         since,
-        event.at,
         Some(event.cause),
+        wall,
     );
     message.seq = seq;
+    message.ts = stamp(wall, event.at);
     encode("alarm", &message)
 }
 
@@ -321,6 +332,7 @@ pub fn alarm_state(
     trigger: Option<&Trigger>,
     at: Timestamp,
     seq: u64,
+    wall: &WallMap,
 ) -> Result<Vec<u8>, PayloadError> {
     let mut message = alarm_message(
         rule,
@@ -328,10 +340,11 @@ pub fn alarm_state(
         alarm.is_chattering(),
         trigger,
         alarm.changed_at().unwrap_or(at),
-        at,
         None,
+        wall,
     );
     message.seq = seq;
+    message.ts = stamp(wall, at);
     encode("alarm", &message)
 }
 
@@ -370,8 +383,9 @@ impl Amount {
 }
 
 /// The meter message (`fieldgate.meter/1`), retained on
-/// `.../meters/{meter}`. `seq` is the topic's next sequence number.
-pub fn meter(report: &MeterReport, seq: u64) -> Result<Vec<u8>, PayloadError> {
+/// `.../meters/{meter}`. `seq` is the topic's next sequence number;
+/// `wall` turns the report's moment into wall-clock time.
+pub fn meter(report: &MeterReport, seq: u64, wall: &WallMap) -> Result<Vec<u8>, PayloadError> {
     let message = MeterMessage {
         schema: METER_SCHEMA,
         seq,
@@ -382,7 +396,7 @@ pub fn meter(report: &MeterReport, seq: u64) -> Result<Vec<u8>, PayloadError> {
         unit: report.measure.unit(),
         next_due: Amount::of(report.measure, report.next_due),
         due: report.due,
-        ts: rfc3339(report.at),
+        ts: stamp(wall, report.at),
     };
     encode("meter", &message)
 }
@@ -652,7 +666,7 @@ mod tests {
                 continue;
             };
             seq += 1;
-            let payload = work_order(wo, seq).unwrap();
+            let payload = work_order(wo, seq, &WallMap::IDENTITY).unwrap();
             seen.push(check(&schema, &payload));
             // With the forwarder's "hist" too.
             let mut hist = b"{\"hist\":true,".to_vec();
@@ -741,7 +755,7 @@ mod tests {
         let ch = book.on_alarm_event(&ev[0], &hot(), &ctx, Vec::new(), 1);
         let good = check(
             &schema,
-            &work_order(ch[0].work_order().unwrap(), 1).unwrap(),
+            &work_order(ch[0].work_order().unwrap(), 1, &WallMap::IDENTITY).unwrap(),
         );
         let broken = |f: &dyn Fn(&mut serde_json::Value)| {
             let mut v = good.clone();
@@ -815,7 +829,7 @@ mod tests {
             // As the caller would, right after the event: the state's start.
             messages.push(check(
                 &schema,
-                &alarm(event, rule, event.at, i as u64 + 1).unwrap(),
+                &alarm(event, rule, event.at, i as u64 + 1, &WallMap::IDENTITY).unwrap(),
             ));
         }
         let states: Vec<&str> = messages
@@ -861,6 +875,7 @@ mod tests {
                 engine.condition("pump1_hot").and_then(|c| c.trigger()),
                 t(100.0),
                 9,
+                &WallMap::IDENTITY,
             )
             .unwrap(),
         );
@@ -869,7 +884,7 @@ mod tests {
         let fresh = Alarm::new("pump1_hot", crate::rules::AlarmTiming::of(&hot, &alarms()));
         let state = check(
             &schema,
-            &alarm_state(&fresh, &hot, None, t(100.0), 1).unwrap(),
+            &alarm_state(&fresh, &hot, None, t(100.0), 1, &WallMap::IDENTITY).unwrap(),
         );
         assert_eq!(
             (state["state"].as_str(), state["acked"].as_bool()),
@@ -894,7 +909,7 @@ mod tests {
             due: true,
             at: t(0.0),
         };
-        let v = check(&schema, &meter(&report, 3).unwrap());
+        let v = check(&schema, &meter(&report, 3, &WallMap::IDENTITY).unwrap());
         assert_eq!(
             v,
             json!({"schema": "fieldgate.meter/1", "seq": 3, "meter": "pump1_hours",
@@ -908,7 +923,7 @@ mod tests {
             due: false,
             ..report
         };
-        let v = check(&schema, &meter(&count, 1).unwrap());
+        let v = check(&schema, &meter(&count, 1, &WallMap::IDENTITY).unwrap());
         assert_eq!(
             (v["value"].as_u64(), v["unit"].as_str()),
             (Some(1234), Some("count"))
@@ -933,7 +948,10 @@ mod tests {
         let mut state = MeterState::new(&m);
         state.observe(Some(&Value::Bool(true)), &Quality::Good, t(0.0));
         state.observe(Some(&Value::Bool(true)), &Quality::Good, t(90.0));
-        let v = check(&schema, &meter(&state.report(t(90.0)), 2).unwrap());
+        let v = check(
+            &schema,
+            &meter(&state.report(t(90.0)), 2, &WallMap::IDENTITY).unwrap(),
+        );
         assert_eq!(v["value"], 0.025);
         assert_eq!(v["next_due"], 1.0);
     }
@@ -958,5 +976,36 @@ mod tests {
         assert_eq!(SnapshotEntry::from(good).value, Some(Value::Float(50.0)));
         assert_eq!(rfc3339(Timestamp(0)), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(Timestamp(u64::MAX)), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn moments_are_written_as_the_wall_clock_reads_them_now() {
+        // The wall clock stepped 8 days ahead of the timeline: a meter
+        // reading taken 90 s into the timeline reads 8 days later, as the
+        // clock says now, and the timeline itself never moved.
+        let m = Meter {
+            name: "m".into(),
+            tag: "pump1.running".into(),
+            kind: MeterKind::Runtime {
+                every: Duration::from_secs(3600),
+            },
+            priority: Priority::Low,
+            asset: None,
+            location: None,
+            workorder: WorkOrderTemplate::default(),
+        };
+        let mut state = MeterState::new(&m);
+        state.observe(Some(&Value::Bool(true)), &Quality::Good, t(0.0));
+        let eight_days = 8 * 86_400_000;
+        let wall = WallMap {
+            at: t(100.0),
+            wall: Timestamp(t(100.0).as_millis() + eight_days),
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&meter(&state.report(t(90.0)), 1, &wall).unwrap()).unwrap();
+        assert_eq!(
+            v["ts"],
+            rfc3339(Timestamp(t(90.0).as_millis() + eight_days))
+        );
     }
 }

@@ -29,7 +29,6 @@ pub(super) async fn status(State(state): State<HttpState>) -> Response {
 /// (the same devices, in the same order, as `s.devices`); `actions` says
 /// whether acknowledge and shelve are allowed over HTTP.
 pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceSeen>], actions: bool) -> JsonValue {
-    let uptime = s.at.duration_since(s.info.started).unwrap_or_default();
     json!({
         "gateway": {
             "id": s.info.id,
@@ -37,8 +36,9 @@ pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceSeen>], actions: bool) -> 
             "version": s.info.version,
             "config_hash": s.info.config_hash,
             "started": timestamp(s.info.started),
-            "uptime_s": uptime.as_secs(),
+            "uptime_s": s.uptime.as_secs(),
             "actions": actions,
+            "clock_synchronised": s.clock_synced,
         },
         "generated_at": timestamp(s.at),
         "devices": s.devices.iter().zip(devices).map(|(d, m)| device(d, m)).collect::<Vec<_>>(),
@@ -83,11 +83,7 @@ pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceSeen>], actions: bool) -> 
         "outbox": s.store.as_ref().map(|st| json!({
             "messages": st.messages,
             "bytes": st.bytes,
-            "oldest_age_s": st
-                .oldest
-                .and_then(|t| s.at.duration_since(t).ok())
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
+            "oldest_age_s": st.oldest_age.map(|d| d.as_secs_f64()).unwrap_or(0.0),
         })),
         "mqtt": {
             "connected": s.mqtt.connected,

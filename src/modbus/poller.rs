@@ -79,8 +79,10 @@ struct Polled {
     failed_polls: u32,
     /// True once a poll succeeded since the link started.
     answered: bool,
-    /// While down: when to probe again, and the reason it went down.
-    down: Option<(Instant, PollError, SystemTime)>,
+    /// While down: when to probe again, the reason it went down, and
+    /// since when (monotonic: a step of the wall clock must not say a
+    /// device was down for a year).
+    down: Option<(Instant, PollError, Instant)>,
 }
 
 /// Result of one poll, before it is turned into readings.
@@ -400,7 +402,7 @@ pub async fn run_link(
                                 tracing::debug!(device = %p.device.name, error = %e, retry_in = ?wait, "still down")
                             }
                         }
-                        let since = p.down.as_ref().map(|d| d.2).unwrap_or(timestamp);
+                        let since = p.down.as_ref().map(|d| d.2).unwrap_or(now);
                         p.down = Some((Instant::now() + wait, e.clone(), since));
                     }
                 }
@@ -409,8 +411,7 @@ pub async fn run_link(
                     p.answered = true;
                     p.metrics.poll_ok(timestamp);
                     if let Some((_, _, since)) = p.down.take() {
-                        let for_how_long =
-                            SystemTime::now().duration_since(since).unwrap_or_default();
+                        let for_how_long = Instant::now().saturating_duration_since(since);
                         DeviceBack {
                             device: &p.device.name,
                             down_for: Duration::from_secs(for_how_long.as_secs()),
@@ -426,6 +427,8 @@ pub async fn run_link(
         let batch = Batch {
             device: p.device.clone(),
             timestamp,
+            started: now.into_std(),
+            unsynced: crate::clock::wall_clock_synced() == Some(false),
             readings,
         };
         p.next_due = next_due(due, p.device.poll_interval, Instant::now());
@@ -484,6 +487,8 @@ mod tests {
         tx.send(Batch {
             device: device.clone(),
             timestamp: SystemTime::now(),
+            started: std::time::Instant::now(),
+            unsynced: false,
             readings: Vec::new(),
         })
         .await

@@ -2,8 +2,9 @@
 //! payloads and the per-topic sequence numbers every outbox message gets.
 
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
+use crate::clock::Timestamp;
 use crate::contract::data as payload;
 use crate::contract::topics::Topics;
 use crate::filter::Filter;
@@ -56,12 +57,12 @@ pub fn messages(
     sequencer: &mut Sequencer,
     config: &PipelineConfig,
     now: Instant,
+    created_at: Timestamp,
 ) -> Vec<OutMessage> {
     let picked = filter.select(batch, now);
     if picked.is_empty() {
         return Vec::new();
     }
-    let created_at = SystemTime::now();
     let device = &batch.device.name;
     let mut out = Vec::with_capacity(
         1 + if config.per_tag_topics {

@@ -42,7 +42,7 @@ mod data;
 mod rules;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
@@ -98,6 +98,9 @@ async fn steps(
     mut rules: RulesStage,
     telemetry: &Telemetry,
 ) -> Result<(), StoreError> {
+    // Every duration (delays, shelves, `stale`, rows' ages) is measured on
+    // the store's timeline, which a step of the wall clock does not move.
+    let clock = *store.clock();
     let mut filter = Filter::new();
     let mut sequencer = Sequencer::resume(store.topic_seqs().await?);
     let mut step = rules.restore(store, &mut sequencer).await?;
@@ -119,21 +122,29 @@ async fn steps(
                     break;
                 }
                 let now = Instant::now();
+                let clocks = clock.wall_map();
                 for batch in received.drain(..) {
                     let before = filter.dropped();
-                    step.messages
-                        .extend(messages(&batch, &mut filter, &mut sequencer, config, now));
+                    step.messages.extend(messages(
+                        &batch,
+                        &mut filter,
+                        &mut sequencer,
+                        config,
+                        now,
+                        clocks.at,
+                    ));
                     let suppressed = filter.dropped() - before;
                     ReadingsSuppressed { count: suppressed }.emit();
-                    rules.on_batch(&batch, &mut sequencer, &mut step);
+                    let at = clock.at(batch.started);
+                    rules.on_batch(&batch, at, clocks, &mut sequencer, &mut step);
                     telemetry.keep_last(batch, suppressed);
                 }
             }
             message = inbound.recv(), if inbound_open => match message {
-                Some(m) => rules.on_inbound(&m, SystemTime::now(), &mut sequencer, &mut step),
+                Some(m) => rules.on_inbound(&m, clock.wall_map(), &mut sequencer, &mut step),
                 None => inbound_open = false,
             },
-            _ = tick.tick() => rules.tick(SystemTime::now(), &mut sequencer, &mut step),
+            _ = tick.tick() => rules.tick(clock.wall_map(), &mut sequencer, &mut step),
         }
         let now = Instant::now();
         // Half a tick, so that the tick alone keeps it published every second.

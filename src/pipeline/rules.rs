@@ -27,11 +27,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use super::data::Sequencer;
+use crate::clock::WallMap;
 use crate::config::{Condition, Config, Device, GatewayConfig, Meter, Rule, WorkOrderConfig};
 use crate::contract::inbound::{self, OperatorAction, Request, Who};
 use crate::contract::rules as payload;
@@ -103,6 +104,10 @@ pub struct RulesStage {
     last_save: Option<Instant>,
     /// A [`Save::Soon`] is waiting for [`SAVE_MIN_INTERVAL`].
     save_pending: bool,
+    /// The clocks as of the step being handled: the timeline's "now"
+    /// (durations, the rows' `created_at`) and how its moments read as
+    /// wall-clock time in the messages. Set by every entry point.
+    now: WallMap,
 }
 
 impl RulesStage {
@@ -150,6 +155,7 @@ impl RulesStage {
             topics,
             last_save: None,
             save_pending: false,
+            now: WallMap::IDENTITY,
         })
     }
 
@@ -171,7 +177,13 @@ impl RulesStage {
     /// A copy of the alarms away from normal, the open work orders and the
     /// meters, for `/metrics` and `/api/status` (see `telemetry::rules_view`).
     pub fn view(&self) -> RulesView {
-        RulesView::build(&self.rules, &self.engine, &self.book, &self.meters)
+        RulesView::build(
+            &self.rules,
+            &self.engine,
+            &self.book,
+            &self.meters,
+            &self.now,
+        )
     }
 
     /// Puts back the state saved in the store, and returns the messages
@@ -191,7 +203,8 @@ impl RulesStage {
         // Even with no rules and no meters left: the retained messages of
         // those removed must be cleared, and open work orders kept.
         let mut step = Step::default();
-        let now = Timestamp::from(SystemTime::now());
+        self.now = store.clock().wall_map();
+        let now = self.now.at;
         let mut restored_rules = Vec::new();
         if let Some(saved) = load::<SavedEngine>(store, STATE_ENGINE).await? {
             let report = self.engine.restore(&saved);
@@ -210,7 +223,7 @@ impl RulesStage {
                 let topic = self.topics.alarm(rule);
                 let n = seq.next(&topic);
                 step.messages
-                    .push(state_message(topic, n, Vec::new(), Kind::Alarm));
+                    .push(state_message(topic, n, Vec::new(), Kind::Alarm, now));
             }
             step.need(Save::Now);
         }
@@ -224,8 +237,10 @@ impl RulesStage {
             let trigger = self.engine.condition(&rule.name).and_then(|c| c.trigger());
             let topic = self.topics.alarm(&rule.name);
             let n = seq.next(&topic);
-            match payload::alarm_state(alarm, rule, trigger, now, n) {
-                Ok(p) => step.messages.push(state_message(topic, n, p, Kind::Alarm)),
+            match payload::alarm_state(alarm, rule, trigger, now, n, &self.now) {
+                Ok(p) => step
+                    .messages
+                    .push(state_message(topic, n, p, Kind::Alarm, now)),
                 Err(e) => {
                     tracing::error!(rule = %rule.name, error = %e, "cannot encode the alarm state")
                 }
@@ -260,7 +275,7 @@ impl RulesStage {
                 let topic = self.topics.meter(gone.name());
                 let n = seq.next(&topic);
                 step.messages
-                    .push(state_message(topic, n, Vec::new(), Kind::Meter));
+                    .push(state_message(topic, n, Vec::new(), Kind::Meter, now));
                 step.need(Save::Now);
             }
         }
@@ -279,17 +294,25 @@ impl RulesStage {
         Ok(step)
     }
 
-    /// One poll: evaluates the rules and meters that watch its tags.
-    pub fn on_batch(&mut self, batch: &Batch, seq: &mut Sequencer, step: &mut Step) {
+    /// One poll, started at `at` on the timeline, handled `now`:
+    /// evaluates the rules and meters that watch its tags.
+    pub fn on_batch(
+        &mut self,
+        batch: &Batch,
+        at: Timestamp,
+        now: WallMap,
+        seq: &mut Sequencer,
+        step: &mut Step,
+    ) {
         if self.is_empty() {
             return;
         }
-        let events = self.engine.observe_batch(batch);
+        self.now = now;
+        let events = self.engine.observe_batch(batch, at);
         self.alarm_events(events, seq, step);
         let Some(inputs) = self.meter_inputs.get(&batch.device.name) else {
             return;
         };
-        let at = Timestamp::from(batch.timestamp);
         let mut changes = Vec::new();
         for &(m, tag) in inputs {
             let Some(reading) = batch.readings.iter().find(|r| r.tag == tag) else {
@@ -306,11 +329,12 @@ impl RulesStage {
     }
 
     /// Time passes: delays, staleness, shelves and chattering that are due.
-    pub fn tick(&mut self, now: SystemTime, seq: &mut Sequencer, step: &mut Step) {
+    pub fn tick(&mut self, now: WallMap, seq: &mut Sequencer, step: &mut Step) {
         if self.is_empty() {
             return;
         }
-        let events = self.engine.tick(now);
+        self.now = now;
+        let events = self.engine.tick(now.at);
         self.alarm_events(events, seq, step);
     }
 
@@ -319,17 +343,20 @@ impl RulesStage {
     pub fn on_inbound(
         &mut self,
         request: &Request,
-        now: SystemTime,
+        now: WallMap,
         seq: &mut Sequencer,
         step: &mut Step,
     ) {
+        self.now = now;
         match request {
-            Request::Alarm { rule, action } => self.operator(rule, action.clone(), now, seq, step),
+            Request::Alarm { rule, action } => {
+                self.operator(rule, action.clone(), now.at, seq, step)
+            }
             Request::WorkOrderStatus {
                 id,
                 update,
                 retained,
-            } => match self.book.on_status(id, update, Timestamp::from(now)) {
+            } => match self.book.on_status(id, update, now.at) {
                 Ok(changes) => {
                     if !changes.is_empty() {
                         step.need(Save::Now);
@@ -394,7 +421,7 @@ impl RulesStage {
         &mut self,
         rule: &str,
         action: OperatorAction,
-        now: SystemTime,
+        now: Timestamp,
         seq: &mut Sequencer,
         step: &mut Step,
     ) {
@@ -416,7 +443,7 @@ impl RulesStage {
             Ok(events) => {
                 tracing::info!(%rule, request = what, by = who.by.as_deref().unwrap_or("-"), changed = !events.is_empty(), "operator request");
                 step.history.push(HistoryEntry {
-                    at: now,
+                    at: self.now.system_time(now),
                     kind: HistoryKind::Alarm,
                     subject: rule.to_owned(),
                     event: what.to_owned(),
@@ -445,16 +472,17 @@ impl RulesStage {
             log_alarm(&event);
             let topic = self.topics.alarm(&event.rule);
             let n = seq.next(&topic);
-            match payload::alarm(&event, rule, since, n) {
+            match payload::alarm(&event, rule, since, n, &self.now) {
                 Ok(p) => {
                     step.history.push(HistoryEntry {
-                        at: event.at.to_system_time(),
+                        at: self.now.system_time(event.at),
                         kind: HistoryKind::Alarm,
                         subject: event.rule.to_string(),
                         event: event.to.as_str().to_owned(),
                         detail: String::from_utf8_lossy(&p).into_owned(),
                     });
-                    step.messages.push(state_message(topic, n, p, Kind::Alarm));
+                    step.messages
+                        .push(state_message(topic, n, p, Kind::Alarm, self.now.at));
                 }
                 Err(e) => {
                     tracing::error!(rule = %event.rule, error = %e, "cannot encode the alarm")
@@ -484,8 +512,11 @@ impl RulesStage {
             MeterChange::Publish(report) => {
                 let topic = self.topics.meter(&report.meter);
                 let n = seq.next(&topic);
-                match payload::meter(&report, n) {
-                    Ok(p) => step.messages.push(state_message(topic, n, p, Kind::Meter)),
+                match payload::meter(&report, n, &self.now) {
+                    Ok(p) => {
+                        step.messages
+                            .push(state_message(topic, n, p, Kind::Meter, self.now.at))
+                    }
                     Err(e) => {
                         tracing::error!(meter = %report.meter, error = %e, "cannot encode the meter")
                     }
@@ -549,7 +580,7 @@ impl RulesStage {
                 WoChange::Held { rule, asset } => {
                     WorkOrderHeld { rule, asset }.emit();
                     step.history.push(HistoryEntry {
-                        at: SystemTime::now(),
+                        at: self.now.system_time(self.now.at),
                         kind: HistoryKind::WorkOrder,
                         subject: rule.clone(),
                         event: "held".to_owned(),
@@ -567,10 +598,10 @@ impl RulesStage {
             let topic = self.topics.workorder(&wo.id);
             let n = seq.next(&topic);
             let cleared = matches!(change, WoChange::Cleared(_));
-            match payload::work_order(wo, n) {
+            match payload::work_order(wo, n, &self.now) {
                 Ok(p) => {
                     step.history.push(HistoryEntry {
-                        at: wo.updated_at.to_system_time(),
+                        at: self.now.system_time(wo.updated_at),
                         kind: HistoryKind::WorkOrder,
                         subject: wo.id.clone(),
                         event: event.to_owned(),
@@ -579,7 +610,7 @@ impl RulesStage {
                     // Closed: an empty retained message clears the topic.
                     let body = if cleared { Vec::new() } else { p };
                     step.messages
-                        .push(state_message(topic, n, body, Kind::WorkOrder));
+                        .push(state_message(topic, n, body, Kind::WorkOrder, self.now.at));
                 }
                 Err(e) => tracing::error!(id = %wo.id, error = %e, "cannot encode the work order"),
             }
@@ -633,7 +664,13 @@ fn snapshot(engine: &Engine, own: Vec<&str>, extra: &[String]) -> Vec<SnapshotEn
         .collect()
 }
 
-fn state_message(topic: String, seq: u64, payload: Vec<u8>, kind: Kind) -> OutMessage {
+fn state_message(
+    topic: String,
+    seq: u64,
+    payload: Vec<u8>,
+    kind: Kind,
+    created_at: Timestamp,
+) -> OutMessage {
     OutMessage {
         topic,
         seq,
@@ -641,7 +678,7 @@ fn state_message(topic: String, seq: u64, payload: Vec<u8>, kind: Kind) -> OutMe
         qos: STATE_QOS,
         retain: true,
         kind,
-        created_at: SystemTime::now(),
+        created_at,
     }
 }
 

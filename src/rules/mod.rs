@@ -386,11 +386,10 @@ impl Engine {
         }
     }
 
-    /// Every reading of one poll, taken at the batch's timestamp: records
-    /// them all, then evaluates each affected rule once. Readings of
-    /// unknown devices or tags are ignored.
-    pub fn observe_batch(&mut self, batch: &Batch) -> Vec<AlarmEvent> {
-        let at = Timestamp::from(batch.timestamp);
+    /// Every reading of one poll, taken at `at` (the poll's start on the
+    /// timeline): records them all, then evaluates each affected rule
+    /// once. Readings of unknown devices or tags are ignored.
+    pub fn observe_batch(&mut self, batch: &Batch, at: Timestamp) -> Vec<AlarmEvent> {
         let mut out = Vec::new();
         let Some(&(base, count)) = self.devices.get(&batch.device.name) else {
             return out;
@@ -422,8 +421,7 @@ impl Engine {
 
     /// Time passes: staleness, delays, shelves and chattering that are due.
     /// Call it every second or so; it costs O(all rules).
-    pub fn tick(&mut self, at: impl Into<Timestamp>) -> Vec<AlarmEvent> {
-        let at = at.into();
+    pub fn tick(&mut self, at: Timestamp) -> Vec<AlarmEvent> {
         let mut out = Vec::new();
         for rule in &mut self.rules {
             let start = out.len();

@@ -255,6 +255,8 @@ fn expr_sees_a_whole_batch_at_once() {
     let batch = |secs: f64, current: Option<f64>, running: Option<bool>| Batch {
         device: dev.clone(),
         timestamp: UNIX_EPOCH + Duration::from_secs_f64(secs),
+        started: std::time::Instant::now(),
+        unsynced: false,
         readings: vec![
             match current {
                 Some(c) => Reading::good(1, float(c)),
@@ -271,18 +273,18 @@ fn expr_sees_a_whole_batch_at_once() {
         readings: vec![Reading::good(1, float(30.0))],
         ..batch(0.0, None, None)
     };
-    assert!(e.observe_batch(&only_current).is_empty());
+    assert!(e.observe_batch(&only_current, t(0.0)).is_empty());
     assert!(
-        e.observe_batch(&batch(1.0, Some(5.0), Some(false)))
+        e.observe_batch(&batch(1.0, Some(5.0), Some(false)), t(1.0))
             .is_empty()
     );
     // Current rises as the pump starts, in the same poll: never true.
     assert!(
-        e.observe_batch(&batch(2.0, Some(25.0), Some(true)))
+        e.observe_batch(&batch(2.0, Some(25.0), Some(true)), t(2.0))
             .is_empty()
     );
     // The pump stops but current stays: true.
-    let ev = e.observe_batch(&batch(3.0, Some(25.0), Some(false)));
+    let ev = e.observe_batch(&batch(3.0, Some(25.0), Some(false)), t(3.0));
     assert_eq!(ev.len(), 1);
     assert_eq!(
         ev[0].trigger,
@@ -292,12 +294,15 @@ fn expr_sees_a_whole_batch_at_once() {
         })
     );
     // The device drops out: no verdict, nothing changes.
-    assert!(e.observe_batch(&batch(4.0, None, None)).is_empty());
+    assert!(e.observe_batch(&batch(4.0, None, None), t(4.0)).is_empty());
     assert!(e.condition("dry_run").unwrap().is_met());
     // One tag back, the other still bad: still no verdict (a frozen value
     // must not clear the alarm any more than trip it).
-    assert!(e.observe_batch(&batch(5.0, Some(0.0), None)).is_empty());
-    let ev = e.observe_batch(&batch(6.0, Some(0.0), Some(false)));
+    assert!(
+        e.observe_batch(&batch(5.0, Some(0.0), None), t(5.0))
+            .is_empty()
+    );
+    let ev = e.observe_batch(&batch(6.0, Some(0.0), Some(false)), t(6.0));
     assert_eq!(ev[0].to, AlarmState::ReturnedUnacked);
 }
 

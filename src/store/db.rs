@@ -15,8 +15,17 @@ use super::evict::{self, Bounds, Budget, Evicted, MIN_MAX_BYTES, RateLimited};
 use super::history::{self, Kept};
 use super::schema;
 use super::{HISTORY_ROWS, HistoryEntry, Kind, OutMessage, Row, Stats, StoreError};
+use crate::clock::{Anchor, Clock, Resumed, Timestamp};
 use crate::config::StoreConfig;
 use crate::events::ReadingsEvicted;
+
+/// The state key of the timeline's [`Anchor`].
+pub(super) const STATE_CLOCK: &str = "clock";
+
+/// The anchor is written at least this often (in a commit that happens
+/// anyway) and with every saved state: how much of the timeline a crash
+/// on another boot, with an unsynchronised clock, can take back.
+const ANCHOR_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How often rows are checked against `max_age`.
 const AGE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -54,6 +63,9 @@ pub(super) struct Outbox {
     shm_path: PathBuf,
     budget: Budget,
     max_age: Duration,
+    /// The timeline rows are stamped with and aged on (see `crate::clock`).
+    clock: Clock,
+    next_anchor: Option<Instant>,
     /// The file was made with `auto_vacuum = INCREMENTAL`.
     incremental_vacuum: bool,
     last_id: i64,
@@ -128,6 +140,49 @@ pub(super) fn from_ms(ms: i64) -> SystemTime {
     t.unwrap_or(UNIX_EPOCH)
 }
 
+/// A timeline moment as the `created_at` column holds it.
+fn timeline_ms(t: Timestamp) -> i64 {
+    i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The timeline, continued from the anchor saved in `conn` (or a new one),
+/// with a line saying how the time the gateway was off was bridged.
+fn resume_clock(conn: &Connection) -> Result<Clock, StoreError> {
+    let saved: Option<Vec<u8>> = conn
+        .query_row(
+            "SELECT value FROM state WHERE key = ?1",
+            [STATE_CLOCK],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| fail("loading the clock's anchor", e))?;
+    let anchor = saved.and_then(|b| match serde_json::from_slice::<Anchor>(&b) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            tracing::warn!(error = %e, "outbox: the clock's anchor is unreadable; ages restart from now");
+            None
+        }
+    });
+    let (clock, how) = Clock::resume(anchor.as_ref());
+    match how {
+        Resumed::Fresh => tracing::debug!("timeline starts at the wall clock's reading"),
+        Resumed::SameBoot(off) => {
+            tracing::info!(
+                off_s = off.as_secs(),
+                "timeline resumed (same boot: time off known)"
+            )
+        }
+        Resumed::WallClock(off) => tracing::info!(
+            off_s = off.as_secs(),
+            "timeline resumed (new boot, synchronised clock: time off from the wall clock)"
+        ),
+        Resumed::Unknown => tracing::warn!(
+            "timeline resumed without knowing how long the gateway was off (new boot, clock not synchronised): message ages count from the last save"
+        ),
+    }
+    Ok(clock)
+}
+
 fn kind_from(name: &str) -> Option<Kind> {
     evict::EVICTION_ORDER
         .into_iter()
@@ -152,7 +207,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         qos: r.get(4)?,
         retain: r.get(5)?,
         kind,
-        created_at: from_ms(r.get(7)?),
+        created_at: Timestamp(u64::try_from(r.get::<_, i64>(7)?).unwrap_or(0)),
     })
 }
 
@@ -196,6 +251,7 @@ impl Outbox {
         let evicted_readings = meta("evicted_readings")?.max(0) as u64;
         let evicted_other = meta("evicted_other")?.max(0) as u64;
         let kept = history::measure(&conn).map_err(|e| fail("measuring the history", e))?;
+        let clock = resume_clock(&conn)?;
         let (max_id, messages, bytes): (i64, i64, i64) = conn
             .query_row(
                 "SELECT coalesce(max(id), 0), count(*),
@@ -212,6 +268,8 @@ impl Outbox {
             shm_path: schema::with_suffix(&config.path, "-shm"),
             budget,
             max_age: config.max_age,
+            clock,
+            next_anchor: None,
             incremental_vacuum: auto_vacuum == 2,
             last_id: meta_last.max(max_id),
             messages: messages.max(0) as u64,
@@ -236,6 +294,11 @@ impl Outbox {
             "outbox open"
         );
         Ok(outbox)
+    }
+
+    /// The timeline, continued from the file's saved anchor.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Id of the newest committed row.
@@ -294,15 +357,19 @@ impl Outbox {
     ) -> Result<Committed, StoreError> {
         let now = Instant::now();
         let age_due = self.next_age_check.is_none_or(|t| now >= t);
+        let anchor_due = !states.is_empty() || self.next_anchor.is_none_or(|t| now >= t);
         let group_bytes: u64 = messages
             .iter()
             .map(|m| evict::footprint(m.topic.len(), m.payload.len()))
             .sum();
         for attempt in 1..=FULL_ATTEMPTS {
-            match self.try_commit(messages, deletes, states, history, age_due) {
+            match self.try_commit(messages, deletes, states, history, age_due, anchor_due) {
                 Ok(delta) => {
                     if age_due {
                         self.next_age_check = Some(now + AGE_CHECK_INTERVAL);
+                    }
+                    if anchor_due {
+                        self.next_anchor = Some(now + ANCHOR_INTERVAL);
                     }
                     return Ok(self.apply(delta, now));
                 }
@@ -342,6 +409,7 @@ impl Outbox {
         states: &[(String, Vec<u8>)],
         history: &[HistoryEntry],
         age_due: bool,
+        anchor_due: bool,
     ) -> rusqlite::Result<Delta> {
         let age_cutoff = age_due.then(|| self.age_cutoff());
         let tx = self
@@ -376,7 +444,7 @@ impl Outbox {
                     m.qos,
                     m.retain,
                     m.kind.as_str(),
-                    to_ms(m.created_at),
+                    timeline_ms(m.created_at),
                 ])?;
                 seqs.insert(&m.topic, m.seq);
                 d.inserted_bytes += (m.topic.len() + m.payload.len()) as u64;
@@ -389,11 +457,16 @@ impl Outbox {
             tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_id'")?
                 .execute([d.last_id])?;
         }
-        if !states.is_empty() {
+        if !states.is_empty() || anchor_due {
             let now = to_ms(SystemTime::now());
             let mut stmt = tx.prepare_cached(UPSERT_STATE)?;
             for (key, value) in states {
                 stmt.execute(params![key, value, now])?;
+            }
+            // With every saved state, so the rules' moments are never
+            // ahead of the timeline a restart resumes.
+            if let Ok(anchor) = serde_json::to_vec(&self.clock.anchor()) {
+                stmt.execute(params![STATE_CLOCK, anchor, now])?;
             }
         }
         let limits = history::Limits {
@@ -414,10 +487,10 @@ impl Outbox {
         Ok(d)
     }
 
-    /// Rows created before this (ms since the epoch) are past `max_age`.
+    /// Rows created before this (on the timeline) are past `max_age`: a
+    /// step of the wall clock ages nothing.
     fn age_cutoff(&self) -> i64 {
-        let max_age = i64::try_from(self.max_age.as_millis()).unwrap_or(i64::MAX);
-        to_ms(SystemTime::now()).saturating_sub(max_age)
+        timeline_ms(self.clock.now().saturating_sub(self.max_age))
     }
 
     /// Updates the figures after a commit and logs its evictions.
@@ -611,7 +684,11 @@ impl Outbox {
         Ok(Stats {
             messages: self.messages,
             bytes: self.bytes,
-            oldest: oldest.map(from_ms),
+            oldest_age: oldest.map(|t| {
+                self.clock
+                    .now()
+                    .since(Timestamp(u64::try_from(t).unwrap_or(0)))
+            }),
             file_bytes: self.file_bytes(),
             inserted: self.inserted,
             acked: self.acked,
@@ -733,8 +810,10 @@ impl Outbox {
         Ok(free > step)
     }
 
-    /// Logs what is unreported, checkpoints and closes the connection.
+    /// Logs what is unreported, saves the timeline's anchor, checkpoints
+    /// and closes the connection.
     pub fn close(mut self) -> Result<(), StoreError> {
+        self.save_anchor();
         if let Some(n) = self.reading_log.take() {
             self.log_readings(n);
         }
@@ -748,6 +827,21 @@ impl Outbox {
             .map_err(|(_, e)| fail("closing the outbox", e))?;
         tracing::info!(path = %path.display(), "outbox closed");
         Ok(())
+    }
+
+    /// Writes the timeline's anchor at once (at close; a failure is logged:
+    /// the next start then resumes from the previous anchor).
+    fn save_anchor(&self) {
+        let Ok(anchor) = serde_json::to_vec(&self.clock.anchor()) else {
+            return;
+        };
+        let now = to_ms(SystemTime::now());
+        if let Err(e) = self
+            .conn
+            .execute(UPSERT_STATE, params![STATE_CLOCK, anchor, now])
+        {
+            tracing::warn!(error = %e, "outbox: cannot save the clock's anchor");
+        }
     }
 
     /// Lowers the hard cap, to meet `SQLITE_FULL` in tests.
@@ -792,7 +886,7 @@ mod tests {
             qos: 1,
             retain: false,
             kind: Kind::Reading,
-            created_at: SystemTime::now(),
+            created_at: SystemTime::now().into(),
         }
     }
 

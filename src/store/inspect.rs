@@ -23,6 +23,7 @@ use super::schema::{
     APPLICATION_ID, CONFIG_LOG_VERSION, HISTORY_VERSION, MIGRATIONS, STATE_VERSION, with_suffix,
 };
 use super::{HistoryEntry, HistoryKind, StoreError};
+use crate::clock::{Anchor, Timestamp, WallMap};
 
 /// How long a query waits while the gateway holds a lock it cannot share
 /// (the start of a checkpoint, a recovery after a crash).
@@ -280,9 +281,29 @@ impl Inspector {
             .query_row("SELECT count(*), min(created_at) FROM outbox", [], |r| {
                 let count: i64 = r.get(0)?;
                 let oldest: Option<i64> = r.get(1)?;
-                Ok((count.max(0) as u64, oldest.map(from_ms)))
+                Ok((count.max(0) as u64, oldest))
             })
             .map_err(|e| fail(&self.path, "counting the outbox", e))
+            .and_then(|(count, oldest)| {
+                let map = self.wall_map()?;
+                let oldest =
+                    oldest.map(|t| map.system_time(Timestamp(u64::try_from(t).unwrap_or(0))));
+                Ok((count, oldest))
+            })
+    }
+
+    /// How the moments the file keeps (rows' `created_at`, the rules'
+    /// state) read as wall-clock time: through the timeline's last saved
+    /// anchor (see `crate::clock`), or as they are in a file without one.
+    pub fn wall_map(&self) -> Result<WallMap, StoreError> {
+        Ok(self
+            .saved_state(super::db::STATE_CLOCK)?
+            .and_then(|(blob, _)| serde_json::from_slice::<Anchor>(&blob).ok())
+            .map(|a| WallMap {
+                at: a.at,
+                wall: a.wall,
+            })
+            .unwrap_or(WallMap::IDENTITY))
     }
 }
 

@@ -79,6 +79,7 @@ use std::time::SystemTime;
 
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
+use crate::clock::{Clock, Timestamp};
 use crate::config::StoreConfig;
 use thread::Command;
 
@@ -203,8 +204,9 @@ pub struct OutMessage {
     pub retain: bool,
     /// What it is, for eviction.
     pub kind: Kind,
-    /// When it was made.
-    pub created_at: SystemTime,
+    /// When it was made, on the gateway's timeline (what `max_age` is
+    /// measured on; see `crate::clock`).
+    pub created_at: Timestamp,
 }
 
 /// A committed message waiting for its PUBACK.
@@ -224,8 +226,8 @@ pub struct Row {
     pub retain: bool,
     /// What it is.
     pub kind: Kind,
-    /// When it was made.
-    pub created_at: SystemTime,
+    /// When it was made, on the gateway's timeline.
+    pub created_at: Timestamp,
 }
 
 /// Outbox figures, for metrics and tests.
@@ -235,8 +237,9 @@ pub struct Stats {
     pub messages: u64,
     /// Bytes of payload and topic waiting.
     pub bytes: u64,
-    /// Creation time of the oldest waiting row.
-    pub oldest: Option<SystemTime>,
+    /// Age of the oldest waiting row, on the timeline (a step of the wall
+    /// clock does not age it).
+    pub oldest_age: Option<std::time::Duration>,
     /// Size of the database file plus its WAL and `-shm` index.
     pub file_bytes: u64,
     /// Rows committed since start.
@@ -280,6 +283,8 @@ pub struct StoreHandle {
     /// Permits for [`QUEUE_BYTES`]: an insert holds its bytes' worth until
     /// the owner thread has taken it.
     queued_bytes: Arc<Semaphore>,
+    /// The timeline, continued from the file's saved anchor.
+    clock: Clock,
 }
 
 /// Owns the store thread: [`StoreGuard::close`] flushes, commits and joins it.
@@ -303,6 +308,7 @@ pub struct StoreGuard {
 /// written by a newer fieldgate; a damaged file is moved aside instead.
 pub fn open(config: &StoreConfig) -> Result<(StoreHandle, StoreGuard), StoreError> {
     let outbox = db::Outbox::open(config)?;
+    let clock = *outbox.clock();
     // The owner thread needs timers of its own (group deadlines, upkeep)
     // and must not depend on the caller's runtime.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -330,6 +336,7 @@ pub fn open(config: &StoreConfig) -> Result<(StoreHandle, StoreGuard), StoreErro
             committed: committed_rx,
             tx,
             queued_bytes: Arc::new(Semaphore::new(QUEUE_BYTES)),
+            clock,
         },
         StoreGuard {
             close: Some(close_tx),
@@ -339,6 +346,13 @@ pub fn open(config: &StoreConfig) -> Result<(StoreHandle, StoreGuard), StoreErro
 }
 
 impl StoreHandle {
+    /// The gateway's timeline: resumed from what the file saved, so
+    /// moments kept in it (rows' ages, the rules' delays) go on across a
+    /// restart. Every duration is measured on it (see `crate::clock`).
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// Sends a command and waits for its reply.
     async fn ask<T>(
         &self,

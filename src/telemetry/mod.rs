@@ -33,7 +33,7 @@ pub(crate) mod trend;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
@@ -62,6 +62,9 @@ pub struct GatewayInfo {
     pub config_hash: String,
     /// When the process started.
     pub started: SystemTime,
+    /// When the process started, by the monotonic clock: uptime is
+    /// measured from it, so a step of the wall clock does not change it.
+    pub booted: Instant,
 }
 
 /// The metrics registry of one running config.
@@ -110,6 +113,12 @@ pub struct Snapshot {
     pub process: ProcessStats,
     /// Time since the pipeline task last published (its heartbeat).
     pub pipeline_idle: Duration,
+    /// Time since the process started (monotonic).
+    pub uptime: Duration,
+    /// Whether the kernel reports the wall clock synchronised (NTP);
+    /// `None` when it would not say. Timestamps made while it is not may
+    /// be wrong.
+    pub clock_synced: Option<bool>,
 }
 
 /// The forwarder's figures at one moment.
@@ -171,6 +180,7 @@ impl Telemetry {
                 version: env!("CARGO_PKG_VERSION"),
                 config_hash: config.hash.clone(),
                 started,
+                booted: Instant::now(),
             },
             probes,
             seen,
@@ -187,6 +197,7 @@ impl Telemetry {
     /// over.
     pub fn reconfigured(&self, config: &Config, probes: Probes) -> Telemetry {
         let mut next = Telemetry::new(config, probes, self.info.started);
+        next.info.booted = self.info.booted;
         for d in &mut next.seen {
             if let Some(old) = self.seen.iter().find(|o| o.device() == d.device()) {
                 *d = old.clone();
@@ -294,6 +305,8 @@ impl Telemetry {
             events: crate::events::totals().to_vec(),
             process,
             pipeline_idle: self.pipeline_idle(),
+            uptime: self.info.booted.elapsed(),
+            clock_synced: crate::clock::wall_clock_synced(),
         }
     }
 }
@@ -373,6 +386,8 @@ tags = [{ name = "t", area = "holding", address = 0, type = "u16" }]
             Batch {
                 device: device.clone(),
                 timestamp: SystemTime::now(),
+                started: std::time::Instant::now(),
+                unsynced: false,
                 readings: vec![crate::reading::Reading::good(0, crate::tag::Value::Int(7))],
             },
             2,

@@ -96,6 +96,21 @@ fn gateway(out: &mut Out, s: &Snapshot) {
         &[],
         s.pipeline_idle.as_secs_f64(),
     );
+    out.family(
+        "fieldgate_uptime_seconds",
+        "gauge",
+        "Time since the process started, by the monotonic clock (a step of the wall clock does not change it).",
+    );
+    out.float("fieldgate_uptime_seconds", &[], s.uptime.as_secs_f64());
+    // Left out when the kernel would not say (not a Linux kernel).
+    if let Some(synced) = s.clock_synced {
+        out.family(
+            "fieldgate_clock_synchronised",
+            "gauge",
+            "1 when the kernel reports the wall clock synchronised (NTP), 0 when not: timestamps made meanwhile may be wrong.",
+        );
+        out.int("fieldgate_clock_synchronised", &[], u64::from(synced));
+    }
 }
 
 fn devices(out: &mut Out, s: &Snapshot) {
@@ -375,11 +390,7 @@ fn outbox(out: &mut Out, s: &Snapshot) {
         "gauge",
         "Age of the oldest waiting message; 0 when the outbox is empty.",
     );
-    let age = st
-        .oldest
-        .and_then(|t| s.at.duration_since(t).ok())
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
+    let age = st.oldest_age.map(|d| d.as_secs_f64()).unwrap_or(0.0);
     out.float("fieldgate_outbox_oldest_age_seconds", &[], age);
     let counters: [(&str, &str, u64); 3] = [
         (
@@ -771,6 +782,7 @@ mod tests {
                 version: "0.1.0",
                 config_hash: "ab".repeat(32),
                 started: t,
+                booted: std::time::Instant::now(),
             },
             at: t + Duration::from_secs(60),
             devices: vec![device],
@@ -778,7 +790,7 @@ mod tests {
             store: Some(Stats {
                 messages: 7,
                 bytes: 900,
-                oldest: Some(t + Duration::from_secs(30)),
+                oldest_age: Some(Duration::from_secs(30)),
                 inserted: 100,
                 acked: 93,
                 evicted_readings: 4,
@@ -800,6 +812,8 @@ mod tests {
                 threads: Some(6),
             },
             pipeline_idle: Duration::from_millis(250),
+            uptime: Duration::from_secs(60),
+            clock_synced: Some(false),
         }
     }
 
@@ -833,6 +847,8 @@ mod tests {
             "fieldgate_meter_runtime_seconds{meter=\"pump_hours\"} 5400".into(),
             "fieldgate_process_cpu_seconds_total 1.25".into(),
             "fieldgate_pipeline_idle_seconds 0.25".into(),
+            "fieldgate_uptime_seconds 60".into(),
+            "fieldgate_clock_synchronised 0".into(),
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }

@@ -9,6 +9,7 @@
 //! work orders are copied, so a plant with hundreds of quiet rules costs a
 //! scan, not hundreds of allocations, per tick.
 
+use crate::clock::WallMap;
 use crate::config::{Priority, Rule};
 use crate::rules::{Engine, Measure, MeterState, Timestamp, WoStatus, WoType, WorkOrderBook};
 use crate::tag::Value;
@@ -32,7 +33,7 @@ pub struct AlarmView {
     pub priority: Priority,
     /// The condition holds (shelved or not).
     pub active: bool,
-    /// When the state last changed.
+    /// When the state last changed (wall clock, Unix ms).
     pub since: Option<Timestamp>,
     /// The value the condition last judged.
     pub value: Option<Value>,
@@ -40,7 +41,7 @@ pub struct AlarmView {
     pub limit: Option<Value>,
     /// Flagged as chattering.
     pub chattering: bool,
-    /// When the shelf ends, while shelved.
+    /// When the shelf ends, while shelved (wall clock, Unix ms).
     pub shelved_until: Option<Timestamp>,
 }
 
@@ -59,7 +60,7 @@ pub struct WorkOrderView {
     pub asset: String,
     /// Title.
     pub title: String,
-    /// When it was raised.
+    /// When it was raised (wall clock, Unix ms).
     pub created_at: Timestamp,
     /// Activations it covers.
     pub occurrences: u64,
@@ -106,12 +107,15 @@ pub struct RulesView {
 }
 
 impl RulesView {
-    /// Copies what the status needs out of the rules stage's parts.
+    /// Copies what the status needs out of the rules stage's parts; `wall`
+    /// turns their moments (on the gateway's timeline) into wall-clock
+    /// time.
     pub fn build(
         rules: &[Rule],
         engine: &Engine,
         book: &WorkOrderBook,
         meters: &[MeterState],
+        wall: &WallMap,
     ) -> RulesView {
         let mut view = RulesView {
             rules: rules.len(),
@@ -144,12 +148,12 @@ impl RulesView {
                 state: state.as_str(),
                 priority: rule.priority,
                 active: state.is_active(),
-                since: alarm.changed_at(),
+                since: alarm.changed_at().map(|t| wall.wall(t)),
                 value: trigger.map(|t| t.value.clone()),
                 limit: trigger.and_then(|t| t.limit.clone()),
                 chattering: alarm.is_chattering(),
                 shelved_until: match state {
-                    crate::rules::AlarmState::Shelved { until, .. } => Some(until),
+                    crate::rules::AlarmState::Shelved { until, .. } => Some(wall.wall(until)),
                     _ => None,
                 },
             });
@@ -163,7 +167,7 @@ impl RulesView {
                 priority: wo.priority,
                 asset: wo.asset.clone(),
                 title: wo.title.clone(),
-                created_at: wo.created_at,
+                created_at: wall.wall(wo.created_at),
                 occurrences: wo.occurrences,
                 cmms_ref: wo.cmms_ref.clone(),
             })

@@ -128,7 +128,7 @@ fn message(topic: &str, seq: u64, payload: String, qos: u8, retain: bool) -> Out
         qos,
         retain,
         kind: if retain { Kind::Alarm } else { Kind::Reading },
-        created_at: SystemTime::now(),
+        created_at: SystemTime::now().into(),
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use fieldgate::clock::WallMap;
 use fieldgate::config::{self, Config};
 use fieldgate::contract::rules as payload;
 use fieldgate::reading::Quality;
@@ -148,7 +149,7 @@ impl Plant {
             .iter()
             .find(|r| *r.name == *event.rule)
             .unwrap();
-        let detail = payload::alarm(event, rule, event.at, 1).unwrap();
+        let detail = payload::alarm(event, rule, event.at, 1, &WallMap::IDENTITY).unwrap();
         self.history.push(HistoryEntry {
             at: event.at.to_system_time(),
             kind: HistoryKind::Alarm,
@@ -171,7 +172,8 @@ impl Plant {
                 kind: HistoryKind::WorkOrder,
                 subject: wo.id.clone(),
                 event: event.to_string(),
-                detail: String::from_utf8(payload::work_order(wo, 1).unwrap()).unwrap(),
+                detail: String::from_utf8(payload::work_order(wo, 1, &WallMap::IDENTITY).unwrap())
+                    .unwrap(),
             });
         }
     }
@@ -220,7 +222,7 @@ async fn save(h: &StoreHandle, plant: &Plant) {
         qos: 1,
         retain: true,
         kind: Kind::Alarm,
-        created_at: t(10).to_system_time(),
+        created_at: t(10),
     }])
     .await
     .unwrap();

@@ -14,7 +14,7 @@ use std::path::Path;
 /// on one line may not use each other.
 const LAYERS: &[&[&str]] = &[
     // Plant-level types and plumbing that know nothing of the stages.
-    &["tag", "shutdown", "heartbeat", "events"],
+    &["tag", "clock", "shutdown", "heartbeat", "events"],
     // The expression compiler of `expr` rules: knows only tags and values.
     &["expr"],
     &["config"],

@@ -401,6 +401,8 @@ fn run(engine: &mut Engine, devices: &[Device], now: &mut i64, step: &Step) -> V
             let batch = Batch {
                 device: Arc::new(devices[0].clone()),
                 timestamp: at.to_system_time(),
+                started: std::time::Instant::now(),
+                unsynced: false,
                 readings: vec![
                     match temp {
                         Some(t) => Reading::good(0, Value::Float(*t)),
@@ -410,7 +412,7 @@ fn run(engine: &mut Engine, devices: &[Device], now: &mut i64, step: &Step) -> V
                     Reading::good(2, Value::Int(i64::from(*mode))),
                 ],
             };
-            engine.observe_batch(&batch)
+            engine.observe_batch(&batch, at)
         }
         Op::Tick => engine.tick(at),
         Op::Ack(r) => engine.ack(RULES[*r], at).unwrap_or_default(),

@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
+use fieldgate::clock::Timestamp;
 use fieldgate::config::{Durability, StoreConfig};
 use fieldgate::store::{self, Kind, OutMessage, Row, StoreError, StoreGuard, StoreHandle};
 
@@ -21,12 +22,10 @@ fn config(dir: &Path, max_bytes: u64) -> StoreConfig {
 }
 
 /// Now, to the millisecond (what the store keeps).
-fn now_ms() -> SystemTime {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    UNIX_EPOCH + Duration::from_millis(ms)
+/// Now on the timeline of a new store, which starts at the wall clock's
+/// reading.
+fn now_ms() -> Timestamp {
+    Timestamp::from(SystemTime::now())
 }
 
 fn msg(topic: &str, seq: u64, kind: Kind, payload_len: usize) -> OutMessage {
@@ -97,7 +96,7 @@ async fn insert_flush_fetch_returns_rows_in_order_with_all_fields() {
         };
         let mut m = msg(&format!("t/{}", i % 3), i, kind, i as usize);
         m.qos = if i % 2 == 0 { 1 } else { 2 };
-        m.created_at = now_ms() - Duration::from_secs(i);
+        m.created_at = now_ms().saturating_sub(Duration::from_secs(i));
         sent.push(m);
     }
     // A seq beyond i64 survives too.
@@ -239,10 +238,13 @@ async fn stats_report_the_outbox() {
     let cfg = config(dir.path(), 64 << 20);
     let (h, guard) = open(&cfg);
     let empty = h.stats().await.unwrap();
-    assert_eq!((empty.messages, empty.bytes, empty.oldest), (0, 0, None));
+    assert_eq!(
+        (empty.messages, empty.bytes, empty.oldest_age),
+        (0, 0, None)
+    );
     assert_eq!(empty.max_bytes, 64 << 20);
     let mut old = msg("t/x", 1, Kind::Alarm, 10);
-    old.created_at = now_ms() - Duration::from_secs(600);
+    old.created_at = now_ms().saturating_sub(Duration::from_secs(600));
     let newer = msg("t/y", 1, Kind::Reading, 30);
     let bytes =
         (old.topic.len() + old.payload.len() + newer.topic.len() + newer.payload.len()) as u64;
@@ -251,7 +253,11 @@ async fn stats_report_the_outbox() {
     let s = h.stats().await.unwrap();
     assert_eq!(s.messages, 2);
     assert_eq!(s.bytes, bytes);
-    assert_eq!(s.oldest, Some(old.created_at));
+    let age = s.oldest_age.unwrap();
+    assert!(
+        age >= Duration::from_secs(600) && age < Duration::from_secs(660),
+        "{age:?}"
+    );
     assert_eq!(s.inserted, 2);
     assert_eq!(s.last_id, 2);
     assert_eq!(s.file_bytes, footprint(&cfg.path));
@@ -658,13 +664,13 @@ async fn rows_older_than_max_age_are_evicted() {
         ..config(dir.path(), 64 << 20)
     };
     let (h, guard) = open(&cfg);
-    let two_hours_ago = now_ms() - Duration::from_secs(7200);
+    let two_hours_ago = now_ms().saturating_sub(Duration::from_secs(7200));
     let mut batch = Vec::new();
     for i in 1..=30u64 {
         let mut m = reading(i);
         // Every third reading is fresh; the old ones are interleaved.
         if i % 3 != 0 {
-            m.created_at = two_hours_ago + Duration::from_secs(i);
+            m.created_at = two_hours_ago.saturating_add(Duration::from_secs(i));
         }
         batch.push(m);
     }

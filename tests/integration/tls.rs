@@ -64,7 +64,7 @@ impl Gateway {
                 qos: 1,
                 retain: false,
                 kind: Kind::Reading,
-                created_at: SystemTime::now(),
+                created_at: SystemTime::now().into(),
             })
             .collect();
         store.insert(messages).await.unwrap();

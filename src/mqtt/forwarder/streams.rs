@@ -204,7 +204,6 @@ pub(super) fn with_hist(payload: Vec<u8>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
-    use std::time::SystemTime;
 
     use super::*;
     use crate::store::Kind;
@@ -218,7 +217,7 @@ mod tests {
             qos: 1,
             retain: false,
             kind: Kind::Reading,
-            created_at: SystemTime::UNIX_EPOCH,
+            created_at: crate::clock::Timestamp(0),
         }
     }
 
