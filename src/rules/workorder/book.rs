@@ -568,7 +568,10 @@ mod tests {
         assert_eq!(wo.key, "plant-a/gw1/pump1_hot/P-101/1");
         // A release never updates an open work order: its activation was
         // counted when it happened.
-        assert!(rig.event(&release("pump1_hot", 300.0, 250.0, 95.0), &r).is_empty());
+        assert!(
+            rig.event(&release("pump1_hot", 300.0, 250.0, 95.0), &r)
+                .is_empty()
+        );
         assert_eq!(rig.book.get(&wo.id).unwrap().occurrences, 1);
         // A release the rule's template refuses (disabled) raises nothing.
         let mut rig = Rig::new();
@@ -577,7 +580,10 @@ mod tests {
         assert!(rig.event(&refused, &r).is_empty());
         let mut off = rule("pump1_hot", "pump1.temp", 80.0);
         off.workorder.enabled = false;
-        assert!(rig.event(&release("pump1_hot", 200.0, 80.0, 94.0), &off).is_empty());
+        assert!(
+            rig.event(&release("pump1_hot", 200.0, 80.0, 94.0), &off)
+                .is_empty()
+        );
         // A chatter_cleared with nothing released is nothing.
         let mut plain = release("pump1_hot", 200.0, 80.0, 94.0);
         plain.released = None;
@@ -601,7 +607,7 @@ mod tests {
         let id = engine.tag_id("pump1.temp").unwrap();
         let mut rig = Rig::new();
         let mut changes = Vec::new();
-        let mut feed = |engine: &mut Engine, rig: &mut Rig, v: Option<f64>, secs: f64| {
+        let feed = |engine: &mut Engine, rig: &mut Rig, v: Option<f64>, secs: f64| {
             let at = t(secs);
             let events = match v {
                 Some(v) => engine.observe(id, Some(&Value::Float(v)), &GOOD, at),
@@ -619,7 +625,8 @@ mod tests {
         }
         assert!(engine.alarm("pump1_hot").unwrap().is_chattering());
         let first = raised(&changes[..1]).clone();
-        rig.status(&first.id, &update(WoStatus::Closed), 4.0).unwrap();
+        rig.status(&first.id, &update(WoStatus::Closed), 4.0)
+            .unwrap();
         // Hovering again from 10 s: chattering at once (its activations
         // at 2 and 3 s are still in the 60 s window), so nothing raised.
         for i in 0..6 {
