@@ -489,7 +489,9 @@ impl RulesStage {
                 }
             }
             step.need(Save::Soon);
-            if !event.activation {
+            // Activations, and releases of an activation chattering held
+            // back (`released`), are what the book may act on.
+            if !event.activation && event.released.is_none() {
                 continue;
             }
             let snapshot = snapshot(&self.engine, rule_tags(rule), &rule.workorder.snapshot);
@@ -702,6 +704,8 @@ fn log_alarm(event: &AlarmEvent) {
             chattering: event.chattering,
         }
         .emit();
+    } else if let Some(since) = event.released {
+        tracing::info!(rule = %event.rule, state = event.to.as_str(), active_for = ?event.at.since(since), "chattering cleared with the alarm still active: its work order is raised now");
     } else {
         tracing::info!(rule = %event.rule, from = event.from.as_str(), to = event.to.as_str(), cause = ?event.cause, "alarm changed");
     }

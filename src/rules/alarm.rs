@@ -49,6 +49,24 @@
 //! order until the alarm has been quiet (no activation) for
 //! `chatter_quiet`, which clears the flag with an event of its own.
 //! `chatter_count` 0 disables the check.
+//!
+//! An activation refused a work order *only* because the rule chattered
+//! (not shelved) is **held**: the alarm remembers when it happened for as
+//! long as it stays active. If the flag clears while that activation is
+//! still active (`ActiveUnacked` or `ActiveAcked`), the `ChatterCleared`
+//! event **releases** it ([`AlarmEvent::released`] = when it activated)
+//! and asks for its work order then (`raise_work_order`). A fault that
+//! clears during the chatter drops its hold and raises nothing; a rule
+//! that keeps chattering keeps resetting the quiet time and releases
+//! nothing until it settles; shelving drops the hold too, because the end
+//! of the shelf re-announces an alarm that is still active (and holds that
+//! activation again if the rule still chatters). So each fault gets at
+//! most one work-order request, and a rule never more than one per
+//! settling.
+//!
+//! Every event satisfies: `raise_work_order ⇒ activation XOR released`,
+//! and `released` only on a `ChatterCleared` event into an active,
+//! unshelved state.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -158,9 +176,15 @@ pub struct AlarmEvent {
     /// The alarm became active: by the condition, or by coming back from
     /// the shelf while the condition holds.
     pub activation: bool,
-    /// This activation should raise a work order (or update the open one):
-    /// an activation while neither shelved nor chattering, of a rule whose
-    /// work-order template is enabled.
+    /// On a `ChatterCleared` event only: the chattering flag cleared while
+    /// an activation it had held back is still active; the time of that
+    /// activation (when the fault began). The event is not an activation
+    /// (no new occurrence), but it asks for the work order the held
+    /// activation was refused.
+    pub released: Option<Timestamp>,
+    /// This event should raise a work order (or, for an activation, update
+    /// the open one): an activation while neither shelved nor chattering,
+    /// or a release, of a rule whose work-order template is enabled.
     pub raise_work_order: bool,
     /// The chattering flag after the event.
     pub chattering: bool,
@@ -214,6 +238,9 @@ pub struct Alarm {
     recent: VecDeque<Timestamp>,
     last_activation: Option<Timestamp>,
     chattering: bool,
+    /// When the current activation was refused a work order because the
+    /// rule chattered (the module docs: held and released).
+    held: Option<Timestamp>,
     changed_at: Option<Timestamp>,
 }
 
@@ -234,6 +261,7 @@ impl Alarm {
             recent: VecDeque::new(),
             last_activation: None,
             chattering: false,
+            held: None,
             changed_at: None,
         }
     }
@@ -256,6 +284,12 @@ impl Alarm {
     /// When the condition last activated the alarm.
     pub fn last_activation(&self) -> Option<Timestamp> {
         self.last_activation
+    }
+
+    /// When the activation held back by chattering began, if one is held
+    /// (it is released with its work order when the flag clears).
+    pub fn held_since(&self) -> Option<Timestamp> {
+        self.held
     }
 
     /// When the state last changed.
@@ -343,7 +377,13 @@ impl Alarm {
                 self.last_activation = Some(at);
             } else if at.millis_since(last) >= self.quiet_ms {
                 self.chattering = false;
-                out.push(self.event(self.state, at, Cause::ChatterCleared, trigger, false));
+                // The held activation, if its fault is still there, gets
+                // its work order now; a hold never outlives this event.
+                let released = self.held.take().filter(|_| self.holds_activation());
+                let mut event = self.event(self.state, at, Cause::ChatterCleared, trigger, false);
+                event.released = released;
+                event.raise_work_order = released.is_some();
+                out.push(event);
             }
         }
     }
@@ -441,7 +481,24 @@ impl Alarm {
         let from = self.state;
         self.state = to;
         self.changed_at = Some(at);
+        if activation && self.holds_activation() && self.chattering {
+            // Refused only because the rule chatters: held for release.
+            self.held = Some(at);
+        } else if !self.holds_activation() {
+            // Cleared, returned or shelved: nothing left to release (the
+            // shelf's end re-announces a fault that is still there).
+            self.held = None;
+        }
         out.push(self.event(from, at, cause, trigger, activation));
+    }
+
+    /// True in the states where a held activation stays held: active and
+    /// annunciated (not shelved).
+    fn holds_activation(&self) -> bool {
+        matches!(
+            self.state,
+            AlarmState::ActiveUnacked | AlarmState::ActiveAcked
+        )
     }
 
     fn event(
@@ -460,6 +517,7 @@ impl Alarm {
             cause,
             trigger: trigger.cloned(),
             activation,
+            released: None,
             raise_work_order: activation && !self.state.is_shelved() && !self.chattering,
             chattering: self.chattering,
         }
@@ -475,6 +533,7 @@ impl Alarm {
             recent: self.recent.iter().copied().collect(),
             last_activation: self.last_activation,
             chattering: self.chattering,
+            held: self.held,
             changed_at: self.changed_at,
         }
     }
@@ -492,6 +551,16 @@ impl Alarm {
         self.last_activation = saved.last_activation;
         self.chattering = saved.chattering;
         self.changed_at = saved.changed_at;
+        self.held = saved.held;
+        if self.held.is_none() && self.chattering && self.holds_activation() {
+            // Saved before holds were kept (the field is absent): an
+            // alarm active and annunciated while flagged chattering is
+            // always one whose activation was refused for chattering
+            // (only an activation sets the flag, and it is refused), so
+            // the hold is rebuilt, from the last activation by the
+            // condition (or the state change, for a shelf's end).
+            self.held = self.last_activation.or(self.changed_at);
+        }
     }
 }
 
@@ -515,6 +584,11 @@ pub struct SavedAlarm {
     pub last_activation: Option<Timestamp>,
     /// The chattering flag.
     pub chattering: bool,
+    /// When the activation held back by chattering began (absent when
+    /// none is held, and in state saved before holds existed: restore
+    /// rebuilds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Timestamp>,
     /// When the state last changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_at: Option<Timestamp>,
@@ -775,6 +849,144 @@ mod tests {
         assert!(ev[0].raise_work_order);
     }
 
+    /// Three activations at 0, 10, 20 s (1 s each): chattering from the
+    /// third, which is returned by 21 s.
+    fn chattering_rig() -> Rig {
+        let mut r = Rig::new(0, 0);
+        for i in 0..3 {
+            let s = f64::from(i) * 10.0;
+            r.met(true, s);
+            r.met(false, s + 1.0);
+        }
+        assert!(r.alarm.is_chattering());
+        assert_eq!(r.alarm.held_since(), None, "returned: nothing held");
+        r
+    }
+
+    #[test]
+    fn a_fault_still_active_when_chattering_clears_is_released_once() {
+        let mut r = chattering_rig();
+        // A real excursion while flagged: an activation, refused and held.
+        let ev = r.met(true, 30.0);
+        assert!(ev[0].activation && !ev[0].raise_work_order && ev[0].released.is_none());
+        assert_eq!(r.alarm.held_since(), Some(t(30.0)));
+        // Acknowledged: still the same fault, still held.
+        r.ack(40.0);
+        assert_eq!(r.alarm.held_since(), Some(t(30.0)));
+        // Quiet for 120 s after 30 s, still active: released.
+        assert!(r.tick(149.9).is_empty());
+        let ev = r.tick(150.0);
+        assert_eq!(
+            moves(&ev),
+            [(ActiveAcked, ActiveAcked, Cause::ChatterCleared)]
+        );
+        let e = &ev[0];
+        assert!(!e.activation, "no new occurrence");
+        assert_eq!(e.released, Some(t(30.0)), "when the fault began");
+        assert!(e.raise_work_order && !e.chattering);
+        assert_eq!(r.alarm.held_since(), None);
+        // Nothing more for the same fault, nor when it returns.
+        assert!(r.tick(500.0).is_empty());
+        let ev = r.met(false, 501.0);
+        assert!(!ev[0].raise_work_order && ev[0].released.is_none());
+        // Exactly one request for a work order after the flag: the release.
+        let asks: Vec<_> = r
+            .events
+            .iter()
+            .filter(|e| e.raise_work_order && e.at >= t(20.0))
+            .collect();
+        assert_eq!(asks.len(), 1);
+    }
+
+    #[test]
+    fn a_fault_that_clears_during_the_chatter_releases_nothing() {
+        let mut r = chattering_rig();
+        r.met(true, 30.0);
+        assert!(r.alarm.held_since().is_some());
+        r.met(false, 35.0);
+        assert_eq!(r.alarm.held_since(), None);
+        let ev = r.tick(150.0);
+        assert_eq!(
+            moves(&ev),
+            [(ReturnedUnacked, ReturnedUnacked, Cause::ChatterCleared)]
+        );
+        assert!(ev[0].released.is_none() && !ev[0].raise_work_order);
+    }
+
+    #[test]
+    fn a_rule_that_keeps_chattering_releases_nothing_until_it_settles() {
+        let mut r = chattering_rig();
+        // Every 30 s a new short activation: the quiet never comes.
+        for i in 1..20 {
+            let s = 20.0 + f64::from(i) * 30.0;
+            let ev = r.met(true, s);
+            assert!(!ev[0].raise_work_order);
+            r.tick(s + 10.0);
+            r.met(false, s + 15.0);
+        }
+        assert!(r.alarm.is_chattering());
+        assert!(r.events.iter().all(|e| e.released.is_none()));
+        // The last one stays: released once, after 120 s of quiet.
+        r.met(true, 700.0);
+        assert!(r.tick(819.0).is_empty());
+        let ev = r.tick(820.0);
+        assert_eq!(ev[0].released, Some(t(700.0)));
+        assert_eq!(r.events.iter().filter(|e| e.released.is_some()).count(), 1);
+    }
+
+    #[test]
+    fn a_shelved_fault_is_released_by_its_shelf_not_by_the_flag() {
+        let mut r = chattering_rig();
+        r.met(true, 30.0);
+        r.shelve(300, 31.0);
+        assert_eq!(r.alarm.held_since(), None, "the shelf takes over");
+        // The flag clears while shelved: no release.
+        let ev = r.tick(150.0);
+        assert_eq!(ev[0].cause, Cause::ChatterCleared);
+        assert!(ev[0].released.is_none() && !ev[0].raise_work_order);
+        // The shelf's end re-announces it and asks for the work order.
+        let ev = r.unshelve(160.0);
+        assert!(ev[0].activation && ev[0].raise_work_order);
+
+        // Unshelved while still chattering: held again, released later.
+        let mut r = chattering_rig();
+        r.met(true, 30.0);
+        r.shelve(300, 31.0);
+        let ev = r.unshelve(40.0);
+        assert!(ev[0].activation && !ev[0].raise_work_order);
+        assert_eq!(r.alarm.held_since(), Some(t(40.0)));
+        let ev = r.tick(150.0);
+        assert_eq!(ev[0].released, Some(t(40.0)));
+        assert!(ev[0].raise_work_order);
+    }
+
+    #[test]
+    fn a_hold_saved_before_holds_existed_is_rebuilt() {
+        let mut r = chattering_rig();
+        r.met(true, 30.0);
+        let mut saved = r.alarm.save();
+        assert_eq!(saved.held, Some(t(30.0)));
+        let json = serde_json::to_string(&saved).unwrap();
+        assert!(json.contains(r#""held":30000"#), "{json}");
+        // The layout of a gateway that did not know holds.
+        saved.held = None;
+        let old = serde_json::to_string(&saved).unwrap();
+        assert!(!old.contains("held"));
+        let mut back = Alarm::new("r", timing(0, 0));
+        back.restore(&serde_json::from_str(&old).unwrap());
+        assert_eq!(back.held_since(), Some(t(30.0)));
+        let mut out = Vec::new();
+        back.tick(t(150.0), None, &mut out);
+        assert_eq!(out[0].released, Some(t(30.0)));
+        // Returned or not chattering: nothing to rebuild.
+        let mut r = chattering_rig();
+        r.met(true, 30.0);
+        r.met(false, 31.0);
+        let mut back = Alarm::new("r", timing(0, 0));
+        back.restore(&r.alarm.save());
+        assert_eq!(back.held_since(), None);
+    }
+
     #[test]
     fn activations_spread_out_never_chatter() {
         let mut r = Rig::new(0, 0);
@@ -838,6 +1050,20 @@ mod tests {
             In::Ack(160.0),
             In::Tick(300.0), // chattering clears
             In::Met(false, 301.0),
+            In::Tick(311.0),
+            In::Met(true, 320.0), // three activations in 60 s from 330 s
+            In::Tick(330.0),
+            In::Met(false, 331.0),
+            In::Tick(341.0),
+            In::Met(true, 350.0),
+            In::Tick(360.0),
+            In::Met(false, 361.0),
+            In::Tick(371.0),
+            In::Met(true, 380.0),
+            In::Tick(390.0), // third activation in 60 s: chattering, held
+            In::Ack(400.0),
+            In::Tick(510.0), // quiet 120 s, still active: released
+            In::Met(false, 511.0),
         ];
         let run = |a: &mut Alarm, input: In| {
             let mut out = Vec::new();
@@ -853,6 +1079,7 @@ mod tests {
         let reference: Vec<Vec<AlarmEvent>> =
             script.iter().map(|&i| run(&mut straight, i)).collect();
         assert!(reference.iter().flatten().any(|e| e.chattering));
+        assert!(reference.iter().flatten().any(|e| e.released.is_some()));
         for split in 0..=script.len() {
             let mut first = Alarm::new("r", timing(10, 10));
             for &i in &script[..split] {

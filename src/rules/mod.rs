@@ -41,12 +41,13 @@
 //! # Persistence
 //!
 //! [`Engine::save`] returns everything that decides future events: each
-//! alarm's state, running delays, chattering history and shelf; each
-//! condition's memory (hysteresis latch, rate samples, staleness clock);
-//! and the last reading of every tag. [`Engine::restore`] puts it back, so
-//! a restarted gateway continues exactly where it stopped, given the same
-//! inputs. The caller saves after every batch that produced events and
-//! periodically otherwise (delays and rate windows move without events);
+//! alarm's state, running delays, chattering history (with an activation
+//! it held back) and shelf; each condition's memory (hysteresis latch,
+//! rate samples, staleness clock); and the last reading of every tag.
+//! [`Engine::restore`] puts it back, so a restarted gateway continues
+//! exactly where it stopped, given the same inputs. The caller saves
+//! after every batch that produced events and periodically otherwise
+//! (delays and rate windows move without events);
 //! what it loses is what happened since its last save. On a reload, build
 //! the new engine from the new config and restore the old engine's save:
 //! rules are matched by name, a rule whose condition changed kind starts

@@ -1270,6 +1270,145 @@ limit = 80.0
     site.finish().await;
 }
 
+/// Issue #15 item 8: a fault that begins while its rule is flagged
+/// chattering, and is still there when the flag clears, gets its work
+/// order then (one), with `since` the moment it began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_still_active_when_chattering_clears_raises_its_work_order_then() {
+    let site = Site::start(
+        r#"
+[alarms]
+chatter_count = 3
+chatter_window = "30s"
+chatter_quiet = "5s"
+
+[[rules]]
+name = "hot"
+tag = "pump.temp"
+condition = "above"
+limit = 80.0
+"#,
+    )
+    .await;
+    let rule = "hot";
+    // A hover across the limit: one work order, and the rule chatters.
+    let hover = async |times: usize| {
+        let mut last = Value::Null;
+        for _ in 0..times {
+            let n = site.alarms(rule).len();
+            site.set("temp", 85.0);
+            last = site.next_state(rule, n, "active_unacked").await;
+            let n = site.alarms(rule).len();
+            site.set("temp", 70.0);
+            site.next_state(rule, n, "returned_unacked").await;
+        }
+        last
+    };
+    assert_eq!(hover(3).await["chattering"], true);
+    site.wait_wo("three occurrences", |w| {
+        w.last().is_some_and(|wo| wo["occurrences"] == 3)
+    })
+    .await;
+    let first = site.wo_ids();
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    // The CMMS closes it; the rule still hovers, flagged: nothing raised.
+    site.send(
+        &format!("workorders/{}/status", first[0]),
+        r#"{"status":"closed"}"#,
+        false,
+    )
+    .await;
+    let cleared = site
+        .sub
+        .wait_until(WAIT, |m| {
+            m.iter()
+                .any(|r| wo_id(&r.topic) == Some(first[0].as_str()) && r.payload.is_empty())
+        })
+        .await;
+    assert!(cleared);
+    assert_eq!(hover(1).await["chattering"], true);
+
+    // A clean excursion to 95 degC for 8 s, while flagged.
+    let n = site.alarms(rule).len();
+    site.set("temp", 95.0);
+    let active = site.next_state(rule, n, "active_unacked").await;
+    let began = Instant::now();
+    assert_eq!(active["chattering"], true);
+    assert_eq!(site.wo_ids(), first, "no work order while chattering");
+
+    // 5 s without another activation (ticks every 1 s): the flag clears
+    // with the alarm still active, and the work order is raised then.
+    let released = site
+        .sub
+        .wait_until(Duration::from_secs(8), |m| {
+            alarms_in(m, rule)
+                .iter()
+                .skip(n)
+                .any(|a| a["cause"] == "chatter_cleared")
+        })
+        .await;
+    assert!(
+        released,
+        "the flag clears within 8 s: {:?}",
+        site.states(rule)
+    );
+    let clear = site
+        .alarms(rule)
+        .into_iter()
+        .skip(n)
+        .find(|a| a["cause"] == "chatter_cleared")
+        .unwrap();
+    assert_eq!(clear["state"], "active_unacked");
+    assert_eq!(clear["chattering"], false);
+    site.wait_wo("the held work order", |w| {
+        w.iter().any(|wo| wo["id"] != first[0].as_str())
+    })
+    .await;
+    let ids = site.wo_ids();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let wo = site
+        .work_orders()
+        .into_iter()
+        .find(|wo| wo["id"] == ids[1].as_str())
+        .unwrap();
+    assert_eq!(wo["status"], "open");
+    assert_eq!(wo["occurrences"], 1);
+    assert!(
+        wo["key"].as_str().unwrap().ends_with("/hot/PUMP-001/2"),
+        "{}",
+        wo["key"]
+    );
+    assert_eq!(wo["trigger"]["value"].as_f64(), Some(95.0));
+    assert_eq!(
+        wo["trigger"]["since"], active["since"],
+        "the work order is about the fault since it began"
+    );
+    let waited = time(&wo["created_at"])
+        .duration_since(time(&active["since"]))
+        .unwrap_or_default();
+    assert!(
+        waited >= Duration::from_secs(5),
+        "raised only after the quiet time ({waited:?})"
+    );
+
+    // The rest of the 8 s, and its return: still one work order for it.
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(began.elapsed())).await;
+    let n = site.alarms(rule).len();
+    site.set("temp", 70.0);
+    site.next_state(rule, n, "returned_unacked").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(site.wo_ids(), ids, "one work order per fault");
+    let updates = site
+        .work_orders()
+        .into_iter()
+        .filter(|w| w["id"] == ids[1].as_str())
+        .count();
+    assert_eq!(updates, 1, "the release is not an occurrence");
+    site.check_schemas();
+    site.finish().await;
+}
+
 // ---------------------------------------------------------------------------
 // 9. Stale
 // ---------------------------------------------------------------------------

@@ -9,9 +9,18 @@
 //! * Robustness: any sequence of readings (good, bad, NaN, text), batches,
 //!   acks, shelves, unshelves and ticks, with the clock sometimes going
 //!   back, never panics.
+//! * Work-order requests: an event asks for a work order
+//!   (`raise_work_order`) only as an activation or as the release of one:
+//!   never both, and a release (`released`) only when the chattering flag
+//!   clears (`ChatterCleared`) with the alarm active and not shelved, and
+//!   only for an activation of that same fault that chattering refused
+//!   (unshelved, not returned since, not released yet), at the time it
+//!   happened. Conversely such a refused activation still active when
+//!   the flag clears is always released: nothing is lost, nothing doubled.
 //! * Persistence: saving at any point, through JSON, and restoring into a
 //!   fresh engine gives the same future events as not restarting.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +28,7 @@ use fieldgate::config::{
     AlarmConfig, Condition, Connection, Device, Priority, Rule, State, WorkOrderTemplate,
 };
 use fieldgate::reading::{BadReason, Batch, Quality, Reading};
-use fieldgate::rules::{AlarmEvent, Cause, Engine, SavedEngine, Timestamp};
+use fieldgate::rules::{AlarmEvent, AlarmState, Cause, Engine, SavedEngine, Timestamp};
 use fieldgate::tag::{Area, DataType, Tag, Value};
 use proptest::prelude::*;
 
@@ -431,12 +440,36 @@ proptest! {
         let (devices, rules) = world();
         let mut engine = Engine::new(&rules, &devices, &alarms()).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut now = 0;
+        // Per rule: the activation chattering refused, while its fault
+        // lasts (the model the alarm's `released` must match).
+        let mut refused: HashMap<Arc<str>, Timestamp> = HashMap::new();
         for step in &steps {
             for e in run(&mut engine, &devices, &mut now, step) {
                 // Every event is a real change, a chattering change or a
                 // (re-)shelve.
                 prop_assert!(e.from != e.to || matches!(e.cause, Cause::ChatterCleared | Cause::Shelve));
-                prop_assert!(!e.raise_work_order || e.activation);
+                // A work order is asked for by an activation or a release,
+                // never by both and never by anything else.
+                prop_assert!(!e.raise_work_order || (e.activation != e.released.is_some()));
+                let annunciated = matches!(e.to, AlarmState::ActiveUnacked | AlarmState::ActiveAcked);
+                if let Some(since) = e.released {
+                    prop_assert_eq!(e.cause, Cause::ChatterCleared);
+                    prop_assert!(annunciated && !e.chattering && !e.activation);
+                    prop_assert!(e.raise_work_order, "every rule here raises work orders");
+                    prop_assert_eq!(refused.remove(&e.rule), Some(since), "released what was refused");
+                } else if e.cause == Cause::ChatterCleared {
+                    prop_assert!(
+                        !annunciated || !refused.contains_key(&e.rule),
+                        "a refused activation still active when the flag clears is released: {:?}", e
+                    );
+                    refused.remove(&e.rule);
+                }
+                if e.activation && annunciated && !e.raise_work_order {
+                    prop_assert!(e.chattering);
+                    refused.insert(e.rule.clone(), e.at);
+                } else if !annunciated {
+                    refused.remove(&e.rule);
+                }
             }
         }
         let saved = engine.save();

@@ -9,16 +9,21 @@
 #   pymodbus-tcp-errors   fieldgate read  <- exception 02 (hole), exception 04 (unit)
 #   pymodbus-rtu-read     fieldgate read  <- pymodbus RTU server on a socat pty pair
 #   pymodbus-rtu-scan     fieldgate scan  <- the same, over RTU
+#   pymodbus-rtu-late     fieldgate run   <- pymodbus RTU server answering its first
+#                           read late (issue #15 item 1), published to Mosquitto
 #   mbpoll-sim-holding    mbpoll          -> fieldgate sim -c config/sim/plant.toml
 #   mbpoll-sim-floats       (a copy on a free port): holding registers, ABCD and
 #   mbpoll-sim-bits         CDAB floats, coils and discrete inputs, a write,
 #   mbpoll-sim-write-errors exceptions 02 and 0B
 #
-# Installs what it needs (as root, or with sudo): socat and mbpoll from apt, a
-# venv at target/interop-venv with pymodbus 3.16.1 and pyserial; both are
-# reused when present. Everything listens on 127.0.0.1 on free ports. Every
-# background process runs under `timeout` and is killed by the EXIT trap.
-# Set INTEROP_KEEP=1 to keep the temp folder (logs, configs) for a look.
+# Installs what it needs (as root, or with sudo): socat, mbpoll, mosquitto and
+# mosquitto-clients from apt, a venv at target/interop-venv with pymodbus
+# 3.16.1 and pyserial; both are reused when present. The Mosquitto is the
+# test's own, on a free port (a system one on 1883 is never touched).
+# Everything listens on 127.0.0.1 on free ports. Every background process runs
+# under `timeout` and is killed by the EXIT trap.
+# Set INTEROP_KEEP=1 to keep the temp folder (logs, configs) for a look, and
+# INTEROP_ONLY="name ..." to run only those tests.
 # Ends with "interop: N passed, M failed"; exits non-zero if any test failed.
 set -euo pipefail
 
@@ -45,17 +50,21 @@ if [[ $(id -u) != 0 ]]; then
     SUDO=(sudo -n)
 fi
 
+# Command and the Debian package that brings it.
+DEBS=(socat:socat mbpoll:mbpoll mosquitto:mosquitto mosquitto_sub:mosquitto-clients)
+
 install_debs() {
-    local missing=() tool
-    for tool in socat mbpoll; do
-        command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    local missing=() entry
+    for entry in "${DEBS[@]}"; do
+        command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
     done
     ((${#missing[@]} == 0)) && return 0
-    say "apt-get install socat mbpoll (missing: ${missing[*]})"
+    say "apt-get install ${missing[*]}"
     timeout 600 "${SUDO[@]}" apt-get update -qq </dev/null
-    timeout 900 "${SUDO[@]}" apt-get install -y -qq socat mbpoll </dev/null >/dev/null
-    for tool in socat mbpoll; do
-        command -v "$tool" >/dev/null 2>&1 || die "$tool still missing after apt-get install"
+    timeout 900 "${SUDO[@]}" apt-get install -y -qq "${missing[@]}" </dev/null >/dev/null
+    for entry in "${DEBS[@]}"; do
+        command -v "${entry%%:*}" >/dev/null 2>&1 ||
+            die "${entry%%:*} still missing after apt-get install ${entry#*:}"
     done
 }
 
@@ -187,6 +196,9 @@ fail_msg() {
 # from a condition, so every test checks each step itself and returns 1.
 run_test() {
     CUR=$1
+    if [[ -n ${INTEROP_ONLY:-} && " $INTEROP_ONLY " != *" $1 "* ]]; then
+        return 0
+    fi
     if "$2"; then
         echo "ok $1"
         PASSED=$((PASSED + 1))
@@ -270,10 +282,11 @@ expect_pym_table() {
     fi
 }
 
-# config SRC DST PORT: a copy of SRC with the chosen port and temp folder.
+# config SRC DST PORT: a copy of SRC with the chosen port (for 127.0.0.1:15502
+# and `port = 15502`) and temp folder.
 config() {
-    sed -e "s|127\.0\.0\.1:15502|127.0.0.1:$3|g" -e "s|/tmp/fieldgate-interop|$TMP|g" \
-        "$HERE/$1" >"$TMP/$2"
+    sed -e "s|127\.0\.0\.1:15502|127.0.0.1:$3|g" -e "s|^port = 15502\$|port = $3|" \
+        -e "s|/tmp/fieldgate-interop|$TMP|g" "$HERE/$1" >"$TMP/$2"
 }
 
 # ------------------------------------------------- pymodbus over Modbus TCP --
@@ -346,34 +359,42 @@ test_pymodbus_tcp_errors() {
 
 # ----------------------------------- pymodbus over RTU on a socat pty pair --
 
-RTU_READY=""
-
-start_rtu() {
-    local i target=""
-    start_bg socat socat -d -d "pty,raw,echo=0,link=$TMP/ttyA" "pty,raw,echo=0,link=$TMP/ttyB"
-    local socat_pid=$BG_PID
-    for ((i = 0; i < 50; i++)); do
-        [[ -e $TMP/ttyA && -e $TMP/ttyB ]] && break
-        alive "$socat_pid" || break
-        sleep 0.1
-    done
-    if [[ ! -e $TMP/ttyA || ! -e $TMP/ttyB ]]; then
-        fail_msg "socat made no pty pair at $TMP/ttyA, $TMP/ttyB in 5 s" "$TMP/socat.log"
-        return 1
-    fi
-    start_bg pymodbus-rtu "$PY" "$HERE/pymodbus_server.py" --serial "$TMP/ttyA" --baud 19200
+# start_pty_pair LOG A B: socat links a pty pair at $TMP/A and $TMP/B (up to
+# 5 s), its output in $TMP/LOG.log.
+start_pty_pair() {
+    local log=$1 a=$TMP/$2 b=$TMP/$3 i
+    start_bg "$log" socat -d -d "pty,raw,echo=0,link=$a" "pty,raw,echo=0,link=$b"
     local pid=$BG_PID
-    target=$(readlink -f "$TMP/ttyA")
-    # Ready when the server holds ttyA open (up to 50 x 0.1 s).
     for ((i = 0; i < 50; i++)); do
-        holds_open "$pid" "$target" && break
+        [[ -e $a && -e $b ]] && return 0
         alive "$pid" || break
         sleep 0.1
     done
-    if ! alive "$pid" || ((i == 50)); then
-        fail_msg "the pymodbus RTU server did not open $target in 5 s" "$TMP/pymodbus-rtu.log" "$TMP/socat.log"
-        return 1
-    fi
+    fail_msg "socat made no pty pair at $a, $b in 5 s" "$TMP/$log.log"
+    return 1
+}
+
+# wait_opened PID PATH LOG...: until PID holds the pty behind PATH open (up to
+# 50 x 0.1 s): a serial server is ready then.
+wait_opened() {
+    local pid=$1 target i
+    target=$(readlink -f "$2")
+    shift 2
+    for ((i = 0; i < 50; i++)); do
+        holds_open "$pid" "$target" && return 0
+        alive "$pid" || break
+        sleep 0.1
+    done
+    fail_msg "the server did not open $target in 5 s" "$@"
+    return 1
+}
+
+RTU_READY=""
+
+start_rtu() {
+    start_pty_pair socat ttyA ttyB || return 1
+    start_bg pymodbus-rtu "$PY" "$HERE/pymodbus_server.py" --serial "$TMP/ttyA" --baud 19200
+    wait_opened "$BG_PID" "$TMP/ttyA" "$TMP/pymodbus-rtu.log" "$TMP/socat.log" || return 1
     config pymodbus-rtu.toml rtu.toml 0
     RTU_READY=1
 }
@@ -405,6 +426,74 @@ test_pymodbus_rtu_scan() {
         fail_msg "expected coil 0 = 1 and coil 1 = 0" "$OUT.show" "$TMP/pymodbus-rtu.log"
         return 1
     fi
+}
+
+# Issue #15 item 1 against a third-party device, in the poll loop: three f32
+# tags read as three requests of the same shape; pymodbus answers the first
+# read of address 0 after 450 ms, past fieldgate's 300 ms timeout. Before the
+# fix the late answer stayed in the tty buffer and every later poll published
+# a = 3.0, b = 1.0, c = 2.0, all good. Now: over ~10 s of `fieldgate run`,
+# every good reading is its own register's value, the late poll is
+# bad:timeout, and the polls after it are good.
+test_pymodbus_rtu_late() {
+    local mq_port mq_pid sub_pid i sub_id=interop-late-sub topic=fieldgate/ci/late/data/dev
+    start_pty_pair socat-late ttyC ttyD || return 1
+    start_bg pymodbus-late "$PY" "$HERE/pymodbus_late.py" --serial "$TMP/ttyC" --baud 9600 --late-ms 450
+    wait_opened "$BG_PID" "$TMP/ttyC" "$TMP/pymodbus-late.log" "$TMP/socat-late.log" || return 1
+
+    # The test's own broker, and a subscriber ready before fieldgate starts.
+    mq_port=$(free_port)
+    mkdir -p "$TMP/mq-late"
+    cat >"$TMP/mq-late/mosquitto.conf" <<CONF
+listener $mq_port 127.0.0.1
+allow_anonymous true
+persistence false
+log_dest stdout
+log_type error
+log_type warning
+log_type notice
+log_type information
+log_type subscribe
+CONF
+    # Started as root, Mosquitto drops to its own user: let it read here.
+    chmod 0755 "$TMP" "$TMP/mq-late"
+    chmod 0644 "$TMP/mq-late/mosquitto.conf"
+    # Line-buffered, so its log shows the subscription as it happens.
+    start_bg mosquitto-late stdbuf -oL mosquitto -c "$TMP/mq-late/mosquitto.conf"
+    mq_pid=$BG_PID
+    wait_port "$mq_pid" "$mq_port" "$TMP/mosquitto-late.log" || return 1
+    start_bg late-sub mosquitto_sub -h 127.0.0.1 -p "$mq_port" -q 1 -i "$sub_id" -t "$topic" -F '%p'
+    sub_pid=$BG_PID
+    for ((i = 0; i < 50; i++)); do
+        grep -q "$sub_id 1 $topic" "$TMP/mosquitto-late.log" 2>/dev/null && break
+        alive "$sub_pid" || break
+        sleep 0.1
+    done
+    if ((i == 50)) || ! alive "$sub_pid"; then
+        fail_msg "mosquitto_sub did not subscribe to $topic in 5 s" "$TMP/late-sub.log" "$TMP/mosquitto-late.log"
+        return 1
+    fi
+
+    config pymodbus-rtu-late.toml late.toml "$mq_port"
+    run check-late "$FG" check -c "$TMP/late.toml"
+    expect_rc 0 || return 1
+    # 10 s of polling, then SIGTERM: a clean stop exits 0.
+    run late-run timeout --preserve-status -s TERM -k 5 10 "$FG" run -c "$TMP/late.toml"
+    expect_rc 0 "$TMP/pymodbus-late.log" || return 1
+    # Everything was published before fieldgate exited; give the subscriber
+    # a moment to write the last of it.
+    sleep 1
+    kill "$sub_pid" 2>/dev/null || true
+    wait "$sub_pid" 2>/dev/null || true
+    if ! grep -q "answering the read of address 0 after 450 ms" "$TMP/pymodbus-late.log"; then
+        fail_msg "pymodbus never answered late: the scenario did not happen" "$TMP/pymodbus-late.log" "$OUT.show"
+        return 1
+    fi
+    if ! "$PY" "$HERE/check_late_polls.py" "$TMP/late-sub.log" >"$TMP/late-check.out" 2>&1; then
+        fail_msg "published readings" "$TMP/late-check.out" "$OUT.show" "$TMP/pymodbus-late.log"
+        return 1
+    fi
+    sed 's/^/    /' "$TMP/late-check.out"
 }
 
 # ------------------------------------------ mbpoll against fieldgate's sim --
@@ -581,6 +670,7 @@ run_test pymodbus-tcp-scan test_pymodbus_tcp_scan
 run_test pymodbus-tcp-errors test_pymodbus_tcp_errors
 run_test pymodbus-rtu-read test_pymodbus_rtu_read
 run_test pymodbus-rtu-scan test_pymodbus_rtu_scan
+run_test pymodbus-rtu-late test_pymodbus_rtu_late
 stop_bg
 run_test mbpoll-sim-holding test_mbpoll_sim_holding
 run_test mbpoll-sim-floats test_mbpoll_sim_floats

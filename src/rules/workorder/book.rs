@@ -95,7 +95,9 @@ impl WorkOrderBook {
         snapshot: Vec<SnapshotEntry>,
         random: u128,
     ) -> Vec<WoChange> {
-        if !event.activation {
+        // A release asks for the work order its held activation was
+        // refused; it is not an occurrence of its own.
+        if !event.activation && event.released.is_none() {
             return Vec::new();
         }
         let at = event.at;
@@ -105,7 +107,10 @@ impl WorkOrderBook {
         let slot = source.slot(&asset);
         let value = event.trigger.as_ref().map(|t| t.value.clone());
         if let Some(id) = self.open.get(&slot) {
-            if event.cause != Cause::Condition {
+            // Only the condition adds an occurrence: a shelf's end
+            // re-announces one, and a release's activation already
+            // updated this work order when it happened.
+            if event.cause != Cause::Condition || !event.activation {
                 return Vec::new();
             }
             return match self.orders.get_mut(id) {
@@ -148,7 +153,9 @@ impl WorkOrderBook {
                 limit: event.trigger.as_ref().and_then(|t| t.limit.clone()),
                 unit: trigger_unit(&rule.condition, ctx),
                 condition: rule.condition.kind().to_owned(),
-                since: at,
+                // A released work order is about the fault that began
+                // when its held activation did.
+                since: event.released.unwrap_or(at),
             },
             readings: snapshot,
             last: Last { value, at },
@@ -536,6 +543,113 @@ mod tests {
         assert_eq!(open[0].occurrences, activations as u64);
         assert!(open[0].last.at > open[0].created_at);
         assert_eq!(open[0].trigger.since(), open[0].created_at);
+    }
+
+    /// The `ChatterCleared` event releasing an activation held since
+    /// `since`.
+    fn release(rule: &str, secs: f64, since: f64, value: f64) -> AlarmEvent {
+        let mut e = activation(rule, secs, value, 80.0);
+        e.from = AlarmState::ActiveUnacked;
+        e.cause = Cause::ChatterCleared;
+        e.activation = false;
+        e.released = Some(t(since));
+        e
+    }
+
+    #[test]
+    fn a_release_raises_the_held_work_order_once_and_updates_nothing() {
+        let mut rig = Rig::new();
+        let r = rule("pump1_hot", "pump1.temp", 80.0);
+        let wo = raised(&rig.event(&release("pump1_hot", 200.0, 80.0, 94.0), &r)).clone();
+        assert_eq!(wo.occurrences, 1);
+        assert_eq!(wo.created_at, t(200.0));
+        assert_eq!(wo.trigger.since(), t(80.0), "the fault began when held");
+        assert_eq!(wo.last.at, t(200.0));
+        assert_eq!(wo.key, "plant-a/gw1/pump1_hot/P-101/1");
+        // A release never updates an open work order: its activation was
+        // counted when it happened.
+        assert!(
+            rig.event(&release("pump1_hot", 300.0, 250.0, 95.0), &r)
+                .is_empty()
+        );
+        assert_eq!(rig.book.get(&wo.id).unwrap().occurrences, 1);
+        // A release the rule's template refuses (disabled) raises nothing.
+        let mut rig = Rig::new();
+        let mut refused = release("pump1_hot", 200.0, 80.0, 94.0);
+        refused.raise_work_order = false;
+        assert!(rig.event(&refused, &r).is_empty());
+        let mut off = rule("pump1_hot", "pump1.temp", 80.0);
+        off.workorder.enabled = false;
+        assert!(
+            rig.event(&release("pump1_hot", 200.0, 80.0, 94.0), &off)
+                .is_empty()
+        );
+        // A chatter_cleared with nothing released is nothing.
+        let mut plain = release("pump1_hot", 200.0, 80.0, 94.0);
+        plain.released = None;
+        plain.raise_work_order = false;
+        assert!(rig.event(&plain, &r).is_empty());
+        assert_eq!(rig.book.all().count(), 0);
+    }
+
+    #[test]
+    fn a_fault_during_the_chatter_gets_one_work_order_when_the_flag_clears() {
+        // Issue #15 item 8 in the pure core: a hover (one work order),
+        // closed by the CMMS; then a clean excursion while flagged
+        // chattering, still active when the flag clears.
+        let r = rule("pump1_hot", "pump1.temp", 80.0);
+        let alarms = AlarmConfig {
+            chatter_count: 3,
+            chatter_window: Duration::from_secs(60),
+            chatter_quiet: Duration::from_secs(5),
+        };
+        let mut engine = Engine::new(std::slice::from_ref(&r), &devices(), &alarms).unwrap();
+        let id = engine.tag_id("pump1.temp").unwrap();
+        let mut rig = Rig::new();
+        let mut changes = Vec::new();
+        let feed = |engine: &mut Engine, rig: &mut Rig, v: Option<f64>, secs: f64| {
+            let at = t(secs);
+            let events = match v {
+                Some(v) => engine.observe(id, Some(&Value::Float(v)), &GOOD, at),
+                None => engine.tick(at),
+            };
+            events
+                .iter()
+                .flat_map(|e| rig.event(e, &r))
+                .collect::<Vec<_>>()
+        };
+        for i in 0..8 {
+            let s = f64::from(i) * 0.5;
+            let v = if i % 2 == 0 { 81.0 } else { 79.0 };
+            changes.extend(feed(&mut engine, &mut rig, Some(v), s));
+        }
+        assert!(engine.alarm("pump1_hot").unwrap().is_chattering());
+        let first = raised(&changes[..1]).clone();
+        rig.status(&first.id, &update(WoStatus::Closed), 4.0)
+            .unwrap();
+        // Hovering again from 10 s: chattering at once (its activations
+        // at 2 and 3 s are still in the 60 s window), so nothing raised.
+        for i in 0..6 {
+            let s = 10.0 + f64::from(i) * 0.5;
+            let v = if i % 2 == 0 { 81.0 } else { 79.0 };
+            assert!(feed(&mut engine, &mut rig, Some(v), s).is_empty(), "{s}");
+        }
+        assert!(engine.alarm("pump1_hot").unwrap().is_chattering());
+        // The excursion at 15 s, 3 s after the last activation: 95 degC
+        // for 8 s. Held; released 5 s of quiet later, still active.
+        for i in 0..=8 {
+            let s = 15.0 + f64::from(i);
+            let ch = feed(&mut engine, &mut rig, Some(95.0), s);
+            if s == 20.0 {
+                let wo = raised(&ch);
+                assert_eq!(wo.trigger.since(), t(15.0));
+                assert_eq!(wo.key, "plant-a/gw1/pump1_hot/P-101/2");
+            } else {
+                assert!(ch.is_empty(), "one work order per fault ({s})");
+            }
+        }
+        assert!(feed(&mut engine, &mut rig, Some(20.0), 23.5).is_empty());
+        assert_eq!(rig.book.open().count(), 1);
     }
 
     #[test]

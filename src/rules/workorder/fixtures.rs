@@ -93,6 +93,7 @@ pub(super) fn activation(rule: &str, secs: f64, value: f64, limit: f64) -> Alarm
             limit: Some(Value::Float(limit)),
         }),
         activation: true,
+        released: None,
         raise_work_order: true,
         chattering: false,
     }

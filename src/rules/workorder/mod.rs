@@ -21,8 +21,8 @@
 //! For each [`AlarmEvent`] of a rule (the asset is the rule's, see
 //! [`WoContext::asset_for`]):
 //!
-//! * an event that is not an activation changes nothing (acks, returns to
-//!   normal, shelving);
+//! * an event that is neither an activation nor a release changes
+//!   nothing (acks, returns to normal, shelving);
 //! * an activation *by the condition* (`cause == Condition`) while the
 //!   slot's work order is open **updates** it: `occurrences + 1`, `last`
 //!   value and time, `updated_at`, re-rendered texts. This holds even when
@@ -33,7 +33,12 @@
 //!   they do not update;
 //! * otherwise an activation **raises** a work order only when
 //!   `raise_work_order` is true (not shelved, not chattering) and the
-//!   rule's template is enabled, subject to the flood guard.
+//!   rule's template is enabled, subject to the flood guard;
+//! * a *release* (`ChatterCleared` with `released` set: an activation
+//!   chattering refused is still active as the flag clears) is not an
+//!   occurrence: it updates nothing, but raises the refused work order on
+//!   the same terms as an activation when none is open, with
+//!   `trigger.since` the time of the held activation.
 //!
 //! A meter's [`MeterDue`] raises a preventive work order the same way
 //! (never held by the flood guard: preventive work is scheduled, not an
