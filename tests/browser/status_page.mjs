@@ -56,6 +56,7 @@ try {
   check(/^[0-9a-f]{12}$/.test(await page.locator('#config-hash').textContent()), 'the config hash is shown');
   check(/^\d+\.\d+\.\d+/.test(await page.locator('#version').textContent()), 'the version is shown');
   check(/empty|waiting/.test(await page.locator('#outbox').textContent()), 'the outbox is shown');
+  check(/^(synchronised|not synchronised|unknown)$/.test(await page.locator('#clock').textContent()), 'the clock state is shown');
   check((await page.locator('#live').getAttribute('data-state')) === 'live', 'the feed is live');
   check((await page.locator('#mqtt').textContent()) === 'connected', 'MQTT connected in the header');
 

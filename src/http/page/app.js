@@ -95,6 +95,24 @@ function renderHeader(s) {
   hash.title = g.config_hash;
   $('uptime').textContent = fmtAge(g.uptime_s);
 
+  // Timestamps made while the kernel does not report the clock
+  // synchronised (a gateway without a real-time clock, before NTP) may be
+  // wrong; durations are not affected (they run on a monotonic clock).
+  const clock = $('clock');
+  if (g.clock_synchronised === true) {
+    clock.textContent = 'synchronised';
+    clock.className = 'good';
+    clock.title = '';
+  } else if (g.clock_synchronised === false) {
+    clock.textContent = 'not synchronised';
+    clock.className = 'bad';
+    clock.title = 'NTP has not set the clock: timestamps may be wrong';
+  } else {
+    clock.textContent = 'unknown';
+    clock.className = '';
+    clock.title = '';
+  }
+
   const mqtt = $('mqtt');
   mqtt.textContent = s.mqtt.connected ? 'connected' : 'disconnected';
   mqtt.className = s.mqtt.connected ? 'good' : 'bad';
