@@ -21,7 +21,6 @@ fn config(dir: &Path, max_bytes: u64) -> StoreConfig {
     }
 }
 
-/// Now, to the millisecond (what the store keeps).
 /// Now on the timeline of a new store, which starts at the wall clock's
 /// reading.
 fn now_ms() -> Timestamp {
@@ -735,6 +734,83 @@ async fn a_corrupt_file_is_moved_aside_and_a_new_store_started() {
     assert_eq!(moved.len(), 2, "{moved:?}");
     assert_eq!(std::fs::read(&moved[0]).unwrap(), garbage);
     assert!(moved[1].to_string_lossy().ends_with("-wal"));
+}
+
+/// Rewrites the timeline's saved anchor of a closed store, as if the
+/// gateway had stopped `ago` before now by the wall clock, on `boot`, with
+/// the clock `synced` or not, and `boottime_ago` before now since boot.
+fn rewrite_anchor(path: &Path, ago: Duration, synced: bool, boot: &str, boottime_ago: Duration) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let now = Timestamp::from(SystemTime::now());
+    let at = now.saturating_sub(ago);
+    let fresh = fieldgate::clock::Clock::fresh().anchor();
+    let anchor = serde_json::json!({
+        "at": at.as_millis(),
+        "wall": at.as_millis(),
+        "synced": synced,
+        "boot": boot,
+        "boottime": fresh.boottime.saturating_sub(boottime_ago.as_millis() as u64),
+    });
+    conn.execute(
+        "UPDATE state SET value = ?1 WHERE key = 'clock'",
+        [anchor.to_string().into_bytes()],
+    )
+    .unwrap();
+    // The rows were made just before that stop.
+    conn.execute(
+        "UPDATE outbox SET created_at = ?1",
+        [at.as_millis() as i64 - 1_000],
+    )
+    .unwrap();
+}
+
+/// A Raspberry Pi without a real-time clock: the gateway buffered, was
+/// stopped, and starts again on another boot whose wall clock is 8 days
+/// "later" but not synchronised. The rows' age counts from the last save,
+/// so `max_age` (7 days) evicts nothing; on the same boot, the time off
+/// is known exactly (here 3 s) whatever the wall clock did.
+#[tokio::test]
+async fn a_clock_step_while_stopped_evicts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 64 << 20);
+    let (h, guard) = open(&cfg);
+    h.insert((1..=16).map(reading).collect()).await.unwrap();
+    h.flush().await.unwrap();
+    guard.close().unwrap();
+
+    rewrite_anchor(&cfg.path, 8 * DAY, false, "another-boot", Duration::ZERO);
+    let (h, guard) = open(&cfg);
+    // Past the store's age check (every second) and a commit.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    h.insert(vec![reading(17)]).await.unwrap();
+    h.flush().await.unwrap();
+    assert_eq!(all_rows(&h).await.len(), 17, "nothing evicted");
+    let s = h.stats().await.unwrap();
+    assert_eq!(s.evicted_readings, 0);
+    let age = s.oldest_age.unwrap();
+    assert!(
+        age < Duration::from_secs(60),
+        "age counts from the last save: {age:?}"
+    );
+    guard.close().unwrap();
+
+    // Same boot: the anchor's boot is this one, saved 3 s ago by the time
+    // since boot; the wall clock "says" 8 days (and is ignored).
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    rewrite_anchor(
+        &cfg.path,
+        8 * DAY,
+        false,
+        boot.trim(),
+        Duration::from_secs(3),
+    );
+    let (h, guard) = open(&cfg);
+    let age = h.stats().await.unwrap().oldest_age.unwrap();
+    assert!(
+        age >= Duration::from_secs(4) && age < Duration::from_secs(30),
+        "the time off is known on the same boot: {age:?}"
+    );
+    guard.close().unwrap();
 }
 
 #[tokio::test]
