@@ -692,3 +692,51 @@ async fn acknowledge_and_shelve_with_the_token() {
     );
     sim.shutdown().await;
 }
+
+/// A gateway with no device at all (a site commissioning its broker first)
+/// runs and stays healthy: its pipeline keeps beating, so `/healthz` and
+/// the systemd watchdog do not give up on it. The status says where the
+/// clock stands and uptime counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_without_devices_stays_healthy() {
+    let broker = broker::start();
+    let http = broker::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[gateway]
+id = "gw"
+site = "test"
+data_dir = "{data}"
+shutdown_timeout = "5s"
+
+[mqtt]
+host = "{host}"
+port = {port}
+client_id = "fieldgate-http-nodev-{nonce}"
+
+[http]
+listen = "{http}"
+"#,
+        data = dir.path().join("data").display(),
+        host = broker.ip(),
+        port = broker.port(),
+        nonce = std::process::id(),
+    );
+    let (config, _) = gateway::load(dir.path(), &text);
+    let (stop, task) = gateway::spawn(config);
+    let r = get_when_up(http, "/healthz").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Beyond a few of the pipeline's 1 s ticks: a pipeline that had ended
+    // would be idle this long by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = Metrics::scrape(http).await;
+    let idle = m.value("fieldgate_pipeline_idle_seconds", &[]);
+    assert!(idle < 2.0, "the pipeline has not beaten for {idle} s");
+    assert!(m.value("fieldgate_uptime_seconds", &[]) >= 3.0);
+    assert_eq!(get(http, "/healthz").await.unwrap().status, 200);
+    let s = status(http).await;
+    assert!(s["gateway"]["uptime_s"].as_u64().unwrap() >= 3, "{s:#}");
+    assert!(s["gateway"].get("clock_synchronised").is_some(), "{s:#}");
+    gateway::stop(stop, task).await;
+}
