@@ -35,6 +35,13 @@
 //!   (the sum over its threads of `/proc/PID/task/TID/schedstat`, in ns) is
 //!   read at both ends;
 //!   CPU per value is the difference over the values delivered.
+//! * What fieldgate writes to storage during the window
+//!   (`store_write_bytes_per_s`: `write_bytes` of `/proc/PID/io`, what
+//!   reaches the block layer — an SD card's wear), and its fsyncs per
+//!   second (`fsyncs_per_s`: `strace -c -e trace=fsync,fdatasync` attached
+//!   for 5 s right after the window, since strace slows every system call;
+//!   for an outage also `fsyncs_per_s_broker_down`, in the middle of it;
+//!   `null` without strace).
 //! * Peak RSS is fieldgate's `VmHWM` (W5: the highest VmHWM sampled every
 //!   100 ms while draining).
 //! * **Loss** is decided after fieldgate has stopped (SIGTERM, graceful):

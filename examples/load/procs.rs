@@ -289,3 +289,87 @@ pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
+
+/// Bytes a process has caused to be written to storage (`write_bytes` of
+/// `/proc/PID/io`: what reached the block layer, the SD card's wear) and
+/// bytes it passed to `write` calls (`wchar`, which includes pipes and the
+/// page cache).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Io {
+    /// Bytes sent to storage.
+    pub write_bytes: u64,
+    /// Bytes written by `write`-like calls.
+    pub wchar: u64,
+}
+
+/// The process's I/O counters; `None` when `/proc/PID/io` cannot be read
+/// (another user's process without the rights, or no such file).
+pub fn io(pid: u32) -> Option<Io> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |key: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(key)?
+                .strip_prefix(':')?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    Some(Io {
+        write_bytes: field("write_bytes")?,
+        wchar: field("wchar")?,
+    })
+}
+
+/// fsync(2) and fdatasync(2) calls a process makes per second, counted by
+/// `strace -c` attached for `window`; `None` without strace or when it
+/// cannot attach. Attached, strace stops the process at every system
+/// call, so this runs after the CPU window, never inside it.
+pub fn fsyncs_per_s(pid: u32, window: Duration) -> Option<f64> {
+    let out = std::env::temp_dir().join(format!("fieldgate-load-strace-{pid}.txt"));
+    let mut strace = Command::new("strace")
+        .args(["-c", "-f", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(&out)
+        .args(["-p", &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let started = Instant::now();
+    std::thread::sleep(window);
+    // SIGINT makes strace detach and write its summary.
+    let _ = Command::new("kill")
+        .args(["-INT", &strace.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        match strace.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = strace.kill();
+                let _ = strace.wait();
+                break None;
+            }
+        }
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let text = std::fs::read_to_string(&out).ok();
+    let _ = std::fs::remove_file(&out);
+    status?;
+    let calls: u64 = text?
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .last()
+                .is_some_and(|s| s == "fsync" || s == "fdatasync")
+        })
+        .filter_map(|l| {
+            // "% time  seconds  usecs/call  calls  [errors]  syscall"
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(3)?.parse::<u64>().ok()
+        })
+        .sum();
+    Some(calls as f64 / secs)
+}

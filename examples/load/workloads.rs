@@ -14,6 +14,10 @@ use crate::procs::{self, CpuSnapshot, Proc};
 use crate::setup::{self, Fleet, GatewayOptions, StoreState, Transport};
 use crate::subscriber::{Subscriber, Tally, lock, percentile};
 
+/// Seconds `strace -c` counts fsyncs for, after the CPU window (and in
+/// the middle of an outage).
+const FSYNC_WINDOW_S: u64 = 5;
+
 /// Settings shared by every workload (from the command line).
 #[derive(Debug, Clone)]
 pub struct Ctx {
@@ -305,6 +309,7 @@ async fn steady(
     let polled = |port| setup::metric(port, "fieldgate_device_registers_read_total");
     let polled_before = polled(opts.http_port);
     let before = CpuSnapshot::take(&procs, ctx.ticks);
+    let io_before = procs::io(fg.pid());
     sub.start_window();
     match outage {
         None => tokio::time::sleep(Duration::from_secs(seconds)).await,
@@ -318,7 +323,23 @@ async fn steady(
                 .collect();
             broker.stop()?;
             let down_at = Instant::now();
-            tokio::time::sleep(Duration::from_secs(out)).await;
+            // fsyncs while nothing can be delivered, in the middle of the
+            // outage (strace slows the process: W3 is judged on loss and
+            // delivery, not CPU).
+            let down_window = Duration::from_secs(out.saturating_sub(2).clamp(1, FSYNC_WINDOW_S));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let pid = fg.pid();
+            let fsyncs_down =
+                tokio::task::spawn_blocking(move || procs::fsyncs_per_s(pid, down_window))
+                    .await
+                    .ok()
+                    .flatten();
+            extra.insert(
+                "fsyncs_per_s_broker_down".into(),
+                json!(fsyncs_down.map(|v| round(v, 2))),
+            );
+            let until = down_at + Duration::from_secs(out);
+            tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
             let messages_before = lock(&sub.tally).messages;
             broker.resume()?;
             let back_at = Instant::now();
@@ -362,6 +383,15 @@ async fn steady(
     }
     let window = sub.end_window();
     let after = CpuSnapshot::take(&procs, ctx.ticks);
+    let io_after = procs::io(fg.pid());
+    // After the CPU window: strace stops the process at every system call.
+    let pid = fg.pid();
+    let fsyncs = tokio::task::spawn_blocking(move || {
+        procs::fsyncs_per_s(pid, Duration::from_secs(FSYNC_WINDOW_S))
+    })
+    .await
+    .ok()
+    .flatten();
     let polled_after = polled(opts.http_port);
     let backlog = setup::metric(opts.http_port, "fieldgate_outbox_messages");
     let peak_rss = procs::status_kib(fg.pid(), "VmHWM");
@@ -401,6 +431,13 @@ async fn steady(
         "core_us_per_value": (window.values > 0).then(|| round(1e6 * fg_cpu / window.values as f64, 3)),
         "peak_rss_kib": peak_rss,
         "end_rss_kib": end_rss,
+        "store_write_bytes_per_s": io_before.zip(io_after).map(|(a, b)| {
+            round(b.write_bytes.saturating_sub(a.write_bytes) as f64 / secs, 0)
+        }),
+        "write_calls_bytes_per_s": io_before.zip(io_after).map(|(a, b)| {
+            round(b.wchar.saturating_sub(a.wchar) as f64 / secs, 0)
+        }),
+        "fsyncs_per_s": fsyncs.map(|v| round(v, 2)),
         "latency_p50_ms": p50.map(|v| round(v, 1)),
         "latency_p99_ms": p99.map(|v| round(v, 1)),
         "latency_max_ms": max.map(|v| round(v, 1)),
@@ -690,6 +727,9 @@ pub fn summary(r: &Value) -> String {
         "backlog_delivered_after_return_s",
         "polls_per_s",
         "bus_time_share",
+        "fsyncs_per_s",
+        "fsyncs_per_s_broker_down",
+        "store_write_bytes_per_s",
     ] {
         if let Some(v) = r.get(k) {
             line.push_str(&format!("; {k} {v}"));
