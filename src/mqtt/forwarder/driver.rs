@@ -18,7 +18,7 @@ use rumqttc::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{BACKOFF_MAX, BACKOFF_START, EVENT_CAPACITY};
+use super::{ACK_ROOM, BACKOFF_MAX, BACKOFF_START, EVENT_CAPACITY};
 
 /// A connection that lasted at least this long resets the backoff.
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
@@ -42,8 +42,9 @@ pub(super) fn start(
 ) -> (Link, mpsc::Receiver<LoopMsg>, AbortOnDrop) {
     let id_space = options.inflight();
     // Never full: it holds at most the handed-over packets not yet taken
-    // by rumqttc, i.e. the window plus online, subscribe and offline.
-    let (client, eventloop) = AsyncClient::new(options, window + 16);
+    // by rumqttc, i.e. the window plus online, subscribe and offline, and
+    // at most ACK_ROOM inbound acks.
+    let (client, eventloop) = AsyncClient::new(options, window + 16 + ACK_ROOM);
     let gate = Arc::new(Gate::default());
     let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
     let driver = AbortOnDrop(tokio::spawn(drive(eventloop, gate.clone(), tx, id_space)));
