@@ -143,7 +143,10 @@ impl Gate {
         }
         let buffered: Vec<Event> = eventloop.state.events.drain(..).collect();
         eventloop.pending.clear();
-        eventloop.state = MqttState::new(id_space, false);
+        // Manual acks must survive the new state: otherwise rumqttc would
+        // acknowledge inbound messages on receipt from the next connection on.
+        let manual_acks = eventloop.state.manual_acks;
+        eventloop.state = MqttState::new(id_space, manual_acks);
         buffered
     }
 }
@@ -289,7 +292,8 @@ mod tests {
 
     #[test]
     fn a_lost_connection_leaves_nothing_to_replay() {
-        let options = MqttOptions::new("gate-test", "localhost", 1883);
+        let mut options = MqttOptions::new("gate-test", "localhost", 1883);
+        options.set_manual_acks(true);
         let (client, mut eventloop) = AsyncClient::new(options, 8);
         let gate = Gate::default();
         let generation = gate.connected();
@@ -304,6 +308,10 @@ mod tests {
         let buffered = gate.lost(&mut eventloop, 10);
         assert_eq!(buffered, vec![ack], "buffered acks are handed over");
         assert!(eventloop.pending.is_empty(), "nothing is replayed");
+        assert!(
+            eventloop.state.manual_acks,
+            "inbound messages are still acknowledged only once handled"
+        );
         assert!(eventloop.state.events.is_empty());
         assert_eq!(
             gate.with_open(generation, || ()),
