@@ -803,6 +803,66 @@ async fn inbound_messages_are_acknowledged_only_once_handled() {
         .unwrap();
 }
 
+/// A message not yet acknowledged when the connection fails is sent again
+/// by the broker after the reconnect, and the next connection still
+/// acknowledges only what is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_message_unacknowledged_at_a_network_cut_comes_again() {
+    tracing::init();
+    let broker = broker::start();
+    let proxy = Proxy::start(broker).await;
+    let gw = "gw-cut-acks";
+    let base = format!("fieldgate/{SITE}/{gw}");
+    let ack = format!("{base}/alarms/hot/ack");
+    let send = async |operator: &Subscriber, by: &str| {
+        operator
+            .client
+            .publish(&ack, QoS::AtLeastOnce, false, format!("{{\"by\":\"{by}\"}}"))
+            .await
+            .unwrap();
+    };
+    let (store, guard, _dir) = Gateway::open(gw).await;
+    let cfg = ForwarderConfig {
+        mqtt: mqtt_config(proxy.addr(), "fg-cut-acks"),
+        topics: Topics::new("fieldgate", SITE, gw),
+        config_hash: "0123456789abcdef".repeat(4),
+        started: SystemTime::now(),
+    };
+    let operator = Subscriber::start(broker, "operator-cut", &format!("{base}/status")).await;
+    let mut fw = forwarder_fixture::start(cfg.clone(), &store);
+    subscribed(&operator, &ack, &mut fw.inbound).await;
+    send(&operator, "one").await;
+    let one = next_by(&mut fw.inbound, "one").await;
+
+    let connected = |fw: &forwarder_fixture::Started| {
+        fw.stats
+            .connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    proxy.cut();
+    assert!(wait::until(Duration::from_secs(10), || !connected(&fw)).await);
+    // Handled after its connection is gone: nobody can acknowledge it.
+    one.handled.done();
+    proxy.restore();
+    assert!(wait::until(Duration::from_secs(10), || connected(&fw)).await);
+    next_by(&mut fw.inbound, "one").await.handled.done();
+
+    // The second connection acknowledges only what is handled, too.
+    send(&operator, "two").await;
+    let two = next_by(&mut fw.inbound, "two").await;
+    forwarder_fixture::stop(&fw.trigger, fw.task).await;
+    drop(two);
+    let mut again = forwarder_fixture::start(cfg, &store);
+    next_by(&mut again.inbound, "two").await.handled.done();
+    subscribed(&operator, &ack, &mut again.inbound).await;
+    forwarder_fixture::stop(&again.trigger, again.task).await;
+    drop(store);
+    tokio::task::spawn_blocking(move || guard.close())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 /// The request an ack signed `by` on the rule `hot` makes.
 fn ack_by(by: &str) -> Request {
     Request::Alarm {
