@@ -705,7 +705,12 @@ async fn subscribed(operator: &Subscriber, topic: &str, inbound: &mut mpsc::Rece
         let by = format!("probe{i}");
         operator
             .client
-            .publish(topic, QoS::AtLeastOnce, false, format!("{{\"by\":\"{by}\"}}"))
+            .publish(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                format!("{{\"by\":\"{by}\"}}"),
+            )
             .await
             .unwrap();
         if let Ok(Some(m)) = timeout(Duration::from_millis(200), inbound.recv()).await {
@@ -734,7 +739,12 @@ async fn inbound_messages_are_acknowledged_only_once_handled() {
     let send = async |operator: &Subscriber, by: &str| {
         operator
             .client
-            .publish(&ack, QoS::AtLeastOnce, false, format!("{{\"by\":\"{by}\"}}"))
+            .publish(
+                &ack,
+                QoS::AtLeastOnce,
+                false,
+                format!("{{\"by\":\"{by}\"}}"),
+            )
             .await
             .unwrap();
     };
@@ -770,14 +780,22 @@ async fn inbound_messages_are_acknowledged_only_once_handled() {
     one.handled.done();
     operator
         .client
-        .publish(format!("{base}/alarms/hot/shelve"), QoS::AtLeastOnce, false, "soon")
+        .publish(
+            format!("{base}/alarms/hot/shelve"),
+            QoS::AtLeastOnce,
+            false,
+            "soon",
+        )
         .await
         .unwrap();
     send(&operator, "three").await;
     next_by(&mut second.inbound, "three").await.handled.done();
     sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        second.stats.reconnects.load(std::sync::atomic::Ordering::Relaxed),
+        second
+            .stats
+            .reconnects
+            .load(std::sync::atomic::Ordering::Relaxed),
         0,
         "acks in order: the broker kept the connection"
     );
@@ -817,7 +835,12 @@ async fn an_inbound_message_unacknowledged_at_a_network_cut_comes_again() {
     let send = async |operator: &Subscriber, by: &str| {
         operator
             .client
-            .publish(&ack, QoS::AtLeastOnce, false, format!("{{\"by\":\"{by}\"}}"))
+            .publish(
+                &ack,
+                QoS::AtLeastOnce,
+                false,
+                format!("{{\"by\":\"{by}\"}}"),
+            )
             .await
             .unwrap();
     };

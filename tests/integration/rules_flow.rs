@@ -1437,7 +1437,11 @@ async fn requests_sent_while_the_gateway_is_stopped_are_applied_once_when_it_is_
     };
     assert_eq!(applied(rule, "ack"), 1, "the ack, once: {history:#?}");
     assert_eq!(applied(rule, "active_acked"), 1);
-    assert_eq!(applied(&id, "accepted"), 1, "the status, once: {history:#?}");
+    assert_eq!(
+        applied(&id, "accepted"),
+        1,
+        "the status, once: {history:#?}"
+    );
     assert_eq!(site.states(rule).last().unwrap(), "active_acked");
     site.check_schemas();
     site.finish().await;

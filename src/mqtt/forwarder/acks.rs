@@ -214,7 +214,11 @@ mod tests {
         r.receive(1, QoS::AtLeastOnce, None);
         r.receive(2, QoS::AtLeastOnce, Some(a.clone()));
         r.receive(3, QoS::AtLeastOnce, None);
-        assert_eq!(pkids(r.settle(usize::MAX, check)), [1], "up to the first waiting");
+        assert_eq!(
+            pkids(r.settle(usize::MAX, check)),
+            [1],
+            "up to the first waiting"
+        );
         assert!(r.front_mut().is_some());
         r.front_done();
         assert_eq!(pkids(r.settle(usize::MAX, check)), [2, 3]);

@@ -133,8 +133,9 @@
 //!   judged by the pipeline, and its token completed, in the same way.)
 //! * **Not handled.** A token dropped without completion (the pipeline
 //!   stopped or failed before its commit) is passed on again, keeping its
-//!   place in the ack order, up to three times; if nobody consumes requests,
-//!   the message stays unacknowledged, and so do the messages after it.
+//!   place in the ack order (three passes at most); after that, or if
+//!   nobody consumes requests, the message stays unacknowledged, and so do
+//!   the messages after it, until the next connection.
 //! * **Stop and reconnect.** When the forwarder stops, or its connection
 //!   fails, the messages not acknowledged yet are never acknowledged: the
 //!   session is persistent (`clean_session = false` under the configured,

@@ -26,9 +26,9 @@ use super::{
     ACK_ROOM, DISCONNECT_TIMEOUT, ForwarderConfig, ForwarderStats, INBOUND_HOLD, Inbound,
     OFFLINE_ACK_TIMEOUT,
 };
-use crate::contract::{Request, Topics};
 use crate::contract::inbound::{self, InboundError};
 use crate::contract::status::{self, StatusInfo};
+use crate::contract::{Request, Topics};
 use crate::events::{BrokerConnected, BrokerLost};
 use crate::mqtt::client::MqttError;
 use crate::shutdown::Shutdown;
