@@ -178,7 +178,14 @@ impl Passer {
     /// its place in the ack order, unless nobody consumes requests or it
     /// was tried [`MAX_PASSES`] times; then it stays unacknowledged.
     fn again(&mut self, pending: &mut Pending) {
-        if pending.passes >= MAX_PASSES || self.tx.is_closed() {
+        if self.tx.is_closed() {
+            // The rules are gone (a stop): the broker sends it again to
+            // the next run.
+            pending.handled = None;
+            debug!(request = ?pending.request, "inbound request not handled before the rules stopped; left unacknowledged");
+            return;
+        }
+        if pending.passes >= MAX_PASSES {
             pending.handled = None;
             warn!(request = ?pending.request, passes = pending.passes,
                 "inbound request not handled; left unacknowledged, so the broker sends it (and the messages after it) again after the next connection");
