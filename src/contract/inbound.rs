@@ -29,7 +29,9 @@
 //!   a string or a number; other fields are ignored. An empty payload is a
 //!   retained status being cleared, not a status. `ref`, `by` and `note`
 //!   are cut to [`MAX_TEXT`] characters like an operator's texts, so a
-//!   message from outside cannot blow up the work order or the history.
+//!   message from outside cannot blow up the work order or the history;
+//!   so is whatever of a message goes into an error (and so into a log
+//!   line): the status, the topic, the reason JSON was refused.
 
 use std::time::Duration;
 
@@ -110,7 +112,7 @@ pub fn read(
     match parsed {
         InboundTopic::Ack { .. } | InboundTopic::Shelve { .. } if retained => {
             Err(InboundError::Retained {
-                topic: topic.to_owned(),
+                topic: shorten(topic.to_owned()),
             })
         }
         InboundTopic::Ack { rule } => Ok(ack(payload).map(|action| Request::Alarm {
@@ -123,7 +125,7 @@ pub fn read(
                 action,
             })),
             Err(error) => Err(InboundError::Shelve {
-                rule: rule.to_owned(),
+                rule: shorten(rule.to_owned()),
                 error,
             }),
         },
@@ -307,9 +309,11 @@ pub fn work_order_status(id: &str, payload: &[u8]) -> Result<Option<StatusUpdate
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
+    // Everything from outside that goes into the error (and so into a log
+    // line) is cut, the work order's id from the topic included.
     let malformed = |reason: String| StatusError::Malformed {
-        id: id.to_owned(),
-        reason,
+        id: shorten(id.to_owned()),
+        reason: shorten(reason),
     };
     let json: serde_json::Value =
         serde_json::from_slice(payload).map_err(|e| malformed(e.to_string()))?;
@@ -319,8 +323,8 @@ pub fn work_order_status(id: &str, payload: &[u8]) -> Result<Option<StatusUpdate
     let message = StatusMessage::deserialize(json).map_err(|e| malformed(e.to_string()))?;
     let Some(status) = WoStatus::parse_cmms(&message.status) else {
         return Err(StatusError::UnknownStatus {
-            id: id.to_owned(),
-            status: message.status,
+            id: shorten(id.to_owned()),
+            status: shorten(message.status),
         });
     };
     let clean = |s: Option<String>| s.map(shorten);
@@ -594,6 +598,36 @@ mod tests {
         // An empty (retained-clearing) message is not a status at all.
         assert_eq!(work_order_status(id, b""), Ok(None));
         assert_eq!(work_order_status("unknown", b" \n"), Ok(None));
+    }
+
+    #[test]
+    fn texts_from_outside_in_errors_are_cut() {
+        let long = "x".repeat(1000);
+        let cut = |s: &str| s.chars().count() <= MAX_TEXT + 1;
+        match work_order_status(&long, format!(r#"{{"status":"{long}"}}"#).as_bytes()) {
+            Err(StatusError::UnknownStatus { id, status }) => assert!(cut(&id) && cut(&status)),
+            other => panic!("{other:?}"),
+        }
+        let array = format!(r#"{{"status":"closed","ref":["{long}"]}}"#);
+        match work_order_status("01J", array.as_bytes()) {
+            Err(StatusError::Malformed { reason, .. }) => assert!(cut(&reason), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        match work_order_status("01J", format!(r#"["{long}"]"#).as_bytes()) {
+            Err(StatusError::Malformed { reason, .. }) => assert!(cut(&reason), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        let topics = Topics::new("fieldgate", "s", "gw");
+        let topic = format!("fieldgate/s/gw/alarms/{long}/ack");
+        match read(&topics, &topic, b"ok", true) {
+            Err(InboundError::Retained { topic }) => assert!(cut(&topic)),
+            other => panic!("{other:?}"),
+        }
+        let topic = format!("fieldgate/s/gw/alarms/{long}/shelve");
+        match read(&topics, &topic, b"soon", false) {
+            Err(InboundError::Shelve { rule, .. }) => assert!(cut(&rule)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -170,7 +170,8 @@ async fn act(state: HttpState, rule: String, kind: Kind, request: Request) -> Re
         rule: rule.clone(),
         action,
     };
-    match route.inbound.try_send(request) {
+    // Nothing to acknowledge: the 202 already answered the caller.
+    match route.inbound.try_send(Inbound::local(request)) {
         Ok(()) => {
             tracing::info!(%rule, action = kind.as_str(), %by, "operator request over HTTP");
             (

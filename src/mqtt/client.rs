@@ -75,14 +75,18 @@ pub fn install_crypto_provider() {
 }
 
 /// The rumqttc options of the forwarder: MQTT 3.1.1, persistent session
-/// (`clean_session = false`), the configured client id, keep-alive and
-/// credentials, `max_packet_size` both ways, the retained `offline` Last
-/// Will on the status topic, and TLS when configured.
+/// (`clean_session = false`) under the configured client id, manual acks
+/// for inbound messages (the forwarder acknowledges one once it is
+/// handled: unacknowledged, the session's broker sends it again on the
+/// next connection), keep-alive and credentials, `max_packet_size` both
+/// ways, the retained `offline` Last Will on the status topic, and TLS
+/// when configured.
 pub fn mqtt_options(cfg: &ForwarderConfig) -> Result<MqttOptions, MqttError> {
     let mqtt = &cfg.mqtt;
     let mut options = MqttOptions::new(mqtt.client_id.clone(), mqtt.host.clone(), mqtt.port);
     options.set_keep_alive(keep_alive(mqtt));
     options.set_clean_session(false);
+    options.set_manual_acks(true);
     let max = usize::try_from(mqtt.max_packet_size).unwrap_or(usize::MAX);
     options.set_max_packet_size(max, max);
     options.set_inflight(packet_id_space(mqtt.max_inflight.max(1)));
@@ -201,6 +205,34 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, MqttError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_session_is_persistent_and_inbound_acks_are_manual() {
+        let cfg = ForwarderConfig {
+            mqtt: crate::config::MqttConfig {
+                host: "localhost".into(),
+                port: 1883,
+                client_id: "fg-pump-hall".into(),
+                username: None,
+                password: None,
+                tls: None,
+                topic_prefix: "fieldgate".into(),
+                qos: crate::config::Qos::AtLeastOnce,
+                keep_alive: std::time::Duration::from_secs(30),
+                max_inflight: 10,
+                live_share: 0.5,
+                per_tag_topics: false,
+                max_packet_size: 1 << 20,
+            },
+            topics: crate::contract::Topics::new("fieldgate", "s", "gw"),
+            config_hash: "h".into(),
+            started: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let options = mqtt_options(&cfg).unwrap();
+        assert!(!options.clean_session(), "the broker keeps the session");
+        assert_eq!(options.client_id(), "fg-pump-hall", "under a stable id");
+        assert!(options.manual_acks(), "inbound acked once handled");
+    }
 
     #[test]
     fn id_space_is_larger_than_the_window() {

@@ -24,7 +24,24 @@
 //!
 //! The task ends when the pollers are gone (the batch channel closes):
 //! it saves the rules state and waits for the store to commit everything
-//! it queued, so nothing a poller produced is left in memory.
+//! it queued, so nothing a poller produced is left in memory. Requests
+//! still in the inbound channel then are not taken: a reload hands the
+//! channel to the next pipeline, a stop leaves their messages
+//! unacknowledged for the broker to send again.
+//!
+//! # Inbound requests: done once committed
+//!
+//! A step takes up to [`REQUESTS_PER_STEP`] requests, applies them, saves
+//! the rules state with their messages and history when they changed
+//! anything ([`Save::Now`]: an ack must not be acknowledged to the broker
+//! and then be lost with an unsaved state), and waits for the store's
+//! commit ([`StoreHandle::flush`]) before it completes their tokens
+//! ([`Handled::done`]), which lets the forwarder acknowledge the MQTT
+//! messages. A request that changes nothing (an unknown rule, a status
+//! already known) is completed the same way. If the commit fails the
+//! tokens wait for the next step's commit; a task that ends without
+//! committing drops them, and the broker sends the messages again. Local
+//! requests (the status page's) have nobody waiting and cost no commit.
 //!
 //! # Telemetry
 //!
@@ -52,7 +69,7 @@ pub use rules::{RulesStage, SAVE_INTERVAL, SAVE_MIN_INTERVAL, Save, Step};
 
 use crate::events::ReadingsSuppressed;
 use crate::filter::Filter;
-use crate::mqtt::forwarder::Inbound;
+use crate::mqtt::forwarder::{Handled, Inbound};
 use crate::reading::Batch;
 use crate::store::{Kind, StoreError, StoreHandle};
 use crate::telemetry::Telemetry;
@@ -60,6 +77,10 @@ use crate::telemetry::Telemetry;
 /// Most batches handled in one step: amortises the hop to the store
 /// thread when polls arrive faster than it commits.
 const BATCHES_PER_STEP: usize = 64;
+
+/// Most inbound requests applied in one step (and committed by one
+/// flush), so a burst redelivered after a reconnect costs few commits.
+pub const REQUESTS_PER_STEP: usize = 64;
 
 /// How often time-driven rules (delays, `stale`, shelves) are looked at.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -112,6 +133,9 @@ async fn steps(
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut inbound_open = true;
     let mut received = Vec::with_capacity(BATCHES_PER_STEP);
+    let mut requests = Vec::with_capacity(REQUESTS_PER_STEP);
+    // Tokens of applied requests, completed once their step is committed.
+    let mut handled: Vec<Handled> = Vec::new();
     loop {
         telemetry.beat();
         step = Step::default();
@@ -140,16 +164,32 @@ async fn steps(
                     telemetry.keep_last(batch, suppressed);
                 }
             }
-            message = inbound.recv(), if inbound_open => match message {
-                Some(m) => rules.on_inbound(&m, clock.wall_map(), &mut sequencer, &mut step),
-                None => inbound_open = false,
-            },
+            n = inbound.recv_many(&mut requests, REQUESTS_PER_STEP), if inbound_open => {
+                if n == 0 {
+                    inbound_open = false;
+                }
+                let now = clock.wall_map();
+                for Inbound { request, handled: token } in requests.drain(..) {
+                    rules.on_inbound(&request, now, &mut sequencer, &mut step);
+                    if token.is_tracked() {
+                        handled.push(token);
+                    }
+                }
+                // The state that the requests changed is committed with
+                // their messages, before the broker is told they are done.
+                if step.save > Save::Later || !step.history.is_empty() {
+                    step.save = Save::Now;
+                }
+            }
             _ = tick.tick() => rules.tick(clock.wall_map(), &mut sequencer, &mut step),
         }
         let now = Instant::now();
         // Half a tick, so that the tick alone keeps it published every second.
         let view_due = changes_rules_state(&step) || now.duration_since(view_at) >= TICK / 2;
         commit(store, &mut rules, step, now).await?;
+        if !handled.is_empty() {
+            confirm(store, &mut handled).await;
+        }
         if view_due {
             telemetry.publish_rules(rules.view());
             view_at = now;
@@ -161,7 +201,24 @@ async fn steps(
         ..Step::default()
     };
     commit(store, &mut rules, last, Instant::now()).await?;
-    store.flush().await
+    let flushed = store.flush().await;
+    if flushed.is_ok() {
+        handled.drain(..).for_each(Handled::done);
+    }
+    flushed
+}
+
+/// Waits for the store to commit what was queued, then completes the
+/// tokens of the requests applied so far. On an error they stay for the
+/// next step's commit (the store keeps what it could not commit and
+/// retries).
+async fn confirm(store: &StoreHandle, handled: &mut Vec<Handled>) {
+    match store.flush().await {
+        Ok(()) => handled.drain(..).for_each(Handled::done),
+        Err(e) => {
+            tracing::debug!(error = %e, requests = handled.len(), "inbound requests applied but not committed yet; their messages stay unacknowledged")
+        }
+    }
 }
 
 /// Whether a step changed an alarm, a work order or a meter: only those

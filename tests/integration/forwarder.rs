@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use fieldgate::config::{MqttConfig, StoreConfig};
 use fieldgate::contract::Topics;
-use fieldgate::contract::{OperatorAction, Who};
+use fieldgate::contract::{OperatorAction, Request, Who};
 use fieldgate::mqtt::client::MqttError;
 use fieldgate::mqtt::forwarder::{ForwarderConfig, ForwarderStats, INBOUND_CAPACITY, Inbound};
 use fieldgate::shutdown::ShutdownTrigger;
@@ -268,10 +268,13 @@ async fn delivers_the_outbox_in_order_then_empties_it() {
         .await
         .expect("inbound message within 5 s")
         .unwrap();
-    assert_eq!(inbound, ack_by("op"));
+    assert_eq!(inbound.request, ack_by("op"));
+    inbound.handled.done();
 
     // A burst beyond the inbound channel while nobody reads it (the rules
-    // restarting for a reload): held in order, none dropped.
+    // restarting for a reload): held in order, none dropped. (The broker
+    // sends more than its in-flight limit only as the forwarder
+    // acknowledges, i.e. as they are handled here.)
     let burst = INBOUND_CAPACITY + 300;
     for i in 0..burst {
         sub.client
@@ -289,7 +292,8 @@ async fn delivers_the_outbox_in_order_then_empties_it() {
             .await
             .unwrap_or_else(|_| panic!("inbound message {i} of {burst} within 10 s"))
             .unwrap();
-        assert_eq!(m, ack_by(&format!("op{i}")), "in order");
+        assert_eq!(m.request, ack_by(&format!("op{i}")), "in order");
+        m.handled.done();
     }
     assert_eq!(
         gateway
@@ -667,9 +671,224 @@ async fn live_data_is_not_stuck_behind_the_backlog() {
     gateway.close_store().await;
 }
 
+/// The next request whose ack is signed `by`, within 5 s; the probes of
+/// [`subscribed`] met on the way are completed.
+async fn next_by(inbound: &mut mpsc::Receiver<Inbound>, by: &str) -> Inbound {
+    loop {
+        let m = timeout(Duration::from_secs(5), inbound.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the ack by {by} within 5 s"))
+            .expect("the forwarder passes requests on");
+        match signed(&m) {
+            Some(b) if b == by => return m,
+            Some(b) if b.starts_with("probe") => m.handled.done(),
+            other => panic!("expected the ack by {by}, got one by {other:?}"),
+        }
+    }
+}
+
+/// Who signed an ack request.
+fn signed(m: &Inbound) -> Option<String> {
+    match &m.request {
+        Request::Alarm {
+            action: OperatorAction::Ack(who),
+            ..
+        } => who.by.clone(),
+        _ => None,
+    }
+}
+
+/// Waits until the forwarder's inbound subscription is in place: probes
+/// are published until one comes through (each one is completed).
+async fn subscribed(operator: &Subscriber, topic: &str, inbound: &mut mpsc::Receiver<Inbound>) {
+    for i in 0..50 {
+        let by = format!("probe{i}");
+        operator
+            .client
+            .publish(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                format!("{{\"by\":\"{by}\"}}"),
+            )
+            .await
+            .unwrap();
+        if let Ok(Some(m)) = timeout(Duration::from_millis(200), inbound.recv()).await {
+            assert!(signed(&m).is_some_and(|b| b.starts_with("probe")));
+            m.handled.done();
+            return;
+        }
+    }
+    panic!("the forwarder did not subscribe within 10 s");
+}
+
+/// Inbound messages are acknowledged to the broker only once handled, in
+/// the order they arrived, and the broker's persistent session sends
+/// again what was not: a request received but not handled when the
+/// forwarder stops, and one sent while it is stopped, arrive after the
+/// restart; once handled (in any order) and acknowledged, they never come
+/// back. A malformed message is acknowledged too (else it would hold
+/// back every ack after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_messages_are_acknowledged_only_once_handled() {
+    tracing::init();
+    let broker = broker::start();
+    let gw = "gw-acks";
+    let base = format!("fieldgate/{SITE}/{gw}");
+    let ack = format!("{base}/alarms/hot/ack");
+    let send = async |operator: &Subscriber, by: &str| {
+        operator
+            .client
+            .publish(
+                &ack,
+                QoS::AtLeastOnce,
+                false,
+                format!("{{\"by\":\"{by}\"}}"),
+            )
+            .await
+            .unwrap();
+    };
+    let (store, guard, _dir) = Gateway::open(gw).await;
+    let cfg = ForwarderConfig {
+        mqtt: mqtt_config(broker, "fg-acks"),
+        topics: Topics::new("fieldgate", SITE, gw),
+        config_hash: "0123456789abcdef".repeat(4),
+        started: SystemTime::now(),
+    };
+    let operator = Subscriber::start(broker, "operator-acks", &format!("{base}/status")).await;
+
+    // 1. Received; the consumer drops it unhandled: it is passed on again.
+    // It is still not handled when the forwarder stops.
+    let mut first = forwarder_fixture::start(cfg.clone(), &store);
+    subscribed(&operator, &ack, &mut first.inbound).await;
+    send(&operator, "one").await;
+    drop(next_by(&mut first.inbound, "one").await);
+    let unhandled = next_by(&mut first.inbound, "one").await;
+    forwarder_fixture::stop(&first.trigger, first.task).await;
+    drop(unhandled);
+
+    // 2. Sent while the forwarder is stopped: the broker keeps it.
+    send(&operator, "two").await;
+
+    // 3. After the restart both come, in order; handled in reverse order,
+    // they are acknowledged in order (rumqttd drops a connection that acks
+    // out of order). A malformed shelve request and one more ack follow.
+    let mut second = forwarder_fixture::start(cfg.clone(), &store);
+    let one = next_by(&mut second.inbound, "one").await;
+    let two = next_by(&mut second.inbound, "two").await;
+    two.handled.done();
+    one.handled.done();
+    operator
+        .client
+        .publish(
+            format!("{base}/alarms/hot/shelve"),
+            QoS::AtLeastOnce,
+            false,
+            "soon",
+        )
+        .await
+        .unwrap();
+    send(&operator, "three").await;
+    next_by(&mut second.inbound, "three").await.handled.done();
+    sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        second
+            .stats
+            .reconnects
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "acks in order: the broker kept the connection"
+    );
+    forwarder_fixture::stop(&second.trigger, second.task).await;
+
+    // 4. Everything was acknowledged: nothing comes back.
+    let mut third = forwarder_fixture::start(cfg, &store);
+    subscribed(&operator, &ack, &mut third.inbound).await;
+    send(&operator, "four").await;
+    let four = next_by(&mut third.inbound, "four").await;
+    four.handled.done();
+    assert!(
+        timeout(Duration::from_millis(500), third.inbound.recv())
+            .await
+            .is_err(),
+        "nothing more"
+    );
+    forwarder_fixture::stop(&third.trigger, third.task).await;
+    drop(store);
+    tokio::task::spawn_blocking(move || guard.close())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// A message not yet acknowledged when the connection fails is sent again
+/// by the broker after the reconnect, and the next connection still
+/// acknowledges only what is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_message_unacknowledged_at_a_network_cut_comes_again() {
+    tracing::init();
+    let broker = broker::start();
+    let proxy = Proxy::start(broker).await;
+    let gw = "gw-cut-acks";
+    let base = format!("fieldgate/{SITE}/{gw}");
+    let ack = format!("{base}/alarms/hot/ack");
+    let send = async |operator: &Subscriber, by: &str| {
+        operator
+            .client
+            .publish(
+                &ack,
+                QoS::AtLeastOnce,
+                false,
+                format!("{{\"by\":\"{by}\"}}"),
+            )
+            .await
+            .unwrap();
+    };
+    let (store, guard, _dir) = Gateway::open(gw).await;
+    let cfg = ForwarderConfig {
+        mqtt: mqtt_config(proxy.addr(), "fg-cut-acks"),
+        topics: Topics::new("fieldgate", SITE, gw),
+        config_hash: "0123456789abcdef".repeat(4),
+        started: SystemTime::now(),
+    };
+    let operator = Subscriber::start(broker, "operator-cut", &format!("{base}/status")).await;
+    let mut fw = forwarder_fixture::start(cfg.clone(), &store);
+    subscribed(&operator, &ack, &mut fw.inbound).await;
+    send(&operator, "one").await;
+    let one = next_by(&mut fw.inbound, "one").await;
+
+    let connected = |fw: &forwarder_fixture::Started| {
+        fw.stats
+            .connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    proxy.cut();
+    assert!(wait::until(Duration::from_secs(10), || !connected(&fw)).await);
+    // Handled after its connection is gone: nobody can acknowledge it.
+    one.handled.done();
+    proxy.restore();
+    assert!(wait::until(Duration::from_secs(10), || connected(&fw)).await);
+    next_by(&mut fw.inbound, "one").await.handled.done();
+
+    // The second connection acknowledges only what is handled, too.
+    send(&operator, "two").await;
+    let two = next_by(&mut fw.inbound, "two").await;
+    forwarder_fixture::stop(&fw.trigger, fw.task).await;
+    drop(two);
+    let mut again = forwarder_fixture::start(cfg, &store);
+    next_by(&mut again.inbound, "two").await.handled.done();
+    subscribed(&operator, &ack, &mut again.inbound).await;
+    forwarder_fixture::stop(&again.trigger, again.task).await;
+    drop(store);
+    tokio::task::spawn_blocking(move || guard.close())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 /// The request an ack signed `by` on the rule `hot` makes.
-fn ack_by(by: &str) -> Inbound {
-    Inbound::Alarm {
+fn ack_by(by: &str) -> Request {
+    Request::Alarm {
         rule: "hot".into(),
         action: OperatorAction::Ack(Who {
             by: Some(by.into()),

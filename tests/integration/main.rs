@@ -23,6 +23,7 @@ mod forwarder;
 mod gateway;
 mod http;
 mod http_limits;
+mod inbound;
 mod inspect;
 mod layers;
 mod plan_props;

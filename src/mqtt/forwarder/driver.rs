@@ -18,7 +18,7 @@ use rumqttc::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{BACKOFF_MAX, BACKOFF_START, EVENT_CAPACITY};
+use super::{ACK_ROOM, BACKOFF_MAX, BACKOFF_START, EVENT_CAPACITY};
 
 /// A connection that lasted at least this long resets the backoff.
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
@@ -42,8 +42,9 @@ pub(super) fn start(
 ) -> (Link, mpsc::Receiver<LoopMsg>, AbortOnDrop) {
     let id_space = options.inflight();
     // Never full: it holds at most the handed-over packets not yet taken
-    // by rumqttc, i.e. the window plus online, subscribe and offline.
-    let (client, eventloop) = AsyncClient::new(options, window + 16);
+    // by rumqttc, i.e. the window plus online, subscribe and offline, and
+    // at most ACK_ROOM inbound acks.
+    let (client, eventloop) = AsyncClient::new(options, window + 16 + ACK_ROOM);
     let gate = Arc::new(Gate::default());
     let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
     let driver = AbortOnDrop(tokio::spawn(drive(eventloop, gate.clone(), tx, id_space)));
@@ -142,7 +143,10 @@ impl Gate {
         }
         let buffered: Vec<Event> = eventloop.state.events.drain(..).collect();
         eventloop.pending.clear();
-        eventloop.state = MqttState::new(id_space, false);
+        // Manual acks must survive the new state: otherwise rumqttc would
+        // acknowledge inbound messages on receipt from the next connection on.
+        let manual_acks = eventloop.state.manual_acks;
+        eventloop.state = MqttState::new(id_space, manual_acks);
         buffered
     }
 }
@@ -288,7 +292,8 @@ mod tests {
 
     #[test]
     fn a_lost_connection_leaves_nothing_to_replay() {
-        let options = MqttOptions::new("gate-test", "localhost", 1883);
+        let mut options = MqttOptions::new("gate-test", "localhost", 1883);
+        options.set_manual_acks(true);
         let (client, mut eventloop) = AsyncClient::new(options, 8);
         let gate = Gate::default();
         let generation = gate.connected();
@@ -303,6 +308,10 @@ mod tests {
         let buffered = gate.lost(&mut eventloop, 10);
         assert_eq!(buffered, vec![ack], "buffered acks are handed over");
         assert!(eventloop.pending.is_empty(), "nothing is replayed");
+        assert!(
+            eventloop.state.manual_acks,
+            "inbound messages are still acknowledged only once handled"
+        );
         assert!(eventloop.state.events.is_empty());
         assert_eq!(
             gate.with_open(generation, || ()),

@@ -110,16 +110,51 @@
 //! [`ForwarderStats::skipped`]; it stays in the outbox (until its bounds
 //! evict it or a restart with a larger `max_packet_size` sends it).
 //!
-//! # Inbound
+//! # Inbound: acknowledged once handled
 //!
 //! On every CONNACK the forwarder subscribes (QoS 1) to
-//! [`Topics::inbound_filters`] and passes each incoming publish to the
-//! bounded `mpsc::Sender<Inbound>` it was given ([`INBOUND_CAPACITY`] is the
-//! suggested size). It never waits on it (the MQTT session must go on):
-//! when it is full the message is held, in order, and passed on as room
-//! appears, since rumqttc has already acknowledged it to the broker. Only
-//! beyond [`INBOUND_HOLD`] held messages is one dropped, with a warning,
-//! and counted in [`ForwarderStats::inbound_dropped`].
+//! [`Topics::inbound_filters`], reads each incoming publish into a typed
+//! request and passes it, with a [`Handled`] token, to the bounded
+//! `mpsc::Sender<Inbound>` it was given ([`INBOUND_CAPACITY`] is the
+//! suggested size). rumqttc runs with manual acks: a QoS 1 message is
+//! acknowledged (PUBACK) only once the pipeline has applied its request
+//! and the store has committed what that produced, which the pipeline
+//! says by completing the token. The forwarder never touches the store
+//! for this; it waits on the tokens.
+//!
+//! * **Order.** MQTT 3.1.1 §4.6 asks for PUBACKs in the order the PUBLISHes
+//!   arrived (rumqttd disconnects a client that does otherwise), so the
+//!   messages of a connection wait in receipt order (`acks::Receipts`): one
+//!   handled early is acknowledged when every message before it is.
+//! * **Nothing to apply.** A malformed message, a retained ack or shelve
+//!   request, an empty (clearing) message or a topic that is not ours is
+//!   judged at once and acknowledged in its turn: otherwise the broker would
+//!   send it again at every connection. (An unknown rule or work order is
+//!   judged by the pipeline, and its token completed, in the same way.)
+//! * **Not handled.** A token dropped without completion (the pipeline
+//!   stopped or failed before its commit) is passed on again, keeping its
+//!   place in the ack order (three passes at most); after that, or if
+//!   nobody consumes requests, the message stays unacknowledged, and so do
+//!   the messages after it, until the next connection.
+//! * **Stop and reconnect.** When the forwarder stops, or its connection
+//!   fails, the messages not acknowledged yet are never acknowledged: the
+//!   session is persistent (`clean_session = false` under the configured,
+//!   stable `client_id`), so the broker sends them again on the next
+//!   connection, and the pipeline applies them then. A request applied
+//!   twice that way is harmless: an ack of an acknowledged alarm or a status
+//!   the work order already has changes nothing. Requests held or in the
+//!   channel when a connection fails are still passed on (a broker that lost
+//!   the session would not send them again).
+//!
+//! The forwarder never waits on the channel (the MQTT session must go
+//! on): when it is full a request is held, in order, and passed on as room
+//! appears. Beyond [`INBOUND_HOLD`] held requests one is dropped, with a
+//! warning, and counted in [`ForwarderStats::inbound_dropped`]; its message
+//! is then not acknowledged (the broker sends it again after the next
+//! connection). Brokers limit the messages in flight to a client far below
+//! that (rumqttd 100, Mosquitto 20 by default), so this does not happen in
+//! practice. A QoS 0 message has no acknowledgement: it is passed on
+//! without a token.
 //!
 //! # Connection errors and stop
 //!
@@ -140,11 +175,15 @@
 //!
 //! # Layout
 //!
+//! * `acks`: the [`Inbound`] request and its [`Handled`] token, and the
+//!   receipt order of the acks (pure).
 //! * `driver`: the driver task that owns the `EventLoop`, and the gate.
 //! * `book`: the packet-id book of one connection (pure).
 //! * `streams`: the live and backlog cursors and the `hist` marking (pure).
-//! * `task`: the forwarder task: events, publishes, deletes, inbound.
+//! * `task`: the forwarder task: events, publishes, deletes, inbound and
+//!   its acks.
 
+mod acks;
 mod book;
 mod driver;
 mod streams;
@@ -166,7 +205,8 @@ use task::Forwarder;
 
 /// Capacity of the inbound channel (the gateway makes it with this): acks, shelve requests and
 /// work-order updates are rare; beyond this many waiting, new ones are held
-/// by the forwarder (up to [`INBOUND_HOLD`]), then dropped (and counted).
+/// by the forwarder (up to [`INBOUND_HOLD`]), then dropped (counted, and
+/// left unacknowledged for the broker to send again).
 pub const INBOUND_CAPACITY: usize = 256;
 
 /// Inbound messages held by the forwarder while the inbound channel is
@@ -190,9 +230,12 @@ pub const OFFLINE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a stop waits for the DISCONNECT to be written.
 pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// What the inbound channel carries: a request read from a message
-/// received on an inbound topic (or made by the status page's actions).
-pub type Inbound = crate::contract::Request;
+pub use acks::{Handled, Inbound};
+
+/// Acks handed to rumqttc and not yet sent, at most: its request channel
+/// is made this much larger than the publishes need, so an ack never takes
+/// a publish's place.
+const ACK_ROOM: usize = 64;
 
 /// What the forwarder needs to know.
 #[derive(Debug, Clone)]
@@ -235,10 +278,12 @@ pub struct ForwarderStats {
     pub published: AtomicU64,
     /// Outbox rows confirmed by the broker (and then deleted).
     pub acked: AtomicU64,
-    /// Inbound messages passed on.
+    /// Inbound requests passed on (a request passed on again after it was
+    /// not handled counts again).
     pub inbound: AtomicU64,
-    /// Inbound messages dropped: [`INBOUND_HOLD`] were already held for
-    /// a full inbound channel, or nobody consumes inbound messages.
+    /// Inbound requests dropped: [`INBOUND_HOLD`] were already held for
+    /// a full inbound channel, or nobody consumes inbound requests. Their
+    /// messages are not acknowledged.
     pub inbound_dropped: AtomicU64,
     /// Outbox rows skipped because they can never be sent (too large,
     /// invalid topic); counted each time they are met.

@@ -3,27 +3,32 @@
 //! deletes confirmed rows and passes inbound messages on.
 //!
 //! Everything here runs on the one task that called `run`; it never waits
-//! on rumqttc (requests go through `try_publish`) nor on the inbound
-//! channel (messages are held), only on the store and on its own inputs.
+//! on rumqttc (requests go through `try_publish` and `try_ack`) nor on the
+//! inbound channel (messages are held), only on the store and on its own
+//! inputs (the driver's events, the tokens of the requests passed on).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use rumqttc::{AsyncClient, Event, Incoming, Outgoing, QoS, SubscribeFilter, SubscribeReasonCode};
-use tokio::sync::{mpsc, watch};
+use rumqttc::{
+    AsyncClient, Event, Incoming, Outgoing, Publish, QoS, SubscribeFilter, SubscribeReasonCode,
+};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, warn};
 
+use super::acks::{Check, Receipts};
 use super::book::{Await, Flight, Sent};
 use super::driver::{Gate, Link, LoopMsg};
 use super::streams::{Stream, Streams, with_hist};
 use super::{
-    DISCONNECT_TIMEOUT, ForwarderConfig, ForwarderStats, INBOUND_HOLD, Inbound, OFFLINE_ACK_TIMEOUT,
+    ACK_ROOM, DISCONNECT_TIMEOUT, ForwarderConfig, ForwarderStats, INBOUND_HOLD, Inbound,
+    OFFLINE_ACK_TIMEOUT,
 };
-use crate::contract::Topics;
 use crate::contract::inbound::{self, InboundError};
 use crate::contract::status::{self, StatusInfo};
+use crate::contract::{Request, Topics};
 use crate::events::{BrokerConnected, BrokerLost};
 use crate::mqtt::client::MqttError;
 use crate::shutdown::Shutdown;
@@ -68,6 +73,10 @@ enum Offline {
     Acked,
 }
 
+/// How often a request whose token came back unhandled is passed on
+/// again before its message is left to the broker's redelivery.
+const MAX_PASSES: u8 = 3;
+
 /// One connection's state: dropped when the connection fails.
 #[derive(Debug)]
 struct Conn {
@@ -75,6 +84,134 @@ struct Conn {
     generation: u64,
     flight: Flight,
     streams: Streams,
+    /// Inbound messages of this connection not acknowledged yet, in
+    /// receipt order. Dropped with the connection: what they wait for is
+    /// acknowledged by nobody, and the broker sends them again.
+    receipts: Receipts<Pending>,
+    /// Acks handed to rumqttc and not yet taken by it (at most
+    /// [`ACK_ROOM`], so publishes always find room in its channel).
+    acks_queued: usize,
+}
+
+/// A received message passed on, waiting to be handled.
+#[derive(Debug)]
+struct Pending {
+    /// To pass it on again if its token comes back unhandled.
+    request: Request,
+    /// Resolves when the pipeline is done with it; `None` once it was given
+    /// up on (nobody consumes requests, or [`MAX_PASSES`] were not
+    /// handled): it and everything after it wait for the next connection.
+    handled: Option<oneshot::Receiver<()>>,
+    passes: u8,
+}
+
+/// Resolves when the oldest unacknowledged message's token does.
+async fn front_handled(conn: &mut Option<Conn>) -> Result<(), oneshot::error::RecvError> {
+    let rx = conn
+        .as_mut()
+        .and_then(|c| c.receipts.front_mut())
+        .and_then(|p| p.handled.as_mut());
+    match rx {
+        Some(rx) => rx.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Passes requests to the inbound channel, holding them while it is full.
+struct Passer {
+    tx: mpsc::Sender<Inbound>,
+    /// Requests waiting for room in `tx`, oldest first (at most
+    /// [`INBOUND_HOLD`]).
+    held: VecDeque<Inbound>,
+    stats: Arc<ForwarderStats>,
+}
+
+impl Passer {
+    /// Passes a request on. When the channel is full (the rules are busy,
+    /// or restarting for a reload) it is held here, in order, and passed on
+    /// as room appears. Only beyond [`INBOUND_HOLD`] waiting requests is one
+    /// dropped (counted, with a warning): its message is then not
+    /// acknowledged, and the broker sends it again after the next connection.
+    fn pass(&mut self, message: Inbound) {
+        if !self.held.is_empty() {
+            self.hold(message);
+            self.pass_held();
+            return;
+        }
+        match self.tx.try_send(message) {
+            Ok(()) => ForwarderStats::bump(&self.stats.inbound),
+            Err(mpsc::error::TrySendError::Full(msg)) => {
+                debug!(request = ?msg.request, "inbound channel full; holding the request");
+                self.hold(msg);
+            }
+            Err(mpsc::error::TrySendError::Closed(msg)) => {
+                ForwarderStats::bump(&self.stats.inbound_dropped);
+                debug!(request = ?msg.request, "inbound request not passed on: nobody consumes inbound requests");
+            }
+        }
+    }
+
+    fn hold(&mut self, message: Inbound) {
+        if self.held.len() < INBOUND_HOLD {
+            self.held.push_back(message);
+        } else {
+            let dropped = self.stats.inbound_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            warn!(request = ?message.request, dropped, held = self.held.len(), "inbound request dropped: its consumer is not keeping up (not acknowledged: the broker sends it again after the next connection)");
+        }
+    }
+
+    /// Passes on held messages while the channel has room.
+    fn pass_held(&mut self) {
+        while let Some(message) = self.held.pop_front() {
+            match self.tx.try_send(message) {
+                Ok(()) => ForwarderStats::bump(&self.stats.inbound),
+                Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => {
+                    self.held.push_front(m);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A passed-on request's token came back unhandled (the pipeline
+    /// stopped or failed before committing it): pass it on again, keeping
+    /// its place in the ack order, unless nobody consumes requests or it
+    /// was tried [`MAX_PASSES`] times; then it stays unacknowledged.
+    fn again(&mut self, pending: &mut Pending) {
+        if self.tx.is_closed() {
+            // The rules are gone (a stop): the broker sends it again to
+            // the next run.
+            pending.handled = None;
+            debug!(request = ?pending.request, "inbound request not handled before the rules stopped; left unacknowledged");
+            return;
+        }
+        if pending.passes >= MAX_PASSES {
+            pending.handled = None;
+            warn!(request = ?pending.request, passes = pending.passes,
+                "inbound request not handled; left unacknowledged, so the broker sends it (and the messages after it) again after the next connection");
+            return;
+        }
+        let (inbound, rx) = Inbound::tracked(pending.request.clone());
+        pending.handled = Some(rx);
+        pending.passes += 1;
+        debug!(request = ?pending.request, "inbound request not handled; passed on again");
+        self.pass(inbound);
+    }
+
+    /// What the ack order makes of a waiting receipt at its front.
+    fn check(&mut self, pending: &mut Pending) -> Check {
+        let Some(rx) = pending.handled.as_mut() else {
+            return Check::Waiting;
+        };
+        match rx.try_recv() {
+            Ok(()) => Check::Done,
+            Err(oneshot::error::TryRecvError::Empty) => Check::Waiting,
+            Err(oneshot::error::TryRecvError::Closed) => {
+                self.again(pending);
+                Check::Waiting
+            }
+        }
+    }
 }
 
 /// Whether a publish was handed to rumqttc.
@@ -108,10 +245,8 @@ pub(super) struct Forwarder {
     max_packet: usize,
     committed: watch::Receiver<i64>,
     store: StoreHandle,
-    inbound: mpsc::Sender<Inbound>,
-    /// Inbound messages waiting for room in `inbound`, oldest first (at
-    /// most [`INBOUND_HOLD`]).
-    held: VecDeque<Inbound>,
+    /// Passes inbound requests on.
+    passer: Passer,
     /// Reads inbound topics.
     topics: Topics,
     stats: Arc<ForwarderStats>,
@@ -157,8 +292,11 @@ impl Forwarder {
             max_packet: usize::try_from(cfg.mqtt.max_packet_size).unwrap_or(usize::MAX),
             committed: store.committed(),
             store,
-            inbound,
-            held: VecDeque::new(),
+            passer: Passer {
+                tx: inbound,
+                held: VecDeque::new(),
+                stats: stats.clone(),
+            },
             stats,
             client: link.client,
             gate: link.gate,
@@ -240,20 +378,32 @@ impl Forwarder {
                 }
                 // Owned: a borrowed permit would hold `self` across the
                 // other branches' handlers.
-                permit = self.inbound.clone().reserve_owned(), if !self.held.is_empty() => {
+                permit = self.passer.tx.clone().reserve_owned(), if !self.passer.held.is_empty() => {
                     match permit {
                         Ok(permit) => {
-                            if let Some(message) = self.held.pop_front() {
+                            if let Some(message) = self.passer.held.pop_front() {
                                 permit.send(message);
                                 ForwarderStats::bump(&self.stats.inbound);
                             }
-                            self.pass_held();
+                            self.passer.pass_held();
                         }
                         Err(_) => {
-                            let n = self.held.len() as u64;
-                            self.held.clear();
+                            let n = self.passer.held.len() as u64;
+                            self.passer.held.clear();
                             self.stats.inbound_dropped.fetch_add(n, Ordering::Relaxed);
                             debug!(dropped = n, "held inbound messages dropped: nobody consumes inbound messages");
+                        }
+                    }
+                }
+                handled = front_handled(&mut self.conn), if self.front_waits() => {
+                    if let Some(conn) = self.conn.as_mut() {
+                        match handled {
+                            Ok(()) => conn.receipts.front_done(),
+                            Err(_) => {
+                                if let Some(pending) = conn.receipts.front_mut() {
+                                    self.passer.again(pending);
+                                }
+                            }
                         }
                     }
                 }
@@ -262,6 +412,7 @@ impl Forwarder {
                     retry_at = None;
                 }
             }
+            self.send_acks();
             let mut result = self.flush_deletes().await;
             if result.is_ok() && stop_at.is_none() && retry_at.is_none() {
                 result = self.refill().await;
@@ -354,6 +505,8 @@ impl Forwarder {
             generation,
             flight: Flight::new(self.id_space),
             streams: Streams::new(committed, self.window, self.live_share),
+            receipts: Receipts::default(),
+            acks_queued: 0,
         });
         if !self.gate.open(generation) {
             // Already lost again; the Lost message follows.
@@ -416,14 +569,23 @@ impl Forwarder {
         match event {
             Event::Incoming(Incoming::Publish(p)) => {
                 // Read once, here: the channel carries typed requests.
-                match inbound::read(&self.topics, &p.topic, &p.payload, p.retain) {
-                    Ok(Some(request)) => self.inbound(request),
-                    Ok(None) => {
-                        debug!(topic = %p.topic, "empty inbound message (a retained message being cleared); ignored");
+                let request = match inbound::read(&self.topics, &p.topic, &p.payload, p.retain) {
+                    Ok(request) => {
+                        if request.is_none() {
+                            debug!(topic = %p.topic, "empty inbound message (a retained message being cleared); ignored");
+                        }
+                        request
                     }
-                    Err(e @ InboundError::UnknownTopic(_)) => debug!("{e}"),
-                    Err(e) => warn!("{e}"),
-                }
+                    Err(e @ InboundError::UnknownTopic(_)) => {
+                        debug!("{e}");
+                        None
+                    }
+                    Err(e) => {
+                        warn!("{e}");
+                        None
+                    }
+                };
+                self.received(&p, request);
             }
             Event::Incoming(Incoming::PubAck(ack)) => self.complete(ack.pkid, Await::PubAck),
             Event::Incoming(Incoming::PubRec(rec)) => {
@@ -444,6 +606,12 @@ impl Forwarder {
                 };
                 if let Some(Sent::Row { .. }) = conn.flight.assigned(pkid) {
                     ForwarderStats::bump(&self.stats.published);
+                }
+            }
+            Event::Outgoing(Outgoing::PubAck(_) | Outgoing::PubRec(_)) => {
+                // rumqttc took one of our acks from its channel.
+                if let Some(conn) = &mut self.conn {
+                    conn.acks_queued = conn.acks_queued.saturating_sub(1);
                 }
             }
             Event::Outgoing(Outgoing::AwaitAck(pkid)) => {
@@ -471,49 +639,73 @@ impl Forwarder {
         }
     }
 
-    /// Passes an inbound message on. When the channel is full (the rules
-    /// are busy, or restarting for a reload) it is held here, in order,
-    /// and passed on as room appears: rumqttc has already acknowledged it
-    /// to the broker, so dropping it would lose a CMMS's `closed` or an
-    /// operator's ack. Only beyond [`INBOUND_HOLD`] waiting messages is one
-    /// dropped (counted, with a warning).
-    fn inbound(&mut self, message: Inbound) {
-        if !self.held.is_empty() {
-            self.hold(message);
-            self.pass_held();
+    /// A message received on an inbound topic, read into `request` (`None`:
+    /// it asks for nothing). A QoS 1/2 message is acknowledged only once
+    /// its request is handled (see [`send_acks`](Self::send_acks)); one
+    /// that asks for nothing is acknowledged in its turn, else the broker
+    /// would send it again at every connection.
+    fn received(&mut self, publish: &Publish, request: Option<Request>) {
+        let conn = match self.conn.as_mut() {
+            Some(conn) if publish.qos != QoS::AtMostOnce => conn,
+            // QoS 0 has no acknowledgement (and a publish never arrives
+            // outside a connection): nothing to wait for.
+            _ => {
+                if let Some(request) = request {
+                    self.passer.pass(Inbound::local(request));
+                }
+                return;
+            }
+        };
+        let Some(request) = request else {
+            conn.receipts.receive(publish.pkid, publish.qos, None);
+            return;
+        };
+        let (inbound, rx) = Inbound::tracked(request.clone());
+        let pending = Pending {
+            request,
+            handled: Some(rx),
+            passes: 1,
+        };
+        conn.receipts
+            .receive(publish.pkid, publish.qos, Some(pending));
+        self.passer.pass(inbound);
+    }
+
+    /// The oldest unacknowledged message waits on its token.
+    fn front_waits(&mut self) -> bool {
+        self.conn
+            .as_mut()
+            .and_then(|c| c.receipts.front_mut())
+            .is_some_and(|p| p.handled.is_some())
+    }
+
+    /// Hands rumqttc the acks that are due, in receipt order, while its
+    /// channel has room for them.
+    fn send_acks(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let room = ACK_ROOM.saturating_sub(conn.acks_queued);
+        if room == 0 || conn.receipts.len() == 0 {
             return;
         }
-        match self.inbound.try_send(message) {
-            Ok(()) => ForwarderStats::bump(&self.stats.inbound),
-            Err(mpsc::error::TrySendError::Full(msg)) => {
-                debug!(request = ?msg, "inbound channel full; holding the request");
-                self.hold(msg);
-            }
-            Err(mpsc::error::TrySendError::Closed(msg)) => {
-                ForwarderStats::bump(&self.stats.inbound_dropped);
-                debug!(request = ?msg, "inbound request dropped: nobody consumes inbound requests");
-            }
-        }
-    }
-
-    fn hold(&mut self, message: Inbound) {
-        if self.held.len() < INBOUND_HOLD {
-            self.held.push_back(message);
-        } else {
-            let dropped = self.stats.inbound_dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            warn!(request = ?message, dropped, held = self.held.len(), "inbound request dropped: its consumer is not keeping up");
-        }
-    }
-
-    /// Passes on held messages while the channel has room.
-    fn pass_held(&mut self) {
-        while let Some(message) = self.held.pop_front() {
-            match self.inbound.try_send(message) {
-                Ok(()) => ForwarderStats::bump(&self.stats.inbound),
-                Err(mpsc::error::TrySendError::Full(m) | mpsc::error::TrySendError::Closed(m)) => {
-                    self.held.push_front(m);
-                    return;
+        let passer = &mut self.passer;
+        let due = conn.receipts.settle(room, |p| passer.check(p));
+        for (pkid, qos) in due {
+            let mut publish = Publish::new("", qos, Vec::new());
+            publish.pkid = pkid;
+            let client = &self.client;
+            match self
+                .gate
+                .with_open(conn.generation, || client.try_ack(&publish))
+            {
+                Some(Ok(())) => {
+                    conn.acks_queued += 1;
                 }
+                // Cannot happen: the channel keeps ACK_ROOM for acks.
+                Some(Err(e)) => error!(error = %e, pkid, "rumqttc refused an inbound ack"),
+                // The connection is gone; the broker sends it again.
+                None => return,
             }
         }
     }
