@@ -3,7 +3,7 @@
 //! would build a map per message first.
 //!
 //! ```json
-//! {"ts":"2026-11-21T06:38:25.305Z","seq":42,
+//! {"ts":"2026-11-21T06:38:25.305Z","store":"01KBX3J8W5R2Q9T7M4N6P0ZC1D","seq":42,
 //!  "tags":{"bearing_temp":{"v":55.68,"q":"good","u":"degC"},
 //!          "vibration":{"v":null,"q":"bad:timeout","u":"mm/s"}}}
 //! ```
@@ -14,12 +14,14 @@ use super::json::{string, timestamp, value};
 use crate::reading::{Batch, Reading};
 use crate::tag::Tag;
 
-/// One device poll: the readings at `picked` indexes of the batch.
-pub fn device_message(batch: &Batch, picked: &[usize], seq: u64) -> Vec<u8> {
-    let mut out = String::with_capacity(64 + picked.len() * 48);
+/// One device poll: the readings at `picked` indexes of the batch, as
+/// message `seq` of its topic in the store `store` (the store's identity).
+pub fn device_message(batch: &Batch, picked: &[usize], seq: u64, store: &str) -> Vec<u8> {
+    let mut out = String::with_capacity(96 + picked.len() * 48);
     out.push_str("{\"ts\":\"");
     out.push_str(&timestamp(batch.timestamp));
-    let _ = write!(out, "\",\"seq\":{seq},\"tags\":{{");
+    stamp(&mut out, store, seq);
+    out.push_str(",\"tags\":{");
     for (n, &i) in picked.iter().enumerate() {
         let Some(reading) = batch.readings.get(i) else {
             continue;
@@ -38,17 +40,25 @@ pub fn device_message(batch: &Batch, picked: &[usize], seq: u64) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// One tag on its own topic.
-pub fn tag_message(batch: &Batch, reading: &Reading, seq: u64) -> Vec<u8> {
-    let mut out = String::with_capacity(96);
+/// One tag on its own topic (`seq` and `store` as for [`device_message`]).
+pub fn tag_message(batch: &Batch, reading: &Reading, seq: u64, store: &str) -> Vec<u8> {
+    let mut out = String::with_capacity(128);
     out.push_str("{\"ts\":\"");
     out.push_str(&timestamp(batch.timestamp));
-    let _ = write!(out, "\",\"seq\":{seq},");
+    stamp(&mut out, store, seq);
+    out.push(',');
     if let Some(tag) = batch.device.tags.get(reading.tag) {
         fields(&mut out, tag, reading);
     }
     out.push('}');
     out.into_bytes()
+}
+
+/// Closes the `ts` string and writes `,"store":…,"seq":N`.
+fn stamp(out: &mut String, store: &str, seq: u64) {
+    out.push_str("\",\"store\":");
+    string(out, store);
+    let _ = write!(out, ",\"seq\":{seq}");
 }
 
 fn reading_object(out: &mut String, tag: &Tag, reading: &Reading) {

@@ -14,7 +14,8 @@
 //! finite. Optional fields are written as `null` rather than left out, so
 //! a consumer sees every field of the version it reads. Every message
 //! carries the topic's `seq` (from the caller's per-topic sequencer, as
-//! for the data topics), and the forwarder may add `"hist":true` to one
+//! for the data topics) and beside it `store`, the store's identity (one
+//! `(store, topic, seq)` names one message), and the forwarder may add `"hist":true` to one
 //! that waited in the outbox; the schemas allow both.
 
 use std::collections::BTreeMap;
@@ -65,6 +66,7 @@ fn number(x: f64) -> Option<f64> {
 #[derive(Serialize)]
 struct WorkOrderMessage<'a> {
     schema: &'static str,
+    store: &'a str,
     seq: u64,
     id: &'a str,
     key: &'a str,
@@ -139,8 +141,8 @@ struct CmmsMessage<'a> {
 
 /// The work order (`fieldgate.workorder/1`), retained on
 /// `.../workorders/{id}` while open; `seq` is the topic's next sequence
-/// number.
-pub fn work_order(wo: &WorkOrder, seq: u64) -> Result<Vec<u8>, PayloadError> {
+/// number in the store `store` (its identity).
+pub fn work_order(wo: &WorkOrder, seq: u64, store: &str) -> Result<Vec<u8>, PayloadError> {
     let trigger = match &wo.trigger {
         WoTrigger::Alarm {
             rule,
@@ -200,6 +202,7 @@ pub fn work_order(wo: &WorkOrder, seq: u64) -> Result<Vec<u8>, PayloadError> {
     });
     let message = WorkOrderMessage {
         schema: WORKORDER_SCHEMA,
+        store,
         seq,
         id: &wo.id,
         key: &wo.key,
@@ -231,6 +234,7 @@ pub fn work_order(wo: &WorkOrder, seq: u64) -> Result<Vec<u8>, PayloadError> {
 #[derive(Serialize)]
 struct AlarmMessage<'a> {
     schema: &'static str,
+    store: &'a str,
     seq: u64,
     rule: &'a str,
     state: &'static str,
@@ -247,7 +251,8 @@ struct AlarmMessage<'a> {
     cause: Option<Cause>,
 }
 
-/// The message without its `seq` (0, set by the caller).
+/// The message without its `seq` and `store` (0 and empty, set by the
+/// caller).
 fn alarm_message<'a>(
     rule: &'a Rule,
     state: AlarmState,
@@ -268,6 +273,7 @@ fn alarm_message<'a>(
     };
     AlarmMessage {
         schema: ALARM_SCHEMA,
+        store: "",
         seq: 0,
         rule: &rule.name,
         state: state.as_str(),
@@ -292,12 +298,13 @@ fn alarm_message<'a>(
 /// `.../alarms/{rule}`. `since` is when the alarm entered its state:
 /// [`Alarm::changed_at`], which is `event.at` except for a
 /// `chatter_cleared` event (the state did not change). `seq` is the
-/// topic's next sequence number.
+/// topic's next sequence number in the store `store`.
 pub fn alarm(
     event: &AlarmEvent,
     rule: &Rule,
     since: Timestamp,
     seq: u64,
+    store: &str,
 ) -> Result<Vec<u8>, PayloadError> {
     let mut message = alarm_message(
         rule,
@@ -309,6 +316,7 @@ pub fn alarm(
         Some(event.cause),
     );
     message.seq = seq;
+    message.store = store;
     encode("alarm", &message)
 }
 
@@ -321,6 +329,7 @@ pub fn alarm_state(
     trigger: Option<&Trigger>,
     at: Timestamp,
     seq: u64,
+    store: &str,
 ) -> Result<Vec<u8>, PayloadError> {
     let mut message = alarm_message(
         rule,
@@ -332,12 +341,14 @@ pub fn alarm_state(
         None,
     );
     message.seq = seq;
+    message.store = store;
     encode("alarm", &message)
 }
 
 #[derive(Serialize)]
 struct MeterMessage<'a> {
     schema: &'static str,
+    store: &'a str,
     seq: u64,
     meter: &'a str,
     tag: &'a str,
@@ -370,10 +381,12 @@ impl Amount {
 }
 
 /// The meter message (`fieldgate.meter/1`), retained on
-/// `.../meters/{meter}`. `seq` is the topic's next sequence number.
-pub fn meter(report: &MeterReport, seq: u64) -> Result<Vec<u8>, PayloadError> {
+/// `.../meters/{meter}`. `seq` is the topic's next sequence number in
+/// the store `store`.
+pub fn meter(report: &MeterReport, seq: u64, store: &str) -> Result<Vec<u8>, PayloadError> {
     let message = MeterMessage {
         schema: METER_SCHEMA,
+        store,
         seq,
         meter: &report.meter,
         tag: &report.tag,
@@ -396,6 +409,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// A store identity, as the store makes them.
+    const STORE: &str = "01KBX3J8W5R2Q9T7M4N6P0ZC1D";
     use crate::config::{
         AlarmConfig, Connection, Device, GatewayConfig, Meter, MeterKind, Priority,
         WorkOrderConfig, WorkOrderTemplate,
@@ -652,7 +668,7 @@ mod tests {
                 continue;
             };
             seq += 1;
-            let payload = work_order(wo, seq).unwrap();
+            let payload = work_order(wo, seq, STORE).unwrap();
             seen.push(check(&schema, &payload));
             // With the forwarder's "hist" too.
             let mut hist = b"{\"hist\":true,".to_vec();
@@ -665,7 +681,13 @@ mod tests {
         assert_eq!(hot_msg["seq"], 1);
         assert_eq!(hot_msg["type"], "corrective");
         assert_eq!(hot_msg["status"], "open");
-        assert_eq!(hot_msg["key"], "plant-a/gw1/pump1_hot/P-101/1");
+        assert_eq!(
+            hot_msg["key"],
+            format!(
+                "plant-a/gw1/pump1_hot/P-101/1-{}",
+                hot_msg["id"].as_str().unwrap()
+            )
+        );
         assert_eq!(hot_msg["created_at"], "2025-11-21T04:40:01.000Z");
         assert_eq!(hot_msg["location"], serde_json::Value::Null);
         assert_eq!(hot_msg["cmms"], serde_json::Value::Null);
@@ -741,7 +763,7 @@ mod tests {
         let ch = book.on_alarm_event(&ev[0], &hot(), &ctx, Vec::new(), 1);
         let good = check(
             &schema,
-            &work_order(ch[0].work_order().unwrap(), 1).unwrap(),
+            &work_order(ch[0].work_order().unwrap(), 1, STORE).unwrap(),
         );
         let broken = |f: &dyn Fn(&mut serde_json::Value)| {
             let mut v = good.clone();
@@ -815,7 +837,7 @@ mod tests {
             // As the caller would, right after the event: the state's start.
             messages.push(check(
                 &schema,
-                &alarm(event, rule, event.at, i as u64 + 1).unwrap(),
+                &alarm(event, rule, event.at, i as u64 + 1, STORE).unwrap(),
             ));
         }
         let states: Vec<&str> = messages
@@ -837,7 +859,7 @@ mod tests {
         );
         assert_eq!(
             messages[0],
-            json!({"schema": "fieldgate.alarm/1", "seq": 1, "rule": "pump1_hot",
+            json!({"schema": "fieldgate.alarm/1", "store": STORE, "seq": 1, "rule": "pump1_hot",
                    "state": "active_unacked", "active": true, "acked": false,
                    "shelved_until": null, "chattering": false, "priority": "medium",
                    "tag": "pump1.temp", "value": 85.0, "limit": 80.0,
@@ -861,6 +883,7 @@ mod tests {
                 engine.condition("pump1_hot").and_then(|c| c.trigger()),
                 t(100.0),
                 9,
+                STORE,
             )
             .unwrap(),
         );
@@ -869,7 +892,7 @@ mod tests {
         let fresh = Alarm::new("pump1_hot", crate::rules::AlarmTiming::of(&hot, &alarms()));
         let state = check(
             &schema,
-            &alarm_state(&fresh, &hot, None, t(100.0), 1).unwrap(),
+            &alarm_state(&fresh, &hot, None, t(100.0), 1, STORE).unwrap(),
         );
         assert_eq!(
             (state["state"].as_str(), state["acked"].as_bool()),
@@ -894,10 +917,10 @@ mod tests {
             due: true,
             at: t(0.0),
         };
-        let v = check(&schema, &meter(&report, 3).unwrap());
+        let v = check(&schema, &meter(&report, 3, STORE).unwrap());
         assert_eq!(
             v,
-            json!({"schema": "fieldgate.meter/1", "seq": 3, "meter": "pump1_hours",
+            json!({"schema": "fieldgate.meter/1", "store": STORE, "seq": 3, "meter": "pump1_hours",
                    "tag": "pump1.running", "kind": "runtime", "value": 500.0028, "unit": "h",
                    "next_due": 500.0, "due": true, "ts": "2025-11-21T04:40:00.000Z"})
         );
@@ -908,7 +931,7 @@ mod tests {
             due: false,
             ..report
         };
-        let v = check(&schema, &meter(&count, 1).unwrap());
+        let v = check(&schema, &meter(&count, 1, STORE).unwrap());
         assert_eq!(
             (v["value"].as_u64(), v["unit"].as_str()),
             (Some(1234), Some("count"))
@@ -933,7 +956,7 @@ mod tests {
         let mut state = MeterState::new(&m);
         state.observe(Some(&Value::Bool(true)), &Quality::Good, t(0.0));
         state.observe(Some(&Value::Bool(true)), &Quality::Good, t(90.0));
-        let v = check(&schema, &meter(&state.report(t(90.0)), 2).unwrap());
+        let v = check(&schema, &meter(&state.report(t(90.0)), 2, STORE).unwrap());
         assert_eq!(v["value"], 0.025);
         assert_eq!(v["next_due"], 1.0);
     }

@@ -99,7 +99,7 @@ async fn steps(
     telemetry: &Telemetry,
 ) -> Result<(), StoreError> {
     let mut filter = Filter::new();
-    let mut sequencer = Sequencer::resume(store.topic_seqs().await?);
+    let mut sequencer = Sequencer::resume(&store.identity().id, store.topic_seqs().await?);
     let mut step = rules.restore(store, &mut sequencer).await?;
     commit(store, &mut rules, step, Instant::now()).await?;
     telemetry.publish_rules(rules.view());

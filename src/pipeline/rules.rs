@@ -103,6 +103,9 @@ pub struct RulesStage {
     last_save: Option<Instant>,
     /// A [`Save::Soon`] is waiting for [`SAVE_MIN_INTERVAL`].
     save_pending: bool,
+    /// The retained state was republished at least once (closed work
+    /// orders' topics are cleared only the first time).
+    republished: bool,
 }
 
 impl RulesStage {
@@ -150,6 +153,7 @@ impl RulesStage {
             topics,
             last_save: None,
             save_pending: false,
+            republished: false,
         })
     }
 
@@ -224,7 +228,7 @@ impl RulesStage {
             let trigger = self.engine.condition(&rule.name).and_then(|c| c.trigger());
             let topic = self.topics.alarm(&rule.name);
             let n = seq.next(&topic);
-            match payload::alarm_state(alarm, rule, trigger, now, n) {
+            match payload::alarm_state(alarm, rule, trigger, now, n, seq.store()) {
                 Ok(p) => step.messages.push(state_message(topic, n, p, Kind::Alarm)),
                 Err(e) => {
                     tracing::error!(rule = %rule.name, error = %e, "cannot encode the alarm state")
@@ -324,6 +328,7 @@ impl RulesStage {
         step: &mut Step,
     ) {
         match request {
+            Request::BrokerConnected => self.republish(now, seq, step),
             Request::Alarm { rule, action } => self.operator(rule, action.clone(), now, seq, step),
             Request::WorkOrderStatus {
                 id,
@@ -344,6 +349,90 @@ impl RulesStage {
                 Err(e) => tracing::warn!(error = %e, "work-order status ignored"),
             },
         }
+    }
+
+    /// The broker has a new session (the first after start, or a
+    /// reconnect): publishes the current state of every alarm, every open
+    /// work order and every meter again, retained. Queued now, these rows
+    /// come after every row of their topic already in the outbox, so the
+    /// broker's retained message ends at the newest state whatever the
+    /// backlog resends first: the forwarder sends backlog rows in id
+    /// order, and sends a backlog row without the retain flag once a newer
+    /// retained row of its topic went out. Without this, an older backlog
+    /// row left unconfirmed by the previous run (its newer state confirmed
+    /// and deleted before the stop) went out retained after a restart and
+    /// became the broker's state. The first time a stage does this, it
+    /// also clears the topics of the closed work orders it keeps, which an
+    /// older row could have brought back the same way.
+    ///
+    /// Not a change of state: no history, no save.
+    fn republish(&mut self, now: SystemTime, seq: &mut Sequencer, step: &mut Step) {
+        let at = Timestamp::from(now);
+        let mut alarms = 0;
+        for rule in &self.rules {
+            let Some(alarm) = self.engine.alarm(&rule.name) else {
+                continue;
+            };
+            let trigger = self.engine.condition(&rule.name).and_then(|c| c.trigger());
+            let topic = self.topics.alarm(&rule.name);
+            let n = seq.next(&topic);
+            match payload::alarm_state(alarm, rule, trigger, at, n, seq.store()) {
+                Ok(p) => {
+                    step.messages.push(state_message(topic, n, p, Kind::Alarm));
+                    alarms += 1;
+                }
+                Err(e) => {
+                    tracing::error!(rule = %rule.name, error = %e, "cannot encode the alarm state")
+                }
+            }
+        }
+        let mut open = 0;
+        let mut cleared = 0;
+        for wo in self.book.all() {
+            let is_open = wo.status.is_open();
+            if !is_open && self.republished {
+                continue;
+            }
+            let topic = self.topics.workorder(&wo.id);
+            let n = seq.next(&topic);
+            let body = if is_open {
+                match payload::work_order(wo, n, seq.store()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(id = %wo.id, error = %e, "cannot encode the work order");
+                        continue;
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            if is_open {
+                open += 1;
+            } else {
+                cleared += 1;
+            }
+            step.messages
+                .push(state_message(topic, n, body, Kind::WorkOrder));
+        }
+        for state in &self.meters {
+            let report = state.report(at);
+            let topic = self.topics.meter(&report.meter);
+            let n = seq.next(&topic);
+            match payload::meter(&report, n, seq.store()) {
+                Ok(p) => step.messages.push(state_message(topic, n, p, Kind::Meter)),
+                Err(e) => {
+                    tracing::error!(meter = %report.meter, error = %e, "cannot encode the meter")
+                }
+            }
+        }
+        self.republished = true;
+        tracing::info!(
+            alarms,
+            open_work_orders = open,
+            closed_work_orders_cleared = cleared,
+            meters = self.meters.len(),
+            "broker connected: republishing the current retained state"
+        );
     }
 
     /// Whether the state should be saved now, given what `step` asks and
@@ -445,7 +534,7 @@ impl RulesStage {
             log_alarm(&event);
             let topic = self.topics.alarm(&event.rule);
             let n = seq.next(&topic);
-            match payload::alarm(&event, rule, since, n) {
+            match payload::alarm(&event, rule, since, n, seq.store()) {
                 Ok(p) => {
                     step.history.push(HistoryEntry {
                         at: event.at.to_system_time(),
@@ -484,7 +573,7 @@ impl RulesStage {
             MeterChange::Publish(report) => {
                 let topic = self.topics.meter(&report.meter);
                 let n = seq.next(&topic);
-                match payload::meter(&report, n) {
+                match payload::meter(&report, n, seq.store()) {
                     Ok(p) => step.messages.push(state_message(topic, n, p, Kind::Meter)),
                     Err(e) => {
                         tracing::error!(meter = %report.meter, error = %e, "cannot encode the meter")
@@ -567,7 +656,7 @@ impl RulesStage {
             let topic = self.topics.workorder(&wo.id);
             let n = seq.next(&topic);
             let cleared = matches!(change, WoChange::Cleared(_));
-            match payload::work_order(wo, n) {
+            match payload::work_order(wo, n, seq.store()) {
                 Ok(p) => {
                     step.history.push(HistoryEntry {
                         at: wo.updated_at.to_system_time(),

@@ -71,6 +71,7 @@ impl Gateway {
             topics: topics.clone(),
             config_hash: "0123456789abcdef".repeat(4),
             started: SystemTime::now(),
+            store: None,
         };
         let started = forwarder_fixture::start(cfg, &store);
         Gateway {
@@ -252,6 +253,14 @@ async fn delivers_the_outbox_in_order_then_empties_it() {
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     assert!(v["ts"].is_string() && v["started"].is_string());
     assert!(schema.is_valid(&v), "{v}");
+
+    // The new session is announced first, so the pipeline republishes
+    // the retained state.
+    let first = timeout(Duration::from_secs(5), gateway.inbound.recv())
+        .await
+        .expect("connection announced within 5 s")
+        .unwrap();
+    assert_eq!(first, Inbound::BrokerConnected);
 
     // Inbound: an operator's ack reaches the inbound channel.
     let ack_topic = format!("{base}/alarms/hot/ack");

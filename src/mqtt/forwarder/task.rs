@@ -386,6 +386,8 @@ impl Forwarder {
             warn!("could not publish the online status");
         }
         self.subscribe();
+        // The pipeline republishes the retained state (see the request).
+        self.inbound(Inbound::BrokerConnected);
     }
 
     fn subscribe(&mut self) {

@@ -369,16 +369,18 @@ impl WorkOrderBook {
         random: u128,
     ) -> WorkOrder {
         let slot = draft.source.slot(&draft.asset);
+        let id = self.fresh_id(at, random);
         let n = self.raised.entry(slot.clone()).or_insert(0);
         *n += 1;
+        // The id makes the key unique for ever, even when the book (and
+        // its counter) is lost with the store: see the module docs.
         let key = format!(
-            "{}/{}/{}/{}/{n}",
+            "{}/{}/{}/{}/{n}-{id}",
             ctx.site,
             ctx.gateway,
             draft.source.key_part(),
             draft.asset
         );
-        let id = self.fresh_id(at, random);
         let mut wo = WorkOrder {
             id: id.clone(),
             key,
@@ -462,7 +464,7 @@ mod tests {
             ulid::Ulid::from_string(&wo.id).map(|u| u.timestamp_ms()),
             Ok(t(0.0).as_millis())
         );
-        assert_eq!(wo.key, "plant-a/gw1/pump1_hot/P-101/1");
+        assert_eq!(wo.key, format!("plant-a/gw1/pump1_hot/P-101/1-{}", wo.id));
         assert_eq!(wo.kind, WoType::Corrective);
         assert_eq!(wo.status, WoStatus::Open);
         assert_eq!(wo.priority, Priority::High);
@@ -555,7 +557,10 @@ mod tests {
         assert_eq!(rig.book.open().count(), 0);
         let second = raised(&rig.event(&activation("pump1_hot", 200.0, 82.0, 80.0), &r)).clone();
         assert_ne!(second.id, first.id);
-        assert_eq!(second.key, "plant-a/gw1/pump1_hot/P-101/2");
+        assert_eq!(
+            second.key,
+            format!("plant-a/gw1/pump1_hot/P-101/2-{}", second.id)
+        );
         assert_eq!(second.occurrences, 1);
         // The closed one is still known (idempotent late statuses).
         assert_eq!(
@@ -861,7 +866,10 @@ mod tests {
         assert_eq!(preventive.len(), 1, "{preventive:#?}");
         let wo = raised(&preventive).clone();
         assert_eq!(wo.kind, WoType::Preventive);
-        assert_eq!(wo.key, "plant-a/gw1/meter:pump1_hours/P-101/1");
+        assert_eq!(
+            wo.key,
+            format!("plant-a/gw1/meter:pump1_hours/P-101/1-{}", wo.id)
+        );
         assert_eq!(
             wo.title,
             "P-101: preventive maintenance at 500 h (pump1_hours)"
@@ -915,7 +923,10 @@ mod tests {
             Err(WoError::UnknownId(first.clone()))
         );
         let wo = raised(&rig.event(&activation("r", 1e5, 81.0, 80.0), &r)).clone();
-        assert_eq!(wo.key, format!("plant-a/gw1/r/P-101/{}", MAX_CLOSED + 11));
+        assert_eq!(
+            wo.key,
+            format!("plant-a/gw1/r/P-101/{}-{}", MAX_CLOSED + 11, wo.id)
+        );
     }
 
     mod properties {
