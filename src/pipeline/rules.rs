@@ -8,7 +8,16 @@
 //! alarms/+/ack, /shelve ─► Engine::ack, shelve ─┘                 ▲
 //! workorders/+/status ──────────────────────────────────────────┘ (closed: empty retained message)
 //! Batch ─────────► MeterState::observe ─► meters/{name} (retained), MeterDue ─► WorkOrderBook
+//! new broker session ─► every alarm, open work order and meter again (retained)
 //! ```
+//!
+//! # Retained state
+//!
+//! The forwarder announces every new broker session (the first after a
+//! start, and each reconnect) on the inbound channel; the stage answers
+//! by queuing the current state of every alarm, open work order and meter
+//! (`RulesStage::republish`), so the broker's retained messages end at
+//! the newest state whatever rows an earlier run left in the outbox.
 //!
 //! # Persistence
 //!
@@ -179,10 +188,10 @@ impl RulesStage {
     }
 
     /// Puts back the state saved in the store, and returns the messages
-    /// that bring the broker's retained topics in line with the config: the
-    /// state of every alarm that had none saved (a first start, a new
-    /// rule), and an empty retained message for rules and meters that are
-    /// gone.
+    /// that clear the broker's retained topics of rules and meters that
+    /// are gone from the config. The state of every alarm (a new rule's
+    /// included) goes out at each new broker session
+    /// ([`Request::BrokerConnected`]).
     ///
     /// A saved blob that cannot be read (written by an incompatible
     /// version) is logged, kept under `{key}.unreadable` and replaced by a
@@ -195,16 +204,12 @@ impl RulesStage {
         // Even with no rules and no meters left: the retained messages of
         // those removed must be cleared, and open work orders kept.
         let mut step = Step::default();
-        let now = Timestamp::from(SystemTime::now());
-        let mut restored_rules = Vec::new();
         if let Some(saved) = load::<SavedEngine>(store, STATE_ENGINE).await? {
             let report = self.engine.restore(&saved);
             if report.version_mismatch {
                 tracing::error!(
                     "saved alarm state has another layout version; alarms start from normal"
                 );
-            } else {
-                restored_rules = saved.rules.iter().map(|r| r.name.clone()).collect();
             }
             for rule in &report.conditions_reset {
                 tracing::info!(%rule, "rule condition changed kind; its condition starts afresh, its alarm state is kept");
@@ -215,24 +220,6 @@ impl RulesStage {
                 let n = seq.next(&topic);
                 step.messages
                     .push(state_message(topic, n, Vec::new(), Kind::Alarm));
-            }
-            step.need(Save::Now);
-        }
-        for rule in &self.rules {
-            if restored_rules.contains(&rule.name) {
-                continue;
-            }
-            let Some(alarm) = self.engine.alarm(&rule.name) else {
-                continue;
-            };
-            let trigger = self.engine.condition(&rule.name).and_then(|c| c.trigger());
-            let topic = self.topics.alarm(&rule.name);
-            let n = seq.next(&topic);
-            match payload::alarm_state(alarm, rule, trigger, now, n, seq.store()) {
-                Ok(p) => step.messages.push(state_message(topic, n, p, Kind::Alarm)),
-                Err(e) => {
-                    tracing::error!(rule = %rule.name, error = %e, "cannot encode the alarm state")
-                }
             }
             step.need(Save::Now);
         }

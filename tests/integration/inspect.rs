@@ -148,7 +148,8 @@ impl Plant {
             .iter()
             .find(|r| *r.name == *event.rule)
             .unwrap();
-        let detail = payload::alarm(event, rule, event.at, 1).unwrap();
+        let detail =
+            payload::alarm(event, rule, event.at, 1, "01KBX3J8W5R2Q9T7M4N6P0ZC1D").unwrap();
         self.history.push(HistoryEntry {
             at: event.at.to_system_time(),
             kind: HistoryKind::Alarm,
@@ -171,7 +172,10 @@ impl Plant {
                 kind: HistoryKind::WorkOrder,
                 subject: wo.id.clone(),
                 event: event.to_string(),
-                detail: String::from_utf8(payload::work_order(wo, 1).unwrap()).unwrap(),
+                detail: String::from_utf8(
+                    payload::work_order(wo, 1, "01KBX3J8W5R2Q9T7M4N6P0ZC1D").unwrap(),
+                )
+                .unwrap(),
             });
         }
     }
