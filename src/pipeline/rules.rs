@@ -413,6 +413,9 @@ impl RulesStage {
             }
         }
         self.republished = true;
+        if alarms + open + cleared + self.meters.len() == 0 {
+            return;
+        }
         tracing::info!(
             alarms,
             open_work_orders = open,
