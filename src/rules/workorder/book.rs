@@ -541,6 +541,29 @@ mod tests {
     }
 
     #[test]
+    fn a_book_lost_with_its_store_never_reuses_a_key() {
+        let r = rule("pump1_hot", "pump1.temp", 80.0);
+        let mut before = Rig::new();
+        let old = raised(&before.event(&activation("pump1_hot", 0.0, 81.0, 80.0), &r)).clone();
+        // A fresh book (the store was lost): the counter starts again, in
+        // the same millisecond even; the key does not repeat.
+        let mut after = Rig::new();
+        after.random = 0x0bad_cafe;
+        let new = raised(&after.event(&activation("pump1_hot", 0.0, 81.0, 80.0), &r)).clone();
+        assert!(old.key.contains("/1-") && new.key.contains("/1-"));
+        assert_ne!(new.key, old.key);
+        // The key is the work order's for good: an update keeps it.
+        let update = after.event(&activation("pump1_hot", 50.0, 83.0, 80.0), &r);
+        assert!(
+            update
+                .iter()
+                .filter_map(WoChange::work_order)
+                .all(|w| w.key == new.key),
+            "{update:?}"
+        );
+    }
+
+    #[test]
     fn closing_frees_the_slot_and_the_next_activation_raises_key_n_plus_1() {
         let mut rig = Rig::new();
         let r = rule("pump1_hot", "pump1.temp", 80.0);
