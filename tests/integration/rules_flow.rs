@@ -539,7 +539,7 @@ workorder = { title = "{asset}: bearing {value} {unit} above {limit} {unit}", pr
     assert_eq!(wo["priority"], "high");
     assert_eq!(wo["asset"], "PUMP-001", "the device's asset");
     assert_eq!(wo["location"], "Hall 2");
-    assert_eq!(wo["key"], key_of(rule, "PUMP-001", 1, &wo));
+    assert_eq!(wo["key"], key_of(rule, "PUMP-001", 1, wo));
     assert_eq!(wo["occurrences"], 1);
     assert_eq!(wo["problem_code"], "BRG-HOT");
     assert_eq!(wo["procedure"], "SOP-PUMP-012");
@@ -1177,7 +1177,7 @@ flood_window = "1m"
     assert_eq!(flood["trigger"]["condition"], "flood");
     assert_eq!(flood["trigger"]["tag"], Value::Null);
     assert_eq!(flood["trigger"]["limit"].as_f64(), Some(2.0));
-    assert_eq!(flood["key"], key_of("gateway:alarm_flood", "gw", 1, &flood));
+    assert_eq!(flood["key"], key_of("gateway:alarm_flood", "gw", 1, flood));
     let mut raised: Vec<&str> = corrective
         .iter()
         .map(|wo| wo["trigger"]["rule"].as_str().unwrap())
