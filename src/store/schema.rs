@@ -24,7 +24,8 @@
 //! database, fails `PRAGMA quick_check`, or carries another application's
 //! id is renamed to `<name>.corrupt-<unix time>` (with its `-wal` and
 //! `-shm`) and a new store is started: never deleted, so it can be looked
-//! at or recovered by hand.
+//! at or recovered by hand. Once the file is open, `identity` settles the
+//! store's identity for the run (a moved-aside file makes it a lost store).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
