@@ -18,7 +18,8 @@
 //!   where the last run left it (an older copy put back).
 //!
 //! Otherwise (a clean stop and the same file) the identity is kept
-//! ([`StoreStart::Kept`]). Rows already in the outbox keep the identity
+//! ([`StoreStart::Kept`]). A new identity always sorts after the one it
+//! replaces, when that one is known, even if the clock was stepped back. Rows already in the outbox keep the identity
 //! they were written with: they are the same messages.
 //!
 //! # Where it lives
@@ -130,6 +131,16 @@ pub(super) fn decide(
             start: StoreStart::Kept,
             renew: false,
         },
+    }
+}
+
+/// `fresh`, or the identity just after `previous` when the clock (stepped
+/// back) made `fresh` sort before it: a consumer may take the later
+/// identity for the newer store.
+pub(super) fn later_than(fresh: Ulid, previous: Option<Ulid>) -> Ulid {
+    match previous {
+        Some(p) if fresh <= p => p.increment().unwrap_or(fresh),
+        _ => fresh,
     }
 }
 
@@ -250,7 +261,7 @@ pub(super) fn establish(
     let file_id = file.file.unwrap_or_else(Ulid::generate);
     let store_id = match file.store {
         Some(id) if !decision.renew => id,
-        _ => Ulid::generate(),
+        _ => later_than(Ulid::generate(), file.store.max(marker.map(|m| m.store))),
     };
     let sync: i64 = conn
         .pragma_query_value(None, "synchronous", |r| r.get(0))
@@ -394,6 +405,16 @@ mod tests {
         assert!(lost(decide(&file(false, 5), Some(&marker(9, 4)), None)));
         assert!(lost(decide(&file(false, 5), Some(&marker(1, 5)), None)));
         assert!(lost(decide(&file(false, 5), Some(&marker(1, 40)), None)));
+    }
+
+    #[test]
+    fn a_new_identity_sorts_after_the_one_it_replaces_even_after_a_clock_step() {
+        let now = Ulid::from_parts(2_000_000, 5);
+        assert_eq!(later_than(now, None), now);
+        assert_eq!(later_than(now, Some(Ulid::from_parts(1_000_000, 9))), now);
+        let ahead = Ulid::from_parts(3_000_000, 7);
+        assert_eq!(later_than(now, Some(ahead)), Ulid::from_parts(3_000_000, 8));
+        assert!(later_than(now, Some(ahead)) > ahead);
     }
 
     #[test]
