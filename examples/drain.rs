@@ -134,6 +134,7 @@ async fn main() {
             topics: Topics::new("fieldgate", "bench", "drain"),
             config_hash: "0".repeat(64),
             started: SystemTime::now(),
+            store: None,
         },
         handle.clone(),
         inbound_tx,

@@ -123,14 +123,20 @@ pub fn millis(d: Duration) -> u64 {
 }
 
 /// How timeline moments read as wall-clock time, at one instant: the
-/// timeline's and the wall clock's "now", read together. Pure data, so
-/// payloads are written without reading a clock.
+/// timeline's "now" and the wall clock's offset from it, in whole
+/// milliseconds. Pure data, so payloads are written without reading a
+/// clock.
+///
+/// The offset is rounded to the millisecond from readings finer than that,
+/// so the same stored moment reads the same in every message while the
+/// wall clock does not step (a work order republished after a restart
+/// keeps its `created_at` to the millisecond).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WallMap {
     /// The timeline's "now".
     pub at: Timestamp,
-    /// The wall clock's "now", in Unix milliseconds.
-    pub wall: Timestamp,
+    /// Wall-clock Unix milliseconds minus timeline milliseconds.
+    pub offset_ms: i64,
 }
 
 impl WallMap {
@@ -138,37 +144,62 @@ impl WallMap {
     /// tools that show stored moments without a running gateway).
     pub const IDENTITY: WallMap = WallMap {
         at: Timestamp(0),
-        wall: Timestamp(0),
+        offset_ms: 0,
     };
 
     /// The wall-clock time (Unix milliseconds) of timeline moment `t`.
     pub fn wall(&self, t: Timestamp) -> Timestamp {
-        if t >= self.at {
-            Timestamp(self.wall.0.saturating_add(t.0 - self.at.0))
-        } else {
-            Timestamp(self.wall.0.saturating_sub(self.at.0 - t.0))
-        }
+        Timestamp(t.0.saturating_add_signed(self.offset_ms))
     }
 
     /// The wall-clock time of timeline moment `t`, as a `SystemTime`.
     pub fn system_time(&self, t: Timestamp) -> SystemTime {
         self.wall(t).to_system_time()
     }
+
+    /// The map of a timeline that read `at_us` while the wall clock read
+    /// `wall_us` (microseconds).
+    pub fn of(at_us: u64, wall_us: u64) -> WallMap {
+        WallMap {
+            at: Timestamp(at_us / 1000),
+            offset_ms: offset_ms(at_us, wall_us),
+        }
+    }
+}
+
+/// `wall_us - at_us` in milliseconds, rounded to the nearest.
+fn offset_ms(at_us: u64, wall_us: u64) -> i64 {
+    let d = i128::from(wall_us) - i128::from(at_us);
+    let ms = if d >= 0 {
+        (d + 500) / 1000
+    } else {
+        (d - 500) / 1000
+    };
+    i64::try_from(ms).unwrap_or(if d >= 0 { i64::MAX } else { i64::MIN })
 }
 
 /// What is saved with the store so the timeline goes on after a restart.
+/// Times are in microseconds, so that the wall clock's offset from the
+/// timeline survives a restart unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Anchor {
-    /// The timeline's "now" at the save.
-    pub at: Timestamp,
-    /// The wall clock's "now" at the save (Unix milliseconds).
-    pub wall: Timestamp,
+    /// The timeline's "now" at the save (µs).
+    pub at_us: u64,
+    /// The wall clock's "now" at the save (Unix µs).
+    pub wall_us: u64,
     /// Whether the kernel reported the wall clock synchronised then.
     pub synced: bool,
     /// The kernel's boot id then (`/proc/sys/kernel/random/boot_id`).
     pub boot: Option<String>,
-    /// Milliseconds since boot then (`CLOCK_BOOTTIME`).
-    pub boottime: u64,
+    /// Time since boot then (`CLOCK_BOOTTIME`, µs).
+    pub boottime_us: u64,
+}
+
+impl Anchor {
+    /// How the timeline read as wall-clock time at the save.
+    pub fn wall_map(&self) -> WallMap {
+        WallMap::of(self.at_us, self.wall_us)
+    }
 }
 
 /// How [`Clock::resume`] bridged the time the gateway was off.
@@ -176,7 +207,7 @@ pub struct Anchor {
 pub enum Resumed {
     /// A new timeline, starting at the wall clock's reading.
     Fresh,
-    /// Same boot: the time off is known exactly.
+    /// Same boot: the time off is known exactly (from the last save).
     SameBoot(Duration),
     /// Another boot, both readings synchronised: the wall clock's advance.
     WallClock(Duration),
@@ -185,17 +216,17 @@ pub enum Resumed {
 }
 
 /// The gateway's clock: the timeline, and the wall clock beside it. A
-/// cheap handle; clones share one origin.
+/// cheap handle; copies share one origin.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     origin: Instant,
-    /// The timeline's value at `origin`, kept finer than a millisecond so
-    /// that a new timeline and the wall clock round alike.
+    /// The timeline's value at `origin`, finer than a millisecond (see
+    /// [`WallMap`]).
     start: Duration,
 }
 
 impl Clock {
-    /// A clock whose timeline reads `start` now (tests, and a new store).
+    /// A clock whose timeline reads `start` now (tests).
     pub fn starting_at(start: Timestamp) -> Clock {
         Clock {
             origin: Instant::now(),
@@ -205,10 +236,10 @@ impl Clock {
 
     /// A new timeline, reading as the wall clock does now.
     pub fn fresh() -> Clock {
-        let wall = SystemTime::now();
+        let r = Reading::take();
         Clock {
-            origin: Instant::now(),
-            start: wall.duration_since(UNIX_EPOCH).unwrap_or_default(),
+            origin: r.instant,
+            start: Duration::from_micros(r.wall_us),
         }
     }
 
@@ -217,10 +248,12 @@ impl Clock {
     /// known (see the module doc).
     pub fn resume(anchor: Option<&Anchor>) -> (Clock, Resumed) {
         let now = Reading::take();
-        match bridge(anchor, &now) {
-            (_, Resumed::Fresh) => (Clock::fresh(), Resumed::Fresh),
-            (start, how) => (Clock::starting_at(start), how),
-        }
+        let (start_us, how) = bridge(anchor, &now);
+        let clock = Clock {
+            origin: now.instant,
+            start: Duration::from_micros(start_us),
+        };
+        (clock, how)
     }
 
     /// The timeline's "now".
@@ -231,72 +264,91 @@ impl Clock {
     /// The timeline's moment of `instant` (a monotonic reading taken
     /// earlier, say when a poll started).
     pub fn at(&self, instant: Instant) -> Timestamp {
-        let t = match instant.checked_duration_since(self.origin) {
+        Timestamp(millis(self.precise(instant)))
+    }
+
+    fn precise(&self, instant: Instant) -> Duration {
+        match instant.checked_duration_since(self.origin) {
             Some(d) => self.start.saturating_add(d),
             None => self.start.saturating_sub(self.origin - instant),
-        };
-        Timestamp(millis(t))
+        }
+    }
+
+    fn precise_us(&self, instant: Instant) -> u64 {
+        u64::try_from(self.precise(instant).as_micros()).unwrap_or(u64::MAX)
     }
 
     /// The timeline and the wall clock, read together now.
     pub fn wall_map(&self) -> WallMap {
-        let wall = Timestamp::from(SystemTime::now());
-        WallMap {
-            at: self.now(),
-            wall,
-        }
+        let wall_us = micros_since_epoch(SystemTime::now());
+        WallMap::of(self.precise_us(Instant::now()), wall_us)
     }
 
     /// What to save so a later run goes on from here.
     pub fn anchor(&self) -> Anchor {
         let r = Reading::take();
         Anchor {
-            at: self.at(r.instant),
-            wall: r.wall,
+            at_us: self.precise_us(r.instant),
+            wall_us: r.wall_us,
             synced: r.synced.unwrap_or(false),
             boot: r.boot,
-            boottime: r.boottime,
+            boottime_us: r.boottime_us,
         }
     }
 }
 
-/// The clocks read together once.
+/// The clocks read together once (the three clocks back to back, before
+/// the slower questions).
 struct Reading {
-    wall: Timestamp,
-    /// The monotonic clock, read right after `wall`.
+    wall_us: u64,
     instant: Instant,
+    boottime_us: u64,
     synced: Option<bool>,
     boot: Option<String>,
-    boottime: u64,
 }
 
 impl Reading {
     fn take() -> Reading {
+        let wall_us = micros_since_epoch(SystemTime::now());
+        let instant = Instant::now();
+        let boottime_us = boottime_us();
         Reading {
-            wall: Timestamp::from(SystemTime::now()),
-            instant: Instant::now(),
+            wall_us,
+            instant,
+            boottime_us,
             synced: sync_status(),
             boot: boot_id(),
-            boottime: boottime_ms(),
         }
     }
 }
 
-/// The timeline's value now, continuing `anchor`: the pure rule of the
-/// module doc.
-fn bridge(anchor: Option<&Anchor>, now: &Reading) -> (Timestamp, Resumed) {
+fn micros_since_epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The timeline's value now (µs), continuing `anchor`: the pure rule of
+/// the module doc.
+fn bridge(anchor: Option<&Anchor>, now: &Reading) -> (u64, Resumed) {
     let Some(a) = anchor else {
-        return (now.wall, Resumed::Fresh);
+        return (now.wall_us, Resumed::Fresh);
     };
-    if a.boot.is_some() && a.boot == now.boot && now.boottime >= a.boottime {
-        let off = Duration::from_millis(now.boottime - a.boottime);
-        return (a.at.saturating_add(off), Resumed::SameBoot(off));
+    if a.boot.is_some() && a.boot == now.boot && now.boottime_us >= a.boottime_us {
+        let off = now.boottime_us - a.boottime_us;
+        return (
+            a.at_us.saturating_add(off),
+            Resumed::SameBoot(Duration::from_micros(off)),
+        );
     }
-    if a.synced && now.synced == Some(true) && now.wall >= a.wall {
-        let off = now.wall.since(a.wall);
-        return (a.at.saturating_add(off), Resumed::WallClock(off));
+    if a.synced && now.synced == Some(true) && now.wall_us >= a.wall_us {
+        let off = now.wall_us - a.wall_us;
+        return (
+            a.at_us.saturating_add(off),
+            Resumed::WallClock(Duration::from_micros(off)),
+        );
     }
-    (a.at, Resumed::Unknown)
+    (a.at_us, Resumed::Unknown)
 }
 
 /// How long an answer of [`wall_clock_synced`] is reused.
@@ -351,45 +403,46 @@ fn boot_id() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-fn boottime_ms() -> u64 {
+fn boottime_us() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
     u64::try_from(t.tv_sec)
         .unwrap_or(0)
-        .saturating_mul(1000)
-        .saturating_add(u64::try_from(t.tv_nsec / 1_000_000).unwrap_or(0))
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::try_from(t.tv_nsec / 1_000).unwrap_or(0))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn reading(wall: u64, synced: Option<bool>, boot: &str, boottime: u64) -> Reading {
+    const MS: u64 = 1_000;
+
+    fn reading(wall_ms: u64, synced: Option<bool>, boot: &str, boottime_ms: u64) -> Reading {
         Reading {
-            wall: Timestamp(wall),
+            wall_us: wall_ms * MS,
             instant: Instant::now(),
+            boottime_us: boottime_ms * MS,
             synced,
             boot: Some(boot.to_owned()),
-            boottime,
         }
     }
 
-    fn anchor(at: u64, wall: u64, synced: bool, boot: &str, boottime: u64) -> Anchor {
+    fn anchor(at_ms: u64, wall_ms: u64, synced: bool, boot: &str, boottime_ms: u64) -> Anchor {
         Anchor {
-            at: Timestamp(at),
-            wall: Timestamp(wall),
+            at_us: at_ms * MS,
+            wall_us: wall_ms * MS,
             synced,
             boot: Some(boot.to_owned()),
-            boottime,
+            boottime_us: boottime_ms * MS,
         }
     }
 
     #[test]
     fn a_new_timeline_reads_as_the_wall_clock() {
         let now = reading(1_700_000_000_000, Some(true), "b1", 5_000);
-        assert_eq!(
-            bridge(None, &now),
-            (Timestamp(1_700_000_000_000), Resumed::Fresh)
-        );
+        assert_eq!(bridge(None, &now), (1_700_000_000_000 * MS, Resumed::Fresh));
+        let c = Clock::fresh();
+        assert_eq!(c.wall_map().offset_ms, 0, "no offset on a new timeline");
     }
 
     #[test]
@@ -399,10 +452,7 @@ mod tests {
         let now = reading(5, Some(false), "b1", 70_000);
         assert_eq!(
             bridge(Some(&a), &now),
-            (
-                Timestamp(1_060_000),
-                Resumed::SameBoot(Duration::from_secs(60))
-            )
+            (1_060_000 * MS, Resumed::SameBoot(Duration::from_secs(60)))
         );
     }
 
@@ -412,23 +462,20 @@ mod tests {
         let synced = reading(2_500_000, Some(true), "b2", 3_000);
         assert_eq!(
             bridge(Some(&a), &synced),
-            (
-                Timestamp(1_500_000),
-                Resumed::WallClock(Duration::from_secs(500))
-            )
+            (1_500_000 * MS, Resumed::WallClock(Duration::from_secs(500)))
         );
         // Not synchronised now (a Pi without an RTC, before NTP): the
         // wall clock's "advance" means nothing; ages resume from the save.
         let unsynced = reading(900_000_000, Some(false), "b2", 3_000);
         assert_eq!(
             bridge(Some(&a), &unsynced),
-            (Timestamp(1_000_000), Resumed::Unknown)
+            (1_000_000 * MS, Resumed::Unknown)
         );
         // Synchronised, but behind the save: the saved reading was wrong.
         let behind = reading(1_500_000, Some(true), "b2", 3_000);
         assert_eq!(
             bridge(Some(&a), &behind),
-            (Timestamp(1_000_000), Resumed::Unknown)
+            (1_000_000 * MS, Resumed::Unknown)
         );
         let a_unsynced = anchor(1_000_000, 2_000_000, false, "b1", 10_000);
         assert_eq!(bridge(Some(&a_unsynced), &synced).1, Resumed::Unknown);
@@ -436,20 +483,42 @@ mod tests {
 
     #[test]
     fn wall_map_places_past_and_future_moments() {
-        let m = WallMap {
-            at: Timestamp(1_000),
-            wall: Timestamp(1_700_000_000_000),
-        };
+        let m = WallMap::of(1_000 * MS, 1_700_000_000_000 * MS);
+        assert_eq!(m.at, Timestamp(1_000));
         assert_eq!(m.wall(Timestamp(1_000)), Timestamp(1_700_000_000_000));
         assert_eq!(m.wall(Timestamp(400)), Timestamp(1_699_999_999_400));
         assert_eq!(m.wall(Timestamp(3_000)), Timestamp(1_700_000_002_000));
         assert_eq!(m.wall(Timestamp(u64::MAX)), Timestamp(u64::MAX));
         assert_eq!(WallMap::IDENTITY.wall(Timestamp(42)), Timestamp(42));
-        let early = WallMap {
-            at: Timestamp(1_000_000),
-            wall: Timestamp(10),
-        };
+        let early = WallMap::of(1_000_000 * MS, 10 * MS);
         assert_eq!(early.wall(Timestamp(0)), Timestamp(0));
+    }
+
+    #[test]
+    fn the_offset_rounds_so_readings_a_few_microseconds_apart_agree() {
+        // A new timeline: the wall clock read a few µs before or after.
+        assert_eq!(offset_ms(5_000_000_400, 5_000_000_000), 0);
+        assert_eq!(offset_ms(5_000_000_000, 5_000_000_400), 0);
+        // A step of 8 days, give or take a few µs.
+        let eight_days_ms = 8 * 86_400_000;
+        assert_eq!(
+            offset_ms(5_000_000_003, 5_000_000_000 + eight_days_ms * 1_000),
+            eight_days_ms as i64
+        );
+        assert_eq!(offset_ms(5_000_000_000, 4_000_000_000), -1_000_000);
+    }
+
+    #[test]
+    fn a_resumed_timeline_keeps_the_offset_of_its_anchor() {
+        // Saved on this boot a moment ago, 8 days behind the wall clock:
+        // resumed, the timeline still reads 8 days behind, to the ms.
+        let c = Clock::fresh();
+        let mut a = c.anchor();
+        let eight_days_us = 8 * 86_400_000_000;
+        a.at_us -= eight_days_us;
+        let (resumed, how) = Clock::resume(Some(&a));
+        assert!(matches!(how, Resumed::SameBoot(_)), "{how:?}");
+        assert_eq!(resumed.wall_map().offset_ms, 8 * 86_400_000);
     }
 
     #[test]
@@ -470,9 +539,9 @@ mod tests {
         // Any answer is fine; asking must not fail or panic.
         let _ = sync_status();
         assert_eq!(wall_clock_synced(), wall_clock_synced());
-        assert!(boottime_ms() > 0);
+        assert!(boottime_us() > 0);
         let a = Clock::fresh().anchor();
-        assert!(a.wall.0 > 0);
+        assert!(a.wall_us > 0);
     }
 
     #[test]

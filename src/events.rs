@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Every event's counter label, in the order of [`totals`].
-pub const EVENTS: [&str; 13] = [
+pub const EVENTS: [&str; 14] = [
     "device_down",
     "device_back",
     "link_down",
@@ -32,6 +32,7 @@ pub const EVENTS: [&str; 13] = [
     "work_order_closed",
     "work_order_held",
     "config_refused",
+    "store_lost",
 ];
 
 static COUNTS: [AtomicU64; EVENTS.len()] = [const { AtomicU64::new(0) }; EVENTS.len()];
@@ -52,6 +53,7 @@ enum Counter {
     WorkOrderClosed,
     WorkOrderHeld,
     ConfigRefused,
+    StoreLost,
 }
 
 /// Adds `n` to `counter`: one relaxed atomic addition (suppressed readings
@@ -338,6 +340,32 @@ impl<E: Display> ConfigRefused<'_, E> {
     }
 }
 
+/// The store the previous run used is gone (moved aside as unusable,
+/// missing, replaced or an older copy): the gateway starts on a new store
+/// identity, with whatever state the file holds now.
+pub struct StoreLost<'a> {
+    /// Why it is considered lost.
+    pub reason: &'a str,
+    /// The identity the lost store's messages carried, if known.
+    pub previous: Option<&'a str>,
+    /// The new identity.
+    pub store: &'a str,
+}
+
+impl StoreLost<'_> {
+    /// Logs and counts it.
+    pub fn emit(self) {
+        tracing::error!(
+            reason = self.reason,
+            previous = self.previous.unwrap_or("-"),
+            store = self.store,
+            "the outbox store was lost: starting clean under a new store identity \
+             (sequence numbers and work-order keys do not continue the old store's)"
+        );
+        count(Counter::StoreLost, 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,7 +395,7 @@ mod tests {
     #[test]
     fn counters_are_in_the_order_of_their_labels() {
         assert_eq!(Counter::DeviceDown as usize, 0);
-        assert_eq!(Counter::ConfigRefused as usize, EVENTS.len() - 1);
+        assert_eq!(Counter::StoreLost as usize, EVENTS.len() - 1);
         assert_eq!(
             EVENTS[Counter::ReadingsSuppressed as usize],
             "readings_suppressed"

@@ -120,10 +120,10 @@ fn work_order_table(orders: &[&WorkOrder], wall: &WallMap) -> String {
 }
 
 /// One work order for scripts: the message published on its topic
-/// (`fieldgate.workorder/1`, docs/mqtt.md) without the topic's `seq`,
-/// which belongs to a publication, not to the work order.
+/// (`fieldgate.workorder/1`, docs/mqtt.md) without the topic's `seq` and
+/// `store`, which belong to a publication, not to the work order.
 fn as_json(wo: &WorkOrder, wall: &WallMap) -> Result<serde_json::Value, Reported> {
-    let encoded = payload::work_order(wo, 0, wall)
+    let encoded = payload::work_order(wo, 0, "", wall)
         .map_err(|e| e.to_string())
         .and_then(|bytes| {
             serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string())
@@ -132,6 +132,7 @@ fn as_json(wo: &WorkOrder, wall: &WallMap) -> Result<serde_json::Value, Reported
         Ok(mut value) => {
             if let Some(map) = value.as_object_mut() {
                 map.remove("seq");
+                map.remove("store");
             }
             Ok(value)
         }

@@ -68,6 +68,14 @@ pub enum Request {
         /// message just published.
         retained: bool,
     },
+    /// Not a message: the forwarder has a new session with the broker
+    /// (the first after start, or a reconnect). The rules stage answers by
+    /// publishing the current state of every alarm, open work order and
+    /// meter again, committed after every row already in the outbox, so
+    /// the broker's retained messages end at the newest state whatever a
+    /// backlog resends before them (and a broker that lost its retained
+    /// messages gets them back).
+    BrokerConnected,
 }
 
 /// Why an inbound message asks for nothing.

@@ -34,5 +34,5 @@ pub mod topics;
 
 pub use inbound::{InboundError, OperatorAction, Request, Who};
 pub use rules::{ALARM_SCHEMA, METER_SCHEMA, PayloadError, WORKORDER_SCHEMA};
-pub use status::StatusInfo;
+pub use status::{StatusInfo, StoreInfo};
 pub use topics::{InboundTopic, Topics};

@@ -14,7 +14,8 @@
 //! finite. Optional fields are written as `null` rather than left out, so
 //! a consumer sees every field of the version it reads. Every message
 //! carries the topic's `seq` (from the caller's per-topic sequencer, as
-//! for the data topics), and the forwarder may add `"hist":true` to one
+//! for the data topics) and beside it `store`, the store's identity (one
+//! `(store, topic, seq)` names one message), and the forwarder may add `"hist":true` to one
 //! that waited in the outbox; the schemas allow both.
 
 use std::collections::BTreeMap;
@@ -73,6 +74,7 @@ fn number(x: f64) -> Option<f64> {
 #[derive(Serialize)]
 struct WorkOrderMessage<'a> {
     schema: &'static str,
+    store: &'a str,
     seq: u64,
     id: &'a str,
     key: &'a str,
@@ -147,8 +149,14 @@ struct CmmsMessage<'a> {
 
 /// The work order (`fieldgate.workorder/1`), retained on
 /// `.../workorders/{id}` while open; `seq` is the topic's next sequence
-/// number; `wall` turns the work order's moments into wall-clock time.
-pub fn work_order(wo: &WorkOrder, seq: u64, wall: &WallMap) -> Result<Vec<u8>, PayloadError> {
+/// number in the store `store` (its identity); `wall` turns the work
+/// order's moments into wall-clock time.
+pub fn work_order(
+    wo: &WorkOrder,
+    seq: u64,
+    store: &str,
+    wall: &WallMap,
+) -> Result<Vec<u8>, PayloadError> {
     let trigger = match &wo.trigger {
         WoTrigger::Alarm {
             rule,
@@ -208,6 +216,7 @@ pub fn work_order(wo: &WorkOrder, seq: u64, wall: &WallMap) -> Result<Vec<u8>, P
     });
     let message = WorkOrderMessage {
         schema: WORKORDER_SCHEMA,
+        store,
         seq,
         id: &wo.id,
         key: &wo.key,
@@ -239,6 +248,7 @@ pub fn work_order(wo: &WorkOrder, seq: u64, wall: &WallMap) -> Result<Vec<u8>, P
 #[derive(Serialize)]
 struct AlarmMessage<'a> {
     schema: &'static str,
+    store: &'a str,
     seq: u64,
     rule: &'a str,
     state: &'static str,
@@ -255,7 +265,7 @@ struct AlarmMessage<'a> {
     cause: Option<Cause>,
 }
 
-/// The message without its `seq` and `ts` (set by the caller).
+/// The message without its `seq`, `store` and `ts` (set by the caller).
 fn alarm_message<'a>(
     rule: &'a Rule,
     state: AlarmState,
@@ -276,6 +286,7 @@ fn alarm_message<'a>(
     };
     AlarmMessage {
         schema: ALARM_SCHEMA,
+        store: "",
         seq: 0,
         rule: &rule.name,
         state: state.as_str(),
@@ -300,13 +311,14 @@ fn alarm_message<'a>(
 /// `.../alarms/{rule}`. `since` is when the alarm entered its state:
 /// [`Alarm::changed_at`], which is `event.at` except for a
 /// `chatter_cleared` event (the state did not change). `seq` is the
-/// topic's next sequence number; `wall` turns moments into wall-clock
-/// time.
+/// topic's next sequence number in the store `store`; `wall` turns
+/// moments into wall-clock time.
 pub fn alarm(
     event: &AlarmEvent,
     rule: &Rule,
     since: Timestamp,
     seq: u64,
+    store: &str,
     wall: &WallMap,
 ) -> Result<Vec<u8>, PayloadError> {
     let mut message = alarm_message(
@@ -319,6 +331,7 @@ pub fn alarm(
         wall,
     );
     message.seq = seq;
+    message.store = store;
     message.ts = stamp(wall, event.at);
     encode("alarm", &message)
 }
@@ -332,6 +345,7 @@ pub fn alarm_state(
     trigger: Option<&Trigger>,
     at: Timestamp,
     seq: u64,
+    store: &str,
     wall: &WallMap,
 ) -> Result<Vec<u8>, PayloadError> {
     let mut message = alarm_message(
@@ -344,6 +358,7 @@ pub fn alarm_state(
         wall,
     );
     message.seq = seq;
+    message.store = store;
     message.ts = stamp(wall, at);
     encode("alarm", &message)
 }
@@ -351,6 +366,7 @@ pub fn alarm_state(
 #[derive(Serialize)]
 struct MeterMessage<'a> {
     schema: &'static str,
+    store: &'a str,
     seq: u64,
     meter: &'a str,
     tag: &'a str,
@@ -383,11 +399,18 @@ impl Amount {
 }
 
 /// The meter message (`fieldgate.meter/1`), retained on
-/// `.../meters/{meter}`. `seq` is the topic's next sequence number;
-/// `wall` turns the report's moment into wall-clock time.
-pub fn meter(report: &MeterReport, seq: u64, wall: &WallMap) -> Result<Vec<u8>, PayloadError> {
+/// `.../meters/{meter}`. `seq` is the topic's next sequence number in
+/// the store `store`; `wall` turns the report's moment into wall-clock
+/// time.
+pub fn meter(
+    report: &MeterReport,
+    seq: u64,
+    store: &str,
+    wall: &WallMap,
+) -> Result<Vec<u8>, PayloadError> {
     let message = MeterMessage {
         schema: METER_SCHEMA,
+        store,
         seq,
         meter: &report.meter,
         tag: &report.tag,
@@ -410,6 +433,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// A store identity, as the store makes them.
+    const STORE: &str = "01KBX3J8W5R2Q9T7M4N6P0ZC1D";
     use crate::config::{
         AlarmConfig, Connection, Device, GatewayConfig, Meter, MeterKind, Priority,
         WorkOrderConfig, WorkOrderTemplate,
@@ -666,7 +692,7 @@ mod tests {
                 continue;
             };
             seq += 1;
-            let payload = work_order(wo, seq, &WallMap::IDENTITY).unwrap();
+            let payload = work_order(wo, seq, STORE, &WallMap::IDENTITY).unwrap();
             seen.push(check(&schema, &payload));
             // With the forwarder's "hist" too.
             let mut hist = b"{\"hist\":true,".to_vec();
@@ -679,7 +705,13 @@ mod tests {
         assert_eq!(hot_msg["seq"], 1);
         assert_eq!(hot_msg["type"], "corrective");
         assert_eq!(hot_msg["status"], "open");
-        assert_eq!(hot_msg["key"], "plant-a/gw1/pump1_hot/P-101/1");
+        assert_eq!(
+            hot_msg["key"],
+            format!(
+                "plant-a/gw1/pump1_hot/P-101/1-{}",
+                hot_msg["id"].as_str().unwrap()
+            )
+        );
         assert_eq!(hot_msg["created_at"], "2025-11-21T04:40:01.000Z");
         assert_eq!(hot_msg["location"], serde_json::Value::Null);
         assert_eq!(hot_msg["cmms"], serde_json::Value::Null);
@@ -755,7 +787,7 @@ mod tests {
         let ch = book.on_alarm_event(&ev[0], &hot(), &ctx, Vec::new(), 1);
         let good = check(
             &schema,
-            &work_order(ch[0].work_order().unwrap(), 1, &WallMap::IDENTITY).unwrap(),
+            &work_order(ch[0].work_order().unwrap(), 1, STORE, &WallMap::IDENTITY).unwrap(),
         );
         let broken = |f: &dyn Fn(&mut serde_json::Value)| {
             let mut v = good.clone();
@@ -829,7 +861,15 @@ mod tests {
             // As the caller would, right after the event: the state's start.
             messages.push(check(
                 &schema,
-                &alarm(event, rule, event.at, i as u64 + 1, &WallMap::IDENTITY).unwrap(),
+                &alarm(
+                    event,
+                    rule,
+                    event.at,
+                    i as u64 + 1,
+                    STORE,
+                    &WallMap::IDENTITY,
+                )
+                .unwrap(),
             ));
         }
         let states: Vec<&str> = messages
@@ -851,7 +891,7 @@ mod tests {
         );
         assert_eq!(
             messages[0],
-            json!({"schema": "fieldgate.alarm/1", "seq": 1, "rule": "pump1_hot",
+            json!({"schema": "fieldgate.alarm/1", "store": STORE, "seq": 1, "rule": "pump1_hot",
                    "state": "active_unacked", "active": true, "acked": false,
                    "shelved_until": null, "chattering": false, "priority": "medium",
                    "tag": "pump1.temp", "value": 85.0, "limit": 80.0,
@@ -875,6 +915,7 @@ mod tests {
                 engine.condition("pump1_hot").and_then(|c| c.trigger()),
                 t(100.0),
                 9,
+                STORE,
                 &WallMap::IDENTITY,
             )
             .unwrap(),
@@ -884,7 +925,7 @@ mod tests {
         let fresh = Alarm::new("pump1_hot", crate::rules::AlarmTiming::of(&hot, &alarms()));
         let state = check(
             &schema,
-            &alarm_state(&fresh, &hot, None, t(100.0), 1, &WallMap::IDENTITY).unwrap(),
+            &alarm_state(&fresh, &hot, None, t(100.0), 1, STORE, &WallMap::IDENTITY).unwrap(),
         );
         assert_eq!(
             (state["state"].as_str(), state["acked"].as_bool()),
@@ -909,10 +950,13 @@ mod tests {
             due: true,
             at: t(0.0),
         };
-        let v = check(&schema, &meter(&report, 3, &WallMap::IDENTITY).unwrap());
+        let v = check(
+            &schema,
+            &meter(&report, 3, STORE, &WallMap::IDENTITY).unwrap(),
+        );
         assert_eq!(
             v,
-            json!({"schema": "fieldgate.meter/1", "seq": 3, "meter": "pump1_hours",
+            json!({"schema": "fieldgate.meter/1", "store": STORE, "seq": 3, "meter": "pump1_hours",
                    "tag": "pump1.running", "kind": "runtime", "value": 500.0028, "unit": "h",
                    "next_due": 500.0, "due": true, "ts": "2025-11-21T04:40:00.000Z"})
         );
@@ -923,7 +967,10 @@ mod tests {
             due: false,
             ..report
         };
-        let v = check(&schema, &meter(&count, 1, &WallMap::IDENTITY).unwrap());
+        let v = check(
+            &schema,
+            &meter(&count, 1, STORE, &WallMap::IDENTITY).unwrap(),
+        );
         assert_eq!(
             (v["value"].as_u64(), v["unit"].as_str()),
             (Some(1234), Some("count"))
@@ -950,7 +997,7 @@ mod tests {
         state.observe(Some(&Value::Bool(true)), &Quality::Good, t(90.0));
         let v = check(
             &schema,
-            &meter(&state.report(t(90.0)), 2, &WallMap::IDENTITY).unwrap(),
+            &meter(&state.report(t(90.0)), 2, STORE, &WallMap::IDENTITY).unwrap(),
         );
         assert_eq!(v["value"], 0.025);
         assert_eq!(v["next_due"], 1.0);
@@ -999,10 +1046,11 @@ mod tests {
         let eight_days = 8 * 86_400_000;
         let wall = WallMap {
             at: t(100.0),
-            wall: Timestamp(t(100.0).as_millis() + eight_days),
+            offset_ms: eight_days as i64,
         };
         let v: serde_json::Value =
-            serde_json::from_slice(&meter(&state.report(t(90.0)), 1, &wall).unwrap()).unwrap();
+            serde_json::from_slice(&meter(&state.report(t(90.0)), 1, STORE, &wall).unwrap())
+                .unwrap();
         assert_eq!(
             v["ts"],
             rfc3339(Timestamp(t(90.0).as_millis() + eight_days))

@@ -2,7 +2,8 @@
 //! `docs/schemas/status.json`).
 //!
 //! ```json
-//! {"state":"online","version":"0.1.0","config":"fb66…","started":"2026-11-21T06:38:25.305Z","ts":"2026-11-21T06:38:25.412Z"}
+//! {"state":"online","version":"0.1.0","config":"fb66…","started":"2026-11-21T06:38:25.305Z","ts":"2026-11-21T06:38:25.412Z",
+//!  "store":"01KBX3J8W5R2Q9T7M4N6P0ZC1D","store_start":"lost","store_reason":"the store file was unusable and moved aside: …","store_previous":"01KB…"}
 //! {"state":"offline","version":"0.1.0","config":"fb66…","started":"2026-11-21T06:38:25.305Z","ts":"2026-11-21T06:40:01.007Z"}
 //! {"state":"offline","version":"0.1.0","config":"fb66…","started":"2026-11-21T06:38:25.305Z"}
 //! ```
@@ -10,7 +11,9 @@
 //! `online` is published on every CONNACK; `offline` on a clean stop (a
 //! clean DISCONNECT does not fire the Will). The Last Will is made when the
 //! connection options are built, long before the broker sends it, so it
-//! has no `ts`. An empty config hash is left out.
+//! has no `ts`. An empty config hash is left out. `store` is the identity
+//! the run's messages carry and `store_start` how it came to be (a lost
+//! store is said here, retained, until the next start).
 
 use std::time::SystemTime;
 
@@ -27,6 +30,21 @@ pub struct StatusInfo {
     pub config: String,
     /// When the process started.
     pub started: SystemTime,
+    /// The store's identity, when known.
+    pub store: Option<StoreInfo>,
+}
+
+/// The store's identity as the status reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreInfo {
+    /// The identity (`store` in every message).
+    pub id: String,
+    /// `kept`, `new`, `renewed` or `lost`.
+    pub start: &'static str,
+    /// Why it was renewed or lost.
+    pub reason: Option<String>,
+    /// The lost store's identity, if known.
+    pub previous: Option<String>,
 }
 
 impl StatusInfo {
@@ -36,6 +54,7 @@ impl StatusInfo {
             version: env!("CARGO_PKG_VERSION"),
             config: config.into(),
             started,
+            store: None,
         }
     }
 }
@@ -49,6 +68,14 @@ struct Status<'a> {
     started: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     ts: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_start: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_previous: Option<&'a str>,
 }
 
 fn status(state: &str, info: &StatusInfo, ts: Option<SystemTime>) -> Vec<u8> {
@@ -58,6 +85,10 @@ fn status(state: &str, info: &StatusInfo, ts: Option<SystemTime>) -> Vec<u8> {
         config: Some(info.config.as_str()).filter(|c| !c.is_empty()),
         started: timestamp(info.started),
         ts: ts.map(timestamp),
+        store: info.store.as_ref().map(|s| s.id.as_str()),
+        store_start: info.store.as_ref().map(|s| s.start),
+        store_reason: info.store.as_ref().and_then(|s| s.reason.as_deref()),
+        store_previous: info.store.as_ref().and_then(|s| s.previous.as_deref()),
     };
     // Serializing strings and a struct into a Vec cannot fail.
     serde_json::to_vec(&status).unwrap_or_default()
@@ -84,6 +115,7 @@ mod tests {
             version: "0.1.0",
             config: "ab".repeat(32),
             started: UNIX_EPOCH + Duration::from_millis(1_763_706_000_123),
+            store: None,
         }
     }
 
@@ -113,6 +145,24 @@ mod tests {
             serde_json::from_slice(&offline(&info(), Some(SystemTime::now()))).unwrap();
         assert_eq!(stop["state"], "offline");
         assert!(stop["ts"].is_string());
+    }
+
+    #[test]
+    fn a_lost_store_is_said_in_every_status() {
+        let mut i = info();
+        i.store = Some(StoreInfo {
+            id: "01KBX3J8W5R2Q9T7M4N6P0ZC1D".into(),
+            start: "lost",
+            reason: Some("moved aside".into()),
+            previous: None,
+        });
+        for payload in [online(&i, SystemTime::now()), offline(&i, None)] {
+            let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+            assert_eq!(v["store"], "01KBX3J8W5R2Q9T7M4N6P0ZC1D");
+            assert_eq!(v["store_start"], "lost");
+            assert_eq!(v["store_reason"], "moved aside");
+            assert!(v.get("store_previous").is_none());
+        }
     }
 
     #[test]

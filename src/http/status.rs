@@ -16,6 +16,7 @@ use super::{HttpState, gather};
 use crate::contract::json::timestamp;
 use crate::modbus::DeviceSnapshot;
 use crate::rules::Timestamp;
+use crate::store::{StoreIdentity, StoreStart};
 use crate::tag::{DataType, Tag, Value};
 use crate::telemetry::{DeviceSeen, Snapshot};
 
@@ -84,6 +85,7 @@ pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceSeen>], actions: bool) -> 
             "messages": st.messages,
             "bytes": st.bytes,
             "oldest_age_s": st.oldest_age.map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            "store": st.identity.as_ref().map(store_identity),
         })),
         "mqtt": {
             "connected": s.mqtt.connected,
@@ -92,6 +94,21 @@ pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceSeen>], actions: bool) -> 
             "acked": s.mqtt.acked,
             "last_error": s.mqtt.last_error,
         },
+    })
+}
+
+/// The store's identity and how this run's store started (a lost store
+/// shows here until the next start).
+fn store_identity(identity: &StoreIdentity) -> JsonValue {
+    let previous = match &identity.start {
+        StoreStart::Lost { previous, .. } => previous.as_deref(),
+        _ => None,
+    };
+    json!({
+        "id": identity.id,
+        "start": identity.start.as_str(),
+        "reason": identity.start.reason(),
+        "previous": previous,
     })
 }
 

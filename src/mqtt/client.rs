@@ -227,6 +227,7 @@ mod tests {
             topics: crate::contract::Topics::new("fieldgate", "s", "gw"),
             config_hash: "h".into(),
             started: std::time::SystemTime::UNIX_EPOCH,
+            store: None,
         };
         let options = mqtt_options(&cfg).unwrap();
         assert!(!options.clean_session(), "the broker keeps the session");

@@ -12,16 +12,28 @@ use crate::reading::Batch;
 use crate::store::{Kind, OutMessage};
 
 /// Numbers the messages of each topic 1, 2, 3, … without gaps, so a
-/// consumer can see both duplicates and losses.
+/// consumer can see both duplicates and losses; every number goes out
+/// with the store's identity ([`store`](Self::store)), which tells a new
+/// store (numbers that may start again) from a duplicate.
 #[derive(Debug, Default)]
 pub struct Sequencer {
+    store: String,
     last: HashMap<String, u64>,
 }
 
 impl Sequencer {
-    /// Continues from the last numbers committed (after a restart).
-    pub fn resume(last: HashMap<String, u64>) -> Sequencer {
-        Sequencer { last }
+    /// Continues from the last numbers committed (after a restart) in the
+    /// store whose identity is `store`.
+    pub fn resume(store: &str, last: HashMap<String, u64>) -> Sequencer {
+        Sequencer {
+            store: store.to_owned(),
+            last,
+        }
+    }
+
+    /// The store's identity, carried beside every `seq`.
+    pub fn store(&self) -> &str {
+        &self.store
     }
 
     /// The next number of `topic`.
@@ -74,7 +86,7 @@ pub fn messages(
     let topic = config.topics.data(device);
     let seq = sequencer.next(&topic);
     out.push(OutMessage {
-        payload: payload::device_message(batch, &picked, seq),
+        payload: payload::device_message(batch, &picked, seq, sequencer.store()),
         topic,
         seq,
         qos: config.qos,
@@ -93,7 +105,7 @@ pub fn messages(
             let topic = config.topics.data_tag(device, &tag.name);
             let seq = sequencer.next(&topic);
             out.push(OutMessage {
-                payload: payload::tag_message(batch, reading, seq),
+                payload: payload::tag_message(batch, reading, seq, sequencer.store()),
                 topic,
                 seq,
                 qos: config.qos,
@@ -116,7 +128,8 @@ mod tests {
         assert_eq!(s.next("a"), 1);
         assert_eq!(s.next("a"), 2);
         assert_eq!(s.next("b"), 1);
-        let mut s = Sequencer::resume(HashMap::from([("a".to_string(), 41)]));
+        let mut s = Sequencer::resume("01S", HashMap::from([("a".to_string(), 41)]));
         assert_eq!(s.next("a"), 42);
+        assert_eq!(s.store(), "01S");
     }
 }

@@ -123,7 +123,7 @@ async fn steps(
     // the store's timeline, which a step of the wall clock does not move.
     let clock = *store.clock();
     let mut filter = Filter::new();
-    let mut sequencer = Sequencer::resume(store.topic_seqs().await?);
+    let mut sequencer = Sequencer::resume(&store.identity().id, store.topic_seqs().await?);
     let mut step = rules.restore(store, &mut sequencer).await?;
     commit(store, &mut rules, step, Instant::now()).await?;
     telemetry.publish_rules(rules.view());

@@ -8,7 +8,16 @@
 //! alarms/+/ack, /shelve ─► Engine::ack, shelve ─┘                 ▲
 //! workorders/+/status ──────────────────────────────────────────┘ (closed: empty retained message)
 //! Batch ─────────► MeterState::observe ─► meters/{name} (retained), MeterDue ─► WorkOrderBook
+//! new broker session ─► every alarm, open work order and meter again (retained)
 //! ```
+//!
+//! # Retained state
+//!
+//! The forwarder announces every new broker session (the first after a
+//! start, and each reconnect) on the inbound channel; the stage answers
+//! by queuing the current state of every alarm, open work order and meter
+//! (`RulesStage::republish`), so the broker's retained messages end at
+//! the newest state whatever rows an earlier run left in the outbox.
 //!
 //! # Persistence
 //!
@@ -108,6 +117,9 @@ pub struct RulesStage {
     /// (durations, the rows' `created_at`) and how its moments read as
     /// wall-clock time in the messages. Set by every entry point.
     now: WallMap,
+    /// The retained state was republished at least once (closed work
+    /// orders' topics are cleared only the first time).
+    republished: bool,
 }
 
 impl RulesStage {
@@ -156,6 +168,7 @@ impl RulesStage {
             last_save: None,
             save_pending: false,
             now: WallMap::IDENTITY,
+            republished: false,
         })
     }
 
@@ -187,10 +200,10 @@ impl RulesStage {
     }
 
     /// Puts back the state saved in the store, and returns the messages
-    /// that bring the broker's retained topics in line with the config: the
-    /// state of every alarm that had none saved (a first start, a new
-    /// rule), and an empty retained message for rules and meters that are
-    /// gone.
+    /// that clear the broker's retained topics of rules and meters that
+    /// are gone from the config. The state of every alarm (a new rule's
+    /// included) goes out at each new broker session
+    /// ([`Request::BrokerConnected`]).
     ///
     /// A saved blob that cannot be read (written by an incompatible
     /// version) is logged, kept under `{key}.unreadable` and replaced by a
@@ -205,15 +218,12 @@ impl RulesStage {
         let mut step = Step::default();
         self.now = store.clock().wall_map();
         let now = self.now.at;
-        let mut restored_rules = Vec::new();
         if let Some(saved) = load::<SavedEngine>(store, STATE_ENGINE).await? {
             let report = self.engine.restore(&saved);
             if report.version_mismatch {
                 tracing::error!(
                     "saved alarm state has another layout version; alarms start from normal"
                 );
-            } else {
-                restored_rules = saved.rules.iter().map(|r| r.name.clone()).collect();
             }
             for rule in &report.conditions_reset {
                 tracing::info!(%rule, "rule condition changed kind; its condition starts afresh, its alarm state is kept");
@@ -224,26 +234,6 @@ impl RulesStage {
                 let n = seq.next(&topic);
                 step.messages
                     .push(state_message(topic, n, Vec::new(), Kind::Alarm, now));
-            }
-            step.need(Save::Now);
-        }
-        for rule in &self.rules {
-            if restored_rules.contains(&rule.name) {
-                continue;
-            }
-            let Some(alarm) = self.engine.alarm(&rule.name) else {
-                continue;
-            };
-            let trigger = self.engine.condition(&rule.name).and_then(|c| c.trigger());
-            let topic = self.topics.alarm(&rule.name);
-            let n = seq.next(&topic);
-            match payload::alarm_state(alarm, rule, trigger, now, n, &self.now) {
-                Ok(p) => step
-                    .messages
-                    .push(state_message(topic, n, p, Kind::Alarm, now)),
-                Err(e) => {
-                    tracing::error!(rule = %rule.name, error = %e, "cannot encode the alarm state")
-                }
             }
             step.need(Save::Now);
         }
@@ -349,6 +339,7 @@ impl RulesStage {
     ) {
         self.now = now;
         match request {
+            Request::BrokerConnected => self.republish(seq, step),
             Request::Alarm { rule, action } => {
                 self.operator(rule, action.clone(), now.at, seq, step)
             }
@@ -371,6 +362,96 @@ impl RulesStage {
                 Err(e) => tracing::warn!(error = %e, "work-order status ignored"),
             },
         }
+    }
+
+    /// The broker has a new session (the first after start, or a
+    /// reconnect): publishes the current state of every alarm, every open
+    /// work order and every meter again, retained. Queued now, these rows
+    /// come after every row of their topic already in the outbox, so the
+    /// broker's retained message ends at the newest state whatever the
+    /// backlog resends first: the forwarder sends backlog rows in id
+    /// order, and sends a backlog row without the retain flag once a newer
+    /// retained row of its topic went out. Without this, an older backlog
+    /// row left unconfirmed by the previous run (its newer state confirmed
+    /// and deleted before the stop) went out retained after a restart and
+    /// became the broker's state. The first time a stage does this, it
+    /// also clears the topics of the closed work orders it keeps, which an
+    /// older row could have brought back the same way.
+    ///
+    /// Not a change of state: no history, no save.
+    fn republish(&mut self, seq: &mut Sequencer, step: &mut Step) {
+        let at = self.now.at;
+        let mut alarms = 0;
+        for rule in &self.rules {
+            let Some(alarm) = self.engine.alarm(&rule.name) else {
+                continue;
+            };
+            let trigger = self.engine.condition(&rule.name).and_then(|c| c.trigger());
+            let topic = self.topics.alarm(&rule.name);
+            let n = seq.next(&topic);
+            match payload::alarm_state(alarm, rule, trigger, at, n, seq.store(), &self.now) {
+                Ok(p) => {
+                    step.messages
+                        .push(state_message(topic, n, p, Kind::Alarm, at));
+                    alarms += 1;
+                }
+                Err(e) => {
+                    tracing::error!(rule = %rule.name, error = %e, "cannot encode the alarm state")
+                }
+            }
+        }
+        let mut open = 0;
+        let mut cleared = 0;
+        for wo in self.book.all() {
+            let is_open = wo.status.is_open();
+            if !is_open && self.republished {
+                continue;
+            }
+            let topic = self.topics.workorder(&wo.id);
+            let n = seq.next(&topic);
+            let body = if is_open {
+                match payload::work_order(wo, n, seq.store(), &self.now) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(id = %wo.id, error = %e, "cannot encode the work order");
+                        continue;
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            if is_open {
+                open += 1;
+            } else {
+                cleared += 1;
+            }
+            step.messages
+                .push(state_message(topic, n, body, Kind::WorkOrder, at));
+        }
+        for state in &self.meters {
+            let report = state.report(at);
+            let topic = self.topics.meter(&report.meter);
+            let n = seq.next(&topic);
+            match payload::meter(&report, n, seq.store(), &self.now) {
+                Ok(p) => step
+                    .messages
+                    .push(state_message(topic, n, p, Kind::Meter, at)),
+                Err(e) => {
+                    tracing::error!(meter = %report.meter, error = %e, "cannot encode the meter")
+                }
+            }
+        }
+        self.republished = true;
+        if alarms + open + cleared + self.meters.len() == 0 {
+            return;
+        }
+        tracing::info!(
+            alarms,
+            open_work_orders = open,
+            closed_work_orders_cleared = cleared,
+            meters = self.meters.len(),
+            "broker connected: republishing the current retained state"
+        );
     }
 
     /// Whether the state should be saved now, given what `step` asks and
@@ -472,7 +553,7 @@ impl RulesStage {
             log_alarm(&event);
             let topic = self.topics.alarm(&event.rule);
             let n = seq.next(&topic);
-            match payload::alarm(&event, rule, since, n, &self.now) {
+            match payload::alarm(&event, rule, since, n, seq.store(), &self.now) {
                 Ok(p) => {
                     step.history.push(HistoryEntry {
                         at: self.now.system_time(event.at),
@@ -514,7 +595,7 @@ impl RulesStage {
             MeterChange::Publish(report) => {
                 let topic = self.topics.meter(&report.meter);
                 let n = seq.next(&topic);
-                match payload::meter(&report, n, &self.now) {
+                match payload::meter(&report, n, seq.store(), &self.now) {
                     Ok(p) => {
                         step.messages
                             .push(state_message(topic, n, p, Kind::Meter, self.now.at))
@@ -600,7 +681,7 @@ impl RulesStage {
             let topic = self.topics.workorder(&wo.id);
             let n = seq.next(&topic);
             let cleared = matches!(change, WoChange::Cleared(_));
-            match payload::work_order(wo, n, &self.now) {
+            match payload::work_order(wo, n, seq.store(), &self.now) {
                 Ok(p) => {
                     step.history.push(HistoryEntry {
                         at: self.now.system_time(wo.updated_at),

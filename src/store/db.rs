@@ -13,8 +13,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 
 use super::evict::{self, Bounds, Budget, Evicted, MIN_MAX_BYTES, RateLimited};
 use super::history::{self, Kept};
-use super::schema;
-use super::{HISTORY_ROWS, HistoryEntry, Kind, OutMessage, Row, Stats, StoreError};
+use super::{HISTORY_ROWS, HistoryEntry, Kind, OutMessage, Row, Stats, StoreError, StoreIdentity};
+use super::{identity, schema};
 use crate::clock::{Anchor, Clock, Resumed, Timestamp};
 use crate::config::StoreConfig;
 use crate::events::ReadingsEvicted;
@@ -81,6 +81,8 @@ pub(super) struct Outbox {
     next_age_check: Option<Instant>,
     /// What the `history` table holds.
     history: Kept,
+    /// This run's identity (fixed at open).
+    identity: StoreIdentity,
     /// Held until the connection is closed (declared after `conn`, so it
     /// is dropped after it too): a second fieldgate cannot open the file.
     _lock: super::lock::InstanceLock,
@@ -222,7 +224,7 @@ fn file_len(path: &std::path::Path) -> u64 {
 impl Outbox {
     /// Opens the file (see `schema`) and applies the bounds.
     pub fn open(config: &StoreConfig) -> Result<Outbox, StoreError> {
-        let (conn, lock) = schema::open(&config.path, config.durability)?;
+        let (conn, lock, identity) = schema::open(&config.path, config.durability)?;
         let page_size: i64 = conn
             .pragma_query_value(None, "page_size", |r| r.get(0))
             .map_err(|e| fail("reading page_size", e))?;
@@ -283,11 +285,13 @@ impl Outbox {
             other_log: RateLimited::new(EVICTION_LOG_INTERVAL),
             next_age_check: None,
             history: kept,
+            identity,
             _lock: lock,
         };
         outbox.set_max_pages()?;
         tracing::info!(
             path = %outbox.path.display(),
+            store = %outbox.identity.id,
             rows = outbox.messages,
             last_id = outbox.last_id,
             max_bytes = budget.max_bytes,
@@ -299,6 +303,11 @@ impl Outbox {
     /// The timeline, continued from the file's saved anchor.
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// This run's identity.
+    pub fn identity(&self) -> &StoreIdentity {
+        &self.identity
     }
 
     /// Id of the newest committed row.
@@ -697,6 +706,7 @@ impl Outbox {
             last_id: self.last_id,
             rejected: self.rejected,
             max_bytes: self.budget.max_bytes,
+            identity: Some(self.identity.clone()),
         })
     }
 
@@ -820,6 +830,7 @@ impl Outbox {
         if let Some(n) = self.other_log.take() {
             self.log_other(n);
         }
+        identity::mark_stopped(&self.conn);
         self.checkpoint("TRUNCATE");
         let path = std::mem::take(&mut self.path);
         self.conn

@@ -299,10 +299,7 @@ impl Inspector {
         Ok(self
             .saved_state(super::db::STATE_CLOCK)?
             .and_then(|(blob, _)| serde_json::from_slice::<Anchor>(&blob).ok())
-            .map(|a| WallMap {
-                at: a.at,
-                wall: a.wall,
-            })
+            .map(|a| a.wall_map())
             .unwrap_or(WallMap::IDENTITY))
     }
 }

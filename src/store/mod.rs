@@ -23,6 +23,8 @@
 //! * `history`: the `history` table and its own bounds;
 //! * `schema`: migrations, connection settings, moving a damaged file aside;
 //! * `lock`: one fieldgate per store file;
+//! * `identity`: the store's identity (the `store` field of every message)
+//!   and how a lost or rewound store is told from a restart;
 //! * [`inspect`]: read-only access for the inspection commands, which
 //!   works while the gateway runs.
 //!
@@ -54,6 +56,14 @@
 //! entries, and no more than an eighth of the outbox's share of
 //! `max_bytes`; older ones are pruned in the commit that adds new ones.
 //!
+//! # Identity
+//!
+//! Every message carries the store's identity ([`StoreHandle::identity`])
+//! beside its `seq`, so one `(store, topic, seq)` names one message ever.
+//! The identity is renewed whenever the store may have gone back in time
+//! (a new file, an unclean stop, a file moved aside, missing, replaced or
+//! rewound: the rule is in `identity`); [`StoreStart`] says which.
+//!
 //! # Readers
 //!
 //! The owner thread is the only writer. Other processes may read the file
@@ -64,6 +74,7 @@
 mod db;
 mod evict;
 mod history;
+mod identity;
 pub mod inspect;
 mod lock;
 mod schema;
@@ -258,6 +269,63 @@ pub struct Stats {
     /// The size bound in force (`max_bytes`, raised to [`MIN_MAX_BYTES`]
     /// if it was set lower).
     pub max_bytes: u64,
+    /// The store's identity for this run (`None` only in hand-made figures).
+    pub identity: Option<StoreIdentity>,
+}
+
+/// The store's identity for this run: what every message carries as
+/// `store` beside its `seq` (docs/mqtt.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreIdentity {
+    /// A ULID (sorts by creation time: a later identity is a newer one).
+    pub id: String,
+    /// Why the identity is what it is.
+    pub start: StoreStart,
+}
+
+/// How this run's store relates to the previous run's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreStart {
+    /// The same file, stopped cleanly: the identity is kept.
+    Kept,
+    /// A new file with no trace of an earlier one (or the first start of a
+    /// file from before identities).
+    New,
+    /// The same file after an unclean stop: it may have lost its last
+    /// commits, so the identity is new; its state is kept.
+    Renewed {
+        /// Why.
+        reason: String,
+    },
+    /// The previous store is gone (moved aside as unusable, missing,
+    /// replaced, or an older copy): a new identity, and whatever state the
+    /// file holds now (none for a new file).
+    Lost {
+        /// What happened, for the log and the status.
+        reason: String,
+        /// The identity the previous store's messages carried, if known.
+        previous: Option<String>,
+    },
+}
+
+impl StoreStart {
+    /// `kept`, `new`, `renewed` or `lost`, as in the status.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StoreStart::Kept => "kept",
+            StoreStart::New => "new",
+            StoreStart::Renewed { .. } => "renewed",
+            StoreStart::Lost { .. } => "lost",
+        }
+    }
+
+    /// The reason given for a renewed or lost store.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            StoreStart::Renewed { reason } | StoreStart::Lost { reason, .. } => Some(reason),
+            StoreStart::Kept | StoreStart::New => None,
+        }
+    }
 }
 
 /// What went wrong in the store.
@@ -279,6 +347,8 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct StoreHandle {
     committed: watch::Receiver<i64>,
+    /// Fixed for the life of the thread.
+    identity: Arc<StoreIdentity>,
     tx: mpsc::Sender<Command>,
     /// Permits for [`QUEUE_BYTES`]: an insert holds its bytes' worth until
     /// the owner thread has taken it.
@@ -319,6 +389,7 @@ pub fn open(config: &StoreConfig) -> Result<(StoreHandle, StoreGuard), StoreErro
             tracing::error!(error = %e, "cannot start the outbox");
             e
         })?;
+    let identity = Arc::new(outbox.identity().clone());
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let (committed_tx, committed_rx) = watch::channel(outbox.last_id());
     let (close_tx, close_rx) = oneshot::channel();
@@ -334,6 +405,7 @@ pub fn open(config: &StoreConfig) -> Result<(StoreHandle, StoreGuard), StoreErro
     Ok((
         StoreHandle {
             committed: committed_rx,
+            identity,
             tx,
             queued_bytes: Arc::new(Semaphore::new(QUEUE_BYTES)),
             clock,
@@ -446,6 +518,12 @@ impl StoreHandle {
     /// that inserted rows.
     pub fn committed(&self) -> watch::Receiver<i64> {
         self.committed.clone()
+    }
+
+    /// The store's identity for this run (every message carries its `id`
+    /// beside `seq`).
+    pub fn identity(&self) -> &StoreIdentity {
+        &self.identity
     }
 
     /// The last sequence number committed per topic.

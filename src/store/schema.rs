@@ -24,15 +24,17 @@
 //! database, fails `PRAGMA quick_check`, or carries another application's
 //! id is renamed to `<name>.corrupt-<unix time>` (with its `-wal` and
 //! `-shm`) and a new store is started: never deleted, so it can be looked
-//! at or recovered by hand.
+//! at or recovered by hand. Once the file is open, `identity` settles the
+//! store's identity for the run (a moved-aside file makes it a lost store).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-use super::StoreError;
+use super::identity;
 use super::lock::{self, InstanceLock};
+use super::{StoreError, StoreIdentity};
 use crate::config::Durability;
 
 /// `PRAGMA application_id` of a fieldgate store: "FGAT".
@@ -129,26 +131,32 @@ enum Unusable {
 }
 
 /// Opens (creating, migrating or replacing) the store at `path`, holding
-/// its lock: keep the lock until the connection is closed.
+/// its lock: keep the lock until the connection is closed. Also settles
+/// the store's identity for this run (`identity`).
 pub(super) fn open(
     path: &Path,
     durability: Durability,
-) -> Result<(Connection, InstanceLock), StoreError> {
+) -> Result<(Connection, InstanceLock, StoreIdentity), StoreError> {
     ensure_parent(path)?;
     // Before anything else: a file in use is never moved aside.
     let lock = lock::acquire(path, BUSY_TIMEOUT)?;
-    let conn = open_locked(path, durability)?;
-    Ok((conn, lock))
+    let (conn, moved_aside) = open_locked(path, durability)?;
+    let identity = identity::establish(&conn, path, moved_aside.as_deref())?;
+    Ok((conn, lock, identity))
 }
 
-/// [`open`] once the lock is held.
-fn open_locked(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+/// [`open`] once the lock is held; also returns why the previous file was
+/// moved aside, if it was.
+fn open_locked(
+    path: &Path,
+    durability: Durability,
+) -> Result<(Connection, Option<String>), StoreError> {
     match try_open(path, durability) {
-        Ok(conn) => Ok(conn),
+        Ok(conn) => Ok((conn, None)),
         Err(Unusable::Fail(e)) => Err(e),
         Err(Unusable::MoveAside(reason)) => {
             move_aside(path, &reason)?;
-            try_open(path, durability).map_err(|e| match e {
+            let conn = try_open(path, durability).map_err(|e| match e {
                 Unusable::Fail(e) => e,
                 Unusable::MoveAside(reason) => {
                     let e = StoreError::Sqlite(format!(
@@ -158,7 +166,8 @@ fn open_locked(path: &Path, durability: Durability) -> Result<Connection, StoreE
                     tracing::error!(error = %e, "cannot start the outbox");
                     e
                 }
-            })
+            })?;
+            Ok((conn, Some(reason)))
         }
     }
 }
@@ -456,7 +465,7 @@ mod tests {
             )
             .unwrap();
         }
-        let (conn, _lock) = open(&path, Durability::Normal).unwrap();
+        let (conn, _lock, _) = open(&path, Durability::Normal).unwrap();
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();

@@ -428,6 +428,19 @@ fn outbox(out: &mut Out, s: &Snapshot) {
         &[("kind", "other")],
         st.evicted_other,
     );
+    if let Some(identity) = &st.identity {
+        out.family(
+            "fieldgate_store_info",
+            "gauge",
+            "Always 1: the store identity messages carry this run, and how it started \
+             (kept, new, renewed after an unclean stop, or lost: the previous store is gone).",
+        );
+        out.int(
+            "fieldgate_store_info",
+            &[("store", &identity.id), ("start", identity.start.as_str())],
+            1,
+        );
+    }
 }
 
 fn mqtt(out: &mut Out, s: &Snapshot) {

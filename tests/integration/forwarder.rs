@@ -71,6 +71,7 @@ impl Gateway {
             topics: topics.clone(),
             config_hash: "0123456789abcdef".repeat(4),
             started: SystemTime::now(),
+            store: None,
         };
         let started = forwarder_fixture::start(cfg, &store);
         Gateway {
@@ -252,6 +253,14 @@ async fn delivers_the_outbox_in_order_then_empties_it() {
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     assert!(v["ts"].is_string() && v["started"].is_string());
     assert!(schema.is_valid(&v), "{v}");
+
+    // The new session is announced first, so the pipeline republishes
+    // the retained state.
+    let first = timeout(Duration::from_secs(5), gateway.inbound.recv())
+        .await
+        .expect("connection announced within 5 s")
+        .unwrap();
+    assert_eq!(first.request, Request::BrokerConnected);
 
     // Inbound: an operator's ack reaches the inbound channel.
     let ack_topic = format!("{base}/alarms/hot/ack");
@@ -679,6 +688,10 @@ async fn next_by(inbound: &mut mpsc::Receiver<Inbound>, by: &str) -> Inbound {
             .await
             .unwrap_or_else(|_| panic!("the ack by {by} within 5 s"))
             .expect("the forwarder passes requests on");
+        if m.request == Request::BrokerConnected {
+            // Each new session is announced (the pipeline republishes).
+            continue;
+        }
         match signed(&m) {
             Some(b) if b == by => return m,
             Some(b) if b.starts_with("probe") => m.handled.done(),
@@ -713,7 +726,11 @@ async fn subscribed(operator: &Subscriber, topic: &str, inbound: &mut mpsc::Rece
             )
             .await
             .unwrap();
-        if let Ok(Some(m)) = timeout(Duration::from_millis(200), inbound.recv()).await {
+        while let Ok(Some(m)) = timeout(Duration::from_millis(200), inbound.recv()).await {
+            // The announcement of the new session comes first.
+            if m.request == Request::BrokerConnected {
+                continue;
+            }
             assert!(signed(&m).is_some_and(|b| b.starts_with("probe")));
             m.handled.done();
             return;
@@ -754,6 +771,7 @@ async fn inbound_messages_are_acknowledged_only_once_handled() {
         topics: Topics::new("fieldgate", SITE, gw),
         config_hash: "0123456789abcdef".repeat(4),
         started: SystemTime::now(),
+        store: None,
     };
     let operator = Subscriber::start(broker, "operator-acks", &format!("{base}/status")).await;
 
@@ -850,6 +868,7 @@ async fn an_inbound_message_unacknowledged_at_a_network_cut_comes_again() {
         topics: Topics::new("fieldgate", SITE, gw),
         config_hash: "0123456789abcdef".repeat(4),
         started: SystemTime::now(),
+        store: None,
     };
     let operator = Subscriber::start(broker, "operator-cut", &format!("{base}/status")).await;
     let mut fw = forwarder_fixture::start(cfg.clone(), &store);

@@ -251,6 +251,17 @@ async fn metrics_and_status_agree_with_the_broker() {
     assert_eq!(device["tags"][0]["unit"], "degC");
     assert!(device["tags"][0]["value"].is_number());
     assert_eq!(s["mqtt"]["connected"], true);
+    // The store: a new one, under the identity its messages carry.
+    let store = &s["outbox"]["store"];
+    assert_eq!(store["start"], "new", "{s:#}");
+    let store_id = store["id"].as_str().expect("the store's identity");
+    assert_eq!(
+        m.value(
+            "fieldgate_store_info",
+            &[("store", store_id), ("start", "new")]
+        ),
+        1.0
+    );
 
     // An alarm: counted by priority and listed with its rule.
     sim.set("pump", "bearing_temp", 150.0).unwrap();

@@ -149,7 +149,15 @@ impl Plant {
             .iter()
             .find(|r| *r.name == *event.rule)
             .unwrap();
-        let detail = payload::alarm(event, rule, event.at, 1, &WallMap::IDENTITY).unwrap();
+        let detail = payload::alarm(
+            event,
+            rule,
+            event.at,
+            1,
+            "01KBX3J8W5R2Q9T7M4N6P0ZC1D",
+            &WallMap::IDENTITY,
+        )
+        .unwrap();
         self.history.push(HistoryEntry {
             at: event.at.to_system_time(),
             kind: HistoryKind::Alarm,
@@ -172,8 +180,11 @@ impl Plant {
                 kind: HistoryKind::WorkOrder,
                 subject: wo.id.clone(),
                 event: event.to_string(),
-                detail: String::from_utf8(payload::work_order(wo, 1, &WallMap::IDENTITY).unwrap())
-                    .unwrap(),
+                detail: String::from_utf8(
+                    payload::work_order(wo, 1, "01KBX3J8W5R2Q9T7M4N6P0ZC1D", &WallMap::IDENTITY)
+                        .unwrap(),
+                )
+                .unwrap(),
             });
         }
     }

@@ -477,9 +477,13 @@ fn check_schemas(messages: &[Received]) {
     }
 }
 
-/// The idempotency key `{site}/{gateway}/{source}/{asset}/{n}` (`rules/workorder.rs`).
-fn key_of(source: &str, asset: &str, n: u32) -> String {
-    format!("test/gw/{source}/{asset}/{n}")
+/// The idempotency key `{site}/{gateway}/{source}/{asset}/{n}-{id}` of
+/// the work order `wo` (`rules/workorder/mod.rs`).
+fn key_of(source: &str, asset: &str, n: u32, wo: &Value) -> String {
+    format!(
+        "test/gw/{source}/{asset}/{n}-{}",
+        wo["id"].as_str().unwrap()
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -535,7 +539,7 @@ workorder = { title = "{asset}: bearing {value} {unit} above {limit} {unit}", pr
     assert_eq!(wo["priority"], "high");
     assert_eq!(wo["asset"], "PUMP-001", "the device's asset");
     assert_eq!(wo["location"], "Hall 2");
-    assert_eq!(wo["key"], key_of(rule, "PUMP-001", 1));
+    assert_eq!(wo["key"], key_of(rule, "PUMP-001", 1, wo));
     assert_eq!(wo["occurrences"], 1);
     assert_eq!(wo["problem_code"], "BRG-HOT");
     assert_eq!(wo["procedure"], "SOP-PUMP-012");
@@ -786,7 +790,7 @@ on_delay = "300ms"
         .await;
     let first = site.work_orders().remove(0);
     let id1 = first["id"].as_str().unwrap().to_owned();
-    assert_eq!(first["key"], key_of(rule, "PUMP-001", 1));
+    assert_eq!(first["key"], key_of(rule, "PUMP-001", 1, &first));
     assert_eq!(first["occurrences"], 1);
 
     // A second activation while it is open only updates it.
@@ -887,8 +891,8 @@ on_delay = "300ms"
         .find(|wo| wo["id"].as_str() == Some(ids[1].as_str()))
         .unwrap();
     assert_ne!(ids[1], id1);
-    assert_eq!(second["key"], key_of(rule, "PUMP-001", 2));
-    assert!(second["key"].as_str().unwrap().ends_with("/2"));
+    assert_eq!(second["key"], key_of(rule, "PUMP-001", 2, &second));
+    assert!(second["key"].as_str().unwrap().contains("/2-"));
     assert_eq!(second["occurrences"], 1);
     assert_eq!(second["status"], "open");
     assert_eq!(second["seq"], 1);
@@ -922,36 +926,37 @@ on_delay = "300ms"
     let id = site.wo_ids().remove(0);
 
     site.stop_gateway().await;
-    // Compared by seq: a redelivered duplicate (at least once) is no change.
-    let wo_seqs = |site: &Site| -> Vec<u64> {
-        let mut s: Vec<u64> = site
-            .work_orders()
-            .iter()
-            .filter_map(|wo| wo["seq"].as_u64())
-            .collect();
-        s.dedup();
-        s
-    };
-    let wos_before = wo_seqs(&site);
-    let last_seq = seqs(&site.received(), &topic).into_iter().max().unwrap();
+    let wos_before = site.work_orders().len();
+    let last_wo = site.work_orders().pop().unwrap();
+    let alarms_before = site.alarms(rule).len();
 
     site.start_gateway("fieldgate-test").await;
     // Several polls and ticks with the value still above the limit.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        wo_seqs(&site),
-        wos_before,
-        "no work order raised or updated by the restart: {:#?}",
-        site.work_orders()
-    );
+    // The new broker session republishes the state (retained), and that
+    // is all: no work order raised or updated, the alarm unchanged.
     assert_eq!(site.wo_ids(), std::slice::from_ref(&id));
-    let alarm_seqs = seqs(&site.received(), &topic);
-    assert_eq!(
-        alarm_seqs.iter().max(),
-        Some(&last_seq),
-        "the alarm did not change: {:?}",
-        site.states(rule)
-    );
+    let wos = site.work_orders();
+    assert!(wos.len() > wos_before, "the open work order is republished");
+    for wo in &wos[wos_before..] {
+        for field in ["key", "status", "occurrences", "updated_at", "store"] {
+            assert_eq!(
+                wo[field], last_wo[field],
+                "{field} after the restart: {wo:#}"
+            );
+        }
+    }
+    let alarms = site.alarms(rule);
+    assert!(alarms.len() > alarms_before, "the alarm is republished");
+    for a in &alarms[alarms_before..] {
+        assert_eq!(a["state"], "active_unacked", "{a:#}");
+        assert_eq!(
+            a["cause"],
+            Value::Null,
+            "a republished state, not an event: {a:#}"
+        );
+    }
+    let last_seq = seqs(&site.received(), &topic).into_iter().max().unwrap();
     assert_eq!(site.states(rule).last().unwrap(), "active_unacked");
 
     // What a console connecting now sees.
@@ -989,6 +994,10 @@ on_delay = "300ms"
         acked["seq"].as_u64(),
         Some(last_seq + 1),
         "seq continues after the restart"
+    );
+    assert_eq!(
+        acked["store"], last_wo["store"],
+        "a clean restart keeps the store"
     );
     let got = seqs(&site.received(), &topic);
     assert!(contiguous(&got), "{got:?}");
@@ -1037,7 +1046,7 @@ workorder = { title = "{asset}: service after {value} starts", procedure = "SOP-
     assert_eq!(wo["type"], "preventive");
     assert_eq!(wo["asset"], "PUMP-001");
     assert_eq!(wo["procedure"], "SOP-PUMP-020");
-    assert_eq!(wo["key"], key_of("meter:pump_starts", "PUMP-001", 1));
+    assert_eq!(wo["key"], key_of("meter:pump_starts", "PUMP-001", 1, &wo));
     assert_eq!(wo["trigger"]["meter"], meter);
     assert_eq!(wo["trigger"]["kind"], "count");
     assert_eq!(wo["trigger"]["value"].as_f64(), Some(3.0));
@@ -1168,7 +1177,7 @@ flood_window = "1m"
     assert_eq!(flood["trigger"]["condition"], "flood");
     assert_eq!(flood["trigger"]["tag"], Value::Null);
     assert_eq!(flood["trigger"]["limit"].as_f64(), Some(2.0));
-    assert_eq!(flood["key"], key_of("gateway:alarm_flood", "gw", 1));
+    assert_eq!(flood["key"], key_of("gateway:alarm_flood", "gw", 1, flood));
     let mut raised: Vec<&str> = corrective
         .iter()
         .map(|wo| wo["trigger"]["rule"].as_str().unwrap())
@@ -1374,11 +1383,7 @@ limit = 80.0
         .unwrap();
     assert_eq!(wo["status"], "open");
     assert_eq!(wo["occurrences"], 1);
-    assert!(
-        wo["key"].as_str().unwrap().ends_with("/hot/PUMP-001/2"),
-        "{}",
-        wo["key"]
-    );
+    assert_eq!(wo["key"], key_of("hot", "PUMP-001", 2, &wo));
     assert_eq!(wo["trigger"]["value"].as_f64(), Some(95.0));
     assert_eq!(
         wo["trigger"]["since"], active["since"],
@@ -1627,6 +1632,297 @@ async fn a_request_applied_twice_changes_nothing_the_second_time() {
         .collect();
     wo_seqs.dedup();
     assert_eq!(wo_seqs.len(), 1, "one update: {:#?}", site.work_orders());
+    site.check_schemas();
+    site.finish().await;
+}
+// ---------------------------------------------------------------------------
+// 11. A lost store, and the retained state after a restart
+// ---------------------------------------------------------------------------
+
+/// The gateway's store file in the test's data dir.
+fn store_file(site: &Site) -> std::path::PathBuf {
+    site.dir.path().join("data").join("fieldgate.db")
+}
+
+/// The `online` status messages so far, oldest first.
+fn online_statuses(site: &Site) -> Vec<Value> {
+    let topic = format!("{BASE}/status");
+    site.received()
+        .iter()
+        .filter(|r| r.topic == topic)
+        .map(Received::json)
+        .filter(|v| v["state"] == "online")
+        .collect()
+}
+
+fn store_lost_total() -> u64 {
+    fieldgate::events::totals()
+        .iter()
+        .find(|(e, _)| *e == "store_lost")
+        .map(|(_, n)| *n)
+        .unwrap_or(0)
+}
+
+/// The issue's reproduction: the store's header is overwritten while the
+/// gateway is stopped, so the next start moves the file aside. A consumer
+/// and a CMMS must be able to tell the new store from a duplicate of the
+/// old one: new `store` identity (seq starts again under it), a work-order
+/// key never used before, and the status says the store was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_moved_aside_as_corrupt_starts_clean_under_a_new_identity() {
+    let mut site = Site::start(HOT).await;
+    let first_status = online_statuses(&site).remove(0);
+    assert_eq!(first_status["store_start"], "new", "{first_status}");
+    site.set("temp", 85.0);
+    site.wait_wo("a work order", |w| !w.is_empty()).await;
+    let first = site.work_orders().remove(0);
+    let old_store = first["store"].as_str().unwrap().to_owned();
+    assert_eq!(first_status["store"], old_store.as_str());
+    let old_data: Vec<u64> = site
+        .data()
+        .iter()
+        .filter_map(|d| d["seq"].as_u64())
+        .collect();
+    assert!(old_data.len() > 1, "some data before the loss");
+    site.stop_gateway().await;
+
+    // A header overwritten while stopped.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(store_file(&site))
+            .unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.write_all(b"not a database!!").unwrap();
+    }
+    let lost_before = store_lost_total();
+    let data_before = site.data().len();
+    site.start_gateway("fieldgate-test").await;
+
+    // The status says so, retained, with both identities.
+    let status = online_statuses(&site).pop().unwrap();
+    assert!(
+        schema::validator("status.json").is_valid(&status),
+        "{status}"
+    );
+    assert_eq!(status["store_start"], "lost", "{status}");
+    assert_eq!(status["store_previous"], old_store.as_str(), "{status}");
+    let new_store = status["store"].as_str().unwrap().to_owned();
+    assert_ne!(new_store, old_store);
+    assert!(
+        status["store_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("moved aside")),
+        "{status}"
+    );
+    assert!(store_lost_total() > lost_before, "counted as store_lost");
+    let aside = std::fs::read_dir(site.dir.path().join("data"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("fieldgate.db.corrupt-")
+        });
+    assert!(aside, "the damaged file is kept aside");
+
+    // Data: seq starts again at 1, under the new identity only.
+    let ok = site
+        .sub
+        .wait_until(WAIT, |m| data_in(m).len() > data_before + 2)
+        .await;
+    assert!(ok, "data after the restart");
+    let data_schema = schema::validator("data.json");
+    let after: Vec<Value> = site.data().split_off(data_before);
+    for d in &after {
+        assert!(data_schema.is_valid(d), "{d}");
+    }
+    let new_seqs: Vec<u64> = after
+        .iter()
+        .filter(|d| d["store"] == new_store.as_str())
+        .filter_map(|d| d["seq"].as_u64())
+        .collect();
+    assert_eq!(
+        new_seqs.first(),
+        Some(&1),
+        "seq restarts under the new store"
+    );
+    assert!(contiguous(&new_seqs), "{new_seqs:?}");
+    assert!(
+        after
+            .iter()
+            .all(|d| d["store"] == new_store.as_str() || d["store"] == old_store.as_str()),
+        "every data message names its store"
+    );
+
+    // The state was lost with the file: the alarm starts from normal, the
+    // reading still above the limit raises it again, and the work order it
+    // raises has a key the CMMS has never seen (the counter started again).
+    site.wait_wo("a work order from the new store", |w| {
+        w.iter().any(|wo| wo["store"] == new_store.as_str())
+    })
+    .await;
+    let second = site
+        .work_orders()
+        .into_iter()
+        .find(|wo| wo["store"] == new_store.as_str())
+        .unwrap();
+    assert_ne!(second["id"], first["id"]);
+    assert_ne!(second["key"], first["key"], "a key is never reused");
+    assert_eq!(second["key"], key_of("hot", "PUMP-001", 1, &second));
+    site.check_schemas();
+    site.finish().await;
+}
+
+/// Rows the previous run left unconfirmed in the outbox (older states of a
+/// retained topic, whose newer states the broker confirmed before the
+/// stop) are resent after a restart. Before the republish on connect, the
+/// first of them to go out retained became the broker's state: the alarm
+/// went back to `normal`, the closed work order came back. Now the new
+/// session republishes the current state after them, and a clean restart
+/// keeps the store's identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_an_older_backlog_row_does_not_stay_the_retained_state() {
+    let mut site = Site::start(HOT).await;
+    let rule = "hot";
+    let alarm_topic = format!("{BASE}/alarms/{rule}");
+    // The first session publishes every alarm's state: normal here.
+    site.next_state(rule, 0, "normal").await;
+    site.set("temp", 85.0);
+    site.next_state(rule, 0, "active_unacked").await;
+    site.wait_wo("a work order", |w| !w.is_empty()).await;
+    let id = site.wo_ids().remove(0);
+    let wo_topic = format!("{BASE}/workorders/{id}");
+    site.send(
+        &format!("workorders/{id}/status"),
+        r#"{"status":"closed","ref":"CMMS-1"}"#,
+        false,
+    )
+    .await;
+    let cleared = site
+        .sub
+        .wait_until(WAIT, |m| {
+            m.iter()
+                .any(|r| r.topic == wo_topic && r.payload.is_empty())
+        })
+        .await;
+    assert!(cleared, "the closed work order's topic is cleared");
+    site.stop_gateway().await;
+    let store = online_statuses(&site)[0]["store"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Older rows, exactly as first published, put back into the outbox as
+    // if their PUBACK had never come: the alarm's `normal`, the open work
+    // order.
+    let received = site.received();
+    let older: Vec<&Received> = [
+        received
+            .iter()
+            .find(|r| r.topic == alarm_topic && r.json()["state"] == "normal"),
+        received
+            .iter()
+            .find(|r| r.topic == wo_topic && !r.payload.is_empty()),
+    ]
+    .into_iter()
+    .map(Option::unwrap)
+    .collect();
+    {
+        let conn = rusqlite::Connection::open(store_file(&site)).unwrap();
+        // Recent: within the outbox's max_age.
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        for (r, kind) in older.iter().zip(["alarm", "workorder"]) {
+            let seq = r.json()["seq"].as_i64().unwrap();
+            conn.execute(
+                "UPDATE meta SET value = value + 1 WHERE key = 'last_id'",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO outbox (id, topic, seq, payload, qos, retain, kind, created_at)
+                 VALUES ((SELECT value FROM meta WHERE key = 'last_id'), ?1, ?2, ?3, 1, 1, ?4, ?5)",
+                rusqlite::params![r.topic, seq, r.payload, kind, now_ms],
+            )
+            .unwrap();
+        }
+    }
+    let from = site.received().len();
+    site.start_gateway("fieldgate-test").await;
+
+    // The backlog went out again (the fault this guards against)...
+    let resent = site
+        .sub
+        .wait_until(WAIT, |m| {
+            m[from..]
+                .iter()
+                .any(|r| r.topic == alarm_topic && r.json()["state"] == "normal")
+        })
+        .await;
+    assert!(resent, "the older alarm row is resent");
+    // ...and the current state after it: the alarm, and the closed work
+    // order's topic cleared again.
+    let settled = site
+        .sub
+        .wait_until(WAIT, |m| {
+            let after = &m[from..];
+            let normal = after
+                .iter()
+                .rposition(|r| r.topic == alarm_topic && r.json()["state"] == "normal");
+            let active = after
+                .iter()
+                .rposition(|r| r.topic == alarm_topic && r.json()["state"] == "active_unacked");
+            let open = after
+                .iter()
+                .rposition(|r| r.topic == wo_topic && !r.payload.is_empty());
+            let clear = after
+                .iter()
+                .rposition(|r| r.topic == wo_topic && r.payload.is_empty());
+            active > normal && clear > open
+        })
+        .await;
+    assert!(
+        settled,
+        "the current states follow the older rows: {:#?}",
+        site.received()[from..]
+            .iter()
+            .filter(|r| r.topic == alarm_topic || r.topic == wo_topic)
+            .map(|r| (
+                r.topic.clone(),
+                String::from_utf8_lossy(&r.payload).into_owned()
+            ))
+            .collect::<Vec<_>>()
+    );
+
+    // A clean restart keeps the store's identity.
+    let status = online_statuses(&site).pop().unwrap();
+    assert_eq!(status["store_start"], "kept", "{status}");
+    assert_eq!(status["store"], store.as_str());
+    let republished = site.alarms(rule).pop().unwrap();
+    assert_eq!(republished["store"], store.as_str());
+
+    // What the broker keeps: the newest state.
+    let late = Subscriber::start(site.broker, "late-console", &format!("{BASE}/#")).await;
+    let got = late
+        .wait_until(WAIT, |m| m.iter().any(|r| r.topic == alarm_topic))
+        .await;
+    assert!(got, "a retained alarm");
+    // Retained messages come with the subscription; give stragglers time.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kept = late.received();
+    let alarm = kept.iter().find(|r| r.topic == alarm_topic).unwrap();
+    assert!(alarm.retain);
+    assert_eq!(alarm.json()["state"], "active_unacked");
+    assert!(
+        !kept
+            .iter()
+            .any(|r| r.topic == wo_topic && !r.payload.is_empty()),
+        "the closed work order is not retained: {kept:?}"
+    );
     site.check_schemas();
     site.finish().await;
 }

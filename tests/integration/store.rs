@@ -603,10 +603,17 @@ async fn a_lowered_bound_shrinks_the_file() {
     // Upkeep evicts and hands pages back in steps, between commands: wait
     // until it has settled.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut last = h.stats().await.unwrap();
+    let mut last = store::Stats {
+        oldest_age: None,
+        ..h.stats().await.unwrap()
+    };
     loop {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let s = h.stats().await.unwrap();
+        // The oldest row's age grows by itself: not a change.
+        let s = store::Stats {
+            oldest_age: None,
+            ..h.stats().await.unwrap()
+        };
         if s == last && s.file_bytes <= SMALL {
             assert_eq!(s.messages + s.evicted_readings, 40_000);
             break;
@@ -745,11 +752,11 @@ fn rewrite_anchor(path: &Path, ago: Duration, synced: bool, boot: &str, boottime
     let at = now.saturating_sub(ago);
     let fresh = fieldgate::clock::Clock::fresh().anchor();
     let anchor = serde_json::json!({
-        "at": at.as_millis(),
-        "wall": at.as_millis(),
+        "at_us": at.as_millis() * 1000,
+        "wall_us": at.as_millis() * 1000,
         "synced": synced,
         "boot": boot,
-        "boottime": fresh.boottime.saturating_sub(boottime_ago.as_millis() as u64),
+        "boottime_us": fresh.boottime_us.saturating_sub(boottime_ago.as_micros() as u64),
     });
     conn.execute(
         "UPDATE state SET value = ?1 WHERE key = 'clock'",
@@ -1105,5 +1112,99 @@ async fn named_state_is_committed_with_the_messages_before_it_and_survives_reope
     );
     assert_eq!(all_rows(&h).await.len(), 1, "the alarm committed with it");
     drop(h);
+    guard.close().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// The store's identity
+// ---------------------------------------------------------------------------
+
+/// Opens the store, reads its identity, and closes it cleanly.
+async fn identity_of(cfg: &StoreConfig) -> store::StoreIdentity {
+    let (h, guard) = reopen(cfg).await;
+    let identity = h.identity().clone();
+    guard.close().unwrap();
+    identity
+}
+
+fn is_lost(identity: &store::StoreIdentity, why: &str) -> bool {
+    matches!(&identity.start, store::StoreStart::Lost { reason, .. } if reason.contains(why))
+}
+
+#[tokio::test]
+async fn a_clean_reopen_keeps_the_identity_and_an_unclean_stop_renews_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 64 << 20);
+    let first = identity_of(&cfg).await;
+    assert_eq!(first.start, store::StoreStart::New);
+    assert_eq!(first.id.len(), 26, "a ULID: {}", first.id);
+    let again = identity_of(&cfg).await;
+    assert_eq!(
+        again,
+        store::StoreIdentity {
+            id: first.id.clone(),
+            start: store::StoreStart::Kept
+        }
+    );
+
+    // The previous run ended without closing the file (the mark a clean
+    // close clears is still set, as after a power cut).
+    {
+        let conn = rusqlite::Connection::open(&cfg.path).unwrap();
+        conn.execute("UPDATE meta SET value = 1 WHERE key = 'running'", [])
+            .unwrap();
+    }
+    let renewed = identity_of(&cfg).await;
+    assert!(
+        matches!(renewed.start, store::StoreStart::Renewed { .. }),
+        "{renewed:?}"
+    );
+    assert!(renewed.id > first.id, "a later identity sorts after");
+    // The same file: its rows and seqs are kept.
+    assert_eq!(identity_of(&cfg).await.start, store::StoreStart::Kept);
+}
+
+#[tokio::test]
+async fn a_missing_replaced_or_older_store_file_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 64 << 20);
+    let (h, guard) = reopen(&cfg).await;
+    h.insert((1..=5).map(reading).collect()).await.unwrap();
+    h.flush().await.unwrap();
+    let original = h.identity().id.clone();
+    guard.close().unwrap();
+
+    // A copy taken now (a backup), then the store goes on.
+    let backup = dir.path().join("backup.db");
+    std::fs::copy(&cfg.path, &backup).unwrap();
+    assert_eq!(identity_of(&cfg).await.start, store::StoreStart::Kept);
+
+    // The backup put back: the same store at an earlier point.
+    std::fs::copy(&backup, &cfg.path).unwrap();
+    let restored = identity_of(&cfg).await;
+    assert!(is_lost(&restored, "back in time"), "{restored:?}");
+    assert_ne!(restored.id, original);
+    match &restored.start {
+        store::StoreStart::Lost { previous, .. } => {
+            assert_eq!(previous.as_deref(), Some(original.as_str()))
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Another store's file in its place.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = config(other_dir.path(), 64 << 20);
+    identity_of(&other).await;
+    std::fs::copy(&other.path, &cfg.path).unwrap();
+    let replaced = identity_of(&cfg).await;
+    assert!(is_lost(&replaced, "not the one last used"), "{replaced:?}");
+
+    // The file gone, the data folder not empty.
+    std::fs::remove_file(&cfg.path).unwrap();
+    let missing = identity_of(&cfg).await;
+    assert!(is_lost(&missing, "missing"), "{missing:?}");
+    let (h, guard) = reopen(&cfg).await;
+    assert_eq!(h.topic_seqs().await.unwrap(), HashMap::new(), "a new store");
+    assert_eq!(h.identity().start, store::StoreStart::Kept);
     guard.close().unwrap();
 }

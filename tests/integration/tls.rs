@@ -81,6 +81,7 @@ impl Gateway {
             topics,
             config_hash: "ab".repeat(32),
             started: SystemTime::now(),
+            store: None,
         };
         let started = forwarder_fixture::start(cfg, &store);
         Gateway {
@@ -284,6 +285,7 @@ async fn unreadable_ca_file_is_a_start_error() {
         topics: Topics::new("fieldgate", "site", "x"),
         config_hash: String::new(),
         started: SystemTime::now(),
+        store: None,
     };
     let (tx, _rx) = mpsc::channel(1);
     let (_trigger, shutdown) = shutdown::channel();

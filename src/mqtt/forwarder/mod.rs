@@ -197,10 +197,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::client::{MqttError, mqtt_options};
 use crate::config::{Config, MqttConfig};
-use crate::contract::status::StatusInfo;
+use crate::contract::status::{StatusInfo, StoreInfo};
 use crate::contract::topics::Topics;
 use crate::shutdown::Shutdown;
-use crate::store::StoreHandle;
+use crate::store::{StoreHandle, StoreIdentity, StoreStart};
 use task::Forwarder;
 
 /// Capacity of the inbound channel (the gateway makes it with this): acks, shelve requests and
@@ -248,6 +248,9 @@ pub struct ForwarderConfig {
     pub config_hash: String,
     /// When the process started (published in the status).
     pub started: SystemTime,
+    /// The store's identity published in the status; [`run`] fills it
+    /// from the store it is given when `None`.
+    pub store: Option<StoreInfo>,
 }
 
 impl ForwarderConfig {
@@ -258,12 +261,16 @@ impl ForwarderConfig {
             topics: Topics::of(config),
             config_hash: config.hash.clone(),
             started,
+            store: None,
         }
     }
 
     /// What the status messages say.
     pub fn status_info(&self) -> StatusInfo {
-        StatusInfo::new(self.config_hash.clone(), self.started)
+        StatusInfo {
+            store: self.store.clone(),
+            ..StatusInfo::new(self.config_hash.clone(), self.started)
+        }
     }
 }
 
@@ -334,9 +341,25 @@ pub async fn run_with_updates(
     shutdown: Shutdown,
     config_hash: Option<watch::Receiver<String>>,
 ) -> Result<(), MqttError> {
+    let mut cfg = cfg;
+    cfg.store
+        .get_or_insert_with(|| store_info(store.identity()));
     let options = mqtt_options(&cfg)?;
     let window = usize::from(cfg.mqtt.max_inflight.max(1));
     let (link, events, _driver) = driver::start(options, window);
     let mut forwarder = Forwarder::new(&cfg, window, link, store, inbound, stats, config_hash);
     forwarder.run(events, shutdown).await
+}
+
+/// The store's identity as the status messages say it.
+fn store_info(identity: &StoreIdentity) -> StoreInfo {
+    StoreInfo {
+        id: identity.id.clone(),
+        start: identity.start.as_str(),
+        reason: identity.start.reason().map(str::to_owned),
+        previous: match &identity.start {
+            StoreStart::Lost { previous, .. } => previous.clone(),
+            _ => None,
+        },
+    }
 }

@@ -539,6 +539,8 @@ impl Forwarder {
             warn!("could not publish the online status");
         }
         self.subscribe();
+        // The pipeline republishes the retained state (see the request).
+        self.passer.pass(Inbound::local(Request::BrokerConnected));
     }
 
     fn subscribe(&mut self) {

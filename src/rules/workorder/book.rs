@@ -376,16 +376,18 @@ impl WorkOrderBook {
         random: u128,
     ) -> WorkOrder {
         let slot = draft.source.slot(&draft.asset);
+        let id = self.fresh_id(at, random);
         let n = self.raised.entry(slot.clone()).or_insert(0);
         *n += 1;
+        // The id makes the key unique for ever, even when the book (and
+        // its counter) is lost with the store: see the module docs.
         let key = format!(
-            "{}/{}/{}/{}/{n}",
+            "{}/{}/{}/{}/{n}-{id}",
             ctx.site,
             ctx.gateway,
             draft.source.key_part(),
             draft.asset
         );
-        let id = self.fresh_id(at, random);
         let mut wo = WorkOrder {
             id: id.clone(),
             key,
@@ -469,7 +471,7 @@ mod tests {
             ulid::Ulid::from_string(&wo.id).map(|u| u.timestamp_ms()),
             Ok(t(0.0).as_millis())
         );
-        assert_eq!(wo.key, "plant-a/gw1/pump1_hot/P-101/1");
+        assert_eq!(wo.key, format!("plant-a/gw1/pump1_hot/P-101/1-{}", wo.id));
         assert_eq!(wo.kind, WoType::Corrective);
         assert_eq!(wo.status, WoStatus::Open);
         assert_eq!(wo.priority, Priority::High);
@@ -565,7 +567,7 @@ mod tests {
         assert_eq!(wo.created_at, t(200.0));
         assert_eq!(wo.trigger.since(), t(80.0), "the fault began when held");
         assert_eq!(wo.last.at, t(200.0));
-        assert_eq!(wo.key, "plant-a/gw1/pump1_hot/P-101/1");
+        assert_eq!(wo.key, format!("plant-a/gw1/pump1_hot/P-101/1-{}", wo.id));
         // A release never updates an open work order: its activation was
         // counted when it happened.
         assert!(
@@ -643,13 +645,36 @@ mod tests {
             if s == 20.0 {
                 let wo = raised(&ch);
                 assert_eq!(wo.trigger.since(), t(15.0));
-                assert_eq!(wo.key, "plant-a/gw1/pump1_hot/P-101/2");
+                assert_eq!(wo.key, format!("plant-a/gw1/pump1_hot/P-101/2-{}", wo.id));
             } else {
                 assert!(ch.is_empty(), "one work order per fault ({s})");
             }
         }
         assert!(feed(&mut engine, &mut rig, Some(20.0), 23.5).is_empty());
         assert_eq!(rig.book.open().count(), 1);
+    }
+
+    #[test]
+    fn a_book_lost_with_its_store_never_reuses_a_key() {
+        let r = rule("pump1_hot", "pump1.temp", 80.0);
+        let mut before = Rig::new();
+        let old = raised(&before.event(&activation("pump1_hot", 0.0, 81.0, 80.0), &r)).clone();
+        // A fresh book (the store was lost): the counter starts again, in
+        // the same millisecond even; the key does not repeat.
+        let mut after = Rig::new();
+        after.random = 0x0bad_cafe;
+        let new = raised(&after.event(&activation("pump1_hot", 0.0, 81.0, 80.0), &r)).clone();
+        assert!(old.key.contains("/1-") && new.key.contains("/1-"));
+        assert_ne!(new.key, old.key);
+        // The key is the work order's for good: an update keeps it.
+        let update = after.event(&activation("pump1_hot", 50.0, 83.0, 80.0), &r);
+        assert!(
+            update
+                .iter()
+                .filter_map(WoChange::work_order)
+                .all(|w| w.key == new.key),
+            "{update:?}"
+        );
     }
 
     #[test]
@@ -669,7 +694,10 @@ mod tests {
         assert_eq!(rig.book.open().count(), 0);
         let second = raised(&rig.event(&activation("pump1_hot", 200.0, 82.0, 80.0), &r)).clone();
         assert_ne!(second.id, first.id);
-        assert_eq!(second.key, "plant-a/gw1/pump1_hot/P-101/2");
+        assert_eq!(
+            second.key,
+            format!("plant-a/gw1/pump1_hot/P-101/2-{}", second.id)
+        );
         assert_eq!(second.occurrences, 1);
         // The closed one is still known (idempotent late statuses).
         assert_eq!(
@@ -975,7 +1003,10 @@ mod tests {
         assert_eq!(preventive.len(), 1, "{preventive:#?}");
         let wo = raised(&preventive).clone();
         assert_eq!(wo.kind, WoType::Preventive);
-        assert_eq!(wo.key, "plant-a/gw1/meter:pump1_hours/P-101/1");
+        assert_eq!(
+            wo.key,
+            format!("plant-a/gw1/meter:pump1_hours/P-101/1-{}", wo.id)
+        );
         assert_eq!(
             wo.title,
             "P-101: preventive maintenance at 500 h (pump1_hours)"
@@ -1029,7 +1060,10 @@ mod tests {
             Err(WoError::UnknownId(first.clone()))
         );
         let wo = raised(&rig.event(&activation("r", 1e5, 81.0, 80.0), &r)).clone();
-        assert_eq!(wo.key, format!("plant-a/gw1/r/P-101/{}", MAX_CLOSED + 11));
+        assert_eq!(
+            wo.key,
+            format!("plant-a/gw1/r/P-101/{}-{}", MAX_CLOSED + 11, wo.id)
+        );
     }
 
     mod properties {

@@ -204,7 +204,10 @@ mod tests {
         assert_eq!(flood.location.as_deref(), Some("Building A"));
         assert_eq!(flood.kind, WoType::Corrective);
         assert_eq!(flood.source, WoSource::Flood);
-        assert_eq!(flood.key, "plant-a/gw1/gateway:alarm_flood/gw1/1");
+        assert_eq!(
+            flood.key,
+            format!("plant-a/gw1/gateway:alarm_flood/gw1/1-{}", flood.id)
+        );
         assert!(matches!(&flood.trigger, WoTrigger::Alarm { rule, .. } if rule == FLOOD_RULE));
         assert_eq!(rig.book.held(), 2);
         assert!(rig.book.is_flooding(t(60.0)));
@@ -266,7 +269,10 @@ mod tests {
         assert_eq!(kinds, [true, true, false]);
         let flood = flood.unwrap();
         assert_eq!(flood.occurrences, 2);
-        assert_eq!(flood.key, "plant-a/gw1/gateway:alarm_flood/gw1/1");
+        assert_eq!(
+            flood.key,
+            format!("plant-a/gw1/gateway:alarm_flood/gw1/1-{}", flood.id)
+        );
         assert_eq!(
             rig.book
                 .open()

@@ -46,14 +46,19 @@
 //!
 //! # Idempotency key
 //!
-//! `{site}/{gateway}/{source}/{asset}/{n}`, where `{source}` is the rule
-//! name, `meter:{name}` for a meter or `gateway:alarm_flood` for the flood
-//! guard (names cannot hold `:` or `/`, so the three never collide), and
+//! `{site}/{gateway}/{source}/{asset}/{n}-{id}`, where `{source}` is the
+//! rule name, `meter:{name}` for a meter or `gateway:alarm_flood` for the
+//! flood guard (names cannot hold `:` or `/`, so the three never collide),
 //! `n` counts the work orders raised for the slot so far, this one
-//! included (1, 2, 3, …). The counter is part of the persisted book, so a
-//! gateway that crashed after publishing but before saving the book raises
-//! the same work order again with the same key (and a new ULID): the CMMS
-//! drops it as a duplicate.
+//! included (1, 2, 3, …), and `{id}` is the work order's ULID. The key is
+//! set once, when the work order is raised, and every message about that
+//! work order carries it (updates, resends, the republish after a
+//! reconnect): a CMMS can drop repeats by key. It is never reused for
+//! another work order: the counter alone would start again at 1 with a
+//! lost or restored store, and a CMMS would then drop a new work order as
+//! a repeat of an old one while the gateway waits for a status on it. A
+//! work order is saved in the same transaction as its first message, so
+//! one published is never raised again by the same activation.
 //!
 //! # Status from the CMMS
 //!
