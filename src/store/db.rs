@@ -170,13 +170,13 @@ fn resume_clock(conn: &Connection) -> Result<Clock, StoreError> {
         Resumed::Fresh => tracing::debug!("timeline starts at the wall clock's reading"),
         Resumed::SameBoot(off) => {
             tracing::info!(
-                off_s = off.as_secs(),
-                "timeline resumed (same boot: time off known)"
+                since_last_save_s = off.as_secs(),
+                "timeline resumed (same boot: the time since the last save is known)"
             )
         }
         Resumed::WallClock(off) => tracing::info!(
-            off_s = off.as_secs(),
-            "timeline resumed (new boot, synchronised clock: time off from the wall clock)"
+            since_last_save_s = off.as_secs(),
+            "timeline resumed (new boot, synchronised clock: the time since the last save from the wall clock)"
         ),
         Resumed::Unknown => tracing::warn!(
             "timeline resumed without knowing how long the gateway was off (new boot, clock not synchronised): message ages count from the last save"
