@@ -13,6 +13,7 @@
 //! before schema v3: no history); a file of a newer release is refused, as
 //! the gateway refuses it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -283,6 +284,32 @@ impl Inspector {
                 Ok((count.max(0) as u64, oldest.map(from_ms)))
             })
             .map_err(|e| fail(&self.path, "counting the outbox", e))
+    }
+
+    /// The newest outbox id the file has used and the last seq of every
+    /// topic: where a gateway that cannot open the file for writing goes
+    /// on numbering, so that what it publishes from memory repeats
+    /// neither.
+    pub(super) fn resume_point(&self) -> Result<(i64, HashMap<String, u64>), StoreError> {
+        if self.version < 1 {
+            return Ok((0, HashMap::new()));
+        }
+        let result = (|| {
+            let last: i64 = self.conn.query_row(
+                "SELECT max(coalesce((SELECT value FROM meta WHERE key = 'last_id'), 0),
+                            coalesce((SELECT max(id) FROM outbox), 0))",
+                [],
+                |r| r.get(0),
+            )?;
+            let mut stmt = self.conn.prepare("SELECT topic, seq FROM topic_seq")?;
+            let seqs = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<rusqlite::Result<HashMap<_, _>>>()?;
+            Ok((last, seqs))
+        })();
+        result.map_err(|e| fail(&self.path, "reading the last id and seqs", e))
     }
 }
 

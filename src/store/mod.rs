@@ -63,12 +63,16 @@
 
 mod db;
 mod evict;
+mod fault;
+mod held;
 mod history;
 pub mod inspect;
 mod lock;
 mod schema;
 mod thread;
 
+#[cfg(test)]
+mod degraded_tests;
 #[cfg(test)]
 mod tests;
 
@@ -83,6 +87,7 @@ use crate::config::StoreConfig;
 use thread::Command;
 
 pub use evict::MIN_MAX_BYTES;
+pub use fault::DiskFault;
 pub use inspect::{HistoryRecord, Inspector};
 
 /// Commands (an insert batch, a fetch, a flush…) queued for the owner
@@ -106,6 +111,13 @@ pub const QUEUE_BYTES: usize = 16 << 20;
 /// The longest `flush_interval` used (the config loader's own maximum);
 /// a longer one is shortened to this.
 pub const MAX_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What the memory queue may hold while the disk cannot take the outbox
+/// (see "Degraded mode" in the module docs), counted as the disk budget
+/// counts rows (topic, payload and 64 bytes each): about 100,000 readings
+/// of 250 bytes. At the bound the oldest readings are evicted first, and
+/// counted.
+pub const MEMORY_BYTES: u64 = 32 << 20;
 
 /// What a message is, for eviction: readings go first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -255,6 +267,35 @@ pub struct Stats {
     /// The size bound in force (`max_bytes`, raised to [`MIN_MAX_BYTES`]
     /// if it was set lower).
     pub max_bytes: u64,
+    /// Set while the store runs on its memory queue (the disk cannot take
+    /// the outbox); `None` when it is ok.
+    pub degraded: Option<Degraded>,
+    /// Messages held in memory because the disk could not take them
+    /// (included in `messages`).
+    pub held: u64,
+    /// Their topic and payload bytes (included in `bytes`).
+    pub held_bytes: u64,
+    /// The memory queue's bound ([`MEMORY_BYTES`]).
+    pub held_max_bytes: u64,
+    /// Readings evicted from the memory queue at its bound, since start
+    /// (included in `evicted_readings`).
+    pub held_evicted_readings: u64,
+    /// Alarm / work-order / meter messages evicted from the memory queue,
+    /// since start (included in `evicted_other`).
+    pub held_evicted_other: u64,
+}
+
+/// The store cannot use its file: what is wrong and since when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Degraded {
+    /// What kind of fault.
+    pub fault: DiskFault,
+    /// The error as SQLite or the OS reported it.
+    pub reason: String,
+    /// When it started (wall clock, to show).
+    pub since: SystemTime,
+    /// How long it has lasted (monotonic).
+    pub duration: std::time::Duration,
 }
 
 /// What went wrong in the store.
@@ -269,6 +310,10 @@ pub enum StoreError {
     /// A file operation failed.
     #[error("{0}")]
     Io(String),
+    /// The store must not be used, whatever the disk does: another
+    /// fieldgate holds it, or a newer fieldgate wrote it.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Cheap, cloneable access to the outbox: a sender to the owner thread's
@@ -298,11 +343,22 @@ pub struct StoreGuard {
 /// a corrupt file aside) and starts its owner thread.
 ///
 /// Blocking (it checks the whole file with `PRAGMA quick_check`): call it
-/// before the runtime starts or from `spawn_blocking`. Fails if the folder
-/// cannot be created, another process holds the file, or the file was
-/// written by a newer fieldgate; a damaged file is moved aside instead.
+/// before the runtime starts or from `spawn_blocking`. Fails only when the
+/// store must not be used ([`StoreError::Refused`]: another process holds
+/// it, or it was written by a newer fieldgate) or the thread cannot start;
+/// a damaged file is moved aside instead, and a disk that does not let the
+/// file be opened (full, read-only, failing) starts the store degraded, on
+/// its memory queue, trying the file again (see "Degraded mode" above).
 pub fn open(config: &StoreConfig) -> Result<(StoreHandle, StoreGuard), StoreError> {
-    let outbox = db::Outbox::open(config)?;
+    open_bounded(config, MEMORY_BYTES)
+}
+
+/// [`open`] with the memory queue bounded at `memory_bytes`.
+pub(crate) fn open_bounded(
+    config: &StoreConfig,
+    memory_bytes: u64,
+) -> Result<(StoreHandle, StoreGuard), StoreError> {
+    let start = thread::Start::attempt(config)?;
     // The owner thread needs timers of its own (group deadlines, upkeep)
     // and must not depend on the caller's runtime.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -314,12 +370,24 @@ pub fn open(config: &StoreConfig) -> Result<(StoreHandle, StoreGuard), StoreErro
             e
         })?;
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-    let (committed_tx, committed_rx) = watch::channel(outbox.last_id());
+    let (committed_tx, committed_rx) = watch::channel(start.last_id());
     let (close_tx, close_rx) = oneshot::channel();
     let flush_interval = config.flush_interval.min(MAX_FLUSH_INTERVAL);
+    let config = config.clone();
     let thread = std::thread::Builder::new()
         .name("fieldgate-store".into())
-        .spawn(move || thread::run(outbox, rt, rx, close_rx, committed_tx, flush_interval))
+        .spawn(move || {
+            thread::run(
+                start,
+                config,
+                memory_bytes,
+                rt,
+                rx,
+                close_rx,
+                committed_tx,
+                flush_interval,
+            )
+        })
         .map_err(|e| {
             let e = StoreError::Io(format!("cannot start the store thread: {e}"));
             tracing::error!(error = %e, "cannot start the outbox");
@@ -481,6 +549,16 @@ impl StoreHandle {
             .send(Command::Record(entries))
             .await
             .map_err(|_| StoreError::Closed)
+    }
+
+    /// Tests: sets the file's page cap (`Some(0)`: its current size;
+    /// `None`: the budget's), so that commits meet a real `SQLITE_FULL`.
+    #[cfg(test)]
+    pub(crate) async fn cap_pages(&self, pages: Option<i64>) {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(Command::CapPages(pages, reply)).await.is_ok() {
+            let _ = done.await;
+        }
     }
 
     /// The newest value of a named state (queued or committed), if any.
