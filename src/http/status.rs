@@ -88,6 +88,15 @@ pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceSeen>], actions: bool) -> 
                 .and_then(|t| s.at.duration_since(t).ok())
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
+            "state": if st.degraded.is_some() { "degraded" } else { "ok" },
+            "fault": st.degraded.as_ref().map(|d| d.fault.as_str()),
+            "reason": st.degraded.as_ref().map(|d| d.reason.as_str()),
+            "since": st.degraded.as_ref().map(|d| timestamp(d.since)),
+            "degraded_s": st.degraded.as_ref().map(|d| d.duration.as_secs_f64()),
+            "held": st.held,
+            "held_bytes": st.held_bytes,
+            "held_max_bytes": st.held_max_bytes,
+            "held_evicted": st.held_evicted_readings + st.held_evicted_other,
         })),
         "mqtt": {
             "connected": s.mqtt.connected,
