@@ -67,6 +67,8 @@ pub(super) struct Outbox {
     evicted_other: u64,
     reading_log: RateLimited,
     other_log: RateLimited,
+    /// The disk-full retries of group commits.
+    full_log: RateLimited,
     next_age_check: Option<Instant>,
     /// What the `history` table holds.
     history: Kept,
@@ -340,6 +342,7 @@ impl Outbox {
             evicted_other,
             reading_log: RateLimited::new(EVICTION_LOG_INTERVAL),
             other_log: RateLimited::new(EVICTION_LOG_INTERVAL),
+            full_log: RateLimited::new(EVICTION_LOG_INTERVAL),
             next_age_check: None,
             history: kept,
             _lock: lock,
@@ -417,11 +420,16 @@ impl Outbox {
                 }
                 Err(e) if is_full(&e) => {
                     self.rollback();
-                    tracing::warn!(
-                        attempt,
-                        rows = messages.len(),
-                        "outbox: disk full (SQLITE_FULL) committing a group; evicting and retrying"
-                    );
+                    // Once a minute at most: on a full disk this happens
+                    // at every group.
+                    if let Some(times) = self.full_log.add(1, Instant::now()) {
+                        tracing::warn!(
+                            attempt,
+                            rows = messages.len(),
+                            times,
+                            "outbox: disk full (SQLITE_FULL) committing a group; evicting and retrying"
+                        );
+                    }
                     // Room for this group twice over: the freed pages take
                     // its rows, and the WAL its frames.
                     let freed = self.make_room(group_bytes.saturating_mul(2) * attempt as u64)?;

@@ -156,6 +156,34 @@ impl Inspector {
         })
     }
 
+    /// Reads the file as it stands, without locks, WAL or `-shm` (which a
+    /// full or read-only disk may not let SQLite create): for a gateway
+    /// that holds the store's lock but cannot open the file for writing.
+    /// Refused when the WAL holds anything (it would be missed); a failed
+    /// open may leave an empty one behind.
+    pub(super) fn open_snapshot(path: &Path) -> Result<Inspector, StoreError> {
+        let wal = std::fs::metadata(with_suffix(path, "-wal")).map_or(0, |m| m.len());
+        if wal > 0 {
+            return Err(StoreError::Io(format!(
+                "{}: a WAL is present; a snapshot would miss it",
+                path.display()
+            )));
+        }
+        let (conn, app_id, version) =
+            connect(path, true).map_err(|e| fail(path, "reading the header", e))?;
+        if (version > 0 && app_id != APPLICATION_ID) || version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::Sqlite(format!(
+                "{} is not a store this fieldgate reads",
+                path.display()
+            )));
+        }
+        Ok(Inspector {
+            conn,
+            path: path.to_owned(),
+            version,
+        })
+    }
+
     /// The file this reads.
     pub fn path(&self) -> &Path {
         &self.path

@@ -219,8 +219,12 @@ impl Start {
 }
 
 /// Where a store that cannot write its file goes on numbering: from the
-/// file's last id and seqs when it can at least be read; from the start
-/// when there is no file; else from [`DETACHED_BASE`].
+/// file's last id and seqs when it can at least be read (as a reader, or
+/// as it stands on disk when there is no WAL: the lock is ours, so nobody
+/// writes it); from the start when there is no file; else from
+/// [`DETACHED_BASE`] (and the seqs start again: the messages then carry
+/// numbers a consumer has seen, which only a new store identity can tell
+/// apart).
 fn resume_point(config: &StoreConfig) -> (i64, HashMap<String, u64>) {
     match std::fs::metadata(&config.path) {
         // No store file (nothing, or something else in its place): no id
@@ -229,7 +233,10 @@ fn resume_point(config: &StoreConfig) -> (i64, HashMap<String, u64>) {
         Ok(m) if !m.is_file() => return (0, HashMap::new()),
         _ => {}
     }
-    match Inspector::open(&config.path).and_then(|i| i.resume_point()) {
+    let read = Inspector::open(&config.path)
+        .or_else(|_| Inspector::open_snapshot(&config.path))
+        .and_then(|i| i.resume_point());
+    match read {
         Ok(point) => point,
         Err(e) => {
             let ms = super::db::to_ms(SystemTime::now()).clamp(0, 1 << 44);
