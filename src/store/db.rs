@@ -183,7 +183,7 @@ fn file_len(path: &std::path::Path) -> u64 {
 /// How [`Outbox::attempt`] went.
 pub(super) enum Opened {
     /// The file is open.
-    Ready(Outbox),
+    Ready(Box<Outbox>),
     /// Not now: the lock if it was taken, and why.
     Waiting(Option<InstanceLock>, StoreError),
 }
@@ -203,7 +203,7 @@ impl Outbox {
         Ok(
             match schema::attempt(&config.path, config.durability, lock)? {
                 schema::Attempt::Open(conn, lock) => match Outbox::from_conn(config, conn, lock) {
-                    Ok(outbox) => Opened::Ready(outbox),
+                    Ok(outbox) => Opened::Ready(Box::new(outbox)),
                     Err((e, lock)) => Opened::Waiting(Some(lock), e),
                 },
                 schema::Attempt::Wait(lock, e) => Opened::Waiting(lock, e),
@@ -265,7 +265,7 @@ impl Outbox {
         let meta_last = meta("last_id")?;
         let evicted_readings = meta("evicted_readings")?.max(0) as u64;
         let evicted_other = meta("evicted_other")?.max(0) as u64;
-        let kept = history::measure(&conn).map_err(|e| fail("measuring the history", e))?;
+        let kept = history::measure(conn).map_err(|e| fail("measuring the history", e))?;
         let (max_id, messages, bytes): (i64, i64, i64) = conn
             .query_row(
                 "SELECT coalesce(max(id), 0), count(*),

@@ -5,7 +5,14 @@
 //!
 //! * Rows get an `id` that only grows; the forwarder publishes in `id`
 //!   order (per topic), so per-topic `seq` numbers increase on the wire.
-//! * A row is deleted only after its PUBACK ([`StoreHandle::delete`]).
+//!   The owner thread gives the id when it takes a message, so a message
+//!   held in memory keeps its id when it is written to the file; every id
+//!   in memory is above every id in the file.
+//! * A row is deleted only after its PUBACK ([`StoreHandle::delete`]); a
+//!   message held only in memory is dropped from memory on its PUBACK the
+//!   same way.
+//! * The owner thread never stops taking commands, whatever the disk does
+//!   (see "Degraded mode"): the pipeline never waits on a failing disk.
 //! * Over `max_bytes` / `max_age`, the oldest *readings* are evicted
 //!   first and counted; alarm and work-order messages only when no reading
 //!   is left, and that is logged as an error.
@@ -43,6 +50,44 @@
 //! Evictions are counted in [`Stats`] and in the file (they survive
 //! restarts), and logged at most once a minute. A full disk is handled like
 //! the bound: evict, then retry the commit.
+//!
+//! # Degraded mode
+//!
+//! When a commit still fails (the disk is full with nothing left to evict,
+//! read-only, or returns I/O errors), or the file cannot be opened at all,
+//! the store is *degraded* ([`Stats::degraded`]: the [`DiskFault`], the
+//! error, since when):
+//!
+//! * what the file cannot take waits in a memory queue bounded at
+//!   [`MEMORY_BYTES`] (counted like the disk budget); at the bound the
+//!   oldest readings are evicted first, then meters, alarms and work
+//!   orders, and counted ([`Stats::held_evicted_readings`], also in
+//!   `evicted_readings`);
+//! * those messages are offered to the forwarder at once, like committed
+//!   rows (the committed id it watches is the newest offered one), so
+//!   live publishing goes on while the broker is up; nothing then survives
+//!   a crash but what the file took before (a flush reports the error);
+//! * the disk is retried with a growing backoff (at most 30 s); when it
+//!   takes writes again, what memory holds is written with its ids, and
+//!   the store is ok again without a restart;
+//! * a message that leaves memory unwritten (acknowledged or evicted)
+//!   still used its topic's seq: the highest is written to the file with
+//!   the next commit, so numbering never repeats after a restart (unless
+//!   the process dies first);
+//! * a file that cannot be opened at start is tried again (every 1 s,
+//!   backing off to 30 s), holding the lock when it could be taken, so a
+//!   second fieldgate is kept out all along (a lock file that exists is
+//!   locked through a read-only descriptor on a full or read-only disk;
+//!   when none can be made, no fieldgate can write this store either).
+//!   Ids and seqs go on from the file as it can still be read; a file that
+//!   cannot be read at all numbers ids apart from it and seqs from 1.
+//!   Rows the file held are published after its reopening, from the next
+//!   connection of the forwarder on;
+//! * a `store degraded` line is logged when it starts and at most once a
+//!   minute while it lasts; `store ok` when it ends.
+//!
+//! Only a store held by another fieldgate or written by a newer one
+//! refuses to open ([`StoreError::Refused`]).
 //!
 //! # History
 //!
@@ -358,7 +403,7 @@ pub(crate) fn open_bounded(
     config: &StoreConfig,
     memory_bytes: u64,
 ) -> Result<(StoreHandle, StoreGuard), StoreError> {
-    let start = thread::Start::attempt(config)?;
+    let start = thread::Start::attempt(config, memory_bytes)?;
     // The owner thread needs timers of its own (group deadlines, upkeep)
     // and must not depend on the caller's runtime.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -372,22 +417,9 @@ pub(crate) fn open_bounded(
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let (committed_tx, committed_rx) = watch::channel(start.last_id());
     let (close_tx, close_rx) = oneshot::channel();
-    let flush_interval = config.flush_interval.min(MAX_FLUSH_INTERVAL);
-    let config = config.clone();
     let thread = std::thread::Builder::new()
         .name("fieldgate-store".into())
-        .spawn(move || {
-            thread::run(
-                start,
-                config,
-                memory_bytes,
-                rt,
-                rx,
-                close_rx,
-                committed_tx,
-                flush_interval,
-            )
-        })
+        .spawn(move || thread::run(start, rt, rx, close_rx, committed_tx))
         .map_err(|e| {
             let e = StoreError::Io(format!("cannot start the store thread: {e}"));
             tracing::error!(error = %e, "cannot start the outbox");

@@ -170,6 +170,9 @@ impl std::fmt::Debug for Command {
 
 /// How the store starts: its file open, or not (yet).
 pub(super) struct Start {
+    config: StoreConfig,
+    /// The memory queue's bound.
+    memory_bytes: u64,
     db: Option<Outbox>,
     /// Held while the file cannot be opened.
     lock: Option<InstanceLock>,
@@ -190,11 +193,13 @@ const DETACHED_BASE: i64 = 1 << 61;
 impl Start {
     /// Opens the file, or prepares to run without it. An error only when
     /// the store must not be used ([`StoreError::Refused`]).
-    pub fn attempt(config: &StoreConfig) -> Result<Start, StoreError> {
+    pub fn attempt(config: &StoreConfig, memory_bytes: u64) -> Result<Start, StoreError> {
         match Outbox::attempt(config, None)? {
             Opened::Ready(db) => Ok(Start {
+                config: config.clone(),
+                memory_bytes,
                 last_id: db.last_id(),
-                db: Some(db),
+                db: Some(*db),
                 lock: None,
                 error: None,
                 seqs: HashMap::new(),
@@ -202,6 +207,8 @@ impl Start {
             Opened::Waiting(lock, error) => {
                 let (last_id, seqs) = resume_point(config);
                 Ok(Start {
+                    config: config.clone(),
+                    memory_bytes,
                     db: None,
                     lock,
                     error: Some(error),
@@ -258,15 +265,12 @@ fn quietly<T>(f: impl FnOnce() -> T) -> T {
 /// gone; then commits what is queued, checkpoints and closes the file.
 pub(super) fn run(
     start: Start,
-    config: StoreConfig,
-    memory_bytes: u64,
     rt: tokio::runtime::Runtime,
     mut rx: mpsc::Receiver<Command>,
     mut close: oneshot::Receiver<()>,
     committed: watch::Sender<i64>,
-    flush_interval: Duration,
 ) -> Result<(), StoreError> {
-    let mut owner = Owner::new(start, config, memory_bytes, committed, flush_interval);
+    let mut owner = Owner::new(start, committed);
     rt.block_on(async {
         let mut closing = false;
         loop {
@@ -381,14 +385,10 @@ struct Owner {
 }
 
 impl Owner {
-    fn new(
-        start: Start,
-        config: StoreConfig,
-        memory_bytes: u64,
-        committed: watch::Sender<i64>,
-        flush_interval: Duration,
-    ) -> Owner {
+    fn new(start: Start, committed: watch::Sender<i64>) -> Owner {
         let now = Instant::now();
+        let config = start.config;
+        let flush_interval = config.flush_interval.min(super::MAX_FLUSH_INTERVAL);
         let budget = match &start.db {
             Some(db) => *db.budget(),
             None => Budget::new(config.max_bytes, 4096),
@@ -401,7 +401,7 @@ impl Owner {
             config,
             committed,
             flush_interval,
-            pending: Queue::new(memory_bytes),
+            pending: Queue::new(start.memory_bytes),
             next_id: start.last_id.saturating_add(1),
             offered: start.last_id,
             deletes: BTreeSet::new(),
@@ -817,6 +817,7 @@ impl Owner {
         let config = self.config.clone();
         match quietly(|| Outbox::attempt(&config, lock)) {
             Ok(Opened::Ready(db)) => {
+                let db = *db;
                 let file_last = db.last_id();
                 if self
                     .pending
