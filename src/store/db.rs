@@ -218,10 +218,11 @@ impl Outbox {
         conn: Connection,
         lock: InstanceLock,
     ) -> Result<Outbox, (StoreError, InstanceLock)> {
-        let mut outbox = match Outbox::measure(config, conn, lock) {
-            Ok(outbox) => outbox,
-            Err(failed) => return Err(*failed),
+        let figures = match Outbox::figures_of(&conn) {
+            Ok(figures) => figures,
+            Err(e) => return Err((e, lock)),
         };
+        let mut outbox = Outbox::with_figures(config, conn, lock, figures);
         if let Err(e) = outbox.set_max_pages() {
             let Outbox { _lock, .. } = outbox;
             return Err((e, _lock));
@@ -234,18 +235,6 @@ impl Outbox {
             "outbox open"
         );
         Ok(outbox)
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn measure(
-        config: &StoreConfig,
-        conn: Connection,
-        lock: InstanceLock,
-    ) -> Result<Outbox, Box<(StoreError, InstanceLock)>> {
-        match Outbox::figures_of(&conn) {
-            Ok(figures) => Ok(Outbox::with_figures(config, conn, lock, figures)),
-            Err(e) => Err(Box::new((e, lock))),
-        }
     }
 
     /// What the file holds: page size, auto-vacuum mode, last id, counts.

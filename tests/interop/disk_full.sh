@@ -13,6 +13,9 @@
 # 4. The disk fills again while running and the broker stops and starts:
 #    the gateway stays alive and publishes; every seq missing on the wire
 #    is counted as evicted; freeing the disk leaves it ok.
+# 5. The file system is read-only at start: degraded (read_only), live
+#    publishing, a second gateway on the same store still refused; made
+#    writable again, the store opens its file without a restart.
 #
 # Needs root (mount); skips with a message otherwise. The shared Mosquitto
 # on 1883 is never touched. Loopback only; every wait is bounded.
@@ -258,7 +261,34 @@ fi
 unfill
 within '[[ $(code /readyz) = 200 ]]' 45 && ok "ok again once the disk is freed" \
     || fail "not ok after the disk was freed: $(curl -s "http://127.0.0.1:$HTTP_PORT/readyz")"
-grep -c "store degraded" "$TMP/fieldgate.log" | xargs -I{} echo "({} store degraded lines in the log)"
+stop_fg
+
+# --- 5. a read-only file system at start ------------------------------------
+mount -o remount,ro "$DATA"
+start_fg
+if within '[[ $(field /readyz store_fault) = read_only ]]' 15; then
+    ok "starts on a read-only file system, degraded: $(field /readyz store_error)"
+else
+    fail "not degraded read_only: $(curl -s "http://127.0.0.1:$HTTP_PORT/readyz")"
+fi
+n=$(received)
+within '[[ $(received) -ge $((n + 10)) ]]' 10 \
+    && ok "publishes live on a read-only file system" || fail "nothing published read-only"
+read -r SECOND_HTTP < <(free_ports 1)
+sed -e "s/127.0.0.1:$HTTP_PORT/127.0.0.1:$SECOND_HTTP/" \
+    -e 's/fieldgate-diskfull-test/fieldgate-diskfull-second/' "$TMP/fieldgate.toml" > "$TMP/second.toml"
+if timeout -k 5 20 "$FG" run -c "$TMP/second.toml" > "$TMP/second.log" 2>&1; then
+    fail "a second gateway ran on the same store"
+elif grep -q "in use" "$TMP/second.log"; then
+    ok "a second gateway on the same store is refused (the lock holds on a read-only disk)"
+else
+    fail "the second gateway stopped for another reason: $(tail -3 "$TMP/second.log")"
+fi
+mount -o remount,rw "$DATA"
+within '[[ $(code /readyz) = 200 ]]' 45 && ok "ok again once the file system is writable" \
+    || fail "not ok after remounting read-write: $(curl -s "http://127.0.0.1:$HTTP_PORT/readyz")"
+lines=$(grep -c "store degraded: the disk cannot take the outbox" "$TMP/fieldgate.log" || true)
+echo "($lines store degraded lines in the log)"
 stop_fg
 
 echo "disk-full: $passed passed, $failed failed"
