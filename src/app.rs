@@ -11,9 +11,14 @@
 //! The rules are built first (a config that `check` would refuse stops
 //! here), then the store opens and records the config in its change log,
 //! the forwarder, pollers and pipeline start, and systemd is told
-//! `READY=1` (readiness means: config valid, store open; the broker may be
-//! down, the gateway buffers). The systemd watchdog is fed while the
-//! pipeline's heartbeat is fresh.
+//! `READY=1` (readiness means: config valid, store running; the broker may
+//! be down, the gateway buffers). A disk that does not let the store open
+//! its file (full, read-only, failing) does not stop the start: the store
+//! runs degraded on its memory queue and keeps trying the file, and
+//! `/readyz` says so (a restart loop under systemd would poll and publish
+//! nothing). Only a store held by another fieldgate, or written by a newer
+//! one, stops the start ([`AppError::Store`]). The systemd watchdog is fed
+//! while the pipeline's heartbeat is fresh.
 //!
 //! # Reload
 //!
@@ -88,7 +93,9 @@ pub const FINAL_DELIVERY: Duration = Duration::from_secs(2);
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// The outbox could not be opened.
+    /// The outbox must not be used (another fieldgate holds it, or a
+    /// newer one wrote it), or its thread could not start. A failing disk
+    /// is not this: the store then starts degraded.
     #[error("cannot open the store {path}: {source}")]
     Store {
         /// The database file.

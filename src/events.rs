@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Every event's counter label, in the order of [`totals`].
-pub const EVENTS: [&str; 14] = [
+pub const EVENTS: [&str; 16] = [
     "device_down",
     "device_back",
     "link_down",
@@ -33,6 +33,8 @@ pub const EVENTS: [&str; 14] = [
     "work_order_held",
     "config_refused",
     "store_lost",
+    "store_degraded",
+    "store_recovered",
 ];
 
 static COUNTS: [AtomicU64; EVENTS.len()] = [const { AtomicU64::new(0) }; EVENTS.len()];
@@ -54,6 +56,8 @@ enum Counter {
     WorkOrderHeld,
     ConfigRefused,
     StoreLost,
+    StoreDegraded,
+    StoreRecovered,
 }
 
 /// Adds `n` to `counter`: one relaxed atomic addition (suppressed readings
@@ -237,6 +241,67 @@ impl ReadingsEvicted {
     }
 }
 
+/// The store cannot use its disk and keeps the outbox in memory: logged
+/// when it starts and then at most once a minute while it lasts (the
+/// store thread keeps the pace), with what memory holds and has evicted.
+pub struct StoreDegraded<'a> {
+    /// `disk_full`, `read_only`, `io_error` or `unavailable`.
+    pub fault: &'a str,
+    /// The error as SQLite or the OS reported it.
+    pub reason: &'a str,
+    /// How long it has lasted.
+    pub for_s: u64,
+    /// Messages held in memory.
+    pub held: u64,
+    /// Their bytes, and the memory queue's bound.
+    pub held_bytes: u64,
+    /// The memory queue's bound.
+    pub max_bytes: u64,
+    /// Readings evicted from memory at its bound since start.
+    pub evicted_readings: u64,
+    /// Alarm, meter and work-order messages evicted from memory since start.
+    pub evicted_other: u64,
+}
+
+impl StoreDegraded<'_> {
+    /// Logs and counts it.
+    pub fn emit(self) {
+        tracing::error!(
+            fault = self.fault,
+            reason = self.reason,
+            for_s = self.for_s,
+            held = self.held,
+            held_bytes = self.held_bytes,
+            max_bytes = self.max_bytes,
+            evicted_readings = self.evicted_readings,
+            evicted_other = self.evicted_other,
+            "store degraded: the disk cannot take the outbox; holding it in memory, publishing \
+             on, retrying the disk"
+        );
+        count(Counter::StoreDegraded, 1);
+    }
+}
+
+/// The store writes to its disk again: what memory held is on disk.
+pub struct StoreRecovered {
+    /// How long the store was degraded.
+    pub after_s: u64,
+    /// Messages written from memory to the disk on recovery.
+    pub written: u64,
+}
+
+impl StoreRecovered {
+    /// Logs and counts it.
+    pub fn emit(self) {
+        tracing::warn!(
+            after_s = self.after_s,
+            written = self.written,
+            "store ok: the disk takes the outbox again"
+        );
+        count(Counter::StoreRecovered, 1);
+    }
+}
+
 /// Readings the deadband filter kept back (report by exception). Not
 /// logged: it happens on nearly every poll.
 pub struct ReadingsSuppressed {
@@ -395,7 +460,7 @@ mod tests {
     #[test]
     fn counters_are_in_the_order_of_their_labels() {
         assert_eq!(Counter::DeviceDown as usize, 0);
-        assert_eq!(Counter::StoreLost as usize, EVENTS.len() - 1);
+        assert_eq!(Counter::StoreRecovered as usize, EVENTS.len() - 1);
         assert_eq!(
             EVENTS[Counter::ReadingsSuppressed as usize],
             "readings_suppressed"

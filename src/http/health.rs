@@ -6,6 +6,12 @@
 //! reported but not required: a gateway buffering through a broker outage
 //! is doing exactly its job, and a supervisor that restarted it then
 //! would only make things worse.
+//!
+//! A degraded store (its disk full, read-only or failing: the outbox is
+//! held in memory, see `store`) is *not ready*: readiness says "something
+//! here needs attention", and a broker outage now would lose what memory
+//! cannot hold. Liveness stays `ok` (the pipeline still runs, and a
+//! restart would not free the disk), so the watchdog leaves it alone.
 
 use axum::Json;
 use axum::extract::State;
@@ -14,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{HttpState, LIVENESS_LIMIT, StoreCheck, check_store};
+use crate::contract::json::timestamp;
 use crate::modbus::DeviceState;
 
 /// `200 ok` while the pipeline task reports; 503 with the reason when not.
@@ -30,11 +37,20 @@ pub(super) async fn healthz(State(state): State<HttpState>) -> Response {
     }
 }
 
-/// 200 when the store answers (the config is loaded, or the server would
-/// not run), else 503; the body says how each part stands.
+/// 200 when the store answers and is not degraded (the config is loaded,
+/// or the server would not run), else 503; the body says how each part
+/// stands.
 pub(super) async fn readyz(State(state): State<HttpState>) -> Response {
+    let mut degraded = None;
     let (store, error) = match check_store(&state.store).await {
-        StoreCheck::Open(_) => ("open", None),
+        StoreCheck::Open(stats) => match stats.degraded {
+            Some(d) => {
+                let error = format!("{}: {}", d.fault.as_str(), d.reason);
+                degraded = Some(d);
+                ("degraded", Some(error))
+            }
+            None => ("open", None),
+        },
         StoreCheck::Failed(e) => ("failed", Some(e.to_string())),
         StoreCheck::NoAnswer => ("not answering", None),
     };
@@ -56,6 +72,8 @@ pub(super) async fn readyz(State(state): State<HttpState>) -> Response {
         "config_hash": state.telemetry().info().config_hash,
         "store": store,
         "store_error": error,
+        "store_fault": degraded.as_ref().map(|d| d.fault.as_str()),
+        "store_degraded_since": degraded.as_ref().map(|d| timestamp(d.since)),
         "mqtt": if connected { "connected" } else { "disconnected" },
         "devices": { "polling": counts[0], "failing": counts[1], "starting": counts[2] },
     });

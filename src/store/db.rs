@@ -13,6 +13,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 
 use super::evict::{self, Bounds, Budget, Evicted, MIN_MAX_BYTES, RateLimited};
 use super::history::{self, Kept};
+use super::lock::InstanceLock;
 use super::{HISTORY_ROWS, HistoryEntry, Kind, OutMessage, Row, Stats, StoreError, StoreIdentity};
 use super::{identity, schema};
 use crate::clock::{Anchor, Clock, Resumed, Timestamp};
@@ -78,6 +79,8 @@ pub(super) struct Outbox {
     evicted_other: u64,
     reading_log: RateLimited,
     other_log: RateLimited,
+    /// The disk-full retries of group commits.
+    full_log: RateLimited,
     next_age_check: Option<Instant>,
     /// What the `history` table holds.
     history: Kept,
@@ -86,6 +89,19 @@ pub(super) struct Outbox {
     /// Held until the connection is closed (declared after `conn`, so it
     /// is dropped after it too): a second fieldgate cannot open the file.
     _lock: super::lock::InstanceLock,
+}
+
+/// What a file holds, read when it is opened.
+struct FileFigures {
+    page_size: i64,
+    auto_vacuum: i64,
+    meta_last: i64,
+    evicted_readings: u64,
+    evicted_other: u64,
+    kept: Kept,
+    max_id: i64,
+    messages: i64,
+    bytes: i64,
 }
 
 /// What a group commit did.
@@ -221,28 +237,79 @@ fn file_len(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
+/// How [`Outbox::attempt`] went.
+pub(super) enum Opened {
+    /// The file is open.
+    Ready(Box<Outbox>),
+    /// Not now: the lock if it was taken, and why.
+    Waiting(Option<InstanceLock>, StoreError),
+}
+
 impl Outbox {
     /// Opens the file (see `schema`) and applies the bounds.
+    #[cfg(test)]
     pub fn open(config: &StoreConfig) -> Result<Outbox, StoreError> {
         let (conn, lock, identity) = schema::open(&config.path, config.durability)?;
+        Outbox::from_conn(config, conn, lock, identity).map_err(|(e, _lock)| e)
+    }
+
+    /// Opens the file if the disk lets it ([`schema::attempt`]): an error
+    /// only when the store must not be used at all
+    /// ([`StoreError::Refused`]). `lock` is the one an earlier attempt took.
+    pub fn attempt(config: &StoreConfig, lock: Option<InstanceLock>) -> Result<Opened, StoreError> {
+        Ok(
+            match schema::attempt(&config.path, config.durability, lock)? {
+                schema::Attempt::Open(conn, lock, identity) => {
+                    match Outbox::from_conn(config, conn, lock, identity) {
+                        Ok(outbox) => Opened::Ready(Box::new(outbox)),
+                        Err((e, lock)) => Opened::Waiting(Some(lock), e),
+                    }
+                }
+                schema::Attempt::Wait(lock, e) => Opened::Waiting(lock, e),
+            },
+        )
+    }
+
+    /// Reads the figures of a freshly opened connection; on failure hands
+    /// the lock back, so that a gateway waiting for its disk keeps it.
+    fn from_conn(
+        config: &StoreConfig,
+        conn: Connection,
+        lock: InstanceLock,
+        identity: StoreIdentity,
+    ) -> Result<Outbox, (StoreError, InstanceLock)> {
+        let figures = match Outbox::figures_of(&conn) {
+            Ok(figures) => figures,
+            Err(e) => return Err((e, lock)),
+        };
+        let clock = match resume_clock(&conn) {
+            Ok(clock) => clock,
+            Err(e) => return Err((e, lock)),
+        };
+        let mut outbox = Outbox::with_figures(config, conn, lock, figures, clock, identity);
+        if let Err(e) = outbox.set_max_pages() {
+            let Outbox { _lock, .. } = outbox;
+            return Err((e, _lock));
+        }
+        tracing::info!(
+            path = %outbox.path.display(),
+            store = %outbox.identity.id,
+            rows = outbox.messages,
+            last_id = outbox.last_id,
+            max_bytes = outbox.budget.max_bytes,
+            "outbox open"
+        );
+        Ok(outbox)
+    }
+
+    /// What the file holds: page size, auto-vacuum mode, last id, counts.
+    fn figures_of(conn: &Connection) -> Result<FileFigures, StoreError> {
         let page_size: i64 = conn
             .pragma_query_value(None, "page_size", |r| r.get(0))
             .map_err(|e| fail("reading page_size", e))?;
-        let budget = Budget::new(config.max_bytes, page_size.max(0) as u64);
-        if config.max_bytes < MIN_MAX_BYTES {
-            tracing::warn!(
-                max_bytes = config.max_bytes,
-                using = MIN_MAX_BYTES,
-                "store.max_bytes is below the smallest workable bound; using that"
-            );
-        }
         let auto_vacuum: i64 = conn
             .pragma_query_value(None, "auto_vacuum", |r| r.get(0))
             .map_err(|e| fail("reading auto_vacuum", e))?;
-        conn.pragma_update(None, "journal_size_limit", budget.wal_limit as i64)
-            .map_err(|e| fail("setting journal_size_limit", e))?;
-        conn.pragma_update(None, "wal_autocheckpoint", budget.checkpoint_pages as i64)
-            .map_err(|e| fail("setting wal_autocheckpoint", e))?;
         let meta = |key: &str| -> Result<i64, StoreError> {
             conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
                 .optional()
@@ -252,8 +319,7 @@ impl Outbox {
         let meta_last = meta("last_id")?;
         let evicted_readings = meta("evicted_readings")?.max(0) as u64;
         let evicted_other = meta("evicted_other")?.max(0) as u64;
-        let kept = history::measure(&conn).map_err(|e| fail("measuring the history", e))?;
-        let clock = resume_clock(&conn)?;
+        let kept = history::measure(conn).map_err(|e| fail("measuring the history", e))?;
         let (max_id, messages, bytes): (i64, i64, i64) = conn
             .query_row(
                 "SELECT coalesce(max(id), 0), count(*),
@@ -263,7 +329,58 @@ impl Outbox {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .map_err(|e| fail("counting the outbox", e))?;
-        let mut outbox = Outbox {
+        Ok(FileFigures {
+            page_size,
+            auto_vacuum,
+            meta_last,
+            evicted_readings,
+            evicted_other,
+            kept,
+            max_id,
+            messages,
+            bytes,
+        })
+    }
+
+    /// The outbox of an open connection, with the bounds applied.
+    fn with_figures(
+        config: &StoreConfig,
+        conn: Connection,
+        lock: InstanceLock,
+        f: FileFigures,
+        clock: Clock,
+        identity: StoreIdentity,
+    ) -> Outbox {
+        let FileFigures {
+            page_size,
+            auto_vacuum,
+            meta_last,
+            evicted_readings,
+            evicted_other,
+            kept,
+            max_id,
+            messages,
+            bytes,
+        } = f;
+        let budget = Budget::new(config.max_bytes, page_size.max(0) as u64);
+        if config.max_bytes < MIN_MAX_BYTES {
+            tracing::warn!(
+                max_bytes = config.max_bytes,
+                using = MIN_MAX_BYTES,
+                "store.max_bytes is below the smallest workable bound; using that"
+            );
+        }
+        // Limits of this connection: a failure here shows at the first
+        // commit, which then retries.
+        for (name, value) in [
+            ("journal_size_limit", budget.wal_limit as i64),
+            ("wal_autocheckpoint", budget.checkpoint_pages as i64),
+        ] {
+            if let Err(e) = conn.pragma_update(None, name, value) {
+                tracing::warn!(error = %e, pragma = name, "outbox: cannot set a connection limit");
+            }
+        }
+        Outbox {
             conn,
             path: config.path.clone(),
             wal_path: schema::with_suffix(&config.path, "-wal"),
@@ -283,26 +400,23 @@ impl Outbox {
             evicted_other,
             reading_log: RateLimited::new(EVICTION_LOG_INTERVAL),
             other_log: RateLimited::new(EVICTION_LOG_INTERVAL),
+            full_log: RateLimited::new(EVICTION_LOG_INTERVAL),
             next_age_check: None,
             history: kept,
             identity,
             _lock: lock,
-        };
-        outbox.set_max_pages()?;
-        tracing::info!(
-            path = %outbox.path.display(),
-            store = %outbox.identity.id,
-            rows = outbox.messages,
-            last_id = outbox.last_id,
-            max_bytes = budget.max_bytes,
-            "outbox open"
-        );
-        Ok(outbox)
+        }
     }
 
     /// The timeline, continued from the file's saved anchor.
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// Runs on `clock` from now on: a store that opens its file late goes
+    /// on with the timeline its rows in memory were stamped on.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
     }
 
     /// This run's identity.
@@ -352,14 +466,15 @@ impl Outbox {
     }
 
     /// Commits one group: applies the acknowledged `deletes`, inserts
-    /// `messages` with the next ids, records their topics' seqs, writes the
+    /// `messages` with the ids the owner thread gave them (each above the
+    /// last committed one), records their topics' seqs, writes the
     /// named `states` and the `history` entries (pruning the oldest beyond
     /// [`HISTORY_ROWS`]), and keeps the bounds, all in one transaction. On
     /// a full disk (`SQLITE_FULL`, also raised by the `max_page_count` cap)
     /// it evicts and tries again.
     pub fn commit(
         &mut self,
-        messages: &[OutMessage],
+        messages: &[(i64, OutMessage)],
         deletes: &[i64],
         states: &[(String, Vec<u8>)],
         history: &[HistoryEntry],
@@ -369,7 +484,7 @@ impl Outbox {
         let anchor_due = !states.is_empty() || self.next_anchor.is_none_or(|t| now >= t);
         let group_bytes: u64 = messages
             .iter()
-            .map(|m| evict::footprint(m.topic.len(), m.payload.len()))
+            .map(|(_, m)| evict::footprint(m.topic.len(), m.payload.len()))
             .sum();
         for attempt in 1..=FULL_ATTEMPTS {
             match self.try_commit(messages, deletes, states, history, age_due, anchor_due) {
@@ -384,11 +499,16 @@ impl Outbox {
                 }
                 Err(e) if is_full(&e) => {
                     self.rollback();
-                    tracing::warn!(
-                        attempt,
-                        rows = messages.len(),
-                        "outbox: disk full (SQLITE_FULL) committing a group; evicting and retrying"
-                    );
+                    // Once a minute at most: on a full disk this happens
+                    // at every group.
+                    if let Some(times) = self.full_log.add(1, Instant::now()) {
+                        tracing::warn!(
+                            attempt,
+                            rows = messages.len(),
+                            times,
+                            "outbox: disk full (SQLITE_FULL) committing a group; evicting and retrying"
+                        );
+                    }
                     // Room for this group twice over: the freed pages take
                     // its rows, and the WAL its frames.
                     let freed = self.make_room(group_bytes.saturating_mul(2) * attempt as u64)?;
@@ -413,7 +533,7 @@ impl Outbox {
 
     fn try_commit(
         &mut self,
-        messages: &[OutMessage],
+        messages: &[(i64, OutMessage)],
         deletes: &[i64],
         states: &[(String, Vec<u8>)],
         history: &[HistoryEntry],
@@ -441,10 +561,11 @@ impl Outbox {
         if !messages.is_empty() {
             let mut seqs: HashMap<&str, u64> = HashMap::new();
             let mut stmt = tx.prepare_cached(INSERT)?;
-            for m in messages {
-                // Saturates rather than wraps: a duplicate id then fails the
-                // insert (only a damaged `meta` could get here).
-                d.last_id = d.last_id.saturating_add(1);
+            for (id, m) in messages {
+                // Ids only grow (the owner thread gives them); a duplicate
+                // fails the insert (only a damaged `meta` could get here).
+                d.last_id = *id;
+
                 stmt.execute(params![
                     d.last_id,
                     m.topic,
@@ -672,6 +793,67 @@ impl Outbox {
         result.map_err(|e| fail("fetching rows", e))
     }
 
+    /// Writes the id and seq high-water marks of messages that left the
+    /// memory queue without being written (acknowledged or evicted while
+    /// the disk failed): the ids and seqs they used are never given again
+    /// after a restart. A seq only ever rises here. Also the probe of a
+    /// degraded store: a real write, so success means the disk takes
+    /// writes again.
+    pub fn write_marks(
+        &mut self,
+        last_id: i64,
+        seqs: &HashMap<String, u64>,
+    ) -> Result<(), StoreError> {
+        let write = |conn: &mut Connection| -> rusqlite::Result<()> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE meta SET value = max(value, ?1) WHERE key = 'last_id'",
+                [last_id],
+            )?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO topic_seq (topic, seq) VALUES (?1, ?2)
+                     ON CONFLICT (topic) DO UPDATE SET seq = max(seq, excluded.seq)",
+                )?;
+                for (topic, seq) in seqs {
+                    stmt.execute(params![topic, *seq as i64])?;
+                }
+            }
+            tx.commit()
+        };
+        let result = write(&mut self.conn);
+        self.rollback();
+        result.map_err(|e| {
+            let full = is_full(&e);
+            let e = fail("writing the id and seq marks", e);
+            if full {
+                StoreError::Sqlite(format!("disk full: {e}"))
+            } else {
+                e
+            }
+        })
+    }
+
+    /// The figures kept in memory, without asking the file (`oldest` is
+    /// left out): what a degraded store can still say.
+    pub fn figures(&self) -> Stats {
+        Stats {
+            messages: self.messages,
+            bytes: self.bytes,
+            oldest_age: None,
+            file_bytes: self.file_bytes(),
+            inserted: self.inserted,
+            acked: self.acked,
+            evicted_readings: self.evicted_readings,
+            evicted_other: self.evicted_other,
+            last_id: self.last_id,
+            rejected: self.rejected,
+            max_bytes: self.budget.max_bytes,
+            identity: Some(self.identity.clone()),
+            ..Stats::default()
+        }
+    }
+
     /// The figures, as of the last commit.
     pub fn stats(&mut self) -> Result<Stats, StoreError> {
         let mut oldest: Option<i64> = None;
@@ -691,22 +873,12 @@ impl Outbox {
             }
         }
         Ok(Stats {
-            messages: self.messages,
-            bytes: self.bytes,
             oldest_age: oldest.map(|t| {
                 self.clock
                     .now()
                     .since(Timestamp(u64::try_from(t).unwrap_or(0)))
             }),
-            file_bytes: self.file_bytes(),
-            inserted: self.inserted,
-            acked: self.acked,
-            evicted_readings: self.evicted_readings,
-            evicted_other: self.evicted_other,
-            last_id: self.last_id,
-            rejected: self.rejected,
-            max_bytes: self.budget.max_bytes,
-            identity: Some(self.identity.clone()),
+            ..self.figures()
         })
     }
 
@@ -855,12 +1027,24 @@ impl Outbox {
         }
     }
 
-    /// Lowers the hard cap, to meet `SQLITE_FULL` in tests.
+    /// Lowers the hard cap, to meet `SQLITE_FULL` in tests: to the file's
+    /// current size (`Some(0)`), to `n` pages, or back to the budget's
+    /// (`None`).
     #[cfg(test)]
-    fn cap_pages(&self, pages: i64) {
-        self.conn
-            .pragma_update(None, "max_page_count", pages)
-            .unwrap();
+    pub fn cap_pages(&mut self, pages: Option<i64>) {
+        match pages {
+            Some(0) => {
+                let now: i64 = self
+                    .conn
+                    .pragma_query_value(None, "page_count", |r| r.get(0))
+                    .unwrap();
+                self.conn
+                    .pragma_update(None, "max_page_count", now)
+                    .unwrap();
+            }
+            Some(n) => self.conn.pragma_update(None, "max_page_count", n).unwrap(),
+            None => self.set_max_pages().unwrap(),
+        }
     }
 }
 
@@ -889,16 +1073,19 @@ mod tests {
         }
     }
 
-    fn reading(i: u64, bytes: usize) -> OutMessage {
-        OutMessage {
-            topic: "fieldgate/s/g/data/pump1".into(),
-            seq: i,
-            payload: vec![b'x'; bytes],
-            qos: 1,
-            retain: false,
-            kind: Kind::Reading,
-            created_at: SystemTime::now().into(),
-        }
+    fn reading(i: u64, bytes: usize) -> (i64, OutMessage) {
+        (
+            i as i64,
+            OutMessage {
+                topic: "fieldgate/s/g/data/pump1".into(),
+                seq: i,
+                payload: vec![b'x'; bytes],
+                qos: 1,
+                retain: false,
+                kind: Kind::Reading,
+                created_at: SystemTime::now().into(),
+            },
+        )
     }
 
     /// A full disk (here the hard cap) mid-group evicts the oldest
@@ -923,7 +1110,7 @@ mod tests {
             .pragma_query_value(None, "page_count", |r| r.get(0))
             .unwrap();
         // No room for one more page: the next group meets SQLITE_FULL.
-        db.cap_pages(pages);
+        db.cap_pages(Some(pages));
         let second: Vec<_> = (201..=220).map(|i| reading(i, 1000)).collect();
         let c = db.commit(&second, &[], &[], &[]).unwrap();
         assert_eq!(c.inserted, 20);

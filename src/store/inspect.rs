@@ -13,6 +13,7 @@
 //! before schema v3: no history); a file of a newer release is refused, as
 //! the gateway refuses it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -146,6 +147,34 @@ impl Inspector {
             return Err(StoreError::Sqlite(format!(
                 "{} has schema version {version}, newer than this fieldgate knows ({known}): \
                  use the fieldgate that wrote it",
+                path.display()
+            )));
+        }
+        Ok(Inspector {
+            conn,
+            path: path.to_owned(),
+            version,
+        })
+    }
+
+    /// Reads the file as it stands, without locks, WAL or `-shm` (which a
+    /// full or read-only disk may not let SQLite create): for a gateway
+    /// that holds the store's lock but cannot open the file for writing.
+    /// Refused when the WAL holds anything (it would be missed); a failed
+    /// open may leave an empty one behind.
+    pub(super) fn open_snapshot(path: &Path) -> Result<Inspector, StoreError> {
+        let wal = std::fs::metadata(with_suffix(path, "-wal")).map_or(0, |m| m.len());
+        if wal > 0 {
+            return Err(StoreError::Io(format!(
+                "{}: a WAL is present; a snapshot would miss it",
+                path.display()
+            )));
+        }
+        let (conn, app_id, version) =
+            connect(path, true).map_err(|e| fail(path, "reading the header", e))?;
+        if (version > 0 && app_id != APPLICATION_ID) || version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::Sqlite(format!(
+                "{} is not a store this fieldgate reads",
                 path.display()
             )));
         }
@@ -292,6 +321,13 @@ impl Inspector {
             })
     }
 
+    /// The timeline's anchor the file saved last, if any.
+    pub fn anchor(&self) -> Result<Option<Anchor>, StoreError> {
+        Ok(self
+            .saved_state(super::db::STATE_CLOCK)?
+            .and_then(|(blob, _)| serde_json::from_slice::<Anchor>(&blob).ok()))
+    }
+
     /// How the moments the file keeps (rows' `created_at`, the rules'
     /// state) read as wall-clock time: through the timeline's last saved
     /// anchor (see `crate::clock`), or as they are in a file without one.
@@ -301,6 +337,32 @@ impl Inspector {
             .and_then(|(blob, _)| serde_json::from_slice::<Anchor>(&blob).ok())
             .map(|a| a.wall_map())
             .unwrap_or(WallMap::IDENTITY))
+    }
+
+    /// The newest outbox id the file has used and the last seq of every
+    /// topic: where a gateway that cannot open the file for writing goes
+    /// on numbering, so that what it publishes from memory repeats
+    /// neither.
+    pub(super) fn resume_point(&self) -> Result<(i64, HashMap<String, u64>), StoreError> {
+        if self.version < 1 {
+            return Ok((0, HashMap::new()));
+        }
+        let result = (|| {
+            let last: i64 = self.conn.query_row(
+                "SELECT max(coalesce((SELECT value FROM meta WHERE key = 'last_id'), 0),
+                            coalesce((SELECT max(id) FROM outbox), 0))",
+                [],
+                |r| r.get(0),
+            )?;
+            let mut stmt = self.conn.prepare("SELECT topic, seq FROM topic_seq")?;
+            let seqs = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+                })?
+                .collect::<rusqlite::Result<HashMap<_, _>>>()?;
+            Ok((last, seqs))
+        })();
+        result.map_err(|e| fail(&self.path, "reading the last id and seqs", e))
     }
 }
 

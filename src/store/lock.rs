@@ -41,18 +41,12 @@ pub(super) fn acquire(path: &Path, wait: Duration) -> Result<InstanceLock, Store
         tracing::error!(error = %e, "cannot start the outbox");
         e
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(|e| {
-            fail(StoreError::Io(format!(
-                "cannot open the lock file {}: {e}",
-                lock_path.display()
-            )))
-        })?;
+    let file = open_lock_file(&lock_path).map_err(|e| {
+        fail(StoreError::Io(format!(
+            "cannot open the lock file {}: {e}",
+            lock_path.display()
+        )))
+    })?;
     let deadline = Instant::now() + wait;
     loop {
         match file.try_lock() {
@@ -61,7 +55,7 @@ pub(super) fn acquire(path: &Path, wait: Duration) -> Result<InstanceLock, Store
                 std::thread::sleep(RETRY_EVERY);
             }
             Err(TryLockError::WouldBlock) => {
-                return Err(fail(StoreError::Io(format!(
+                return Err(fail(StoreError::Refused(format!(
                     "{}: the store is in use (is another fieldgate using it?)",
                     path.display()
                 ))));
@@ -73,6 +67,23 @@ pub(super) fn acquire(path: &Path, wait: Duration) -> Result<InstanceLock, Store
                 ))));
             }
         }
+    }
+}
+
+/// Opens (creating) the lock file; an existing one is opened read-only
+/// when it cannot be opened for writing (a full or read-only file system,
+/// where the store is then run from memory): `flock` needs no write access,
+/// so a second fieldgate is still kept out.
+fn open_lock_file(lock_path: &Path) -> std::io::Result<File> {
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock_path)
+    {
+        Ok(file) => Ok(file),
+        Err(e) => OpenOptions::new().read(true).open(lock_path).map_err(|_| e),
     }
 }
 
@@ -94,5 +105,21 @@ mod tests {
         });
         let _again = acquire(&path, Duration::from_secs(10)).unwrap();
         release.join().unwrap();
+    }
+
+    /// A lock file that cannot be written (a read-only file system, or a
+    /// full one) is still locked through a read-only descriptor.
+    #[test]
+    fn a_read_only_lock_file_still_keeps_a_second_one_out() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        drop(acquire(&path, Duration::ZERO).unwrap());
+        let lock_path = with_suffix(&path, ".lock");
+        std::fs::set_permissions(&lock_path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let first = acquire(&path, Duration::ZERO).unwrap();
+        let err = acquire(&path, Duration::ZERO).unwrap_err();
+        assert!(matches!(err, StoreError::Refused(_)), "{err}");
+        drop(first);
     }
 }

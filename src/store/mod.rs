@@ -5,7 +5,14 @@
 //!
 //! * Rows get an `id` that only grows; the forwarder publishes in `id`
 //!   order (per topic), so per-topic `seq` numbers increase on the wire.
-//! * A row is deleted only after its PUBACK ([`StoreHandle::delete`]).
+//!   The owner thread gives the id when it takes a message, so a message
+//!   held in memory keeps its id when it is written to the file; every id
+//!   in memory is above every id in the file.
+//! * A row is deleted only after its PUBACK ([`StoreHandle::delete`]); a
+//!   message held only in memory is dropped from memory on its PUBACK the
+//!   same way.
+//! * The owner thread never stops taking commands, whatever the disk does
+//!   (see "Degraded mode"): the pipeline never waits on a failing disk.
 //! * Over `max_bytes` / `max_age`, the oldest *readings* are evicted
 //!   first and counted; alarm and work-order messages only when no reading
 //!   is left, and that is logged as an error.
@@ -46,6 +53,44 @@
 //! restarts), and logged at most once a minute. A full disk is handled like
 //! the bound: evict, then retry the commit.
 //!
+//! # Degraded mode
+//!
+//! When a commit still fails (the disk is full with nothing left to evict,
+//! read-only, or returns I/O errors), or the file cannot be opened at all,
+//! the store is *degraded* ([`Stats::degraded`]: the [`DiskFault`], the
+//! error, since when):
+//!
+//! * what the file cannot take waits in a memory queue bounded at
+//!   [`MEMORY_BYTES`] (counted like the disk budget); at the bound the
+//!   oldest readings are evicted first, then meters, alarms and work
+//!   orders, and counted ([`Stats::held_evicted_readings`], also in
+//!   `evicted_readings`);
+//! * those messages are offered to the forwarder at once, like committed
+//!   rows (the committed id it watches is the newest offered one), so
+//!   live publishing goes on while the broker is up; nothing then survives
+//!   a crash but what the file took before (a flush reports the error);
+//! * the disk is retried with a growing backoff (at most 30 s); when it
+//!   takes writes again, what memory holds is written with its ids, and
+//!   the store is ok again without a restart;
+//! * a message that leaves memory unwritten (acknowledged or evicted)
+//!   still used its topic's seq: the highest is written to the file with
+//!   the next commit, so numbering never repeats after a restart (unless
+//!   the process dies first);
+//! * a file that cannot be opened at start is tried again (every 1 s,
+//!   backing off to 30 s), holding the lock when it could be taken, so a
+//!   second fieldgate is kept out all along (a lock file that exists is
+//!   locked through a read-only descriptor on a full or read-only disk;
+//!   when none can be made, no fieldgate can write this store either).
+//!   Ids and seqs go on from the file as it can still be read; a file that
+//!   cannot be read at all numbers ids apart from it and seqs from 1.
+//!   Rows the file held are published after its reopening, from the next
+//!   connection of the forwarder on;
+//! * a `store degraded` line is logged when it starts and at most once a
+//!   minute while it lasts; `store ok` when it ends.
+//!
+//! Only a store held by another fieldgate or written by a newer one
+//! refuses to open ([`StoreError::Refused`]).
+//!
 //! # History
 //!
 //! Alarm and work-order changes are also kept in a `history` table
@@ -73,6 +118,8 @@
 
 mod db;
 mod evict;
+mod fault;
+mod held;
 mod history;
 mod identity;
 pub mod inspect;
@@ -80,6 +127,8 @@ mod lock;
 mod schema;
 mod thread;
 
+#[cfg(test)]
+mod degraded_tests;
 #[cfg(test)]
 mod tests;
 
@@ -95,6 +144,7 @@ use crate::config::StoreConfig;
 use thread::Command;
 
 pub use evict::MIN_MAX_BYTES;
+pub use fault::DiskFault;
 pub use inspect::{HistoryRecord, Inspector};
 
 /// Commands (an insert batch, a fetch, a flush…) queued for the owner
@@ -118,6 +168,13 @@ pub const QUEUE_BYTES: usize = 16 << 20;
 /// The longest `flush_interval` used (the config loader's own maximum);
 /// a longer one is shortened to this.
 pub const MAX_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What the memory queue may hold while the disk cannot take the outbox
+/// (see "Degraded mode" in the module docs), counted as the disk budget
+/// counts rows (topic, payload and 64 bytes each): about 100,000 readings
+/// of 250 bytes. At the bound the oldest readings are evicted first, and
+/// counted.
+pub const MEMORY_BYTES: u64 = 32 << 20;
 
 /// What a message is, for eviction: readings go first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -271,6 +328,35 @@ pub struct Stats {
     pub max_bytes: u64,
     /// The store's identity for this run (`None` only in hand-made figures).
     pub identity: Option<StoreIdentity>,
+    /// Set while the store runs on its memory queue (the disk cannot take
+    /// the outbox); `None` when it is ok.
+    pub degraded: Option<Degraded>,
+    /// Messages held in memory because the disk could not take them
+    /// (included in `messages`).
+    pub held: u64,
+    /// Their topic and payload bytes (included in `bytes`).
+    pub held_bytes: u64,
+    /// The memory queue's bound ([`MEMORY_BYTES`]).
+    pub held_max_bytes: u64,
+    /// Readings evicted from the memory queue at its bound, since start
+    /// (included in `evicted_readings`).
+    pub held_evicted_readings: u64,
+    /// Alarm / work-order / meter messages evicted from the memory queue,
+    /// since start (included in `evicted_other`).
+    pub held_evicted_other: u64,
+}
+
+/// The store cannot use its file: what is wrong and since when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Degraded {
+    /// What kind of fault.
+    pub fault: DiskFault,
+    /// The error as SQLite or the OS reported it.
+    pub reason: String,
+    /// When it started (wall clock, to show).
+    pub since: SystemTime,
+    /// How long it has lasted (monotonic).
+    pub duration: std::time::Duration,
 }
 
 /// The store's identity for this run: what every message carries as
@@ -340,6 +426,10 @@ pub enum StoreError {
     /// A file operation failed.
     #[error("{0}")]
     Io(String),
+    /// The store must not be used, whatever the disk does: another
+    /// fieldgate holds it, or a newer fieldgate wrote it.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Cheap, cloneable access to the outbox: a sender to the owner thread's
@@ -373,12 +463,22 @@ pub struct StoreGuard {
 /// a corrupt file aside) and starts its owner thread.
 ///
 /// Blocking (it checks the whole file with `PRAGMA quick_check`): call it
-/// before the runtime starts or from `spawn_blocking`. Fails if the folder
-/// cannot be created, another process holds the file, or the file was
-/// written by a newer fieldgate; a damaged file is moved aside instead.
+/// before the runtime starts or from `spawn_blocking`. Fails only when the
+/// store must not be used ([`StoreError::Refused`]: another process holds
+/// it, or it was written by a newer fieldgate) or the thread cannot start;
+/// a damaged file is moved aside instead, and a disk that does not let the
+/// file be opened (full, read-only, failing) starts the store degraded, on
+/// its memory queue, trying the file again (see "Degraded mode" above).
 pub fn open(config: &StoreConfig) -> Result<(StoreHandle, StoreGuard), StoreError> {
-    let outbox = db::Outbox::open(config)?;
-    let clock = *outbox.clock();
+    open_bounded(config, MEMORY_BYTES)
+}
+
+/// [`open`] with the memory queue bounded at `memory_bytes`.
+pub(crate) fn open_bounded(
+    config: &StoreConfig,
+    memory_bytes: u64,
+) -> Result<(StoreHandle, StoreGuard), StoreError> {
+    let start = thread::Start::attempt(config, memory_bytes)?;
     // The owner thread needs timers of its own (group deadlines, upkeep)
     // and must not depend on the caller's runtime.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -389,14 +489,14 @@ pub fn open(config: &StoreConfig) -> Result<(StoreHandle, StoreGuard), StoreErro
             tracing::error!(error = %e, "cannot start the outbox");
             e
         })?;
-    let identity = Arc::new(outbox.identity().clone());
+    let identity = Arc::new(start.identity().clone());
+    let clock = start.clock();
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-    let (committed_tx, committed_rx) = watch::channel(outbox.last_id());
+    let (committed_tx, committed_rx) = watch::channel(start.last_id());
     let (close_tx, close_rx) = oneshot::channel();
-    let flush_interval = config.flush_interval.min(MAX_FLUSH_INTERVAL);
     let thread = std::thread::Builder::new()
         .name("fieldgate-store".into())
-        .spawn(move || thread::run(outbox, rt, rx, close_rx, committed_tx, flush_interval))
+        .spawn(move || thread::run(start, rt, rx, close_rx, committed_tx))
         .map_err(|e| {
             let e = StoreError::Io(format!("cannot start the store thread: {e}"));
             tracing::error!(error = %e, "cannot start the outbox");
@@ -573,6 +673,16 @@ impl StoreHandle {
             .send(Command::Record(entries))
             .await
             .map_err(|_| StoreError::Closed)
+    }
+
+    /// Tests: sets the file's page cap (`Some(0)`: its current size;
+    /// `None`: the budget's), so that commits meet a real `SQLITE_FULL`.
+    #[cfg(test)]
+    pub(crate) async fn cap_pages(&self, pages: Option<i64>) {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(Command::CapPages(pages, reply)).await.is_ok() {
+            let _ = done.await;
+        }
     }
 
     /// The newest value of a named state (queued or committed), if any.

@@ -132,7 +132,9 @@ enum Unusable {
 
 /// Opens (creating, migrating or replacing) the store at `path`, holding
 /// its lock: keep the lock until the connection is closed. Also settles
-/// the store's identity for this run (`identity`).
+/// the store's identity for this run (`identity`). (The gateway uses
+/// [`attempt`], which waits out a failing disk.)
+#[cfg(test)]
 pub(super) fn open(
     path: &Path,
     durability: Durability,
@@ -169,6 +171,51 @@ fn open_locked(
             })?;
             Ok((conn, Some(reason)))
         }
+    }
+}
+
+/// How an attempt at opening the store went ([`attempt`]).
+pub(super) enum Attempt {
+    /// Open, with its lock and the store's identity for this run.
+    Open(Connection, InstanceLock, StoreIdentity),
+    /// Not now (the disk is full, read-only or failing): the lock if it
+    /// was taken (kept, so that no other fieldgate takes the store
+    /// meanwhile), and why.
+    Wait(Option<InstanceLock>, StoreError),
+}
+
+/// Like [`open`], for a gateway that runs on without its file: a failure
+/// of the disk is [`Attempt::Wait`] (try again later), and only what
+/// waiting cannot cure is an error: another fieldgate holds the store, or
+/// a newer fieldgate wrote it ([`StoreError::Refused`]). `lock` is the one
+/// an earlier attempt took.
+pub(super) fn attempt(
+    path: &Path,
+    durability: Durability,
+    lock: Option<InstanceLock>,
+) -> Result<Attempt, StoreError> {
+    let lock = match lock {
+        Some(lock) => lock,
+        None => {
+            if let Err(e) = ensure_parent(path) {
+                return Ok(Attempt::Wait(None, e));
+            }
+            match lock::acquire(path, BUSY_TIMEOUT) {
+                Ok(lock) => lock,
+                Err(e @ StoreError::Refused(_)) => return Err(e),
+                Err(e) => return Ok(Attempt::Wait(None, e)),
+            }
+        }
+    };
+    let (conn, moved_aside) = match open_locked(path, durability) {
+        Ok(opened) => opened,
+        Err(e @ StoreError::Refused(_)) => return Err(e),
+        Err(e) => return Ok(Attempt::Wait(Some(lock), e)),
+    };
+    match identity::establish(&conn, path, moved_aside.as_deref()) {
+        Ok(identity) => Ok(Attempt::Open(conn, lock, identity)),
+        Err(e @ StoreError::Refused(_)) => Err(e),
+        Err(e) => Ok(Attempt::Wait(Some(lock), e)),
     }
 }
 
@@ -257,7 +304,7 @@ fn try_open(path: &Path, durability: Durability) -> Result<Connection, Unusable>
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(|e| fail("reading the schema version", e))?;
     if version > MIGRATIONS.len() as i64 {
-        let e = StoreError::Sqlite(format!(
+        let e = StoreError::Refused(format!(
             "{} has schema version {version}, newer than this fieldgate knows ({}): \
              it was written by a newer release; leaving it untouched",
             path.display(),

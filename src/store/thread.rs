@@ -16,22 +16,51 @@
 //! transaction or an earlier one, so after a crash neither is ahead of the
 //! outbox.
 //!
-//! # Failures
+//! # Ids
 //!
-//! A failed commit keeps its group in memory and is retried with a growing
-//! backoff; `flush` callers get the error. While commits fail, at most
-//! [`FAILING_HOLD`] messages and history entries wait in memory; beyond
-//! that the thread stops taking commands, so the handles' senders wait
-//! (backpressure), and it keeps retrying.
+//! The thread gives every message its outbox id when it takes it (the
+//! next above every id given before, in this process or in the file), so
+//! a message keeps its id from the memory queue to the file.
+//!
+//! # Failures: degraded mode
+//!
+//! A failed commit (after the disk-full evictions of `db`) keeps its group
+//! in memory and the store becomes *degraded*: from then on every message
+//! it takes is offered to the forwarder at once from the memory queue
+//! (`held`), the committed id the forwarder watches is the newest offered
+//! one, and a message the broker acknowledges is dropped from memory like
+//! a deleted row. The thread never stops taking commands, whatever the
+//! disk does, so the pipeline never waits on it: the memory queue keeps to
+//! its bound by evicting (readings first, counted). The disk is retried
+//! with a growing backoff ([`RETRY_MIN`]..[`RETRY_MAX`]); once a commit
+//! (and the write of the id and seq marks) succeeds, what memory holds is
+//! on disk and the store is ok again. `flush` callers get the error while
+//! it lasts. Failed retries are not logged one by one: a `store degraded`
+//! line says how it stands at most once a minute.
+//!
+//! A store whose file cannot be opened at start (a full, read-only or
+//! failing disk) starts degraded with no file and tries to open it again
+//! ([`REOPEN_MIN`]..[`REOPEN_MAX`]), holding the lock if it got it. Its
+//! ids go on from the file's last id if the file can at least be read,
+//! else from a base no file reaches by counting.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot, watch};
 
-use super::db::Outbox;
-use super::evict;
-use super::{HistoryEntry, OutMessage, Row, Stats, StoreError};
+use super::db::{Opened, Outbox};
+use super::evict::{self, Budget};
+use super::fault::{self, DiskFault};
+use super::held::Queue;
+use super::inspect::Inspector;
+use super::lock::InstanceLock;
+use super::{
+    Degraded, HistoryEntry, OutMessage, Row, Stats, StoreError, StoreIdentity, StoreStart,
+};
+use crate::clock::Clock;
+use crate::config::StoreConfig;
+use crate::events::{StoreDegraded, StoreRecovered};
 
 /// Rows per group transaction, at most.
 pub(super) const GROUP_ROWS: usize = 5_000;
@@ -50,8 +79,17 @@ const UPKEEP_BACKOFF: Duration = Duration::from_secs(30);
 const RETRY_MIN: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// While commits fail, at most this many messages wait in memory.
-pub(super) const FAILING_HOLD: usize = 4 * GROUP_ROWS;
+/// First and longest wait before trying again to open a file that could
+/// not be opened.
+const REOPEN_MIN: Duration = Duration::from_secs(1);
+const REOPEN_MAX: Duration = Duration::from_secs(30);
+
+/// At most one `store degraded` line per this interval.
+const HEALTH_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// While the disk fails, at most this many history entries wait in memory
+/// (the oldest go first); they are small and rare, but not bounded else.
+pub(super) const HISTORY_HOLD: usize = 4 * GROUP_ROWS;
 
 /// Commit attempts at shutdown before giving up on what is queued.
 const CLOSE_ATTEMPTS: u32 = 3;
@@ -103,6 +141,10 @@ pub(super) enum Command {
         summary: String,
         reply: Reply<()>,
     },
+    /// Tests: set the file's page cap (see `Outbox::cap_pages`), to make
+    /// commits meet a real `SQLITE_FULL`.
+    #[cfg(test)]
+    CapPages(Option<i64>, oneshot::Sender<()>),
 }
 
 impl std::fmt::Debug for Command {
@@ -123,48 +165,160 @@ impl std::fmt::Debug for Command {
             Command::LoadState { key, .. } => write!(f, "LoadState({key})"),
             Command::Record(entries) => write!(f, "Record({} entries)", entries.len()),
             Command::RecordConfig { hash, .. } => write!(f, "RecordConfig({hash})"),
+            #[cfg(test)]
+            Command::CapPages(pages, _) => write!(f, "CapPages({pages:?})"),
         }
     }
+}
+
+/// How the store starts: its file open, or not (yet).
+pub(super) struct Start {
+    config: StoreConfig,
+    /// The memory queue's bound.
+    memory_bytes: u64,
+    db: Option<Outbox>,
+    /// Held while the file cannot be opened.
+    lock: Option<InstanceLock>,
+    /// Why the file could not be opened.
+    error: Option<StoreError>,
+    /// The newest id in use: the file's, or where a store without its
+    /// file goes on from.
+    last_id: i64,
+    /// The last seq per topic, read from a file that cannot be written.
+    seqs: HashMap<String, u64>,
+    /// The timeline: the file's, or resumed from what can be read of it.
+    clock: Clock,
+    /// This run's identity: the file's, or a new one when it cannot be
+    /// opened (the messages held in memory carry it to the end of the
+    /// run, even once the file opens).
+    identity: StoreIdentity,
+}
+
+/// Ids of a store that could read nothing of its file start here, far
+/// above what counting from 1 reaches, plus the wall clock in ms (scaled)
+/// so that two such starts do not reuse each other's ids either.
+const DETACHED_BASE: i64 = 1 << 61;
+
+impl Start {
+    /// Opens the file, or prepares to run without it. An error only when
+    /// the store must not be used ([`StoreError::Refused`]).
+    pub fn attempt(config: &StoreConfig, memory_bytes: u64) -> Result<Start, StoreError> {
+        match Outbox::attempt(config, None)? {
+            Opened::Ready(db) => Ok(Start {
+                config: config.clone(),
+                memory_bytes,
+                last_id: db.last_id(),
+                clock: *db.clock(),
+                identity: db.identity().clone(),
+                db: Some(*db),
+                lock: None,
+                error: None,
+                seqs: HashMap::new(),
+            }),
+            Opened::Waiting(lock, error) => {
+                let (last_id, seqs) = resume_point(config);
+                // Numbers may go on from what the file shows, yet what it
+                // last committed is unknown: a new identity tells any
+                // consumer to start afresh.
+                let identity = StoreIdentity {
+                    id: ulid::Ulid::generate().to_string(),
+                    start: StoreStart::Renewed {
+                        reason: format!(
+                            "the store file cannot be used ({error}): messages are held in memory"
+                        ),
+                    },
+                };
+                Ok(Start {
+                    config: config.clone(),
+                    memory_bytes,
+                    db: None,
+                    lock,
+                    error: Some(error),
+                    last_id,
+                    seqs,
+                    clock: resume_clock(config),
+                    identity,
+                })
+            }
+        }
+    }
+
+    /// The newest id in use.
+    pub fn last_id(&self) -> i64 {
+        self.last_id
+    }
+
+    /// The timeline the store runs on.
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
+    /// This run's identity.
+    pub fn identity(&self) -> &StoreIdentity {
+        &self.identity
+    }
+}
+
+/// The timeline of a store whose file cannot be opened: resumed from the
+/// anchor the file holds if it can be read, else a new one.
+fn resume_clock(config: &StoreConfig) -> Clock {
+    let anchor = Inspector::open(&config.path)
+        .or_else(|_| Inspector::open_snapshot(&config.path))
+        .ok()
+        .and_then(|i| i.anchor().ok().flatten());
+    Clock::resume(anchor.as_ref()).0
+}
+
+/// Where a store that cannot write its file goes on numbering: from the
+/// file's last id and seqs when it can at least be read (as a reader, or
+/// as it stands on disk when there is no WAL: the lock is ours, so nobody
+/// writes it); from the start when there is no file; else from
+/// [`DETACHED_BASE`] (and the seqs start again: the messages then carry
+/// numbers a consumer has seen, which only a new store identity can tell
+/// apart).
+fn resume_point(config: &StoreConfig) -> (i64, HashMap<String, u64>) {
+    match std::fs::metadata(&config.path) {
+        // No store file (nothing, or something else in its place): no id
+        // is used yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (0, HashMap::new()),
+        Ok(m) if !m.is_file() => return (0, HashMap::new()),
+        _ => {}
+    }
+    let read = Inspector::open(&config.path)
+        .or_else(|_| Inspector::open_snapshot(&config.path))
+        .and_then(|i| i.resume_point());
+    match read {
+        Ok(point) => point,
+        Err(e) => {
+            let ms = super::db::to_ms(SystemTime::now()).clamp(0, 1 << 44);
+            tracing::warn!(error = %e,
+                "the outbox file cannot be read either: numbering messages apart from it until it opens");
+            (DETACHED_BASE + (ms << 10), HashMap::new())
+        }
+    }
+}
+
+/// Runs `f` with logging off in this thread: the failures of an attempt
+/// made while the store is degraded are summed up by the once-a-minute
+/// line instead.
+fn quietly<T>(f: impl FnOnce() -> T) -> T {
+    tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), f)
 }
 
 /// Runs the owner thread until the guard closes it or every handle is
 /// gone; then commits what is queued, checkpoints and closes the file.
 pub(super) fn run(
-    db: Outbox,
+    start: Start,
     rt: tokio::runtime::Runtime,
     mut rx: mpsc::Receiver<Command>,
     mut close: oneshot::Receiver<()>,
     committed: watch::Sender<i64>,
-    flush_interval: Duration,
 ) -> Result<(), StoreError> {
-    let now = Instant::now();
-    let mut owner = Owner {
-        group_bytes: db.budget().group_bytes,
-        max_message_bytes: db.budget().max_message_bytes,
-        db,
-        committed,
-        flush_interval,
-        pending: Vec::new(),
-        pending_bytes: 0,
-        deletes: BTreeSet::new(),
-        states: BTreeMap::new(),
-        history: Vec::new(),
-        since: None,
-        waiters: Vec::new(),
-        failing: None,
-        more: true,
-        next_upkeep: now,
-    };
+    let mut owner = Owner::new(start, committed);
     rt.block_on(async {
         let mut closing = false;
         loop {
             let deadline = owner.deadline(Instant::now());
-            let accepting = !owner.holding();
-            if closing && !accepting {
-                // Commits fail and memory is full: stop here rather than
-                // wait forever; shutdown makes its last attempts.
-                break;
-            }
             tokio::select! {
                 biased;
                 // Resolves when the guard closes (or is dropped).
@@ -174,12 +328,15 @@ pub(super) fn run(
                     // received below.
                     rx.close();
                 }
-                cmd = rx.recv(), if accepting => match cmd {
+                // Always taken, whatever the disk does: the pipeline never
+                // waits on a failing disk (the memory queue is bounded by
+                // eviction instead).
+                cmd = rx.recv() => match cmd {
                     Some(cmd) => {
                         owner.handle(cmd);
                         // Take whatever else is queued, so one commit
                         // covers it.
-                        while !owner.full() && !owner.holding() {
+                        while !owner.full() {
                             match rx.try_recv() {
                                 Ok(cmd) => owner.handle(cmd),
                                 Err(_) => break,
@@ -203,16 +360,39 @@ struct Failing {
     backoff: Duration,
 }
 
+/// Why and since when the store is degraded.
+#[derive(Debug, Clone)]
+struct Fault {
+    fault: DiskFault,
+    reason: String,
+    since_wall: SystemTime,
+    since: Instant,
+    /// Held messages written to the disk since it started.
+    written: u64,
+}
+
 struct Owner {
-    db: Outbox,
+    /// The file; `None` while it cannot be opened.
+    db: Option<Outbox>,
+    /// The timeline rows are stamped with (the handle's).
+    clock: Clock,
+    /// This run's identity (the handle's).
+    identity: StoreIdentity,
+    /// The store's lock while the file is not open (the outbox holds it
+    /// once it is).
+    lock: Option<InstanceLock>,
+    config: StoreConfig,
     committed: watch::Sender<i64>,
     flush_interval: Duration,
     group_bytes: u64,
     max_message_bytes: u64,
-    /// Messages of the next group, in arrival order.
-    pending: Vec<OutMessage>,
-    /// Their estimated footprint.
-    pending_bytes: u64,
+    /// Messages not yet in the file, with their ids: the next group, and
+    /// while degraded the memory queue offered to the forwarder.
+    pending: Queue,
+    /// The id the next message gets.
+    next_id: i64,
+    /// The forwarder may read ids up to this (the committed watch).
+    offered: i64,
     /// Acknowledged ids whose deletion is not committed yet (ordered, so
     /// the oldest go first and fetches can skip them cheaply).
     deletes: BTreeSet<i64>,
@@ -230,9 +410,76 @@ struct Owner {
     /// Upkeep has more to do right away.
     more: bool,
     next_upkeep: Instant,
+    /// Set while the disk cannot take the outbox.
+    degraded: Option<Fault>,
+    /// The next attempt at opening the file, and the wait after it.
+    reopen_at: Instant,
+    reopen_backoff: Duration,
+    /// The last seq per topic when the file is not open.
+    seqs: HashMap<String, u64>,
+    /// Ids renumbered after a file turned out to hold them: acks of these
+    /// are ignored (they named the messages' old ids).
+    stale: Option<(i64, i64)>,
+    /// Evicted from memory since start: readings, others.
+    evicted: (u64, u64),
+    /// Refused for their size while the file was not open.
+    rejected: u64,
+    /// History entries dropped at [`HISTORY_HOLD`].
+    history_dropped: u64,
+    /// When the next health line may be logged, and whether the last one
+    /// said degraded.
+    next_log: Instant,
+    logged_degraded: bool,
 }
 
 impl Owner {
+    fn new(start: Start, committed: watch::Sender<i64>) -> Owner {
+        let now = Instant::now();
+        let config = start.config;
+        let flush_interval = config.flush_interval.min(super::MAX_FLUSH_INTERVAL);
+        let budget = match &start.db {
+            Some(db) => *db.budget(),
+            None => Budget::new(config.max_bytes, 4096),
+        };
+        let mut owner = Owner {
+            group_bytes: budget.group_bytes,
+            max_message_bytes: budget.max_message_bytes,
+            db: start.db,
+            lock: start.lock,
+            config,
+            committed,
+            flush_interval,
+            pending: Queue::new(start.memory_bytes),
+            next_id: start.last_id.saturating_add(1),
+            offered: start.last_id,
+            deletes: BTreeSet::new(),
+            states: BTreeMap::new(),
+            history: Vec::new(),
+            since: None,
+            waiters: Vec::new(),
+            failing: None,
+            more: true,
+            next_upkeep: now,
+            degraded: None,
+            reopen_at: now + REOPEN_MIN,
+            reopen_backoff: REOPEN_MIN,
+            seqs: start.seqs,
+            clock: start.clock,
+            identity: start.identity,
+            stale: None,
+            evicted: (0, 0),
+            rejected: 0,
+            history_dropped: 0,
+            next_log: now,
+            logged_degraded: false,
+        };
+        if let Some(e) = start.error {
+            owner.degrade(&e, now);
+        }
+        owner.log_health(now);
+        owner
+    }
+
     fn has_writes(&self) -> bool {
         !self.pending.is_empty()
             || !self.deletes.is_empty()
@@ -244,28 +491,120 @@ impl Owner {
     fn full(&self) -> bool {
         !self.waiters.is_empty()
             || self.pending.len() >= GROUP_ROWS
-            || self.pending_bytes >= self.group_bytes
+            || self.pending.bytes() >= self.group_bytes
             || self.deletes.len() >= DELETE_BATCH
             || self.history.len() >= GROUP_ROWS
     }
 
-    /// Commits fail and no more messages (or history entries) fit in
-    /// memory.
-    fn holding(&self) -> bool {
-        self.failing.is_some() && self.pending.len() + self.history.len() >= FAILING_HOLD
-    }
-
     fn deadline(&self, now: Instant) -> Instant {
-        if self.has_writes() {
-            let due = self.since.map_or(now, |t| t + self.flush_interval);
-            match self.failing {
-                Some(f) => due.max(f.retry_at),
-                None => due,
+        let due = if self.db.is_none() {
+            self.reopen_at
+        } else if let Some(f) = self.failing {
+            // Degraded: the next retry, whether or not anything waits
+            // (an empty retry writes the marks, which tells whether the
+            // disk takes writes again).
+            if self.has_writes() {
+                self.since
+                    .map_or(now, |t| t + self.flush_interval)
+                    .max(f.retry_at)
+            } else {
+                f.retry_at
             }
+        } else if self.has_writes() {
+            self.since.map_or(now, |t| t + self.flush_interval)
         } else if self.more {
             now
         } else {
             self.next_upkeep
+        };
+        if self.degraded.is_some() {
+            due.min(self.next_log.max(now))
+        } else {
+            due
+        }
+    }
+
+    /// The store can no longer write (or open) its file: offer what memory
+    /// holds, and note why.
+    fn degrade(&mut self, e: &StoreError, now: Instant) {
+        let reason = e.to_string();
+        let fault = fault::classify(&reason, &self.config.path);
+        match &mut self.degraded {
+            Some(d) => {
+                d.fault = fault;
+                d.reason = reason;
+            }
+            None => {
+                self.degraded = Some(Fault {
+                    fault,
+                    reason,
+                    since_wall: SystemTime::now(),
+                    since: now,
+                    written: 0,
+                });
+            }
+        }
+        self.offer();
+    }
+
+    /// Offers every message taken so far to the forwarder.
+    fn offer(&mut self) {
+        let upto = self.next_id.saturating_sub(1);
+        if upto > self.offered {
+            self.offered = upto;
+            self.committed.send_replace(upto);
+        }
+    }
+
+    /// Logs how the store stands, at most once per [`HEALTH_LOG_INTERVAL`]:
+    /// while degraded, and once when it is ok again.
+    fn log_health(&mut self, now: Instant) {
+        if now < self.next_log {
+            return;
+        }
+        if let Some(d) = &self.degraded {
+            StoreDegraded {
+                fault: d.fault.as_str(),
+                reason: &d.reason,
+                for_s: now.saturating_duration_since(d.since).as_secs(),
+                held: self.pending.len() as u64,
+                held_bytes: self.pending.bytes(),
+                max_bytes: self.pending.limit(),
+                evicted_readings: self.evicted.0,
+                evicted_other: self.evicted.1,
+            }
+            .emit();
+            self.logged_degraded = true;
+            self.next_log = now + HEALTH_LOG_INTERVAL;
+        }
+    }
+
+    /// Everything held is on disk and the marks are written: ok again.
+    fn recovered(&mut self, now: Instant) {
+        let Some(d) = self.degraded.take() else {
+            return;
+        };
+        // Said at once (a recovery is what the technician waits for), but
+        // only after a degraded line: a disk that flaps says so at most
+        // twice a minute.
+        if std::mem::take(&mut self.logged_degraded) {
+            StoreRecovered {
+                after_s: now.saturating_duration_since(d.since).as_secs(),
+                written: d.written,
+            }
+            .emit();
+        }
+    }
+
+    /// Keeps the memory queue within its bound.
+    fn evict_memory(&mut self) {
+        let d = self.pending.evict();
+        self.evicted.0 += d.readings;
+        self.evicted.1 += d.other;
+        if self.history.len() > HISTORY_HOLD {
+            let n = self.history.len() - HISTORY_HOLD;
+            self.history.drain(..n);
+            self.history_dropped += n as u64;
         }
     }
 
@@ -279,18 +618,37 @@ impl Owner {
                 for m in messages {
                     let bytes = evict::footprint(m.topic.len(), m.payload.len());
                     if bytes > self.max_message_bytes {
-                        self.db.reject(&m);
+                        match &mut self.db {
+                            Some(db) => db.reject(&m),
+                            None => {
+                                self.rejected += 1;
+                                tracing::error!(topic = %m.topic, seq = m.seq,
+                                    bytes = m.payload.len(), limit = self.max_message_bytes,
+                                    "outbox: message too large for store.max_bytes; dropped");
+                            }
+                        }
                         continue;
                     }
-                    self.pending_bytes += bytes;
-                    self.pending.push(m);
+                    let id = self.next_id;
+                    self.next_id = id.saturating_add(1);
+                    self.pending.push(id, m);
                 }
+                if self.degraded.is_some() {
+                    self.offer();
+                }
+                self.evict_memory();
                 if self.has_writes() && self.since.is_none() {
                     self.since = Some(now);
                 }
             }
             Command::Flush(reply) => {
-                if self.has_writes() {
+                if let Some(d) = self.degraded.as_ref().filter(|_| self.db.is_none()) {
+                    let _ = reply.send(Err(StoreError::Io(format!(
+                        "store degraded ({}): {}",
+                        d.fault.as_str(),
+                        d.reason
+                    ))));
+                } else if self.has_writes() {
                     self.waiters.push(reply);
                 } else {
                     let _ = reply.send(Ok(()));
@@ -301,27 +659,49 @@ impl Owner {
                 limit,
                 reply,
             } => {
-                let _ = reply.send(self.db.fetch_after(after, limit, &self.deletes));
+                let _ = reply.send(self.fetch_after(after, limit));
             }
             Command::FetchNewest {
                 after,
                 limit,
                 reply,
             } => {
-                let _ = reply.send(self.db.fetch_newest(after, limit, &self.deletes));
+                let _ = reply.send(self.fetch_newest(after, limit));
             }
             Command::Delete { ids, reply } => {
-                self.deletes.extend(ids);
+                let disk_last = self.db.as_ref().map_or(0, |db| db.last_id());
+                for id in ids {
+                    if self.stale.is_some_and(|(a, b)| (a..=b).contains(&id)) {
+                        continue;
+                    }
+                    if id > disk_last {
+                        // Held in memory (or evicted from it meanwhile).
+                        if id <= self.offered {
+                            self.pending.acked(id);
+                        }
+                    } else {
+                        self.deletes.insert(id);
+                    }
+                }
                 if self.has_writes() && self.since.is_none() {
                     self.since = Some(now);
                 }
                 let _ = reply.send(());
             }
             Command::Stats(reply) => {
-                let _ = reply.send(self.db.stats());
+                let _ = reply.send(Ok(self.stats(now)));
             }
             Command::TopicSeqs(reply) => {
-                let _ = reply.send(self.db.topic_seqs());
+                let from_file = match &mut self.db {
+                    Some(db) => db.topic_seqs(),
+                    None => Err(StoreError::Closed),
+                };
+                let _ = reply.send(match from_file {
+                    Ok(seqs) => Ok(seqs),
+                    // Degraded: what could be read at start.
+                    Err(_) if self.degraded.is_some() => Ok(self.seqs.clone()),
+                    Err(e) => Err(e),
+                });
             }
             Command::SaveState { key, value } => {
                 self.states.insert(key, value);
@@ -334,10 +714,18 @@ impl Owner {
                 summary,
                 reply,
             } => {
-                let _ = reply.send(self.db.record_config(&hash, &summary));
+                let _ = reply.send(match &mut self.db {
+                    Some(db) => db.record_config(&hash, &summary),
+                    None => Err(StoreError::Io(
+                        "store degraded: the config log is not written".into(),
+                    )),
+                });
             }
             Command::Record(entries) => {
                 self.history.extend(entries);
+                if self.degraded.is_some() {
+                    self.evict_memory();
+                }
                 if self.since.is_none() {
                     self.since = Some(now);
                 }
@@ -345,24 +733,191 @@ impl Owner {
             Command::LoadState { key, reply } => {
                 // A value not yet committed is the newest one.
                 let queued = self.states.get(&key).cloned();
-                let _ = reply.send(match queued {
-                    Some(v) => Ok(Some(v)),
-                    None => self.db.load_state(&key),
+                let from_file = match (&queued, &mut self.db) {
+                    (Some(_), _) => Ok(None),
+                    (None, Some(db)) => db.load_state(&key),
+                    (None, None) => Err(StoreError::Closed),
+                };
+                let _ = reply.send(match (queued, from_file) {
+                    (Some(v), _) => Ok(Some(v)),
+                    (None, Ok(v)) => Ok(v),
+                    // Degraded: start without it rather than not at all.
+                    (None, Err(_)) if self.degraded.is_some() => {
+                        tracing::error!(
+                            key,
+                            "store degraded: a saved state cannot be read; starting without it"
+                        );
+                        Ok(None)
+                    }
+                    (None, Err(e)) => Err(e),
                 });
+            }
+            #[cfg(test)]
+            Command::CapPages(pages, reply) => {
+                if let Some(db) = &mut self.db {
+                    db.cap_pages(pages);
+                }
+                let _ = reply.send(());
             }
         }
     }
 
+    /// Rows after `after`: the file's, then the memory queue's offered
+    /// ones (all above the file's). When the file cannot be read but memory
+    /// has rows to offer, those are returned alone so that live publishing
+    /// goes on (the forwarder's backlog restarts from the oldest row at its
+    /// next connection).
+    fn fetch_after(&mut self, after: i64, limit: usize) -> Result<Vec<Row>, StoreError> {
+        let mut rows = Vec::new();
+        if let Some(db) = &mut self.db
+            && after < db.last_id()
+        {
+            match db.fetch_after(after, limit, &self.deletes) {
+                Ok(r) => rows = r,
+                Err(e) if self.pending.after(after, self.offered, 1).is_empty() => return Err(e),
+                Err(_) => {}
+            }
+        }
+        if rows.len() < limit {
+            let from = rows.last().map_or(after, |r| r.id);
+            rows.extend(self.pending.after(from, self.offered, limit - rows.len()));
+        }
+        Ok(rows)
+    }
+
+    /// The newest rows after `after`, oldest first.
+    fn fetch_newest(&mut self, after: i64, limit: usize) -> Result<Vec<Row>, StoreError> {
+        let held = self.pending.newest(after, self.offered, limit);
+        if held.len() >= limit {
+            return Ok(held);
+        }
+        let mut rows = Vec::new();
+        if let Some(db) = &mut self.db
+            && after < db.last_id()
+        {
+            match db.fetch_newest(after, limit - held.len(), &self.deletes) {
+                Ok(r) => rows = r,
+                Err(e) if held.is_empty() => return Err(e),
+                Err(_) => {}
+            }
+        }
+        rows.extend(held);
+        Ok(rows)
+    }
+
+    /// The figures: the file's (as of the last commit) plus the memory
+    /// queue's offered messages, and the store's state.
+    fn stats(&mut self, now: Instant) -> Stats {
+        let mut st = match &mut self.db {
+            Some(db) => match db.stats() {
+                Ok(st) => st,
+                Err(_) => db.figures(),
+            },
+            None => Stats {
+                max_bytes: Budget::new(self.config.max_bytes, 4096).max_bytes,
+                ..Stats::default()
+            },
+        };
+        let (held, held_bytes, oldest) = self.pending.figures_upto(self.offered);
+        st.held = held;
+        st.held_bytes = held_bytes;
+        st.messages += held;
+        st.bytes += held_bytes;
+        if let Some(t) = oldest {
+            let age = self.clock.now().since(t);
+            st.oldest_age = Some(st.oldest_age.map_or(age, |o| o.max(age)));
+        }
+        st.identity = Some(self.identity.clone());
+        st.last_id = st.last_id.max(self.offered);
+        st.rejected += self.rejected;
+        st.held_max_bytes = self.pending.limit();
+        st.held_evicted_readings = self.evicted.0;
+        st.held_evicted_other = self.evicted.1;
+        st.evicted_readings += self.evicted.0;
+        st.evicted_other += self.evicted.1;
+        st.degraded = self.degraded.as_ref().map(|d| Degraded {
+            fault: d.fault,
+            reason: d.reason.clone(),
+            since: d.since_wall,
+            duration: now.saturating_duration_since(d.since),
+        });
+        st
+    }
+
     fn tick(&mut self, now: Instant) {
-        if self.has_writes() {
-            let retry_ok = self.failing.is_none_or(|f| now >= f.retry_at);
-            let interval_over = self.since.is_none_or(|t| now >= t + self.flush_interval);
-            // A flush asks for an attempt now, even while backing off.
-            if !self.waiters.is_empty() || (retry_ok && (self.full() || interval_over)) {
+        if self.db.is_none() && now >= self.reopen_at {
+            self.reopen(now);
+        }
+        if self.db.is_some() {
+            if self.has_writes() || self.degraded.is_some() {
+                let retry_ok = self.failing.is_none_or(|f| now >= f.retry_at);
+                let interval_over = self.since.is_none_or(|t| now >= t + self.flush_interval);
+                // A flush asks for an attempt now, even while backing off.
+                if !self.waiters.is_empty() || (retry_ok && (self.full() || interval_over)) {
+                    self.commit_all();
+                }
+            } else if self.more || now >= self.next_upkeep {
+                self.upkeep(now);
+            }
+        }
+        self.log_health(now);
+    }
+
+    /// Tries to open the file that could not be opened.
+    fn reopen(&mut self, now: Instant) {
+        let lock = self.lock.take();
+        let config = self.config.clone();
+        match quietly(|| Outbox::attempt(&config, lock)) {
+            Ok(Opened::Ready(db)) => {
+                let db = *db;
+                let file_last = db.last_id();
+                if self
+                    .pending
+                    .first_id()
+                    .is_some_and(|first| first <= file_last)
+                {
+                    // The file holds ids this process gave to messages in
+                    // memory (it could not be read at start): give them new
+                    // ids above both, and ignore acks of the old ones.
+                    let first = self.pending.first_id().unwrap_or(0);
+                    let newest = self.next_id.saturating_sub(1);
+                    self.stale = Some((first, newest));
+                    self.next_id = self.pending.renumber(file_last.max(newest) + 1);
+                    tracing::warn!(
+                        file_last,
+                        held = self.pending.len(),
+                        "outbox: the reopened file had used the ids of messages held in memory; \
+                         renumbered them (they may be published twice)"
+                    );
+                    self.offer();
+                } else if self.next_id <= file_last {
+                    self.next_id = file_last + 1;
+                }
+                self.group_bytes = db.budget().group_bytes;
+                self.max_message_bytes = db.budget().max_message_bytes;
+                // One timeline for the whole run: rows already stamped on it.
+                let mut db = db;
+                db.set_clock(self.clock);
+                self.db = Some(db);
+                self.failing = None;
+                self.more = true;
+                tracing::info!(path = %self.config.path.display(),
+                    held = self.pending.len(), "outbox file open again; writing what memory holds");
                 self.commit_all();
             }
-        } else if self.more || now >= self.next_upkeep {
-            self.upkeep(now);
+            Ok(Opened::Waiting(lock, e)) => {
+                self.lock = lock;
+                self.degrade(&e, now);
+                self.reopen_backoff = (self.reopen_backoff * 2).min(REOPEN_MAX);
+                self.reopen_at = now + self.reopen_backoff;
+            }
+            Err(e) => {
+                // Another fieldgate took the store, or a newer one wrote it:
+                // never write it; keep trying (it may go away).
+                self.degrade(&e, now);
+                self.reopen_backoff = REOPEN_MAX;
+                self.reopen_at = now + REOPEN_MAX;
+            }
         }
     }
 
@@ -371,7 +926,7 @@ impl Owner {
     fn chunk_len(&self, budget: u64, at_least_one: bool) -> usize {
         let mut bytes = 0;
         let mut n = 0;
-        for m in self.pending.iter().take(GROUP_ROWS) {
+        for (_, m) in self.pending.iter().take(GROUP_ROWS) {
             bytes += evict::footprint(m.topic.len(), m.payload.len());
             if bytes > budget && (n > 0 || !at_least_one) {
                 break;
@@ -384,9 +939,50 @@ impl Owner {
     /// Commits everything waiting, one group transaction at a time. A
     /// deletion rewrites the pages of the rows it removes, so deletes count
     /// against a group's bytes like inserts (at the average row size).
+    /// While degraded, ends with the id and seq marks (the probe that
+    /// tells the disk takes writes again).
     fn commit_all(&mut self) {
+        let Some(mut db) = self.db.take() else {
+            return;
+        };
+        let result = if self.degraded.is_some() {
+            // Each failed retry would log its own lines: the health line
+            // says it once a minute instead.
+            quietly(|| self.commit_with(&mut db))
+        } else {
+            self.commit_with(&mut db)
+        };
+        self.db = Some(db);
+        let now = Instant::now();
+        match result {
+            Ok(()) => {
+                self.failing = None;
+                self.since = None;
+                for w in self.waiters.drain(..) {
+                    let _ = w.send(Ok(()));
+                }
+                self.recovered(now);
+            }
+            Err(e) => {
+                let backoff = self
+                    .failing
+                    .map_or(RETRY_MIN, |f| (f.backoff * 2).min(RETRY_MAX));
+                self.failing = Some(Failing {
+                    retry_at: now + backoff,
+                    backoff,
+                });
+                for w in self.waiters.drain(..) {
+                    let _ = w.send(Err(e.clone()));
+                }
+                self.degrade(&e, now);
+                self.evict_memory();
+            }
+        }
+    }
+
+    fn commit_with(&mut self, db: &mut Outbox) -> Result<(), StoreError> {
         while self.has_writes() {
-            let avg = self.db.avg_row_bytes();
+            let avg = db.avg_row_bytes();
             let max_deletes = (self.group_bytes / avg).max(1) as usize;
             let deletes: Vec<i64> = self.deletes.iter().take(max_deletes).copied().collect();
             let left = self.group_bytes.saturating_sub(deletes.len() as u64 * avg);
@@ -403,60 +999,46 @@ impl Owner {
             };
             let history = if last_chunk { &self.history[..] } else { &[] };
             let recorded = history.len();
-            match self
-                .db
-                .commit(&self.pending[..n], &deletes, &states, history)
-            {
-                Ok(c) => {
-                    let bytes: u64 = self.pending[..n]
-                        .iter()
-                        .map(|m| evict::footprint(m.topic.len(), m.payload.len()))
-                        .sum();
-                    self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
-                    self.pending.drain(..n);
-                    for id in &deletes {
-                        self.deletes.remove(id);
-                    }
-                    for (key, value) in &states {
-                        // A newer value queued meanwhile stays queued.
-                        if self.states.get(key) == Some(value) {
-                            self.states.remove(key);
-                        }
-                    }
-                    // Nothing is queued during a commit: these are the
-                    // entries just written.
-                    self.history.drain(..recorded);
-                    if c.inserted > 0 {
-                        // The forwarder waits on this.
-                        self.committed.send_replace(c.last_id);
-                    }
-                    self.more |= c.more;
-                    self.failing = None;
-                }
-                Err(e) => {
-                    let backoff = self
-                        .failing
-                        .map_or(RETRY_MIN, |f| (f.backoff * 2).min(RETRY_MAX));
-                    self.failing = Some(Failing {
-                        retry_at: Instant::now() + backoff,
-                        backoff,
-                    });
-                    for w in self.waiters.drain(..) {
-                        let _ = w.send(Err(e.clone()));
-                    }
-                    return;
+            let c = db.commit(&self.pending.as_slice()[..n], &deletes, &states, history)?;
+            self.pending.written(n);
+            if let Some(d) = &mut self.degraded {
+                d.written += n as u64;
+            }
+            for id in &deletes {
+                self.deletes.remove(id);
+            }
+            for (key, value) in &states {
+                // A newer value queued meanwhile stays queued.
+                if self.states.get(key) == Some(value) {
+                    self.states.remove(key);
                 }
             }
+            // Nothing is queued during a commit: these are the entries
+            // just written.
+            self.history.drain(..recorded);
+            if c.inserted > 0 && c.last_id > self.offered {
+                // The forwarder waits on this.
+                self.offered = c.last_id;
+                self.committed.send_replace(c.last_id);
+            }
+            self.more |= c.more;
         }
-        self.since = None;
-        self.pending_bytes = 0;
-        for w in self.waiters.drain(..) {
-            let _ = w.send(Ok(()));
+        let seqs = self.pending.take_seqs();
+        if self.degraded.is_some() || !seqs.is_empty() {
+            let last = self.next_id.saturating_sub(1);
+            if let Err(e) = db.write_marks(last, &seqs) {
+                self.pending.keep_seqs(seqs);
+                return Err(e);
+            }
         }
+        Ok(())
     }
 
     fn upkeep(&mut self, now: Instant) {
-        match self.db.maintain(now) {
+        let Some(db) = &mut self.db else {
+            return;
+        };
+        match db.maintain(now) {
             Ok(more) => {
                 self.more = more;
                 self.next_upkeep = now + UPKEEP_INTERVAL;
@@ -472,7 +1054,7 @@ impl Owner {
     /// Commits what is queued (a few attempts), then closes the file.
     fn shutdown(mut self) -> Result<(), StoreError> {
         for _ in 0..CLOSE_ATTEMPTS {
-            if !self.has_writes() {
+            if !self.has_writes() || self.db.is_none() {
                 break;
             }
             self.commit_all();
@@ -482,7 +1064,10 @@ impl Owner {
         for w in self.waiters.drain(..) {
             let _ = w.send(Err(StoreError::Closed));
         }
-        let closed = self.db.close();
+        let closed = match self.db.take() {
+            Some(db) => db.close(),
+            None => Ok(()),
+        };
         if lost > 0 || lost_history > 0 {
             let e = StoreError::Sqlite(format!(
                 "{lost} queued messages and {lost_history} history entries \

@@ -18,6 +18,7 @@ use super::rules_view::PRIORITIES;
 use crate::modbus::histogram::{BOUNDS_LE, HistogramSnapshot};
 use crate::modbus::probe::{DeviceState, ERROR_REASONS, POLL_RESULTS};
 use crate::rules::Measure;
+use crate::store::{DiskFault, Stats};
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -441,6 +442,73 @@ fn outbox(out: &mut Out, s: &Snapshot) {
             1,
         );
     }
+    degraded(out, st);
+}
+
+/// The store's health: one series per fault, so that
+/// `sum(fieldgate_store_degraded)` is 1 exactly while degraded.
+fn degraded(out: &mut Out, st: &Stats) {
+    out.family(
+        "fieldgate_store_degraded",
+        "gauge",
+        "1 for the fault that keeps the outbox in memory (the disk is full, read-only, failing, or the file could not be opened); all 0 when the store is ok.",
+    );
+    let now = st.degraded.as_ref().map(|d| d.fault);
+    for fault in DiskFault::ALL {
+        out.int(
+            "fieldgate_store_degraded",
+            &[("fault", fault.as_str())],
+            u64::from(now == Some(fault)),
+        );
+    }
+    out.family(
+        "fieldgate_store_degraded_seconds",
+        "gauge",
+        "How long the store has been degraded; 0 when ok.",
+    );
+    out.float(
+        "fieldgate_store_degraded_seconds",
+        &[],
+        st.degraded
+            .as_ref()
+            .map_or(0.0, |d| d.duration.as_secs_f64()),
+    );
+    let gauges: [(&str, &str, u64); 3] = [
+        (
+            "fieldgate_store_held_messages",
+            "Messages held in memory because the disk could not take them (included in fieldgate_outbox_messages).",
+            st.held,
+        ),
+        (
+            "fieldgate_store_held_bytes",
+            "Their bytes of topic and payload (included in fieldgate_outbox_bytes).",
+            st.held_bytes,
+        ),
+        (
+            "fieldgate_store_held_max_bytes",
+            "The memory queue's bound (topic, payload and 64 bytes a message).",
+            st.held_max_bytes,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        out.family(name, "gauge", help);
+        out.int(name, &[], v);
+    }
+    out.family(
+        "fieldgate_store_held_evicted_total",
+        "counter",
+        "Messages evicted from the memory queue at its bound since start, by kind (also counted in fieldgate_outbox_evicted_total).",
+    );
+    out.int(
+        "fieldgate_store_held_evicted_total",
+        &[("kind", "reading")],
+        st.held_evicted_readings,
+    );
+    out.int(
+        "fieldgate_store_held_evicted_total",
+        &[("kind", "other")],
+        st.held_evicted_other,
+    );
 }
 
 fn mqtt(out: &mut Out, s: &Snapshot) {
@@ -955,6 +1023,33 @@ mod tests {
         let text = render(&s);
         assert!(text.lines().any(|l| l == "fieldgate_store_up 0"));
         assert!(!text.contains("fieldgate_outbox_messages"));
+    }
+
+    #[test]
+    fn a_degraded_store_says_its_fault_on_one_series_of_four() {
+        let mut s = snapshot();
+        let text = render(&s);
+        assert!(text.contains("fieldgate_store_degraded{fault=\"disk_full\"} 0"));
+        let st = s.store.as_mut().unwrap();
+        st.degraded = Some(crate::store::Degraded {
+            fault: DiskFault::Full,
+            reason: "database or disk is full".into(),
+            since: SystemTime::UNIX_EPOCH,
+            duration: Duration::from_secs(90),
+        });
+        st.held = 12;
+        st.held_evicted_readings = 3;
+        let text = render(&s);
+        let lines: Vec<&str> = text.lines().collect();
+        for line in [
+            "fieldgate_store_degraded{fault=\"disk_full\"} 1",
+            "fieldgate_store_degraded{fault=\"read_only\"} 0",
+            "fieldgate_store_degraded_seconds 90",
+            "fieldgate_store_held_messages 12",
+            "fieldgate_store_held_evicted_total{kind=\"reading\"} 3",
+        ] {
+            assert!(lines.contains(&line), "{line} not in\n{text}");
+        }
     }
 
     #[test]

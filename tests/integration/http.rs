@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common::http::{Events, Response, get, get_when_up, post};
+use crate::common::proxy::Proxy;
 use crate::common::subscriber::{Received, Subscriber};
 use crate::common::wait::eventually;
 use crate::common::{broker, gateway, schema, sim};
@@ -396,6 +397,115 @@ async fn ready_while_the_broker_is_down_and_buffering() {
     assert_eq!(missing.status, 404);
 
     gateway::stop(stop, gateway).await;
+    sim.shutdown().await;
+}
+
+/// A store file that cannot be opened at start (here a folder stands where
+/// the file should be: the same failure path as a full, read-only or
+/// failing disk, without root): the gateway starts anyway, polls and
+/// publishes live, says `degraded` on `/readyz`, `/api/status` and
+/// `/metrics` while `/healthz` stays ok, holds through a broker outage in
+/// memory and delivers all of it, and opens the file on a retry once the
+/// way is clear, without a restart. Nothing published is numbered twice
+/// (`tests/interop/disk_full.sh` does the same on a real full file
+/// system).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_be_opened_runs_degraded_and_recovers() {
+    let (sim, sim_addr) = simulator().await;
+    let broker = broker::start();
+    let proxy = Proxy::start(broker).await;
+    let sub = Subscriber::start(broker, "test-sub-degraded", "fieldgate/test/gw/#").await;
+    let http = broker::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(dir.path(), sim_addr, proxy.addr(), http, "");
+    let store = config.store.path.clone();
+    std::fs::create_dir_all(&store).unwrap();
+    let (stop, gateway) = gateway::spawn(config);
+
+    assert!(
+        sub.wait_until(Duration::from_secs(20), |m| {
+            m.iter().filter(|r| r.topic == DATA).count() >= 5
+        })
+        .await,
+        "readings are published while the store is degraded"
+    );
+    let ready = get_when_up(http, "/readyz").await;
+    assert_eq!(ready.status, 503, "degraded is not ready: {}", ready.body);
+    let json = ready.json();
+    assert_eq!(json["store"], "degraded");
+    assert_eq!(json["store_fault"], "unavailable");
+    assert!(
+        json["store_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&*store.to_string_lossy()),
+        "{json}"
+    );
+    let health = get(http, "/healthz").await.unwrap();
+    assert_eq!(health.status, 200, "the watchdog is kept happy");
+    let s = status(http).await;
+    assert_eq!(s["outbox"]["state"], "degraded");
+    assert_eq!(s["outbox"]["fault"], "unavailable");
+    assert!(s["outbox"]["since"].is_string());
+    let m = Metrics::scrape(http).await;
+    assert_eq!(
+        m.value("fieldgate_store_degraded", &[("fault", "unavailable")]),
+        1.0
+    );
+    assert_eq!(
+        m.value("fieldgate_store_degraded", &[("fault", "disk_full")]),
+        0.0
+    );
+
+    // A broker outage while degraded: memory holds, and delivers it all.
+    proxy.cut();
+    let before = sub.received().iter().filter(|r| r.topic == DATA).count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = status(http).await;
+    assert!(s["outbox"]["held"].as_u64().unwrap_or(0) > 0, "{s:#}");
+    assert_eq!(get(http, "/healthz").await.unwrap().status, 200);
+    proxy.restore();
+    assert!(
+        sub.wait_until(Duration::from_secs(30), |m| {
+            let s = crate::common::subscriber::seqs(m, DATA);
+            crate::common::subscriber::contiguous(&s)
+                && s.iter().max().copied().unwrap_or(0) >= before as u64 + 25
+        })
+        .await,
+        "what memory held through the outage arrives: {:?}",
+        crate::common::subscriber::seqs(&sub.received(), DATA)
+    );
+
+    // The way is clear: the store opens its file without a restart.
+    std::fs::remove_dir(&store).unwrap();
+    let ready = eventually(Duration::from_secs(20), async || {
+        let r = get(http, "/readyz").await.ok()?;
+        (r.status == 200).then_some(r)
+    })
+    .await
+    .expect("ready again once the file opens");
+    assert_eq!(ready.json()["store"], "open");
+    let s = status(http).await;
+    assert_eq!(s["outbox"]["state"], "ok");
+    assert_eq!(s["outbox"]["held"], 0);
+    let before = sub.received().iter().filter(|r| r.topic == DATA).count();
+    assert!(
+        sub.wait_until(Duration::from_secs(20), |m| {
+            m.iter().filter(|r| r.topic == DATA).count() >= before + 5
+        })
+        .await,
+        "and publishing goes on through the file"
+    );
+    let m = Metrics::scrape(http).await;
+    assert_eq!(
+        m.value("fieldgate_store_degraded", &[("fault", "unavailable")]),
+        0.0
+    );
+    gateway::stop(stop, gateway).await;
+    // Every seq arrived (some twice after the outage: at least once).
+    let seqs = crate::common::subscriber::seqs(&sub.received(), DATA);
+    assert!(crate::common::subscriber::contiguous(&seqs), "{seqs:?}");
+    assert!(Inspector::open(&store).is_ok());
     sim.shutdown().await;
 }
 

@@ -880,8 +880,11 @@ async fn a_newer_schema_is_refused_and_left_alone() {
     assert!(files_starting(cfg.path.parent().unwrap(), "outbox.db.corrupt").is_empty());
 }
 
-#[test]
-fn an_uncreatable_folder_is_a_clear_error() {
+/// A folder that cannot be made does not stop the start: the store runs
+/// degraded (in memory) and says why; once the way is clear it makes the
+/// folder and the file, without a restart.
+#[tokio::test]
+async fn an_uncreatable_folder_is_a_clear_degraded_state() {
     let dir = tempfile::tempdir().unwrap();
     let blocker = dir.path().join("file");
     std::fs::write(&blocker, b"a file, not a folder").unwrap();
@@ -889,12 +892,29 @@ fn an_uncreatable_folder_is_a_clear_error() {
         path: blocker.join("sub").join("outbox.db"),
         ..config(dir.path(), 64 << 20)
     };
-    match store::open(&cfg) {
-        Err(StoreError::Io(msg)) => {
-            assert!(msg.contains("cannot create the store folder"), "{msg}")
+    let (h, guard) = store::open(&cfg).expect("a disk fault is not a failed start");
+    let st = h.stats().await.unwrap();
+    let degraded = st.degraded.expect("degraded");
+    assert!(
+        degraded.reason.contains("cannot create the store folder"),
+        "{degraded:?}"
+    );
+    h.insert(vec![reading(1)]).await.unwrap();
+    assert_eq!(h.fetch_after(0, 10).await.unwrap().len(), 1);
+    std::fs::remove_file(&blocker).unwrap();
+    let mut ok = false;
+    for _ in 0..100 {
+        if h.stats().await.unwrap().degraded.is_none() {
+            ok = true;
+            break;
         }
-        other => panic!("expected an Io error, got {other:?}"),
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(ok, "the folder and the file are made on a retry");
+    h.flush().await.unwrap();
+    drop(h);
+    guard.close().unwrap();
+    assert!(cfg.path.is_file());
 }
 
 mod model {

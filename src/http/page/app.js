@@ -119,10 +119,19 @@ function renderHeader(s) {
   mqtt.title = s.mqtt.last_error || '';
 
   const outbox = $('outbox');
-  if (s.outbox) {
+  if (s.outbox && s.outbox.state === 'degraded') {
+    // The disk cannot take the outbox: it is held in memory.
+    const o = s.outbox;
+    outbox.textContent = 'store degraded (' + o.fault.replace('_', ' ') + ') for ' +
+      fmtAge(o.degraded_s) + ': ' + o.held + ' held in memory' +
+      (o.held_evicted > 0 ? ', ' + o.held_evicted + ' evicted' : '');
+    outbox.title = o.reason || '';
+    outbox.className = 'bad';
+  } else if (s.outbox) {
     const n = s.outbox.messages;
     outbox.textContent =
       n === 0 ? 'empty' : n + ' waiting, oldest ' + fmtAge(s.outbox.oldest_age_s);
+    outbox.title = '';
     outbox.className = n > 0 && s.outbox.oldest_age_s > 60 ? 'bad' : '';
   } else {
     outbox.textContent = 'store not answering';

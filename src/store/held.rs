@@ -1,0 +1,323 @@
+//! The memory queue: messages with their ids, waiting for the disk.
+//!
+//! Every message gets its outbox id when the owner thread takes it, and
+//! waits here until its group commits. While the disk works that is one
+//! `flush_interval`. While it does not (full, read-only, failing, or never
+//! opened) the queue is the outbox: the forwarder is offered its messages
+//! like committed rows, a message acknowledged by the broker leaves it
+//! like a deleted row, and it keeps to [`MEMORY_BYTES`](super::MEMORY_BYTES)
+//! by evicting in the disk bounds' order (oldest readings first, then
+//! meters, alarms, work orders), counting what it evicts.
+//!
+//! Ids only grow and the queue only ever writes its oldest messages to
+//! the disk, so every id here is above every id in the file: a read is
+//! the file's rows followed by the queue's.
+//!
+//! A message that leaves the queue without being written (acknowledged,
+//! or evicted) still used its topic's `seq`: the highest such seq per
+//! topic is kept ([`Queue::take_seqs`]) and written to the file with the
+//! next commit, so numbering never repeats after a restart.
+
+use crate::clock::Timestamp;
+use std::collections::{HashMap, VecDeque};
+
+use super::evict::{EVICTION_ORDER, footprint};
+use super::{Kind, OutMessage, Row};
+
+/// An eviction brings the queue down to this share of its bound (in
+/// tenths), so it does not run again at every insert.
+const EVICT_TO_TENTHS: u64 = 9;
+
+/// Messages waiting for the disk, oldest (lowest id) first.
+#[derive(Debug)]
+pub(super) struct Queue {
+    rows: VecDeque<(i64, OutMessage)>,
+    /// Their footprint (as the disk budget counts it).
+    bytes: u64,
+    /// The bound on `bytes`.
+    limit: u64,
+    /// Highest seq per topic of messages that left unwritten.
+    seqs: HashMap<String, u64>,
+}
+
+/// What an eviction removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Dropped {
+    /// Readings.
+    pub readings: u64,
+    /// Meters, alarms and work orders.
+    pub other: u64,
+}
+
+fn row(id: i64, m: &OutMessage) -> Row {
+    Row {
+        id,
+        topic: m.topic.clone(),
+        seq: m.seq,
+        payload: m.payload.clone(),
+        qos: m.qos,
+        retain: m.retain,
+        kind: m.kind,
+        created_at: m.created_at,
+    }
+}
+
+fn size(m: &OutMessage) -> u64 {
+    footprint(m.topic.len(), m.payload.len())
+}
+
+impl Queue {
+    /// An empty queue bounded at `limit` bytes.
+    pub fn new(limit: u64) -> Queue {
+        Queue {
+            rows: VecDeque::new(),
+            bytes: 0,
+            limit,
+            seqs: HashMap::new(),
+        }
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Their footprint.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The bound.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The id of the oldest message.
+    pub fn first_id(&self) -> Option<i64> {
+        self.rows.front().map(|(id, _)| *id)
+    }
+
+    /// How many messages have ids up to `upto`, their topic and payload
+    /// bytes, and the oldest creation time among them.
+    pub fn figures_upto(&self, upto: i64) -> (u64, u64, Option<Timestamp>) {
+        let end = self.rows.partition_point(|(id, _)| *id <= upto);
+        let mut bytes = 0;
+        let mut oldest = None;
+        for (_, m) in self.rows.range(..end) {
+            bytes += (m.topic.len() + m.payload.len()) as u64;
+            oldest = Some(oldest.map_or(m.created_at, |o: Timestamp| o.min(m.created_at)));
+        }
+        (end as u64, bytes, oldest)
+    }
+
+    /// Appends a message; `id` must be above every id already queued.
+    pub fn push(&mut self, id: i64, m: OutMessage) {
+        debug_assert!(self.rows.back().is_none_or(|(last, _)| *last < id));
+        self.bytes += size(&m);
+        self.rows.push_back((id, m));
+    }
+
+    /// The messages, oldest first, as one slice.
+    pub fn as_slice(&mut self) -> &[(i64, OutMessage)] {
+        self.rows.make_contiguous()
+    }
+
+    /// The messages, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &(i64, OutMessage)> {
+        self.rows.iter()
+    }
+
+    /// Removes the `n` oldest (written to the disk).
+    pub fn written(&mut self, n: usize) {
+        for (_, m) in self.rows.drain(..n.min(self.rows.len())) {
+            self.bytes = self.bytes.saturating_sub(size(&m));
+        }
+    }
+
+    /// Removes the message `id` (the broker acknowledged it); false when it
+    /// is not here.
+    pub fn acked(&mut self, id: i64) -> bool {
+        let Ok(i) = self.rows.binary_search_by_key(&id, |(id, _)| *id) else {
+            return false;
+        };
+        if let Some((_, m)) = self.rows.remove(i) {
+            self.bytes = self.bytes.saturating_sub(size(&m));
+            self.gone(m);
+        }
+        true
+    }
+
+    fn gone(&mut self, m: OutMessage) {
+        let seq = self.seqs.entry(m.topic).or_insert(0);
+        *seq = (*seq).max(m.seq);
+    }
+
+    /// Over the bound: evicts the oldest messages of each kind in eviction
+    /// order (readings first) until the queue is within nine tenths of it.
+    pub fn evict(&mut self) -> Dropped {
+        let mut dropped = Dropped::default();
+        if self.bytes <= self.limit {
+            return dropped;
+        }
+        let target = self.limit / 10 * EVICT_TO_TENTHS;
+        let mut bytes = self.bytes;
+        let mut out = vec![false; self.rows.len()];
+        for kind in EVICTION_ORDER {
+            for (i, (_, m)) in self.rows.iter().enumerate() {
+                if bytes <= target {
+                    break;
+                }
+                if m.kind == kind {
+                    out[i] = true;
+                    bytes = bytes.saturating_sub(size(m));
+                    if kind == Kind::Reading {
+                        dropped.readings += 1;
+                    } else {
+                        dropped.other += 1;
+                    }
+                }
+            }
+        }
+        let rows = std::mem::take(&mut self.rows);
+        for ((id, m), out) in rows.into_iter().zip(out) {
+            if out {
+                self.gone(m);
+            } else {
+                self.rows.push_back((id, m));
+            }
+        }
+        self.bytes = bytes;
+        dropped
+    }
+
+    /// Up to `limit` messages with `after < id <= upto`, oldest first.
+    pub fn after(&self, after: i64, upto: i64, limit: usize) -> Vec<Row> {
+        let start = self.rows.partition_point(|(id, _)| *id <= after);
+        self.rows
+            .range(start..)
+            .take_while(|(id, _)| *id <= upto)
+            .take(limit)
+            .map(|(id, m)| row(*id, m))
+            .collect()
+    }
+
+    /// Up to `limit` of the newest messages with `after < id <= upto`,
+    /// oldest first.
+    pub fn newest(&self, after: i64, upto: i64, limit: usize) -> Vec<Row> {
+        let start = self.rows.partition_point(|(id, _)| *id <= after);
+        let end = self.rows.partition_point(|(id, _)| *id <= upto);
+        let from = end.saturating_sub(limit).max(start);
+        self.rows
+            .range(from..end.max(from))
+            .map(|(id, m)| row(*id, m))
+            .collect()
+    }
+
+    /// Gives every message a new id from `first` on, in order (after the
+    /// file turned out to hold ids the queue had used).
+    pub fn renumber(&mut self, first: i64) -> i64 {
+        let mut id = first;
+        for (old, _) in self.rows.iter_mut() {
+            *old = id;
+            id = id.saturating_add(1);
+        }
+        id
+    }
+
+    /// The highest seq per topic of the messages that left unwritten since
+    /// the last call.
+    pub fn take_seqs(&mut self) -> HashMap<String, u64> {
+        std::mem::take(&mut self.seqs)
+    }
+
+    /// Puts back seqs that could not be written.
+    pub fn keep_seqs(&mut self, seqs: HashMap<String, u64>) {
+        for (topic, seq) in seqs {
+            let s = self.seqs.entry(topic).or_insert(0);
+            *s = (*s).max(seq);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn msg(topic: &str, seq: u64, kind: Kind, bytes: usize) -> OutMessage {
+        OutMessage {
+            topic: topic.into(),
+            seq,
+            payload: vec![b'x'; bytes],
+            qos: 1,
+            retain: false,
+            kind,
+            created_at: SystemTime::now().into(),
+        }
+    }
+
+    /// At the bound the oldest readings go first; an alarm stays while any
+    /// reading can go, and the evictions are counted.
+    #[test]
+    fn eviction_takes_the_oldest_readings_first() {
+        let one = size(&msg("t", 0, Kind::Reading, 935));
+        assert_eq!(one, 1000);
+        let mut q = Queue::new(10 * one);
+        q.push(1, msg("a", 1, Kind::Alarm, 935));
+        for i in 2..=11 {
+            q.push(i, msg("t", i as u64, Kind::Reading, 935));
+        }
+        let d = q.evict();
+        // 11 000 bytes down to 9 000: two readings.
+        assert_eq!(
+            d,
+            Dropped {
+                readings: 2,
+                other: 0
+            }
+        );
+        let ids: Vec<i64> = q.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [1, 4, 5, 6, 7, 8, 9, 10, 11]);
+        assert_eq!(q.bytes(), 9 * one);
+        // The evicted seqs are remembered for the file.
+        assert_eq!(q.take_seqs().get("t"), Some(&3));
+    }
+
+    #[test]
+    fn with_no_reading_left_the_others_go_oldest_first() {
+        let mut q = Queue::new(2000);
+        for i in 1..=4 {
+            q.push(i, msg("w", i as u64, Kind::WorkOrder, 935));
+        }
+        let d = q.evict();
+        assert_eq!(d.other, 3);
+        assert_eq!(q.first_id(), Some(4));
+    }
+
+    #[test]
+    fn reads_and_acks_by_id() {
+        let mut q = Queue::new(1 << 20);
+        for i in 10..20 {
+            q.push(i, msg("t", i as u64, Kind::Reading, 10));
+        }
+        let ids = |rows: Vec<Row>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(q.after(0, 12, 100)), [10, 11, 12]);
+        assert_eq!(ids(q.after(15, 100, 2)), [16, 17]);
+        assert_eq!(ids(q.newest(0, 100, 3)), [17, 18, 19]);
+        assert_eq!(ids(q.newest(18, 100, 3)), [19]);
+        assert_eq!(ids(q.newest(0, 11, 5)), [10, 11]);
+        assert!(q.acked(15));
+        assert!(!q.acked(15));
+        assert!(!q.acked(3));
+        assert_eq!(ids(q.after(14, 100, 2)), [16, 17]);
+        assert_eq!(q.take_seqs().get("t"), Some(&15));
+        q.written(3);
+        assert_eq!(q.first_id(), Some(13));
+        assert_eq!(q.len(), 6);
+    }
+}
