@@ -357,14 +357,15 @@ async fn not_found() -> Response {
 /// The store's answer to a figures request.
 #[derive(Debug)]
 enum StoreCheck {
-    Open(Stats),
+    // Boxed: the figures are large beside the other answers.
+    Open(Box<Stats>),
     Failed(StoreError),
     NoAnswer,
 }
 
 async fn check_store(store: &StoreHandle) -> StoreCheck {
     match tokio::time::timeout(STORE_WAIT, store.stats()).await {
-        Ok(Ok(stats)) => StoreCheck::Open(stats),
+        Ok(Ok(stats)) => StoreCheck::Open(Box::new(stats)),
         Ok(Err(e)) => StoreCheck::Failed(e),
         Err(_) => StoreCheck::NoAnswer,
     }
@@ -374,7 +375,7 @@ async fn check_store(store: &StoreHandle) -> StoreCheck {
 /// read `/proc`, on the blocking pool).
 async fn gather(state: &HttpState, with_process: bool) -> Snapshot {
     let store = match check_store(&state.store).await {
-        StoreCheck::Open(stats) => Some(stats),
+        StoreCheck::Open(stats) => Some(*stats),
         _ => None,
     };
     let process = if with_process {
