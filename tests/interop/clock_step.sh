@@ -157,22 +157,8 @@ condition = "above"
 limit = 1000.0
 TOML
 
-cat > "$TMP/mosquitto.conf" <<CONF
-listener $MQ_PORT 127.0.0.1
-allow_anonymous true
-persistence true
-persistence_location $TMP/mq/
-autosave_interval 1
-max_queued_messages 100000
-log_dest file $TMP/mosquitto.log
-CONF
+mosquitto_config "$TMP" "$MQ_PORT"
 
-start_broker() {
-    timeout -k 5 300 mosquitto -c "$TMP/mosquitto.conf" &
-    BROKER=$!
-    PIDS+=("$BROKER")
-    wait_port "$MQ_PORT"
-}
 
 # Waits (at most $1 seconds) until the command "${@:2}" succeeds.
 wait_for() {
@@ -202,7 +188,7 @@ PIDS+=($!)
 subscribed() { grep -q 'fg-clock-sub' "$TMP/mosquitto.log" 2>/dev/null; }
 wait_for 10 subscribed || { echo "clock-step: the subscriber never connected" >&2; exit 1; }
 sleep 0.5
-kill "$BROKER"; wait "$BROKER" 2>/dev/null || true
+stop_broker
 echo "broker down"
 
 timeout -k 5 300 "$FG" sim -c "$TMP/sim.toml" > "$TMP/sim.log" 2>&1 &

@@ -93,27 +93,12 @@ tags = [
 ]
 TOML
 
-cat > "$TMP/mosquitto.conf" <<CONF
-listener $MQ_PORT 127.0.0.1
-allow_anonymous true
-persistence true
-persistence_location $TMP/mq/
-autosave_interval 1
-max_queued_messages 100000
-log_dest file $TMP/mosquitto.log
-CONF
+mosquitto_config "$TMP" "$MQ_PORT"
 
 passed=0; failed=0
 ok() { echo "ok disk-full: $*"; passed=$((passed + 1)); }
 fail() { echo "FAIL disk-full: $*"; failed=$((failed + 1)); tail -5 "$TMP/fieldgate.log" || true; }
 
-start_broker() {
-    timeout -k 5 300 mosquitto -c "$TMP/mosquitto.conf" &
-    BROKER=$!
-    PIDS+=("$BROKER")
-    wait_port "$MQ_PORT"
-}
-stop_broker() { kill "$BROKER"; wait "$BROKER" 2>/dev/null || true; }
 start_fg() {
     timeout -k 5 300 "$FG" run -c "$TMP/fieldgate.toml" >> "$TMP/fieldgate.log" 2>&1 &
     FG_PID=$!

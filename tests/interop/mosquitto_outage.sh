@@ -73,22 +73,8 @@ tags = [
 ]
 TOML
 
-cat > "$TMP/mosquitto.conf" <<CONF
-listener $MQ_PORT 127.0.0.1
-allow_anonymous true
-persistence true
-persistence_location $TMP/mq/
-autosave_interval 1
-max_queued_messages 100000
-log_dest file $TMP/mosquitto.log
-CONF
+mosquitto_config "$TMP" "$MQ_PORT"
 
-start_broker() {
-    timeout -k 5 300 mosquitto -c "$TMP/mosquitto.conf" &
-    BROKER=$!
-    PIDS+=("$BROKER")
-    wait_port "$MQ_PORT"
-}
 
 timeout -k 5 300 "$FG" sim -c "$TMP/sim.toml" > "$TMP/sim.log" 2>&1 &
 PIDS+=($!)
@@ -105,7 +91,7 @@ PIDS+=("$FG_PID")
 sleep 3
 BEFORE=$(grep -c . "$TMP/received.txt" || true)
 echo "stopping the broker for ${OUTAGE}s (after $BEFORE messages)"
-kill "$BROKER"; wait "$BROKER" 2>/dev/null || true
+stop_broker
 sleep "$OUTAGE"
 start_broker
 echo "broker back"

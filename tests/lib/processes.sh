@@ -33,3 +33,37 @@ s = [socket.socket() for _ in range(int(sys.argv[1]))]
 for x in s: x.bind(("127.0.0.1", 0))
 print(*[x.getsockname()[1] for x in s])' "$1"
 }
+
+# A Mosquitto of the test's own on 127.0.0.1:PORT, its persistence (so a
+# subscriber's session and queue survive a stop and start), its config
+# and log in DIR (the shared broker on 1883 is never touched):
+#
+#   mosquitto_config DIR PORT   writes DIR/mosquitto.conf
+#   start_broker                starts it (BROKER holds its pid) and waits
+#                               for the port; uses MQ_DIR and MQ_PORT
+#   stop_broker                 stops it and waits
+mosquitto_config() {
+    MQ_DIR=$1 MQ_PORT=$2
+    mkdir -p "$MQ_DIR/mq"
+    # Mosquitto started as root drops to its own user: let it write its
+    # persistence file and log here.
+    chmod 0777 "$MQ_DIR" "$MQ_DIR/mq"
+    cat > "$MQ_DIR/mosquitto.conf" <<CONF
+listener $MQ_PORT 127.0.0.1
+allow_anonymous true
+persistence true
+persistence_location $MQ_DIR/mq/
+autosave_interval 1
+max_queued_messages 100000
+log_dest file $MQ_DIR/mosquitto.log
+CONF
+}
+
+start_broker() {
+    timeout -k 5 300 mosquitto -c "$MQ_DIR/mosquitto.conf" &
+    BROKER=$!
+    PIDS+=("$BROKER")
+    wait_port "$MQ_PORT"
+}
+
+stop_broker() { kill "$BROKER"; wait "$BROKER" 2>/dev/null || true; }
