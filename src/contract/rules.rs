@@ -981,18 +981,7 @@ mod tests {
         assert!(!schema.is_valid(&bad), "a count is not in hours");
 
         // From a real meter.
-        let m = Meter {
-            name: "m".into(),
-            tag: "pump1.running".into(),
-            kind: MeterKind::Runtime {
-                every: Duration::from_secs(3600),
-            },
-            priority: Priority::Low,
-            asset: None,
-            location: None,
-            workorder: WorkOrderTemplate::default(),
-        };
-        let mut state = MeterState::new(&m);
+        let mut state = MeterState::new(&runtime_meter());
         state.observe(Some(&Value::Bool(true)), &Quality::Good, t(0.0));
         state.observe(Some(&Value::Bool(true)), &Quality::Good, t(90.0));
         let v = check(
@@ -1025,12 +1014,9 @@ mod tests {
         assert_eq!(rfc3339(Timestamp(u64::MAX)), "9999-12-31T23:59:59.999Z");
     }
 
-    #[test]
-    fn moments_are_written_as_the_wall_clock_reads_them_now() {
-        // The wall clock stepped 8 days ahead of the timeline: a meter
-        // reading taken 90 s into the timeline reads 8 days later, as the
-        // clock says now, and the timeline itself never moved.
-        let m = Meter {
+    /// A runtime meter of `pump1.running`, due every hour.
+    fn runtime_meter() -> Meter {
+        Meter {
             name: "m".into(),
             tag: "pump1.running".into(),
             kind: MeterKind::Runtime {
@@ -1040,8 +1026,15 @@ mod tests {
             asset: None,
             location: None,
             workorder: WorkOrderTemplate::default(),
-        };
-        let mut state = MeterState::new(&m);
+        }
+    }
+
+    #[test]
+    fn moments_are_written_as_the_wall_clock_reads_them_now() {
+        // The wall clock stepped 8 days ahead of the timeline: a meter
+        // reading taken 90 s into the timeline reads 8 days later, as the
+        // clock says now, and the timeline itself never moved.
+        let mut state = MeterState::new(&runtime_meter());
         state.observe(Some(&Value::Bool(true)), &Quality::Good, t(0.0));
         let eight_days = 8 * 86_400_000;
         let wall = WallMap {

@@ -711,21 +711,25 @@ fn signed(m: &Inbound) -> Option<String> {
     }
 }
 
+/// An operator's ack on `topic`, signed `by` (QoS 1).
+async fn send_ack(operator: &Subscriber, topic: &str, by: &str) {
+    operator
+        .client
+        .publish(
+            topic,
+            QoS::AtLeastOnce,
+            false,
+            format!("{{\"by\":\"{by}\"}}"),
+        )
+        .await
+        .unwrap();
+}
+
 /// Waits until the forwarder's inbound subscription is in place: probes
 /// are published until one comes through (each one is completed).
 async fn subscribed(operator: &Subscriber, topic: &str, inbound: &mut mpsc::Receiver<Inbound>) {
     for i in 0..50 {
-        let by = format!("probe{i}");
-        operator
-            .client
-            .publish(
-                topic,
-                QoS::AtLeastOnce,
-                false,
-                format!("{{\"by\":\"{by}\"}}"),
-            )
-            .await
-            .unwrap();
+        send_ack(operator, topic, &format!("probe{i}")).await;
         while let Ok(Some(m)) = timeout(Duration::from_millis(200), inbound.recv()).await {
             // The announcement of the new session comes first.
             if m.request == Request::BrokerConnected {
@@ -753,18 +757,6 @@ async fn inbound_messages_are_acknowledged_only_once_handled() {
     let gw = "gw-acks";
     let base = format!("fieldgate/{SITE}/{gw}");
     let ack = format!("{base}/alarms/hot/ack");
-    let send = async |operator: &Subscriber, by: &str| {
-        operator
-            .client
-            .publish(
-                &ack,
-                QoS::AtLeastOnce,
-                false,
-                format!("{{\"by\":\"{by}\"}}"),
-            )
-            .await
-            .unwrap();
-    };
     let (store, guard, _dir) = Gateway::open(gw).await;
     let cfg = ForwarderConfig {
         mqtt: mqtt_config(broker, "fg-acks"),
@@ -779,14 +771,14 @@ async fn inbound_messages_are_acknowledged_only_once_handled() {
     // It is still not handled when the forwarder stops.
     let mut first = forwarder_fixture::start(cfg.clone(), &store);
     subscribed(&operator, &ack, &mut first.inbound).await;
-    send(&operator, "one").await;
+    send_ack(&operator, &ack, "one").await;
     drop(next_by(&mut first.inbound, "one").await);
     let unhandled = next_by(&mut first.inbound, "one").await;
     forwarder_fixture::stop(&first.trigger, first.task).await;
     drop(unhandled);
 
     // 2. Sent while the forwarder is stopped: the broker keeps it.
-    send(&operator, "two").await;
+    send_ack(&operator, &ack, "two").await;
 
     // 3. After the restart both come, in order; handled in reverse order,
     // they are acknowledged in order (rumqttd drops a connection that acks
@@ -806,7 +798,7 @@ async fn inbound_messages_are_acknowledged_only_once_handled() {
         )
         .await
         .unwrap();
-    send(&operator, "three").await;
+    send_ack(&operator, &ack, "three").await;
     next_by(&mut second.inbound, "three").await.handled.done();
     sleep(Duration::from_millis(500)).await;
     assert_eq!(
@@ -822,7 +814,7 @@ async fn inbound_messages_are_acknowledged_only_once_handled() {
     // 4. Everything was acknowledged: nothing comes back.
     let mut third = forwarder_fixture::start(cfg, &store);
     subscribed(&operator, &ack, &mut third.inbound).await;
-    send(&operator, "four").await;
+    send_ack(&operator, &ack, "four").await;
     let four = next_by(&mut third.inbound, "four").await;
     four.handled.done();
     assert!(
@@ -850,18 +842,6 @@ async fn an_inbound_message_unacknowledged_at_a_network_cut_comes_again() {
     let gw = "gw-cut-acks";
     let base = format!("fieldgate/{SITE}/{gw}");
     let ack = format!("{base}/alarms/hot/ack");
-    let send = async |operator: &Subscriber, by: &str| {
-        operator
-            .client
-            .publish(
-                &ack,
-                QoS::AtLeastOnce,
-                false,
-                format!("{{\"by\":\"{by}\"}}"),
-            )
-            .await
-            .unwrap();
-    };
     let (store, guard, _dir) = Gateway::open(gw).await;
     let cfg = ForwarderConfig {
         mqtt: mqtt_config(proxy.addr(), "fg-cut-acks"),
@@ -873,7 +853,7 @@ async fn an_inbound_message_unacknowledged_at_a_network_cut_comes_again() {
     let operator = Subscriber::start(broker, "operator-cut", &format!("{base}/status")).await;
     let mut fw = forwarder_fixture::start(cfg.clone(), &store);
     subscribed(&operator, &ack, &mut fw.inbound).await;
-    send(&operator, "one").await;
+    send_ack(&operator, &ack, "one").await;
     let one = next_by(&mut fw.inbound, "one").await;
 
     let connected = |fw: &forwarder_fixture::Started| {
@@ -890,7 +870,7 @@ async fn an_inbound_message_unacknowledged_at_a_network_cut_comes_again() {
     next_by(&mut fw.inbound, "one").await.handled.done();
 
     // The second connection acknowledges only what is handled, too.
-    send(&operator, "two").await;
+    send_ack(&operator, &ack, "two").await;
     let two = next_by(&mut fw.inbound, "two").await;
     forwarder_fixture::stop(&fw.trigger, fw.task).await;
     drop(two);
