@@ -7,7 +7,8 @@
 # Three phases of equal length, each with a third of the kills at seeded
 # random moments: steady state; the broker stopped (an outage: everything
 # buffers in the outbox); the broker back (the backlog drains while the
-# kills go on). Then the gateway runs undisturbed until the backlog is
+# kills go on: half of them within 120 ms of each reconnection, while the
+# backlog is on its way out). Then the gateway runs undisturbed until the backlog is
 # gone, is stopped cleanly, and tests/interop/check_kill_storm.py checks
 # what the subscriber received against the store left behind:
 #
@@ -117,6 +118,13 @@ for = \"2s\"
 "
 done
 
+# Plain changing registers (the simulator's load pattern), each on its own
+# topic too (per_tag_topics): a larger backlog to drain.
+pattern_tags=""
+for a in $(seq 10 19); do
+    pattern_tags+="  { name = \"r$a\", area = \"holding\", address = $a },
+"
+done
 trip_points=""
 trip_tags=""
 trip_rules=""
@@ -141,7 +149,7 @@ tick = "100ms"
 name = "plc"
 unit = 1
 listen = "127.0.0.1:$SIM_PORT"
-registers = 12
+registers = 20
 points = [
   { name = "saw", ramp = { from = 0.0, to = 100.0, period = "3s" }, area = "holding", address = 0, type = "u16" },
 $trip_points]
@@ -169,9 +177,7 @@ tcp = "127.0.0.1:$SIM_PORT"
 poll_interval = "${POLL_MS}ms"
 tags = [
   { name = "saw", area = "holding", address = 0 },
-$trip_tags  { name = "r10", area = "holding", address = 10 },
-  { name = "r11", area = "holding", address = 11 },
-]
+$trip_tags$pattern_tags]
 
 # In and out of alarm every 3 s: chattering after the third activation,
 # its work order raised once and updated at each activation.
@@ -232,18 +238,28 @@ kill_fg() {
     echo "$(date +%s.%N) $1" >> "$TMP/kills.txt"
     wait "$FG_T" 2>/dev/null || true
     NKILLED=$((NKILLED + 1))
+    CONNECTS=$(connects)
     start_fg
 }
 
 # The kill moments of every phase, in ms from its start: PER_PHASE
 # sorted moments in [0, PHASE s) per phase, one line per phase, drawn from
-# the seed (so a storm can be replayed).
+# the seed (so a storm can be replayed). The outage's backlog (a few
+# thousand rows) goes out within about 100 ms of the reconnection (its
+# deletions are committed a `flush_interval` after their PUBACKs), so the
+# drain's first DRAIN_EARLY kills come 0-120 ms after the gateway (each
+# time restarted) has connected: those moments start with `+`. The drain's
+# other kills fall in [3 s, PHASE s).
+DRAIN_EARLY=$(( PER_PHASE / 2 ))
 MOMENTS=$(python3 -c '
 import random, sys
-seed, per, span = (int(a) for a in sys.argv[1:])
+seed, per, span, early = (int(a) for a in sys.argv[1:])
 r = random.Random(seed)
-for _ in range(3):
-    print(*sorted(r.randrange(span) for _ in range(per)))' "$SEED" "$PER_PHASE" $((PHASE * 1000)))
+print(*sorted(r.randrange(span) for _ in range(per)))
+print(*sorted(r.randrange(span) for _ in range(per)))
+print(*["+%d" % r.randrange(120) for _ in range(early)],
+      *sorted(r.randrange(3000, span) for _ in range(per - early)))' \
+    "$SEED" "$PER_PHASE" $((PHASE * 1000)) "$DRAIN_EARLY")
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 sleep_until() {
     local left=$(( $1 - $(now_ms) ))
@@ -251,12 +267,24 @@ sleep_until() {
     return 0
 }
 # Kills at the moments of phase $1 (line $2 of MOMENTS), which began at
-# $3 (epoch ms); returns at the end of the phase.
+# $3 (epoch ms); returns at the end of the phase. A moment `+D` is D ms
+# after the running gateway's connection to the broker (at most 5 s
+# waited for).
+connects() { grep -c 'connected to the MQTT broker' "$TMP/fieldgate.log" || true; }
+CONNECTS=0
 storm() {
     local phase=$1 start=$3 at
     for at in $(sed -n "${2}p" <<<"$MOMENTS"); do
         (( NKILLED < KILLS )) || break
-        sleep_until $((start + at))
+        if [[ $at == +* ]]; then
+            for _ in $(seq 500); do
+                (( $(connects) > CONNECTS )) && break
+                sleep 0.01
+            done
+            sleep_until $(( $(now_ms) + ${at#+} ))
+        else
+            sleep_until $((start + at))
+        fi
         kill_fg "$phase"
     done
     sleep_until $((start + PHASE * 1000))
@@ -284,11 +312,21 @@ storm steady 1 "$S1"
 echo "outage: broker stopped for ${PHASE}s (kills so far: $NKILLED)"
 kill "$BROKER"; wait "$BROKER" 2>/dev/null || true
 storm outage 2 "$(now_ms)"
+CONNECTS=$(connects)
 start_broker
 
 echo "drain: broker back for ${PHASE}s (kills so far: $NKILLED)"
 storm drain 3 "$(now_ms)"
 echo "storm over: $NKILLED kills in $(( ($(now_ms) - S1) / 1000 ))s; draining"
+# What each restart found in the outbox, per phase: a kill in the drain
+# that leaves hundreds of rows hit the backlog on its way out.
+awk 'NR == FNR { phase[NR] = $2; next }
+     /^=== start/ { n++ }
+     /outbox open/ && n > 1 && match($0, /rows=[0-9]+/) {
+         rows[phase[n - 1]] = rows[phase[n - 1]] " " substr($0, RSTART + 5, RLENGTH - 5)
+     }
+     END { for (p in rows) print "  outbox rows at each restart, " p ":" rows[p] }' \
+    "$TMP/kills.txt" "$TMP/fieldgate.log" | sort
 
 # Let the backlog go: until the outbox holds no more than a few polls'
 # worth (live rows come and go all the time). Bounded to 60 s.
