@@ -309,9 +309,32 @@ struct Reading {
 
 impl Reading {
     fn take() -> Reading {
-        let wall_us = micros_since_epoch(SystemTime::now());
-        let instant = Instant::now();
-        let boottime_us = boottime_us();
+        // The time since boot is paired with the monotonic instant halfway
+        // between two readings around it, so that a resume on the same
+        // boot does not gain the time between the two calls at every
+        // restart (a first call in a new process may take tens of µs).
+        let _ = boottime_us();
+        let mut best: Option<(Duration, u64, Instant, u64)> = None;
+        // A reading interrupted by the scheduler is taken again (a few
+        // tries; the closest pair wins).
+        for _ in 0..4 {
+            let wall_us = micros_since_epoch(SystemTime::now());
+            let before = Instant::now();
+            let boottime_us = boottime_us();
+            let after = Instant::now();
+            let gap = after.saturating_duration_since(before);
+            let instant = before + gap / 2;
+            if best.is_none_or(|b| gap < b.0) {
+                best = Some((gap, wall_us, instant, boottime_us));
+            }
+            if gap < Duration::from_micros(20) {
+                break;
+            }
+        }
+        let (_, wall_us, instant, boottime_us) = match best {
+            Some(b) => b,
+            None => (Duration::ZERO, 0, Instant::now(), 0),
+        };
         Reading {
             wall_us,
             instant,

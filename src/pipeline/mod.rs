@@ -65,7 +65,7 @@ use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
 pub use data::{PipelineConfig, Sequencer, messages};
-pub use rules::{RulesStage, SAVE_INTERVAL, SAVE_MIN_INTERVAL, Save, Step};
+pub use rules::{RulesStage, SAVE_INTERVAL, Save, Step};
 
 use crate::events::ReadingsSuppressed;
 use crate::filter::Filter;
@@ -235,15 +235,16 @@ async fn commit(
     step: Step,
     now: Instant,
 ) -> Result<(), StoreError> {
-    let save = rules.save_due(&step, now);
-    store.insert(step.messages).await?;
-    if !step.history.is_empty() {
-        store.record(step.history).await?;
-    }
-    if save {
-        for (key, blob) in rules.saved() {
-            store.save_state(key, blob).await?;
-        }
-    }
-    Ok(())
+    let states = if rules.save_due(&step, now) {
+        rules
+            .saved()
+            .into_iter()
+            .map(|(key, blob)| (key.to_owned(), blob))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // One command: the store commits the messages, their history and the
+    // state that produced them in one transaction.
+    store.insert_step(step.messages, step.history, states).await
 }

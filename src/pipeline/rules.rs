@@ -22,17 +22,16 @@
 //! # Persistence
 //!
 //! The engine, the book and the meters are saved as three state blobs
-//! ([`STATE_ENGINE`], [`STATE_WORKORDERS`], [`STATE_METERS`]) queued right
-//! after the messages they produced, so the store writes them in the same
-//! transaction: the saved state is never ahead of the outbox, and never
-//! behind it for a work order raised or closed ([`Save::Now`]). Alarm
-//! changes save at most once per [`SAVE_MIN_INTERVAL`] ([`Save::Soon`]),
-//! and everything else (tag memories, meter amounts, running delays)
-//! every [`SAVE_INTERVAL`] and at shutdown. A crash therefore loses at
-//! most a few seconds of meter runtime and delay progress; a work order is
-//! never raised twice for one activation, and if the crash falls between
-//! an alarm's activation and its save, the same work order is raised again
-//! with the same idempotency key, which the CMMS drops.
+//! ([`STATE_ENGINE`], [`STATE_WORKORDERS`], [`STATE_METERS`]) handed to
+//! the store in one command with the messages they produced, so the store
+//! writes them in the same transaction: the saved state is never ahead of
+//! the outbox, and never behind it for any alarm change or work order
+//! ([`Save::Now`]): after a crash no alarm change or work-order version is
+//! published twice under two seqs, and an acknowledgement the broker has
+//! seen is never forgotten. Everything else (tag memories, meter amounts,
+//! running delays) is saved every [`SAVE_INTERVAL`] and at shutdown; a
+//! crash therefore loses at most a few seconds of meter runtime and delay
+//! progress.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,9 +55,6 @@ use crate::rules::{
 use crate::store::{HistoryEntry, HistoryKind, Kind, OutMessage, StoreError, StoreHandle};
 use crate::telemetry::RulesView;
 
-/// Alarm changes are saved at most this often.
-pub const SAVE_MIN_INTERVAL: Duration = Duration::from_secs(1);
-
 /// Everything is saved at least this often while readings arrive.
 pub const SAVE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -72,9 +68,7 @@ pub enum Save {
     /// Nothing new beyond readings: the periodic save covers it.
     #[default]
     Later,
-    /// An alarm changed: save within [`SAVE_MIN_INTERVAL`].
-    Soon,
-    /// A work order was raised or closed: save with these messages.
+    /// An alarm or a work order changed: save with these messages.
     Now,
 }
 
@@ -111,8 +105,6 @@ pub struct RulesStage {
     workorders: WorkOrderConfig,
     topics: Topics,
     last_save: Option<Instant>,
-    /// A [`Save::Soon`] is waiting for [`SAVE_MIN_INTERVAL`].
-    save_pending: bool,
     /// The clocks as of the step being handled: the timeline's "now"
     /// (durations, the rows' `created_at`) and how its moments read as
     /// wall-clock time in the messages. Set by every entry point.
@@ -166,7 +158,6 @@ impl RulesStage {
             workorders: config.workorders.clone(),
             topics,
             last_save: None,
-            save_pending: false,
             now: WallMap::IDENTITY,
             republished: false,
         })
@@ -465,17 +456,10 @@ impl RulesStage {
         let since = self.last_save.map(|t| now.saturating_duration_since(t));
         let due = match step.save {
             Save::Now => true,
-            Save::Soon => since.is_none_or(|s| s >= SAVE_MIN_INTERVAL),
-            Save::Later => {
-                (self.save_pending && since.is_none_or(|s| s >= SAVE_MIN_INTERVAL))
-                    || since.is_none_or(|s| s >= SAVE_INTERVAL)
-            }
+            Save::Later => since.is_none_or(|s| s >= SAVE_INTERVAL),
         };
         if due {
             self.last_save = Some(now);
-            self.save_pending = false;
-        } else if step.save == Save::Soon {
-            self.save_pending = true;
         }
         due
     }
@@ -569,7 +553,7 @@ impl RulesStage {
                     tracing::error!(rule = %event.rule, error = %e, "cannot encode the alarm")
                 }
             }
-            step.need(Save::Soon);
+            step.need(Save::Now);
             // Activations, and releases of an activation chattering held
             // back (`released`), are what the book may act on.
             if !event.activation && event.released.is_none() {
@@ -699,7 +683,7 @@ impl RulesStage {
             }
             match change {
                 WoChange::Raised(_) | WoChange::FloodRaised(_) => step.need(Save::Now),
-                WoChange::Updated(_) => step.need(Save::Soon),
+                WoChange::Updated(_) => step.need(Save::Now),
                 WoChange::Cleared(wo) => {
                     step.need(Save::Now);
                     if let Some(name) = wo.meter() {

@@ -549,18 +549,54 @@ impl StoreHandle {
         if messages.is_empty() {
             return Ok(());
         }
+        let held = self.hold(&messages).await?;
+        self.tx
+            .send(Command::Insert(messages, held))
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Queues one step of the pipeline as one command: its messages, then
+    /// its history entries, then the named states (the rules state that
+    /// produced them). The owner thread takes them together, so they are
+    /// committed in one transaction: after a crash the saved state is
+    /// never behind (nor ahead of) the messages it produced, and no alarm
+    /// change is published twice. Waits like [`insert`](Self::insert).
+    pub async fn insert_step(
+        &self,
+        messages: Vec<OutMessage>,
+        history: Vec<HistoryEntry>,
+        states: Vec<(String, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        if messages.is_empty() && history.is_empty() && states.is_empty() {
+            return Ok(());
+        }
+        let held = self.hold(&messages).await?;
+        self.tx
+            .send(Command::Step {
+                messages,
+                held,
+                history,
+                states,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+
+    /// Takes the messages' bytes out of the queue's budget ([`QUEUE_BYTES`]),
+    /// waiting while it is spent.
+    async fn hold(
+        &self,
+        messages: &[OutMessage],
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, StoreError> {
         let bytes: usize = messages
             .iter()
             .map(|m| m.topic.len() + m.payload.len())
             .sum();
         // ok: QUEUE_BYTES fits in u32.
         let permits = bytes.clamp(1, QUEUE_BYTES) as u32;
-        let held = Arc::clone(&self.queued_bytes)
+        Arc::clone(&self.queued_bytes)
             .acquire_many_owned(permits)
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        self.tx
-            .send(Command::Insert(messages, held))
             .await
             .map_err(|_| StoreError::Closed)
     }

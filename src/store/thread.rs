@@ -103,6 +103,14 @@ pub(super) enum Command {
     /// bytes against the handle's queue budget; it is released once they
     /// are in the group.
     Insert(Vec<OutMessage>, OwnedSemaphorePermit),
+    /// A pipeline step, taken whole so that one transaction commits it:
+    /// messages (as `Insert`), then history, then named states.
+    Step {
+        messages: Vec<OutMessage>,
+        held: OwnedSemaphorePermit,
+        history: Vec<HistoryEntry>,
+        states: Vec<(String, Vec<u8>)>,
+    },
     /// Reply once everything queued before is committed.
     Flush(Reply<()>),
     /// Rows after an id, oldest first.
@@ -151,6 +159,18 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Command::Insert(m, _) => write!(f, "Insert({} messages)", m.len()),
+            Command::Step {
+                messages,
+                history,
+                states,
+                ..
+            } => write!(
+                f,
+                "Step({} messages, {} history, {} states)",
+                messages.len(),
+                history.len(),
+                states.len()
+            ),
             Command::Flush(_) => f.write_str("Flush"),
             Command::FetchAfter { after, limit, .. } => write!(f, "FetchAfter({after}, {limit})"),
             Command::FetchNewest { after, limit, .. } => {
@@ -608,6 +628,58 @@ impl Owner {
         }
     }
 
+    /// Messages into the group, each with the next id (one too large for
+    /// `max_bytes` is refused, counted and logged).
+    fn take_messages(&mut self, messages: Vec<OutMessage>, now: Instant) {
+        for m in messages {
+            let bytes = evict::footprint(m.topic.len(), m.payload.len());
+            if bytes > self.max_message_bytes {
+                match &mut self.db {
+                    Some(db) => db.reject(&m),
+                    None => {
+                        self.rejected += 1;
+                        tracing::error!(topic = %m.topic, seq = m.seq,
+                                    bytes = m.payload.len(), limit = self.max_message_bytes,
+                                    "outbox: message too large for store.max_bytes; dropped");
+                    }
+                }
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id = id.saturating_add(1);
+            self.pending.push(id, m);
+        }
+        if self.degraded.is_some() {
+            self.offer();
+        }
+        self.evict_memory();
+        if self.has_writes() && self.since.is_none() {
+            self.since = Some(now);
+        }
+    }
+
+    /// History entries into the group.
+    fn take_history(&mut self, entries: Vec<HistoryEntry>, now: Instant) {
+        if entries.is_empty() {
+            return;
+        }
+        self.history.extend(entries);
+        if self.degraded.is_some() {
+            self.evict_memory();
+        }
+        if self.since.is_none() {
+            self.since = Some(now);
+        }
+    }
+
+    /// A named state into the group (the newest value of a key wins).
+    fn take_state(&mut self, key: String, value: Vec<u8>, now: Instant) {
+        self.states.insert(key, value);
+        if self.since.is_none() {
+            self.since = Some(now);
+        }
+    }
+
     fn handle(&mut self, cmd: Command) {
         let now = Instant::now();
         match cmd {
@@ -615,30 +687,19 @@ impl Owner {
                 // In the group from here on: its bytes no longer count
                 // against the queue.
                 drop(held);
-                for m in messages {
-                    let bytes = evict::footprint(m.topic.len(), m.payload.len());
-                    if bytes > self.max_message_bytes {
-                        match &mut self.db {
-                            Some(db) => db.reject(&m),
-                            None => {
-                                self.rejected += 1;
-                                tracing::error!(topic = %m.topic, seq = m.seq,
-                                    bytes = m.payload.len(), limit = self.max_message_bytes,
-                                    "outbox: message too large for store.max_bytes; dropped");
-                            }
-                        }
-                        continue;
-                    }
-                    let id = self.next_id;
-                    self.next_id = id.saturating_add(1);
-                    self.pending.push(id, m);
-                }
-                if self.degraded.is_some() {
-                    self.offer();
-                }
-                self.evict_memory();
-                if self.has_writes() && self.since.is_none() {
-                    self.since = Some(now);
+                self.take_messages(messages, now);
+            }
+            Command::Step {
+                messages,
+                held,
+                history,
+                states,
+            } => {
+                drop(held);
+                self.take_messages(messages, now);
+                self.take_history(history, now);
+                for (key, value) in states {
+                    self.take_state(key, value, now);
                 }
             }
             Command::Flush(reply) => {
@@ -703,12 +764,7 @@ impl Owner {
                     Err(e) => Err(e),
                 });
             }
-            Command::SaveState { key, value } => {
-                self.states.insert(key, value);
-                if self.since.is_none() {
-                    self.since = Some(now);
-                }
-            }
+            Command::SaveState { key, value } => self.take_state(key, value, now),
             Command::RecordConfig {
                 hash,
                 summary,
@@ -721,15 +777,7 @@ impl Owner {
                     )),
                 });
             }
-            Command::Record(entries) => {
-                self.history.extend(entries);
-                if self.degraded.is_some() {
-                    self.evict_memory();
-                }
-                if self.since.is_none() {
-                    self.since = Some(now);
-                }
-            }
+            Command::Record(entries) => self.take_history(entries, now),
             Command::LoadState { key, reply } => {
                 // A value not yet committed is the newest one.
                 let queued = self.states.get(&key).cloned();
