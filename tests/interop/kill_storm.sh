@@ -189,26 +189,12 @@ limit = 50.0
 $trip_rules
 TOML
 
-cat > "$TMP/mosquitto.conf" <<CONF
-listener $MQ_PORT 127.0.0.1
-allow_anonymous true
-persistence true
-persistence_location $TMP/mq/
-autosave_interval 1
-max_queued_messages 1000000
-max_inflight_messages 100
-log_dest file $TMP/mosquitto.log
-CONF
+mosquitto_config "$TMP" "$MQ_PORT" "max_inflight_messages 100"
 
 "$FG" check -c "$TMP/fieldgate.toml" > "$TMP/check.log" 2>&1 || { cat "$TMP/check.log"; die "the test's configuration"; }
 
 BROKER=""
-start_broker() {
-    timeout -k 5 600 mosquitto -c "$TMP/mosquitto.conf" &
-    BROKER=$!
-    PIDS+=("$BROKER")
-    wait_port "$MQ_PORT"
-}
+MQ_LIFETIME=600
 
 # The gateway runs under `timeout` (so it ends even if this script does
 # not), inside a subshell, so that bash has no job of its own killed by a
@@ -310,7 +296,7 @@ echo "steady state: ${PHASE}s"
 storm steady 1 "$S1"
 
 echo "outage: broker stopped for ${PHASE}s (kills so far: $NKILLED)"
-kill "$BROKER"; wait "$BROKER" 2>/dev/null || true
+stop_broker
 storm outage 2 "$(now_ms)"
 CONNECTS=$(connects)
 start_broker

@@ -38,9 +38,12 @@ print(*[x.getsockname()[1] for x in s])' "$1"
 # subscriber's session and queue survive a stop and start), its config
 # and log in DIR (the shared broker on 1883 is never touched):
 #
-#   mosquitto_config DIR PORT   writes DIR/mosquitto.conf
-#   start_broker                starts it (BROKER holds its pid) and waits
-#                               for the port; uses MQ_DIR and MQ_PORT
+#   mosquitto_config DIR PORT [LINES]
+#                               writes DIR/mosquitto.conf (LINES: more
+#                               settings, one a line)
+#   start_broker                starts it (BROKER holds its pid; it lives
+#                               at most MQ_LIFETIME s, default 300) and
+#                               waits for the port; uses MQ_DIR and MQ_PORT
 #   stop_broker                 stops it and waits
 mosquitto_config() {
     MQ_DIR=$1 MQ_PORT=$2
@@ -54,13 +57,14 @@ allow_anonymous true
 persistence true
 persistence_location $MQ_DIR/mq/
 autosave_interval 1
-max_queued_messages 100000
+max_queued_messages 1000000
 log_dest file $MQ_DIR/mosquitto.log
+${3:-}
 CONF
 }
 
 start_broker() {
-    timeout -k 5 300 mosquitto -c "$MQ_DIR/mosquitto.conf" &
+    timeout -k 5 "${MQ_LIFETIME:-300}" mosquitto -c "$MQ_DIR/mosquitto.conf" &
     BROKER=$!
     PIDS+=("$BROKER")
     wait_port "$MQ_PORT"
