@@ -49,8 +49,10 @@ const DELETE_ONE: &str =
 /// Writes a named state blob (v2).
 const UPSERT_STATE: &str = "INSERT INTO state (key, value, updated_at) VALUES (?1, ?2, ?3)
      ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
+/// A topic's mark only rises here: it may be a reservation above the
+/// rows' seqs (see `reserve`).
 const UPSERT_SEQ: &str = "INSERT INTO topic_seq (topic, seq) VALUES (?1, ?2)
-     ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq";
+     ON CONFLICT (topic) DO UPDATE SET seq = max(seq, excluded.seq)";
 const FETCH_AFTER: &str = "SELECT id, topic, seq, payload, qos, retain, kind, created_at
      FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2";
 const FETCH_NEWEST: &str = "SELECT id, topic, seq, payload, qos, retain, kind, created_at
@@ -113,6 +115,15 @@ pub(super) struct Committed {
     pub inserted: u64,
     /// The bounds need another transaction.
     pub more: bool,
+}
+
+/// Marks raised with a commit (they only ever rise in the file).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Marks {
+    /// Seq reservations per topic (see `reserve`).
+    pub seqs: Vec<(String, u64)>,
+    /// The newest id given, written or not.
+    pub last_id: i64,
 }
 
 /// Changes of one transaction, applied to the figures once it committed.
@@ -469,15 +480,17 @@ impl Outbox {
     /// `messages` with the ids the owner thread gave them (each above the
     /// last committed one), records their topics' seqs, writes the
     /// named `states` and the `history` entries (pruning the oldest beyond
-    /// [`HISTORY_ROWS`]), and keeps the bounds, all in one transaction. On
-    /// a full disk (`SQLITE_FULL`, also raised by the `max_page_count` cap)
-    /// it evicts and tries again.
+    /// [`HISTORY_ROWS`]), raises the `marks` (seq reservations per topic,
+    /// and the newest id given), and keeps the bounds, all in one
+    /// transaction. On a full disk (`SQLITE_FULL`, also raised by the
+    /// `max_page_count` cap) it evicts and tries again.
     pub fn commit(
         &mut self,
         messages: &[(i64, OutMessage)],
         deletes: &[i64],
         states: &[(String, Vec<u8>)],
         history: &[HistoryEntry],
+        marks: &Marks,
     ) -> Result<Committed, StoreError> {
         let now = Instant::now();
         let age_due = self.next_age_check.is_none_or(|t| now >= t);
@@ -487,7 +500,9 @@ impl Outbox {
             .map(|(_, m)| evict::footprint(m.topic.len(), m.payload.len()))
             .sum();
         for attempt in 1..=FULL_ATTEMPTS {
-            match self.try_commit(messages, deletes, states, history, age_due, anchor_due) {
+            match self.try_commit(
+                messages, deletes, states, history, marks, age_due, anchor_due,
+            ) {
                 Ok(delta) => {
                     if age_due {
                         self.next_age_check = Some(now + AGE_CHECK_INTERVAL);
@@ -531,12 +546,14 @@ impl Outbox {
         Err(e)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn try_commit(
         &mut self,
         messages: &[(i64, OutMessage)],
         deletes: &[i64],
         states: &[(String, Vec<u8>)],
         history: &[HistoryEntry],
+        marks: &Marks,
         age_due: bool,
         anchor_due: bool,
     ) -> rusqlite::Result<Delta> {
@@ -586,6 +603,18 @@ impl Outbox {
             }
             tx.prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_id'")?
                 .execute([d.last_id])?;
+        }
+        if !marks.seqs.is_empty() {
+            let mut stmt = tx.prepare_cached(UPSERT_SEQ)?;
+            for (topic, seq) in &marks.seqs {
+                stmt.execute(params![topic, *seq as i64])?;
+            }
+        }
+        if marks.last_id > d.last_id {
+            // Ids of messages acknowledged before they were written are
+            // not given again either.
+            tx.prepare_cached("UPDATE meta SET value = max(value, ?1) WHERE key = 'last_id'")?
+                .execute([marks.last_id])?;
         }
         if !states.is_empty() || anchor_due {
             let now = to_ms(SystemTime::now());
@@ -834,6 +863,31 @@ impl Outbox {
         })
     }
 
+    /// At a clean close: sets each topic's mark to the seq actually used
+    /// (`used`), below its reservation, so the next start numbers on
+    /// without a gap.
+    pub fn write_used_seqs(&mut self, used: &HashMap<String, u64>) -> Result<(), StoreError> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        let write = |conn: &mut Connection| -> rusqlite::Result<()> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO topic_seq (topic, seq) VALUES (?1, ?2)
+                     ON CONFLICT (topic) DO UPDATE SET seq = excluded.seq",
+                )?;
+                for (topic, seq) in used {
+                    stmt.execute(params![topic, *seq as i64])?;
+                }
+            }
+            tx.commit()
+        };
+        let result = write(&mut self.conn);
+        self.rollback();
+        result.map_err(|e| fail("writing the seqs used", e))
+    }
+
     /// The figures kept in memory, without asking the file (`oldest` is
     /// left out): what a degraded store can still say.
     pub fn figures(&self) -> Stats {
@@ -940,7 +994,7 @@ impl Outbox {
         let age_due = self.next_age_check.is_none_or(|t| now >= t);
         if used > self.budget.target_bytes || age_due {
             // An empty group: only the bounds.
-            more |= self.commit(&[], &[], &[], &[])?.more;
+            more |= self.commit(&[], &[], &[], &[], &Marks::default())?.more;
         }
         if self.incremental_vacuum {
             more |= self.vacuum_step()?;
@@ -1104,7 +1158,7 @@ mod tests {
         let mut db = Outbox::open(&config).unwrap();
         let none = BTreeSet::new();
         let first: Vec<_> = (1..=200).map(|i| reading(i, 1000)).collect();
-        db.commit(&first, &[], &[], &[]).unwrap();
+        db.commit(&first, &[], &[], &[], &Marks::default()).unwrap();
         let pages: i64 = db
             .conn
             .pragma_query_value(None, "page_count", |r| r.get(0))
@@ -1112,7 +1166,9 @@ mod tests {
         // No room for one more page: the next group meets SQLITE_FULL.
         db.cap_pages(Some(pages));
         let second: Vec<_> = (201..=220).map(|i| reading(i, 1000)).collect();
-        let c = db.commit(&second, &[], &[], &[]).unwrap();
+        let c = db
+            .commit(&second, &[], &[], &[], &Marks::default())
+            .unwrap();
         assert_eq!(c.inserted, 20);
         assert_eq!(c.last_id, 220);
         let s = db.stats().unwrap();
@@ -1167,7 +1223,13 @@ mod tests {
         db.conn
             .execute_batch("ALTER TABLE history RENAME TO gone")
             .unwrap();
-        let err = db.commit(&[reading(1, 10)], &[], &[], &[change("hot")]);
+        let err = db.commit(
+            &[reading(1, 10)],
+            &[],
+            &[],
+            &[change("hot")],
+            &Marks::default(),
+        );
         assert!(err.is_err());
         assert!(db.fetch_after(0, 10, &none).unwrap().is_empty());
         assert_eq!(db.last_id(), 0);
@@ -1175,7 +1237,13 @@ mod tests {
             .execute_batch("ALTER TABLE gone RENAME TO history")
             .unwrap();
         let c = db
-            .commit(&[reading(1, 10)], &[], &[], &[change("hot")])
+            .commit(
+                &[reading(1, 10)],
+                &[],
+                &[],
+                &[change("hot")],
+                &Marks::default(),
+            )
             .unwrap();
         assert_eq!(c.last_id, 1);
         assert_eq!(subjects(&db), [(1, "hot".to_string())]);

@@ -1,7 +1,9 @@
-//! The memory queue: messages with their ids, waiting for the disk.
+//! The memory queue: messages with their ids, not (yet) written.
 //!
 //! Every message gets its outbox id when the owner thread takes it, and
-//! waits here until its group commits. While the disk works that is one
+//! waits here until the broker acknowledges it or its group commits,
+//! whichever comes first (write-behind: a message acknowledged in time is
+//! never written). While the disk works a message stays here at most one
 //! `flush_interval`. While it does not (full, read-only, failing, or never
 //! opened) the queue is the outbox: the forwarder is offered its messages
 //! like committed rows, a message acknowledged by the broker leaves it
@@ -14,12 +16,12 @@
 //! the file's rows followed by the queue's.
 //!
 //! A message that leaves the queue without being written (acknowledged,
-//! or evicted) still used its topic's `seq`: the highest such seq per
-//! topic is kept ([`Queue::take_seqs`]) and written to the file with the
-//! next commit, so numbering never repeats after a restart.
+//! or evicted) still used its topic's `seq`: the seq reservations
+//! (`reserve`) keep numbering from repeating after a restart.
 
 use crate::clock::Timestamp;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::time::Instant;
 
 use super::evict::{EVICTION_ORDER, footprint};
 use super::{Kind, OutMessage, Row};
@@ -32,12 +34,13 @@ const EVICT_TO_TENTHS: u64 = 9;
 #[derive(Debug)]
 pub(super) struct Queue {
     rows: VecDeque<(i64, OutMessage)>,
+    /// When each row was taken, in the same order (a separate deque, so
+    /// that the rows stay one slice for the commit).
+    taken: VecDeque<Instant>,
     /// Their footprint (as the disk budget counts it).
     bytes: u64,
     /// The bound on `bytes`.
     limit: u64,
-    /// Highest seq per topic of messages that left unwritten.
-    seqs: HashMap<String, u64>,
 }
 
 /// What an eviction removed.
@@ -71,9 +74,9 @@ impl Queue {
     pub fn new(limit: u64) -> Queue {
         Queue {
             rows: VecDeque::new(),
+            taken: VecDeque::new(),
             bytes: 0,
             limit,
-            seqs: HashMap::new(),
         }
     }
 
@@ -102,6 +105,16 @@ impl Queue {
         self.rows.front().map(|(id, _)| *id)
     }
 
+    /// How many of the oldest messages were taken at or before `cutoff`.
+    pub fn taken_upto(&self, cutoff: Instant) -> usize {
+        self.taken.partition_point(|t| *t <= cutoff)
+    }
+
+    /// When the oldest message was taken.
+    pub fn first_taken(&self) -> Option<Instant> {
+        self.taken.front().copied()
+    }
+
     /// How many messages have ids up to `upto`, their topic and payload
     /// bytes, and the oldest creation time among them.
     pub fn figures_upto(&self, upto: i64) -> (u64, u64, Option<Timestamp>) {
@@ -115,11 +128,13 @@ impl Queue {
         (end as u64, bytes, oldest)
     }
 
-    /// Appends a message; `id` must be above every id already queued.
-    pub fn push(&mut self, id: i64, m: OutMessage) {
+    /// Appends a message taken at `now`; `id` must be above every id
+    /// already queued.
+    pub fn push(&mut self, id: i64, m: OutMessage, now: Instant) {
         debug_assert!(self.rows.back().is_none_or(|(last, _)| *last < id));
         self.bytes += size(&m);
         self.rows.push_back((id, m));
+        self.taken.push_back(now);
     }
 
     /// The messages, oldest first, as one slice.
@@ -128,15 +143,17 @@ impl Queue {
     }
 
     /// The messages, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &(i64, OutMessage)> {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &(i64, OutMessage)> + ExactSizeIterator {
         self.rows.iter()
     }
 
     /// Removes the `n` oldest (written to the disk).
     pub fn written(&mut self, n: usize) {
-        for (_, m) in self.rows.drain(..n.min(self.rows.len())) {
+        let n = n.min(self.rows.len());
+        for (_, m) in self.rows.drain(..n) {
             self.bytes = self.bytes.saturating_sub(size(&m));
         }
+        self.taken.drain(..n);
     }
 
     /// Removes the message `id` (the broker acknowledged it); false when it
@@ -145,16 +162,12 @@ impl Queue {
         let Ok(i) = self.rows.binary_search_by_key(&id, |(id, _)| *id) else {
             return false;
         };
+        // Acks come mostly in order: near the front, cheap to remove.
         if let Some((_, m)) = self.rows.remove(i) {
             self.bytes = self.bytes.saturating_sub(size(&m));
-            self.gone(m);
         }
+        self.taken.remove(i);
         true
-    }
-
-    fn gone(&mut self, m: OutMessage) {
-        let seq = self.seqs.entry(m.topic).or_insert(0);
-        *seq = (*seq).max(m.seq);
     }
 
     /// Over the bound: evicts the oldest messages of each kind in eviction
@@ -184,11 +197,11 @@ impl Queue {
             }
         }
         let rows = std::mem::take(&mut self.rows);
-        for ((id, m), out) in rows.into_iter().zip(out) {
-            if out {
-                self.gone(m);
-            } else {
+        let taken = std::mem::take(&mut self.taken);
+        for (((id, m), at), out) in rows.into_iter().zip(taken).zip(out) {
+            if !out {
                 self.rows.push_back((id, m));
+                self.taken.push_back(at);
             }
         }
         self.bytes = bytes;
@@ -228,20 +241,6 @@ impl Queue {
         }
         id
     }
-
-    /// The highest seq per topic of the messages that left unwritten since
-    /// the last call.
-    pub fn take_seqs(&mut self) -> HashMap<String, u64> {
-        std::mem::take(&mut self.seqs)
-    }
-
-    /// Puts back seqs that could not be written.
-    pub fn keep_seqs(&mut self, seqs: HashMap<String, u64>) {
-        for (topic, seq) in seqs {
-            let s = self.seqs.entry(topic).or_insert(0);
-            *s = (*s).max(seq);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -268,9 +267,9 @@ mod tests {
         let one = size(&msg("t", 0, Kind::Reading, 935));
         assert_eq!(one, 1000);
         let mut q = Queue::new(10 * one);
-        q.push(1, msg("a", 1, Kind::Alarm, 935));
+        q.push(1, msg("a", 1, Kind::Alarm, 935), Instant::now());
         for i in 2..=11 {
-            q.push(i, msg("t", i as u64, Kind::Reading, 935));
+            q.push(i, msg("t", i as u64, Kind::Reading, 935), Instant::now());
         }
         let d = q.evict();
         // 11 000 bytes down to 9 000: two readings.
@@ -284,15 +283,14 @@ mod tests {
         let ids: Vec<i64> = q.iter().map(|(id, _)| *id).collect();
         assert_eq!(ids, [1, 4, 5, 6, 7, 8, 9, 10, 11]);
         assert_eq!(q.bytes(), 9 * one);
-        // The evicted seqs are remembered for the file.
-        assert_eq!(q.take_seqs().get("t"), Some(&3));
+        assert_eq!(q.taken.len(), 9);
     }
 
     #[test]
     fn with_no_reading_left_the_others_go_oldest_first() {
         let mut q = Queue::new(2000);
         for i in 1..=4 {
-            q.push(i, msg("w", i as u64, Kind::WorkOrder, 935));
+            q.push(i, msg("w", i as u64, Kind::WorkOrder, 935), Instant::now());
         }
         let d = q.evict();
         assert_eq!(d.other, 3);
@@ -303,7 +301,7 @@ mod tests {
     fn reads_and_acks_by_id() {
         let mut q = Queue::new(1 << 20);
         for i in 10..20 {
-            q.push(i, msg("t", i as u64, Kind::Reading, 10));
+            q.push(i, msg("t", i as u64, Kind::Reading, 10), Instant::now());
         }
         let ids = |rows: Vec<Row>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
         assert_eq!(ids(q.after(0, 12, 100)), [10, 11, 12]);
@@ -315,9 +313,9 @@ mod tests {
         assert!(!q.acked(15));
         assert!(!q.acked(3));
         assert_eq!(ids(q.after(14, 100, 2)), [16, 17]);
-        assert_eq!(q.take_seqs().get("t"), Some(&15));
         q.written(3);
         assert_eq!(q.first_id(), Some(13));
         assert_eq!(q.len(), 6);
+        assert_eq!(q.taken.len(), 6);
     }
 }

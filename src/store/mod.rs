@@ -1,13 +1,45 @@
-//! The SQLite outbox: everything fieldgate publishes is committed here
-//! first, and deleted only once the broker has acknowledged it.
+//! The SQLite outbox: everything fieldgate publishes goes through it, and
+//! what the broker has not acknowledged in time is written here, and
+//! deleted only once the broker has acknowledged it.
+//!
+//! # Write-behind
+//!
+//! The owner thread offers a message to the forwarder as soon as it takes
+//! it (the [`StoreHandle::committed`] watch is the newest id offered), so
+//! a reading is published within milliseconds of its poll. A message stays
+//! in memory until the broker acknowledges it ([`StoreHandle::delete`]:
+//! dropped, never written, counted in [`Stats::unwritten`]) or its group
+//! commit comes due, `flush_interval` after it was taken (then it is
+//! written, and deleted on its acknowledgement like any row). While the
+//! broker is down (the forwarder says so: [`StoreHandle::broker_connected`])
+//! nothing can be acknowledged, and groups are at least 250 ms apart.
 //!
 //! # Invariants
 //!
-//! * Rows get an `id` that only grows; the forwarder publishes in `id`
-//!   order (per topic), so per-topic `seq` numbers increase on the wire.
-//!   The owner thread gives the id when it takes a message, so a message
-//!   held in memory keeps its id when it is written to the file; every id
-//!   in memory is above every id in the file.
+//! 1. At every instant a message is acknowledged by the broker, or
+//!    committed to the store, or younger than `flush_interval` (than
+//!    `max(flush_interval, 250 ms)` while the broker is down): the window
+//!    a group commit made before publishing had too.
+//! 2. No `seq` is ever issued twice for one topic, including for messages
+//!    published and never written: a message whose seq is above its
+//!    topic's reservation in the file is not offered before a commit
+//!    raises it (`reserve`); a restart after a crash numbers on above the
+//!    reservation (a gap), a clean close writes the seqs used (no gap).
+//! 3. Alarm, work-order and meter messages are offered only once committed,
+//!    with the named states queued with or after them in the same
+//!    transaction (the rules state that produced them): a crash never
+//!    leaves the saved state behind or ahead of what was published.
+//!    Whatever is taken after such a message waits for the same commit.
+//! 4. Rows get an `id` that only grows, given when the owner thread takes
+//!    a message, and are offered in `id` order, so per-topic `seq` numbers
+//!    increase on the wire (the forwarder's live and backlog streams each
+//!    keep it). Only the oldest messages in memory are ever written, so
+//!    every id in memory is above every id in the file.
+//!
+//! Only a degraded store (below) gives up 1 to 3, and says so.
+//!
+//! # Also
+//!
 //! * A row is deleted only after its PUBACK ([`StoreHandle::delete`]); a
 //!   message held only in memory is dropped from memory on its PUBACK the
 //!   same way.
@@ -26,6 +58,8 @@
 //!   holds and the [`StoreGuard`] that stops the owner thread;
 //! * `thread`: the owner thread, which groups writes into transactions;
 //! * `db`: what it does with the connection (commits, reads, figures);
+//! * `held`: the messages in memory, not (yet) written;
+//! * `reserve`: the seq reservations (pure);
 //! * `evict`: the disk budget, the eviction order and its log lines;
 //! * `history`: the `history` table and its own bounds;
 //! * `schema`: migrations, connection settings, moving a damaged file aside;
@@ -41,9 +75,9 @@
 //! `flush_interval` (sooner when a group fills), so an SD card sees one
 //! fsync per group with `durability = "full"` (which survives a power cut),
 //! or one per checkpoint with `"normal"` (which survives a crash of the
-//! process, not of the OS). [`StoreHandle::insert`] only queues;
-//! [`StoreHandle::flush`] and [`StoreHandle::committed`] say what is on
-//! disk.
+//! process, not of the OS); with the broker up and quick, hardly any group
+//! is needed. [`StoreHandle::insert`] only queues; [`StoreHandle::flush`]
+//! writes everything taken and says when it is on disk.
 //!
 //! # Bounds
 //!
@@ -124,6 +158,7 @@ mod history;
 mod identity;
 pub mod inspect;
 mod lock;
+mod reserve;
 mod schema;
 mod thread;
 
@@ -131,9 +166,12 @@ mod thread;
 mod degraded_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod write_behind_tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
@@ -175,6 +213,14 @@ pub const MAX_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_se
 /// of 250 bytes. At the bound the oldest readings are evicted first, and
 /// counted.
 pub const MEMORY_BYTES: u64 = 32 << 20;
+
+/// What the forwarder last said of the broker: nothing yet (a store used
+/// without a forwarder behaves as if the broker were up).
+const BROKER_UNKNOWN: u8 = 0;
+/// A session with the broker is up.
+const BROKER_UP: u8 = 1;
+/// No session: nothing can be delivered (groups are longer).
+const BROKER_DOWN: u8 = 2;
 
 /// What a message is, for eviction: readings go first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -312,7 +358,11 @@ pub struct Stats {
     pub file_bytes: u64,
     /// Rows committed since start.
     pub inserted: u64,
-    /// Rows deleted after their PUBACK since start.
+    /// Messages the broker acknowledged before their group commit was
+    /// due, so never written, since start.
+    pub unwritten: u64,
+    /// Messages the broker acknowledged since start: rows deleted after
+    /// their PUBACK, and messages dropped from memory (`unwritten`).
     pub acked: u64,
     /// Readings evicted by the bounds (since the file was created).
     pub evicted_readings: u64,
@@ -331,8 +381,9 @@ pub struct Stats {
     /// Set while the store runs on its memory queue (the disk cannot take
     /// the outbox); `None` when it is ok.
     pub degraded: Option<Degraded>,
-    /// Messages held in memory because the disk could not take them
-    /// (included in `messages`).
+    /// Messages in memory, not written: published and waiting for their
+    /// acknowledgement or their group commit, or held because the disk
+    /// cannot take them (included in `messages`).
     pub held: u64,
     /// Their topic and payload bytes (included in `bytes`).
     pub held_bytes: u64,
@@ -445,6 +496,9 @@ pub struct StoreHandle {
     queued_bytes: Arc<Semaphore>,
     /// The timeline, continued from the file's saved anchor.
     clock: Clock,
+    /// What the forwarder says of the broker (`BROKER_UP`…), read by the
+    /// owner thread when it times its groups.
+    broker: Arc<AtomicU8>,
 }
 
 /// Owns the store thread: [`StoreGuard::close`] flushes, commits and joins it.
@@ -494,9 +548,11 @@ pub(crate) fn open_bounded(
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let (committed_tx, committed_rx) = watch::channel(start.last_id());
     let (close_tx, close_rx) = oneshot::channel();
+    let broker = Arc::new(AtomicU8::new(BROKER_UNKNOWN));
+    let owner_broker = Arc::clone(&broker);
     let thread = std::thread::Builder::new()
         .name("fieldgate-store".into())
-        .spawn(move || thread::run(start, rt, rx, close_rx, committed_tx))
+        .spawn(move || thread::run(start, rt, rx, close_rx, committed_tx, owner_broker))
         .map_err(|e| {
             let e = StoreError::Io(format!("cannot start the store thread: {e}"));
             tracing::error!(error = %e, "cannot start the outbox");
@@ -509,6 +565,7 @@ pub(crate) fn open_bounded(
             tx,
             queued_bytes: Arc::new(Semaphore::new(QUEUE_BYTES)),
             clock,
+            broker,
         },
         StoreGuard {
             close: Some(close_tx),
@@ -523,6 +580,14 @@ impl StoreHandle {
     /// restart. Every duration is measured on it (see `crate::clock`).
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The forwarder tells whether a session with the broker is up. While
+    /// it is not, nothing can be delivered and groups are longer (at most
+    /// four commits a second; see `thread`).
+    pub fn broker_connected(&self, up: bool) {
+        let v = if up { BROKER_UP } else { BROKER_DOWN };
+        self.broker.store(v, Ordering::Relaxed);
     }
 
     /// Sends a command and waits for its reply.

@@ -393,15 +393,20 @@ fn outbox(out: &mut Out, s: &Snapshot) {
     );
     let age = st.oldest_age.map(|d| d.as_secs_f64()).unwrap_or(0.0);
     out.float("fieldgate_outbox_oldest_age_seconds", &[], age);
-    let counters: [(&str, &str, u64); 3] = [
+    let counters: [(&str, &str, u64); 4] = [
         (
             "fieldgate_outbox_inserted_total",
-            "Messages committed to the outbox since start.",
+            "Messages written to the outbox file since start (not acknowledged by their group commit).",
             st.inserted,
         ),
         (
+            "fieldgate_outbox_unwritten_total",
+            "Messages the broker acknowledged before their group commit, never written to the disk, since start.",
+            st.unwritten,
+        ),
+        (
             "fieldgate_outbox_acked_total",
-            "Messages deleted from the outbox after the broker acknowledged them, since start.",
+            "Messages the broker acknowledged (then deleted from the outbox, or dropped from memory if never written), since start.",
             st.acked,
         ),
         (
@@ -476,7 +481,7 @@ fn degraded(out: &mut Out, st: &Stats) {
     let gauges: [(&str, &str, u64); 3] = [
         (
             "fieldgate_store_held_messages",
-            "Messages held in memory because the disk could not take them (included in fieldgate_outbox_messages).",
+            "Messages in memory, not written: published and waiting for their acknowledgement or group commit, or held because the disk cannot take them (included in fieldgate_outbox_messages).",
             st.held,
         ),
         (

@@ -327,6 +327,9 @@ impl Forwarder {
         if shutdown.is_shutdown() {
             stop_at = Some(Instant::now() + OFFLINE_ACK_TIMEOUT);
         }
+        // Until the first CONNACK nothing can be delivered: the store
+        // makes longer groups.
+        self.store.broker_connected(false);
         loop {
             if let Some(deadline) = stop_at {
                 if self.conn.is_none() || Instant::now() >= deadline {
@@ -451,6 +454,7 @@ impl Forwarder {
                     .take()
                     .map_or(0, |c| c.flight.live + c.flight.backlog);
                 self.stats.connected.store(false, Ordering::Relaxed);
+                self.store.broker_connected(false);
                 self.stats.set_error(error.clone());
                 BrokerLost {
                     broker: &self.broker,
@@ -475,6 +479,7 @@ impl Forwarder {
             }
             LoopMsg::Disconnected => {
                 self.conn = None;
+                self.store.broker_connected(false);
             }
         }
     }
@@ -514,6 +519,7 @@ impl Forwarder {
             return;
         }
         self.stats.connected.store(true, Ordering::Relaxed);
+        self.store.broker_connected(true);
         let again = self.ever_connected.then(|| {
             ForwarderStats::bump(&self.stats.reconnects);
             let down = self.down_since.map(|t| t.elapsed()).unwrap_or_default();

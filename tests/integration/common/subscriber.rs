@@ -135,3 +135,21 @@ pub fn contiguous(seqs: &[u64]) -> bool {
     let have: std::collections::HashSet<u64> = seqs.iter().copied().collect();
     max > 0 && (1..=max).all(|s| have.contains(&s))
 }
+
+/// True when `seqs` holds every number from 1 to `seen` (what arrived
+/// before a crash) and, from 1 to its maximum, misses at most one run of
+/// numbers above `seen`: the crash's gap. A message may have been published
+/// and never written, so the seqs a crash may have used are never given
+/// again (the next run numbers on above the reservation); the youngest
+/// messages before the crash, neither acknowledged nor written yet, fall
+/// into the same gap.
+pub fn contiguous_across_a_crash(seqs: &[u64], seen: u64) -> bool {
+    let have: std::collections::HashSet<u64> = seqs.iter().copied().collect();
+    let max = have.iter().copied().max().unwrap_or(0);
+    let missing: Vec<u64> = (1..=max).filter(|s| !have.contains(s)).collect();
+    let one_run = match (missing.first(), missing.last()) {
+        (Some(a), Some(b)) => (b - a + 1) as usize == missing.len() && *a > seen,
+        _ => true,
+    };
+    max > 0 && one_run
+}
