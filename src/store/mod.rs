@@ -99,17 +99,19 @@
 //!   oldest readings are evicted first, then meters, alarms and work
 //!   orders, and counted ([`Stats::held_evicted_readings`], also in
 //!   `evicted_readings`);
-//! * those messages are offered to the forwarder at once, like committed
-//!   rows (the committed id it watches is the newest offered one), so
-//!   live publishing goes on while the broker is up; nothing then survives
-//!   a crash but what the file took before (a flush reports the error);
+//! * every message is offered to the forwarder at once, alarms and work
+//!   orders too, and seqs beyond their reservation (nothing can be
+//!   committed first), so live publishing goes on while the broker is up;
+//!   nothing then survives a crash but what the file took before (a flush
+//!   reports the error), and the next start renews the store's identity;
 //! * the disk is retried with a growing backoff (at most 30 s); when it
 //!   takes writes again, what memory holds is written with its ids, and
 //!   the store is ok again without a restart;
 //! * a message that leaves memory unwritten (acknowledged or evicted)
-//!   still used its topic's seq: the highest is written to the file with
-//!   the next commit, so numbering never repeats after a restart (unless
-//!   the process dies first);
+//!   still used its topic's seq: the first commit that succeeds raises the
+//!   reservations above every seq used, so numbering never repeats after a
+//!   restart (unless the process dies first: then the renewed identity
+//!   tells consumers to start afresh);
 //! * a file that cannot be opened at start is tried again (every 1 s,
 //!   backing off to 30 s), holding the lock when it could be taken, so a
 //!   second fieldgate is kept out all along (a lock file that exists is
@@ -695,19 +697,21 @@ impl StoreHandle {
 
     /// Deletes rows the broker has acknowledged.
     ///
-    /// Once this resolves, no fetch returns them again; the deletion itself
-    /// is committed with the next group (after a crash before that, they
-    /// are delivered again: at least once). Unknown ids are ignored.
+    /// Resolves once the ids are queued (it does not wait for the owner
+    /// thread: a drain would stall on every round trip). The owner thread
+    /// takes commands in order, so no fetch asked after this returns them
+    /// again; a message still in memory is dropped, never written; the
+    /// deletion of a written row is committed with a later group (after a
+    /// crash before that, it is delivered again: at least once). Unknown
+    /// ids are ignored.
     pub async fn delete(&self, ids: Vec<i64>) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
-        let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Command::Delete { ids, reply })
+            .send(Command::Delete { ids })
             .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)
+            .map_err(|_| StoreError::Closed)
     }
 
     /// Current figures, as of the last commit.
@@ -715,8 +719,10 @@ impl StoreHandle {
         self.ask(Command::Stats).await
     }
 
-    /// The id of the newest committed row; changes after every commit
-    /// that inserted rows.
+    /// The newest id the forwarder may publish: every message taken up to
+    /// it is in memory or written (or already acknowledged). Moves as
+    /// messages are taken (write-behind), and after the commit of a held
+    /// one (see "Write-behind" above).
     pub fn committed(&self) -> watch::Receiver<i64> {
         self.committed.clone()
     }

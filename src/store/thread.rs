@@ -157,11 +157,8 @@ pub(super) enum Command {
         limit: usize,
         reply: Reply<Vec<Row>>,
     },
-    /// Acknowledged rows; the reply comes once fetches leave them out.
-    Delete {
-        ids: Vec<i64>,
-        reply: oneshot::Sender<()>,
-    },
+    /// Acknowledged rows: fetches after this leave them out.
+    Delete { ids: Vec<i64> },
     /// The figures.
     Stats(Reply<Stats>),
     /// The last seq per topic.
@@ -873,7 +870,7 @@ impl Owner {
             } => {
                 let _ = reply.send(self.fetch_newest(after, limit));
             }
-            Command::Delete { ids, reply } => {
+            Command::Delete { ids } => {
                 let disk_last = self.db.as_ref().map_or(0, |db| db.last_id());
                 for id in ids {
                     if self.stale.is_some_and(|(a, b)| (a..=b).contains(&id)) {
@@ -893,7 +890,6 @@ impl Owner {
                 if !self.deletes.is_empty() && self.deletes_since.is_none() {
                     self.deletes_since = Some(now);
                 }
-                let _ = reply.send(());
             }
             Command::Stats(reply) => {
                 let _ = reply.send(Ok(self.stats(now)));

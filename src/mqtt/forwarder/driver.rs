@@ -44,14 +44,7 @@ pub(super) fn start(
     // Never full: it holds at most the handed-over packets not yet taken
     // by rumqttc, i.e. the window plus online, subscribe and offline, and
     // at most ACK_ROOM inbound acks.
-    let (client, mut eventloop) = AsyncClient::new(options, window + 16 + ACK_ROOM);
-    // rumqttc leaves Nagle's algorithm on: a small publish written while
-    // an earlier one is unacknowledged at the TCP level then waits for that
-    // ACK, up to the peer's delayed-ACK timer (40 ms on Linux). A gateway
-    // publishes small messages and wants each out at once.
-    let mut network = eventloop.network_options();
-    network.set_tcp_nodelay(true);
-    eventloop.set_network_options(network);
+    let (client, eventloop) = AsyncClient::new(options, window + 16 + ACK_ROOM);
     let gate = Arc::new(Gate::default());
     let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
     let driver = AbortOnDrop(tokio::spawn(drive(eventloop, gate.clone(), tx, id_space)));
