@@ -859,17 +859,11 @@ impl Outbox {
         result.map_err(|e| fail("fetching rows", e))
     }
 
-    /// Writes the id and seq high-water marks of messages that left the
-    /// memory queue without being written (acknowledged or evicted while
-    /// the disk failed): the ids and seqs they used are never given again
-    /// after a restart. A seq only ever rises here. Also the probe of a
-    /// degraded store: a real write, so success means the disk takes
-    /// writes again.
-    pub fn write_marks(
-        &mut self,
-        last_id: i64,
-        seqs: &HashMap<String, u64>,
-    ) -> Result<(), StoreError> {
+    /// Writes the newest id given (messages acknowledged before they were
+    /// written used ids too): the probe of a degraded store, a real write,
+    /// so success means the disk takes writes again. (Their seqs are
+    /// covered by the reservations of the next commit.)
+    pub fn write_marks(&mut self, last_id: i64) -> Result<(), StoreError> {
         self.wal_dirty = true;
         let write = |conn: &mut Connection| -> rusqlite::Result<()> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -877,15 +871,6 @@ impl Outbox {
                 "UPDATE meta SET value = max(value, ?1) WHERE key = 'last_id'",
                 [last_id],
             )?;
-            {
-                let mut stmt = tx.prepare_cached(
-                    "INSERT INTO topic_seq (topic, seq) VALUES (?1, ?2)
-                     ON CONFLICT (topic) DO UPDATE SET seq = max(seq, excluded.seq)",
-                )?;
-                for (topic, seq) in seqs {
-                    stmt.execute(params![topic, *seq as i64])?;
-                }
-            }
             tx.commit()
         };
         let result = write(&mut self.conn);

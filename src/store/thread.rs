@@ -583,10 +583,11 @@ impl Owner {
 
     /// A group is full: commit without waiting for the interval.
     fn full(&self) -> bool {
-        let (rows, bytes) = if self.broker_down() {
-            (4 * GROUP_ROWS, 2 * self.group_bytes)
+        let rows = self.chunk_rows();
+        let bytes = if self.broker_down() {
+            2 * self.group_bytes
         } else {
-            (GROUP_ROWS, self.group_bytes)
+            self.group_bytes
         };
         !self.waiters.is_empty()
             || self.pending.len() >= rows
@@ -1258,7 +1259,7 @@ impl Owner {
         if self.degraded.is_some() {
             // The probe: a real write, so success says the disk takes
             // writes again.
-            db.write_marks(self.next_id.saturating_sub(1), &HashMap::new())?;
+            db.write_marks(self.next_id.saturating_sub(1))?;
         }
         // Everything taken is written or acknowledged, every seq reserved.
         self.hold = None;
