@@ -10,6 +10,7 @@
 //! * [`contract`]: the MQTT contract: topics, payloads, inbound requests.
 //! * [`events`]: named internal events (a log line and a counter each).
 //! * [`expr`]: the expression compiler of `expr` rules (knows only tags).
+//! * [`cmms`]: REST connectors that deliver work orders to a CMMS.
 //! * [`modbus`]: read planning, decoding, transports and pollers.
 //! * [`sim`]: the plant simulator behind `demo` and the tests.
 //! * [`telemetry`]: the metrics registry and the Prometheus exposition.
@@ -20,6 +21,7 @@
 pub mod app;
 pub mod cli;
 pub mod clock;
+pub mod cmms;
 pub mod config;
 pub mod contract;
 #[cfg(feature = "demo")]

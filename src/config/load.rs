@@ -140,6 +140,7 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
         devices: devices.into_iter().map(|d| Arc::new(d.value)).collect(),
         rules: rules.into_iter().filter_map(|r| r.value).collect(),
         meters: meters.into_iter().filter_map(|m| m.value).collect(),
+        cmms: Vec::new(),
     };
     let mut problems = Problems(ctx.problems);
     problems.sort();

@@ -26,6 +26,7 @@
 //! can report all of them at once. Warnings are kept beside the config.
 
 mod address;
+mod cmms;
 mod csv_tags;
 pub(crate) mod diff;
 mod load;
@@ -45,6 +46,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use cmms::{
+    BridgeConfig, BridgeSection, CmmsConfig, CmmsKind, InboundAuth, MaintainXConfig, MaximoConfig,
+    UpKeepConfig, WebhookAuth, WebhookConfig,
+};
 pub use address::{RawAddress, Resolved as ResolvedAddress, resolve as resolve_address};
 pub use problem::{Origin, Problem, Problems, Severity};
 pub use secret::Secret;
@@ -120,6 +125,8 @@ pub struct Config {
     pub rules: Vec<Rule>,
     /// `[[meters]]`.
     pub meters: Vec<Meter>,
+    /// `[[cmms]]`: the REST connectors.
+    pub cmms: Vec<CmmsConfig>,
 }
 
 impl Config {

@@ -21,12 +21,15 @@
 //! * [`status`]: the online/offline status.
 //! * [`rules`]: alarm, work-order and meter messages (serde).
 //! * [`inbound`]: every message received, read into a typed [`Request`].
+//! * [`received`]: fieldgate's own work-order and meter messages read back
+//!   (what the CMMS connectors and `fieldgate bridge` deliver).
 //!
 //! Nothing here does I/O: the forwarder (`mqtt`) moves these bytes, the
 //! pipeline decides what to send.
 
 pub(crate) mod data;
 pub mod inbound;
+pub mod received;
 pub(crate) mod json;
 pub mod rules;
 pub(crate) mod status;

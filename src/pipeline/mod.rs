@@ -246,5 +246,7 @@ async fn commit(
     };
     // One command: the store commits the messages, their history and the
     // state that produced them in one transaction.
-    store.insert_step(step.messages, step.history, states).await
+    store
+        .insert_step(step.messages, step.history, states, step.deliveries)
+        .await
 }

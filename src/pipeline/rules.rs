@@ -41,7 +41,9 @@ use serde_json::json;
 
 use super::data::Sequencer;
 use crate::clock::WallMap;
-use crate::config::{Condition, Config, Device, GatewayConfig, Meter, Rule, WorkOrderConfig};
+use crate::config::{
+    CmmsConfig, Condition, Config, Device, GatewayConfig, Meter, Rule, WorkOrderConfig,
+};
 use crate::contract::inbound::{self, OperatorAction, Request, Who};
 use crate::contract::rules as payload;
 use crate::contract::topics::Topics;
@@ -52,7 +54,10 @@ use crate::rules::{
     STATE_WORKORDERS, SavedEngine, SnapshotEntry, Timestamp, WoChange, WoContext, WoError,
     WorkOrder, WorkOrderBook,
 };
-use crate::store::{HistoryEntry, HistoryKind, Kind, OutMessage, StoreError, StoreHandle};
+use crate::cmms::{route, vendor::Event};
+use crate::store::{
+    Delivery, HistoryEntry, HistoryKind, Kind, OutMessage, StoreError, StoreHandle,
+};
 use crate::telemetry::RulesView;
 
 /// Everything is saved at least this often while readings arrive.
@@ -79,6 +84,9 @@ pub struct Step {
     pub messages: Vec<OutMessage>,
     /// Alarm and work-order changes for the history table.
     pub history: Vec<HistoryEntry>,
+    /// Work-order and meter messages for the CMMS connectors, committed
+    /// with the messages they copy.
+    pub deliveries: Vec<Delivery>,
     /// How soon the state must be saved.
     pub save: Save,
 }
@@ -112,6 +120,9 @@ pub struct RulesStage {
     /// The retained state was republished at least once (closed work
     /// orders' topics are cleared only the first time).
     republished: bool,
+    /// The CMMS connectors: work orders and meter readings are queued for
+    /// them with the messages they copy.
+    cmms: Vec<CmmsConfig>,
 }
 
 impl RulesStage {
@@ -160,6 +171,7 @@ impl RulesStage {
             last_save: None,
             now: WallMap::IDENTITY,
             republished: false,
+            cmms: config.cmms.clone(),
         })
     }
 
@@ -581,6 +593,9 @@ impl RulesStage {
                 let n = seq.next(&topic);
                 match payload::meter(&report, n, seq.store(), &self.now) {
                     Ok(p) => {
+                        let wall = self.now.system_time(self.now.at);
+                        step.deliveries
+                            .extend(route::meter(&self.cmms, &report.meter, &topic, &p, wall));
                         step.messages
                             .push(state_message(topic, n, p, Kind::Meter, self.now.at))
                     }
@@ -674,6 +689,19 @@ impl RulesStage {
                         event: event.to_owned(),
                         detail: String::from_utf8_lossy(&p).into_owned(),
                     });
+                    // The connectors get every change but the CMMS's own
+                    // statuses (they came from a CMMS).
+                    let routed = match change {
+                        WoChange::Raised(_) | WoChange::FloodRaised(_) => Some(Event::Raised),
+                        WoChange::Updated(_) if !from_cmms => Some(Event::Updated),
+                        WoChange::Cleared(_) => Some(Event::Closed),
+                        _ => None,
+                    };
+                    if let Some(e) = routed {
+                        let wall = self.now.system_time(wo.updated_at);
+                        step.deliveries
+                            .extend(route::work_order(&self.cmms, &wo.key, e, &topic, &p, wall));
+                    }
                     // Closed: an empty retained message clears the topic.
                     let body = if cleared { Vec::new() } else { p };
                     step.messages

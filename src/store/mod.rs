@@ -162,6 +162,7 @@ pub mod inspect;
 mod lock;
 mod reserve;
 mod schema;
+mod sinks;
 mod thread;
 
 #[cfg(test)]
@@ -186,6 +187,7 @@ use thread::Command;
 pub use evict::MIN_MAX_BYTES;
 pub use fault::DiskFault;
 pub use inspect::{HistoryRecord, Inspector};
+pub use sinks::{Delivery, DeliveryKind, ParkedDelivery, PendingDelivery, SinkFigures, SinkRef};
 
 /// Commands (an insert batch, a fetch, a flush…) queued for the owner
 /// thread. When it is full, callers wait in `send` (backpressure reaches
@@ -634,7 +636,9 @@ impl StoreHandle {
         messages: Vec<OutMessage>,
         history: Vec<HistoryEntry>,
         states: Vec<(String, Vec<u8>)>,
+        deliveries: Vec<Delivery>,
     ) -> Result<(), StoreError> {
+        let _ = deliveries;
         if messages.is_empty() && history.is_empty() && states.is_empty() {
             return Ok(());
         }

@@ -125,6 +125,7 @@ async fn an_alarm_is_offered_only_once_committed_with_its_rules_state() {
         ],
         Vec::new(),
         vec![("rules".into(), b"after the alarm".to_vec())],
+        Vec::new(),
     )
     .await
     .unwrap();

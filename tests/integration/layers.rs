@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     // The pure cores and acquisition.
     &["filter", "modbus", "rules"],
     &["sim", "store", "contract"],
-    &["mqtt"],
+    &["mqtt", "cmms"],
     &["telemetry"],
     &["pipeline"],
     &["http"],

@@ -232,7 +232,7 @@ impl WorkOrderBook {
         let Some(wo) = self.orders.get_mut(id) else {
             return Err(WoError::UnknownId(id.to_owned()));
         };
-        if wo.status == WoStatus::Closed {
+        if wo.status.is_end() {
             return Ok(Vec::new());
         }
         let status = update.status;
@@ -257,7 +257,7 @@ impl WorkOrderBook {
         wo.status = status;
         wo.updated_at = at;
         let wo = wo.clone();
-        if status != WoStatus::Closed {
+        if !status.is_end() {
             return Ok(vec![WoChange::Updated(Box::new(wo))]);
         }
         let slot = wo.source.slot(&wo.asset);

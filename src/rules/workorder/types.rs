@@ -50,6 +50,9 @@ pub enum WoStatus {
     InProgress,
     /// Done: the slot is free for the next activation.
     Closed,
+    /// Cancelled in the CMMS: ended like `Closed` (the slot is free), and
+    /// told apart in the payload and the history.
+    Cancelled,
 }
 
 impl WoStatus {
@@ -60,7 +63,14 @@ impl WoStatus {
             WoStatus::Accepted => "accepted",
             WoStatus::InProgress => "in_progress",
             WoStatus::Closed => "closed",
+            WoStatus::Cancelled => "cancelled",
         }
+    }
+
+    /// Whether the work order has ended (closed or cancelled): its slot is
+    /// free for the next activation.
+    pub fn is_end(self) -> bool {
+        matches!(self, WoStatus::Closed | WoStatus::Cancelled)
     }
 
     /// True until closed.
@@ -80,6 +90,7 @@ impl WoStatus {
             "accepted" => Some(WoStatus::Accepted),
             "in_progress" => Some(WoStatus::InProgress),
             "closed" => Some(WoStatus::Closed),
+            "cancelled" | "canceled" => Some(WoStatus::Cancelled),
             _ => None,
         }
     }

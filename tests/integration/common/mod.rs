@@ -1,6 +1,7 @@
 //! Fixtures shared by the integration tests.
 
 pub mod broker;
+pub mod cmms;
 pub mod forwarder;
 pub mod gateway;
 pub mod http;

@@ -1,0 +1,49 @@
+//! UpKeep (stub: to be written).
+
+use super::{Event, Vendor};
+use crate::cmms::exchange::{Answer, Failure, Found, Request};
+use crate::config::{CmmsConfig, UpKeepConfig};
+use crate::contract::received::{MeterDoc, WorkOrderDoc};
+
+/// UpKeep's API.
+pub struct UpKeep {
+    _config: CmmsConfig,
+    _own: UpKeepConfig,
+}
+
+impl UpKeep {
+    /// The vendor of a connector.
+    pub fn new(config: &CmmsConfig, own: &UpKeepConfig) -> UpKeep {
+        UpKeep {
+            _config: config.clone(),
+            _own: own.clone(),
+        }
+    }
+}
+
+impl Vendor for UpKeep {
+    fn lookup(&self, _wo: &WorkOrderDoc) -> Option<Request> {
+        None
+    }
+    fn read_lookup(&self, _answer: &Answer) -> Result<Option<Found>, Failure> {
+        Ok(None)
+    }
+    fn create(&self, _wo: &WorkOrderDoc, _event: Event) -> Result<Request, Failure> {
+        Err(Failure::Park("not implemented".into()))
+    }
+    fn read_create(&self, _answer: &Answer) -> Result<Option<Found>, Failure> {
+        Ok(None)
+    }
+    fn update(&self, _wo: &WorkOrderDoc, _reference: &str, _event: Event) -> Option<Request> {
+        None
+    }
+    fn status(&self, _reference: &str) -> Option<Request> {
+        None
+    }
+    fn read_status(&self, _answer: &Answer) -> Result<Option<Found>, Failure> {
+        Ok(None)
+    }
+    fn meter(&self, _reading: &MeterDoc, _meter_id: &str) -> Option<Request> {
+        None
+    }
+}
