@@ -68,6 +68,9 @@ pub struct WorkOrderDoc {
     /// The CMMS's last status report, once there is one.
     #[serde(default)]
     pub cmms: Option<CmmsDoc>,
+    /// The message as it was read (a webhook may send it whole).
+    #[serde(skip)]
+    pub raw: String,
 }
 
 fn one() -> u64 {
@@ -177,7 +180,10 @@ pub enum ReadError {
 
 /// Reads a work-order message.
 pub fn work_order(payload: &[u8]) -> Result<WorkOrderDoc, ReadError> {
-    read(payload, super::WORKORDER_SCHEMA)
+    let mut doc: WorkOrderDoc = read(payload, super::WORKORDER_SCHEMA)?;
+    // Valid UTF-8: serde_json read it as JSON text.
+    doc.raw = String::from_utf8_lossy(payload).into_owned();
+    Ok(doc)
 }
 
 /// Reads a meter message.

@@ -42,6 +42,7 @@ pub use rules_view::{AlarmView, MeterView, RulesView, WorkOrderView};
 pub use seen::DeviceSeen;
 pub use trend::{TREND_POINTS, TREND_SPAN, TREND_STEP, Trend};
 
+use crate::cmms::ConnectorStats;
 use crate::config::Config;
 use crate::heartbeat::Heartbeat;
 use crate::modbus::{DeviceMetrics, DeviceSnapshot, LinkSnapshot, Probes};
@@ -78,6 +79,9 @@ pub struct Telemetry {
     /// Device name → index in `seen`, for [`keep_last`](Self::keep_last).
     by_name: HashMap<String, usize>,
     mqtt: Arc<ForwarderStats>,
+    /// Each CMMS connector's figures, in config order (written by its
+    /// delivery task).
+    cmms: Vec<(String, Arc<ConnectorStats>)>,
     /// The latest rules view. A `watch` rather than a lock: the pipeline
     /// replaces it without waiting for readers, and a later status page can
     /// subscribe to changes.
@@ -186,6 +190,11 @@ impl Telemetry {
             seen,
             by_name,
             mqtt: Arc::new(ForwarderStats::default()),
+            cmms: config
+                .cmms
+                .iter()
+                .map(|c| (c.name.clone(), Arc::new(ConnectorStats::default())))
+                .collect(),
             rules: Arc::new(watch::Sender::new(Arc::new(RulesView::default()))),
             heartbeat: Heartbeat::new(),
         }
@@ -204,6 +213,12 @@ impl Telemetry {
             }
         }
         next.mqtt = self.mqtt.clone();
+        // A connector kept by name keeps its counters.
+        for (name, stats) in &mut next.cmms {
+            if let Some((_, old)) = self.cmms.iter().find(|(n, _)| n == name) {
+                *stats = old.clone();
+            }
+        }
         next.rules = self.rules.clone();
         next.heartbeat = self.heartbeat.clone();
         next
@@ -227,6 +242,12 @@ impl Telemetry {
     /// The counters the forwarder writes (give it this one).
     pub fn mqtt_stats(&self) -> Arc<ForwarderStats> {
         self.mqtt.clone()
+    }
+
+    /// The figures each CMMS connector writes (give them these), in
+    /// config order.
+    pub fn cmms_stats(&self) -> &[(String, Arc<ConnectorStats>)] {
+        &self.cmms
     }
 
     /// Every device's figures, in config order.
