@@ -64,8 +64,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::cmms::{self, Connectors, Reported};
 use crate::config::diff::{self, ConfigChanges};
 use crate::config::{Config, Qos};
+use crate::contract::Request;
 use crate::contract::topics::Topics;
 use crate::events::ConfigRefused;
 use crate::http::{self, ActionRoute, Actions, HttpError, HttpState};
@@ -193,6 +195,13 @@ struct Gateway {
     hash_tx: watch::Sender<String>,
     forwarding: Forwarding,
     acquisition: Acquisition,
+    /// The CMMS connectors (restarted on every reload: a reload is also
+    /// how parked deliveries are tried again).
+    connectors: Connectors,
+    /// Where the connectors report the CMMS's statuses.
+    reports: mpsc::Sender<Reported>,
+    /// Applies the reports (ends when every sender is gone).
+    reporter: JoinHandle<()>,
 }
 
 impl Gateway {
@@ -222,6 +231,7 @@ impl Gateway {
         let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_CAPACITY);
         let (http_trigger, http_listener) = shutdown::channel();
         let (action_route, route_rx) = watch::channel(ActionRoute::of(&config, inbound_tx.clone()));
+        let route_rx_status = route_rx.clone();
         let http_server = http_socket.map(|socket| {
             let actions = match (&config.http.token, config.http.allow_actions) {
                 (Some(token), true) => Some(Actions {
@@ -230,7 +240,8 @@ impl Gateway {
                 }),
                 _ => None,
             };
-            let state = HttpState::new(telemetry_rx, store.clone(), actions, http_listener.clone());
+            let state = HttpState::new(telemetry_rx, store.clone(), actions, http_listener.clone())
+                .with_status_route(route_rx_status);
             http::serve(socket, state, http_listener)
         });
         let (hash_tx, hash_rx) = watch::channel(config.hash.clone());
@@ -243,6 +254,9 @@ impl Gateway {
             hash_rx,
         );
         let acquisition = Acquisition::start(&config, rules, &store, inbound_rx, &telemetry);
+        let (reports, reports_rx) = mpsc::channel(cmms::REPORTS_CAPACITY);
+        let reporter = tokio::spawn(apply_reports(reports_rx, action_route.subscribe()));
+        let connectors = Connectors::start(&config.cmms, &store, &reports, telemetry.cmms_stats());
         tracing::info!(
             devices = config.devices.len(),
             rules = config.rules.len(),
@@ -267,6 +281,9 @@ impl Gateway {
             hash_tx,
             forwarding,
             acquisition,
+            connectors,
+            reports,
+            reporter,
         })
     }
 
@@ -338,6 +355,16 @@ impl Gateway {
         self.acquisition = Acquisition::start(&new, rules, &self.store, inbound_rx, &telemetry);
         self.action_route
             .send_replace(ActionRoute::of(&new, self.inbound_tx.clone()));
+        // The connectors take the new sections, and what a CMMS refused is
+        // tried again (a reload is how a fixed asset mapping is applied).
+        self.connectors.stop().await;
+        match self.store.sink_unpark(None).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deliveries = n, "reload: parked CMMS deliveries are tried again"),
+            Err(e) => tracing::warn!(error = %e, "reload: cannot un-park CMMS deliveries"),
+        }
+        self.connectors =
+            Connectors::start(&new.cmms, &self.store, &self.reports, telemetry.cmms_stats());
         record_config(&self.store, &new.hash, &summary).await;
         if changes.section("http") {
             tracing::warn!("reload: [http] changes take effect at the next restart");
@@ -364,6 +391,9 @@ impl Gateway {
     /// The shutdown order of the module docs.
     async fn shutdown(mut self) {
         let deadline = self.config.gateway.shutdown_timeout;
+        // Between exchanges; what they had not delivered waits in the store.
+        self.connectors.stop().await;
+        drop(self.reports);
         let orderly = tokio::time::timeout(deadline, async {
             self.acquisition.stop().await;
             deliver_last(&self.store, &self.stats).await;
@@ -380,6 +410,7 @@ impl Gateway {
             // Ends within `http::GRACE` of its trigger, which fired first.
             let _ = server.await;
         }
+        self.reporter.abort();
         drop(self.store);
         let guard = self.guard;
         match tokio::task::spawn_blocking(move || guard.close()).await {
@@ -410,6 +441,28 @@ async fn deliver_last(store: &StoreHandle, stats: &ForwarderStats) {
         }
     })
     .await;
+}
+
+/// Applies the CMMS's statuses reported by the connectors like statuses
+/// on the MQTT status topic: into the running pipeline (through the
+/// current route: a reload may replace the channel), each acknowledged to
+/// its connector once the rules stage has applied and committed it.
+async fn apply_reports(mut reports: mpsc::Receiver<Reported>, route: watch::Receiver<ActionRoute>) {
+    while let Some(report) = reports.recv().await {
+        let inbound = route.borrow().inbound.clone();
+        let (request, handled) = Inbound::tracked(Request::WorkOrderStatus {
+            id: report.wo_id,
+            update: report.update,
+            retained: false,
+        });
+        if inbound.send(request).await.is_err() {
+            // The pipeline is restarting: the connector reports it again.
+            continue;
+        }
+        if handled.await.is_ok() {
+            let _ = report.applied.send(());
+        }
+    }
 }
 
 /// Adds a config to the store's change log; a failure is logged (the

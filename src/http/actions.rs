@@ -36,7 +36,7 @@ use serde_json::{Value as JsonValue, json};
 use tokio::sync::{mpsc, watch};
 
 use super::HttpState;
-use crate::config::{Config, Secret};
+use crate::config::{Config, InboundAuth, Secret};
 use crate::contract::inbound::{self, OperatorAction, Request as InboundRequest, Who};
 use crate::mqtt::forwarder::Inbound;
 
@@ -51,6 +51,9 @@ pub struct ActionRoute {
     pub rules: Arc<HashSet<String>>,
     /// The pipeline's inbound channel (shared with the forwarder).
     pub inbound: mpsc::Sender<Inbound>,
+    /// Who may push work-order statuses (`[[cmms]] inbound_*`): the
+    /// connector's name and its credential.
+    pub cmms: Arc<Vec<(String, InboundAuth)>>,
 }
 
 impl ActionRoute {
@@ -59,6 +62,13 @@ impl ActionRoute {
         ActionRoute {
             rules: Arc::new(config.rules.iter().map(|r| r.name.clone()).collect()),
             inbound,
+            cmms: Arc::new(
+                config
+                    .cmms
+                    .iter()
+                    .filter_map(|c| Some((c.name.clone(), c.inbound.clone()?)))
+                    .collect(),
+            ),
         }
     }
 }
@@ -232,7 +242,7 @@ fn signed(mut action: OperatorAction, by: &str) -> OperatorAction {
 }
 
 /// The request carries the token as `Authorization: Bearer <token>`.
-fn authorized(headers: &HeaderMap, token: &Secret) -> bool {
+pub(super) fn authorized(headers: &HeaderMap, token: &Secret) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
@@ -248,7 +258,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn refuse(status: StatusCode, message: &str) -> Response {
+pub(super) fn refuse(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
 

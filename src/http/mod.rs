@@ -40,6 +40,7 @@
 //! beyond this machine without a token is warned about.
 
 mod actions;
+mod cmms_status;
 mod events;
 mod health;
 mod metrics;
@@ -145,6 +146,9 @@ pub struct HttpState {
     pub store: StoreHandle,
     /// Acknowledge and shelve; `None` unless `[http] allow_actions`.
     pub actions: Option<Actions>,
+    /// Where CMMS status pushes go (`POST /api/workorders/{id}/status`);
+    /// `None`: refused.
+    pub status_route: Option<watch::Receiver<ActionRoute>>,
     /// Event streams open (bounded by [`events::MAX_STREAMS`]).
     streams: Arc<Semaphore>,
     /// Ends the event streams.
@@ -163,9 +167,16 @@ impl HttpState {
             telemetry,
             store,
             actions,
+            status_route: None,
             streams: Arc::new(Semaphore::new(events::MAX_STREAMS)),
             stop,
         }
+    }
+
+    /// Takes CMMS status pushes into `route` (the running pipeline).
+    pub fn with_status_route(mut self, route: watch::Receiver<ActionRoute>) -> HttpState {
+        self.status_route = Some(route);
+        self
     }
 
     /// The registry of the running config.
@@ -328,6 +339,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/trend", get(events::trend))
         .route("/api/alarms/{rule}/ack", post(actions::ack))
         .route("/api/alarms/{rule}/shelve", post(actions::shelve))
+        .route("/api/workorders/{id}/status", post(cmms_status::push))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
