@@ -15,10 +15,12 @@
 //! * [`sim`]: the plant simulator behind `demo` and the tests.
 //! * [`telemetry`]: the metrics registry and the Prometheus exposition.
 //! * [`http`]: `/healthz`, `/readyz`, `/metrics` and `/api/status`.
+//! * [`bridge`]: `fieldgate bridge`, the CMMS connectors for many gateways.
 //! * [`demo`]: `fieldgate demo`, the whole system on one machine.
 //! * [`cli`]: the subcommands of the `fieldgate` binary.
 
 pub mod app;
+pub mod bridge;
 pub mod cli;
 pub mod clock;
 pub mod cmms;

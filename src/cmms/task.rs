@@ -367,6 +367,11 @@ impl Connector {
             .await
             .map_err(|e| Failure::Retry(format!("store: {e}")))?;
         if let Some(mut known) = known {
+            // A raise of a key already delivered is a repeat (a bridge
+            // seeing a gateway republish its open work orders).
+            if event == Event::Raised {
+                return Ok(Outcome::Done(None));
+            }
             if let Some(request) = self.vendor.update(wo, &known.reference, event) {
                 let answer = self.client.send(&request).await?;
                 if !super::exchange::is_success(&answer) {

@@ -148,6 +148,24 @@ pub fn read(
     }
 }
 
+/// The status message a CMMS sends on `workorders/{id}/status`, as
+/// `fieldgate bridge` publishes it for a connector (read back by
+/// [`work_order_status`]).
+pub fn status_payload(update: &StatusUpdate) -> Vec<u8> {
+    let mut message = serde_json::Map::new();
+    message.insert("status".into(), update.status.as_str().into());
+    for (name, value) in [
+        ("ref", &update.cmms_ref),
+        ("by", &update.by),
+        ("note", &update.note),
+    ] {
+        if let Some(v) = value {
+            message.insert(name.into(), v.as_str().into());
+        }
+    }
+    serde_json::Value::Object(message).to_string().into_bytes()
+}
+
 /// What an operator asked of an alarm.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OperatorAction {
@@ -387,6 +405,18 @@ fn shorten(mut s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_the_bridge_publishes_reads_back() {
+        let update = StatusUpdate {
+            status: WoStatus::Cancelled,
+            cmms_ref: Some("1042".into()),
+            by: Some("maximo".into()),
+            note: None,
+        };
+        let payload = status_payload(&update);
+        assert_eq!(work_order_status("01J", &payload), Ok(Some(update)));
+    }
 
     #[test]
     fn messages_are_read_into_typed_requests() {

@@ -113,6 +113,67 @@ impl Topics {
     }
 }
 
+/// What `fieldgate bridge` takes from any gateway's tree, from its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayTopic<'a> {
+    /// `{prefix}/{site}/{gateway}/workorders/{id}`.
+    WorkOrder {
+        /// Site id.
+        site: &'a str,
+        /// Gateway id.
+        gateway: &'a str,
+        /// Work-order id.
+        id: &'a str,
+    },
+    /// `{prefix}/{site}/{gateway}/meters/{meter}`.
+    Meter {
+        /// Site id.
+        site: &'a str,
+        /// Gateway id.
+        gateway: &'a str,
+        /// The meter.
+        meter: &'a str,
+    },
+}
+
+/// Reads a topic of any gateway under `prefix` that the bridge takes;
+/// `None` for everything else (statuses, alarms, data, deeper levels).
+pub fn parse_gateway_topic<'a>(prefix: &str, topic: &'a str) -> Option<GatewayTopic<'a>> {
+    let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
+    let mut levels = rest.split('/');
+    let site = levels.next().filter(|l| !l.is_empty())?;
+    let gateway = levels.next().filter(|l| !l.is_empty())?;
+    let kind = levels.next()?;
+    let name = levels.next().filter(|l| !l.is_empty())?;
+    if levels.next().is_some() {
+        return None;
+    }
+    match kind {
+        "workorders" => Some(GatewayTopic::WorkOrder {
+            site,
+            gateway,
+            id: name,
+        }),
+        "meters" => Some(GatewayTopic::Meter {
+            site,
+            gateway,
+            meter: name,
+        }),
+        _ => None,
+    }
+}
+
+/// The bridge's subscriptions: every gateway's work orders and meters
+/// under `prefix`, shared within `group` when given (`$share/{group}/…`:
+/// the broker hands each message to one bridge of the group).
+pub fn bridge_filters(prefix: &str, group: Option<&str>) -> Vec<String> {
+    let share = group.map(|g| format!("$share/{g}/")).unwrap_or_default();
+    vec![
+        format!("{share}{prefix}/+/+/workorders/+"),
+        format!("{share}{prefix}/+/+/meters/+"),
+    ]
+}
+
 /// An inbound message's request, from its topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InboundTopic<'a> {
@@ -136,6 +197,42 @@ pub enum InboundTopic<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bridge_reads_every_gateways_work_orders_and_meters() {
+        assert_eq!(
+            parse_gateway_topic("fieldgate", "fieldgate/plant/gw1/workorders/01J"),
+            Some(GatewayTopic::WorkOrder {
+                site: "plant",
+                gateway: "gw1",
+                id: "01J"
+            })
+        );
+        assert_eq!(
+            parse_gateway_topic("fieldgate", "fieldgate/plant/gw1/meters/m1"),
+            Some(GatewayTopic::Meter {
+                site: "plant",
+                gateway: "gw1",
+                meter: "m1"
+            })
+        );
+        for other in [
+            "fieldgate/plant/gw1/workorders/01J/status",
+            "fieldgate/plant/gw1/alarms/r",
+            "fieldgate/plant//workorders/01J",
+            "fieldgatex/plant/gw1/workorders/01J",
+            "fieldgate/plant/gw1/workorders/",
+        ] {
+            assert_eq!(parse_gateway_topic("fieldgate", other), None, "{other}");
+        }
+        assert_eq!(
+            bridge_filters("fieldgate", Some("b")),
+            vec![
+                "$share/b/fieldgate/+/+/workorders/+".to_string(),
+                "$share/b/fieldgate/+/+/meters/+".to_string()
+            ]
+        );
+    }
 
     #[test]
     fn tree() {

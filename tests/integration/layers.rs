@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
     &["telemetry"],
     &["pipeline"],
     &["http"],
-    &["app"],
+    &["app", "bridge"],
     &["demo"],
     &["cli"],
 ];

@@ -1,0 +1,362 @@
+//! `fieldgate bridge`: the CMMS connectors for many gateways, on an IT
+//! host that reaches both the plant's broker and the CMMS.
+//!
+//! ```text
+//! gateways ──MQTT──► broker ──$share/{group}/{prefix}/+/+/workorders/+──► bridge ──► store (sink queues) ──► connectors ──HTTP──► CMMS
+//!                       ▲                                                                                     │
+//!                       └──────────────── {prefix}/{site}/{gateway}/workorders/{id}/status ◄── statuses ───────┘
+//! ```
+//!
+//! * **Zero loss.** The bridge's MQTT session is persistent (clean
+//!   session off, QoS 1) and acknowledges a message only once the
+//!   deliveries it made are committed to the bridge's own store: a bridge
+//!   killed at any point gets the message again from the broker, or has
+//!   it on disk. The connectors then deliver from the store with the
+//!   same rules as in a gateway (in order, retried, parked on refusal).
+//! * **Once per work order.** A work-order key a connector already
+//!   delivered is never created again (the store keeps the CMMS's
+//!   reference), and a repeat of a raise (a gateway republishes its open
+//!   work orders at each reconnect) is dropped. With two bridges in one
+//!   shared-subscription group, the broker hands each message to one of
+//!   them; the connector then reports the CMMS's reference on the work
+//!   order's status topic, so every later copy carries it and the other
+//!   bridge adopts it rather than creating; the vendor's lookup by key
+//!   (where its API has one) covers the moments in between.
+//! * **Status.** Statuses from the CMMS (polled) are published on the
+//!   work order's `…/status` topic, which the gateway applies like any
+//!   CMMS's.
+//!
+//! The bridge never publishes anything else, and needs no Modbus, rules
+//! or HTTP server.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, Transport};
+use tokio::sync::mpsc;
+
+use crate::cmms::vendor::Event as WoEvent;
+use crate::cmms::{Connectors, REPORTS_CAPACITY, Reported, route};
+use crate::config::BridgeConfig;
+use crate::contract::inbound::status_payload;
+use crate::contract::received;
+use crate::contract::topics::{self, GatewayTopic};
+use crate::mqtt::client::{MqttError, install_crypto_provider, tls_client_config};
+use crate::store::{self, StoreError, StoreHandle};
+use crate::systemd;
+
+/// Messages received and not yet committed, at most (the event loop
+/// waits beyond: the broker holds the rest).
+const RECEIVED_CAPACITY: usize = 256;
+
+/// Keys remembered for dropping repeated updates; the map is cleared
+/// when full (a repeat after that is one extra update, not a loss).
+const SEEN_KEYS: usize = 100_000;
+
+/// Why the bridge could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// The store must not be used.
+    #[error("cannot open the store {path}: {source}")]
+    Store {
+        /// The file.
+        path: String,
+        /// Why.
+        source: StoreError,
+    },
+    /// The MQTT options could not be built (TLS files).
+    #[error("{0}")]
+    Mqtt(#[from] MqttError),
+}
+
+/// Runs the bridge until `stop` resolves.
+pub async fn run(
+    config: BridgeConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), BridgeError> {
+    let store_config = config.store.clone();
+    let opened = tokio::task::spawn_blocking(move || store::open(&store_config))
+        .await
+        .unwrap_or(Err(StoreError::Closed));
+    let (store, guard) = opened.map_err(|source| BridgeError::Store {
+        path: config.store.path.display().to_string(),
+        source,
+    })?;
+    let (client, eventloop) = AsyncClient::new(options(&config)?, 64);
+    let (reports_tx, reports_rx) = mpsc::channel(REPORTS_CAPACITY);
+    let mut connectors = Connectors::start(&config.cmms, &store, &reports_tx, &[]);
+    drop(reports_tx);
+    let (received_tx, received_rx) = mpsc::channel(RECEIVED_CAPACITY);
+    let filters = topics::bridge_filters(
+        &config.bridge.topic_prefix,
+        config.bridge.shared_group.as_deref(),
+    );
+    let session = Arc::new(AtomicU64::new(0));
+    let driver = tokio::spawn(drive(
+        eventloop,
+        client.clone(),
+        filters,
+        received_tx,
+        session.clone(),
+    ));
+    let taker = tokio::spawn(take(
+        received_rx,
+        client.clone(),
+        store.clone(),
+        config.clone(),
+        session,
+    ));
+    let publisher = tokio::spawn(publish_statuses(reports_rx, client.clone()));
+    tracing::info!(
+        id = %config.bridge.id,
+        broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
+        group = config.bridge.shared_group.as_deref().unwrap_or("(none)"),
+        connectors = config.cmms.len(),
+        store = %config.store.path.display(),
+        "bridge running"
+    );
+    systemd::ready(&format!("bridging to {} connector(s)", config.cmms.len()));
+    stop.await;
+    tracing::info!("bridge stopping");
+    systemd::stopping();
+    connectors.stop().await;
+    // What was received and not committed is not acknowledged: the broker
+    // sends it again to this session (or another bridge of the group).
+    driver.abort();
+    taker.abort();
+    let _ = client.try_disconnect();
+    publisher.abort();
+    drop(store);
+    match tokio::task::spawn_blocking(move || guard.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "closing the store failed"),
+        Err(e) => tracing::error!(error = %e, "closing the store failed"),
+    }
+    tracing::info!("bridge stopped");
+    Ok(())
+}
+
+/// The bridge's MQTT session: persistent, manual acknowledgements (a
+/// message is acknowledged once committed), no Last Will (the bridge
+/// publishes no status of its own).
+fn options(config: &BridgeConfig) -> Result<MqttOptions, MqttError> {
+    let mqtt = &config.mqtt;
+    let mut options = MqttOptions::new(mqtt.client_id.clone(), mqtt.host.clone(), mqtt.port);
+    options.set_keep_alive(Duration::from_secs(
+        mqtt.keep_alive.as_secs().clamp(1, u64::from(u16::MAX)),
+    ));
+    options.set_clean_session(false);
+    options.set_manual_acks(true);
+    let max = usize::try_from(mqtt.max_packet_size).unwrap_or(usize::MAX);
+    options.set_max_packet_size(max, max);
+    if let Some(user) = &mqtt.username {
+        let password = mqtt
+            .password
+            .as_ref()
+            .map(|p| p.expose_str())
+            .unwrap_or_default();
+        options.set_credentials(user.clone(), password);
+    }
+    if let Some(tls) = &mqtt.tls {
+        install_crypto_provider();
+        let tls = tls_client_config(tls)?;
+        options.set_transport(Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(tls)),
+        ));
+    }
+    Ok(options)
+}
+
+/// Polls the event loop for ever (that is what reconnects), subscribes
+/// at every new session, and hands each received message on with the
+/// number of the connection it came on (`session`, counted here).
+async fn drive(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    filters: Vec<String>,
+    received: mpsc::Sender<(u64, Publish)>,
+    session: Arc<AtomicU64>,
+) {
+    let mut failures = 0u32;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                failures = 0;
+                session.fetch_add(1, Ordering::SeqCst);
+                tracing::info!(session_present = ack.session_present, "bridge connected to the broker");
+                for f in &filters {
+                    if let Err(e) = client.subscribe(f.clone(), QoS::AtLeastOnce).await {
+                        tracing::error!(filter = %f, error = %e, "cannot subscribe");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                let on = session.load(Ordering::SeqCst);
+                if received.send((on, p)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                if failures == 1 || failures % 10 == 0 {
+                    tracing::warn!(error = %e, failures, "bridge: broker not reachable; retrying");
+                }
+                let wait = Duration::from_millis(500u64.saturating_mul(1 << failures.min(6)));
+                tokio::time::sleep(wait.min(Duration::from_secs(30))).await;
+            }
+        }
+    }
+}
+
+/// Turns received messages into deliveries, commits them, then
+/// acknowledges the messages. A message received on an earlier
+/// connection is not acknowledged: its packet id may name another
+/// message on this one, and the broker sends it again anyway (the
+/// deliveries it made are in the store; their repeat is dropped by key).
+async fn take(
+    mut received: mpsc::Receiver<(u64, Publish)>,
+    client: AsyncClient,
+    store: StoreHandle,
+    config: BridgeConfig,
+    session: Arc<AtomicU64>,
+) {
+    let mut seen: HashMap<String, (u64, String)> = HashMap::new();
+    while let Some(first) = received.recv().await {
+        // Everything waiting goes into one commit.
+        let mut batch = vec![first];
+        while batch.len() < RECEIVED_CAPACITY {
+            match received.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let mut deliveries = Vec::new();
+        for (_, p) in &batch {
+            deliveries.extend(deliveries_of(&config, p, &mut seen));
+        }
+        if seen.len() > SEEN_KEYS {
+            seen.clear();
+        }
+        if !deliveries.is_empty() {
+            let committed = match store.insert_deliveries(deliveries).await {
+                Ok(()) => store.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = committed {
+                // Not acknowledged: the broker sends them again after the
+                // next reconnect, and they must then count as new.
+                seen.clear();
+                tracing::error!(error = %e, "bridge: cannot commit deliveries; messages left unacknowledged");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        }
+        let now = session.load(Ordering::SeqCst);
+        for (on, p) in &batch {
+            if *on != now {
+                continue;
+            }
+            if let Err(e) = client.ack(p).await {
+                tracing::warn!(error = %e, "bridge: cannot acknowledge a message");
+            }
+        }
+    }
+}
+
+/// The deliveries a received message makes: a work order for every
+/// connector (unless it repeats what was seen), a meter reading for the
+/// connectors that map the meter.
+fn deliveries_of(
+    config: &BridgeConfig,
+    p: &Publish,
+    seen: &mut HashMap<String, (u64, String)>,
+) -> Vec<store::Delivery> {
+    let topic = p.topic.clone();
+    let now = SystemTime::now();
+    match topics::parse_gateway_topic(&config.bridge.topic_prefix, &topic) {
+        Some(GatewayTopic::WorkOrder { id, .. }) => {
+            // An empty message clears a closed work order's topic: the
+            // CMMS closed it, nothing to deliver.
+            if p.payload.is_empty() {
+                return Vec::new();
+            }
+            let wo = match received::work_order(&p.payload) {
+                Ok(wo) => wo,
+                Err(e) => {
+                    tracing::warn!(%topic, error = %e, "bridge: not a work order; ignored");
+                    return Vec::new();
+                }
+            };
+            if wo.id != id {
+                tracing::warn!(%topic, id = %wo.id, "bridge: work order id differs from its topic; ignored");
+                return Vec::new();
+            }
+            let event = event_of(&wo.status, wo.occurrences, wo.cmms_ref().is_some());
+            let state = (wo.occurrences, wo.status.clone());
+            if seen.get(&wo.key) == Some(&state) {
+                return Vec::new();
+            }
+            seen.insert(wo.key.clone(), state);
+            route::work_order(&config.cmms, &wo.key, event, &topic, &p.payload, now)
+        }
+        Some(GatewayTopic::Meter { meter, .. }) => {
+            if p.payload.is_empty() {
+                return Vec::new();
+            }
+            if let Err(e) = received::meter(&p.payload) {
+                tracing::warn!(%topic, error = %e, "bridge: not a meter message; ignored");
+                return Vec::new();
+            }
+            route::meter(&config.cmms, meter, &topic, &p.payload, now)
+        }
+        None => Vec::new(),
+    }
+}
+
+/// The event a work-order message stands for, from what it says: its
+/// first occurrence with no CMMS answer yet is the raise, an ended one is
+/// the close, the rest are updates.
+pub fn event_of(status: &str, occurrences: u64, has_cmms_ref: bool) -> WoEvent {
+    match status {
+        "closed" | "cancelled" => WoEvent::Closed,
+        "open" if occurrences <= 1 && !has_cmms_ref => WoEvent::Raised,
+        _ => WoEvent::Updated,
+    }
+}
+
+/// Publishes each status a connector reports on the work order's status
+/// topic (QoS 1, not retained), where its gateway applies it.
+async fn publish_statuses(mut reports: mpsc::Receiver<Reported>, client: AsyncClient) {
+    while let Some(report) = reports.recv().await {
+        let topic = format!("{}/status", report.topic);
+        let payload = status_payload(&report.update);
+        match client
+            .publish(topic.clone(), QoS::AtLeastOnce, false, payload)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(%topic, status = report.update.status.as_str(), connector = %report.sink, "bridge: status published");
+                let _ = report.applied.send(());
+            }
+            Err(e) => tracing::warn!(%topic, error = %e, "bridge: cannot publish a status; reported again at the next poll"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_first_open_occurrence_is_the_raise() {
+        assert_eq!(event_of("open", 1, false), WoEvent::Raised);
+        assert_eq!(event_of("open", 1, true), WoEvent::Updated);
+        assert_eq!(event_of("open", 3, false), WoEvent::Updated);
+        assert_eq!(event_of("accepted", 1, true), WoEvent::Updated);
+        assert_eq!(event_of("closed", 2, true), WoEvent::Closed);
+        assert_eq!(event_of("cancelled", 1, true), WoEvent::Closed);
+    }
+}
