@@ -360,11 +360,18 @@ impl Gateway {
         self.connectors.stop().await;
         match self.store.sink_unpark(None).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(deliveries = n, "reload: parked CMMS deliveries are tried again"),
+            Ok(n) => tracing::info!(
+                deliveries = n,
+                "reload: parked CMMS deliveries are tried again"
+            ),
             Err(e) => tracing::warn!(error = %e, "reload: cannot un-park CMMS deliveries"),
         }
-        self.connectors =
-            Connectors::start(&new.cmms, &self.store, &self.reports, telemetry.cmms_stats());
+        self.connectors = Connectors::start(
+            &new.cmms,
+            &self.store,
+            &self.reports,
+            telemetry.cmms_stats(),
+        );
         record_config(&self.store, &new.hash, &summary).await;
         if changes.section("http") {
             tracing::warn!("reload: [http] changes take effect at the next restart");

@@ -185,7 +185,10 @@ async fn drive(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 failures = 0;
                 session.fetch_add(1, Ordering::SeqCst);
-                tracing::info!(session_present = ack.session_present, "bridge connected to the broker");
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "bridge connected to the broker"
+                );
                 for f in &filters {
                     if let Err(e) = client.subscribe(f.clone(), QoS::AtLeastOnce).await {
                         tracing::error!(filter = %f, error = %e, "cannot subscribe");
@@ -341,7 +344,9 @@ async fn publish_statuses(mut reports: mpsc::Receiver<Reported>, client: AsyncCl
                 tracing::info!(%topic, status = report.update.status.as_str(), connector = %report.sink, "bridge: status published");
                 let _ = report.applied.send(());
             }
-            Err(e) => tracing::warn!(%topic, error = %e, "bridge: cannot publish a status; reported again at the next poll"),
+            Err(e) => {
+                tracing::warn!(%topic, error = %e, "bridge: cannot publish a status; reported again at the next poll")
+            }
         }
     }
 }

@@ -19,11 +19,11 @@
 //! * [`task`]: the delivery task of a connector.
 //! * [`Connectors`]: the running connectors of a config.
 
+pub mod client;
 pub mod exchange;
 pub mod route;
-pub mod vendor;
-pub mod client;
 pub mod task;
+pub mod vendor;
 
 use std::sync::Arc;
 

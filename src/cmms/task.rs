@@ -153,7 +153,8 @@ impl Connector {
         let poll_every = self.config.poll_interval;
         // The first poll soon after start: statuses changed while the
         // gateway was down.
-        let mut next_poll = poll_every.map(|_| tokio::time::Instant::now() + Duration::from_secs(2));
+        let mut next_poll =
+            poll_every.map(|_| tokio::time::Instant::now() + Duration::from_secs(2));
         loop {
             if shutdown.is_shutdown() {
                 break;
@@ -197,7 +198,9 @@ impl Connector {
             }
             for row in batch {
                 let id = row.id;
-                let Some(outcome) = self.deliver_retrying(&row, &mut shutdown, &mut next_poll).await
+                let Some(outcome) = self
+                    .deliver_retrying(&row, &mut shutdown, &mut next_poll)
+                    .await
                 else {
                     // Stopping: the row stays for the next start.
                     tracing::info!(connector = %name, "CMMS connector stopped");
@@ -467,11 +470,19 @@ impl Connector {
             .status
             .as_ref()
             .map_or(WoStatus::Accepted, CmmsStatus::wo_status);
-        let _ = self.send_report(&wo.id, topic, status, &found.reference).await;
+        let _ = self
+            .send_report(&wo.id, topic, status, &found.reference)
+            .await;
     }
 
     /// Sends one report and waits (bounded) until it is applied.
-    async fn send_report(&self, wo_id: &str, topic: &str, status: WoStatus, reference: &str) -> bool {
+    async fn send_report(
+        &self,
+        wo_id: &str,
+        topic: &str,
+        status: WoStatus,
+        reference: &str,
+    ) -> bool {
         let (tx, rx) = oneshot::channel();
         let report = Reported {
             sink: self.config.name.clone(),

@@ -46,11 +46,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use address::{RawAddress, Resolved as ResolvedAddress, resolve as resolve_address};
 pub use cmms::{
     BridgeConfig, BridgeSection, CmmsConfig, CmmsKind, InboundAuth, MaintainXConfig, MaximoConfig,
     UpKeepConfig, WebhookAuth, WebhookConfig,
 };
-pub use address::{RawAddress, Resolved as ResolvedAddress, resolve as resolve_address};
 pub use problem::{Origin, Problem, Problems, Severity};
 pub use secret::Secret;
 pub use source_map::SourceMap;

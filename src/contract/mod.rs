@@ -29,8 +29,8 @@
 
 pub(crate) mod data;
 pub mod inbound;
-pub mod received;
 pub(crate) mod json;
+pub mod received;
 pub mod rules;
 pub(crate) mod status;
 pub mod topics;

@@ -41,6 +41,7 @@ use serde_json::json;
 
 use super::data::Sequencer;
 use crate::clock::WallMap;
+use crate::cmms::{route, vendor::Event};
 use crate::config::{
     CmmsConfig, Condition, Config, Device, GatewayConfig, Meter, Rule, WorkOrderConfig,
 };
@@ -54,7 +55,6 @@ use crate::rules::{
     STATE_WORKORDERS, SavedEngine, SnapshotEntry, Timestamp, WoChange, WoContext, WoError,
     WorkOrder, WorkOrderBook,
 };
-use crate::cmms::{route, vendor::Event};
 use crate::store::{
     Delivery, HistoryEntry, HistoryKind, Kind, OutMessage, StoreError, StoreHandle,
 };
@@ -594,8 +594,13 @@ impl RulesStage {
                 match payload::meter(&report, n, seq.store(), &self.now) {
                     Ok(p) => {
                         let wall = self.now.system_time(self.now.at);
-                        step.deliveries
-                            .extend(route::meter(&self.cmms, &report.meter, &topic, &p, wall));
+                        step.deliveries.extend(route::meter(
+                            &self.cmms,
+                            &report.meter,
+                            &topic,
+                            &p,
+                            wall,
+                        ));
                         step.messages
                             .push(state_message(topic, n, p, Kind::Meter, self.now.at))
                     }
