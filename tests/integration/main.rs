@@ -15,6 +15,7 @@ mod common;
 
 mod acquisition;
 mod cmms_vendors2;
+mod cmms_vendors1;
 mod config_check;
 mod decode_props;
 #[cfg(feature = "demo")]
