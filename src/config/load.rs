@@ -247,7 +247,9 @@ const SECRET_PLACEHOLDER: &str = "***";
 /// [`SECRET_PLACEHOLDER`], everything else (comments and layout included)
 /// as written, so the hash still changes when anything but a secret does.
 /// The key is found however it is written: under `[mqtt]`, as a dotted
-/// `mqtt.password` or in an inline table.
+/// `mqtt.password` or in an inline table. The values of every
+/// `[[cmms]]` element's `headers` are replaced too: a webhook that wants
+/// its API key in a header of its own (`X-Api-Key`) has it written there.
 fn without_inline_secrets(text: &str) -> String {
     let Ok(mut doc) = text.parse::<toml_edit::DocumentMut>() else {
         // Unreachable: the source map parsed the same text. Hashing
@@ -263,6 +265,33 @@ fn without_inline_secrets(text: &str) -> String {
             let decor = value.decor().clone();
             *value = toml_edit::Value::from(SECRET_PLACEHOLDER);
             *value.decor_mut() = decor;
+        }
+    }
+    let mut connectors: Vec<&mut dyn toml_edit::TableLike> = match doc.get_mut("cmms") {
+        Some(toml_edit::Item::ArrayOfTables(a)) => a
+            .iter_mut()
+            .map(|t| t as &mut dyn toml_edit::TableLike)
+            .collect(),
+        Some(toml_edit::Item::Value(toml_edit::Value::Array(a))) => a
+            .iter_mut()
+            .filter_map(|v| v.as_inline_table_mut())
+            .map(|t| t as &mut dyn toml_edit::TableLike)
+            .collect(),
+        _ => Vec::new(),
+    };
+    for connector in &mut connectors {
+        let Some(headers) = connector
+            .get_mut("headers")
+            .and_then(|h| h.as_table_like_mut())
+        else {
+            continue;
+        };
+        for (_, item) in headers.iter_mut() {
+            if let Some(value) = item.as_value_mut() {
+                let decor = value.decor().clone();
+                *value = toml_edit::Value::from(SECRET_PLACEHOLDER);
+                *value.decor_mut() = decor;
+            }
         }
     }
     doc.to_string()
@@ -343,6 +372,22 @@ mod tests {
         )
         .unwrap();
         assert_ne!(base, hash_of(dir.path(), &config(mqtt, 5020)));
+    }
+
+    #[test]
+    fn webhook_header_values_are_left_out_of_the_hash() {
+        let text = "[[cmms]]\nname = \"a\"\nheaders = { X-Api-Key = \"k1\" } # key\n\
+                    [[cmms]]\nname = \"b\"\n[cmms.headers]\nX-Token = 'k2'\n";
+        assert_eq!(
+            super::without_inline_secrets(text),
+            "[[cmms]]\nname = \"a\"\nheaders = { X-Api-Key = \"***\" } # key\n\
+             [[cmms]]\nname = \"b\"\n[cmms.headers]\nX-Token = \"***\"\n"
+        );
+        let inline = "cmms = [{ name = \"a\", headers = { K = \"v\" } }]\n";
+        assert_eq!(
+            super::without_inline_secrets(inline),
+            "cmms = [{ name = \"a\", headers = { K = \"***\" } }]\n"
+        );
     }
 
     #[test]
