@@ -109,5 +109,45 @@ pub fn summary(config: &Config) -> String {
             read
         ));
     }
+    for c in &config.cmms {
+        out.push_str(&format!("  cmms {:<11} {}\n", c.name, connector(c)));
+    }
     out
+}
+
+/// What a connector delivers, where: only the URL's scheme and host,
+/// since its path or query may hold a token.
+fn connector(c: &config::CmmsConfig) -> String {
+    let to = reqwest::Url::parse(&c.url)
+        .map(|u| format!("{}://{}", u.scheme(), u.host_str().unwrap_or_default()))
+        .unwrap_or_default();
+    let mut what = Vec::new();
+    if c.work_orders {
+        what.push("work orders".to_owned());
+    }
+    if !c.meters.is_empty() {
+        what.push(format!(
+            "{} meter{}",
+            c.meters.len(),
+            plural(c.meters.len())
+        ));
+    }
+    // A webhook has no status to poll: its endpoint can only push one.
+    let status = match (&c.kind, c.poll_interval) {
+        (config::CmmsKind::Webhook(_), _) => String::new(),
+        (_, Some(every)) => format!(
+            ", status polled every {}",
+            humantime::format_duration(every)
+        ),
+        (_, None) => ", status not polled".to_owned(),
+    };
+    format!(
+        "{} {to}: {}{status}",
+        c.kind.as_str(),
+        if what.is_empty() {
+            "nothing".to_owned()
+        } else {
+            what.join(" and ")
+        }
+    )
 }

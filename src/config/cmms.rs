@@ -88,6 +88,40 @@ pub struct WebhookConfig {
     pub events: Vec<String>,
 }
 
+/// The placeholders a webhook's `body` template may use: `{name}`, a
+/// name of letters, digits and `_` between braces. Any other brace is
+/// text (a JSON body is full of them); an unknown name is warned about
+/// and sent as written.
+pub const WEBHOOK_PLACEHOLDERS: &[&str] = &[
+    "id",
+    "key",
+    "event",
+    "type",
+    "status",
+    "priority",
+    "created_at",
+    "updated_at",
+    "site",
+    "gateway",
+    "asset",
+    "location",
+    "title",
+    "description",
+    "problem_code",
+    "procedure",
+    "rule",
+    "meter",
+    "tag",
+    "value",
+    "limit",
+    "unit",
+    "condition",
+    "since",
+    "occurrences",
+    "cmms_ref",
+    "json",
+];
+
 /// How a webhook request is authenticated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WebhookAuth {

@@ -14,6 +14,8 @@ pub struct ConfigChanges {
     pub rules: NamedChanges,
     /// Meters, by name.
     pub meters: NamedChanges,
+    /// CMMS connectors (`[[cmms]]`), by name.
+    pub cmms: NamedChanges,
     /// Whole sections that differ: `gateway`, `mqtt`, `store`, `http`,
     /// `alarms`, `workorders`.
     pub sections: Vec<&'static str>,
@@ -74,6 +76,7 @@ impl ConfigChanges {
             buses: NamedChanges::between(&old.buses, &new.buses, |b| &b.name),
             rules: NamedChanges::between(&old.rules, &new.rules, |r| &r.name),
             meters: NamedChanges::between(&old.meters, &new.meters, |m| &m.name),
+            cmms: NamedChanges::between(&old.cmms, &new.cmms, |c| &c.name),
             sections,
         }
     }
@@ -84,6 +87,7 @@ impl ConfigChanges {
             && self.buses.is_empty()
             && self.rules.is_empty()
             && self.meters.is_empty()
+            && self.cmms.is_empty()
             && self.sections.is_empty()
     }
 
@@ -101,7 +105,7 @@ impl ConfigChanges {
     }
 
     /// One line for the log and the config log, e.g. `devices added:
-    /// pump3; rules changed: hot; [mqtt] changed`.
+    /// pump3; rules changed: hot; cmms changed: maximo; [mqtt] changed`.
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
         for (what, c) in [
@@ -109,6 +113,7 @@ impl ConfigChanges {
             ("buses", &self.buses),
             ("rules", &self.rules),
             ("meters", &self.meters),
+            ("cmms", &self.cmms),
         ] {
             for (how, names) in [
                 ("added", &c.added),
@@ -133,13 +138,19 @@ impl ConfigChanges {
 
 /// The summary of a configuration at start, for the config log.
 pub fn started_summary(config: &Config) -> String {
-    format!(
+    let mut out = format!(
         "started: {} devices, {} buses, {} rules, {} meters",
         config.devices.len(),
         config.buses.len(),
         config.rules.len(),
         config.meters.len()
-    )
+    );
+    // Only when there are some, so the line of a gateway without
+    // connectors reads as it always has.
+    if !config.cmms.is_empty() {
+        out.push_str(&format!(", {} cmms", config.cmms.len()));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -201,5 +212,25 @@ port = 1884
         );
         let back = ConfigChanges::between(&new, &old);
         assert_eq!(back.devices.removed, ["pump2"]);
+    }
+
+    #[test]
+    fn connectors_are_named() {
+        let with = |url: &str| {
+            format!("{BASE}[[cmms]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"{url}\"\n")
+        };
+        let (none, one) = (load(BASE), load(&with("https://a.example/hook")));
+        let c = ConfigChanges::between(&none, &one);
+        assert_eq!(c.cmms.added, ["hook"]);
+        assert_eq!(c.summary(), "cmms added: hook");
+        assert_eq!(
+            started_summary(&one),
+            "started: 1 devices, 0 buses, 1 rules, 0 meters, 1 cmms"
+        );
+        let moved = load(&with("https://b.example/hook"));
+        let c = ConfigChanges::between(&one, &moved);
+        assert!(!c.is_empty());
+        assert_eq!(c.summary(), "cmms changed: hook");
+        assert_eq!(ConfigChanges::between(&one, &none).cmms.removed, ["hook"]);
     }
 }

@@ -1,6 +1,7 @@
 //! From the file to a [`Config`]: read the file and the lines of its keys,
 //! merge the `FIELDGATE_*` environment over it with figment, then resolve
-//! every section and element and validate the result.
+//! every section and element and validate the result. `bridge.toml` is
+//! read and merged the same way ([`merge`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,14 +13,36 @@ use figment::value::Value;
 use sha2::{Digest, Sha256};
 
 use super::problem::{Origin, Problem, Problems, Severity};
-use super::raw::SECTIONS;
+use super::raw::{BRIDGE_SECTIONS, SECTIONS};
 use super::report::{Ctx, edit_distance};
-use super::resolved::Resolved;
+use super::resolved::{KeyOrder, Resolved};
 use super::source_map::SourceMap;
 use super::{Config, ENV_PREFIX, Loaded, resolve, validate};
 
-/// Reads, merges, resolves and validates a config file. See [`super::load()`].
-pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Problems> {
+/// A config file read and merged with the environment, before its
+/// sections are resolved.
+pub(super) struct Merged {
+    /// The collector, with the problems found so far.
+    pub ctx: Ctx,
+    /// The merged values, by section.
+    pub root: figment::value::Dict,
+    /// The file's text.
+    pub text: String,
+    /// The order of the tables whose order matters.
+    pub key_order: KeyOrder,
+}
+
+/// Reads the file at `path`, merges the `FIELDGATE_*` variables of `env`
+/// over it and reports every top-level key that is not one of `sections`;
+/// `other` (the other config file's name and sections) makes the hint
+/// for a section written in the wrong file. `Err` when nothing more can
+/// be read: no file, a syntax error.
+pub(super) fn merge(
+    path: &Path,
+    env: &[(String, String)],
+    sections: &[&str],
+    other: (&str, &[&str]),
+) -> Result<Merged, Problems> {
     let file = path.to_path_buf();
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -66,7 +89,7 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
         };
         let key = rest.to_ascii_lowercase().replace("__", ".");
         let section = key.split('.').next().unwrap_or("");
-        if !SECTIONS.contains(&section) {
+        if !sections.contains(&section) {
             if !CLI_ENV.contains(&rest) {
                 ctx.problems.push(Problem {
                     severity: Severity::Warning,
@@ -91,17 +114,42 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
             return Err(Problems(ctx.problems));
         }
     };
+    let (other_file, other_sections) = other;
     for key in root.keys() {
-        if !SECTIONS.contains(&key.as_str()) {
-            let hint = SECTIONS
-                .iter()
-                .min_by_key(|s| edit_distance(key, s))
-                .filter(|s| edit_distance(key, s) <= 3)
-                .map(|s| format!("; did you mean `{s}`?"))
-                .unwrap_or_default();
+        if !sections.contains(&key.as_str()) {
+            let hint = if other_sections.contains(&key.as_str()) {
+                format!(
+                    "; it is a section of {other_file} (this file has {})",
+                    sections.join(", ")
+                )
+            } else {
+                sections
+                    .iter()
+                    .min_by_key(|s| edit_distance(key, s))
+                    .filter(|s| edit_distance(key, s) <= 3)
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default()
+            };
             ctx.error(key, format!("unknown section `{key}`{hint}"));
         }
     }
+    let key_order = key_order(&text);
+    Ok(Merged {
+        ctx,
+        root,
+        text,
+        key_order,
+    })
+}
+
+/// Reads, merges, resolves and validates a config file. See [`super::load()`].
+pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Problems> {
+    let Merged {
+        mut ctx,
+        root,
+        text,
+        key_order,
+    } = merge(path, env, SECTIONS, ("bridge.toml", BRIDGE_SECTIONS))?;
 
     // The hash is published (retained on MQTT, /api/status, /metrics):
     // hashing an inline password would let anyone who reads it test
@@ -111,7 +159,7 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
 
     // Two steps that do not call each other: each element on its own
     // first, then the checks across elements on the typed result.
-    let resolved = resolve::resolve(&mut ctx, &root, &mut hasher);
+    let resolved = resolve::resolve(&mut ctx, &root, &key_order, &mut hasher);
     validate::validate(&mut ctx, &resolved);
 
     let Resolved {
@@ -125,6 +173,7 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
         devices,
         rules,
         meters,
+        cmms,
         ..
     } = resolved;
     let config = Config {
@@ -140,7 +189,7 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
         devices: devices.into_iter().map(|d| Arc::new(d.value)).collect(),
         rules: rules.into_iter().filter_map(|r| r.value).collect(),
         meters: meters.into_iter().filter_map(|m| m.value).collect(),
-        cmms: Vec::new(),
+        cmms: cmms.into_iter().filter_map(|c| c.value).collect(),
     };
     let mut problems = Problems(ctx.problems);
     problems.sort();
@@ -151,6 +200,36 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
         config,
         warnings: problems.0,
     })
+}
+
+/// The order in which the file writes the keys of each `[[cmms]]`
+/// element's `headers` (written `[[cmms]]` or `cmms = [{...}]`), which
+/// figment's sorted tables lose: headers go out in the order written.
+fn key_order(text: &str) -> KeyOrder {
+    let mut order = KeyOrder::new();
+    let Ok(doc) = text.parse::<toml_edit::DocumentMut>() else {
+        return order;
+    };
+    let elements: Vec<&dyn toml_edit::TableLike> = match doc.get("cmms") {
+        Some(toml_edit::Item::ArrayOfTables(a)) => {
+            a.iter().map(|t| t as &dyn toml_edit::TableLike).collect()
+        }
+        Some(toml_edit::Item::Value(toml_edit::Value::Array(a))) => a
+            .iter()
+            .filter_map(|v| v.as_inline_table())
+            .map(|t| t as &dyn toml_edit::TableLike)
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (i, element) in elements.into_iter().enumerate() {
+        if let Some(headers) = element.get("headers").and_then(|h| h.as_table_like()) {
+            order.insert(
+                format!("cmms[{i}].headers"),
+                headers.iter().map(|(k, _)| k.to_string()).collect(),
+            );
+        }
+    }
+    order
 }
 
 /// `FIELDGATE_*` variables that belong to the command line, not the file.
@@ -168,7 +247,9 @@ const SECRET_PLACEHOLDER: &str = "***";
 /// [`SECRET_PLACEHOLDER`], everything else (comments and layout included)
 /// as written, so the hash still changes when anything but a secret does.
 /// The key is found however it is written: under `[mqtt]`, as a dotted
-/// `mqtt.password` or in an inline table.
+/// `mqtt.password` or in an inline table. The values of every
+/// `[[cmms]]` element's `headers` are replaced too: a webhook that wants
+/// its API key in a header of its own (`X-Api-Key`) has it written there.
 fn without_inline_secrets(text: &str) -> String {
     let Ok(mut doc) = text.parse::<toml_edit::DocumentMut>() else {
         // Unreachable: the source map parsed the same text. Hashing
@@ -184,6 +265,33 @@ fn without_inline_secrets(text: &str) -> String {
             let decor = value.decor().clone();
             *value = toml_edit::Value::from(SECRET_PLACEHOLDER);
             *value.decor_mut() = decor;
+        }
+    }
+    let mut connectors: Vec<&mut dyn toml_edit::TableLike> = match doc.get_mut("cmms") {
+        Some(toml_edit::Item::ArrayOfTables(a)) => a
+            .iter_mut()
+            .map(|t| t as &mut dyn toml_edit::TableLike)
+            .collect(),
+        Some(toml_edit::Item::Value(toml_edit::Value::Array(a))) => a
+            .iter_mut()
+            .filter_map(|v| v.as_inline_table_mut())
+            .map(|t| t as &mut dyn toml_edit::TableLike)
+            .collect(),
+        _ => Vec::new(),
+    };
+    for connector in &mut connectors {
+        let Some(headers) = connector
+            .get_mut("headers")
+            .and_then(|h| h.as_table_like_mut())
+        else {
+            continue;
+        };
+        for (_, item) in headers.iter_mut() {
+            if let Some(value) = item.as_value_mut() {
+                let decor = value.decor().clone();
+                *value = toml_edit::Value::from(SECRET_PLACEHOLDER);
+                *value.decor_mut() = decor;
+            }
         }
     }
     doc.to_string()
@@ -264,6 +372,36 @@ mod tests {
         )
         .unwrap();
         assert_ne!(base, hash_of(dir.path(), &config(mqtt, 5020)));
+    }
+
+    #[test]
+    fn webhook_header_values_are_left_out_of_the_hash() {
+        let text = "[[cmms]]\nname = \"a\"\nheaders = { X-Api-Key = \"k1\" } # key\n\
+                    [[cmms]]\nname = \"b\"\n[cmms.headers]\nX-Token = 'k2'\n";
+        assert_eq!(
+            super::without_inline_secrets(text),
+            "[[cmms]]\nname = \"a\"\nheaders = { X-Api-Key = \"***\" } # key\n\
+             [[cmms]]\nname = \"b\"\n[cmms.headers]\nX-Token = \"***\"\n"
+        );
+        let inline = "cmms = [{ name = \"a\", headers = { K = \"v\" } }]\n";
+        assert_eq!(
+            super::without_inline_secrets(inline),
+            "cmms = [{ name = \"a\", headers = { K = \"***\" } }]\n"
+        );
+    }
+
+    #[test]
+    fn headers_keep_the_order_written() {
+        let text = "[[cmms]]\nname = \"a\"\n[cmms.headers]\nZed = \"1\"\nAlpha = \"2\"\n\n\
+                    [[cmms]]\nname = \"b\"\n\n\
+                    [[cmms]]\nheaders = { \"X-B\" = \"1\", \"X-A\" = \"2\", Mid = \"3\" }\n";
+        let order = super::key_order(text);
+        assert_eq!(order["cmms[0].headers"], ["Zed", "Alpha"]);
+        assert!(!order.contains_key("cmms[1].headers"));
+        assert_eq!(order["cmms[2].headers"], ["X-B", "X-A", "Mid"]);
+        let inline = "cmms = [{ name = \"a\" }, { headers = { B = \"1\", A = \"2\" } }]\n";
+        assert_eq!(super::key_order(inline)["cmms[1].headers"], ["B", "A"]);
+        assert!(super::key_order("not toml [").is_empty());
     }
 
     #[test]

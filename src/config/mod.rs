@@ -26,6 +26,7 @@
 //! can report all of them at once. Warnings are kept beside the config.
 
 mod address;
+mod bridge;
 mod cmms;
 mod csv_tags;
 pub(crate) mod diff;
@@ -47,9 +48,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use address::{RawAddress, Resolved as ResolvedAddress, resolve as resolve_address};
+pub use bridge::{LoadedBridge, load_bridge, load_bridge_with_env};
 pub use cmms::{
     BridgeConfig, BridgeSection, CmmsConfig, CmmsKind, InboundAuth, MaintainXConfig, MaximoConfig,
-    UpKeepConfig, WebhookAuth, WebhookConfig,
+    UpKeepConfig, WEBHOOK_PLACEHOLDERS, WebhookAuth, WebhookConfig,
 };
 pub use problem::{Origin, Problem, Problems, Severity};
 pub use secret::Secret;

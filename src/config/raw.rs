@@ -7,6 +7,8 @@
 //! `resolve` with its line, together with every other problem.
 //! `docs/configuration.md` documents each key.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 use super::address::RawAddress;
@@ -319,6 +321,89 @@ impl<'de> Deserialize<'de> for RawEvery {
     }
 }
 
+/// `[[cmms]]`: one connector. The keys of every kind are here; resolve
+/// refuses those that belong to another kind than the element's, naming
+/// the kind they belong to (a clearer message than an unknown key).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCmms {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub url: Option<String>,
+    pub timeout: Option<ConfigDuration>,
+    pub retry_min: Option<ConfigDuration>,
+    pub retry_max: Option<ConfigDuration>,
+    pub poll_interval: Option<ConfigDuration>,
+    pub ca_file: Option<String>,
+    pub work_orders: Option<bool>,
+    pub assets: Option<BTreeMap<String, RawId>>,
+    pub locations: Option<BTreeMap<String, RawId>>,
+    pub meters: Option<BTreeMap<String, RawId>>,
+    pub inbound_token_file: Option<String>,
+    pub inbound_secret_file: Option<String>,
+    // webhook
+    pub method: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub auth: Option<String>,
+    pub token_file: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+    pub secret_file: Option<String>,
+    pub signature_header: Option<String>,
+    pub body: Option<String>,
+    pub content_type: Option<String>,
+    pub events: Option<Vec<String>>,
+    // maximo (api_key_file also maintainx)
+    pub api_key_file: Option<String>,
+    pub site_id: Option<String>,
+    pub object_structure: Option<String>,
+    pub api_path: Option<String>,
+    pub worktype_corrective: Option<String>,
+    pub worktype_preventive: Option<String>,
+    pub key_field: Option<String>,
+    pub priorities: Option<BTreeMap<String, i64>>,
+    // upkeep
+    pub session_token_file: Option<String>,
+}
+
+/// An id in a CMMS (an asset, a location, a meter): text, or an integer
+/// as some CMMSs number them (MaintainX), kept as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawId(pub String);
+
+impl<'de> Deserialize<'de> for RawId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, Visitor};
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawId;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the CMMS's id, a string or an integer")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawId, E> {
+                Ok(RawId(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawId, E> {
+                Ok(RawId(v.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawId, E> {
+                Ok(RawId(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[bridge]` of `bridge.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBridge {
+    pub id: Option<String>,
+    pub data_dir: Option<String>,
+    pub shared_group: Option<String>,
+    pub topic_prefix: Option<String>,
+}
+
 /// The top-level sections and what each holds; anything else is a typo.
 pub const SECTIONS: &[&str] = &[
     "gateway",
@@ -331,4 +416,8 @@ pub const SECTIONS: &[&str] = &[
     "devices",
     "rules",
     "meters",
+    "cmms",
 ];
+
+/// The top-level sections of `bridge.toml`.
+pub const BRIDGE_SECTIONS: &[&str] = &["bridge", "mqtt", "store", "cmms"];

@@ -3,10 +3,17 @@
 //! they name as written, so the checks across elements can look them up
 //! and report them where they were written.
 
+use std::collections::HashMap;
+
 use super::{
-    AlarmConfig, Bus, Device, GatewayConfig, HttpConfig, Meter, MqttConfig, Rule, StoreConfig,
-    WorkOrderConfig,
+    AlarmConfig, BridgeSection, Bus, CmmsConfig, Device, GatewayConfig, HttpConfig, Meter,
+    MqttConfig, Rule, StoreConfig, WorkOrderConfig,
 };
+
+/// The keys of some tables in the order the file writes them (figment
+/// keeps tables sorted), by field path: `cmms[0].headers` → `["X-B",
+/// "X-A"]`. Only the tables whose order matters are recorded.
+pub(super) type KeyOrder = HashMap<String, Vec<String>>;
 
 /// The configuration as resolved, before the checks across elements.
 #[derive(Debug)]
@@ -38,6 +45,40 @@ pub(super) struct Resolved {
     pub rules: Vec<Entry<Rule>>,
     /// Every meter that could be read, resolved or not.
     pub meters: Vec<Entry<Meter>>,
+    /// The name of every `[[meters]]` element that has one, resolved or
+    /// not: what a connector's `meters` may name.
+    pub meter_names: Vec<Placed<String>>,
+    /// Every `[[cmms]]` element that could be read, resolved or not.
+    pub cmms: Vec<Connector>,
+    /// The name of every `[[cmms]]` element that has one.
+    pub cmms_names: Vec<Placed<String>>,
+}
+
+/// `bridge.toml` as resolved, before the checks across elements.
+#[derive(Debug)]
+pub(super) struct ResolvedBridge {
+    /// `[bridge]`.
+    pub bridge: BridgeSection,
+    /// `[mqtt]`.
+    pub mqtt: MqttConfig,
+    /// `[store]`.
+    pub store: StoreConfig,
+    /// Every `[[cmms]]` element that could be read, resolved or not.
+    pub cmms: Vec<Connector>,
+    /// The name of every `[[cmms]]` element that has one.
+    pub cmms_names: Vec<Placed<String>>,
+}
+
+/// A `[[cmms]]` element as resolved: kept when resolving it found an
+/// error, because the meters it names are still checked.
+#[derive(Debug)]
+pub(super) struct Connector {
+    /// Its field path (`cmms[1]`).
+    pub field: String,
+    /// The keys of its `meters` table, as written: fieldgate meter names.
+    pub meters: Vec<String>,
+    /// The connector, `None` when resolving it found an error.
+    pub value: Option<CmmsConfig>,
 }
 
 /// An element with the field path it was written at (`devices[2]`).

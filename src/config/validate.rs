@@ -1,7 +1,9 @@
 //! The checks across elements, on the resolved config: names that must be
 //! unique in their section, references from devices to buses and from
 //! rules and meters to tags, `expr` conditions compiled against the tags'
-//! types, buses and unit ids shared, HTTP exposure. Resolving has already
+//! types, buses and unit ids shared, HTTP exposure, CMMS connectors'
+//! names, the meters they name and their plain-HTTP addresses (for
+//! `bridge.toml` too). Resolving has already
 //! judged each element on its own; this only checks, and records every
 //! problem it finds rather than stopping at the first, so a technician
 //! fixes a whole file in one pass. `fieldgate check` and reloads share it.
@@ -9,8 +11,10 @@
 use std::collections::{HashMap, HashSet};
 
 use super::report::Ctx;
-use super::resolved::{Needs, Placed, Reads, Resolved};
-use super::{Bus, Connection, Device, HttpConfig, MqttConfig, expr_type};
+use super::resolved::{Connector, Needs, Placed, Reads, Resolved, ResolvedBridge};
+use super::{
+    Bus, CmmsConfig, CmmsKind, Connection, Device, HttpConfig, MqttConfig, WebhookAuth, expr_type,
+};
 use crate::tag::{DataType, Tag};
 
 /// Checks `resolved`, recording problems in `ctx`.
@@ -55,6 +59,93 @@ pub(super) fn validate(ctx: &mut Ctx, resolved: &Resolved) {
 
     check_mqtt(ctx, &resolved.mqtt);
     check_all(ctx, &resolved.buses, &resolved.devices, &resolved.http);
+    check_cmms(
+        ctx,
+        &resolved.cmms,
+        &resolved.cmms_names,
+        Some(&resolved.meter_names),
+    );
+}
+
+/// Checks a resolved `bridge.toml`, recording problems in `ctx`.
+pub(super) fn validate_bridge(ctx: &mut Ctx, resolved: &ResolvedBridge) {
+    check_mqtt(ctx, &resolved.mqtt);
+    // A bridge has no meters of its own: the gateways' meters it names
+    // are known only from the messages they publish.
+    check_cmms(ctx, &resolved.cmms, &resolved.cmms_names, None);
+    if resolved.cmms_names.is_empty() && resolved.cmms.is_empty() {
+        ctx.warn(
+            "cmms",
+            "there is no [[cmms]] section: the bridge delivers nothing",
+        );
+    }
+}
+
+/// CMMS connectors: unique names, `meters` keys that are `[[meters]]`
+/// names (when `meters` is given: the gateway's config), and plain
+/// HTTP beyond this machine.
+fn check_cmms(
+    ctx: &mut Ctx,
+    connectors: &[Connector],
+    names: &[Placed<String>],
+    meters: Option<&[Placed<String>]>,
+) {
+    duplicates(ctx, "connector", &placed_names(names));
+    if let Some(meters) = meters {
+        let known: Vec<&str> = meters.iter().map(|m| m.value.as_str()).collect();
+        for c in connectors {
+            for meter in &c.meters {
+                if !known.contains(&meter.as_str()) {
+                    ctx.error(
+                        &format!("{}.meters.{meter}", c.field),
+                        if known.is_empty() {
+                            format!(
+                                "meter \"{meter}\" is not defined: there is no [[meters]] section"
+                            )
+                        } else {
+                            format!(
+                                "meter \"{meter}\" is not defined (meters: {})",
+                                known.join(", ")
+                            )
+                        },
+                    );
+                }
+            }
+        }
+    }
+    for c in connectors {
+        if let Some(cmms) = &c.value {
+            check_cmms_url(ctx, &format!("{}.url", c.field), cmms);
+        }
+    }
+}
+
+/// Work orders and credentials sent over plain HTTP beyond this machine
+/// can be read by anyone on the way: warned, as for the broker.
+fn check_cmms_url(ctx: &mut Ctx, field: &str, cmms: &CmmsConfig) {
+    let Ok(url) = reqwest::Url::parse(&cmms.url) else {
+        return;
+    };
+    let host = url.host_str().unwrap_or_default();
+    if url.scheme() != "http" || is_loopback(host) {
+        return;
+    }
+    let credentials = match &cmms.kind {
+        CmmsKind::Webhook(w) => {
+            matches!(w.auth, WebhookAuth::Bearer(_) | WebhookAuth::Basic { .. })
+                || !w.headers.is_empty()
+        }
+        _ => true,
+    };
+    let what = if credentials {
+        "credentials and work orders are"
+    } else {
+        "work orders are"
+    };
+    ctx.warn(
+        field,
+        format!("{what} sent in clear text to {host} (http://); use https://"),
+    );
 }
 
 /// `names` as (field path, name) pairs, for [`duplicates`].

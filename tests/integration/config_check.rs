@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use fieldgate::config::{self, Problem};
 
@@ -93,29 +94,49 @@ fn each_broken_config_reports_its_one_mistake_with_file_line_and_field() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
-/// Every TOML file under `config/` (the example, the demo, simulator
-/// scenarios excluded) and every ```toml block of `docs/` loads cleanly.
+/// Every TOML file under `config/` (the example, the demo, the bridge's
+/// example; simulator scenarios excluded) and every ```toml block of
+/// `docs/` loads cleanly. A block whose first line is `# bridge.toml` is
+/// a bridge's config.
 #[test]
 fn every_example_config_passes() {
     let mut checked = 0;
+    let secrets = tempfile::tempdir().unwrap();
     for entry in std::fs::read_dir(root().join("config")).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            match config::load_with_env(&path, &[]) {
-                Ok(loaded) => assert!(
-                    loaded.warnings.is_empty(),
-                    "{}: warnings:\n{:#?}",
-                    path.display(),
-                    loaded.warnings
-                ),
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let is_bridge = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("bridge"));
+        let warnings = if is_bridge {
+            // Its secret files are named beside it: written in a folder
+            // of the test's own.
+            let text = std::fs::read_to_string(&path).unwrap();
+            let copy = secrets.path().join("bridge.toml");
+            std::fs::write(&copy, &text).unwrap();
+            write_secret_files(secrets.path(), &text);
+            match config::load_bridge_with_env(&copy, &[]) {
+                Ok(loaded) => loaded.warnings,
                 Err(p) => panic!("{} does not load:\n{p}", path.display()),
             }
-            checked += 1;
-        }
+        } else {
+            match config::load_with_env(&path, &[]) {
+                Ok(loaded) => loaded.warnings,
+                Err(p) => panic!("{} does not load:\n{p}", path.display()),
+            }
+        };
+        assert!(
+            warnings.is_empty(),
+            "{}: warnings:\n{warnings:#?}",
+            path.display()
+        );
+        checked += 1;
     }
     assert!(
-        checked >= 2,
-        "config/ should hold the example and the demo config"
+        checked >= 3,
+        "config/ should hold the example, the demo config and the bridge's example"
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -133,13 +154,45 @@ fn every_example_config_passes() {
             let file = dir.path().join(format!("doc-{i}.toml"));
             std::fs::write(&file, block).unwrap();
             copy_dir(&root().join("config/tags"), &dir.path().join("tags"));
-            if let Err(p) = config::load_with_env(&file, &[]) {
+            write_secret_files(dir.path(), block);
+            let loaded = if block.starts_with("# bridge.toml") {
+                config::load_bridge_with_env(&file, &[]).map(|_| ())
+            } else {
+                config::load_with_env(&file, &[]).map(|_| ())
+            };
+            if let Err(p) = loaded {
                 panic!("{} block {i} does not load:\n{p}\n{block}", doc.display());
             }
             checked += 1;
         }
     }
-    assert!(checked >= 3, "docs/ should hold at least one toml example");
+    assert!(checked >= 4, "docs/ should hold at least one toml example");
+}
+
+/// Writes a secret in `dir` for every relative `…_file = "name"` of
+/// `text` that is not there yet (the examples' API keys and tokens).
+fn write_secret_files(dir: &Path, text: &str) {
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        if key.starts_with('#') || !key.ends_with("_file") {
+            continue;
+        }
+        let Some(name) = value
+            .trim()
+            .strip_prefix('"')
+            .and_then(|v| v.split('"').next())
+        else {
+            continue;
+        };
+        let path = dir.join(name);
+        if Path::new(name).is_relative() && !path.exists() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, "0123456789abcdef0123\n").unwrap();
+        }
+    }
 }
 
 fn toml_blocks(markdown: &str) -> Vec<String> {
@@ -392,4 +445,820 @@ fn csv_tag_map_takes_defaults_from_empty_cells() {
     let motor = demo.config.device("motor1").unwrap();
     let temp = motor.tag("bearing_temp").unwrap();
     assert_eq!(temp.word_order, fieldgate::tag::WordOrder::Cdab);
+}
+
+// ---------------------------------------------------------------------------
+// `[[cmms]]` connectors and `bridge.toml`.
+
+/// A gateway with a meter, before its `[[cmms]]` sections.
+const GATEWAY: &str = r#"[gateway]
+id = "gw1"
+data_dir = "."
+
+[http]
+listen = ""
+
+[[devices]]
+name = "pump1"
+tcp = "127.0.0.1:5020"
+tags = [
+  { name = "temp", address = 30001, type = "f32" },
+  { name = "running", address = 10001 },
+]
+
+[[meters]]
+name = "pump1_runtime"
+tag = "pump1.running"
+every = "500h"
+"#;
+
+/// The value of every secret file of the CMMS tests: no problem text may
+/// ever hold it.
+const CMMS_SECRET: &str = "Zq8-cmms-secret-never-printed";
+
+/// A folder with the secret files the `[[cmms]]` tests name.
+fn cmms_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir(&secrets).unwrap();
+    for name in ["api-key", "token", "password", "hmac", "inbound"] {
+        std::fs::write(secrets.join(name), format!("{CMMS_SECRET}\n")).unwrap();
+    }
+    std::fs::write(secrets.join("empty"), "").unwrap();
+    std::fs::write(secrets.join("spaced"), "two words\n").unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    dir
+}
+
+/// Every problem of the config `text` written as `name` in `dir`, as
+/// `check` prints them, the folder removed.
+fn problems_of(dir: &Path, name: &str, text: &str, bridge: bool) -> (bool, Vec<String>) {
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    let (ok, problems) = if bridge {
+        match config::load_bridge_with_env(&file, &[]) {
+            Ok(l) => (true, l.warnings),
+            Err(p) => (false, p.0),
+        }
+    } else {
+        match config::load_with_env(&file, &[]) {
+            Ok(l) => (true, l.warnings),
+            Err(p) => (false, p.0),
+        }
+    };
+    let folder = format!("{}/", dir.display());
+    (
+        ok,
+        problems
+            .iter()
+            .map(|p| p.to_string().replace(&folder, ""))
+            .collect(),
+    )
+}
+
+/// 1-based line of the last line of `text` that holds `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .map(|(i, _)| i + 1)
+        .last()
+        .unwrap_or_else(|| panic!("{needle:?} is not in\n{text}"))
+}
+
+#[test]
+fn a_connector_of_each_kind_loads() {
+    let dir = cmms_dir();
+    let text = format!(
+        r#"{GATEWAY}
+[[cmms]]
+name = "hook"
+kind = "webhook"
+url = "https://hooks.example.com/fieldgate"
+method = "put"
+headers = {{ "X-Site" = "plant-a", "A-Tenant" = "7" }}
+auth = "bearer"
+token_file = "secrets/token"
+body = '{{"title": "{{title}}", "wo": {{json}}}}'
+events = ["raised", "closed"]
+inbound_secret_file = "secrets/inbound"
+
+[[cmms]]
+name = "signed"
+kind = "webhook"
+url = "http://127.0.0.1:8080/hook"
+auth = "hmac"
+secret_file = "secrets/hmac"
+
+[[cmms]]
+name = "basic"
+kind = "webhook"
+url = "https://hooks.example.com/basic"
+auth = "basic"
+username = "fieldgate"
+password_file = "secrets/password"
+
+[[cmms]]
+name = "maximo"
+kind = "maximo"
+url = "https://maximo.example.com/maximo"
+api_key_file = "secrets/api-key"
+site_id = "BEDFORD"
+priorities = {{ critical = 0 }}
+assets = {{ P-101 = "11430" }}
+locations = {{ "Pump house" = "BR300" }}
+ca_file = "ca.pem"
+timeout = "30s"
+retry_min = "2s"
+retry_max = "10m"
+
+[[cmms]]
+name = "mx"
+kind = "maintainx"
+url = "https://api.getmaintainx.com/v1"
+api_key_file = "secrets/api-key"
+assets = {{ P-101 = 4711 }}
+meters = {{ pump1_runtime = 881 }}
+inbound_token_file = "secrets/inbound"
+
+[[cmms]]
+name = "upkeep"
+kind = "upkeep"
+url = "https://api.onupkeep.com/api/v2"
+session_token_file = "secrets/token"
+poll_interval = "0s"
+work_orders = true
+"#
+    );
+    let file = dir.path().join("fieldgate.toml");
+    std::fs::write(&file, &text).unwrap();
+    let loaded = match config::load_with_env(&file, &[]) {
+        Ok(l) => l,
+        Err(p) => panic!("does not load:\n{p}"),
+    };
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    let cmms = &loaded.config.cmms;
+    let names: Vec<&str> = cmms.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["hook", "signed", "basic", "maximo", "mx", "upkeep"]);
+
+    let hook = &cmms[0];
+    assert_eq!(hook.timeout, Duration::from_secs(10));
+    assert_eq!(hook.retry_min, Duration::from_secs(1));
+    assert_eq!(hook.retry_max, Duration::from_secs(300));
+    assert_eq!(hook.poll_interval, Some(Duration::from_secs(60)));
+    assert!(hook.work_orders);
+    assert!(matches!(hook.inbound, Some(config::InboundAuth::Hmac(_))));
+    let config::CmmsKind::Webhook(w) = &hook.kind else {
+        panic!("{:?}", hook.kind)
+    };
+    assert_eq!(w.method, "PUT");
+    // In the order written, not sorted.
+    assert_eq!(
+        w.headers,
+        [
+            ("X-Site".to_string(), "plant-a".to_string()),
+            ("A-Tenant".to_string(), "7".to_string())
+        ]
+    );
+    match &w.auth {
+        config::WebhookAuth::Bearer(t) => assert_eq!(t.expose_str(), CMMS_SECRET),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        w.body.as_deref(),
+        Some(r#"{"title": "{title}", "wo": {json}}"#)
+    );
+    assert_eq!(w.content_type, "application/json");
+    assert_eq!(w.events, ["raised", "closed"]);
+
+    let config::CmmsKind::Webhook(signed) = &cmms[1].kind else {
+        panic!()
+    };
+    match &signed.auth {
+        config::WebhookAuth::Hmac { header, .. } => assert_eq!(header, "X-Fieldgate-Signature"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(signed.method, "POST");
+    assert_eq!(signed.events, ["raised", "updated", "closed"]);
+    let config::CmmsKind::Webhook(basic) = &cmms[2].kind else {
+        panic!()
+    };
+    assert!(
+        matches!(&basic.auth, config::WebhookAuth::Basic { username, .. } if username == "fieldgate")
+    );
+
+    let maximo = &cmms[3];
+    let config::CmmsKind::Maximo(m) = &maximo.kind else {
+        panic!()
+    };
+    assert_eq!(m.site_id, "BEDFORD");
+    assert_eq!(m.object_structure, "mxwo");
+    assert_eq!(m.api_path, "oslc");
+    assert_eq!(
+        (
+            m.worktype_corrective.as_str(),
+            m.worktype_preventive.as_str()
+        ),
+        ("CM", "PM")
+    );
+    assert_eq!(m.key_field, "externalrefid");
+    assert_eq!(m.priorities, [4, 3, 2, 0]);
+    assert_eq!(m.api_key.expose_str(), CMMS_SECRET);
+    assert_eq!(maximo.assets["P-101"], "11430");
+    assert_eq!(maximo.locations["Pump house"], "BR300");
+    assert!(
+        maximo
+            .ca_file
+            .as_deref()
+            .is_some_and(|p| p.ends_with("ca.pem"))
+    );
+    assert_eq!(maximo.timeout, Duration::from_secs(30));
+    assert_eq!(maximo.retry_max, Duration::from_secs(600));
+
+    let mx = &cmms[4];
+    assert!(matches!(mx.kind, config::CmmsKind::MaintainX(_)));
+    assert_eq!(mx.assets["P-101"], "4711", "integer ids are kept as text");
+    assert_eq!(mx.meters["pump1_runtime"], "881");
+    assert!(matches!(mx.inbound, Some(config::InboundAuth::Token(_))));
+
+    let upkeep = &cmms[5];
+    assert!(matches!(upkeep.kind, config::CmmsKind::UpKeep(_)));
+    assert_eq!(upkeep.poll_interval, None, "\"0s\" turns polling off");
+
+    let debug = format!("{:?}", loaded.config);
+    assert!(!debug.contains(CMMS_SECRET), "Debug output leaks a secret");
+}
+
+/// Each mistake in a `[[cmms]]` section gives one error, with the file,
+/// the line, the field and words that say what to do; no secret is ever
+/// in it.
+#[test]
+fn each_connector_mistake_is_reported_with_file_line_and_field() {
+    const HOOK: &str =
+        "[[cmms]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"https://h.example.com/x\"\n";
+    const MAXIMO: &str = "[[cmms]]\nname = \"mx\"\nkind = \"maximo\"\nurl = \"https://m.example.com/maximo\"\napi_key_file = \"secrets/api-key\"\nsite_id = \"S1\"\n";
+    const UPKEEP: &str = "[[cmms]]\nname = \"up\"\nkind = \"upkeep\"\nurl = \"https://api.onupkeep.com/api/v2\"\nsession_token_file = \"secrets/token\"\n";
+    // (the section(s), the text whose (last) line is reported, the field,
+    // what the message says)
+    let cases: Vec<(String, &str, &str, &str)> = vec![
+        (
+            "[[cmms]]\nkind = \"webhook\"\nurl = \"https://h.example.com/x\"\n".into(),
+            "[[cmms]]",
+            "cmms[0].name",
+            "missing connector name",
+        ),
+        (
+            HOOK.replace("\"hook\"", "\"my hook\""),
+            "my hook",
+            "cmms[0].name",
+            "connector name \"my hook\" contains ' '",
+        ),
+        (
+            format!("{HOOK}{}", HOOK.replace("h.example", "i.example")),
+            "name = \"hook\"",
+            "cmms[1].name",
+            "duplicate connector name \"hook\"",
+        ),
+        (
+            HOOK.replace("kind = \"webhook\"\n", ""),
+            "[[cmms]]",
+            "cmms[0].kind",
+            "missing kind (webhook, maximo, maintainx, upkeep)",
+        ),
+        (
+            HOOK.replace("\"webhook\"", "\"sap\""),
+            "sap",
+            "cmms[0].kind",
+            "kind \"sap\" is not one of webhook, maximo, maintainx, upkeep",
+        ),
+        (
+            HOOK.replace("url = \"https://h.example.com/x\"\n", ""),
+            "[[cmms]]",
+            "cmms[0].url",
+            "missing url",
+        ),
+        (
+            HOOK.replace("https://h.example.com/x", "ftp://h.example.com/x"),
+            "ftp:",
+            "cmms[0].url",
+            "the URL's scheme is `ftp`; use https://",
+        ),
+        (
+            HOOK.replace("https://h.example.com/x", "h.example.com/x"),
+            "url =",
+            "cmms[0].url",
+            "not a URL",
+        ),
+        (
+            HOOK.replace("https://h.example.com/x", "https://fg:Pa55@h.example.com/x"),
+            "url =",
+            "cmms[0].url",
+            "the URL holds credentials: put them in a file",
+        ),
+        (
+            format!("{HOOK}timeout = \"500ms\"\n"),
+            "timeout",
+            "cmms[0].timeout",
+            "500ms is out of range (1s to 5m)",
+        ),
+        (
+            format!("{HOOK}retry_min = \"1m\"\nretry_max = \"30s\"\n"),
+            "retry_max",
+            "cmms[0].retry_max",
+            "retry_max 30s is shorter than retry_min 1m",
+        ),
+        (
+            format!("{HOOK}poll_interval = \"2s\"\n"),
+            "poll_interval",
+            "cmms[0].poll_interval",
+            "2s is out of range (5s to 1day)",
+        ),
+        (
+            format!("{HOOK}ca_file = \"no-such-ca.pem\"\n"),
+            "ca_file",
+            "cmms[0].ca_file",
+            "cannot read",
+        ),
+        (
+            format!("{HOOK}inbound_token_file = \"secrets/inbound\"\ninbound_secret_file = \"secrets/inbound\"\n"),
+            "inbound_secret_file",
+            "cmms[0].inbound_secret_file",
+            "give either inbound_token_file or inbound_secret_file, not both",
+        ),
+        (
+            format!("{HOOK}colour = \"red\"\n"),
+            "colour",
+            "cmms[0].colour",
+            "unknown key `colour`",
+        ),
+        (
+            format!("{HOOK}method = \"GET\"\n"),
+            "method",
+            "cmms[0].method",
+            "method \"GET\" is not POST, PUT or PATCH",
+        ),
+        (
+            format!("{HOOK}[cmms.headers]\nAuthorization = \"Bearer {CMMS_SECRET}\"\n"),
+            "Authorization",
+            "cmms[0].headers.Authorization",
+            "use auth",
+        ),
+        (
+            format!("{HOOK}headers = {{ \"Bad Name\" = \"x\" }}\n"),
+            "Bad Name",
+            "cmms[0].headers.Bad Name",
+            "is not an HTTP header name",
+        ),
+        (
+            format!("{HOOK}auth = \"digest\"\n"),
+            "digest",
+            "cmms[0].auth",
+            "auth \"digest\" is not one of none, bearer, basic, hmac",
+        ),
+        (
+            format!("{HOOK}auth = \"bearer\"\n"),
+            "[[cmms]]",
+            "cmms[0].token_file",
+            "missing token_file (the file holding the bearer token)",
+        ),
+        (
+            format!("{HOOK}token_file = \"secrets/token\"\n"),
+            "token_file",
+            "cmms[0].token_file",
+            "`token_file` is for auth = \"bearer\"; this webhook has auth = \"none\"",
+        ),
+        (
+            format!("{HOOK}auth = \"basic\"\nusername = \"fg\"\n"),
+            "[[cmms]]",
+            "cmms[0].password_file",
+            "auth = \"basic\" needs password_file",
+        ),
+        (
+            format!("{HOOK}auth = \"bearer\"\ntoken_file = \"secrets/empty\"\n"),
+            "token_file",
+            "cmms[0].token_file",
+            "is empty",
+        ),
+        (
+            format!("{HOOK}auth = \"bearer\"\ntoken_file = \"secrets/spaced\"\n"),
+            "token_file",
+            "cmms[0].token_file",
+            "the secret holds spaces or characters that cannot go in an HTTP header",
+        ),
+        (
+            format!("{HOOK}events = [\"raised\", \"deleted\"]\n"),
+            "events",
+            "cmms[0].events[1]",
+            "event \"deleted\" is not one of raised, updated, closed",
+        ),
+        (
+            format!("{HOOK}events = []\n"),
+            "events",
+            "cmms[0].events",
+            "events is empty",
+        ),
+        (
+            format!("{HOOK}token = \"{CMMS_SECRET}\"\n"),
+            "token =",
+            "cmms[0].token",
+            "put it in a file: token_file",
+        ),
+        (
+            format!("{HOOK}meters = {{ pump9_runtime = \"m1\" }}\n").replace("webhook", "maintainx")
+                + "api_key_file = \"secrets/api-key\"\n",
+            "pump9_runtime",
+            "cmms[0].meters.pump9_runtime",
+            "meter \"pump9_runtime\" is not defined (meters: pump1_runtime)",
+        ),
+        (
+            MAXIMO.replace("api_key_file = \"secrets/api-key\"\n", ""),
+            "[[cmms]]",
+            "cmms[0].api_key_file",
+            "missing api_key_file (the file holding the API key)",
+        ),
+        (
+            MAXIMO.replace("site_id = \"S1\"\n", ""),
+            "[[cmms]]",
+            "cmms[0].site_id",
+            "missing site_id",
+        ),
+        (
+            MAXIMO.replace(
+                "api_key_file = \"secrets/api-key\"",
+                &format!("api_key = \"{CMMS_SECRET}\""),
+            ) + "api_key_file = \"secrets/api-key\"\n",
+            "api_key =",
+            "cmms[0].api_key",
+            "put it in a file: api_key_file",
+        ),
+        (
+            format!("{MAXIMO}priorities = {{ urgent = 1 }}\n"),
+            "urgent",
+            "cmms[0].priorities.urgent",
+            "priority \"urgent\" is not one of low, medium, high, critical",
+        ),
+        (
+            format!("{MAXIMO}method = \"PUT\"\n"),
+            "method",
+            "cmms[0].method",
+            "`method` is a key of webhook connectors; this one is kind = \"maximo\"",
+        ),
+        (
+            MAXIMO.replace("secrets/api-key", "secrets/missing-key"),
+            "api_key_file",
+            "cmms[0].api_key_file",
+            "cannot read secret file",
+        ),
+        (
+            "[[cmms]]\nname = \"x\"\nkind = \"maintainx\"\nurl = \"https://api.getmaintainx.com/v1\"\n".into(),
+            "[[cmms]]",
+            "cmms[0].api_key_file",
+            "missing api_key_file",
+        ),
+        (
+            format!("{UPKEEP}api_key_file = \"secrets/api-key\"\n"),
+            "api_key_file",
+            "cmms[0].api_key_file",
+            "`api_key_file` is a key of maximo and maintainx connectors; this one is kind = \"upkeep\"",
+        ),
+        (
+            UPKEEP.replace("session_token_file = \"secrets/token\"\n", ""),
+            "[[cmms]]",
+            "cmms[0].session_token_file",
+            "missing session_token_file",
+        ),
+        (
+            format!("{UPKEEP}site_id = \"S1\"\n"),
+            "site_id",
+            "cmms[0].site_id",
+            "`site_id` is a key of maximo connectors",
+        ),
+    ];
+    let dir = cmms_dir();
+    let mut failures = Vec::new();
+    for (section, needle, field, message) in &cases {
+        let text = format!("{GATEWAY}\n{section}");
+        let expected = format!(
+            "error: fieldgate.toml:{}: {field}: ",
+            line_of(&text, needle)
+        );
+        let (ok, got) = problems_of(dir.path(), "fieldgate.toml", &text, false);
+        let errors: Vec<&String> = got.iter().filter(|p| p.starts_with("error: ")).collect();
+        let found = errors
+            .iter()
+            .any(|p| p.starts_with(&expected) && p.contains(message));
+        if ok || !found || errors.len() != 1 {
+            failures.push(format!(
+                "{section}\n  expected: {expected}…{message}\n  got:\n    {}",
+                got.join("\n    ")
+            ));
+        }
+        for p in &got {
+            assert!(
+                !p.contains(CMMS_SECRET) && !p.contains("Pa55"),
+                "a secret is echoed: {p}"
+            );
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// What is allowed but worth knowing: plain HTTP beyond this machine, an
+/// unknown placeholder, meters for a CMMS that takes no readings.
+#[test]
+fn connector_warnings() {
+    let dir = cmms_dir();
+    let hook = "[[cmms]]\nname = \"hook\"\nkind = \"webhook\"\nurl = \"https://h.example.com/x\"\n";
+    let cases: Vec<(String, &str, &str, &str)> = vec![
+        (
+            hook.replace("https://h.example.com", "http://10.0.0.9:8080"),
+            "url =",
+            "cmms[0].url",
+            "work orders are sent in clear text to 10.0.0.9 (http://); use https://",
+        ),
+        (
+            "[[cmms]]\nname = \"up\"\nkind = \"upkeep\"\nurl = \"http://upkeep.plant.local/api/v2\"\nsession_token_file = \"secrets/token\"\n".into(),
+            "url =",
+            "cmms[0].url",
+            "credentials and work orders are sent in clear text to upkeep.plant.local",
+        ),
+        (
+            format!("{hook}body = '{{\"t\": \"{{title}}\", \"a\": \"{{assett}}\"}}'\n"),
+            "body",
+            "cmms[0].body",
+            "unknown placeholder {assett} is sent as written; known: id, key, event",
+        ),
+        (
+            "[[cmms]]\nname = \"mx\"\nkind = \"maximo\"\nurl = \"https://m.example.com/maximo\"\napi_key_file = \"secrets/api-key\"\nsite_id = \"S1\"\nmeters = { pump1_runtime = \"M1\" }\n".into(),
+            "meters",
+            "cmms[0].meters",
+            "only MaintainX takes meter readings",
+        ),
+        (
+            format!("{hook}work_orders = false\n"),
+            "work_orders",
+            "cmms[0].work_orders",
+            "this connector delivers nothing",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (section, needle, field, message) in &cases {
+        let text = format!("{GATEWAY}\n{section}");
+        let expected = format!(
+            "warning: fieldgate.toml:{}: {field}: ",
+            line_of(&text, needle)
+        );
+        let (ok, got) = problems_of(dir.path(), "fieldgate.toml", &text, false);
+        if !ok || got.len() != 1 || !got[0].starts_with(&expected) || !got[0].contains(message) {
+            failures.push(format!(
+                "{section}\n  expected: {expected}…{message}\n  got:\n    {}",
+                got.join("\n    ")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+
+    // Plain HTTP to this machine is not warned about.
+    let local = hook.replace("https://h.example.com", "http://localhost:8080");
+    let (ok, got) = problems_of(
+        dir.path(),
+        "fieldgate.toml",
+        &format!("{GATEWAY}\n{local}"),
+        false,
+    );
+    assert!(ok && got.is_empty(), "{got:?}");
+}
+
+/// `fieldgate check` prints connector problems as it prints every other,
+/// and never the secret written inline.
+#[test]
+fn check_reports_connector_problems_without_secrets() {
+    let dir = cmms_dir();
+    let text = format!(
+        "{GATEWAY}\n[[cmms]]\nname = \"mx\"\nkind = \"maximo\"\nurl = \"https://m.example.com/maximo\"\napi_key = \"{CMMS_SECRET}\"\nsite_id = \"S1\"\ntimeout = \"1h\"\n"
+    );
+    let file = dir.path().join("fieldgate.toml");
+    std::fs::write(&file, &text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+        .args(["check", "-c"])
+        .arg(&file)
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!all.contains(CMMS_SECRET), "{all}");
+    let file = file.display();
+    for expected in [
+        format!(
+            "error: {file}:{}: cmms[0].api_key: a secret is never written in the config: put it in a file: api_key_file",
+            line_of(&text, "api_key =")
+        ),
+        format!(
+            "error: {file}:{}: cmms[0].api_key_file: missing api_key_file",
+            line_of(&text, "[[cmms]]")
+        ),
+        format!(
+            "error: {file}:{}: cmms[0].timeout: 1h is out of range (1s to 5m)",
+            line_of(&text, "timeout")
+        ),
+    ] {
+        assert!(stdout.contains(&expected), "{expected}\n{stdout}");
+    }
+    assert!(stdout.contains("3 errors"), "{stdout}");
+
+    // A valid connector: `check` says so, and names it.
+    let text = format!(
+        "{GATEWAY}\n[[cmms]]\nname = \"mx\"\nkind = \"maximo\"\nurl = \"https://m.example.com/maximo\"\napi_key_file = \"secrets/api-key\"\nsite_id = \"S1\"\n"
+    );
+    std::fs::write(dir.path().join("fieldgate.toml"), &text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+        .args(["check", "-c"])
+        .arg(dir.path().join("fieldgate.toml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains(CMMS_SECRET), "{stdout}");
+    assert!(stdout.contains("cmms mx"), "{stdout}");
+}
+
+#[test]
+fn a_bridge_config_loads_with_its_defaults() {
+    let dir = cmms_dir();
+    let text = r#"[bridge]
+id = "it-host-1"
+
+[mqtt]
+host = "localhost"
+
+[[cmms]]
+name = "mx"
+kind = "maintainx"
+url = "https://api.getmaintainx.com/v1"
+api_key_file = "secrets/api-key"
+meters = { pump1_runtime = 881, any_gateways_meter = 882 }
+"#;
+    let file = dir.path().join("bridge.toml");
+    std::fs::write(&file, text).unwrap();
+    let loaded = match config::load_bridge_with_env(&file, &[]) {
+        Ok(l) => l,
+        Err(p) => panic!("does not load:\n{p}"),
+    };
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    let c = &loaded.config;
+    assert_eq!(c.path, file);
+    assert_eq!(c.bridge.id, "it-host-1");
+    assert_eq!(c.bridge.data_dir, Path::new("/var/lib/fieldgate-bridge"));
+    assert_eq!(c.bridge.shared_group.as_deref(), Some("fieldgate-bridge"));
+    assert_eq!(c.bridge.topic_prefix, "fieldgate");
+    assert_eq!(c.mqtt.client_id, "fieldgate-bridge-it-host-1");
+    assert_eq!(c.mqtt.topic_prefix, "fieldgate");
+    assert_eq!(c.mqtt.port, 1883);
+    assert_eq!(
+        c.store.path,
+        Path::new("/var/lib/fieldgate-bridge/bridge.db")
+    );
+    assert_eq!(c.cmms.len(), 1);
+    assert_eq!(
+        c.cmms[0].meters.len(),
+        2,
+        "the gateways' meters are not checked"
+    );
+
+    // Defaults from other keys, and "" for no shared subscription.
+    let text = r#"[bridge]
+id = "b2"
+data_dir = "state"
+shared_group = ""
+
+[mqtt]
+topic_prefix = "plant/a"
+client_id = "own-id"
+
+[store]
+durability = "normal"
+
+[[cmms]]
+name = "hook"
+kind = "webhook"
+url = "https://h.example.com/x"
+"#;
+    std::fs::write(&file, text).unwrap();
+    let c = config::load_bridge_with_env(&file, &[]).unwrap().config;
+    assert_eq!(c.bridge.shared_group, None);
+    assert_eq!(c.bridge.topic_prefix, "plant/a");
+    assert_eq!(c.mqtt.client_id, "own-id");
+    assert_eq!(c.bridge.data_dir, dir.path().join("state"));
+    assert_eq!(c.store.path, dir.path().join("state/bridge.db"));
+    assert_eq!(c.store.durability, config::Durability::Normal);
+
+    // The environment overrides a bridge as it does a gateway.
+    let env = [("FIELDGATE_BRIDGE__ID".to_string(), "from-env".to_string())];
+    let c = config::load_bridge_with_env(&file, &env).unwrap().config;
+    assert_eq!(c.bridge.id, "from-env");
+    assert_eq!(c.mqtt.client_id, "own-id");
+}
+
+#[test]
+fn bridge_config_mistakes_are_reported_with_file_line_and_field() {
+    let dir = cmms_dir();
+    let text = format!(
+        r#"[bridge]
+id = "b 1"
+shared_group = "a/b"
+topic_prefix = "fieldgate"
+
+[mqtt]
+topic_prefix = "other"
+qos = 0
+
+[[devices]]
+name = "pump1"
+
+[[cmms]]
+name = "mx"
+kind = "maximo"
+url = "https://m.example.com/maximo"
+api_key = "{CMMS_SECRET}"
+api_key_file = "secrets/api-key"
+
+[[cmms]]
+name = "mx"
+kind = "upkeep"
+url = "https://api.onupkeep.com/api/v2"
+session_token_file = "secrets/token"
+"#
+    );
+    let (ok, got) = problems_of(dir.path(), "bridge.toml", &text, true);
+    assert!(!ok);
+    let line = |needle| line_of(&text, needle);
+    let expected = [
+        format!(
+            "error: bridge.toml:{}: bridge.id: bridge name \"b 1\" contains ' '",
+            line("b 1")
+        ),
+        format!(
+            "error: bridge.toml:{}: bridge.shared_group: shared group \"a/b\" cannot hold /, +, # or spaces",
+            line("shared_group")
+        ),
+        format!(
+            "error: bridge.toml:{}: mqtt.topic_prefix: topic prefix \"other\" differs from [bridge] topic_prefix \"fieldgate\"",
+            line("\"other\"")
+        ),
+        format!("error: bridge.toml:{}: mqtt.qos: QoS 0", line("qos")),
+        format!(
+            "error: bridge.toml:{}: devices: unknown section `devices`; it is a section of fieldgate.toml (this file has bridge, mqtt, store, cmms)",
+            line("[[devices]]")
+        ),
+        format!(
+            "error: bridge.toml:{}: cmms[0].api_key: a secret is never written in the config: put it in a file: api_key_file",
+            line("api_key =")
+        ),
+        format!(
+            "error: bridge.toml:{}: cmms[0].site_id: missing site_id",
+            text.lines().position(|l| l == "[[cmms]]").unwrap() + 1
+        ),
+        format!(
+            "error: bridge.toml:{}: cmms[1].name: duplicate connector name \"mx\"",
+            line("name = \"mx\"")
+        ),
+    ];
+    for e in &expected {
+        assert!(
+            got.iter().any(|p| p.starts_with(e.as_str())),
+            "missing: {e}\ngot:\n{}",
+            got.join("\n")
+        );
+    }
+    assert_eq!(
+        got.iter().filter(|p| p.starts_with("error: ")).count(),
+        expected.len(),
+        "{}",
+        got.join("\n")
+    );
+    assert!(got.iter().all(|p| !p.contains(CMMS_SECRET)), "{got:?}");
+
+    // A bridge section in a gateway's config is pointed to the right file.
+    let (_, got) = problems_of(
+        dir.path(),
+        "fieldgate.toml",
+        "[bridge]\nid = \"b1\"\n",
+        false,
+    );
+    assert!(
+        got.iter().any(|p| p.contains(
+            "bridge: unknown section `bridge`; it is a section of bridge.toml (this file has gateway, mqtt"
+        )),
+        "{got:?}"
+    );
+    // A bridge with nothing to deliver is warned about.
+    let (ok, got) = problems_of(dir.path(), "bridge.toml", "[bridge]\nid = \"b1\"\n", true);
+    assert!(ok, "{got:?}");
+    assert!(
+        got.iter()
+            .any(|p| p.contains("cmms: there is no [[cmms]] section: the bridge delivers nothing")),
+        "{got:?}"
+    );
 }

@@ -15,7 +15,10 @@
 //! * [`tags`]: one tag, and the tag map of one device.
 //! * [`rules`]: `[[rules]]` and `[[meters]]`, with their work-order
 //!   templates.
+//! * [`cmms`]: `[[cmms]]`, the CMMS connectors, and `[bridge]` of
+//!   `bridge.toml`.
 
+mod cmms;
 mod devices;
 mod fields;
 mod rules;
@@ -26,12 +29,12 @@ use figment::value::{Dict, Value};
 use sha2::Sha256;
 
 use super::raw::{
-    RawAlarms, RawBus, RawDevice, RawGateway, RawHttp, RawMeter, RawMqtt, RawRule, RawStore,
-    RawWorkOrders,
+    RawAlarms, RawBridge, RawBus, RawDevice, RawGateway, RawHttp, RawMeter, RawMqtt, RawRule,
+    RawStore, RawWorkOrders,
 };
 use super::report::Ctx;
-use super::resolved::{Placed, Resolved};
-use super::{Bus, Device};
+use super::resolved::{Connector, KeyOrder, Placed, Resolved, ResolvedBridge};
+use super::{Bus, Device, GatewayConfig};
 
 /// The `name` each element of `section` was written with, as far as it is
 /// text, with the element's field path: read from the merged values, so an
@@ -51,7 +54,12 @@ fn names(section: &str, elements: &[(usize, Value)]) -> Vec<Placed<String>> {
 
 /// Resolves every section and element of the merged config `root`; the
 /// CSV tag maps it reads go into `hasher`.
-pub(super) fn resolve(ctx: &mut Ctx, root: &Dict, hasher: &mut Sha256) -> Resolved {
+pub(super) fn resolve(
+    ctx: &mut Ctx,
+    root: &Dict,
+    key_order: &KeyOrder,
+    hasher: &mut Sha256,
+) -> Resolved {
     let gateway = ctx.read::<RawGateway>("gateway", root.get("gateway"));
     let mqtt = ctx.read::<RawMqtt>("mqtt", root.get("mqtt"));
     let store = ctx.read::<RawStore>("store", root.get("store"));
@@ -101,7 +109,9 @@ pub(super) fn resolve(ctx: &mut Ctx, root: &Dict, hasher: &mut Sha256) -> Resolv
             Some((field, raw))
         })
         .collect();
-    let raw_meters: Vec<(String, RawMeter)> = elements(ctx, root, "meters")
+    let meter_elements = elements(ctx, root, "meters");
+    let meter_names = names("meters", &meter_elements);
+    let raw_meters: Vec<(String, RawMeter)> = meter_elements
         .into_iter()
         .filter_map(|(i, v)| {
             let field = format!("meters[{i}]");
@@ -117,6 +127,7 @@ pub(super) fn resolve(ctx: &mut Ctx, root: &Dict, hasher: &mut Sha256) -> Resolv
         .into_iter()
         .map(|(field, raw)| rules::meter(ctx, field, raw))
         .collect();
+    let (cmms, cmms_names) = connectors(ctx, root, key_order);
 
     Resolved {
         gateway,
@@ -131,6 +142,77 @@ pub(super) fn resolve(ctx: &mut Ctx, root: &Dict, hasher: &mut Sha256) -> Resolv
         device_names,
         rules,
         meters,
+        meter_names,
+        cmms,
+        cmms_names,
+    }
+}
+
+/// Every `[[cmms]]` element, and the names they were written with.
+fn connectors(
+    ctx: &mut Ctx,
+    root: &Dict,
+    key_order: &KeyOrder,
+) -> (Vec<Connector>, Vec<Placed<String>>) {
+    let elements = elements(ctx, root, "cmms");
+    let names = names("cmms", &elements);
+    let connectors = elements
+        .into_iter()
+        .map(|(i, v)| cmms::connector(ctx, format!("cmms[{i}]"), v, key_order))
+        .collect();
+    (connectors, names)
+}
+
+/// Resolves every section and element of a merged `bridge.toml`.
+pub(super) fn resolve_bridge(ctx: &mut Ctx, root: &Dict, key_order: &KeyOrder) -> ResolvedBridge {
+    let bridge = ctx.read::<RawBridge>("bridge", root.get("bridge"));
+    let mqtt = ctx.read::<RawMqtt>("mqtt", root.get("mqtt"));
+    let store = ctx.read::<RawStore>("store", root.get("store"));
+    let mqtt = mqtt.unwrap_or_default();
+    // The bridge reads the gateways' topics: one prefix, `[bridge]`'s,
+    // which `[mqtt]`'s (judged there) stands for when it alone is given.
+    let mqtt_prefix = mqtt.topic_prefix.clone();
+    let bridge = cmms::bridge(ctx, bridge.unwrap_or_default(), mqtt_prefix.clone());
+    if let Some(p) = &mqtt_prefix
+        && *p != bridge.topic_prefix
+    {
+        ctx.error(
+            "mqtt.topic_prefix",
+            format!(
+                "topic prefix \"{p}\" differs from [bridge] topic_prefix \"{}\": the bridge reads the gateways' topics under one prefix; keep one of them",
+                bridge.topic_prefix
+            ),
+        );
+    }
+
+    // `[mqtt]` and `[store]` are read as the gateway's are; only their
+    // defaults name the bridge rather than a gateway.
+    let own_client_id = mqtt.client_id.is_none();
+    let stand_in = GatewayConfig {
+        id: bridge.id.clone(),
+        site: String::new(),
+        location: None,
+        data_dir: bridge.data_dir.clone(),
+        shutdown_timeout: std::time::Duration::ZERO,
+    };
+    let mut mqtt = sections::mqtt(ctx, mqtt, &stand_in);
+    if own_client_id {
+        mqtt.client_id = format!("fieldgate-bridge-{}", bridge.id);
+    }
+    mqtt.topic_prefix = bridge.topic_prefix.clone();
+    let store = store.unwrap_or_default();
+    let own_path = store.path.is_none();
+    let mut store = sections::store(ctx, store, &stand_in);
+    if own_path {
+        store.path = bridge.data_dir.join("bridge.db");
+    }
+    let (cmms, cmms_names) = connectors(ctx, root, key_order);
+    ResolvedBridge {
+        bridge,
+        mqtt,
+        store,
+        cmms,
+        cmms_names,
     }
 }
 

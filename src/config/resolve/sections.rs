@@ -39,7 +39,7 @@ pub(super) fn gateway(ctx: &mut Ctx, raw: RawGateway) -> GatewayConfig {
 }
 
 /// The host name, made safe for topics, or `fieldgate`.
-fn default_gateway_id() -> String {
+pub(super) fn default_gateway_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .unwrap_or_default();
@@ -62,7 +62,7 @@ fn default_gateway_id() -> String {
 }
 
 /// A secret read from a file named by the config.
-fn read_secret(ctx: &mut Ctx, field: &str, file: &str) -> Option<Secret> {
+pub(super) fn read_secret(ctx: &mut Ctx, field: &str, file: &str) -> Option<Secret> {
     let path = ctx.path(file);
     match Secret::from_file(&path) {
         Ok(s) if s.expose().is_empty() => {
@@ -81,7 +81,7 @@ fn read_secret(ctx: &mut Ctx, field: &str, file: &str) -> Option<Secret> {
 }
 
 /// A file the config names, reported when it cannot be opened.
-fn readable_file(ctx: &mut Ctx, field: &str, file: &str) -> PathBuf {
+pub(super) fn readable_file(ctx: &mut Ctx, field: &str, file: &str) -> PathBuf {
     let path = ctx.path(file);
     if let Err(e) = std::fs::File::open(&path) {
         ctx.error(field, format!("cannot read {}: {e}", path.display()));
