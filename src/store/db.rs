@@ -14,6 +14,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, pa
 use super::evict::{self, Bounds, Budget, Evicted, MIN_MAX_BYTES, RateLimited};
 use super::history::{self, Kept};
 use super::lock::InstanceLock;
+use super::sinks::{self, Delivery};
 use super::{HISTORY_ROWS, HistoryEntry, Kind, OutMessage, Row, Stats, StoreError, StoreIdentity};
 use super::{identity, schema};
 use crate::clock::{Anchor, Clock, Resumed, Timestamp};
@@ -100,6 +101,10 @@ pub(super) struct Outbox {
     next_age_check: Option<Instant>,
     /// What the `history` table holds.
     history: Kept,
+    /// The newest delivery id the file gave (`sink_queue`).
+    sink_last: i64,
+    /// The per-connector bound's count and log lines.
+    sink_overflow: sinks::Overflow,
     /// This run's identity (fixed at open).
     identity: StoreIdentity,
     /// Held until the connection is closed (declared after `conn`, so it
@@ -118,6 +123,7 @@ struct FileFigures {
     max_id: i64,
     messages: i64,
     bytes: i64,
+    sink_last: i64,
 }
 
 /// What a group commit did.
@@ -129,6 +135,8 @@ pub(super) struct Committed {
     pub inserted: u64,
     /// The bounds need another transaction.
     pub more: bool,
+    /// Id of the newest delivery written, if any were.
+    pub sink_last: Option<i64>,
 }
 
 /// Marks raised with a commit (they only ever rise in the file).
@@ -152,6 +160,8 @@ struct Delta {
     more: bool,
     /// What the `history` table holds after the transaction.
     history: Kept,
+    /// What writing the deliveries did.
+    sinks: sinks::Written,
 }
 
 /// SQLite's failure as a `StoreError`, logged once here with its context.
@@ -354,6 +364,7 @@ impl Outbox {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .map_err(|e| fail("counting the outbox", e))?;
+        let sink_last = sinks::last_id(conn).map_err(|e| fail("reading the sink queues", e))?;
         Ok(FileFigures {
             page_size,
             auto_vacuum,
@@ -364,6 +375,7 @@ impl Outbox {
             max_id,
             messages,
             bytes,
+            sink_last,
         })
     }
 
@@ -386,6 +398,7 @@ impl Outbox {
             max_id,
             messages,
             bytes,
+            sink_last,
         } = f;
         let budget = Budget::new(config.max_bytes, page_size.max(0) as u64);
         if config.max_bytes < MIN_MAX_BYTES {
@@ -430,6 +443,8 @@ impl Outbox {
             full_log: RateLimited::new(EVICTION_LOG_INTERVAL),
             next_age_check: None,
             history: kept,
+            sink_last,
+            sink_overflow: sinks::Overflow::new(),
             identity,
             _lock: lock,
         }
@@ -454,6 +469,11 @@ impl Outbox {
     /// Id of the newest committed row.
     pub fn last_id(&self) -> i64 {
         self.last_id
+    }
+
+    /// Id of the newest delivery the file gave (0 for none).
+    pub fn sink_last(&self) -> i64 {
+        self.sink_last
     }
 
     /// Estimated footprint of an average waiting row.
@@ -495,17 +515,20 @@ impl Outbox {
     /// Commits one group: applies the acknowledged `deletes`, inserts
     /// `messages` with the ids the owner thread gave them (each above the
     /// last committed one), records their topics' seqs, writes the
-    /// named `states` and the `history` entries (pruning the oldest beyond
-    /// [`HISTORY_ROWS`]), raises the `marks` (seq reservations per topic,
+    /// named `states`, the `history` entries (pruning the oldest beyond
+    /// [`HISTORY_ROWS`]) and the sink `deliveries` (within each sink's
+    /// bound, `sinks`), raises the `marks` (seq reservations per topic,
     /// and the newest id given), and keeps the bounds, all in one
     /// transaction. On a full disk (`SQLITE_FULL`, also raised by the
     /// `max_page_count` cap) it evicts and tries again.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &mut self,
         messages: &[(i64, OutMessage)],
         deletes: &[i64],
         states: &[(String, Vec<u8>)],
         history: &[HistoryEntry],
+        deliveries: &[Delivery],
         marks: &Marks,
     ) -> Result<Committed, StoreError> {
         let now = Instant::now();
@@ -517,7 +540,7 @@ impl Outbox {
             .sum();
         for attempt in 1..=FULL_ATTEMPTS {
             match self.try_commit(
-                messages, deletes, states, history, marks, age_due, anchor_due,
+                messages, deletes, states, history, deliveries, marks, age_due, anchor_due,
             ) {
                 Ok(delta) => {
                     if age_due {
@@ -569,6 +592,7 @@ impl Outbox {
         deletes: &[i64],
         states: &[(String, Vec<u8>)],
         history: &[HistoryEntry],
+        deliveries: &[Delivery],
         marks: &Marks,
         age_due: bool,
         anchor_due: bool,
@@ -669,6 +693,9 @@ impl Outbox {
             bytes: self.budget.history_bytes,
         };
         d.history = history::write(&tx, history, d.history, limits)?;
+        // Only the outbox is evicted below: the sink queues keep to their
+        // own bound, here.
+        d.sinks = sinks::write(&tx, deliveries)?;
         let bounds = Bounds {
             budget: self.budget,
             age_cutoff,
@@ -699,11 +726,16 @@ impl Outbox {
         self.bytes =
             (self.bytes + d.inserted_bytes).saturating_sub(d.acked_bytes + d.evicted.bytes);
         self.note_evictions(&d.evicted, now);
+        if let Some(id) = d.sinks.last_id {
+            self.sink_last = self.sink_last.max(id);
+        }
+        self.sink_overflow.note(&d.sinks, now);
         self.check_wal();
         Committed {
             last_id: self.last_id,
             inserted: d.inserted,
             more: d.more,
+            sink_last: d.sinks.last_id,
         }
     }
 
@@ -927,6 +959,7 @@ impl Outbox {
             rejected: self.rejected,
             max_bytes: self.budget.max_bytes,
             identity: Some(self.identity.clone()),
+            sink_meters_dropped: self.sink_overflow.meters_dropped,
             ..Stats::default()
         }
     }
@@ -963,6 +996,37 @@ impl Outbox {
     /// reports them.
     pub fn file_bytes(&self) -> u64 {
         file_len(&self.path) + file_len(&self.wal_path) + file_len(&self.shm_path)
+    }
+
+    /// Runs `f` on the connection (a read of committed data: the owner
+    /// thread is the only writer and holds no transaction open).
+    pub fn read<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        f(&self.conn).map_err(|e| fail(what, e))
+    }
+
+    /// Runs `f` in a transaction of its own, committed (durable as
+    /// `durability` says) before this returns; rolled back if it fails.
+    pub fn write<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        self.wal_dirty = true;
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        self.rollback();
+        self.check_wal();
+        result.map_err(|e| fail(what, e))
     }
 
     /// Appends to the config log and keeps its newest
@@ -1024,7 +1088,9 @@ impl Outbox {
             .is_none_or(|t| now >= t + (IDLE_INTERVAL - ANCHOR_INTERVAL));
         if used > self.budget.target_bytes || age_due || anchor_due {
             // An empty group: only the bounds (and the anchor when due).
-            more |= self.commit(&[], &[], &[], &[], &Marks::default())?.more;
+            more |= self
+                .commit(&[], &[], &[], &[], &[], &Marks::default())?
+                .more;
         }
         if self.incremental_vacuum {
             more |= self.vacuum_step()?;
@@ -1195,7 +1261,8 @@ mod tests {
         let mut db = Outbox::open(&config).unwrap();
         let none = BTreeSet::new();
         let first: Vec<_> = (1..=200).map(|i| reading(i, 1000)).collect();
-        db.commit(&first, &[], &[], &[], &Marks::default()).unwrap();
+        db.commit(&first, &[], &[], &[], &[], &Marks::default())
+            .unwrap();
         let pages: i64 = db
             .conn
             .pragma_query_value(None, "page_count", |r| r.get(0))
@@ -1204,7 +1271,7 @@ mod tests {
         db.cap_pages(Some(pages));
         let second: Vec<_> = (201..=220).map(|i| reading(i, 1000)).collect();
         let c = db
-            .commit(&second, &[], &[], &[], &Marks::default())
+            .commit(&second, &[], &[], &[], &[], &Marks::default())
             .unwrap();
         assert_eq!(c.inserted, 20);
         assert_eq!(c.last_id, 220);
@@ -1265,6 +1332,7 @@ mod tests {
             &[],
             &[],
             &[change("hot")],
+            &[],
             &Marks::default(),
         );
         assert!(err.is_err());
@@ -1279,6 +1347,7 @@ mod tests {
                 &[],
                 &[],
                 &[change("hot")],
+                &[],
                 &Marks::default(),
             )
             .unwrap();

@@ -1,5 +1,5 @@
-//! Read-only access to a store file, for `fieldgate alarms` and
-//! `fieldgate workorders`.
+//! Read-only access to a store file, for `fieldgate alarms`,
+//! `fieldgate workorders` and the CMMS queues.
 //!
 //! An [`Inspector`] opens the file read-only with a connection of its own,
 //! beside the gateway's: in WAL mode a reader sees the last committed state
@@ -10,8 +10,8 @@
 //! file alone is enough. It never writes, migrates or moves anything.
 //!
 //! Files of older releases read as far as they go (no `history` table
-//! before schema v3: no history); a file of a newer release is refused, as
-//! the gateway refuses it.
+//! before schema v3: no history; no CMMS queues before v5: none waiting);
+//! a file of a newer release is refused, as the gateway refuses it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -21,8 +21,10 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 
 use super::db::from_ms;
 use super::schema::{
-    APPLICATION_ID, CONFIG_LOG_VERSION, HISTORY_VERSION, MIGRATIONS, STATE_VERSION, with_suffix,
+    APPLICATION_ID, CONFIG_LOG_VERSION, HISTORY_VERSION, MIGRATIONS, SINK_VERSION, STATE_VERSION,
+    with_suffix,
 };
+use super::sinks::{self, ParkedDelivery, SinkFigures};
 use super::{HistoryEntry, HistoryKind, StoreError};
 use crate::clock::{Anchor, Timestamp, WallMap};
 
@@ -298,6 +300,23 @@ impl Inspector {
             Ok(out)
         })();
         result.map_err(|e| fail(&self.path, "reading the config log", e))
+    }
+
+    /// The CMMS deliveries parked with the CMMS's error, oldest first.
+    pub fn parked_deliveries(&self) -> Result<Vec<ParkedDelivery>, StoreError> {
+        if self.version < SINK_VERSION {
+            return Ok(Vec::new());
+        }
+        sinks::parked(&self.conn).map_err(|e| fail(&self.path, "reading the parked deliveries", e))
+    }
+
+    /// Every CMMS connector's queue figures (connectors with deliveries
+    /// only, by name).
+    pub fn sink_figures(&self) -> Result<Vec<SinkFigures>, StoreError> {
+        if self.version < SINK_VERSION {
+            return Ok(Vec::new());
+        }
+        sinks::figures(&self.conn).map_err(|e| fail(&self.path, "reading the CMMS queues", e))
     }
 
     /// Messages waiting in the outbox, and when the oldest of them was

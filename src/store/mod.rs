@@ -28,7 +28,8 @@
 //! 3. Alarm, work-order and meter messages are offered only once committed,
 //!    with the named states queued with or after them in the same
 //!    transaction (the rules state that produced them): a crash never
-//!    leaves the saved state behind or ahead of what was published.
+//!    leaves the saved state behind or ahead of what was published. Their
+//!    CMMS deliveries (see "CMMS sinks") are in that transaction too.
 //!    Whatever is taken after such a message waits for the same commit.
 //! 4. Rows get an `id` that only grows, given when the owner thread takes
 //!    a message, and are offered in `id` order, so per-topic `seq` numbers
@@ -62,6 +63,8 @@
 //! * `reserve`: the seq reservations (pure);
 //! * `evict`: the disk budget, the eviction order and its log lines;
 //! * `history`: the `history` table and its own bounds;
+//! * `sinks`: the CMMS connectors' queues (`sink_queue`, `sink_refs`),
+//!   their bound and the commands a connector uses;
 //! * `schema`: migrations, connection settings, moving a damaged file aside;
 //! * `lock`: one fieldgate per store file;
 //! * `identity`: the store's identity (the `store` field of every message)
@@ -121,6 +124,10 @@
 //!   cannot be read at all numbers ids apart from it and seqs from 1.
 //!   Rows the file held are published after its reopening, from the next
 //!   connection of the forwarder on;
+//! * history entries and CMMS deliveries wait in memory too (bounded by
+//!   count, counted when dropped) and are written with the messages once
+//!   the disk takes writes; a connector's commands answer an error while
+//!   there is no file;
 //! * a `store degraded` line is logged when it starts and at most once a
 //!   minute while it lasts; `store ok` when it ends.
 //!
@@ -136,6 +143,18 @@
 //! evicted by the bounds above. It keeps the newest [`HISTORY_ROWS`]
 //! entries, and no more than an eighth of the outbox's share of
 //! `max_bytes`; older ones are pruned in the commit that adds new ones.
+//!
+//! # CMMS sinks
+//!
+//! The CMMS connectors have queues of their own in the same file
+//! (`sinks`): a delivery (a work-order or meter message for one
+//! connector) is queued with the step that made the message
+//! ([`StoreHandle::insert_step`]) and committed in the same transaction
+//! as the message, deleted only once the CMMS confirmed it
+//! ([`StoreHandle::sink_done`]), parked when the CMMS refused it. The
+//! queues are not the outbox: they are never published, nor evicted by
+//! the outbox's bounds; each keeps to its own ([`SINK_ROWS`]: the oldest
+//! meter deliveries go first, work orders never).
 //!
 //! # Identity
 //!
@@ -168,6 +187,8 @@ mod thread;
 #[cfg(test)]
 mod degraded_tests;
 #[cfg(test)]
+mod sinks_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod write_behind_tests;
@@ -187,7 +208,10 @@ use thread::Command;
 pub use evict::MIN_MAX_BYTES;
 pub use fault::DiskFault;
 pub use inspect::{HistoryRecord, Inspector};
-pub use sinks::{Delivery, DeliveryKind, ParkedDelivery, PendingDelivery, SinkFigures, SinkRef};
+pub use sinks::{
+    Delivery, DeliveryKind, ENDED_REFS, ParkedDelivery, PendingDelivery, SINK_ROWS, SinkFigures,
+    SinkRef,
+};
 
 /// Commands (an insert batch, a fetch, a flush…) queued for the owner
 /// thread. When it is full, callers wait in `send` (backpressure reaches
@@ -399,6 +423,15 @@ pub struct Stats {
     /// Alarm / work-order / meter messages evicted from the memory queue,
     /// since start (included in `evicted_other`).
     pub held_evicted_other: u64,
+    /// CMMS deliveries waiting in memory for their group commit (for a
+    /// disk that takes writes again, while degraded).
+    pub held_deliveries: u64,
+    /// CMMS deliveries dropped from memory at its bound while the disk
+    /// failed, since start (the oldest meters first).
+    pub held_deliveries_dropped: u64,
+    /// Meter deliveries dropped at a CMMS queue's bound ([`SINK_ROWS`]),
+    /// since start.
+    pub sink_meters_dropped: u64,
 }
 
 /// The store cannot use its file: what is wrong and since when.
@@ -492,6 +525,8 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct StoreHandle {
     committed: watch::Receiver<i64>,
+    /// The newest sink delivery id committed (see `sinks`).
+    deliveries: watch::Receiver<i64>,
     /// Fixed for the life of the thread.
     identity: Arc<StoreIdentity>,
     tx: mpsc::Sender<Command>,
@@ -551,12 +586,19 @@ pub(crate) fn open_bounded(
     let clock = start.clock();
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let (committed_tx, committed_rx) = watch::channel(start.last_id());
+    let (deliveries_tx, deliveries_rx) = watch::channel(start.sink_last());
     let (close_tx, close_rx) = oneshot::channel();
     let broker = Arc::new(AtomicU8::new(BROKER_UNKNOWN));
     let owner_broker = Arc::clone(&broker);
     let thread = std::thread::Builder::new()
         .name("fieldgate-store".into())
-        .spawn(move || thread::run(start, rt, rx, close_rx, committed_tx, owner_broker))
+        .spawn(move || {
+            let watches = thread::Watches {
+                committed: committed_tx,
+                deliveries: deliveries_tx,
+            };
+            thread::run(start, rt, rx, close_rx, watches, owner_broker)
+        })
         .map_err(|e| {
             let e = StoreError::Io(format!("cannot start the store thread: {e}"));
             tracing::error!(error = %e, "cannot start the outbox");
@@ -565,6 +607,7 @@ pub(crate) fn open_bounded(
     Ok((
         StoreHandle {
             committed: committed_rx,
+            deliveries: deliveries_rx,
             identity,
             tx,
             queued_bytes: Arc::new(Semaphore::new(QUEUE_BYTES)),
@@ -627,10 +670,13 @@ impl StoreHandle {
 
     /// Queues one step of the pipeline as one command: its messages, then
     /// its history entries, then the named states (the rules state that
-    /// produced them). The owner thread takes them together, so they are
+    /// produced them), then the CMMS deliveries of its work-order and
+    /// meter messages. The owner thread takes them together, so they are
     /// committed in one transaction: after a crash the saved state is
-    /// never behind (nor ahead of) the messages it produced, and no alarm
-    /// change is published twice. Waits like [`insert`](Self::insert).
+    /// never behind (nor ahead of) the messages it produced, no alarm
+    /// change is published twice, and a work order is never kept for the
+    /// MQTT path yet lost for a CMMS (nor the other way round). Waits like
+    /// [`insert`](Self::insert).
     pub async fn insert_step(
         &self,
         messages: Vec<OutMessage>,
@@ -638,8 +684,7 @@ impl StoreHandle {
         states: Vec<(String, Vec<u8>)>,
         deliveries: Vec<Delivery>,
     ) -> Result<(), StoreError> {
-        let _ = deliveries;
-        if messages.is_empty() && history.is_empty() && states.is_empty() {
+        if messages.is_empty() && history.is_empty() && states.is_empty() && deliveries.is_empty() {
             return Ok(());
         }
         let held = self.hold(&messages).await?;
@@ -649,6 +694,7 @@ impl StoreHandle {
                 held,
                 history,
                 states,
+                deliveries,
             })
             .await
             .map_err(|_| StoreError::Closed)

@@ -110,6 +110,40 @@ pub(super) const MIGRATIONS: &[&str] = &[
          hash TEXT NOT NULL,
          summary TEXT NOT NULL
      );",
+    // v5: the CMMS connectors' queues. `sink_queue` holds one row per
+    // delivery of a work-order or meter message to one connector (`sink`),
+    // written in the same transaction as the outbox message it copies and
+    // deleted once the CMMS confirmed it. AUTOINCREMENT: a delivery task
+    // reads "after the last id it handled", so an id must never be given
+    // again, not even after the newest rows were deleted. `kind` holds
+    // `DeliveryKind::as_str`; `created_at` and `parked_at` are ms since the
+    // Unix epoch; `parked` is the CMMS's error (NULL while waiting).
+    // `(sink, id)` serves a connector's queue in order and its count.
+    // `sink_refs` is what each connector learned of a work order (the
+    // CMMS's reference, the last status), one row per (sink, key).
+    "CREATE TABLE sink_queue (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         sink TEXT NOT NULL,
+         kind TEXT NOT NULL,
+         key TEXT NOT NULL,
+         event TEXT NOT NULL,
+         topic TEXT NOT NULL,
+         payload BLOB NOT NULL,
+         created_at INTEGER NOT NULL,
+         parked TEXT,
+         parked_at INTEGER
+     );
+     CREATE INDEX sink_queue_sink ON sink_queue (sink, id);
+     CREATE TABLE sink_refs (
+         sink TEXT NOT NULL,
+         key TEXT NOT NULL,
+         wo_id TEXT NOT NULL,
+         reference TEXT NOT NULL,
+         status TEXT NOT NULL,
+         topic TEXT NOT NULL,
+         updated_at INTEGER NOT NULL,
+         PRIMARY KEY (sink, key)
+     ) WITHOUT ROWID;",
 ];
 
 /// The schema version that added the `state` table.
@@ -120,6 +154,9 @@ pub(super) const HISTORY_VERSION: i64 = 3;
 
 /// The first schema with the `config_log` table.
 pub(super) const CONFIG_LOG_VERSION: i64 = 4;
+
+/// The first schema with the CMMS sink queues (`sink_queue`, `sink_refs`).
+pub(super) const SINK_VERSION: i64 = 5;
 
 /// Why a file cannot be used as it is.
 enum Unusable {
@@ -516,8 +553,8 @@ mod tests {
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, CONFIG_LOG_VERSION);
-        assert_eq!(MIGRATIONS.len() as i64, CONFIG_LOG_VERSION);
+        assert_eq!(version, SINK_VERSION);
+        assert_eq!(MIGRATIONS.len() as i64, SINK_VERSION);
         let kept: (i64, Vec<u8>) = conn
             .query_row(
                 "SELECT (SELECT count(*) FROM outbox), value FROM state",
@@ -548,6 +585,73 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert!(!names.iter().any(|n| n.contains("corrupt")), "{names:?}");
+    }
+
+    /// A store written by the release before the CMMS queues (schema v4)
+    /// opens, gains `sink_queue` and `sink_refs`, and keeps every row.
+    #[test]
+    fn a_v4_file_migrates_to_v5_keeping_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.db");
+        {
+            // What a v4 fieldgate left behind.
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+            for (i, sql) in MIGRATIONS[..4].iter().enumerate() {
+                conn.execute_batch(sql).unwrap();
+                conn.pragma_update(None, "user_version", i as i64 + 1)
+                    .unwrap();
+            }
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .unwrap();
+            conn.execute_batch(
+                "INSERT INTO outbox VALUES (1, 't', 1, x'7b7d', 1, 0, 'workorder', 5);
+                 UPDATE meta SET value = 1 WHERE key = 'last_id';
+                 INSERT INTO state VALUES ('rules.engine', x'7b7d', 5);
+                 INSERT INTO history (at, kind, subject, event, detail)
+                     VALUES (1, 'workorder', 'wo-1', 'raised', '{}');
+                 INSERT INTO config_log (at, hash, summary) VALUES (1, 'abc', 'start');",
+            )
+            .unwrap();
+        }
+        let (conn, _lock, _) = open(&path, Durability::Normal).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SINK_VERSION);
+        let kept: (i64, i64, i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM state),
+                        (SELECT count(*) FROM history), (SELECT count(*) FROM config_log)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, (1, 1, 1, 1));
+        // The new tables take rows; a deleted newest id is never given again.
+        let insert = "INSERT INTO sink_queue (sink, kind, key, event, topic, payload, created_at)
+                      VALUES ('maximo', 'workorder', 'k', 'raised', 't', x'7b7d', 1)";
+        conn.execute(insert, []).unwrap();
+        conn.execute("DELETE FROM sink_queue", []).unwrap();
+        conn.execute(insert, []).unwrap();
+        let id: i64 = conn
+            .query_row("SELECT id FROM sink_queue", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(id, 2);
+        conn.execute(
+            "INSERT INTO sink_refs VALUES ('maximo', 'k', 'wo-1', '1001', 'open', 't', 1)",
+            [],
+        )
+        .unwrap();
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT id FROM sink_queue WHERE sink = 'maximo' AND id > 0
+                 ORDER BY id",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("sink_queue_sink"), "{plan}");
     }
 
     #[test]

@@ -161,7 +161,7 @@ async fn an_inspector_reads_while_the_store_runs() {
     h.flush().await.unwrap();
 
     let peek = Inspector::open(&cfg.path).unwrap();
-    assert_eq!(peek.schema_version(), schema::CONFIG_LOG_VERSION);
+    assert_eq!(peek.schema_version(), schema::SINK_VERSION);
     assert_eq!(
         peek.state("rules.engine").unwrap().as_deref(),
         Some(&b"{\"v\":1}"[..])

@@ -21,12 +21,15 @@
 //! commit that writes it (or raises the reservation), made as soon as the
 //! queued commands are taken.
 //!
-//! Named states and history entries wait too, and are written with the
-//! *last* chunk of the commit (a commit larger than one transaction is
-//! split): every message held before them is then committed in the same
-//! transaction or an earlier one, so after a crash neither is ahead of the
-//! outbox. Readings may stay in memory: no state is made from them. Seq
-//! reservations ride with the last chunk too.
+//! Named states, history entries and CMMS deliveries wait too, and are
+//! written with the *last* chunk of the commit (a commit larger than one
+//! transaction is split): every message held before them is then
+//! committed in the same transaction or an earlier one, so after a crash
+//! none is ahead of the outbox. Readings may stay in memory: no state is
+//! made from them. Seq reservations ride with the last chunk too.
+//!
+//! A connector's command that writes (`sinks`) commits the open group
+//! first, then its own transaction, before it replies.
 //!
 //! # Ids
 //!
@@ -70,6 +73,7 @@ use super::held::Queue;
 use super::inspect::Inspector;
 use super::lock::InstanceLock;
 use super::reserve::Reservations;
+use super::sinks::{self, Answered, Delivery, SinkCommand};
 use super::{
     BROKER_DOWN, Degraded, HistoryEntry, Kind, OutMessage, Row, Stats, StoreError, StoreIdentity,
     StoreStart,
@@ -123,6 +127,14 @@ const HEALTH_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// (the oldest go first); they are small and rare, but not bounded else.
 pub(super) const HISTORY_HOLD: usize = 4 * GROUP_ROWS;
 
+/// While the disk fails, at most this many CMMS deliveries wait in memory
+/// (the oldest meters go first), as many as history entries.
+pub(super) const DELIVERIES_HOLD: usize = HISTORY_HOLD;
+
+/// At most one line per this interval about deliveries dropped from
+/// memory.
+const DROPPED_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Commit attempts at shutdown before giving up on what is queued.
 const CLOSE_ATTEMPTS: u32 = 3;
 
@@ -136,13 +148,19 @@ pub(super) enum Command {
     /// are in the group.
     Insert(Vec<OutMessage>, OwnedSemaphorePermit),
     /// A pipeline step, taken whole so that one transaction commits it:
-    /// messages (as `Insert`), then history, then named states.
+    /// messages (as `Insert`), then history, then named states, then the
+    /// CMMS deliveries.
     Step {
         messages: Vec<OutMessage>,
         held: OwnedSemaphorePermit,
         history: Vec<HistoryEntry>,
         states: Vec<(String, Vec<u8>)>,
+        deliveries: Vec<Delivery>,
     },
+    /// CMMS deliveries to write with the next group (the bridge's).
+    Deliveries(Vec<Delivery>),
+    /// A connector's question or answer about its queue (see `sinks`).
+    Sink(SinkCommand),
     /// Reply once everything queued before is committed.
     Flush(Reply<()>),
     /// Rows after an id, oldest first.
@@ -192,14 +210,18 @@ impl std::fmt::Debug for Command {
                 messages,
                 history,
                 states,
+                deliveries,
                 ..
             } => write!(
                 f,
-                "Step({} messages, {} history, {} states)",
+                "Step({} messages, {} history, {} states, {} deliveries)",
                 messages.len(),
                 history.len(),
-                states.len()
+                states.len(),
+                deliveries.len()
             ),
+            Command::Deliveries(d) => write!(f, "Deliveries({})", d.len()),
+            Command::Sink(cmd) => write!(f, "{cmd:?}"),
             Command::Flush(_) => f.write_str("Flush"),
             Command::FetchAfter { after, limit, .. } => write!(f, "FetchAfter({after}, {limit})"),
             Command::FetchNewest { after, limit, .. } => {
@@ -233,6 +255,8 @@ pub(super) struct Start {
     /// The newest id in use: the file's, or where a store without its
     /// file goes on from.
     last_id: i64,
+    /// The newest sink delivery id in the file (0 without one).
+    sink_last: i64,
     /// The last seq per topic, read from a file that cannot be written.
     seqs: HashMap<String, u64>,
     /// The timeline: the file's, or resumed from what can be read of it.
@@ -257,6 +281,7 @@ impl Start {
                 config: config.clone(),
                 memory_bytes,
                 last_id: db.last_id(),
+                sink_last: db.sink_last(),
                 clock: *db.clock(),
                 identity: db.identity().clone(),
                 db: Some(*db),
@@ -284,6 +309,7 @@ impl Start {
                     lock,
                     error: Some(error),
                     last_id,
+                    sink_last: 0,
                     seqs,
                     clock: resume_clock(config),
                     identity,
@@ -295,6 +321,11 @@ impl Start {
     /// The newest id in use.
     pub fn last_id(&self) -> i64 {
         self.last_id
+    }
+
+    /// The newest sink delivery id in the file.
+    pub fn sink_last(&self) -> i64 {
+        self.sink_last
     }
 
     /// The timeline the store runs on.
@@ -354,6 +385,14 @@ fn quietly<T>(f: impl FnOnce() -> T) -> T {
     tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), f)
 }
 
+/// What the owner thread tells the handles, without being asked.
+pub(super) struct Watches {
+    /// The newest outbox id the forwarder may publish.
+    pub committed: watch::Sender<i64>,
+    /// The newest sink delivery id committed.
+    pub deliveries: watch::Sender<i64>,
+}
+
 /// Runs the owner thread until the guard closes it or every handle is
 /// gone; then commits what is queued, checkpoints and closes the file.
 pub(super) fn run(
@@ -361,10 +400,10 @@ pub(super) fn run(
     rt: tokio::runtime::Runtime,
     mut rx: mpsc::Receiver<Command>,
     mut close: oneshot::Receiver<()>,
-    committed: watch::Sender<i64>,
+    watches: Watches,
     broker: Arc<AtomicU8>,
 ) -> Result<(), StoreError> {
-    let mut owner = Owner::new(start, committed, broker);
+    let mut owner = Owner::new(start, watches, broker);
     rt.block_on(async {
         let mut closing = false;
         loop {
@@ -433,6 +472,8 @@ struct Owner {
     lock: Option<InstanceLock>,
     config: StoreConfig,
     committed: watch::Sender<i64>,
+    /// The newest sink delivery id committed (the connectors watch it).
+    delivered: watch::Sender<i64>,
     flush_interval: Duration,
     group_bytes: u64,
     max_message_bytes: u64,
@@ -468,7 +509,10 @@ struct Owner {
     /// History entries to write with the last chunk of the next group (for
     /// the same reason as `states`), in arrival order.
     history: Vec<HistoryEntry>,
-    /// When the oldest waiting state or history entry arrived.
+    /// CMMS deliveries to write with the last chunk of the next group
+    /// (with the messages they copy), in arrival order.
+    deliveries: Vec<Delivery>,
+    /// When the oldest waiting state, history entry or delivery arrived.
     since: Option<Instant>,
     /// When the oldest waiting deletion arrived.
     deletes_since: Option<Instant>,
@@ -494,6 +538,9 @@ struct Owner {
     rejected: u64,
     /// History entries dropped at [`HISTORY_HOLD`].
     history_dropped: u64,
+    /// Deliveries dropped at [`DELIVERIES_HOLD`], and their log line.
+    deliveries_dropped: u64,
+    deliveries_log: evict::RateLimited,
     /// When the next health line may be logged, and whether the last one
     /// said degraded.
     next_log: Instant,
@@ -501,7 +548,7 @@ struct Owner {
 }
 
 impl Owner {
-    fn new(mut start: Start, committed: watch::Sender<i64>, broker: Arc<AtomicU8>) -> Owner {
+    fn new(mut start: Start, watches: Watches, broker: Arc<AtomicU8>) -> Owner {
         let now = Instant::now();
         let marks = match &mut start.db {
             Some(db) => db.topic_seqs().unwrap_or_else(|_| start.seqs.clone()),
@@ -519,7 +566,8 @@ impl Owner {
             db: start.db,
             lock: start.lock,
             config,
-            committed,
+            committed: watches.committed,
+            delivered: watches.deliveries,
             flush_interval,
             pending: Queue::new(start.memory_bytes),
             next_id: start.last_id.saturating_add(1),
@@ -533,6 +581,7 @@ impl Owner {
             deletes: BTreeSet::new(),
             states: BTreeMap::new(),
             history: Vec::new(),
+            deliveries: Vec::new(),
             since: None,
             deletes_since: None,
             waiters: Vec::new(),
@@ -549,6 +598,8 @@ impl Owner {
             evicted: (0, 0),
             rejected: 0,
             history_dropped: 0,
+            deliveries_dropped: 0,
+            deliveries_log: evict::RateLimited::new(DROPPED_LOG_INTERVAL),
             next_log: now,
             logged_degraded: false,
         };
@@ -564,6 +615,7 @@ impl Owner {
             || !self.deletes.is_empty()
             || !self.states.is_empty()
             || !self.history.is_empty()
+            || !self.deliveries.is_empty()
     }
 
     /// The forwarder said the broker is down: nothing can be delivered.
@@ -594,6 +646,7 @@ impl Owner {
             || self.pending.bytes() >= bytes
             || self.deletes.len() >= DELETE_BATCH
             || self.history.len() >= GROUP_ROWS
+            || self.deliveries.len() >= GROUP_ROWS
     }
 
     /// The group interval: `flush_interval`, and at least [`OUTAGE_GROUP`]
@@ -758,6 +811,18 @@ impl Owner {
             self.history.drain(..n);
             self.history_dropped += n as u64;
         }
+        let t = sinks::trim_held(&mut self.deliveries, DELIVERIES_HOLD);
+        let n = t.meters + t.work_orders;
+        self.deliveries_dropped += n;
+        if let Some(n) = self.deliveries_log.add(n, Instant::now()) {
+            tracing::error!(
+                dropped = n,
+                total = self.deliveries_dropped,
+                work_orders = t.work_orders,
+                held = self.deliveries.len(),
+                "store degraded: CMMS deliveries dropped from memory at its bound (the oldest meters first)"
+            );
+        }
     }
 
     /// Messages into the group, each with the next id (one too large for
@@ -814,6 +879,56 @@ impl Owner {
         }
     }
 
+    /// CMMS deliveries into the group.
+    fn take_deliveries(&mut self, deliveries: Vec<Delivery>, now: Instant) {
+        if deliveries.is_empty() {
+            return;
+        }
+        self.deliveries.extend(deliveries);
+        if self.degraded.is_some() {
+            self.evict_memory();
+        }
+        if self.since.is_none() {
+            self.since = Some(now);
+        }
+    }
+
+    /// A connector's command: answered from the file, after committing
+    /// the open group when it writes (so it is never ahead of what was
+    /// queued before it), in a transaction of its own committed before
+    /// the reply.
+    fn sink(&mut self, cmd: SinkCommand) {
+        if self.db.is_none() {
+            let reason = self
+                .degraded
+                .as_ref()
+                .map_or_else(|| "not open".to_owned(), |d| d.reason.clone());
+            cmd.fail(StoreError::Io(format!(
+                "store degraded: the CMMS queues are in the store file, which cannot be opened ({reason})"
+            )));
+            return;
+        }
+        if cmd.writes() && self.has_writes() {
+            self.commit_all();
+            if let Some(d) = self.degraded.as_ref().filter(|_| self.failing.is_some()) {
+                cmd.fail(StoreError::Io(format!(
+                    "store degraded ({}): what was queued before cannot be committed, \
+                     so the CMMS queue is not changed: {}",
+                    d.fault.as_str(),
+                    d.reason
+                )));
+                return;
+            }
+        }
+        let Some(db) = &mut self.db else {
+            return;
+        };
+        if cmd.answer(db, &self.deliveries) == Answered::Unparked {
+            // Same value, yet seen as a change: connectors look again.
+            self.delivered.send_modify(|_| {});
+        }
+    }
+
     /// A named state into the group (the newest value of a key wins).
     fn take_state(&mut self, key: String, value: Vec<u8>, now: Instant) {
         self.states.insert(key, value);
@@ -836,6 +951,7 @@ impl Owner {
                 held,
                 history,
                 states,
+                deliveries,
             } => {
                 drop(held);
                 self.take_messages(messages, now);
@@ -843,7 +959,10 @@ impl Owner {
                 for (key, value) in states {
                     self.take_state(key, value, now);
                 }
+                self.take_deliveries(deliveries, now);
             }
+            Command::Deliveries(deliveries) => self.take_deliveries(deliveries, now),
+            Command::Sink(cmd) => self.sink(cmd),
             Command::Flush(reply) => {
                 if let Some(d) = self.degraded.as_ref().filter(|_| self.db.is_none()) {
                     let _ = reply.send(Err(StoreError::Io(format!(
@@ -1032,6 +1151,8 @@ impl Owner {
         st.held_max_bytes = self.pending.limit();
         st.held_evicted_readings = self.evicted.0;
         st.held_evicted_other = self.evicted.1;
+        st.held_deliveries = self.deliveries.len() as u64;
+        st.held_deliveries_dropped = self.deliveries_dropped;
         st.evicted_readings += self.evicted.0;
         st.evicted_other += self.evicted.1;
         st.degraded = self.degraded.as_ref().map(|d| Degraded {
@@ -1097,6 +1218,13 @@ impl Owner {
                 } else if self.next_id <= file_last {
                     self.next_id = file_last + 1;
                 }
+                // Deliveries the file held (from before this run) can go.
+                let sink_last = db.sink_last();
+                self.delivered.send_if_modified(|last| {
+                    let newer = sink_last > *last;
+                    *last = (*last).max(sink_last);
+                    newer
+                });
                 self.group_bytes = db.budget().group_bytes;
                 self.max_message_bytes = db.budget().max_message_bytes;
                 // One timeline for the whole run: rows already stamped on it.
@@ -1216,6 +1344,12 @@ impl Owner {
             };
             let history = if last_chunk { &self.history[..] } else { &[] };
             let recorded = history.len();
+            let deliveries = if last_chunk {
+                &self.deliveries[..]
+            } else {
+                &[]
+            };
+            let delivered = deliveries.len();
             let chunk_marks = if last_chunk {
                 std::mem::take(&mut marks)
             } else {
@@ -1226,6 +1360,7 @@ impl Owner {
                 &deletes,
                 &states,
                 history,
+                deliveries,
                 &chunk_marks,
             )?;
             self.pending.written(n);
@@ -1245,6 +1380,14 @@ impl Owner {
             // Nothing is queued during a commit: these are the entries
             // just written.
             self.history.drain(..recorded);
+            self.deliveries.drain(..delivered);
+            if let Some(id) = c.sink_last {
+                self.delivered.send_if_modified(|last| {
+                    let newer = id > *last;
+                    *last = (*last).max(id);
+                    newer
+                });
+            }
             self.reservations.written(&chunk_marks.seqs, now);
             if c.inserted > 0 && c.last_id > self.offered {
                 // Written: it may be offered, held or not.
@@ -1300,6 +1443,7 @@ impl Owner {
         }
         let lost = self.pending.len();
         let lost_history = self.history.len();
+        let lost_deliveries = self.deliveries.len();
         for w in self.waiters.drain(..) {
             let _ = w.send(Err(StoreError::Closed));
         }
@@ -1314,10 +1458,10 @@ impl Owner {
             }
             None => Ok(()),
         };
-        if lost > 0 || lost_history > 0 {
+        if lost > 0 || lost_history > 0 || lost_deliveries > 0 {
             let e = StoreError::Sqlite(format!(
-                "{lost} queued messages and {lost_history} history entries \
-                 could not be committed before closing"
+                "{lost} queued messages, {lost_history} history entries and \
+                 {lost_deliveries} CMMS deliveries could not be committed before closing"
             ));
             tracing::error!(error = %e, "outbox closed with messages lost");
             return Err(e);
