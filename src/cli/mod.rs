@@ -4,6 +4,7 @@
 //! device that did not answer), 2 bad usage (clap's own code).
 
 mod alarms;
+mod bridge;
 mod check;
 #[cfg(feature = "demo")]
 mod demo;
@@ -104,7 +105,20 @@ pub enum Command {
     /// Print the kept work orders and the recent work-order changes, from
     /// the store (works while the gateway runs).
     Workorders(workorders::WorkordersArgs),
+    /// Run the CMMS connectors for every gateway on a broker (an IT host's
+    /// bridge; see docs/cmms.md).
+    Bridge {
+        /// The bridge's configuration file.
+        #[arg(short = 'c', long = "config", env = "FIELDGATE_BRIDGE_CONFIG", default_value = DEFAULT_BRIDGE_CONFIG_PATH)]
+        path: PathBuf,
+        /// Only check the configuration and print every problem.
+        #[arg(long)]
+        check: bool,
+    },
 }
+
+/// Where `bridge` looks when `-c` is not given.
+pub const DEFAULT_BRIDGE_CONFIG_PATH: &str = "/etc/fieldgate/bridge.toml";
 
 /// Sets up `tracing` on stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging(format: LogFormat) {
@@ -150,6 +164,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         } => read::run(&config.path, &device, &tags),
         Command::Alarms(args) => alarms::run(&args),
         Command::Workorders(args) => workorders::run(&args),
+        Command::Bridge { path, check } => bridge::run(&path, check),
     }
 }
 
