@@ -147,6 +147,12 @@ tag = "pump.run"
 kind = "runtime"
 every = "500h"
 
+[[meters]]
+name = "pump_starts"
+tag = "pump.run"
+kind = "count"
+every = 1000
+
 {cmms}
 "#,
         data = data.display(),
@@ -165,6 +171,8 @@ struct Site {
     extra: String,
     sub: Subscriber,
     gateway: Option<(oneshot::Sender<()>, JoinHandle<Result<(), AppError>>)>,
+    /// Where reloads go, when the gateway was started with them.
+    reloads: Option<tokio::sync::mpsc::Sender<fieldgate::config::Config>>,
 }
 
 impl Site {
@@ -184,9 +192,28 @@ impl Site {
             extra: extra.to_owned(),
             sub,
             gateway: None,
+            reloads: None,
         };
         site.start_gateway().await;
         site
+    }
+
+    /// The store file the gateway writes.
+    fn store_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("data").join("fieldgate.db")
+    }
+
+    /// Applies `extra` as the connector's extra keys (a reload, as
+    /// `fieldgate reload` does).
+    async fn reload(&mut self, extra: &str) {
+        self.extra = extra.to_owned();
+        let config = self.config();
+        self.reloads
+            .as_ref()
+            .expect("started with reloads")
+            .send(config)
+            .await
+            .unwrap();
     }
 
     fn config(&self) -> fieldgate::config::Config {
@@ -204,7 +231,16 @@ impl Site {
     }
 
     async fn start_gateway(&mut self) {
-        let (stop, task) = gateway::spawn(self.config());
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(fieldgate::app::run_with_reloads(
+            self.config(),
+            async move {
+                let _ = stop_rx.await;
+            },
+            Some(reload_rx),
+        ));
+        self.reloads = Some(reload_tx);
         self.gateway = Some((stop, task));
         let status = format!("{BASE}/status");
         let online = self
@@ -431,4 +467,84 @@ async fn upkeep_lost_answer_is_not_a_second_work_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_lost_answer_is_dropped_by_its_idempotency_key() {
     lost_answer(Vendor::Webhook).await;
+}
+
+/// The CMMS refuses the work order (an asset it does not know): the
+/// delivery is parked with the CMMS's text, the work order still goes out
+/// on MQTT, and a reload with the asset mapped delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_work_order_is_parked_then_delivered_after_a_reload() {
+    let mut site = Site::start(Vendor::Maximo, "").await;
+    site.fake
+        .with(|s| s.unknown_assets = vec!["PUMP-001".into()]);
+    site.overheat();
+    let store = site.store_path();
+    let parked = wait::eventually(WAIT, async || {
+        let parked = fieldgate::store::Inspector::open(&store)
+            .ok()?
+            .parked_deliveries()
+            .ok()?;
+        (!parked.is_empty()).then_some(parked)
+    })
+    .await
+    .expect("the refused delivery is parked");
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].delivery.sink, "cmms");
+    assert!(
+        parked[0].error.starts_with("HTTP 400"),
+        "the CMMS's own text is kept: {}",
+        parked[0].error
+    );
+    assert!(site.work_orders().len() >= 1, "still published on MQTT");
+    assert_eq!(site.fake.created().len(), 0);
+    site.reload("assets = { \"PUMP-001\" = \"11430\" }").await;
+    site.created(1).await;
+    let created = site.fake.created();
+    assert_eq!(created[0].body["assetnum"], "11430");
+    let left = fieldgate::store::Inspector::open(&store)
+        .unwrap()
+        .parked_deliveries()
+        .unwrap();
+    assert!(left.is_empty(), "nothing parked after the reload: {left:?}");
+    site.finish().await;
+}
+
+/// A count meter mapped to a MaintainX meter: its readings reach the
+/// CMMS's meter readings API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meter_readings_reach_maintainx() {
+    let site = Site::start(Vendor::MaintainX, "meters = { pump_starts = \"4410\" }").await;
+    site.set("run", 1.0);
+    let fake = site.fake.clone();
+    let ok = wait::until(WAIT, || !fake.with(|s| s.meter_readings.is_empty())).await;
+    assert!(ok, "a meter reading within {WAIT:?}");
+    let (meter, body) = fake.with(|s| s.meter_readings[0].clone());
+    assert_eq!(meter, "4410");
+    assert!(body.to_string().contains('1'), "{body}");
+    site.finish().await;
+}
+
+/// A status pushed without the connector's credential is refused, and
+/// one for a work order that is not open is a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_pushes_need_the_connectors_credential() {
+    let site = Site::start(Vendor::Webhook, "").await;
+    let post = |auth: &'static str, id: &'static str| {
+        let addr = site.http;
+        async move {
+            crate::common::http::post(
+                addr,
+                &format!("/api/workorders/{id}/status"),
+                &[("Authorization", auth)],
+                r#"{"status":"closed"}"#,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(post("Bearer wrong", "01J").await.status, 401);
+    assert_eq!(post("", "01J").await.status, 401);
+    let auth: &'static str = Box::leak(format!("Bearer {SECRET}").into_boxed_str());
+    assert_eq!(post(auth, "01JNOTOPEN").await.status, 404);
+    site.finish().await;
 }
