@@ -548,3 +548,74 @@ async fn status_pushes_need_the_connectors_credential() {
     assert_eq!(post(auth, "01JNOTOPEN").await.status, 404);
     site.finish().await;
 }
+
+/// `kill -9` while the CMMS holds the create unanswered: after the
+/// restart the delivery is sent again, the lookup by key finds the work
+/// order the first attempt made, and the CMMS has exactly one.
+async fn killed_mid_request(vendor: Vendor) {
+    use std::process::{Command, Stdio};
+    tracing::init();
+    let sim = sim::start(SCENARIO).await;
+    let broker = broker::start();
+    let sub = Subscriber::start(broker, "cmms-kill-view", &format!("{BASE}/#")).await;
+    let fake = vendor.start().await;
+    fake.with(|s| s.swallow_creates = 1);
+    let dir = tempfile::tempdir().unwrap();
+    let section = vendor.section(&fake.url(), dir.path(), "");
+    let text = config_text(
+        &dir.path().join("data"),
+        sim.addr("pump").unwrap(),
+        broker,
+        broker::free_port().port(),
+        &section,
+    );
+    let path = dir.path().join("fieldgate.toml");
+    std::fs::write(&path, text).unwrap();
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn();
+    sim.set("pump", "temp", 95.0).unwrap();
+    let held = fake.clone();
+    assert!(
+        wait::until(WAIT, || held.created().len() == 1).await,
+        "the CMMS got the create"
+    );
+    // The CMMS has it and has not answered: the gateway dies now.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut child = spawn();
+    let reference = fake.created()[0].reference.clone();
+    let found = sub
+        .wait_until(Duration::from_secs(20), |m| {
+            m.iter()
+                .any(|x| is_work_order_topic(&x.topic) && x.json()["cmms"]["ref"] == reference)
+        })
+        .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    sim.shutdown().await;
+    assert!(found, "after the restart the work order carries the CMMS's reference {reference}");
+    assert_eq!(fake.created().len(), 1, "exactly one work order in the CMMS");
+    assert_eq!(fake.problems(), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maximo_kill_9_mid_request_is_not_a_second_work_order() {
+    killed_mid_request(Vendor::Maximo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_kill_9_mid_request_is_not_a_second_delivery() {
+    killed_mid_request(Vendor::Webhook).await;
+}
