@@ -406,7 +406,7 @@ impl Connector {
         }
         if let Some(request) = self.vendor.lookup(wo) {
             let answer = self.client.send(&request).await?;
-            if let Some(found) = self.vendor.read_lookup(&answer)? {
+            if let Some(found) = self.vendor.read_lookup(wo, &answer)? {
                 tracing::info!(
                     connector = %self.config.name,
                     key = %wo.key,

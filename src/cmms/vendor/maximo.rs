@@ -25,7 +25,7 @@ impl Vendor for Maximo {
     fn lookup(&self, _wo: &WorkOrderDoc) -> Option<Request> {
         None
     }
-    fn read_lookup(&self, _answer: &Answer) -> Result<Option<Found>, Failure> {
+    fn read_lookup(&self, _wo: &WorkOrderDoc, _answer: &Answer) -> Result<Option<Found>, Failure> {
         Ok(None)
     }
     fn create(&self, _wo: &WorkOrderDoc, _event: Event) -> Result<Request, Failure> {
