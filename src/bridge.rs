@@ -204,7 +204,7 @@ async fn drive(
             Ok(_) => {}
             Err(e) => {
                 failures = failures.saturating_add(1);
-                if failures == 1 || failures % 10 == 0 {
+                if failures == 1 || failures.is_multiple_of(10) {
                     tracing::warn!(error = %e, failures, "bridge: broker not reachable; retrying");
                 }
                 let wait = Duration::from_millis(500u64.saturating_mul(1 << failures.min(6)));

@@ -309,7 +309,7 @@ impl Connector {
         // A warning, not an error: the deliveries wait in the store and
         // nothing is lost. Logged on the first failure and then every
         // tenth, so an outage of hours does not flood the journal.
-        if self.failures == 1 || self.failures % 10 == 0 {
+        if self.failures == 1 || self.failures.is_multiple_of(10) {
             tracing::warn!(
                 connector = %self.config.name,
                 error = %text,
@@ -409,7 +409,7 @@ impl Connector {
         }
         if let Some(request) = self.vendor.lookup(wo) {
             let answer = self.client.send(&request).await?;
-            if let Some(found) = self.vendor.read_lookup(&answer)? {
+            if let Some(found) = self.vendor.read_lookup(wo, &answer)? {
                 tracing::info!(
                     connector = %self.config.name,
                     key = %wo.key,

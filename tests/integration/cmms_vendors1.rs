@@ -112,7 +112,7 @@ async fn maximo_creates_once_finds_by_key_and_maps_status() {
     let doc = wo();
 
     let lookup = mx.lookup(&doc).unwrap();
-    assert_eq!(mx.read_lookup(&exchange(&lookup).await), Ok(None));
+    assert_eq!(mx.read_lookup(&doc, &exchange(&lookup).await), Ok(None));
 
     let created = mx
         .read_create(&exchange(&mx.create(&doc, Event::Raised).unwrap()).await)
@@ -133,7 +133,10 @@ async fn maximo_creates_once_finds_by_key_and_maps_status() {
     assert_eq!(held[0].body["externalrefid"], "plant/gw/pump_hot/1");
 
     // A retry after a lost answer finds it instead of creating another.
-    let found = mx.read_lookup(&exchange(&lookup).await).unwrap().unwrap();
+    let found = mx
+        .read_lookup(&doc, &exchange(&lookup).await)
+        .unwrap()
+        .unwrap();
     assert_eq!(found.reference, "1001");
 
     let status = mx.status("1001").unwrap();
@@ -180,7 +183,7 @@ async fn maximo_refusals_park_and_an_outage_retries() {
 
     fake.set_down(true);
     assert!(matches!(
-        mx.read_lookup(&exchange(&mx.lookup(&doc).unwrap()).await),
+        mx.read_lookup(&doc, &exchange(&mx.lookup(&doc).unwrap()).await),
         Err(Failure::Retry(_))
     ));
     assert!(matches!(
@@ -207,7 +210,7 @@ async fn a_maximo_create_left_unanswered_is_found_by_the_next_lookup() {
     assert!(send(&create, Duration::from_millis(300)).await.is_err());
     // The delivery task retries: lookup first, and it is there.
     let found = mx
-        .read_lookup(&exchange(&mx.lookup(&doc).unwrap()).await)
+        .read_lookup(&doc, &exchange(&mx.lookup(&doc).unwrap()).await)
         .unwrap()
         .unwrap();
     assert_eq!(found.reference, "1001");

@@ -104,6 +104,19 @@ fn reading() -> MeterDoc {
     .unwrap()
 }
 
+/// What the vendor's lookup finds of `wo` in the fake.
+async fn looked_up(vendor: &dyn Vendor, wo: &WorkOrderDoc) -> Option<Found> {
+    let request = vendor.lookup(wo).unwrap();
+    vendor.read_lookup(wo, &exchange(&request).await).unwrap()
+}
+
+/// `work_order` with another key and its own key line.
+fn work_order_keyed(key: &str) -> WorkOrderDoc {
+    let mut wo = work_order("high");
+    wo.key = key.to_owned();
+    wo
+}
+
 /// The status the vendor reads after the fake is set to `vendor_status`.
 async fn polled(
     vendor: &dyn Vendor,
@@ -121,7 +134,8 @@ async fn maintainx_work_order_is_created_and_its_status_read_back() {
     let fake = maintainx::start(MX_KEY).await;
     let vendor = maintainx_vendor(&fake, MX_KEY, &[("P-101", "42")]);
     let wo = work_order("critical");
-    assert_eq!(vendor.lookup(&wo), None);
+    // Nothing held yet: the lookup finds nothing.
+    assert_eq!(looked_up(&vendor, &wo).await, None);
 
     let request = vendor.create(&wo, Event::Raised).unwrap();
     let found = vendor
@@ -138,7 +152,7 @@ async fn maintainx_work_order_is_created_and_its_status_read_back() {
     assert_eq!(body["type"], "REACTIVE");
     assert_eq!(body["externalData"]["fieldgateKey"], "plant/gw/pump_hot/1");
     assert!(body.get("locationId").is_none(), "Hall 2 is not mapped");
-    let sent = &fake.requests()[0];
+    let sent = &fake.requests()[1];
     assert_eq!(
         (sent.method.as_str(), sent.uri.as_str()),
         ("POST", "/v1/workorders")
@@ -271,7 +285,7 @@ async fn upkeep_work_order_is_created_and_its_status_read_back() {
     let fake = upkeep::start(UK_TOKEN).await;
     let vendor = upkeep_vendor(&fake, UK_TOKEN, &[("P-101", "gHhn43LMh3")]);
     let wo = work_order("medium");
-    assert_eq!(vendor.lookup(&wo), None);
+    assert_eq!(looked_up(&vendor, &wo).await, None);
     assert_eq!(vendor.meter(&reading(), "53"), None);
 
     let request = vendor.create(&wo, Event::Raised).unwrap();
@@ -289,7 +303,7 @@ async fn upkeep_work_order_is_created_and_its_status_read_back() {
     let body = &fake.created()[0].body;
     assert_eq!(body["priority"], json!(2));
     assert_eq!(body["asset"], "gHhn43LMh3");
-    let sent = &fake.requests()[0];
+    let sent = &fake.requests()[1];
     assert_eq!(
         (sent.method.as_str(), sent.uri.as_str()),
         ("POST", "/api/v2/work-orders/")
@@ -353,6 +367,116 @@ async fn upkeep_refusals_park_and_outages_retry() {
     assert_eq!(
         vendor.read_create(&answer).unwrap().unwrap().reference,
         "Wo00000001"
+    );
+    assert_eq!(fake.problems(), Vec::<String>::new());
+}
+
+/// A create whose answer is lost (the fake holds the work order and never
+/// answers; the client times out, as after a gateway killed mid-request),
+/// then the delivery task's lookup before creating again: it finds that
+/// work order, so nothing is created twice. Another work order with the
+/// same title and asset but another key is not taken for it.
+#[tokio::test]
+async fn maintainx_lookup_finds_the_create_whose_answer_was_lost() {
+    let fake = maintainx::start(MX_KEY).await;
+    let vendor = maintainx_vendor(&fake, MX_KEY, &[("P-101", "42")]);
+    // Same title and asset, another key: created and answered first.
+    let other = work_order_keyed("plant/gw/pump_hot/7");
+    let answer = exchange(&vendor.create(&other, Event::Raised).unwrap()).await;
+    assert_eq!(
+        vendor.read_create(&answer).unwrap().unwrap().reference,
+        "1000"
+    );
+
+    let wo = work_order("high");
+    assert_eq!(looked_up(&vendor, &wo).await, None);
+    fake.with(|s| s.swallow_creates = 1);
+    let request = vendor.create(&wo, Event::Raised).unwrap();
+    let lost = send(&request, Duration::from_millis(300)).await;
+    assert!(matches!(lost, Err(Failure::Retry(_))), "{lost:?}");
+
+    // The retry looks up first and finds it.
+    assert_eq!(
+        looked_up(&vendor, &wo).await,
+        Some(Found {
+            reference: "1001".into(),
+            status: Some(CmmsStatus::Accepted)
+        })
+    );
+    assert_eq!(looked_up(&vendor, &other).await.unwrap().reference, "1000");
+    assert_eq!(
+        looked_up(&vendor, &work_order_keyed("plant/gw/pump_hot/1/x")).await,
+        None
+    );
+    let created = fake.created();
+    assert_eq!(created.len(), 2, "one work order per key");
+    assert_eq!(
+        created
+            .iter()
+            .filter(|h| h.body["externalData"]["fieldgateKey"] == "plant/gw/pump_hot/1")
+            .count(),
+        1
+    );
+    let lookup = fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.method == "GET")
+        .unwrap();
+    assert!(
+        lookup
+            .uri
+            .starts_with("/v1/workorders?title=Bearing%20hot&assets=42&sort=-createdAt&limit=100"),
+        "{}",
+        lookup.uri
+    );
+    assert_eq!(fake.problems(), Vec::<String>::new());
+}
+
+/// The same for UpKeep: the swallowed create is found by its key line.
+#[tokio::test]
+async fn upkeep_lookup_finds_the_create_whose_answer_was_lost() {
+    let fake = upkeep::start(UK_TOKEN).await;
+    let vendor = upkeep_vendor(&fake, UK_TOKEN, &[("P-101", "gHhn43LMh3")]);
+    let other = work_order_keyed("plant/gw/pump_hot/7");
+    let answer = exchange(&vendor.create(&other, Event::Raised).unwrap()).await;
+    assert_eq!(
+        vendor.read_create(&answer).unwrap().unwrap().reference,
+        "Wo00000001"
+    );
+
+    let wo = work_order("high");
+    assert_eq!(looked_up(&vendor, &wo).await, None);
+    fake.with(|s| s.swallow_creates = 1);
+    let request = vendor.create(&wo, Event::Raised).unwrap();
+    let lost = send(&request, Duration::from_millis(300)).await;
+    assert!(matches!(lost, Err(Failure::Retry(_))), "{lost:?}");
+
+    assert_eq!(
+        looked_up(&vendor, &wo).await,
+        Some(Found {
+            reference: "Wo00000002".into(),
+            status: Some(CmmsStatus::Accepted)
+        })
+    );
+    assert_eq!(
+        looked_up(&vendor, &other).await.unwrap().reference,
+        "Wo00000001"
+    );
+    // Started in UpKeep meanwhile: the lookup reports it.
+    fake.set_status("Wo00000002", "inProgress");
+    assert_eq!(
+        looked_up(&vendor, &wo).await.unwrap().status,
+        Some(CmmsStatus::InProgress)
+    );
+    assert_eq!(fake.created().len(), 2, "one work order per key");
+    let lookup = fake
+        .requests()
+        .into_iter()
+        .rfind(|r| r.method == "GET")
+        .unwrap();
+    assert_eq!(
+        lookup.uri,
+        "/api/v2/work-orders?title=Bearing%20hot&asset=gHhn43LMh3&limit=100"
     );
     assert_eq!(fake.problems(), Vec::<String>::new());
 }

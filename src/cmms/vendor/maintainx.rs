@@ -17,6 +17,14 @@
 //!   `{"workOrder": {...}}`; the status is one of `OPEN`, `IN_PROGRESS`,
 //!   `ON_HOLD`, `DONE`, `CANCELED`, `SKIPPED`. A work order at the top
 //!   level (no `workOrder` wrapper) is read too.
+//! * `GET /v1/workorders` (`getWorkorders`, "List work orders") filters by
+//!   `title` (a string), `assets`, `locations` (integer ids, the key
+//!   repeated for several), `statuses`, `priorities`…, sorts by `sort`
+//!   (`createdAt`, `-createdAt` for newest first, and other dates), pages
+//!   with `limit` (1 to 200, 100 by default) and `cursor`, and answers
+//!   `{"workOrders": [...], "nextCursor"}`; each listed work order carries
+//!   its `id`, `title`, `status` and `description`, not its `externalData`.
+//!   A query it refuses is a 400 `{"error"}`.
 //! * `POST /v1/meterreadings` (`postMeterreadings`, the batch endpoint the
 //!   reference recommends): a JSON array of `{"meterId", "value",
 //!   "readingDate"}`; `201` with the readings back.
@@ -29,9 +37,25 @@
 //!   defines (the Categories API), not free text, and whether an unknown
 //!   label is refused or created is not documented. `type` carries
 //!   corrective (`REACTIVE`) or preventive (`PREVENTIVE`) instead.
-//! * No lookup: `GET /v1/workorders` filters by title, asset, location,
-//!   status… but not by `externalData`, so duplicate suppression after a
-//!   lost create answer relies on the reference the delivery task stored.
+//! * The lookup before a create, so that a create whose answer was lost
+//!   (a timeout, a gateway killed mid-request) is found, not made twice:
+//!   the list cannot filter by `externalData`, so it is narrowed by what
+//!   it can filter on, the work order's `title` and its mapped asset
+//!   (`assets`; or else its mapped location, `locations`), newest first,
+//!   100 of them, and the answer is searched for the key: the
+//!   `fieldgate key: <key>` line of a `description`, or an
+//!   `externalData.fieldgateKey` should MaintainX list one. Only the first
+//!   page is read (no `cursor`): the work order sought is among the newest
+//!   with its title and asset. Not narrowed by `createdAt[gte]`, which the
+//!   2026 copy of the reference has and an earlier one did not: the
+//!   gateway's clock is not MaintainX's, and a gateway clock ahead would
+//!   hide the very work order sought. Not by both asset and location: one
+//!   narrows enough, and each filter is one more field a technician may
+//!   have edited since. A technician who renamed the work order, or moved
+//!   it to another asset, before the retry defeats the lookup: it is then
+//!   created again. Several work orders with the key (an earlier
+//!   duplicate): the first created is taken. How MaintainX matches `title`
+//!   (whole, or contained) is not documented; either way the key decides.
 //! * `SKIPPED` (a recurring occurrence skipped) is read as cancelled: the
 //!   work will not be done, and fieldgate frees the slot as for closed.
 //!   `COMPLETED`, `CLOSED` and `CANCELLED` are not in the reference but are
@@ -111,13 +135,54 @@ impl MaintainX {
 }
 
 impl Vendor for MaintainX {
-    fn lookup(&self, _wo: &WorkOrderDoc) -> Option<Request> {
-        // The list endpoint cannot filter by externalData (top comment).
-        None
+    fn lookup(&self, wo: &WorkOrderDoc) -> Option<Request> {
+        // Narrowed by what the list can filter on; the key is matched in
+        // the answer (top comment).
+        let mut query = Vec::new();
+        if !wo.title.trim().is_empty() {
+            query.push(format!("title={}", encode_component(&wo.title)));
+        }
+        // The asset, or else the location: one filter narrows enough, and
+        // each is one more field a technician may have changed since. A
+        // mapping that is not an integer parks the create; the lookup just
+        // goes without it.
+        if let Ok(Some(asset)) = mapped_id(&self.config.assets, &wo.asset, "asset") {
+            query.push(format!("assets={asset}"));
+        } else if let Some(location) = wo.location.as_deref()
+            && let Ok(Some(id)) = mapped_id(&self.config.locations, location, "location")
+        {
+            query.push(format!("locations={id}"));
+        }
+        query.push("sort=-createdAt".to_owned());
+        query.push(format!("limit={LOOKUP_LIMIT}"));
+        Some(Request {
+            method: Method::Get,
+            url: format!("{}?{}", self.url("workorders"), query.join("&")),
+            headers: self.headers(false),
+            body: None,
+        })
     }
 
-    fn read_lookup(&self, _answer: &Answer) -> Result<Option<Found>, Failure> {
-        Ok(None)
+    fn read_lookup(&self, wo: &WorkOrderDoc, answer: &Answer) -> Result<Option<Found>, Failure> {
+        let doc = read_answer(answer)?;
+        let orders = doc
+            .get("workOrders")
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                Failure::Retry("MaintainX answered the lookup without \"workOrders\"".into())
+            })?;
+        // Newest first as asked: the last match is the first created.
+        let Some(order) = orders.iter().rev().find(|o| carries_key_mx(o, &wo.key)) else {
+            return Ok(None);
+        };
+        let reference = id_text(order.get("id")).ok_or_else(|| {
+            Failure::Retry(format!(
+                "MaintainX listed a work order with key {} but without its id",
+                wo.key
+            ))
+        })?;
+        let status = order.get("status").and_then(Value::as_str).and_then(status);
+        Ok(Some(Found { reference, status }))
     }
 
     fn create(&self, wo: &WorkOrderDoc, _event: Event) -> Result<Request, Failure> {
@@ -202,6 +267,26 @@ impl Vendor for MaintainX {
     }
 }
 
+/// Work orders the lookup asks for (the reference allows 1 to 200): a
+/// page of the newest with the work order's title and asset.
+const LOOKUP_LIMIT: u32 = 100;
+
+/// Whether a listed MaintainX work order is the one with `key`: its
+/// `externalData.fieldgateKey`, or its description's key line.
+fn carries_key_mx(order: &Value, key: &str) -> bool {
+    let external = order
+        .get("externalData")
+        .and_then(|e| e.get("fieldgateKey"))
+        .and_then(Value::as_str);
+    if external == Some(key) {
+        return true;
+    }
+    order
+        .get("description")
+        .and_then(Value::as_str)
+        .is_some_and(|d| carries_key(d, key))
+}
+
 /// MaintainX's priority for fieldgate's; `None` (left out: MaintainX's
 /// default) for a level fieldgate does not write.
 fn priority(level: &str) -> Option<&'static str> {
@@ -254,7 +339,7 @@ pub(super) fn technician_description(wo: &WorkOrderDoc) -> String {
         text.push_str(own);
         text.push_str("\n\n");
     }
-    text.push_str(&format!("fieldgate key: {}\n", wo.key));
+    text.push_str(&format!("{KEY_LINE}{}\n", wo.key));
     text.push_str(&format!(
         "Gateway: {}, site: {}, asset: {}",
         wo.gateway, wo.site, wo.asset
@@ -263,6 +348,20 @@ pub(super) fn technician_description(wo: &WorkOrderDoc) -> String {
         text.push_str(&format!(", location: {location}"));
     }
     text
+}
+
+/// The line of [`technician_description`] that names the work-order key.
+const KEY_LINE: &str = "fieldgate key: ";
+
+/// Whether `description` has the key line of `key` (a whole line, so that
+/// key `…/1` is not found in the line of key `…/10`; spaces around it, or a
+/// CR that a CMMS may have added, do not matter).
+pub(super) fn carries_key(description: &str, key: &str) -> bool {
+    description.lines().any(|line| {
+        line.trim()
+            .strip_prefix(KEY_LINE)
+            .is_some_and(|k| k.trim() == key)
+    })
 }
 
 /// The JSON of a 2xx answer, or why the exchange failed.
@@ -638,13 +737,192 @@ mod tests {
     }
 
     #[test]
-    fn no_lookup_and_no_updates() {
+    fn no_updates() {
         let v = vendor(&[], &[]);
         let order = wo("low", "corrective");
-        assert_eq!(v.lookup(&order), None);
-        assert_eq!(v.read_lookup(&answer(200, "{}")), Ok(None));
         assert_eq!(v.update(&order, "1000", Event::Updated), None);
         assert_eq!(v.update(&order, "1000", Event::Closed), None);
+    }
+
+    #[test]
+    fn the_lookup_narrows_by_title_and_asset_newest_first() {
+        let v = vendor(&[("P-101", "42")], &[("Hall 2", "7")]);
+        let request = v.lookup(&wo("high", "corrective")).unwrap();
+        assert_eq!(
+            vendor(&[], &[("Hall 2", "7")])
+                .lookup(&wo("high", "corrective"))
+                .unwrap()
+                .url,
+            "https://api.getmaintainx.com/v1/workorders?title=Bearing%20hot&locations=7&sort=-createdAt&limit=100"
+        );
+        assert_eq!(request.method, Method::Get);
+        assert_eq!(
+            request.url,
+            "https://api.getmaintainx.com/v1/workorders?title=Bearing%20hot&assets=42&sort=-createdAt&limit=100"
+        );
+        assert_eq!(request.body, None);
+        assert_eq!(header(&request, "Content-Type"), None);
+        assert_eq!(
+            header(&request, "Authorization"),
+            Some(format!("Bearer {KEY}").as_str())
+        );
+        assert!(!format!("{request:?}").contains(KEY));
+
+        // No asset mapping, or one that is not an integer: no asset filter.
+        for v in [vendor(&[], &[]), vendor(&[("P-101", "PUMP-101")], &[])] {
+            assert_eq!(
+                v.lookup(&wo("high", "corrective")).unwrap().url,
+                "https://api.getmaintainx.com/v1/workorders?title=Bearing%20hot&sort=-createdAt&limit=100"
+            );
+        }
+        // A title with reserved characters is encoded.
+        let mut odd = wo("high", "corrective");
+        odd.title = "Pump & valve = hot?".into();
+        assert!(
+            v.lookup(&odd)
+                .unwrap()
+                .url
+                .contains("title=Pump%20%26%20valve%20%3D%20hot%3F&")
+        );
+    }
+
+    /// A list answer of (id, description, externalData) work orders,
+    /// newest first, all with the same title.
+    fn listed(orders: &[(u64, &str, Value)]) -> Answer {
+        let orders: Vec<Value> = orders
+            .iter()
+            .map(|(id, description, external)| {
+                let mut o = json!({
+                    "id": id, "sequentialId": id - 999, "title": "Bearing hot",
+                    "status": "OPEN", "updatedAt": "2026-12-07T08:00:00.000Z",
+                    "description": description,
+                });
+                if !external.is_null() {
+                    o["externalData"] = external.clone();
+                }
+                o
+            })
+            .collect();
+        answer(
+            200,
+            &json!({"workOrders": orders, "nextCursor": null}).to_string(),
+        )
+    }
+
+    #[test]
+    fn the_lookup_finds_only_the_work_order_with_the_key() {
+        let v = vendor(&[], &[]);
+        let order = wo("high", "corrective");
+        let mine = "Bearing above 80 °C\n\nfieldgate key: plant/gw/pump_hot/1\nGateway: gw";
+        let other = "Bearing above 80 °C\n\nfieldgate key: plant/gw/pump_hot/2\nGateway: gw";
+        let longer = "fieldgate key: plant/gw/pump_hot/10\nGateway: gw";
+
+        // Same title, other keys: not this work order.
+        assert_eq!(
+            v.read_lookup(
+                &order,
+                &listed(&[(1003, other, Value::Null), (1002, longer, Value::Null)])
+            ),
+            Ok(None)
+        );
+        assert_eq!(v.read_lookup(&order, &listed(&[])), Ok(None));
+
+        // Two with the same title and different keys: the right one.
+        assert_eq!(
+            v.read_lookup(
+                &order,
+                &listed(&[
+                    (1005, other, Value::Null),
+                    (1004, mine, Value::Null),
+                    (1003, longer, Value::Null)
+                ])
+            ),
+            Ok(Some(Found {
+                reference: "1004".into(),
+                status: Some(CmmsStatus::Accepted)
+            }))
+        );
+        // The key in externalData (should MaintainX list it), and a
+        // description edited with CRs and spaces.
+        let found = v
+            .read_lookup(
+                &order,
+                &listed(&[
+                    (1007, "", json!({"fieldgateKey": "plant/gw/pump_hot/1"})),
+                    (1006, other, json!({"fieldgateKey": "x"})),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(found.unwrap().reference, "1007");
+        let edited = "Note\r\n  fieldgate key:  plant/gw/pump_hot/1 \r\nmore";
+        assert_eq!(
+            v.read_lookup(&order, &listed(&[(1008, edited, Value::Null)]))
+                .unwrap()
+                .unwrap()
+                .reference,
+            "1008"
+        );
+        // Two carrying the key (an earlier duplicate): the first created.
+        assert_eq!(
+            v.read_lookup(
+                &order,
+                &listed(&[(1010, mine, Value::Null), (1009, mine, Value::Null)])
+            )
+            .unwrap()
+            .unwrap()
+            .reference,
+            "1009"
+        );
+    }
+
+    #[test]
+    fn the_lookup_status_and_bad_answers() {
+        let v = vendor(&[], &[]);
+        let order = wo("high", "corrective");
+        let done = answer(
+            200,
+            r#"{"workOrders":[{"id":1000,"title":"Bearing hot","status":"DONE","description":"fieldgate key: plant/gw/pump_hot/1"}]}"#,
+        );
+        assert_eq!(
+            v.read_lookup(&order, &done).unwrap().unwrap().status,
+            Some(CmmsStatus::Closed)
+        );
+        let no_id = answer(
+            200,
+            r#"{"workOrders":[{"title":"Bearing hot","status":"OPEN","description":"fieldgate key: plant/gw/pump_hot/1"}]}"#,
+        );
+        assert!(matches!(
+            v.read_lookup(&order, &no_id),
+            Err(Failure::Retry(_))
+        ));
+        assert!(matches!(
+            v.read_lookup(&order, &answer(200, "{}")),
+            Err(Failure::Retry(_))
+        ));
+        assert!(matches!(
+            v.read_lookup(&order, &answer(200, "<html>")),
+            Err(Failure::Retry(_))
+        ));
+        assert_eq!(
+            v.read_lookup(&order, &answer(400, r#"{"error":"Bad query"}"#)),
+            Err(Failure::Park("HTTP 400: Bad query".into()))
+        );
+        assert!(matches!(
+            v.read_lookup(&order, &answer(503, "")),
+            Err(Failure::Retry(_))
+        ));
+    }
+
+    #[test]
+    fn the_key_line_is_matched_whole() {
+        assert!(carries_key("fieldgate key: a/b/1", "a/b/1"));
+        assert!(carries_key("x\nfieldgate key: a/b/1\ny", "a/b/1"));
+        assert!(!carries_key("fieldgate key: a/b/10", "a/b/1"));
+        assert!(!carries_key("fieldgate key: a/b/1", "a/b/10"));
+        assert!(!carries_key("the fieldgate key: a/b/1", "a/b/1"));
+        assert!(!carries_key("", "a/b/1"));
+        let text = technician_description(&wo("low", "corrective"));
+        assert!(carries_key(&text, "plant/gw/pump_hot/1"));
     }
 
     #[test]

@@ -167,7 +167,7 @@ impl Vendor for Maximo {
         ))
     }
 
-    fn read_lookup(&self, answer: &Answer) -> Result<Option<Found>, Failure> {
+    fn read_lookup(&self, _wo: &WorkOrderDoc, answer: &Answer) -> Result<Option<Found>, Failure> {
         first_member(answer).map(|member| member.and_then(|m| found(&m)))
     }
 
@@ -545,7 +545,7 @@ mod tests {
     #[test]
     fn lookups_read_the_first_member() {
         let mx = maximo();
-        let read = |body: &str| mx.read_lookup(&answer(200, body));
+        let read = |body: &str| mx.read_lookup(&wo(), &answer(200, body));
         assert_eq!(
             read(
                 r#"{"member":[{"wonum":"1234","status":"WAPPR","siteid":"BEDFORD"},{"wonum":"9"}],"href":"x"}"#
@@ -610,7 +610,7 @@ mod tests {
         );
         let old = r#"{"oslc:Error":{"oslc:statusCode":"401","oslc:message":"BMXAA7901E - You cannot log in at this time."}}"#;
         assert_eq!(
-            mx.read_lookup(&answer(401, old)),
+            mx.read_lookup(&wo(), &answer(401, old)),
             Err(Failure::Park(
                 "HTTP 401: BMXAA7901E - You cannot log in at this time.".into()
             ))

@@ -65,8 +65,11 @@ pub trait Vendor: Send + Sync {
     /// the API cannot search by it.
     fn lookup(&self, wo: &WorkOrderDoc) -> Option<Request>;
 
-    /// Reads the lookup's answer: the work order found, or `None`.
-    fn read_lookup(&self, answer: &Answer) -> Result<Option<Found>, Failure>;
+    /// Reads the lookup's answer: the CMMS's work order carrying
+    /// `wo.key`, or `None`. The answer may list other work orders too (an
+    /// API that can only narrow the search by title or asset): only one
+    /// that carries this key is a match.
+    fn read_lookup(&self, wo: &WorkOrderDoc, answer: &Answer) -> Result<Option<Found>, Failure>;
 
     /// The request that creates the work order (for `Raised`, or for a
     /// first `Updated` of a key never created), or why it cannot be built

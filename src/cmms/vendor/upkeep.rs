@@ -28,9 +28,27 @@
 //! * The work-order key goes in the description: no custom fields on a
 //!   work-order create were found documented, and a `category` must be one
 //!   the account configured, so none is sent.
-//! * No lookup: the list of work orders cannot be filtered by anything
-//!   fieldgate writes, so duplicate suppression after a lost create
-//!   answer relies on the reference the delivery task stored.
+//! * The lookup before a create (a create whose answer was lost, by a
+//!   timeout or a gateway killed mid-request, must not be made twice):
+//!   `GET /api/v2/work-orders` answers `{"success": true, "results":
+//!   [...]}` (as every public client reads it). Nothing fieldgate writes
+//!   can be searched for, so the list is narrowed and the answer's work
+//!   orders are searched for the `fieldgate key: <key>` line of their
+//!   description. Narrowed by `title` (exact, as a published wrapper of
+//!   the API documents it), the mapped `asset` or else the mapped
+//!   `location` (under the names the create takes; public clients filter
+//!   by `location`), and `limit=100` (public clients send `limit` and
+//!   `offset`). Which of these
+//!   filters UpKeep's own reference lists could not be read: one it does
+//!   not know only widens the answer, the key decides. No sort is sent:
+//!   the wrapper documents newest first as the default, and the name and
+//!   form of a sort parameter could not be confirmed; only the first page
+//!   is read (no `offset`), so a work order older than the 100 newest with
+//!   its title and asset (or location) is not found. A technician who renamed
+//!   the work order or moved it before the retry defeats the lookup: it is
+//!   created again. Several work orders with the key (an earlier
+//!   duplicate): the last listed is taken (the first created, newest
+//!   first).
 //! * No meter readings: a public client posts `{"value"}` to
 //!   `/api/v2/meters/{id}/readings`, but the reference's "Meters" section
 //!   could not be read to confirm it, so UpKeep connectors take none.
@@ -41,7 +59,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::maintainx::technician_description;
+use super::maintainx::{carries_key, technician_description};
 use super::{Event, Vendor};
 use crate::cmms::exchange::{
     self, Answer, CmmsStatus, Failure, Found, Method, Request, encode_component, is_success, join,
@@ -102,13 +120,51 @@ impl UpKeep {
 }
 
 impl Vendor for UpKeep {
-    fn lookup(&self, _wo: &WorkOrderDoc) -> Option<Request> {
-        // Nothing fieldgate writes can be searched for (top comment).
-        None
+    fn lookup(&self, wo: &WorkOrderDoc) -> Option<Request> {
+        // Narrowed by what the list can filter on; the key is matched in
+        // the answer (top comment).
+        let mut query = Vec::new();
+        if !wo.title.trim().is_empty() {
+            query.push(format!("title={}", encode_component(&wo.title)));
+        }
+        // The asset, or else the location: one filter narrows enough, and
+        // each is one more field a technician may have changed since.
+        if let Some(id) = self.config.assets.get(&wo.asset) {
+            query.push(format!("asset={}", encode_component(id)));
+        } else if let Some(id) = wo
+            .location
+            .as_deref()
+            .and_then(|l| self.config.locations.get(l))
+        {
+            query.push(format!("location={}", encode_component(id)));
+        }
+        query.push(format!("limit={LOOKUP_LIMIT}"));
+        Some(Request {
+            method: Method::Get,
+            url: format!("{}?{}", self.url("work-orders"), query.join("&")),
+            headers: self.headers(false),
+            body: None,
+        })
     }
 
-    fn read_lookup(&self, _answer: &Answer) -> Result<Option<Found>, Failure> {
-        Ok(None)
+    fn read_lookup(&self, wo: &WorkOrderDoc, answer: &Answer) -> Result<Option<Found>, Failure> {
+        let orders = read_results(answer)?;
+        // Newest first: the last match is the first created.
+        let Some(order) = orders.iter().rev().find(|o| {
+            o.get("description")
+                .and_then(Value::as_str)
+                .is_some_and(|d| carries_key(d, &wo.key))
+        }) else {
+            return Ok(None);
+        };
+        let reference = id_text(order.get("id")).ok_or_else(|| {
+            Failure::Retry(format!(
+                "UpKeep listed a work order with key {} but without its id",
+                wo.key
+            ))
+        })?;
+        let status = order.get("status").and_then(Value::as_str).and_then(status);
+        Ok(Some(Found { reference, status }))
     }
 
     fn create(&self, wo: &WorkOrderDoc, _event: Event) -> Result<Request, Failure> {
@@ -176,6 +232,11 @@ impl Vendor for UpKeep {
     }
 }
 
+/// Work orders the lookup asks for: a page of the newest with the work
+/// order's title and asset (or location), small enough that the answer stays
+/// far below what the client reads of one.
+const LOOKUP_LIMIT: u32 = 100;
+
 /// UpKeep's priority (0 none, 1 low, 2 medium, 3 high) for fieldgate's;
 /// `None` (left out) for a level fieldgate does not write.
 fn priority(level: &str) -> Option<u8> {
@@ -206,6 +267,18 @@ fn status(text: &str) -> Option<CmmsStatus> {
 /// The `result` of a 2xx answer with `success` not false, or why the
 /// exchange failed.
 fn read_result(answer: &Answer) -> Result<Map<String, Value>, Failure> {
+    let doc = read_doc(answer)?;
+    match doc.get("result") {
+        Some(Value::Object(result)) => Ok(result.clone()),
+        _ => Err(Failure::Retry(
+            "UpKeep answered without a work order (no \"result\")".into(),
+        )),
+    }
+}
+
+/// The JSON of a 2xx answer with `success` not false, or why the exchange
+/// failed.
+fn read_doc(answer: &Answer) -> Result<Value, Failure> {
     if !is_success(answer) {
         return Err(exchange::failure(answer, error_text(&answer.body)));
     }
@@ -219,10 +292,17 @@ fn read_result(answer: &Answer) -> Result<Map<String, Value>, Failure> {
     if doc.get("success") == Some(&Value::Bool(false)) {
         return Err(exchange::failure(answer, error_text(&answer.body)));
     }
-    match doc.get("result") {
-        Some(Value::Object(result)) => Ok(result.clone()),
+    Ok(doc)
+}
+
+/// The `results` of a 2xx list answer with `success` not false, or why
+/// the exchange failed.
+fn read_results(answer: &Answer) -> Result<Vec<Value>, Failure> {
+    let doc = read_doc(answer)?;
+    match doc.get("results") {
+        Some(Value::Array(results)) => Ok(results.clone()),
         _ => Err(Failure::Retry(
-            "UpKeep answered without a work order (no \"result\")".into(),
+            "UpKeep answered the lookup without a list (no \"results\")".into(),
         )),
     }
 }
@@ -438,11 +518,122 @@ mod tests {
     }
 
     #[test]
-    fn no_lookup_updates_or_meters() {
+    fn the_lookup_narrows_by_title_and_asset_or_location() {
+        let v = vendor(&[("P-101", "gHhn43LMh3")], &[("Hall 2", "Kfhn 3/Mh3")]);
+        let request = v.lookup(&wo("low")).unwrap();
+        assert_eq!(request.method, Method::Get);
+        assert_eq!(
+            request.url,
+            "https://api.onupkeep.com/api/v2/work-orders?title=Bearing%20hot&asset=gHhn43LMh3&limit=100"
+        );
+        assert_eq!(
+            vendor(&[], &[("Hall 2", "Kfhn 3/Mh3")])
+                .lookup(&wo("low"))
+                .unwrap()
+                .url,
+            "https://api.onupkeep.com/api/v2/work-orders?title=Bearing%20hot&location=Kfhn%203%2FMh3&limit=100"
+        );
+        assert_eq!(request.body, None);
+        assert_eq!(header(&request, "Session-Token"), Some(TOKEN));
+        assert_eq!(header(&request, "Content-Type"), None);
+        assert!(!format!("{request:?}").contains(TOKEN));
+        assert_eq!(
+            vendor(&[], &[]).lookup(&wo("low")).unwrap().url,
+            "https://api.onupkeep.com/api/v2/work-orders?title=Bearing%20hot&limit=100"
+        );
+    }
+
+    fn listed(orders: &[(&str, &str, &str)]) -> Answer {
+        let results: Vec<Value> = orders
+            .iter()
+            .map(|(id, description, status)| {
+                json!({"id": id, "title": "Bearing hot", "description": description, "status": status})
+            })
+            .collect();
+        answer(
+            200,
+            &json!({"success": true, "results": results}).to_string(),
+        )
+    }
+
+    #[test]
+    fn the_lookup_finds_only_the_work_order_with_the_key() {
         let v = vendor(&[], &[]);
         let order = wo("low");
-        assert_eq!(v.lookup(&order), None);
-        assert_eq!(v.read_lookup(&answer(200, "{}")), Ok(None));
+        let mine = "fieldgate key: plant/gw/pump_hot/1\nGateway: gw";
+        let other = "fieldgate key: plant/gw/pump_hot/2\nGateway: gw";
+        let longer = "fieldgate key: plant/gw/pump_hot/11\nGateway: gw";
+        assert_eq!(
+            v.read_lookup(
+                &order,
+                &listed(&[("w3", other, "open"), ("w2", longer, "open")])
+            ),
+            Ok(None)
+        );
+        assert_eq!(v.read_lookup(&order, &listed(&[])), Ok(None));
+        assert_eq!(
+            v.read_lookup(
+                &order,
+                &listed(&[
+                    ("w5", other, "open"),
+                    ("w4", mine, "inProgress"),
+                    ("w3", longer, "open")
+                ])
+            ),
+            Ok(Some(Found {
+                reference: "w4".into(),
+                status: Some(CmmsStatus::InProgress)
+            }))
+        );
+        // Two with the key: the first created (listed last).
+        assert_eq!(
+            v.read_lookup(
+                &order,
+                &listed(&[("w7", mine, "open"), ("w6", mine, "onHold")])
+            ),
+            Ok(Some(Found {
+                reference: "w6".into(),
+                status: None
+            }))
+        );
+        // A work order without a description is not this one.
+        let bare = answer(
+            200,
+            r#"{"success":true,"results":[{"id":"w8","title":"Bearing hot"}]}"#,
+        );
+        assert_eq!(v.read_lookup(&order, &bare), Ok(None));
+        let no_id = answer(
+            200,
+            r#"{"success":true,"results":[{"description":"fieldgate key: plant/gw/pump_hot/1"}]}"#,
+        );
+        assert!(matches!(
+            v.read_lookup(&order, &no_id),
+            Err(Failure::Retry(_))
+        ));
+        assert!(matches!(
+            v.read_lookup(&order, &answer(200, r#"{"success":true,"result":{}}"#)),
+            Err(Failure::Retry(_))
+        ));
+        assert_eq!(
+            v.read_lookup(
+                &order,
+                &answer(
+                    401,
+                    r#"{"success":false,"message":"Invalid session token"}"#
+                )
+            ),
+            Err(Failure::Park("HTTP 401: Invalid session token".into()))
+        );
+        assert!(matches!(
+            v.read_lookup(&order, &answer(502, "")),
+            Err(Failure::Retry(_))
+        ));
+    }
+
+    #[test]
+    fn no_updates_or_meters() {
+        let v = vendor(&[], &[]);
+        let order = wo("low");
         assert_eq!(v.update(&order, "w1", Event::Closed), None);
         let reading = received::meter(
             br#"{"schema":"fieldgate.meter/1","meter":"m","kind":"runtime","value":1.0,"ts":"2026-12-07T08:00:00.000Z"}"#,

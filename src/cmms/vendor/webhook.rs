@@ -245,7 +245,7 @@ impl Vendor for Webhook {
         None
     }
 
-    fn read_lookup(&self, _answer: &Answer) -> Result<Option<Found>, Failure> {
+    fn read_lookup(&self, _wo: &WorkOrderDoc, _answer: &Answer) -> Result<Option<Found>, Failure> {
         Ok(None)
     }
 

@@ -4,7 +4,15 @@
 //! `OTHER`, `REACTIVE`, `PREVENTIVE`, `externalData` an object, number or
 //! string, nothing outside the documented fields) answering `200 {"id"}`
 //! with ids from 1000 up; `GET /v1/workorders/{id}` answering
-//! `{"workOrder": {...}}`; `POST /v1/meterreadings` taking an array of
+//! `{"workOrder": {...}}`; `GET /v1/workorders` (`getWorkorders`) with the
+//! documented query parameters (`title`, `assets`, `locations`, `statuses`
+//! filter the held work orders, `sort` orders them, `limit` from 1 to 200;
+//! any other parameter the reference lists is recorded as not simulated,
+//! an unknown one is refused), answering `{"workOrders": [...],
+//! "nextCursor"}` with the fields the reference lists for a listed work
+//! order (`description` among them, not `externalData`); how MaintainX
+//! matches `title` is not documented, the fake matches it whole;
+//! `POST /v1/meterreadings` taking an array of
 //! `{"meterId", "value", "readingDate"}` and answering 201. Errors as
 //! MaintainX gives them: 401 with no body, `{"errors": [{"error",
 //! "fieldPath", "fieldValue"}]}` for a refused body, `{"error"}` for a
@@ -119,6 +127,7 @@ async fn handle(
                 Created::Swallowed => true,
             },
             (Method::POST, "/v1/meterreadings") => return meter_readings(&mut s, &headers, &body),
+            (Method::GET, "/v1/workorders") => return list(&mut s, uri.query(), &body),
             (Method::GET, p) if p.starts_with("/v1/workorders/") => {
                 return get(&mut s, &p["/v1/workorders/".len()..], &body);
             }
@@ -292,6 +301,204 @@ fn get(s: &mut State, id: &str, body: &[u8]) -> Response {
         "updatedAt": "2026-12-07T08:00:00.000Z",
     });
     (StatusCode::OK, axum::Json(json!({ "workOrder": order }))).into_response()
+}
+
+/// The query parameters `getWorkorders` documents.
+const LIST_PARAMS: &[&str] = &[
+    "cursor",
+    "limit",
+    "title",
+    "assets",
+    "notAssets",
+    "locations",
+    "notLocations",
+    "parts",
+    "notParts",
+    "vendors",
+    "notVendors",
+    "assignees",
+    "teams",
+    "categories",
+    "notCategories",
+    "priorities",
+    "statuses",
+    "partStatuses",
+    "parentSubWorkOrderTypes",
+    "show_upcoming",
+    "updatedAt[gte]",
+    "updatedAt[lte]",
+    "createdAt[gte]",
+    "createdAt[lte]",
+    "sort",
+    "expand",
+];
+
+/// The values of `sort`.
+const SORTS: &[&str] = &[
+    "updatedAt",
+    "createdAt",
+    "dueDate",
+    "startedAt",
+    "completedAt",
+    "-updatedAt",
+    "-createdAt",
+    "-dueDate",
+    "-startedAt",
+    "-completedAt",
+];
+
+/// The values of `statuses`.
+const STATUSES: &[&str] = &[
+    "OPEN",
+    "IN_PROGRESS",
+    "ON_HOLD",
+    "DONE",
+    "CANCELED",
+    "SKIPPED",
+];
+
+/// `createdAt` of the `index`-th work order held: one second apart.
+fn created_at(index: usize) -> String {
+    format!(
+        "2026-12-07T08:{:02}:{:02}.000Z",
+        (index / 60) % 60,
+        index % 60
+    )
+}
+
+/// `GET /v1/workorders`: the held work orders the query selects.
+fn list(s: &mut State, query: Option<&str>, body: &[u8]) -> Response {
+    // A query MaintainX refuses: 400 `{"error"}`.
+    fn refuse(s: &mut State, text: String) -> Response {
+        s.problems.push(format!("GET /v1/workorders: {text}"));
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "error": text })),
+        )
+            .into_response()
+    }
+    if !body.is_empty() {
+        s.problems
+            .push("GET /v1/workorders: a GET with a body".to_owned());
+    }
+    let pairs = match query_pairs(query.unwrap_or_default()) {
+        Ok(pairs) => pairs,
+        Err(e) => return refuse(s, e),
+    };
+    let mut title = None;
+    let mut assets = Vec::new();
+    let mut locations = Vec::new();
+    let mut statuses = Vec::new();
+    let mut limit = 100usize;
+    let mut newest_first = false;
+    for (name, value) in pairs {
+        match name.as_str() {
+            "title" => title = Some(value),
+            "assets" | "locations" => match value.parse::<i64>() {
+                Ok(id) if name == "assets" => assets.push(id),
+                Ok(id) => locations.push(id),
+                Err(_) => return refuse(s, format!("{name} must be integers, is {value:?}")),
+            },
+            "statuses" if STATUSES.contains(&value.as_str()) => statuses.push(value),
+            "statuses" => return refuse(s, format!("statuses: {value:?} is not a status")),
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=200).contains(&n) => limit = n,
+                _ => return refuse(s, format!("limit must be from 1 to 200, is {value:?}")),
+            },
+            "sort" if SORTS.contains(&value.as_str()) => newest_first = value == "-createdAt",
+            "sort" => return refuse(s, format!("sort: {value:?} is not a sort")),
+            n if LIST_PARAMS.contains(&n) => s.problems.push(format!(
+                "GET /v1/workorders: {n} is documented but the fake does not simulate it"
+            )),
+            n => return refuse(s, format!("{n} is not a parameter of getWorkorders")),
+        }
+    }
+    let mut selected: Vec<(usize, &Held)> = s
+        .created
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| {
+            title
+                .as_deref()
+                .is_none_or(|t| h.body.get("title").and_then(Value::as_str) == Some(t))
+        })
+        .filter(|(_, h)| {
+            assets.is_empty()
+                || h.body
+                    .get("assetId")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|a| assets.contains(&a))
+        })
+        .filter(|(_, h)| {
+            locations.is_empty()
+                || h.body
+                    .get("locationId")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|l| locations.contains(&l))
+        })
+        .filter(|(_, h)| statuses.is_empty() || statuses.contains(&h.status))
+        .collect();
+    if newest_first {
+        selected.reverse();
+    }
+    let orders: Vec<Value> = selected
+        .into_iter()
+        .take(limit)
+        .map(|(index, held)| {
+            let id: u64 = held.reference.parse().unwrap_or_default();
+            json!({
+                "id": id,
+                "sequentialId": id.saturating_sub(999),
+                "title": held.body.get("title").cloned().unwrap_or(Value::Null),
+                "description": held.body.get("description").cloned().unwrap_or(Value::Null),
+                "priority": held.body.get("priority").cloned().unwrap_or(json!("NONE")),
+                "locationId": held.body.get("locationId").cloned().unwrap_or(Value::Null),
+                "type": held.body.get("type").cloned().unwrap_or(Value::Null),
+                "status": held.status,
+                "createdAt": created_at(index),
+                "updatedAt": created_at(index),
+            })
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        axum::Json(json!({ "workOrders": orders, "nextCursor": null })),
+    )
+        .into_response()
+}
+
+/// The decoded `name=value` pairs of a query, in order (`+` is a space,
+/// `%XX` a byte).
+pub(super) fn query_pairs(query: &str) -> Result<Vec<(String, String)>, String> {
+    fn decode(text: &str) -> Result<String, String> {
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let hex = text
+                        .get(i + 1..i + 3)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| format!("bad percent-encoding in {text:?}"))?;
+                    out.push(hex);
+                    i += 2;
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).map_err(|_| format!("{text:?} is not UTF-8 once decoded"))
+    }
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (name, value) = p.split_once('=').unwrap_or((p, ""));
+            Ok((decode(name)?, decode(value)?))
+        })
+        .collect()
 }
 
 fn meter_readings(s: &mut State, headers: &HeaderMap, body: &[u8]) -> Response {

@@ -5,8 +5,16 @@
 //! and nothing outside the create's fields (`assetId`/`locationId` are the
 //! answer's names, not the create's), answering `{"success": true,
 //! "result": {...}}` with string ids; `GET /api/v2/work-orders/{id}` with
-//! the held `status` (`open`, `onHold`, `inProgress`, `complete`). Errors
-//! are `{"success": false, "message": "..."}`.
+//! the held `status` (`open`, `onHold`, `inProgress`, `complete`);
+//! `GET /api/v2/work-orders` answering `{"success": true, "results":
+//! [...]}`, newest first (the default a published wrapper of the API
+//! documents), filtered by `title` (whole), `asset` and `location`, cut at
+//! `limit` after `offset`. UpKeep's reference for the list could not be
+//! read: the parameters taken are those public clients send (`limit`,
+//! `offset`, `location`, `isComplete`) and those the wrapper lists
+//! (`title`, `asset`, `status`, `category`, `priority`, `includes`); the
+//! ones not simulated are recorded, any other is refused. Errors are
+//! `{"success": false, "message": "..."}`.
 
 use std::sync::{Arc, Mutex};
 
@@ -16,6 +24,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::maintainx::query_pairs;
 use super::{FakeCmms, Held, Recorded, State};
 
 /// Starts the fake, expecting `secret` as its credential.
@@ -96,6 +105,9 @@ async fn handle(
                     Created::Answer(response) => return response,
                     Created::Swallowed => true,
                 }
+            }
+            (Method::GET, "/api/v2/work-orders" | "/api/v2/work-orders/") => {
+                return list(&mut s, uri.query(), &body);
             }
             (Method::GET, p) if p.starts_with("/api/v2/work-orders/") => {
                 return get(&mut s, &p["/api/v2/work-orders/".len()..], &body);
@@ -234,6 +246,74 @@ fn get(s: &mut State, id: &str, body: &[u8]) -> Response {
     (
         StatusCode::OK,
         axum::Json(json!({"success": true, "result": result})),
+    )
+        .into_response()
+}
+
+/// The list's parameters the fake knows of but does not simulate.
+const LIST_PARAMS_NOT_SIMULATED: &[&str] =
+    &["isComplete", "status", "category", "priority", "includes"];
+
+/// `GET /api/v2/work-orders`: the held work orders the query selects,
+/// newest first.
+fn list(s: &mut State, query: Option<&str>, body: &[u8]) -> Response {
+    fn refuse(s: &mut State, text: String) -> Response {
+        s.problems.push(format!("GET /api/v2/work-orders: {text}"));
+        refused(StatusCode::BAD_REQUEST, &text)
+    }
+    if !body.is_empty() {
+        s.problems
+            .push("GET /api/v2/work-orders: a GET with a body".to_owned());
+    }
+    let pairs = match query_pairs(query.unwrap_or_default()) {
+        Ok(pairs) => pairs,
+        Err(e) => return refuse(s, e),
+    };
+    let (mut title, mut asset, mut location) = (None, None, None);
+    let (mut limit, mut offset) = (100usize, 0usize);
+    for (name, value) in pairs {
+        match name.as_str() {
+            "title" => title = Some(value),
+            "asset" => asset = Some(value),
+            "location" => location = Some(value),
+            "limit" | "offset" => match value.parse::<usize>() {
+                Ok(n) if name == "offset" => offset = n,
+                Ok(n) if n > 0 => limit = n,
+                _ => {
+                    return refuse(
+                        s,
+                        format!("{name} must be a positive integer, is {value:?}"),
+                    );
+                }
+            },
+            n if LIST_PARAMS_NOT_SIMULATED.contains(&n) => s.problems.push(format!(
+                "GET /api/v2/work-orders: the fake does not simulate {n}"
+            )),
+            n => return refuse(s, format!("{n} is not a known parameter of the list")),
+        }
+    }
+    let field = |h: &Held, name: &str| h.body.get(name).and_then(Value::as_str).map(str::to_owned);
+    let results: Vec<Value> = s
+        .created
+        .iter()
+        .rev()
+        .filter(|h| title.is_none() || field(h, "title") == title)
+        .filter(|h| asset.is_none() || field(h, "asset") == asset)
+        .filter(|h| location.is_none() || field(h, "location") == location)
+        .skip(offset)
+        .take(limit)
+        .map(|held| {
+            let mut result = held.body.clone();
+            result["id"] = json!(held.reference);
+            result["status"] = json!(held.status);
+            result["createdAt"] = json!("2026-12-07T08:00:00.000Z");
+            result["updatedAt"] = json!("2026-12-07T08:00:00.000Z");
+            result
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        axum::Json(json!({"success": true, "results": results})),
     )
         .into_response()
 }
