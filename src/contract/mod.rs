@@ -21,12 +21,14 @@
 //! * [`status`]: the online/offline status.
 //! * [`rules`]: alarm, work-order and meter messages (serde).
 //! * [`inbound`]: every message received, read into a typed [`Request`].
+//! * [`claims`]: how the bridges of a group agree who creates a work order.
 //! * [`received`]: fieldgate's own work-order and meter messages read back
 //!   (what the CMMS connectors and `fieldgate bridge` deliver).
 //!
 //! Nothing here does I/O: the forwarder (`mqtt`) moves these bytes, the
 //! pipeline decides what to send.
 
+pub mod claims;
 pub(crate) mod data;
 pub mod inbound;
 pub(crate) mod json;

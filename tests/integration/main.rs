@@ -14,6 +14,7 @@
 mod common;
 
 mod acquisition;
+mod cmms_bridge;
 mod cmms_flow;
 mod cmms_vendors1;
 mod cmms_vendors2;

@@ -18,10 +18,13 @@
 //!   reference), and a repeat of a raise (a gateway republishes its open
 //!   work orders at each reconnect) is dropped. With two bridges in one
 //!   shared-subscription group, the broker hands each message to one of
-//!   them; the connector then reports the CMMS's reference on the work
-//!   order's status topic, so every later copy carries it and the other
-//!   bridge adopts it rather than creating; the vendor's lookup by key
-//!   (where its API has one) covers the moments in between.
+//!   them, but a raise and its republished copy may reach both at once:
+//!   before queueing a create, a bridge claims the key on the group's
+//!   claims topic (`contract::claims`), and only the bridge whose claim
+//!   the broker delivered first creates it. The connector then reports the
+//!   CMMS's reference on the work order's status topic, so every later
+//!   copy carries it and is adopted rather than created; the vendor's
+//!   lookup by key covers a claim lost with a broker.
 //! * **Status.** Statuses from the CMMS (polled) are published on the
 //!   work order's `…/status` topic, which the gateway applies like any
 //!   CMMS's.
@@ -37,9 +40,12 @@ use std::time::{Duration, SystemTime};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, Transport};
 use tokio::sync::mpsc;
 
+mod claims;
+
 use crate::cmms::vendor::Event as WoEvent;
 use crate::cmms::{Connectors, REPORTS_CAPACITY, Reported, route};
 use crate::config::BridgeConfig;
+use crate::contract::claims::{self as claim, Claim};
 use crate::contract::inbound::status_payload;
 use crate::contract::received;
 use crate::contract::topics::{self, GatewayTopic};
@@ -89,10 +95,18 @@ pub async fn run(
     let mut connectors = Connectors::start(&config.cmms, &store, &reports_tx, &[]);
     drop(reports_tx);
     let (received_tx, received_rx) = mpsc::channel(RECEIVED_CAPACITY);
-    let filters = topics::bridge_filters(
+    let mut filters = topics::bridge_filters(
         &config.bridge.topic_prefix,
         config.bridge.shared_group.as_deref(),
     );
+    // Claims only matter between bridges of a group; every bridge of the
+    // group reads all of them (not shared), before any work order.
+    let group = config.bridge.shared_group.clone();
+    if let Some(g) = &group {
+        filters.insert(0, claim::filter(&config.bridge.topic_prefix, g));
+    }
+    let claims_topic = group;
+    let claims = Arc::new(claims::Claims::default());
     let session = Arc::new(AtomicU64::new(0));
     let driver = tokio::spawn(drive(
         eventloop,
@@ -100,6 +114,13 @@ pub async fn run(
         filters,
         received_tx,
         session.clone(),
+        claims_topic.clone().map(|t| (t, claims.clone())),
+        config
+            .bridge
+            .shared_group
+            .as_ref()
+            .map(|_| topics::bridge_filters(&config.bridge.topic_prefix, None).remove(0)),
+        config.bridge.topic_prefix.clone(),
     ));
     let taker = tokio::spawn(take(
         received_rx,
@@ -107,6 +128,7 @@ pub async fn run(
         store.clone(),
         config.clone(),
         session,
+        claims_topic.map(|t| (t, claims)),
     ));
     let publisher = tokio::spawn(publish_statuses(reports_rx, client.clone()));
     tracing::info!(
@@ -178,6 +200,9 @@ async fn drive(
     filters: Vec<String>,
     received: mpsc::Sender<(u64, Publish)>,
     session: Arc<AtomicU64>,
+    claims: Option<(String, Arc<claims::Claims>)>,
+    retained: Option<String>,
+    prefix: String,
 ) {
     let mut failures = 0u32;
     loop {
@@ -194,8 +219,35 @@ async fn drive(
                         tracing::error!(filter = %f, error = %e, "cannot subscribe");
                     }
                 }
+                // A broker sends no retained message to a shared
+                // subscription: a new session (a first start, or a
+                // session the broker lost) also reads the open work orders
+                // retained before it, through a plain subscription taken
+                // for a moment. Every bridge of the group then gets them:
+                // the claims decide which one creates each.
+                if !ack.session_present
+                    && let Some(plain) = &retained
+                {
+                    if let Err(e) = client.subscribe(plain.clone(), QoS::AtLeastOnce).await {
+                        tracing::error!(filter = %plain, error = %e, "cannot subscribe");
+                    }
+                    let (client, plain) = (client.clone(), plain.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(RETAINED_WINDOW).await;
+                        let _ = client.unsubscribe(plain).await;
+                    });
+                }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
+                if let Some((group, claims)) = &claims
+                    && claim::is_claim(&prefix, group, &p.topic)
+                {
+                    if let Some(c) = Claim::read(&p.payload) {
+                        claims.record(c.key, c.bridge);
+                    }
+                    let _ = client.ack(&p).await;
+                    continue;
+                }
                 let on = session.load(Ordering::SeqCst);
                 if received.send((on, p)).await.is_err() {
                     return;
@@ -225,6 +277,7 @@ async fn take(
     store: StoreHandle,
     config: BridgeConfig,
     session: Arc<AtomicU64>,
+    claims: Option<(String, Arc<claims::Claims>)>,
 ) {
     let mut seen: HashMap<String, (u64, String)> = HashMap::new();
     while let Some(first) = received.recv().await {
@@ -242,6 +295,30 @@ async fn take(
         }
         if seen.len() > SEEN_KEYS {
             seen.clear();
+        }
+        if let Some((group, claims)) = &claims {
+            let prefix = config.bridge.topic_prefix.as_str();
+            deliveries = claimed(
+                deliveries,
+                &client,
+                (prefix, group),
+                claims,
+                &config.bridge.id,
+            )
+            .await;
+            // A closed work order's claim is cleared, so the broker does
+            // not keep claims for ever.
+            for (_, p) in &batch {
+                if p.payload.is_empty()
+                    && let Some(GatewayTopic::WorkOrder { site, gateway, id }) =
+                        topics::parse_gateway_topic(prefix, &p.topic)
+                {
+                    let topic = claim::topic(prefix, group, site, gateway, id);
+                    let _ = client
+                        .publish(topic, QoS::AtLeastOnce, true, Vec::new())
+                        .await;
+                }
+            }
         }
         if !deliveries.is_empty() {
             let committed = match store.insert_deliveries(deliveries).await {
@@ -268,6 +345,76 @@ async fn take(
         }
     }
 }
+
+/// The deliveries this bridge may queue: creates (raises) only for the
+/// keys whose first claim is its own. Claims every raised key not yet
+/// claimed and waits (at most [`CLAIM_WAIT`]) for the broker to deliver
+/// the claims back; a key whose claims do not come back in time is kept
+/// (a second work order is less bad than none) and logged.
+async fn claimed(
+    deliveries: Vec<store::Delivery>,
+    client: &AsyncClient,
+    (prefix, group): (&str, &str),
+    claims: &claims::Claims,
+    me: &str,
+) -> Vec<store::Delivery> {
+    let raised = WoEvent::Raised.as_str();
+    let mut wanted: Vec<(String, String)> = deliveries
+        .iter()
+        .filter(|d| d.event == raised && claims.winner(&d.key).is_none())
+        .map(|d| (d.key.clone(), d.topic.clone()))
+        .collect();
+    wanted.dedup();
+    let mut keys = Vec::new();
+    for (key, wo_topic) in wanted {
+        let Some(GatewayTopic::WorkOrder { site, gateway, id }) =
+            topics::parse_gateway_topic(prefix, &wo_topic)
+        else {
+            continue;
+        };
+        let c = Claim {
+            key: key.clone(),
+            bridge: me.to_owned(),
+        };
+        let topic = claim::topic(prefix, group, site, gateway, id);
+        if let Err(e) = client
+            .publish(topic, QoS::AtLeastOnce, true, c.payload())
+            .await
+        {
+            tracing::warn!(error = %e, "bridge: cannot publish a claim");
+        }
+        keys.push(key);
+    }
+    if !keys.is_empty() {
+        claims.settled(&keys, CLAIM_WAIT).await;
+    }
+    deliveries
+        .into_iter()
+        .filter(|d| {
+            if d.event != raised {
+                return true;
+            }
+            match claims.winner(&d.key) {
+                Some(w) if w == me => true,
+                Some(w) => {
+                    tracing::info!(key = %d.key, bridge = %w, "bridge: work order claimed by another bridge of the group");
+                    false
+                }
+                None => {
+                    tracing::warn!(key = %d.key, "bridge: no claim came back in time; creating anyway");
+                    true
+                }
+            }
+        })
+        .collect()
+}
+
+/// How long a new session keeps its plain subscription to the work
+/// orders (the broker sends the retained ones right after it).
+const RETAINED_WINDOW: Duration = Duration::from_secs(10);
+
+/// Longest wait for the group's claims to come back from the broker.
+const CLAIM_WAIT: Duration = Duration::from_secs(5);
 
 /// The deliveries a received message makes: a work order for every
 /// connector (unless it repeats what was seen), a meter reading for the
