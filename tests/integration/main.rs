@@ -14,6 +14,7 @@
 mod common;
 
 mod acquisition;
+mod cmms_surface;
 mod config_check;
 mod decode_props;
 #[cfg(feature = "demo")]
