@@ -229,8 +229,9 @@ async fn park_next(h: &StoreHandle, sink: &str, error: &str) {
 /// A work order Maximo refused and a meter reading MaintainX refused show
 /// after the work orders, with the CMMS's text; in `--json` the work order
 /// carries them in `parked`. Before any is parked, nothing is said.
+/// (Runs on the store's sink queue: `StoreHandle::insert_deliveries`,
+/// `sink_park` and `Inspector::parked_deliveries`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the sink queue"]
 async fn fieldgate_workorders_lists_what_the_cmms_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = load(dir.path());
