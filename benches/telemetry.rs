@@ -81,6 +81,7 @@ fn scrape(c: &mut Criterion) {
         suppressed: vec![0; 50],
         events: fieldgate::events::totals().to_vec(),
         process: ProcessStats::default(),
+        cmms: Vec::new(),
         pipeline_idle: Duration::ZERO,
         uptime: Duration::ZERO,
         clock_synced: Some(true),

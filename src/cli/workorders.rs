@@ -1,21 +1,28 @@
 //! `fieldgate workorders [--open]`: the work orders the gateway keeps, as
 //! it last saved them, then the recent work-order changes from the store's
-//! history.
+//! history, then the deliveries the CMMS connectors parked (refused by the
+//! CMMS, with its error text) when there are any.
 
 use std::process::ExitCode;
 
 use super::inspect::{self, Reported, ViewArgs};
 use super::table::{self, Table};
 use crate::clock::WallMap;
+use crate::contract::json::timestamp;
 use crate::contract::rules as payload;
 use crate::rules::{STATE_WORKORDERS, WorkOrder, WorkOrderBook};
-use crate::store::HistoryKind;
+use crate::store::{DeliveryKind, HistoryKind, Inspector};
+use crate::telemetry::ParkedView;
 
 const COMMAND: &str = "workorders";
 
 /// Titles are cut to this many characters, so a row stays on a wide
 /// terminal line.
 const TITLE_WIDTH: usize = 40;
+
+/// The CMMS's error text is cut to this many characters in the table (it
+/// may be a whole HTML page); `--json` has it whole.
+const ERROR_WIDTH: usize = 200;
 
 /// Options of `fieldgate workorders`.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,11 +58,16 @@ fn show(args: &WorkordersArgs) -> Result<(), Reported> {
         Some(book) => book.all().collect(),
         None => Vec::new(),
     };
+    let parked = parked(&store)?;
     if view.json {
         let items = orders
             .iter()
-            .map(|wo| as_json(wo, &wall))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|wo| {
+                let mut item = as_json(wo, &wall)?;
+                with_parked(&mut item, wo, &parked);
+                Ok(item)
+            })
+            .collect::<Result<Vec<_>, Reported>>()?;
         return inspect::print_json(COMMAND, &items);
     }
     let mut out = String::new();
@@ -87,8 +99,87 @@ fn show(args: &WorkordersArgs) -> Result<(), Reported> {
         view.history,
     )?);
     out.push_str(&inspect::outbox_line(COMMAND, &store)?);
+    out.push_str(&parked_section(&parked));
     table::emit(&out);
     Ok(())
+}
+
+/// Every parked delivery of every connector, oldest first.
+fn parked(store: &Inspector) -> Result<Vec<ParkedView>, Reported> {
+    let parked = store.parked_deliveries().map_err(|e| {
+        eprintln!("fieldgate {COMMAND}: {e}");
+        Reported
+    })?;
+    let mut views: Vec<ParkedView> = parked.iter().map(ParkedView::of).collect();
+    views.sort_by(|a, b| a.parked_at.cmp(&b.parked_at).then(a.id.cmp(&b.id)));
+    Ok(views)
+}
+
+/// "Parked in CMMS connectors": each delivery a CMMS refused, with its
+/// error text; empty when none is parked.
+fn parked_section(parked: &[ParkedView]) -> String {
+    if parked.is_empty() {
+        return String::new();
+    }
+    let mut t = Table::new(&[
+        "CONNECTOR",
+        "WORK ORDER",
+        "TITLE",
+        "EVENT",
+        "PARKED (UTC)",
+        "CMMS ERROR",
+    ]);
+    for p in parked {
+        let (what, title) = match (&p.work_order, p.kind) {
+            (Some(wo), _) => (wo.id.clone(), table::truncate(&wo.title, TITLE_WIDTH)),
+            (None, DeliveryKind::Meter) => (format!("meter {}", p.key), "-".to_owned()),
+            // Unreadable: the key is all there is to go by.
+            (None, DeliveryKind::WorkOrder) => (format!("key {}", p.key), "-".to_owned()),
+        };
+        t.row(vec![
+            p.connector.clone(),
+            what,
+            title,
+            p.event.clone(),
+            table::utc(p.parked_at),
+            table::truncate(&p.error, ERROR_WIDTH),
+        ]);
+    }
+    let n = match parked.len() {
+        1 => "1 delivery".to_owned(),
+        n => format!("{n} deliveries"),
+    };
+    format!(
+        "\nParked in CMMS connectors ({n} refused by the CMMS; tried again after a reload), oldest first:\n{}",
+        t.render()
+    )
+}
+
+/// Adds to a work order's JSON the `parked` array of its deliveries a CMMS
+/// refused, when it has any (matched by key, or by the id its payload
+/// carries).
+fn with_parked(item: &mut serde_json::Value, wo: &WorkOrder, parked: &[ParkedView]) {
+    let mine: Vec<serde_json::Value> = parked
+        .iter()
+        .filter(|p| {
+            p.kind == DeliveryKind::WorkOrder
+                && (p.key == wo.key || p.work_order.as_ref().is_some_and(|w| w.id == wo.id))
+        })
+        .map(|p| {
+            serde_json::json!({
+                "connector": p.connector,
+                "event": p.event,
+                "error": p.error,
+                "parked_at": timestamp(p.parked_at),
+            })
+        })
+        .collect();
+    if mine.is_empty() {
+        return;
+    }
+    if let Some(map) = item.as_object_mut() {
+        map.insert("parked".to_owned(), serde_json::Value::Array(mine));
+    }
 }
 
 fn work_order_table(orders: &[&WorkOrder], wall: &WallMap) -> String {
@@ -140,5 +231,54 @@ fn as_json(wo: &WorkOrder, wall: &WallMap) -> Result<serde_json::Value, Reported
             eprintln!("fieldgate {COMMAND}: work order {}: {e}", wo.id);
             Err(Reported)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::telemetry::ParkedWorkOrder;
+
+    fn view(id: i64, kind: DeliveryKind, work_order: Option<ParkedWorkOrder>) -> ParkedView {
+        ParkedView {
+            connector: "maximo".into(),
+            id,
+            kind,
+            key: "pump_hours".into(),
+            event: "raised".into(),
+            error: "400 Bad Request:\nBMXAA4195E asset P-9 is not valid".into(),
+            parked_at: UNIX_EPOCH + Duration::from_secs(1_795_240_800 + id as u64),
+            work_order,
+        }
+    }
+
+    #[test]
+    fn parked_deliveries_read_as_a_table_and_none_as_nothing() {
+        assert_eq!(parked_section(&[]), "");
+        let wo = ParkedWorkOrder {
+            id: "01M7YQ9WAWVEBEAN195PSSWWHW".into(),
+            title: "Pump 1 too hot".into(),
+            asset: "P-9".into(),
+        };
+        let out = parked_section(&[
+            view(1, DeliveryKind::WorkOrder, Some(wo)),
+            view(2, DeliveryKind::Meter, None),
+        ]);
+        assert!(
+            out.contains("Parked in CMMS connectors (2 deliveries"),
+            "{out}"
+        );
+        let rows: Vec<&str> = out.lines().skip(2).collect();
+        assert!(rows[0].starts_with("CONNECTOR"), "{out}");
+        assert!(
+            rows[1].contains("01M7YQ9WAWVEBEAN195PSSWWHW") && rows[1].contains("Pump 1 too hot")
+        );
+        assert!(rows[1].contains("2026-11-21 06:00:01"), "{out}");
+        // The error on one line, whole.
+        assert!(rows[1].ends_with("400 Bad Request: BMXAA4195E asset P-9 is not valid"));
+        assert!(rows[2].contains("meter pump_hours"), "{out}");
+        assert_eq!(rows.len(), 3);
     }
 }

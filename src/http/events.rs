@@ -36,7 +36,7 @@ use serde_json::{Map, Value as JsonValue, json};
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 
-use super::{HttpState, gather, status_json};
+use super::{For, HttpState, gather, status_json};
 use crate::contract::json::timestamp;
 use crate::shutdown::Shutdown;
 use crate::telemetry::trend::{TREND_POINTS, TREND_STEP, step_of, step_start};
@@ -132,7 +132,7 @@ impl Feed {
                 }
             }
         }
-        let snapshot = gather(&self.state, false).await;
+        let snapshot = gather(&self.state, For::Status).await;
         let telemetry = self.state.telemetry();
         let doc = status_json(&snapshot, telemetry.seen(), self.state.actions.is_some());
         let tags: usize = telemetry

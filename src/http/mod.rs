@@ -72,7 +72,7 @@ pub use status::status_json;
 
 use crate::shutdown::Shutdown;
 use crate::store::{Stats, StoreError, StoreHandle};
-use crate::telemetry::{ProcessStats, Snapshot, Telemetry, process};
+use crate::telemetry::{ProcessStats, SinkQueues, Snapshot, Telemetry, process};
 
 /// Requests served at once; more are answered 503 straight away.
 pub const MAX_REQUESTS: usize = 32;
@@ -383,19 +383,36 @@ async fn check_store(store: &StoreHandle) -> StoreCheck {
     }
 }
 
-/// Everything at this moment; the process figures only when asked (they
-/// read `/proc`, on the blocking pool).
-async fn gather(state: &HttpState, with_process: bool) -> Snapshot {
+/// What a snapshot is for: the process figures are for the metrics, the
+/// parked deliveries for the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum For {
+    /// `/metrics`.
+    Metrics,
+    /// `/api/status` and the page's feed.
+    Status,
+}
+
+/// Everything at this moment; the process figures only for the metrics
+/// (they read `/proc`, on the blocking pool), the CMMS queues only when
+/// connectors are configured.
+async fn gather(state: &HttpState, purpose: For) -> Snapshot {
     let store = match check_store(&state.store).await {
         StoreCheck::Open(stats) => Some(*stats),
         _ => None,
     };
-    let process = if with_process {
+    let process = if purpose == For::Metrics {
         tokio::task::spawn_blocking(process::sample)
             .await
             .unwrap_or_default()
     } else {
         ProcessStats::default()
     };
-    state.telemetry().snapshot(store, process)
+    let telemetry = state.telemetry();
+    let sinks = if telemetry.has_cmms() {
+        status::sink_queues(&state.store, purpose == For::Status).await
+    } else {
+        SinkQueues::default()
+    };
+    telemetry.snapshot_with(store, process, &sinks)
 }

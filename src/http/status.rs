@@ -12,16 +12,16 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as JsonValue, json};
 
-use super::{HttpState, gather};
+use super::{For, HttpState, STORE_WAIT, gather};
 use crate::contract::json::timestamp;
 use crate::modbus::DeviceSnapshot;
 use crate::rules::Timestamp;
-use crate::store::{StoreIdentity, StoreStart};
+use crate::store::{StoreHandle, StoreIdentity, StoreStart};
 use crate::tag::{DataType, Tag, Value};
-use crate::telemetry::{DeviceSeen, Snapshot};
+use crate::telemetry::{ConnectorSnapshot, DeviceSeen, ParkedView, SinkQueues, Snapshot};
 
 pub(super) async fn status(State(state): State<HttpState>) -> Response {
-    let snapshot = gather(&state, false).await;
+    let snapshot = gather(&state, For::Status).await;
     let actions = state.actions.is_some();
     Json(status_json(&snapshot, state.telemetry().seen(), actions)).into_response()
 }
@@ -103,6 +103,77 @@ pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceSeen>], actions: bool) -> 
             "acked": s.mqtt.acked,
             "last_error": s.mqtt.last_error,
         },
+        "cmms": s.cmms.iter().map(|c| connector(c, s.at)).collect::<Vec<_>>(),
+    })
+}
+
+/// What the store holds for the CMMS connectors: every queue's figures
+/// and, when `with_parked` and something is parked, the parked
+/// deliveries. A part the store did not give within [`STORE_WAIT`] (or
+/// refused) is `None`, and its figures are left out.
+pub(super) async fn sink_queues(store: &StoreHandle, with_parked: bool) -> SinkQueues {
+    let figures = match tokio::time::timeout(STORE_WAIT, store.sink_figures()).await {
+        Ok(Ok(figures)) => Some(figures),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "the CMMS queues' figures are not available");
+            None
+        }
+        Err(_) => None,
+    };
+    // The parked list is read whole: only asked for when the figures say
+    // there is something in it (refusals are rare; a status is made every
+    // second per open page).
+    let parked = match &figures {
+        Some(f) if with_parked && f.iter().any(|f| f.parked > 0) => {
+            match tokio::time::timeout(STORE_WAIT, store.sink_parked()).await {
+                Ok(Ok(parked)) => Some(parked),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "the parked CMMS deliveries are not available");
+                    None
+                }
+                Err(_) => None,
+            }
+        }
+        Some(_) if with_parked => Some(Vec::new()),
+        _ => None,
+    };
+    SinkQueues { figures, parked }
+}
+
+/// A CMMS connector: its counters since the start, its queue in the store
+/// (`null` figures when the store did not say), the newest parked
+/// deliveries.
+fn connector(c: &ConnectorSnapshot, at: std::time::SystemTime) -> JsonValue {
+    json!({
+        "name": c.name,
+        "kind": c.kind,
+        "reachable": c.reachable,
+        "delivered": c.delivered,
+        "created": c.created,
+        "retries": c.retries,
+        "statuses": c.statuses,
+        "parked_total": c.parked_total,
+        "pending": c.queue.map(|q| q.pending),
+        "parked": c.queue.map(|q| q.parked),
+        "oldest_pending_age_s": c.queue.map(|q| q.oldest_age_s(at)),
+        "last_error": c.last_error,
+        "parked_deliveries": c.parked.iter().map(parked).collect::<Vec<_>>(),
+    })
+}
+
+fn parked(p: &ParkedView) -> JsonValue {
+    json!({
+        "id": p.id,
+        "kind": p.kind.as_str(),
+        "key": p.key,
+        "event": p.event,
+        "error": p.error,
+        "parked_at": timestamp(p.parked_at),
+        "work_order": p.work_order.as_ref().map(|w| json!({
+            "id": w.id,
+            "title": w.title,
+            "asset": w.asset,
+        })),
     })
 }
 

@@ -10,6 +10,8 @@
 //! * [`rules_view`]: the copy of the rules state the pipeline publishes;
 //! * [`trend`]: each tag's last minutes, for the status page's sparklines;
 //! * [`process`]: RSS, CPU time, file descriptors and threads from `/proc`;
+//! * [`cmms_view`]: the CMMS connectors with their queues and parked
+//!   deliveries;
 //! * [`prometheus`]: the text exposition, a pure function of a snapshot.
 //!
 //! # Who writes what
@@ -21,9 +23,12 @@
 //! | rules view, pipeline heartbeat | the pipeline task | [`Telemetry::publish_rules`] (a `watch`) |
 //! | MQTT figures | the forwarder | [`ForwarderStats`] atomics |
 //! | outbox figures | the store thread | asked for at each scrape |
+//! | CMMS connector figures | each connector's delivery task | [`ConnectorStats`] atomics |
+//! | CMMS queues and parked deliveries | the store thread | asked for at each scrape, when connectors are configured |
 //!
 //! Readers (the HTTP handlers) never block a writer for longer than a copy.
 
+pub mod cmms_view;
 pub(crate) mod process;
 pub mod prometheus;
 mod rules_view;
@@ -37,6 +42,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
+pub use cmms_view::{ConnectorSnapshot, ParkedView, ParkedWorkOrder, Queue, SinkQueues};
 pub use process::ProcessStats;
 pub use rules_view::{AlarmView, MeterView, RulesView, WorkOrderView};
 pub use seen::DeviceSeen;
@@ -82,6 +88,8 @@ pub struct Telemetry {
     /// Each CMMS connector's figures, in config order (written by its
     /// delivery task).
     cmms: Vec<(String, Arc<ConnectorStats>)>,
+    /// Each connector's kind (`webhook`, `maximo`…), in the same order.
+    cmms_kinds: Vec<&'static str>,
     /// The latest rules view. A `watch` rather than a lock: the pipeline
     /// replaces it without waiting for readers, and a later status page can
     /// subscribe to changes.
@@ -115,6 +123,8 @@ pub struct Snapshot {
     pub events: Vec<(&'static str, u64)>,
     /// The process's resources (fields `None` where unknown).
     pub process: ProcessStats,
+    /// Every CMMS connector, in config order.
+    pub cmms: Vec<ConnectorSnapshot>,
     /// Time since the pipeline task last published (its heartbeat).
     pub pipeline_idle: Duration,
     /// Time since the process started (monotonic).
@@ -195,6 +205,7 @@ impl Telemetry {
                 .iter()
                 .map(|c| (c.name.clone(), Arc::new(ConnectorStats::default())))
                 .collect(),
+            cmms_kinds: config.cmms.iter().map(|c| c.kind.as_str()).collect(),
             rules: Arc::new(watch::Sender::new(Arc::new(RulesView::default()))),
             heartbeat: Heartbeat::new(),
         }
@@ -250,6 +261,15 @@ impl Telemetry {
         &self.cmms
     }
 
+    /// Each connector's name, kind and figures, in config order.
+    fn cmms_named(&self) -> Vec<(String, &'static str, Arc<ConnectorStats>)> {
+        self.cmms
+            .iter()
+            .zip(self.cmms_kinds.iter().chain(std::iter::repeat(&"")))
+            .map(|((name, stats), kind)| (name.clone(), *kind, stats.clone()))
+            .collect()
+    }
+
     /// Every device's figures, in config order.
     pub fn devices(&self) -> &[Arc<DeviceMetrics>] {
         self.probes.devices()
@@ -301,9 +321,27 @@ impl Telemetry {
         self.heartbeat.age()
     }
 
-    /// Everything at this moment; `store` and `process` are gathered by
-    /// the caller (they take I/O).
+    /// Everything at this moment, the CMMS connectors' queues unknown;
+    /// `store` and `process` are gathered by the caller (they take I/O).
     pub fn snapshot(&self, store: Option<Stats>, process: ProcessStats) -> Snapshot {
+        self.snapshot_with(store, process, &SinkQueues::default())
+    }
+
+    /// Whether CMMS connectors are configured (their queues are then worth
+    /// asking the store for).
+    pub fn has_cmms(&self) -> bool {
+        !self.cmms.is_empty()
+    }
+
+    /// Everything at this moment, with what the store said of the CMMS
+    /// connectors' queues (`sinks`); `store`, `process` and `sinks` are
+    /// gathered by the caller (they take I/O).
+    pub fn snapshot_with(
+        &self,
+        store: Option<Stats>,
+        process: ProcessStats,
+        sinks: &SinkQueues,
+    ) -> Snapshot {
         let devices: Vec<DeviceSnapshot> = self.devices().iter().map(|d| d.snapshot()).collect();
         let links: Vec<LinkSnapshot> = self
             .probes
@@ -325,6 +363,7 @@ impl Telemetry {
             suppressed: self.seen.iter().map(|d| d.suppressed()).collect(),
             events: crate::events::totals().to_vec(),
             process,
+            cmms: cmms_view::connectors(&self.cmms_named(), sinks),
             pipeline_idle: self.pipeline_idle(),
             uptime: self.info.booted.elapsed(),
             clock_synced: crate::clock::wall_clock_synced(),

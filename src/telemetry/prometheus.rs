@@ -32,6 +32,7 @@ pub fn render(s: &Snapshot) -> String {
     links(&mut out, s);
     outbox(&mut out, s);
     mqtt(&mut out, s);
+    cmms(&mut out, s);
     rules(&mut out, s);
     process(&mut out, s);
     events(&mut out, s);
@@ -562,6 +563,98 @@ fn mqtt(out: &mut Out, s: &Snapshot) {
     }
 }
 
+/// Each CMMS connector, labelled `connector`; its queue's figures only
+/// when the store said them.
+fn cmms(out: &mut Out, s: &Snapshot) {
+    if s.cmms.is_empty() {
+        return;
+    }
+    type Figure = fn(&super::ConnectorSnapshot) -> u64;
+    let counters: [(&str, &str, Figure); 5] = [
+        (
+            "fieldgate_cmms_delivered_total",
+            "Deliveries (work-order events, meter readings) the CMMS confirmed, since start.",
+            |c| c.delivered,
+        ),
+        (
+            "fieldgate_cmms_created_total",
+            "Work orders created in the CMMS, since start.",
+            |c| c.created,
+        ),
+        (
+            "fieldgate_cmms_retries_total",
+            "Failed exchanges that will be retried (5xx, 408/429, timeout, refused connection), since start.",
+            |c| c.retries,
+        ),
+        (
+            "fieldgate_cmms_parked_total",
+            "Deliveries the CMMS refused (4xx), parked with its error text until a reload, since start.",
+            |c| c.parked_total,
+        ),
+        (
+            "fieldgate_cmms_statuses_total",
+            "Work-order statuses the CMMS reported, since start.",
+            |c| c.statuses,
+        ),
+    ];
+    for (name, help, figure) in counters {
+        out.family(name, "counter", help);
+        for c in &s.cmms {
+            out.int(name, &[("connector", &c.name)], figure(c));
+        }
+    }
+    out.family(
+        "fieldgate_cmms_reachable",
+        "gauge",
+        "1 when the connector's last exchange with the CMMS got an answer (0 also before the first).",
+    );
+    for c in &s.cmms {
+        out.int(
+            "fieldgate_cmms_reachable",
+            &[("connector", &c.name)],
+            u64::from(c.reachable),
+        );
+    }
+    if !s.cmms.iter().any(|c| c.queue.is_some()) {
+        return;
+    }
+    type QueueFigure = fn(&super::Queue) -> u64;
+    let gauges: [(&str, &str, QueueFigure); 2] = [
+        (
+            "fieldgate_cmms_pending",
+            "Deliveries waiting in the store for the CMMS (parked ones not included).",
+            |q| q.pending,
+        ),
+        (
+            "fieldgate_cmms_parked",
+            "Deliveries parked in the store: refused by the CMMS, waiting for a reload.",
+            |q| q.parked,
+        ),
+    ];
+    for (name, help, figure) in gauges {
+        out.family(name, "gauge", help);
+        for c in &s.cmms {
+            if let Some(q) = &c.queue {
+                out.int(name, &[("connector", &c.name)], figure(q));
+            }
+        }
+    }
+    out.family(
+        "fieldgate_cmms_oldest_pending_age_seconds",
+        "gauge",
+        "Age of the oldest delivery waiting for the CMMS; 0 when none waits.",
+    );
+    for c in &s.cmms {
+        if let Some(q) = &c.queue {
+            out.float(
+                "fieldgate_cmms_oldest_pending_age_seconds",
+                &[("connector", &c.name)],
+                q.oldest_age_s(s.at),
+            );
+        }
+    }
+}
+
 fn rules(out: &mut Out, s: &Snapshot) {
     let r = &s.rules;
     out.family("fieldgate_rules", "gauge", "Rules configured.");
@@ -815,7 +908,7 @@ mod tests {
     use crate::modbus::{DeviceSnapshot, LinkSnapshot};
     use crate::store::Stats;
     use crate::telemetry::rules_view::{MeterView, RulesView};
-    use crate::telemetry::{GatewayInfo, MqttSnapshot, ProcessStats};
+    use crate::telemetry::{ConnectorSnapshot, GatewayInfo, MqttSnapshot, ProcessStats, Queue};
 
     fn snapshot() -> Snapshot {
         let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -897,10 +990,78 @@ mod tests {
                 open_fds: None,
                 threads: Some(6),
             },
+            cmms: vec![
+                connector("maximo", Some((3, 2, 45))),
+                connector("hook", Some((0, 0, 0))),
+            ],
             pipeline_idle: Duration::from_millis(250),
             uptime: Duration::from_secs(60),
             clock_synced: Some(false),
         }
+    }
+
+    /// A connector; `queue`: pending, parked, age of the oldest (s) at the
+    /// snapshot's time.
+    fn connector(name: &str, queue: Option<(u64, u64, u64)>) -> ConnectorSnapshot {
+        let at = UNIX_EPOCH + Duration::from_secs(1_700_000_060);
+        ConnectorSnapshot {
+            name: name.into(),
+            kind: "maximo",
+            reachable: name == "maximo",
+            delivered: 12,
+            created: 4,
+            retries: 7,
+            parked_total: 2,
+            statuses: 3,
+            last_error: Some("400 Bad Request: BMXAA4195E asset P-9 is not valid".into()),
+            queue: queue.map(|(pending, parked, age)| Queue {
+                pending,
+                parked,
+                oldest: (pending > 0).then(|| at - Duration::from_secs(age)),
+            }),
+            parked: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn connectors_show_their_counters_and_queues() {
+        let text = render(&snapshot());
+        for line in [
+            "fieldgate_cmms_delivered_total{connector=\"maximo\"} 12",
+            "fieldgate_cmms_created_total{connector=\"maximo\"} 4",
+            "fieldgate_cmms_retries_total{connector=\"maximo\"} 7",
+            "fieldgate_cmms_parked_total{connector=\"maximo\"} 2",
+            "fieldgate_cmms_statuses_total{connector=\"hook\"} 3",
+            "fieldgate_cmms_reachable{connector=\"maximo\"} 1",
+            "fieldgate_cmms_reachable{connector=\"hook\"} 0",
+            "fieldgate_cmms_pending{connector=\"maximo\"} 3",
+            "fieldgate_cmms_parked{connector=\"maximo\"} 2",
+            "fieldgate_cmms_parked{connector=\"hook\"} 0",
+            "fieldgate_cmms_oldest_pending_age_seconds{connector=\"maximo\"} 45",
+            "fieldgate_cmms_oldest_pending_age_seconds{connector=\"hook\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_queue_the_store_did_not_say_is_left_out() {
+        let mut s = snapshot();
+        s.cmms = vec![connector("maximo", None)];
+        let text = render(&s);
+        assert!(text.contains("fieldgate_cmms_delivered_total{connector=\"maximo\"} 12"));
+        assert!(text.contains("fieldgate_cmms_reachable{connector=\"maximo\"} 1"));
+        for family in [
+            "fieldgate_cmms_pending",
+            "fieldgate_cmms_parked ",
+            "fieldgate_cmms_parked{",
+            "fieldgate_cmms_oldest_pending_age_seconds",
+        ] {
+            assert!(!text.contains(family), "{family} in\n{text}");
+        }
+        // No connector configured: no CMMS family at all.
+        s.cmms.clear();
+        assert!(!render(&s).contains("fieldgate_cmms_"));
     }
 
     #[test]

@@ -26,6 +26,7 @@ const page = {
   devices: new Map(), // device name -> { card, rows: Map(tag -> row parts) }
   alarmsKey: null,
   workOrdersKey: null,
+  parkedKey: null,
   pending: new Set(), // rules with a request on its way
 };
 
@@ -250,6 +251,83 @@ function renderWorkOrders(s) {
     card.append(el('div', 'detail', parts.join(' · ')));
     list.append(card);
   }
+}
+
+// ---- CMMS connectors ------------------------------------------------------
+
+// Shown only when connectors are configured. The connectors' line is
+// rebuilt at each status (its ages move); the parked deliveries only when
+// they change, so their error text can be selected and copied.
+function renderCmms(s) {
+  const connectors = s.cmms || [];
+  $('cmms-section').hidden = connectors.length === 0;
+  if (connectors.length === 0) return;
+  let parkedNow = 0;
+  for (const c of connectors) parkedNow += c.parked || 0;
+  $('cmms-count').textContent = parkedNow ? '(' + parkedNow + ' parked)' : '';
+
+  const box = $('cmms');
+  box.replaceChildren();
+  for (const c of connectors) box.append(connectorCard(c));
+
+  const parked = [];
+  for (const c of connectors) {
+    for (const p of c.parked_deliveries) parked.push([c, p]);
+  }
+  parked.sort((a, b) => (a[1].parked_at < b[1].parked_at ? 1 : a[1].parked_at > b[1].parked_at ? -1 : 0));
+  const key = JSON.stringify(parked.map(([c, p]) => [c.name, p.id, p.error]));
+  const shown = parked.length;
+  $('parked-hint').hidden = shown === 0;
+  $('parked-more').textContent =
+    parkedNow > shown ? shown + ' of ' + parkedNow + ' shown; fieldgate workorders lists them all.' : '';
+  if (key === page.parkedKey) return;
+  page.parkedKey = key;
+  const list = $('parked');
+  list.replaceChildren();
+  for (const [c, p] of parked) list.append(parkedCard(c, p));
+}
+
+function connectorCard(c) {
+  const card = el('div', 'card connector');
+  card.dataset.name = c.name;
+  const untried = !c.reachable && !c.last_error && c.delivered === 0 && c.retries === 0 && c.parked_total === 0;
+  const state = untried ? 'untried' : c.reachable ? 'reachable' : 'unreachable';
+  card.dataset.state = state;
+  const head = el('div', 'head');
+  head.append(el('b', null, c.name));
+  head.append(el('span', 'muted', c.kind));
+  head.append(el('span', 'cstate', untried ? 'no exchange yet' : c.reachable ? 'reachable' : 'not reachable'));
+  card.append(head);
+  const parts = [];
+  if (c.pending === null) {
+    parts.push('queue unknown (store not answering)');
+  } else {
+    parts.push(c.pending === 0 ? 'nothing waiting' : c.pending + ' waiting, oldest ' + fmtAge(c.oldest_pending_age_s));
+    parts.push(c.parked + ' parked');
+  }
+  parts.push(c.delivered + ' delivered');
+  if (c.retries) parts.push(c.retries + ' retries');
+  card.append(el('div', 'detail', parts.join(' · ')));
+  if (c.last_error && !c.reachable) card.append(el('div', 'error', c.last_error));
+  else if (c.last_error) card.title = 'last error: ' + c.last_error;
+  return card;
+}
+
+function parkedCard(c, p) {
+  const card = el('article', 'card parked');
+  card.dataset.connector = c.name;
+  card.dataset.id = String(p.id);
+  const head = el('div', 'head');
+  const what = p.work_order ? p.work_order.title : p.kind === 'meter' ? 'meter ' + p.key : 'work order ' + p.key;
+  head.append(el('span', 'title-text', what));
+  head.append(el('span', 'badge', 'parked'));
+  head.append(el('span', 'muted', c.name + ' · ' + p.event));
+  card.append(head);
+  card.append(el('div', 'error', p.error));
+  const parts = ['refused ' + fmtTime(p.parked_at)];
+  if (p.work_order) parts.push('asset ' + p.work_order.asset, p.work_order.id);
+  card.append(el('div', 'detail', parts.join(' · ')));
+  return card;
 }
 
 // ---- devices and tags -----------------------------------------------------
@@ -481,6 +559,7 @@ function onStatus(s) {
   renderHeader(s);
   renderAlarms(s);
   renderWorkOrders(s);
+  renderCmms(s);
   renderDevices(s);
   renderMeters(s);
 }
