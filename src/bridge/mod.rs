@@ -108,19 +108,22 @@ pub async fn run(
     let claims_topic = group;
     let claims = Arc::new(claims::Claims::default());
     let session = Arc::new(AtomicU64::new(0));
-    let driver = tokio::spawn(drive(
-        eventloop,
-        client.clone(),
+    let subscriptions = Subscriptions {
         filters,
-        received_tx,
-        session.clone(),
-        claims_topic.clone().map(|t| (t, claims.clone())),
-        config
+        claims: claims_topic.clone().map(|t| (t, claims.clone())),
+        retained: config
             .bridge
             .shared_group
             .as_ref()
             .map(|_| topics::bridge_filters(&config.bridge.topic_prefix, None).remove(0)),
-        config.bridge.topic_prefix.clone(),
+        prefix: config.bridge.topic_prefix.clone(),
+    };
+    let driver = tokio::spawn(drive(
+        eventloop,
+        client.clone(),
+        subscriptions,
+        received_tx,
+        session.clone(),
     ));
     let taker = tokio::spawn(take(
         received_rx,
@@ -191,19 +194,35 @@ fn options(config: &BridgeConfig) -> Result<MqttOptions, MqttError> {
     Ok(options)
 }
 
+/// What the bridge subscribes to at each new session.
+struct Subscriptions {
+    /// The work orders and meters (shared), and the group's claims.
+    filters: Vec<String>,
+    /// The group and the claims seen, with a shared group.
+    claims: Option<(String, Arc<claims::Claims>)>,
+    /// The plain work-order filter a new session reads the retained work
+    /// orders through, with a shared group.
+    retained: Option<String>,
+    /// The gateways' topic prefix.
+    prefix: String,
+}
+
 /// Polls the event loop for ever (that is what reconnects), subscribes
 /// at every new session, and hands each received message on with the
 /// number of the connection it came on (`session`, counted here).
 async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
-    filters: Vec<String>,
+    subscriptions: Subscriptions,
     received: mpsc::Sender<(u64, Publish)>,
     session: Arc<AtomicU64>,
-    claims: Option<(String, Arc<claims::Claims>)>,
-    retained: Option<String>,
-    prefix: String,
 ) {
+    let Subscriptions {
+        filters,
+        claims,
+        retained,
+        prefix,
+    } = subscriptions;
     let mut failures = 0u32;
     loop {
         match eventloop.poll().await {

@@ -16,9 +16,9 @@ mod common;
 mod acquisition;
 mod cmms_bridge;
 mod cmms_flow;
+mod cmms_surface;
 mod cmms_vendors1;
 mod cmms_vendors2;
-mod cmms_surface;
 mod config_check;
 mod decode_props;
 #[cfg(feature = "demo")]
