@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, Transport};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::mpsc;
 
 mod claims;
@@ -49,7 +49,7 @@ use crate::contract::claims::{self as claim, Claim};
 use crate::contract::inbound::status_payload;
 use crate::contract::received;
 use crate::contract::topics::{self, GatewayTopic};
-use crate::mqtt::client::{MqttError, install_crypto_provider, tls_client_config};
+use crate::mqtt::client::{MqttError, install_crypto_provider, session_options};
 use crate::store::{self, StoreError, StoreHandle};
 use crate::systemd;
 
@@ -167,31 +167,10 @@ pub async fn run(
 /// message is acknowledged once committed), no Last Will (the bridge
 /// publishes no status of its own).
 fn options(config: &BridgeConfig) -> Result<MqttOptions, MqttError> {
-    let mqtt = &config.mqtt;
-    let mut options = MqttOptions::new(mqtt.client_id.clone(), mqtt.host.clone(), mqtt.port);
-    options.set_keep_alive(Duration::from_secs(
-        mqtt.keep_alive.as_secs().clamp(1, u64::from(u16::MAX)),
-    ));
-    options.set_clean_session(false);
-    options.set_manual_acks(true);
-    let max = usize::try_from(mqtt.max_packet_size).unwrap_or(usize::MAX);
-    options.set_max_packet_size(max, max);
-    if let Some(user) = &mqtt.username {
-        let password = mqtt
-            .password
-            .as_ref()
-            .map(|p| p.expose_str())
-            .unwrap_or_default();
-        options.set_credentials(user.clone(), password);
-    }
-    if let Some(tls) = &mqtt.tls {
+    if config.mqtt.tls.is_some() {
         install_crypto_provider();
-        let tls = tls_client_config(tls)?;
-        options.set_transport(Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(tls)),
-        ));
     }
-    Ok(options)
+    session_options(&config.mqtt)
 }
 
 /// What the bridge subscribes to at each new session.

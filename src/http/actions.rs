@@ -190,11 +190,18 @@ async fn act(state: HttpState, rule: String, kind: Kind, request: Request) -> Re
             )
                 .into_response()
         }
-        Err(mpsc::error::TrySendError::Full(_)) => refuse(
+        Err(e) => not_taken(&e),
+    }
+}
+
+/// The answer when the pipeline cannot take a request now.
+pub(super) fn not_taken<T>(e: &mpsc::error::TrySendError<T>) -> Response {
+    match e {
+        mpsc::error::TrySendError::Full(_) => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "the gateway is busy with other requests; try again",
         ),
-        Err(mpsc::error::TrySendError::Closed(_)) => refuse(
+        mpsc::error::TrySendError::Closed(_) => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "the rules are restarting (a reload or a stop); try again",
         ),

@@ -15,10 +15,9 @@ use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
-use tokio::sync::mpsc;
 
 use super::HttpState;
-use super::actions::{MAX_BODY, authorized, refuse};
+use super::actions::{MAX_BODY, authorized, not_taken, refuse};
 use crate::config::InboundAuth;
 use crate::contract::inbound::{self, MAX_TEXT, Request as InboundRequest};
 use crate::mqtt::forwarder::Inbound;
@@ -99,20 +98,8 @@ pub(super) async fn push(
         retained: false,
     };
     let (message, handled) = Inbound::tracked(request);
-    match route.inbound.try_send(message) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the gateway is busy with other requests; try again",
-            );
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the rules are restarting (a reload or a stop); try again",
-            );
-        }
+    if let Err(e) = route.inbound.try_send(message) {
+        return not_taken(&e);
     }
     // Answered once applied and committed, so a 200 means the gateway has
     // it.

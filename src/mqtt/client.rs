@@ -82,14 +82,30 @@ pub fn install_crypto_provider() {
 /// ways, the retained `offline` Last Will on the status topic, and TLS
 /// when configured.
 pub fn mqtt_options(cfg: &ForwarderConfig) -> Result<MqttOptions, MqttError> {
-    let mqtt = &cfg.mqtt;
+    let mut options = session_options(&cfg.mqtt)?;
+    options.set_inflight(packet_id_space(cfg.mqtt.max_inflight.max(1)));
+    let will = status::offline(&cfg.status_info(), None);
+    options.set_last_will(LastWill::new(
+        cfg.topics.status(),
+        will,
+        QoS::AtLeastOnce,
+        true,
+    ));
+    Ok(options)
+}
+
+/// The options every fieldgate session shares (the forwarder's and
+/// `fieldgate bridge`'s): `[mqtt]`'s broker, client id, keep-alive,
+/// credentials, packet sizes and TLS, a persistent session (inbound
+/// messages queued while away) and manual acknowledgements (a message is
+/// acknowledged once what it asks is committed).
+pub fn session_options(mqtt: &MqttConfig) -> Result<MqttOptions, MqttError> {
     let mut options = MqttOptions::new(mqtt.client_id.clone(), mqtt.host.clone(), mqtt.port);
     options.set_keep_alive(keep_alive(mqtt));
     options.set_clean_session(false);
     options.set_manual_acks(true);
     let max = usize::try_from(mqtt.max_packet_size).unwrap_or(usize::MAX);
     options.set_max_packet_size(max, max);
-    options.set_inflight(packet_id_space(mqtt.max_inflight.max(1)));
     if let Some(user) = &mqtt.username {
         let password = mqtt
             .password
@@ -98,13 +114,6 @@ pub fn mqtt_options(cfg: &ForwarderConfig) -> Result<MqttOptions, MqttError> {
             .unwrap_or_default();
         options.set_credentials(user.clone(), password);
     }
-    let will = status::offline(&cfg.status_info(), None);
-    options.set_last_will(LastWill::new(
-        cfg.topics.status(),
-        will,
-        QoS::AtLeastOnce,
-        true,
-    ));
     if let Some(tls) = &mqtt.tls {
         let config = tls_client_config(tls)?;
         options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
