@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Checks systemd/fieldgate.service: `systemd-analyze verify` must print
-# nothing, and the offline security review must score at most
+# Checks systemd/fieldgate.service and systemd/fieldgate-bridge.service:
+# `systemd-analyze verify` must print nothing, and the offline security review must score at most
 # MAX_EXPOSURE (2.0, "OK"). Run from anywhere; `.ci/run` runs it after the
 # example configs are checked. Skips (exit 0, with a line saying so) where
 # systemd-analyze is missing.
@@ -13,10 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MAX_EXPOSURE=2.0
-unit=systemd/fieldgate.service
 
 if ! command -v systemd-analyze >/dev/null 2>&1; then
-    echo "skip: systemd-analyze not found; $unit was not checked"
+    echo "skip: systemd-analyze not found; the units were not checked"
     exit 0
 fi
 echo "$(systemd-analyze --version | head -n 1)"
@@ -30,13 +29,16 @@ fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-sed "s#/usr/bin/fieldgate#$bin#g" "$unit" > "$tmp/fieldgate.service"
+
+for unit in systemd/fieldgate.service systemd/fieldgate-bridge.service; do
+name=$(basename "$unit")
+sed "s#/usr/bin/fieldgate#$bin#g" "$unit" > "$tmp/$name"
 
 # Only this unit (not the ones it names) is checked, so a broken unit
 # elsewhere on the machine cannot fail this step. Any output is a finding
 # (an unknown directive, a bad value, a missing binary): verify's exit code
 # alone ignores some of them.
-out=$(systemd-analyze verify --man=no --recursive-errors=no "$tmp/fieldgate.service" 2>&1) || {
+out=$(systemd-analyze verify --man=no --recursive-errors=no "$tmp/$name" 2>&1) || {
     printf '%s\n' "$out"
     echo "error: systemd-analyze verify failed on $unit"
     exit 1
@@ -67,3 +69,4 @@ if awk -v s="$score" -v max="$MAX_EXPOSURE" 'BEGIN { exit !(s > max) }'; then
     exit 1
 fi
 echo "security: $unit exposure $score (at most $MAX_EXPOSURE)"
+done

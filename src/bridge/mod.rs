@@ -90,6 +90,13 @@ pub async fn run(
         path: config.store.path.display().to_string(),
         source,
     })?;
+    // A (re)start is the bridge's reload: what a CMMS refused is tried
+    // again, in order, with the config as it is now.
+    match store.sink_unpark(None).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(deliveries = n, "parked CMMS deliveries are tried again"),
+        Err(e) => tracing::warn!(error = %e, "cannot un-park CMMS deliveries"),
+    }
     let (client, eventloop) = AsyncClient::new(options(&config)?, 64);
     let (reports_tx, reports_rx) = mpsc::channel(REPORTS_CAPACITY);
     let mut connectors = Connectors::start(&config.cmms, &store, &reports_tx, &[]);
