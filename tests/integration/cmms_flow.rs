@@ -83,8 +83,14 @@ impl Vendor {
                 format!("kind = \"upkeep\"\nurl = \"{url}\"\nsession_token_file = \"{secret}\"")
             }
         };
+        // A test's own `timeout` replaces the short default.
+        let timeout = if extra.contains("timeout") {
+            ""
+        } else {
+            "timeout = \"1s\"\n"
+        };
         format!(
-            "[[cmms]]\nname = \"cmms\"\n{own}\ntimeout = \"1s\"\nretry_min = \"100ms\"\nretry_max = \"1s\"\npoll_interval = \"5s\"\n{extra}\n"
+            "[[cmms]]\nname = \"cmms\"\n{own}\n{timeout}retry_min = \"100ms\"\nretry_max = \"1s\"\npoll_interval = \"5s\"\n{extra}\n"
         )
     }
 
@@ -638,4 +644,80 @@ async fn maintainx_kill_9_mid_request_is_not_a_second_work_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upkeep_kill_9_mid_request_is_not_a_second_work_order() {
     killed_mid_request(Vendor::UpKeep).await;
+}
+
+/// A CMMS that takes 3 s to answer holds up nothing else: readings keep
+/// coming at the poll rate while the work order waits for its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_cmms_never_holds_up_polling_or_mqtt() {
+    let site = Site::start(Vendor::Maximo, "timeout = \"10s\"").await;
+    site.fake.with(|s| s.delay = Duration::from_secs(3));
+    let data = format!("{BASE}/data/pump");
+    let count =
+        |m: &[crate::common::subscriber::Received]| m.iter().filter(|x| x.topic == data).count();
+    site.overheat();
+    let before = count(&site.sub.received());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = count(&site.sub.received()) - before;
+    assert_eq!(site.fake.created().len(), 0, "still waiting for the CMMS");
+    // Polls every 100 ms: about 20 in 2 s; the deadband keeps some back,
+    // but the temperature changed, and the poll messages carry the run bit.
+    assert!(
+        during >= 5,
+        "readings kept flowing while the CMMS was slow: {during}"
+    );
+    site.created(1).await;
+    site.finish().await;
+}
+
+/// The connector's credential never reaches the journal, whatever the CMMS
+/// answers (here: 401 with its error text), even with debug logging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connectors_secret_is_never_logged() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    tracing::init();
+    let sim = sim::start(SCENARIO).await;
+    let broker = broker::start();
+    let fake = Vendor::Maximo.start().await;
+    // The fake expects another key: every request is refused with 401.
+    fake.with(|s| s.secret = "another-key".into());
+    let dir = tempfile::tempdir().unwrap();
+    let section = Vendor::Maximo.section(&fake.url(), dir.path(), "");
+    let text = config_text(
+        &dir.path().join("data"),
+        sim.addr("pump").unwrap(),
+        broker,
+        broker::free_port().port(),
+        &section,
+    );
+    let path = dir.path().join("fieldgate.toml");
+    std::fs::write(&path, text).unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("RUST_LOG", "debug")
+        .env("NO_COLOR", "1")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    sim.set("pump", "temp", 95.0).unwrap();
+    let refused = wait::until(WAIT, || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("parked until the next reload"))
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    sim.shutdown().await;
+    let mut text = String::new();
+    std::fs::File::open(&log)
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(refused, "the refusal was logged:\n{text}");
+    assert!(!text.contains(SECRET), "the API key is in the log:\n{text}");
 }
