@@ -223,9 +223,7 @@ async fn a_webhook_takes_each_delivery_once_with_a_bearer_token() {
     let fake = webhook::start("hook-token").await;
     let hook = webhook_vendor(&fake, WebhookAuth::Bearer(Secret::new("hook-token")), None);
     let doc = wo();
-    let raised = hook
-        .request(&doc, WO.as_bytes(), Event::Raised, None)
-        .unwrap();
+    let raised = hook.create(&doc, Event::Raised).unwrap();
     let first = hook.read_create(&exchange(&raised).await).unwrap().unwrap();
     assert_eq!(first.reference, "WH-1");
     // The same delivery again (a retry after a lost answer): dropped.
@@ -240,9 +238,7 @@ async fn a_webhook_takes_each_delivery_once_with_a_bearer_token() {
     assert_eq!(fake.requests()[0].headers["x-plant"], "north");
 
     // The next event is another delivery.
-    let closed = hook
-        .request(&doc, WO.as_bytes(), Event::Closed, Some("WH-1"))
-        .unwrap();
+    let closed = hook.update(&doc, "WH-1", Event::Closed).unwrap();
     let next = hook.read_create(&exchange(&closed).await).unwrap().unwrap();
     assert_eq!(next.reference, "WH-2");
     assert_eq!(fake.created().len(), 2);
@@ -262,12 +258,7 @@ async fn a_signed_webhook_with_a_template_sends_valid_json() {
         Some(template),
     );
     let doc = wo();
-    let answer = exchange(
-        &hook
-            .request(&doc, WO.as_bytes(), Event::Raised, None)
-            .unwrap(),
-    )
-    .await;
+    let answer = exchange(&hook.create(&doc, Event::Raised).unwrap()).await;
     assert_eq!(
         hook.read_create(&answer).unwrap().unwrap().reference,
         "WH-1"
@@ -312,9 +303,7 @@ async fn webhook_refusals_park_and_an_outage_retries() {
         None,
     );
     let doc = wo();
-    let raised = hook
-        .request(&doc, WO.as_bytes(), Event::Raised, None)
-        .unwrap();
+    let raised = hook.create(&doc, Event::Raised).unwrap();
 
     fake.with(|s| s.unknown_assets.push("P-101".into()));
     assert_eq!(
@@ -344,18 +333,14 @@ async fn a_slow_receiver_times_out_and_the_retry_is_dropped_as_a_repeat() {
     let fake = webhook::start("").await;
     fake.with(|s| s.swallow_creates = 1);
     let hook = webhook_vendor(&fake, WebhookAuth::None, None);
-    let raised = hook
-        .request(&wo(), WO.as_bytes(), Event::Raised, None)
-        .unwrap();
+    let raised = hook.create(&wo(), Event::Raised).unwrap();
     assert!(send(&raised, Duration::from_millis(300)).await.is_err());
     let retried = hook.read_create(&exchange(&raised).await).unwrap().unwrap();
     assert_eq!(retried.reference, "WH-1");
     assert_eq!(fake.created().len(), 1);
 
     fake.with(|s| s.delay = Duration::from_millis(500));
-    let closed = hook
-        .request(&wo(), WO.as_bytes(), Event::Closed, None)
-        .unwrap();
+    let closed = hook.create(&wo(), Event::Closed).unwrap();
     assert!(send(&closed, Duration::from_millis(100)).await.is_err());
     assert_eq!(fake.problems(), Vec::<String>::new());
 }
@@ -390,9 +375,7 @@ async fn the_fakes_notice_requests_off_the_reference() {
 
     let fake = webhook::start("").await;
     let hook = webhook_vendor(&fake, WebhookAuth::None, None);
-    let mut raised = hook
-        .request(&wo(), WO.as_bytes(), Event::Raised, None)
-        .unwrap();
+    let mut raised = hook.create(&wo(), Event::Raised).unwrap();
     for (name, value) in &mut raised.headers {
         if name == "Idempotency-Key" {
             *value = "retry-1".into();

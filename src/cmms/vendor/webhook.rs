@@ -117,35 +117,6 @@ impl Webhook {
         }
     }
 
-    /// The request that delivers `event` of `wo`, whose message as
-    /// published is `raw`: the body is `raw` itself (no template) or the
-    /// template with `{json}` = `raw`, signed when the connector signs.
-    /// `reference` is the receiver's id once it gave one (for
-    /// `{cmms_ref}`). The delivery task calls this rather than the
-    /// trait's [`create`](Vendor::create) and [`update`](Vendor::update),
-    /// which have only the parsed work order; it must not swap the body
-    /// of a request afterwards, since the signature covers the body.
-    pub fn request(
-        &self,
-        wo: &WorkOrderDoc,
-        raw: &[u8],
-        event: Event,
-        reference: Option<&str>,
-    ) -> Result<Request, Failure> {
-        self.build(wo, raw, event, reference)
-    }
-
-    /// The body [`request`](Webhook::request) sends.
-    pub fn body_for(
-        &self,
-        wo: &WorkOrderDoc,
-        raw: &[u8],
-        event: Event,
-        reference: Option<&str>,
-    ) -> Vec<u8> {
-        self.body(wo, raw, event, reference)
-    }
-
     fn body(
         &self,
         wo: &WorkOrderDoc,
@@ -600,9 +571,7 @@ mod tests {
     #[test]
     fn a_raised_work_order_is_posted_with_fieldgates_headers() {
         let hook = webhook(WebhookAuth::Bearer(Secret::new("tok-123")), None);
-        let req = hook
-            .request(&wo(), WO.as_bytes(), Event::Raised, None)
-            .unwrap();
+        let req = hook.create(&wo(), Event::Raised).unwrap();
         assert_eq!(req.method, Method::Post);
         assert_eq!(req.url, "https://hooks.example/in?x=1");
         assert_eq!(req.body.as_deref(), Some(WO.as_bytes()));
@@ -737,14 +706,9 @@ mod tests {
             },
             Some(r#"{"title":"{title}"}"#),
         );
-        let req = hook
-            .request(&wo(), WO.as_bytes(), Event::Raised, None)
-            .unwrap();
+        let req = hook.create(&wo(), Event::Raised).unwrap();
         let body = req.body.clone().unwrap();
-        assert_eq!(
-            body,
-            hook.body_for(&wo(), WO.as_bytes(), Event::Raised, None)
-        );
+        assert_eq!(body, hook.body(&wo(), WO.as_bytes(), Event::Raised, None));
         assert_eq!(
             header(&req, "x-fieldgate-signature").unwrap(),
             sign(b"s3cret", &body).unwrap()
