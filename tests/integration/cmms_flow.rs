@@ -352,13 +352,8 @@ async fn status_loop(vendor: Vendor) {
     site.overheat();
     site.created(1).await;
     let held = site.fake.created()[0].clone();
-    let wo = if vendor == Vendor::Webhook {
-        // No reference to keep unless the receiver gave one; the webhook
-        // fake answers an id.
-        site.reference_on_mqtt(&held.reference).await
-    } else {
-        site.reference_on_mqtt(&held.reference).await
-    };
+    // The webhook fake answers an id too: every connector keeps one.
+    let wo = site.reference_on_mqtt(&held.reference).await;
     let id = wo["id"].as_str().unwrap().to_owned();
     assert_eq!(wo["status"], "accepted");
     if vendor == Vendor::Webhook {
@@ -558,11 +553,53 @@ async fn status_pushes_need_the_connectors_credential() {
     site.finish().await;
 }
 
+/// The gateway binary on `fake` (a `config_text` written into `dir`),
+/// as systemd would run it, logging at `log_level` to `stderr`.
+struct Binary {
+    path: std::path::PathBuf,
+}
+
+impl Binary {
+    fn write(
+        vendor: Vendor,
+        fake: &FakeCmms,
+        sim: &Simulator,
+        broker: SocketAddr,
+        dir: &Path,
+    ) -> Binary {
+        let section = vendor.section(&fake.url(), dir, "");
+        let text = config_text(
+            &dir.join("data"),
+            sim.addr("pump").unwrap(),
+            broker,
+            broker::free_port().port(),
+            &section,
+        );
+        let path = dir.join("fieldgate.toml");
+        std::fs::write(&path, text).unwrap();
+        Binary { path }
+    }
+
+    fn spawn(&self, log_level: &str, stderr: std::process::Stdio) -> std::process::Child {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+            .args(["run", "-c"])
+            .arg(&self.path)
+            .env("RUST_LOG", log_level)
+            .env("NO_COLOR", "1")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
+    }
+}
+
 /// `kill -9` while the CMMS holds the create unanswered: after the
 /// restart the delivery is sent again, the lookup by key finds the work
 /// order the first attempt made, and the CMMS has exactly one.
 async fn killed_mid_request(vendor: Vendor) {
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     tracing::init();
     let sim = sim::start(SCENARIO).await;
     let broker = broker::start();
@@ -570,29 +607,8 @@ async fn killed_mid_request(vendor: Vendor) {
     let fake = vendor.start().await;
     fake.with(|s| s.swallow_creates = 1);
     let dir = tempfile::tempdir().unwrap();
-    let section = vendor.section(&fake.url(), dir.path(), "");
-    let text = config_text(
-        &dir.path().join("data"),
-        sim.addr("pump").unwrap(),
-        broker,
-        broker::free_port().port(),
-        &section,
-    );
-    let path = dir.path().join("fieldgate.toml");
-    std::fs::write(&path, text).unwrap();
-    let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_fieldgate"))
-            .args(["run", "-c"])
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .env("NO_COLOR", "1")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap()
-    };
+    let binary = Binary::write(vendor, &fake, &sim, broker, dir.path());
+    let spawn = || binary.spawn("warn", Stdio::inherit());
     let mut child = spawn();
     sim.set("pump", "temp", 95.0).unwrap();
     let held = fake.clone();
@@ -675,7 +691,6 @@ async fn a_slow_cmms_never_holds_up_polling_or_mqtt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connectors_secret_is_never_logged() {
     use std::io::Read;
-    use std::process::{Command, Stdio};
     tracing::init();
     let sim = sim::start(SCENARIO).await;
     let broker = broker::start();
@@ -683,28 +698,9 @@ async fn the_connectors_secret_is_never_logged() {
     // The fake expects another key: every request is refused with 401.
     fake.with(|s| s.secret = "another-key".into());
     let dir = tempfile::tempdir().unwrap();
-    let section = Vendor::Maximo.section(&fake.url(), dir.path(), "");
-    let text = config_text(
-        &dir.path().join("data"),
-        sim.addr("pump").unwrap(),
-        broker,
-        broker::free_port().port(),
-        &section,
-    );
-    let path = dir.path().join("fieldgate.toml");
-    std::fs::write(&path, text).unwrap();
+    let binary = Binary::write(Vendor::Maximo, &fake, &sim, broker, dir.path());
     let log = dir.path().join("stderr.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldgate"))
-        .args(["run", "-c"])
-        .arg(&path)
-        .env("RUST_LOG", "debug")
-        .env("NO_COLOR", "1")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = binary.spawn("debug", std::fs::File::create(&log).unwrap().into());
     sim.set("pump", "temp", 95.0).unwrap();
     let refused = wait::until(WAIT, || {
         std::fs::read_to_string(&log).is_ok_and(|l| l.contains("parked until the next reload"))
