@@ -112,12 +112,11 @@ pub async fn run(
     if let Some(g) = &group {
         filters.insert(0, claim::filter(&config.bridge.topic_prefix, g));
     }
-    let claims_topic = group;
     let claims = Arc::new(claims::Claims::default());
     let session = Arc::new(AtomicU64::new(0));
     let subscriptions = Subscriptions {
         filters,
-        claims: claims_topic.clone().map(|t| (t, claims.clone())),
+        claims: group.clone().map(|g| (g, claims.clone())),
         retained: config
             .bridge
             .shared_group
@@ -138,7 +137,7 @@ pub async fn run(
         store.clone(),
         config.clone(),
         session,
-        claims_topic.map(|t| (t, claims)),
+        group.map(|g| (g, claims)),
     ));
     let publisher = tokio::spawn(publish_statuses(reports_rx, client.clone()));
     tracing::info!(
