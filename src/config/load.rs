@@ -190,6 +190,7 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
         rules: rules.into_iter().filter_map(|r| r.value).collect(),
         meters: meters.into_iter().filter_map(|m| m.value).collect(),
         cmms: cmms.into_iter().filter_map(|c| c.value).collect(),
+        sparkplug: None,
     };
     let mut problems = Problems(ctx.problems);
     problems.sort();

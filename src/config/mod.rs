@@ -129,6 +129,8 @@ pub struct Config {
     pub meters: Vec<Meter>,
     /// `[[cmms]]`: the REST connectors.
     pub cmms: Vec<CmmsConfig>,
+    /// `[sparkplug]`: the Sparkplug B edge node, when the section is there.
+    pub sparkplug: Option<SparkplugConfig>,
 }
 
 impl Config {
@@ -238,6 +240,27 @@ pub struct StoreConfig {
     pub max_age: Duration,
     /// Longest time a write waits for its group commit.
     pub flush_interval: Duration,
+}
+
+/// `[sparkplug]`: the Sparkplug B 3.0 edge node beside (or instead of the
+/// readings of) the JSON topic tree. It uses `[mqtt]`'s broker, TLS and
+/// credentials on a connection of its own (its Last Will is the NDEATH).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparkplugConfig {
+    /// `group_id`: the Sparkplug group (the second level of every topic).
+    pub group_id: String,
+    /// `edge_node_id` (default: `[gateway] id`).
+    pub edge_node_id: String,
+    /// `primary_host_id`: wait for this host's `STATE` before births, and
+    /// buffer while it is offline. `None`: publish whenever connected.
+    pub primary_host_id: Option<String>,
+    /// `json_readings` (default true): readings also go to the JSON tree.
+    /// Status, alarms, work orders and meters always do (the CMMS reads
+    /// them there).
+    pub json_readings: bool,
+    /// `client_id` of the edge node's MQTT connection (default:
+    /// `[mqtt] client_id` followed by `-spb`).
+    pub client_id: String,
 }
 
 /// `[http]`: health, metrics and the status page.

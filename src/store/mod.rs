@@ -250,6 +250,35 @@ const BROKER_UP: u8 = 1;
 /// No session: nothing can be delivered (groups are longer).
 const BROKER_DOWN: u8 = 2;
 
+/// The topic prefix of the Sparkplug B namespace: rows whose topic starts
+/// with it are the edge node's ([`Lane::Sparkplug`]). The same literal is
+/// `contract::sparkplug::NAMESPACE` followed by `/` (a test keeps the two
+/// equal; the store sits beside the contract, below it in no way).
+pub const SPARKPLUG_TOPIC_PREFIX: &str = "spBv1.0/";
+
+/// Which publisher takes a row: the outbox holds the JSON tree's messages
+/// and the Sparkplug edge node's side by side, in one id order, under one
+/// `max_bytes`; each publisher fetches and deletes only its own. A row's
+/// lane is its topic's namespace, so it needs no column of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// The JSON topic tree (`mqtt::forwarder`).
+    Json,
+    /// The Sparkplug B namespace (`spBv1.0/…`, the edge node).
+    Sparkplug,
+}
+
+impl Lane {
+    /// The lane of a row with this topic.
+    pub fn of(topic: &str) -> Lane {
+        if topic.starts_with(SPARKPLUG_TOPIC_PREFIX) {
+            Lane::Sparkplug
+        } else {
+            Lane::Json
+        }
+    }
+}
+
 /// What a message is, for eviction: readings go first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
