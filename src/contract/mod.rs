@@ -21,6 +21,7 @@
 //! * [`status`]: the online/offline status.
 //! * [`rules`]: alarm, work-order and meter messages (serde).
 //! * [`inbound`]: every message received, read into a typed [`Request`].
+//! * [`sparkplug`]: the Sparkplug B namespace, payloads and birth certificate.
 //! * [`claims`]: how the bridges of a group agree who creates a work order.
 //! * [`received`]: fieldgate's own work-order and meter messages read back
 //!   (what the CMMS connectors and `fieldgate bridge` deliver).
@@ -34,6 +35,7 @@ pub mod inbound;
 pub(crate) mod json;
 pub mod received;
 pub mod rules;
+pub mod sparkplug;
 pub(crate) mod status;
 pub mod topics;
 

@@ -1,0 +1,1 @@
+//! Tests of `session`: the wire form of births, data, deaths and rows.
