@@ -17,7 +17,7 @@ pub struct ConfigChanges {
     /// CMMS connectors (`[[cmms]]`), by name.
     pub cmms: NamedChanges,
     /// Whole sections that differ: `gateway`, `mqtt`, `store`, `http`,
-    /// `alarms`, `workorders`.
+    /// `sparkplug` (added or removed included), `alarms`, `workorders`.
     pub sections: Vec<&'static str>,
 }
 
@@ -69,6 +69,7 @@ impl ConfigChanges {
         differs("mqtt", old.mqtt == new.mqtt);
         differs("store", old.store == new.store);
         differs("http", old.http == new.http);
+        differs("sparkplug", old.sparkplug == new.sparkplug);
         differs("alarms", old.alarms == new.alarms);
         differs("workorders", old.workorders == new.workorders);
         ConfigChanges {
@@ -96,10 +97,14 @@ impl ConfigChanges {
         self.sections.contains(&name)
     }
 
-    /// The MQTT connection must be made again: another broker, client or
-    /// topic tree. (A new gateway location only changes work orders.)
+    /// The MQTT connections must be made again: another broker, client or
+    /// topic tree, or another Sparkplug edge node (turned on or off, or
+    /// with other ids, client or readings: its births and its Last Will,
+    /// the NDEATH, are given when it connects). (A new gateway location
+    /// only changes work orders.)
     pub fn reconnects_mqtt(old: &Config, new: &Config) -> bool {
         old.mqtt != new.mqtt
+            || old.sparkplug != new.sparkplug
             || old.gateway.site != new.gateway.site
             || old.gateway.id != new.gateway.id
     }
@@ -212,6 +217,40 @@ port = 1884
         );
         let back = ConfigChanges::between(&new, &old);
         assert_eq!(back.devices.removed, ["pump2"]);
+    }
+
+    #[test]
+    fn a_sparkplug_change_reconnects_like_an_mqtt_change() {
+        let with = |section: &str| format!("{BASE}{section}");
+        let off = load(BASE);
+        let on = load(&with("[sparkplug]\ngroup_id = \"plant-a\"\n"));
+        for (old, new) in [(&off, &on), (&on, &off)] {
+            let c = ConfigChanges::between(old, new);
+            assert_eq!(c.sections, ["sparkplug"]);
+            assert_eq!(c.summary(), "[sparkplug] changed");
+            assert!(ConfigChanges::reconnects_mqtt(old, new));
+        }
+        for other in [
+            "[sparkplug]\ngroup_id = \"plant-b\"\n",
+            "[sparkplug]\ngroup_id = \"plant-a\"\nprimary_host_id = \"scada\"\n",
+            "[sparkplug]\ngroup_id = \"plant-a\"\njson_readings = false\n",
+            "[sparkplug]\ngroup_id = \"plant-a\"\nclient_id = \"spb\"\n",
+        ] {
+            let new = load(&with(other));
+            let c = ConfigChanges::between(&on, &new);
+            assert_eq!(c.sections, ["sparkplug"], "{other}");
+            assert!(ConfigChanges::reconnects_mqtt(&on, &new), "{other}");
+        }
+        let same = load(&with("[sparkplug]\ngroup_id = \"plant-a\"\n# a comment\n"));
+        assert!(ConfigChanges::between(&on, &same).is_empty());
+        assert!(!ConfigChanges::reconnects_mqtt(&on, &same));
+        // The defaults follow `[gateway] id` and `[mqtt] client_id`: the
+        // edge node changes with them.
+        let renamed = load(
+            &with("[sparkplug]\ngroup_id = \"plant-a\"\n").replace("id = \"gw\"", "id = \"gw2\""),
+        );
+        let c = ConfigChanges::between(&on, &renamed);
+        assert!(c.section("sparkplug") && c.section("gateway"), "{c:?}");
     }
 
     #[test]

@@ -167,6 +167,7 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
         mqtt,
         store,
         http,
+        sparkplug,
         alarms,
         workorders,
         buses,
@@ -190,7 +191,7 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
         rules: rules.into_iter().filter_map(|r| r.value).collect(),
         meters: meters.into_iter().filter_map(|m| m.value).collect(),
         cmms: cmms.into_iter().filter_map(|c| c.value).collect(),
-        sparkplug: None,
+        sparkplug,
     };
     let mut problems = Problems(ctx.problems);
     problems.sort();

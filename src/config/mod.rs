@@ -67,6 +67,17 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/fieldgate/fieldgate.toml";
 /// Prefix of the environment variables that override the file.
 pub const ENV_PREFIX: &str = "FIELDGATE_";
 
+/// The first level of every Sparkplug B 3.0 topic. A JSON topic tree may
+/// not start with it (`[mqtt] topic_prefix`): the two would mix on the
+/// broker, and the outbox tells its two lanes apart by this level.
+pub const SPARKPLUG_NAMESPACE: &str = "spBv1.0";
+
+/// The longest Sparkplug id `[sparkplug]` accepts (`group_id`,
+/// `edge_node_id`, `primary_host_id`), in characters: each id is a level
+/// of every topic the edge node publishes or watches, so it travels in
+/// every message and in every subscription of a host application.
+pub const SPARKPLUG_ID_MAX: usize = 64;
+
 /// A loaded, valid configuration and the warnings found on the way.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -245,6 +256,13 @@ pub struct StoreConfig {
 /// `[sparkplug]`: the Sparkplug B 3.0 edge node beside (or instead of the
 /// readings of) the JSON topic tree. It uses `[mqtt]`'s broker, TLS and
 /// credentials on a connection of its own (its Last Will is the NDEATH).
+/// The section's presence turns it on.
+///
+/// The three ids are non-empty, at most [`SPARKPLUG_ID_MAX`] characters,
+/// without `+`, `#` or `/` (Sparkplug 3.0 forbids them: they are MQTT's
+/// wildcards and level separator), control characters, or whitespace at
+/// either end. Device and tag names become device ids and metric names;
+/// their own rules (letters, digits, `_`, `-`) already keep them valid.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SparkplugConfig {
     /// `group_id`: the Sparkplug group (the second level of every topic).
@@ -256,11 +274,32 @@ pub struct SparkplugConfig {
     pub primary_host_id: Option<String>,
     /// `json_readings` (default true): readings also go to the JSON tree.
     /// Status, alarms, work orders and meters always do (the CMMS reads
-    /// them there).
+    /// them there), as do the inbound topics.
     pub json_readings: bool,
     /// `client_id` of the edge node's MQTT connection (default:
-    /// `[mqtt] client_id` followed by `-spb`).
+    /// `[mqtt] client_id` followed by `-spb`; never `[mqtt] client_id`
+    /// itself, since a broker keeps one connection per client id).
     pub client_id: String,
+}
+
+impl SparkplugConfig {
+    /// One line for `fieldgate check`'s summary: `group plant-a, edge
+    /// node gw1, primary host scada; readings on Sparkplug and JSON`.
+    pub fn summary(&self) -> String {
+        let host = match &self.primary_host_id {
+            Some(h) => format!("primary host {h}"),
+            None => "no primary host".to_owned(),
+        };
+        let readings = if self.json_readings {
+            "Sparkplug and JSON"
+        } else {
+            "Sparkplug only"
+        };
+        format!(
+            "group {}, edge node {}, {host}; readings on {readings}",
+            self.group_id, self.edge_node_id
+        )
+    }
 }
 
 /// `[http]`: health, metrics and the status page.

@@ -75,6 +75,18 @@ pub struct RawHttp {
     pub token_file: Option<String>,
 }
 
+/// `[sparkplug]`: the Sparkplug B edge node; the section's presence turns
+/// it on.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSparkplug {
+    pub group_id: Option<String>,
+    pub edge_node_id: Option<String>,
+    pub primary_host_id: Option<String>,
+    pub json_readings: Option<bool>,
+    pub client_id: Option<String>,
+}
+
 /// `[alarms]`: chattering detection.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -410,6 +422,7 @@ pub const SECTIONS: &[&str] = &[
     "mqtt",
     "store",
     "http",
+    "sparkplug",
     "alarms",
     "workorders",
     "buses",

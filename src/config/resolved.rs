@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use super::{
     AlarmConfig, BridgeSection, Bus, CmmsConfig, Device, GatewayConfig, HttpConfig, Meter,
-    MqttConfig, Rule, StoreConfig, WorkOrderConfig,
+    MqttConfig, Rule, SparkplugConfig, StoreConfig, WorkOrderConfig,
 };
 
 /// The keys of some tables in the order the file writes them (figment
@@ -26,6 +26,8 @@ pub(super) struct Resolved {
     pub store: StoreConfig,
     /// `[http]`.
     pub http: HttpConfig,
+    /// `[sparkplug]`, when the section is there and has a `group_id`.
+    pub sparkplug: Option<SparkplugConfig>,
     /// `[alarms]`.
     pub alarms: AlarmConfig,
     /// `[workorders]`.

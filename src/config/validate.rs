@@ -3,7 +3,8 @@
 //! rules and meters to tags, `expr` conditions compiled against the tags'
 //! types, buses and unit ids shared, HTTP exposure, CMMS connectors'
 //! names, the meters they name and their plain-HTTP addresses (for
-//! `bridge.toml` too). Resolving has already
+//! `bridge.toml` too), the Sparkplug edge node's client id beside
+//! `[mqtt]`'s. Resolving has already
 //! judged each element on its own; this only checks, and records every
 //! problem it finds rather than stopping at the first, so a technician
 //! fixes a whole file in one pass. `fieldgate check` and reloads share it.
@@ -13,7 +14,8 @@ use std::collections::{HashMap, HashSet};
 use super::report::Ctx;
 use super::resolved::{Connector, Needs, Placed, Reads, Resolved, ResolvedBridge};
 use super::{
-    Bus, CmmsConfig, CmmsKind, Connection, Device, HttpConfig, MqttConfig, WebhookAuth, expr_type,
+    Bus, CmmsConfig, CmmsKind, Connection, Device, HttpConfig, MqttConfig, SparkplugConfig,
+    WebhookAuth, expr_type,
 };
 use crate::tag::{DataType, Tag};
 
@@ -58,6 +60,9 @@ pub(super) fn validate(ctx: &mut Ctx, resolved: &Resolved) {
     duplicates(ctx, "meter", &meters);
 
     check_mqtt(ctx, &resolved.mqtt);
+    if let Some(sparkplug) = &resolved.sparkplug {
+        check_sparkplug(ctx, sparkplug, &resolved.mqtt);
+    }
     check_all(ctx, &resolved.buses, &resolved.devices, &resolved.http);
     check_cmms(
         ctx,
@@ -321,6 +326,28 @@ fn check_mqtt(ctx: &mut Ctx, mqtt: &MqttConfig) {
             mqtt.port
         ),
     );
+}
+
+/// The edge node beside the JSON forwarder: two connections to one
+/// broker, and what `json_readings = false` leaves of the JSON readings.
+fn check_sparkplug(ctx: &mut Ctx, sparkplug: &SparkplugConfig, mqtt: &MqttConfig) {
+    if sparkplug.client_id == mqtt.client_id {
+        ctx.error(
+            "sparkplug.client_id",
+            format!(
+                "client_id \"{}\" is also [mqtt] client_id: a broker keeps one connection per client id, \
+                 so the edge node and the JSON forwarder would take turns throwing each other off; \
+                 leave it out for the default ({}-spb)",
+                sparkplug.client_id, mqtt.client_id
+            ),
+        );
+    }
+    if !sparkplug.json_readings && mqtt.per_tag_topics {
+        ctx.warn(
+            "mqtt.per_tag_topics",
+            "per_tag_topics has no effect: [sparkplug] json_readings = false publishes readings in Sparkplug only",
+        );
+    }
 }
 
 /// Whether `host` is this machine: a loopback address or `localhost`.

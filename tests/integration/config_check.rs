@@ -448,6 +448,76 @@ fn csv_tag_map_takes_defaults_from_empty_cells() {
 }
 
 // ---------------------------------------------------------------------------
+// `[sparkplug]`.
+
+/// What a technician sees for a bad Sparkplug group id: `check` names the
+/// file, the line and the field, and fails.
+#[test]
+fn check_prints_a_bad_sparkplug_group_id_at_its_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fieldgate.toml");
+    let text = format!("{MINIMAL}\n[sparkplug]\ngroup_id = \"plant/a\"\n");
+    std::fs::write(&file, &text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+        .args(["check", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = line_of(&text, "group_id");
+    let want = format!(
+        "error: {}:{line}: sparkplug.group_id: group_id \"plant/a\" contains '/'; \
+         Sparkplug B forbids +, # and / in ids (they are MQTT's wildcards and topic-level separator)\n",
+        file.display()
+    );
+    assert!(stdout.contains(&want), "want:\n{want}got:\n{stdout}");
+    assert!(stdout.contains(": 1 error, "), "{stdout}");
+
+    // Fixed, the same file passes.
+    std::fs::write(&file, text.replace("plant/a", "plant-a")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+        .args(["check", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+}
+
+/// The JSON tree's prefix is refused exactly when its topics would land in
+/// the outbox's Sparkplug lane: the config and the store agree on the
+/// namespace.
+#[test]
+fn a_json_prefix_is_refused_exactly_when_the_outbox_would_take_it_for_sparkplug() {
+    use fieldgate::store::{Lane, SPARKPLUG_TOPIC_PREFIX};
+    assert_eq!(
+        format!("{}/", config::SPARKPLUG_NAMESPACE),
+        SPARKPLUG_TOPIC_PREFIX
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fieldgate.toml");
+    for prefix in [
+        "fieldgate",
+        "spBv1.0",
+        "spBv1.0/plant-a",
+        "spBv1.0x",
+        "spBv1",
+        "spbv1.0",
+        "plant/spBv1.0",
+    ] {
+        let text = MINIMAL.replace(
+            "port = 1883",
+            &format!("port = 1883\ntopic_prefix = \"{prefix}\""),
+        );
+        std::fs::write(&file, &text).unwrap();
+        let loads = config::load_with_env(&file, &[]).is_ok();
+        let lane = Lane::of(&format!("{prefix}/default/gw1/status"));
+        assert_eq!(loads, lane == Lane::Json, "{prefix}");
+    }
+}
+
+// ---------------------------------------------------------------------------
 // `[[cmms]]` connectors and `bridge.toml`.
 
 /// A gateway with a meter, before its `[[cmms]]` sections.

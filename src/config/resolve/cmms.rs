@@ -9,7 +9,7 @@ use std::time::Duration;
 use figment::value::Value;
 use reqwest::header::{HeaderName, HeaderValue};
 
-use super::fields::{check_name, duration_in, required};
+use super::fields::{check_name, check_topic_prefix, duration_in, required};
 use super::sections::{default_gateway_id, read_secret, readable_file};
 use crate::config::cmms::WEBHOOK_PLACEHOLDERS;
 use crate::config::raw::{RawBridge, RawCmms, RawId};
@@ -751,22 +751,6 @@ pub(super) fn bridge(ctx: &mut Ctx, raw: RawBridge, mqtt_prefix: Option<String>)
         data_dir,
         shared_group,
         topic_prefix,
-    }
-}
-
-/// A topic prefix the way `[mqtt] topic_prefix` is judged.
-fn check_topic_prefix(ctx: &mut Ctx, field: &str, prefix: &str) {
-    if prefix.is_empty()
-        || prefix.contains(['+', '#'])
-        || prefix.starts_with('/')
-        || prefix.ends_with('/')
-    {
-        ctx.error(
-            field,
-            format!(
-                "topic prefix \"{prefix}\" must be non-empty, without + or # and without a leading or trailing /"
-            ),
-        );
     }
 }
 

@@ -9,8 +9,8 @@
 //! to [`validate`](super::validate), which runs on the result.
 //!
 //! * [`fields`]: required fields, ranges, durations and names.
-//! * [`sections`]: `[gateway]`, `[mqtt]`, `[store]`, `[http]`, `[alarms]`
-//!   and `[workorders]`.
+//! * [`sections`]: `[gateway]`, `[mqtt]`, `[store]`, `[http]`,
+//!   `[sparkplug]`, `[alarms]` and `[workorders]`.
 //! * [`devices`]: `[[buses]]` and `[[devices]]`.
 //! * [`tags`]: one tag, and the tag map of one device.
 //! * [`rules`]: `[[rules]]` and `[[meters]]`, with their work-order
@@ -30,7 +30,7 @@ use sha2::Sha256;
 
 use super::raw::{
     RawAlarms, RawBridge, RawBus, RawDevice, RawGateway, RawHttp, RawMeter, RawMqtt, RawRule,
-    RawStore, RawWorkOrders,
+    RawSparkplug, RawStore, RawWorkOrders,
 };
 use super::report::Ctx;
 use super::resolved::{Connector, KeyOrder, Placed, Resolved, ResolvedBridge};
@@ -66,6 +66,10 @@ pub(super) fn resolve(
     let http = ctx.read::<RawHttp>("http", root.get("http"));
     let alarms = ctx.read::<RawAlarms>("alarms", root.get("alarms"));
     let workorders = ctx.read::<RawWorkOrders>("workorders", root.get("workorders"));
+    // Unlike the other sections, `[sparkplug]` is off when it is absent.
+    let sparkplug = root
+        .get("sparkplug")
+        .map(|v| ctx.read::<RawSparkplug>("sparkplug", Some(v)));
 
     let gateway = sections::gateway(ctx, gateway.unwrap_or_default());
     let mqtt = sections::mqtt(ctx, mqtt.unwrap_or_default(), &gateway);
@@ -73,6 +77,9 @@ pub(super) fn resolve(
     let http = sections::http(ctx, http.unwrap_or_default());
     let alarms = sections::alarms(ctx, alarms.unwrap_or_default());
     let workorders = sections::workorders(ctx, workorders.unwrap_or_default());
+    let sparkplug = sparkplug
+        .flatten()
+        .and_then(|raw| sections::sparkplug(ctx, raw, &gateway, &mqtt));
 
     let bus_elements = elements(ctx, root, "buses");
     let bus_names = names("buses", &bus_elements);
@@ -134,6 +141,7 @@ pub(super) fn resolve(
         mqtt,
         store,
         http,
+        sparkplug,
         alarms,
         workorders,
         buses,

@@ -1,17 +1,20 @@
 //! The single-table sections: `[gateway]`, `[mqtt]`, `[store]`, `[http]`,
-//! `[alarms]` and `[workorders]`, with the secrets they read.
+//! `[sparkplug]`, `[alarms]` and `[workorders]`, with the secrets they
+//! read.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::fields::{check_name, duration_in, int_in};
-use crate::config::raw::{RawAlarms, RawGateway, RawHttp, RawMqtt, RawStore, RawWorkOrders};
+use super::fields::{check_name, check_sparkplug_id, check_topic_prefix, duration_in, int_in};
+use crate::config::raw::{
+    RawAlarms, RawGateway, RawHttp, RawMqtt, RawSparkplug, RawStore, RawWorkOrders,
+};
 use crate::config::report::Ctx;
 use crate::config::secret::Secret;
 use crate::config::{
-    AlarmConfig, Durability, GatewayConfig, HttpConfig, MqttConfig, Qos, StoreConfig, TlsConfig,
-    WorkOrderConfig,
+    AlarmConfig, Durability, GatewayConfig, HttpConfig, MqttConfig, Qos, SPARKPLUG_ID_MAX,
+    SparkplugConfig, StoreConfig, TlsConfig, WorkOrderConfig,
 };
 
 /// `[gateway]`.
@@ -153,18 +156,7 @@ pub(super) fn mqtt(ctx: &mut Ctx, raw: RawMqtt, gateway: &GatewayConfig) -> Mqtt
         }
     };
     let topic_prefix = raw.topic_prefix.unwrap_or_else(|| "fieldgate".into());
-    if topic_prefix.is_empty()
-        || topic_prefix.contains(['+', '#'])
-        || topic_prefix.starts_with('/')
-        || topic_prefix.ends_with('/')
-    {
-        ctx.error(
-            "mqtt.topic_prefix",
-            format!(
-                "topic prefix \"{topic_prefix}\" must be non-empty, without + or # and without a leading or trailing /"
-            ),
-        );
-    }
+    check_topic_prefix(ctx, "mqtt.topic_prefix", &topic_prefix);
     let live_share = raw.live_share.unwrap_or(0.5);
     if !(0.0..=1.0).contains(&live_share) {
         ctx.error(
@@ -318,6 +310,78 @@ pub(super) fn http(ctx: &mut Ctx, raw: RawHttp) -> HttpConfig {
     }
 }
 
+/// `[sparkplug]`, when the file (or the environment) has the section: its
+/// defaults name the gateway and `[mqtt]`'s client. `None` when it has no
+/// `group_id`. Whether `client_id` differs from `[mqtt]`'s is checked
+/// across sections, by `validate`.
+pub(super) fn sparkplug(
+    ctx: &mut Ctx,
+    raw: RawSparkplug,
+    gateway: &GatewayConfig,
+    mqtt: &MqttConfig,
+) -> Option<SparkplugConfig> {
+    let Some(group_id) = raw.group_id else {
+        ctx.error(
+            "sparkplug.group_id",
+            "missing group_id: the Sparkplug group of this edge node (the second level of its topics)",
+        );
+        return None;
+    };
+    check_sparkplug_id(ctx, "sparkplug.group_id", "group_id", &group_id);
+    let edge_node_id = match raw.edge_node_id {
+        Some(id) => {
+            check_sparkplug_id(ctx, "sparkplug.edge_node_id", "edge_node_id", &id);
+            id
+        }
+        None => {
+            // The gateway id's characters are judged at `gateway.id` (a
+            // name is stricter than a Sparkplug id); only the length is
+            // Sparkplug's own limit.
+            let len = gateway.id.chars().count();
+            if len > SPARKPLUG_ID_MAX {
+                ctx.error(
+                    "sparkplug.edge_node_id",
+                    format!(
+                        "edge_node_id defaults to [gateway] id \"{}\", which is {len} characters long; \
+                         a Sparkplug id has at most {SPARKPLUG_ID_MAX}: set edge_node_id",
+                        gateway.id
+                    ),
+                );
+            }
+            gateway.id.clone()
+        }
+    };
+    if let Some(host) = &raw.primary_host_id {
+        if host.is_empty() {
+            ctx.error(
+                "sparkplug.primary_host_id",
+                "primary_host_id is empty; leave the key out to publish without waiting for a primary host",
+            );
+        } else {
+            check_sparkplug_id(ctx, "sparkplug.primary_host_id", "primary_host_id", host);
+        }
+    }
+    let client_id = match raw.client_id {
+        Some(id) => {
+            if id.trim().is_empty() {
+                ctx.error(
+                    "sparkplug.client_id",
+                    "client_id is empty; leave the key out for the default ([mqtt] client_id followed by -spb)",
+                );
+            }
+            id
+        }
+        None => format!("{}-spb", mqtt.client_id),
+    };
+    Some(SparkplugConfig {
+        group_id,
+        edge_node_id,
+        primary_host_id: raw.primary_host_id,
+        json_readings: raw.json_readings.unwrap_or(true),
+        client_id,
+    })
+}
+
 /// `[alarms]`.
 pub(super) fn alarms(ctx: &mut Ctx, raw: RawAlarms) -> AlarmConfig {
     AlarmConfig {
@@ -367,5 +431,373 @@ pub(super) fn workorders(ctx: &mut Ctx, raw: RawWorkOrders) -> WorkOrderConfig {
             Duration::from_secs(1),
             Duration::from_secs(7 * 86_400),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Loaded, Problems, SparkplugConfig, load_with_env};
+
+    /// A gateway with one device, before its `[sparkplug]` section.
+    const BASE: &str = r#"[gateway]
+id = "gw1"
+site = "plant-a"
+data_dir = "."
+
+[http]
+listen = ""
+
+[[devices]]
+name = "pump1"
+tcp = "127.0.0.1:5020"
+tags = [{ name = "temp", area = "input", address = 0, type = "f32" }]
+"#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Loaded, Problems> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fieldgate.toml");
+        std::fs::write(&path, text).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        load_with_env(&path, &env)
+    }
+
+    fn sparkplug(text: &str) -> SparkplugConfig {
+        match load(text, &[]) {
+            Ok(l) => {
+                assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+                l.config.sparkplug.expect("[sparkplug] is on")
+            }
+            Err(p) => panic!("does not load:\n{p}\n{text}"),
+        }
+    }
+
+    /// The errors of `text`, each as `line: field: message`.
+    fn errors(text: &str, env: &[(&str, &str)]) -> Vec<String> {
+        let problems = match load(text, env) {
+            Ok(_) => panic!("loads:\n{text}"),
+            Err(p) => p,
+        };
+        problems
+            .0
+            .iter()
+            .filter(|p| p.is_error())
+            .map(|p| match &p.origin {
+                crate::config::Origin::Toml { line, .. } => {
+                    format!("{}: {}: {}", line.unwrap_or(0), p.field, p.message)
+                }
+                crate::config::Origin::Env { var } => {
+                    format!("{var}: {}: {}", p.field, p.message)
+                }
+                other => format!("{other:?}: {}: {}", p.field, p.message),
+            })
+            .collect()
+    }
+
+    /// The line of `[sparkplug]` written after `BASE` and a blank line;
+    /// its keys follow it.
+    const HEADER: usize = 14;
+
+    #[test]
+    fn without_the_section_the_edge_node_is_off() {
+        let loaded = load(BASE, &[]).unwrap();
+        assert_eq!(loaded.config.sparkplug, None);
+    }
+
+    #[test]
+    fn the_defaults_name_the_gateway_and_its_client() {
+        let s = sparkplug(&format!("{BASE}\n[sparkplug]\ngroup_id = \"plant-a\"\n"));
+        assert_eq!(
+            s,
+            SparkplugConfig {
+                group_id: "plant-a".into(),
+                edge_node_id: "gw1".into(),
+                primary_host_id: None,
+                json_readings: true,
+                client_id: "fieldgate-plant-a-gw1-spb".into(),
+            }
+        );
+        assert_eq!(
+            s.summary(),
+            "group plant-a, edge node gw1, no primary host; readings on Sparkplug and JSON"
+        );
+        // An `[mqtt] client_id` of the user's own is the default's stem.
+        let s = sparkplug(&format!(
+            "{BASE}\n[mqtt]\nclient_id = \"line1\"\n\n[sparkplug]\ngroup_id = \"plant-a\"\n"
+        ));
+        assert_eq!(s.client_id, "line1-spb");
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let s = sparkplug(&format!(
+            "{BASE}\n[sparkplug]\ngroup_id = \"Plant A.Line 1\"\nedge_node_id = \"Gateway 1\"\n\
+             primary_host_id = \"scada-1\"\njson_readings = false\nclient_id = \"gw1-edge\"\n"
+        ));
+        assert_eq!(
+            s,
+            SparkplugConfig {
+                group_id: "Plant A.Line 1".into(),
+                edge_node_id: "Gateway 1".into(),
+                primary_host_id: Some("scada-1".into()),
+                json_readings: false,
+                client_id: "gw1-edge".into(),
+            }
+        );
+        assert_eq!(
+            s.summary(),
+            "group Plant A.Line 1, edge node Gateway 1, primary host scada-1; readings on Sparkplug only"
+        );
+        // At most 64 characters, not bytes.
+        let long = "é".repeat(64);
+        let s = sparkplug(&format!(
+            "{BASE}\n[sparkplug]\ngroup_id = \"{long}\"\nedge_node_id = \"{}\"\n",
+            "n".repeat(64)
+        ));
+        assert_eq!(s.group_id, long);
+    }
+
+    #[test]
+    fn every_bad_id_is_an_error_at_its_line() {
+        let bad: &[(&str, &str)] = &[
+            ("\"\"", "is empty"),
+            (
+                "\"a+b\"",
+                "contains '+'; Sparkplug B forbids +, # and / in ids",
+            ),
+            (
+                "\"a#b\"",
+                "contains '#'; Sparkplug B forbids +, # and / in ids",
+            ),
+            (
+                "\"plant/a\"",
+                "contains '/'; Sparkplug B forbids +, # and / in ids",
+            ),
+            ("\" a\"", "begins or ends with whitespace"),
+            ("\"a \"", "begins or ends with whitespace"),
+            ("\"a\\u0000b\"", "contains the control character '\\0'"),
+            ("\"a\\tb\"", "contains the control character '\\t'"),
+        ];
+        let too_long = format!("\"{}\"", "g".repeat(65));
+        let bad = bad
+            .iter()
+            .copied()
+            .chain([(too_long.as_str(), "is 65 characters long; at most 64")]);
+        for (value, message) in bad {
+            for (key, line) in [
+                ("group_id", HEADER + 1),
+                ("edge_node_id", HEADER + 2),
+                ("primary_host_id", HEADER + 3),
+            ] {
+                let mut ids = [
+                    ("group_id", "\"plant-a\""),
+                    ("edge_node_id", "\"gw1\""),
+                    ("primary_host_id", "\"scada\""),
+                ];
+                ids.iter_mut().find(|(k, _)| *k == key).unwrap().1 = value;
+                let section: String = ids.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+                let text = format!("{BASE}\n[sparkplug]\n{section}");
+                let got = errors(&text, &[]);
+                assert_eq!(got.len(), 1, "{key} = {value}: {got:?}");
+                let want = format!("{line}: sparkplug.{key}: ");
+                assert!(
+                    got[0].starts_with(&want) && got[0].contains(message),
+                    "{key} = {value}: want {want}…{message}, got {got:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_primary_host_says_how_to_go_without() {
+        let got = errors(
+            &format!("{BASE}\n[sparkplug]\ngroup_id = \"g\"\nprimary_host_id = \"\"\n"),
+            &[],
+        );
+        assert_eq!(
+            got,
+            [format!(
+                "{}: sparkplug.primary_host_id: primary_host_id is empty; leave the key out to publish without waiting for a primary host",
+                HEADER + 2
+            )]
+        );
+    }
+
+    #[test]
+    fn group_id_is_required() {
+        let got = errors(&format!("{BASE}\n[sparkplug]\nedge_node_id = \"e\"\n"), &[]);
+        assert_eq!(
+            got,
+            [format!(
+                "{HEADER}: sparkplug.group_id: missing group_id: the Sparkplug group of this edge node (the second level of its topics)"
+            )]
+        );
+        // An empty section is on, and lacks its group.
+        let got = errors(&format!("{BASE}\n[sparkplug]\n"), &[]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with(&format!("{HEADER}: sparkplug.group_id: missing group_id")));
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_errors() {
+        let got = errors(&format!("{BASE}\n[sparkplug]\ngroup = \"g\"\n"), &[]);
+        assert_eq!(
+            got,
+            [format!(
+                "{}: sparkplug.group: unknown key `group`; did you mean `group_id`?",
+                HEADER + 1
+            )]
+        );
+        let got = errors(
+            &format!("{BASE}\n[sparkplug]\ngroup_id = \"g\"\njson_readings = \"no\"\n"),
+            &[],
+        );
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(&format!(
+                "{}: sparkplug.json_readings: wrong type",
+                HEADER + 2
+            )),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn the_default_edge_node_id_is_held_to_the_length_limit() {
+        let long = "g".repeat(65);
+        let text = format!(
+            "{}\n[sparkplug]\ngroup_id = \"g\"\n",
+            BASE.replace("\"gw1\"", &format!("\"{long}\""))
+        );
+        let got = errors(&text, &[]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(&format!(
+                "{HEADER}: sparkplug.edge_node_id: edge_node_id defaults to [gateway] id"
+            )) && got[0].contains("set edge_node_id"),
+            "{got:?}"
+        );
+        // The gateway alone may have a long id.
+        load(&BASE.replace("\"gw1\"", &format!("\"{long}\"")), &[]).unwrap();
+        // A gateway id that is no name is reported once, at gateway.id.
+        let text = format!(
+            "{}\n[sparkplug]\ngroup_id = \"g\"\n",
+            BASE.replace("\"gw1\"", "\"gw/1\"")
+        );
+        let got = errors(&text, &[]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("2: gateway.id: "), "{got:?}");
+    }
+
+    #[test]
+    fn the_edge_node_needs_a_client_id_of_its_own() {
+        let text = format!(
+            "{BASE}\n[mqtt]\nclient_id = \"gw1\"\n\n[sparkplug]\ngroup_id = \"g\"\nclient_id = \"gw1\"\n"
+        );
+        let got = errors(&text, &[]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(&format!(
+                "{}: sparkplug.client_id: client_id \"gw1\" is also [mqtt] client_id",
+                HEADER + 5
+            )) && got[0].contains("(gw1-spb)"),
+            "{got:?}"
+        );
+        let got = errors(
+            &format!("{BASE}\n[sparkplug]\ngroup_id = \"g\"\nclient_id = \" \"\n"),
+            &[],
+        );
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(&format!(
+                "{}: sparkplug.client_id: client_id is empty",
+                HEADER + 2
+            )),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_json_prefix_in_the_sparkplug_namespace_is_an_error_either_way() {
+        for section in ["", "\n[sparkplug]\ngroup_id = \"g\"\n"] {
+            for prefix in ["spBv1.0", "spBv1.0/plant"] {
+                let text = format!("{BASE}\n[mqtt]\ntopic_prefix = \"{prefix}\"\n{section}");
+                let got = errors(&text, &[]);
+                assert_eq!(got.len(), 1, "{prefix}: {got:?}");
+                assert!(
+                    got[0].starts_with(&format!(
+                        "{}: mqtt.topic_prefix: topic prefix \"{prefix}\" begins with spBv1.0, the Sparkplug B namespace",
+                        HEADER + 1
+                    )),
+                    "{got:?}"
+                );
+            }
+            // Only the first level counts, and only as Sparkplug writes it.
+            for prefix in ["spBv1.0x", "plant/spBv1.0", "spbv1.0"] {
+                let text = format!("{BASE}\n[mqtt]\ntopic_prefix = \"{prefix}\"\n{section}");
+                load(&text, &[]).unwrap_or_else(|p| panic!("{prefix}:\n{p}"));
+            }
+        }
+    }
+
+    #[test]
+    fn per_tag_topics_without_json_readings_is_warned_about() {
+        let text = format!(
+            "{BASE}\n[mqtt]\nper_tag_topics = true\n\n[sparkplug]\ngroup_id = \"g\"\njson_readings = false\n"
+        );
+        let loaded = load(&text, &[]).unwrap();
+        let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.field.clone()).collect();
+        assert_eq!(warnings, ["mqtt.per_tag_topics"]);
+        let text = text.replace("json_readings = false", "json_readings = true");
+        assert!(load(&text, &[]).unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn the_environment_overrides_the_section_like_any_other() {
+        let text = format!("{BASE}\n[sparkplug]\ngroup_id = \"plant-a\"\n");
+        let loaded = load(
+            &text,
+            &[
+                ("FIELDGATE_SPARKPLUG__GROUP_ID", "plant-b"),
+                ("FIELDGATE_SPARKPLUG__EDGE_NODE_ID", "edge-7"),
+                ("FIELDGATE_SPARKPLUG__PRIMARY_HOST_ID", "scada"),
+                ("FIELDGATE_SPARKPLUG__JSON_READINGS", "false"),
+                ("FIELDGATE_SPARKPLUG__CLIENT_ID", "edge-7-spb"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            loaded.config.sparkplug,
+            Some(SparkplugConfig {
+                group_id: "plant-b".into(),
+                edge_node_id: "edge-7".into(),
+                primary_host_id: Some("scada".into()),
+                json_readings: false,
+                client_id: "edge-7-spb".into(),
+            })
+        );
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        // A variable of the section turns it on, as the section does.
+        let loaded = load(BASE, &[("FIELDGATE_SPARKPLUG__GROUP_ID", "plant-b")]).unwrap();
+        assert_eq!(loaded.config.sparkplug.unwrap().group_id, "plant-b");
+        // A value that reads as a number is one, as for every key: quoted,
+        // it is the id.
+        let got = errors(BASE, &[("FIELDGATE_SPARKPLUG__GROUP_ID", "42")]);
+        assert!(
+            got.len() == 1
+                && got[0].contains("wrong type: found unsigned int `42`, expected a string"),
+            "{got:?}"
+        );
+        let loaded = load(BASE, &[("FIELDGATE_SPARKPLUG__GROUP_ID", "\"42\"")]).unwrap();
+        assert_eq!(loaded.config.sparkplug.unwrap().group_id, "42");
+        // A bad value is reported at the variable that gave it.
+        let got = errors(BASE, &[("FIELDGATE_SPARKPLUG__GROUP_ID", "plant/b")]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("FIELDGATE_SPARKPLUG__GROUP_ID: sparkplug.group_id: group_id \"plant/b\" contains '/'"),
+            "{got:?}"
+        );
     }
 }
