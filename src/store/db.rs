@@ -11,11 +11,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 
-use super::evict::{self, Bounds, Budget, Evicted, MIN_MAX_BYTES, RateLimited};
+use super::evict::{
+    self, Bounds, Budget, Evicted, Gone, MIN_MAX_BYTES, RateLimited, returning_gone,
+};
 use super::history::{self, Kept};
 use super::lock::InstanceLock;
 use super::sinks::{self, Delivery};
-use super::{HISTORY_ROWS, HistoryEntry, Kind, OutMessage, Row, Stats, StoreError, StoreIdentity};
+use super::{
+    HISTORY_ROWS, HistoryEntry, Kind, Lane, OutMessage, Row, Stats, StoreError, StoreIdentity,
+    sparkplug_sql,
+};
 use super::{identity, schema};
 use crate::clock::{Anchor, Clock, Resumed, Timestamp};
 use crate::config::StoreConfig;
@@ -51,12 +56,14 @@ const VACUUM_FREE_SHARE: u64 = 4;
 
 const INSERT: &str = "INSERT INTO outbox (id, topic, seq, payload, qos, retain, kind, created_at)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
-const DELETE_ONE: &str =
-    "DELETE FROM outbox WHERE id = ?1 RETURNING octet_length(topic) + length(payload)";
+const DELETE_ONE: &str = concat!("DELETE FROM outbox WHERE id = ?1 ", returning_gone!());
 /// A run of consecutive acknowledged ids (a backlog drained in order) in
-/// one statement: far cheaper than one statement a row.
-const DELETE_RANGE: &str = "DELETE FROM outbox WHERE id BETWEEN ?1 AND ?2
-     RETURNING octet_length(topic) + length(payload)";
+/// one statement: far cheaper than one statement a row. (Every id of a
+/// run was acknowledged, whichever lane its row is of.)
+const DELETE_RANGE: &str = concat!(
+    "DELETE FROM outbox WHERE id BETWEEN ?1 AND ?2 ",
+    returning_gone!()
+);
 /// Writes a named state blob (v2).
 const UPSERT_STATE: &str = "INSERT INTO state (key, value, updated_at) VALUES (?1, ?2, ?3)
      ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
@@ -64,10 +71,44 @@ const UPSERT_STATE: &str = "INSERT INTO state (key, value, updated_at) VALUES (?
 /// rows' seqs (see `reserve`).
 const UPSERT_SEQ: &str = "INSERT INTO topic_seq (topic, seq) VALUES (?1, ?2)
      ON CONFLICT (topic) DO UPDATE SET seq = max(seq, excluded.seq)";
-const FETCH_AFTER: &str = "SELECT id, topic, seq, payload, qos, retain, kind, created_at
-     FROM outbox WHERE id > ?1 ORDER BY id LIMIT ?2";
-const FETCH_NEWEST: &str = "SELECT id, topic, seq, payload, qos, retain, kind, created_at
-     FROM outbox WHERE id > ?1 ORDER BY id DESC LIMIT ?2";
+// The fetches of one lane: a range scan of the primary key from `?1` on
+// (or down to it), in id order, leaving out the other lane's rows as it
+// goes, and stopping at `?2` rows of the lane (`select` stops reading at
+// its `limit`). No sort, no temporary table (a test checks the plan).
+const FETCH_AFTER_JSON: &str = concat!(
+    "SELECT id, topic, seq, payload, qos, retain, kind, created_at
+     FROM outbox WHERE id > ?1 AND NOT (",
+    sparkplug_sql!(),
+    ") ORDER BY id LIMIT ?2"
+);
+const FETCH_AFTER_SPARKPLUG: &str = concat!(
+    "SELECT id, topic, seq, payload, qos, retain, kind, created_at
+     FROM outbox WHERE id > ?1 AND ",
+    sparkplug_sql!(),
+    " ORDER BY id LIMIT ?2"
+);
+const FETCH_NEWEST_JSON: &str = concat!(
+    "SELECT id, topic, seq, payload, qos, retain, kind, created_at
+     FROM outbox WHERE id > ?1 AND NOT (",
+    sparkplug_sql!(),
+    ") ORDER BY id DESC LIMIT ?2"
+);
+const FETCH_NEWEST_SPARKPLUG: &str = concat!(
+    "SELECT id, topic, seq, payload, qos, retain, kind, created_at
+     FROM outbox WHERE id > ?1 AND ",
+    sparkplug_sql!(),
+    " ORDER BY id DESC LIMIT ?2"
+);
+
+/// The fetch of `lane`'s rows, oldest first or `newest` first.
+fn fetch_sql(lane: Lane, newest: bool) -> &'static str {
+    match (lane, newest) {
+        (Lane::Json, false) => FETCH_AFTER_JSON,
+        (Lane::Sparkplug, false) => FETCH_AFTER_SPARKPLUG,
+        (Lane::Json, true) => FETCH_NEWEST_JSON,
+        (Lane::Sparkplug, true) => FETCH_NEWEST_SPARKPLUG,
+    }
+}
 
 /// Owns the connection (see the module docs).
 pub(super) struct Outbox {
@@ -89,6 +130,9 @@ pub(super) struct Outbox {
     last_id: i64,
     messages: u64,
     bytes: u64,
+    /// Rows of the Sparkplug lane (counted at open, then kept with every
+    /// insert, delete and eviction: no scan per figure).
+    sparkplug: u64,
     inserted: u64,
     acked: u64,
     rejected: u64,
@@ -123,6 +167,7 @@ struct FileFigures {
     max_id: i64,
     messages: i64,
     bytes: i64,
+    sparkplug: i64,
     sink_last: i64,
 }
 
@@ -154,8 +199,10 @@ struct Delta {
     last_id: i64,
     inserted: u64,
     inserted_bytes: u64,
-    acked: u64,
-    acked_bytes: u64,
+    /// Of the inserted rows, those of the Sparkplug lane.
+    inserted_sparkplug: u64,
+    /// The acknowledged rows deleted.
+    acked: Gone,
     evicted: Evicted,
     more: bool,
     /// What the `history` table holds after the transaction.
@@ -355,13 +402,20 @@ impl Outbox {
         let evicted_readings = meta("evicted_readings")?.max(0) as u64;
         let evicted_other = meta("evicted_other")?.max(0) as u64;
         let kept = history::measure(conn).map_err(|e| fail("measuring the history", e))?;
-        let (max_id, messages, bytes): (i64, i64, i64) = conn
+        // The one scan of the outbox: from here on the figures are kept
+        // with every change.
+        let (max_id, messages, bytes, sparkplug): (i64, i64, i64, i64) = conn
             .query_row(
-                "SELECT coalesce(max(id), 0), count(*),
-                        coalesce(sum(octet_length(topic) + length(payload)), 0)
-                 FROM outbox",
+                concat!(
+                    "SELECT coalesce(max(id), 0), count(*),
+                        coalesce(sum(octet_length(topic) + length(payload)), 0),
+                        coalesce(sum(",
+                    sparkplug_sql!(),
+                    "), 0)
+                     FROM outbox"
+                ),
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .map_err(|e| fail("counting the outbox", e))?;
         let sink_last = sinks::last_id(conn).map_err(|e| fail("reading the sink queues", e))?;
@@ -375,6 +429,7 @@ impl Outbox {
             max_id,
             messages,
             bytes,
+            sparkplug,
             sink_last,
         })
     }
@@ -398,6 +453,7 @@ impl Outbox {
             max_id,
             messages,
             bytes,
+            sparkplug,
             sink_last,
         } = f;
         let budget = Budget::new(config.max_bytes, page_size.max(0) as u64);
@@ -433,6 +489,7 @@ impl Outbox {
             last_id: meta_last.max(max_id),
             messages: messages.max(0) as u64,
             bytes: bytes.max(0) as u64,
+            sparkplug: sparkplug.max(0) as u64,
             inserted: 0,
             acked: 0,
             rejected: 0,
@@ -618,19 +675,13 @@ impl Outbox {
                 while j + 1 < deletes.len() && deletes[j + 1] == deletes[j] + 1 {
                     j += 1;
                 }
-                if j == i {
-                    if let Some(bytes) =
-                        one.query_row([first], |r| r.get::<_, i64>(0)).optional()?
-                    {
-                        d.acked += 1;
-                        d.acked_bytes += bytes.max(0) as u64;
-                    }
+                let mut rows = if j == i {
+                    one.query([first])?
                 } else {
-                    let mut rows = range.query(params![first, deletes[j]])?;
-                    while let Some(r) = rows.next()? {
-                        d.acked += 1;
-                        d.acked_bytes += r.get::<_, i64>(0)?.max(0) as u64;
-                    }
+                    range.query(params![first, deletes[j]])?
+                };
+                while let Some(r) = rows.next()? {
+                    d.acked.count(r)?;
                 }
                 i = j + 1;
             }
@@ -655,6 +706,9 @@ impl Outbox {
                 ])?;
                 seqs.insert(&m.topic, m.seq);
                 d.inserted_bytes += (m.topic.len() + m.payload.len()) as u64;
+                if Lane::of(&m.topic) == Lane::Sparkplug {
+                    d.inserted_sparkplug += 1;
+                }
             }
             d.inserted = messages.len() as u64;
             let mut stmt = tx.prepare_cached(UPSERT_SEQ)?;
@@ -699,7 +753,7 @@ impl Outbox {
         let bounds = Bounds {
             budget: self.budget,
             age_cutoff,
-            rows: (self.messages + d.inserted).saturating_sub(d.acked),
+            rows: (self.messages + d.inserted).saturating_sub(d.acked.rows),
         };
         d.more = evict::enforce(&tx, bounds, &mut d.evicted)?;
         if d.evicted.rows() > 0 {
@@ -721,10 +775,13 @@ impl Outbox {
         self.last_id = d.last_id;
         self.history = d.history;
         self.inserted += d.inserted;
-        self.acked += d.acked;
-        self.messages = (self.messages + d.inserted).saturating_sub(d.acked + d.evicted.rows());
+        self.acked += d.acked.rows;
+        self.messages =
+            (self.messages + d.inserted).saturating_sub(d.acked.rows + d.evicted.rows());
         self.bytes =
-            (self.bytes + d.inserted_bytes).saturating_sub(d.acked_bytes + d.evicted.bytes);
+            (self.bytes + d.inserted_bytes).saturating_sub(d.acked.bytes + d.evicted.bytes);
+        self.sparkplug = (self.sparkplug + d.inserted_sparkplug)
+            .saturating_sub(d.acked.sparkplug + d.evicted.sparkplug);
         self.note_evictions(&d.evicted, now);
         if let Some(id) = d.sinks.last_id {
             self.sink_last = self.sink_last.max(id);
@@ -800,6 +857,7 @@ impl Outbox {
                 let n = ev.rows();
                 self.messages = self.messages.saturating_sub(n);
                 self.bytes = self.bytes.saturating_sub(ev.bytes);
+                self.sparkplug = self.sparkplug.saturating_sub(ev.sparkplug);
                 self.note_evictions(&ev, Instant::now());
                 Ok(n)
             }
@@ -837,32 +895,34 @@ impl Outbox {
         }
     }
 
-    /// Up to `limit` rows with `id > after`, oldest first, leaving out
-    /// `skip` (acknowledged, deletion not yet committed).
+    /// Up to `limit` rows of `lane` with `id > after`, oldest first,
+    /// leaving out `skip` (acknowledged, deletion not yet committed).
     pub fn fetch_after(
         &mut self,
+        lane: Lane,
         after: i64,
         limit: usize,
         skip: &BTreeSet<i64>,
     ) -> Result<Vec<Row>, StoreError> {
-        let mut rows = self.select(FETCH_AFTER, after, limit, skip)?;
-        rows.truncate(limit);
-        Ok(rows)
+        self.select(fetch_sql(lane, false), after, limit, skip)
     }
 
-    /// Up to `limit` of the newest rows with `id > after`, oldest first.
+    /// Up to `limit` of the newest rows of `lane` with `id > after`,
+    /// oldest first.
     pub fn fetch_newest(
         &mut self,
+        lane: Lane,
         after: i64,
         limit: usize,
         skip: &BTreeSet<i64>,
     ) -> Result<Vec<Row>, StoreError> {
-        let mut rows = self.select(FETCH_NEWEST, after, limit, skip)?;
-        rows.truncate(limit);
+        let mut rows = self.select(fetch_sql(lane, true), after, limit, skip)?;
         rows.reverse();
         Ok(rows)
     }
 
+    /// Up to `limit` rows of `sql` (a fetch of one lane) that are not in
+    /// `skip`, in the statement's order.
     fn select(
         &self,
         sql: &str,
@@ -873,7 +933,10 @@ impl Outbox {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // Ask for as many more as could be skipped.
+        // Ask for as many more as could be skipped (`skip` holds both
+        // lanes' ids: more than this lane can skip, never fewer), so the
+        // answer is short only when the lane has no more rows. Reading
+        // stops at `limit`, so asking too many costs nothing.
         let skippable = skip.range(after.saturating_add(1)..).count();
         let want = sql_limit(limit.saturating_add(skippable));
         let result = (|| {
@@ -884,6 +947,9 @@ impl Outbox {
                 let id: i64 = r.get(0)?;
                 if !skip.contains(&id) {
                     out.push(row_from(r)?);
+                    if out.len() == limit {
+                        break;
+                    }
                 }
             }
             Ok(out)
@@ -949,6 +1015,7 @@ impl Outbox {
         Stats {
             messages: self.messages,
             bytes: self.bytes,
+            sparkplug_messages: self.sparkplug,
             oldest_age: None,
             file_bytes: self.file_bytes(),
             inserted: self.inserted,
@@ -1278,7 +1345,7 @@ mod tests {
         let s = db.stats().unwrap();
         assert!(s.evicted_readings > 0, "{s:?}");
         assert_eq!(s.messages + s.evicted_readings, 220);
-        let rows = db.fetch_after(0, 1000, &none).unwrap();
+        let rows = db.fetch_after(Lane::Json, 0, 1000, &none).unwrap();
         assert_eq!(rows.len() as u64, s.messages);
         // The oldest went; the new group is whole.
         assert_eq!(rows.last().map(|r| r.id), Some(220));
@@ -1317,6 +1384,173 @@ mod tests {
             .collect()
     }
 
+    /// The Sparkplug predicate in SQL is the prefix of the Rust side.
+    #[test]
+    fn the_sql_lane_is_the_topic_prefix() {
+        let prefix = super::super::SPARKPLUG_TOPIC_PREFIX;
+        assert_eq!(
+            sparkplug_sql!(),
+            format!("substr(topic, 1, {}) = '{prefix}'", prefix.chars().count())
+        );
+    }
+
+    /// Each lane's fetch is a range scan of the primary key in id order,
+    /// filtered as it goes: no other index, no sort.
+    #[test]
+    fn a_lane_fetch_scans_the_primary_key_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Outbox::open(&test_config(dir.path())).unwrap();
+        for lane in [Lane::Json, Lane::Sparkplug] {
+            for newest in [false, true] {
+                let sql = fetch_sql(lane, newest);
+                let mut stmt = db
+                    .conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .unwrap();
+                let plan: Vec<String> = stmt
+                    .query_map(params![0, 10], |r| r.get::<_, String>(3))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect();
+                assert_eq!(plan.len(), 1, "{lane:?} {newest}: {plan:?}");
+                assert!(
+                    plan[0].contains("USING INTEGER PRIMARY KEY (rowid>?)"),
+                    "{lane:?} {newest}: {plan:?}"
+                );
+            }
+        }
+        db.close().unwrap();
+    }
+
+    /// A message of either lane, made `at` ms into the timeline.
+    fn lane_message(id: i64, sparkplug: bool, kind: Kind, at: u64) -> (i64, OutMessage) {
+        let topic = if sparkplug {
+            format!(
+                "{}plant/DDATA/gw/pump1",
+                super::super::SPARKPLUG_TOPIC_PREFIX
+            )
+        } else {
+            "fieldgate/s/g/data/pump1".to_string()
+        };
+        (
+            id,
+            OutMessage {
+                topic,
+                seq: id as u64,
+                payload: vec![b'x'; 1000],
+                qos: 1,
+                retain: false,
+                kind,
+                created_at: Timestamp(at),
+            },
+        )
+    }
+
+    /// The rows in the file, each with its kind and whether Sparkplug
+    /// (told by the Rust side).
+    fn rows_in_file(db: &Outbox) -> Vec<(i64, String, bool)> {
+        let mut stmt = db
+            .conn
+            .prepare("SELECT id, kind, topic FROM outbox ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| {
+            let topic: String = r.get(2)?;
+            Ok((r.get(0)?, r.get(1)?, Lane::of(&topic) == Lane::Sparkplug))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    fn sparkplug_in_file(db: &Outbox) -> u64 {
+        rows_in_file(db).iter().filter(|(_, _, s)| *s).count() as u64
+    }
+
+    /// The bounds evict the oldest readings first whatever their lane (the
+    /// alarms of both stay), and the kept Sparkplug count matches the file
+    /// after evictions by the budget and by a full disk, after deletes,
+    /// and after a reopen (which counts it once).
+    #[test]
+    fn eviction_ignores_lanes_and_the_sparkplug_count_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            max_bytes: MIN_MAX_BYTES,
+            ..test_config(dir.path())
+        };
+        let mut db = Outbox::open(&config).unwrap();
+        let t0 = db.clock().now().as_millis();
+        // Two alarms of each lane first, then readings, a third Sparkplug.
+        let mut next = 1;
+        let mut group = Vec::new();
+        for sparkplug in [true, false, true, false] {
+            group.push(lane_message(next, sparkplug, Kind::Alarm, t0 + next as u64));
+            next += 1;
+        }
+        for _ in 0..120 {
+            for _ in 0..10 {
+                let sparkplug = next % 3 == 0;
+                group.push(lane_message(
+                    next,
+                    sparkplug,
+                    Kind::Reading,
+                    t0 + next as u64,
+                ));
+                next += 1;
+            }
+            db.commit(&group, &[], &[], &[], &[], &Marks::default())
+                .unwrap();
+            group.clear();
+            assert_eq!(db.figures().sparkplug_messages, sparkplug_in_file(&db));
+        }
+        let s = db.stats().unwrap();
+        assert!(s.evicted_readings > 100, "{s:?}");
+        assert_eq!(s.evicted_other, 0);
+        let rows = rows_in_file(&db);
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        // The alarms, then the newest readings without a hole: the oldest
+        // went, Sparkplug or not.
+        let first_reading = 5 + s.evicted_readings as i64;
+        let want: Vec<i64> = (1..=4).chain(first_reading..next).collect();
+        assert_eq!(ids, want);
+        assert_eq!(s.messages, rows.len() as u64);
+        assert_eq!(s.sparkplug_messages, sparkplug_in_file(&db));
+
+        // A full disk: `make_room` evicts, the count follows.
+        let pages: i64 = db
+            .conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap();
+        db.cap_pages(Some(pages));
+        let before = db.figures().evicted_readings;
+        let group: Vec<_> = (next..next + 20)
+            .map(|id| lane_message(id, id % 2 == 0, Kind::Reading, t0 + id as u64))
+            .collect();
+        next += 20;
+        db.commit(&group, &[], &[], &[], &[], &Marks::default())
+            .unwrap();
+        assert!(db.figures().evicted_readings > before);
+        assert_eq!(db.figures().sparkplug_messages, sparkplug_in_file(&db));
+        db.cap_pages(None);
+
+        // Deletes of either lane, one by one and as a range.
+        let rows = rows_in_file(&db);
+        let spb: Vec<i64> = rows.iter().filter(|r| r.2).map(|r| r.0).take(5).collect();
+        let run: Vec<i64> = (next - 10..next).collect();
+        let mut deletes: Vec<i64> = spb.iter().copied().chain(run).collect();
+        deletes.sort();
+        deletes.dedup();
+        db.commit(&[], &deletes, &[], &[], &[], &Marks::default())
+            .unwrap();
+        let left = sparkplug_in_file(&db);
+        assert_eq!(db.figures().sparkplug_messages, left);
+        assert!(left > 0);
+        db.close().unwrap();
+
+        let db = Outbox::open(&config).unwrap();
+        assert_eq!(db.figures().sparkplug_messages, left);
+        db.close().unwrap();
+    }
+
     /// Messages and history are one transaction: when the history cannot
     /// be written, the messages are not committed either.
     #[test]
@@ -1336,7 +1570,7 @@ mod tests {
             &Marks::default(),
         );
         assert!(err.is_err());
-        assert!(db.fetch_after(0, 10, &none).unwrap().is_empty());
+        assert!(db.fetch_after(Lane::Json, 0, 10, &none).unwrap().is_empty());
         assert_eq!(db.last_id(), 0);
         db.conn
             .execute_batch("ALTER TABLE gone RENAME TO history")

@@ -71,16 +71,16 @@ async fn a_file_that_cannot_be_opened_starts_degraded_and_recovers() {
     committed.changed().await.unwrap();
     // No file was ever written: ids start at 1.
     assert_eq!(*committed.borrow(), 5);
-    let rows = h.fetch_after(0, 10).await.unwrap();
+    let rows = h.fetch_after(Lane::Json, 0, 10).await.unwrap();
     assert_eq!(
         rows.iter().map(|r| r.id).collect::<Vec<_>>(),
         [1, 2, 3, 4, 5]
     );
-    assert_eq!(h.fetch_newest(0, 2).await.unwrap()[0].id, 4);
+    assert_eq!(h.fetch_newest(Lane::Json, 0, 2).await.unwrap()[0].id, 4);
     // Acknowledged: gone from memory like a deleted row.
     h.delete(vec![1, 2]).await.unwrap();
     assert_eq!(
-        h.fetch_after(0, 10).await.unwrap()[0].id,
+        h.fetch_after(Lane::Json, 0, 10).await.unwrap()[0].id,
         3,
         "acked rows are not offered again"
     );
@@ -100,7 +100,7 @@ async fn a_file_that_cannot_be_opened_starts_degraded_and_recovers() {
     let st = until(&h, "recovery", |s| s.degraded.is_none()).await;
     assert_eq!((st.held, st.messages), (0, 3));
     h.flush().await.unwrap();
-    let rows = h.fetch_after(0, 10).await.unwrap();
+    let rows = h.fetch_after(Lane::Json, 0, 10).await.unwrap();
     assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), [3, 4, 5]);
     // The acked messages' seqs are kept: numbering never repeats them.
     assert_eq!(
@@ -109,7 +109,7 @@ async fn a_file_that_cannot_be_opened_starts_degraded_and_recovers() {
     );
     h.insert(vec![reading(6)]).await.unwrap();
     h.flush().await.unwrap();
-    assert_eq!(h.fetch_after(5, 10).await.unwrap()[0].id, 6);
+    assert_eq!(h.fetch_after(Lane::Json, 5, 10).await.unwrap()[0].id, 6);
     drop(h);
     guard.close().unwrap();
 }
@@ -159,11 +159,11 @@ async fn a_full_disk_while_running_holds_in_memory_and_writes_back() {
         "the alarm stays while readings go"
     );
     assert!(st.held_bytes <= st.held_max_bytes, "{st:?}");
-    let rows = h.fetch_after(0, 1).await.unwrap();
+    let rows = h.fetch_after(Lane::Json, 0, 1).await.unwrap();
     assert_eq!(rows[0].kind, Kind::Alarm);
     assert_eq!(rows[0].id, 2, "ids go on from the file's");
     // The newest rows are offered: live publishing goes on.
-    let newest = h.fetch_newest(0, 1).await.unwrap();
+    let newest = h.fetch_newest(Lane::Json, 0, 1).await.unwrap();
     assert_eq!(newest[0].id, 2 + 25_000);
 
     // Room again: the next retry writes everything held.

@@ -209,6 +209,8 @@ pub(super) struct Evicted {
     pub other: u64,
     /// Their topic and payload bytes.
     pub bytes: u64,
+    /// Those of the Sparkplug lane (of any kind).
+    pub sparkplug: u64,
 }
 
 impl Evicted {
@@ -216,15 +218,52 @@ impl Evicted {
         self.readings + self.other
     }
 
-    fn add(&mut self, kind: Kind, rows: u64, bytes: u64) {
+    fn add(&mut self, kind: Kind, gone: Gone) {
         if kind == Kind::Reading {
-            self.readings += rows;
+            self.readings += gone.rows;
         } else {
-            self.other += rows;
+            self.other += gone.rows;
         }
-        self.bytes += bytes;
+        self.bytes += gone.bytes;
+        self.sparkplug += gone.sparkplug;
     }
 }
+
+/// What one `DELETE … RETURNING` of outbox rows removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Gone {
+    /// Rows.
+    pub rows: u64,
+    /// Their topic and payload bytes.
+    pub bytes: u64,
+    /// Those of the Sparkplug lane.
+    pub sparkplug: u64,
+}
+
+impl Gone {
+    /// Counts one row returned as `(bytes, is_sparkplug)`: the columns of
+    /// `returning_gone!`.
+    pub fn count(&mut self, r: &rusqlite::Row<'_>) -> rusqlite::Result<()> {
+        self.rows += 1;
+        self.bytes += r.get::<_, i64>(0)?.max(0) as u64;
+        if r.get::<_, bool>(1)? {
+            self.sparkplug += 1;
+        }
+        Ok(())
+    }
+}
+
+/// What a delete of outbox rows returns for [`Gone::count`]: each row's
+/// topic and payload bytes, and whether it is of the Sparkplug lane.
+macro_rules! returning_gone {
+    () => {
+        concat!(
+            "RETURNING octet_length(topic) + length(payload), ",
+            $crate::store::sparkplug_sql!()
+        )
+    };
+}
+pub(super) use returning_gone;
 
 /// Bytes of live pages: what the file would need after a full vacuum.
 pub(super) fn used_bytes(conn: &Connection, page_size: u64) -> rusqlite::Result<u64> {
@@ -234,30 +273,24 @@ pub(super) fn used_bytes(conn: &Connection, page_size: u64) -> rusqlite::Result<
 }
 
 /// Deletes up to `limit` of the oldest rows of `kind` created before
-/// `before` (ms since the epoch); returns how many and their bytes.
-fn evict_kind(
-    conn: &Connection,
-    kind: Kind,
-    before: i64,
-    limit: u64,
-) -> rusqlite::Result<(u64, u64)> {
-    let mut stmt = conn.prepare_cached(
+/// `before` (ms since the epoch); returns what went.
+fn evict_kind(conn: &Connection, kind: Kind, before: i64, limit: u64) -> rusqlite::Result<Gone> {
+    let mut stmt = conn.prepare_cached(concat!(
         "DELETE FROM outbox WHERE id IN (
              SELECT id FROM outbox WHERE kind = ?1 AND created_at < ?2
-             ORDER BY created_at, id LIMIT ?3)
-         RETURNING octet_length(topic) + length(payload)",
-    )?;
+             ORDER BY created_at, id LIMIT ?3) ",
+        returning_gone!()
+    ))?;
     let mut rows = stmt.query(rusqlite::params![
         kind.as_str(),
         before,
         i64::try_from(limit).unwrap_or(i64::MAX)
     ])?;
-    let (mut n, mut bytes) = (0u64, 0u64);
+    let mut gone = Gone::default();
     while let Some(row) = rows.next()? {
-        n += 1;
-        bytes += row.get::<_, i64>(0)?.max(0) as u64;
+        gone.count(row)?;
     }
-    Ok((n, bytes))
+    Ok(gone)
 }
 
 /// Whether any reading is waiting.
@@ -283,9 +316,9 @@ pub(super) fn evict_oldest(
             // Readings remain (only younger than `before`): the others wait.
             break;
         }
-        let (n, bytes) = evict_kind(conn, kind, before, left)?;
-        out.add(kind, n, bytes);
-        left -= n.min(left);
+        let gone = evict_kind(conn, kind, before, left)?;
+        out.add(kind, gone);
+        left -= gone.rows.min(left);
     }
     Ok(limit - left)
 }
@@ -452,7 +485,8 @@ mod tests {
             Evicted {
                 readings: 2,
                 other: 0,
-                bytes: 10
+                bytes: 10,
+                sparkplug: 0,
             }
         );
         // No reading left: meters, then alarms, then work orders.
@@ -483,7 +517,8 @@ mod tests {
             Evicted {
                 readings: 1,
                 other: 1,
-                bytes: 10
+                bytes: 10,
+                sparkplug: 0,
             }
         );
     }

@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::evict::{EVICTION_ORDER, footprint};
-use super::{Kind, OutMessage, Row};
+use super::{Kind, Lane, OutMessage, Row};
 
 /// An eviction brings the queue down to this share of its bound (in
 /// tenths), so it does not run again at every insert.
@@ -41,6 +41,19 @@ pub(super) struct Queue {
     bytes: u64,
     /// The bound on `bytes`.
     limit: u64,
+}
+
+/// What [`Queue::figures_upto`] counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Figures {
+    /// Messages.
+    pub messages: u64,
+    /// Their topic and payload bytes.
+    pub bytes: u64,
+    /// The oldest creation time among them.
+    pub oldest: Option<Timestamp>,
+    /// Those of the Sparkplug lane.
+    pub sparkplug: u64,
 }
 
 /// What an eviction removed.
@@ -115,17 +128,23 @@ impl Queue {
         self.taken.front().copied()
     }
 
-    /// How many messages have ids up to `upto`, their topic and payload
-    /// bytes, and the oldest creation time among them.
-    pub fn figures_upto(&self, upto: i64) -> (u64, u64, Option<Timestamp>) {
+    /// The messages with ids up to `upto`: how many, their topic and
+    /// payload bytes, the oldest creation time among them, and how many
+    /// are of the Sparkplug lane.
+    pub fn figures_upto(&self, upto: i64) -> Figures {
         let end = self.rows.partition_point(|(id, _)| *id <= upto);
-        let mut bytes = 0;
-        let mut oldest = None;
+        let mut f = Figures {
+            messages: end as u64,
+            ..Figures::default()
+        };
         for (_, m) in self.rows.range(..end) {
-            bytes += (m.topic.len() + m.payload.len()) as u64;
-            oldest = Some(oldest.map_or(m.created_at, |o: Timestamp| o.min(m.created_at)));
+            f.bytes += (m.topic.len() + m.payload.len()) as u64;
+            f.oldest = Some(f.oldest.map_or(m.created_at, |o| o.min(m.created_at)));
+            if Lane::of(&m.topic) == Lane::Sparkplug {
+                f.sparkplug += 1;
+            }
         }
-        (end as u64, bytes, oldest)
+        f
     }
 
     /// Appends a message taken at `now`; `id` must be above every id
@@ -208,27 +227,34 @@ impl Queue {
         dropped
     }
 
-    /// Up to `limit` messages with `after < id <= upto`, oldest first.
-    pub fn after(&self, after: i64, upto: i64, limit: usize) -> Vec<Row> {
+    /// Up to `limit` messages of `lane` with `after < id <= upto`, oldest
+    /// first.
+    pub fn after(&self, lane: Lane, after: i64, upto: i64, limit: usize) -> Vec<Row> {
         let start = self.rows.partition_point(|(id, _)| *id <= after);
         self.rows
             .range(start..)
             .take_while(|(id, _)| *id <= upto)
+            .filter(|(_, m)| Lane::of(&m.topic) == lane)
             .take(limit)
             .map(|(id, m)| row(*id, m))
             .collect()
     }
 
-    /// Up to `limit` of the newest messages with `after < id <= upto`,
-    /// oldest first.
-    pub fn newest(&self, after: i64, upto: i64, limit: usize) -> Vec<Row> {
+    /// Up to `limit` of the newest messages of `lane` with
+    /// `after < id <= upto`, oldest first.
+    pub fn newest(&self, lane: Lane, after: i64, upto: i64, limit: usize) -> Vec<Row> {
         let start = self.rows.partition_point(|(id, _)| *id <= after);
         let end = self.rows.partition_point(|(id, _)| *id <= upto);
-        let from = end.saturating_sub(limit).max(start);
-        self.rows
-            .range(from..end.max(from))
+        let mut rows: Vec<Row> = self
+            .rows
+            .range(start..end.max(start))
+            .rev()
+            .filter(|(_, m)| Lane::of(&m.topic) == lane)
+            .take(limit)
             .map(|(id, m)| row(*id, m))
-            .collect()
+            .collect();
+        rows.reverse();
+        rows
     }
 
     /// Gives every message a new id from `first` on, in order (after the
@@ -304,18 +330,45 @@ mod tests {
             q.push(i, msg("t", i as u64, Kind::Reading, 10), Instant::now());
         }
         let ids = |rows: Vec<Row>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
-        assert_eq!(ids(q.after(0, 12, 100)), [10, 11, 12]);
-        assert_eq!(ids(q.after(15, 100, 2)), [16, 17]);
-        assert_eq!(ids(q.newest(0, 100, 3)), [17, 18, 19]);
-        assert_eq!(ids(q.newest(18, 100, 3)), [19]);
-        assert_eq!(ids(q.newest(0, 11, 5)), [10, 11]);
+        let json = Lane::Json;
+        assert_eq!(ids(q.after(json, 0, 12, 100)), [10, 11, 12]);
+        assert_eq!(ids(q.after(json, 15, 100, 2)), [16, 17]);
+        assert_eq!(ids(q.newest(json, 0, 100, 3)), [17, 18, 19]);
+        assert_eq!(ids(q.newest(json, 18, 100, 3)), [19]);
+        assert_eq!(ids(q.newest(json, 0, 11, 5)), [10, 11]);
+        assert!(q.after(Lane::Sparkplug, 0, 100, 100).is_empty());
         assert!(q.acked(15));
         assert!(!q.acked(15));
         assert!(!q.acked(3));
-        assert_eq!(ids(q.after(14, 100, 2)), [16, 17]);
+        assert_eq!(ids(q.after(json, 14, 100, 2)), [16, 17]);
         q.written(3);
         assert_eq!(q.first_id(), Some(13));
         assert_eq!(q.len(), 6);
         assert_eq!(q.taken.len(), 6);
+    }
+
+    /// Lanes interleave in one id order; a read of one lane skips the
+    /// other's messages and still gives `limit` of its own when it has
+    /// them, oldest first.
+    #[test]
+    fn reads_keep_to_their_lane() {
+        let mut q = Queue::new(1 << 20);
+        let spb = format!("{}g/DDATA/n", super::super::SPARKPLUG_TOPIC_PREFIX);
+        for i in 1..=10 {
+            let topic = if i % 2 == 0 { spb.as_str() } else { "data/d" };
+            q.push(i, msg(topic, i as u64, Kind::Reading, 10), Instant::now());
+        }
+        let ids = |rows: Vec<Row>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+        let (json, spb) = (Lane::Json, Lane::Sparkplug);
+        assert_eq!(ids(q.after(json, 0, 100, 3)), [1, 3, 5]);
+        assert_eq!(ids(q.after(spb, 3, 100, 2)), [4, 6]);
+        assert_eq!(ids(q.after(json, 0, 6, 100)), [1, 3, 5]);
+        assert_eq!(ids(q.newest(json, 0, 100, 2)), [7, 9]);
+        assert_eq!(ids(q.newest(spb, 0, 100, 2)), [8, 10]);
+        assert_eq!(ids(q.newest(spb, 0, 7, 10)), [2, 4, 6]);
+        assert_eq!(ids(q.newest(json, 8, 100, 10)), [9]);
+        assert!(q.newest(spb, 10, 100, 10).is_empty());
+        let f = q.figures_upto(7);
+        assert_eq!((f.messages, f.sparkplug), (7, 3));
     }
 }

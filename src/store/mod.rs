@@ -53,6 +53,26 @@
 //!   [`StoreHandle`] (an SQLite connection is not `Sync`, and one writer
 //!   makes group commits and their order simple).
 //!
+//! # Lanes
+//!
+//! Two publishers read the outbox: the JSON forwarder ([`Lane::Json`])
+//! and the Sparkplug B edge node ([`Lane::Sparkplug`]). A row's lane is its
+//! topic's namespace ([`SPARKPLUG_TOPIC_PREFIX`]), so it needs no column.
+//! The lanes share one id order, one `max_bytes` / `max_age` budget and
+//! one eviction order (the oldest readings first, whatever their lane): a
+//! publisher that cannot deliver takes room from the other too.
+//! [`StoreHandle::fetch_after`] and [`StoreHandle::fetch_newest`] return
+//! only the rows of the lane asked for, from the file and from memory, in
+//! id order, and fewer than asked only when no more rows of the lane are
+//! offered; in the file that is a scan of the primary key from the cursor,
+//! which passes over the other lane's rows on its way (no index of its
+//! own). Each publisher deletes only its own rows, by id
+//! ([`StoreHandle::delete`] takes ids of either lane). The committed watch
+//! moves for both lanes' rows, so a publisher may wake to find none of its
+//! own. [`Stats`] are the whole outbox's, with the Sparkplug lane's share
+//! in [`Stats::sparkplug_messages`] (counted once when the file opens,
+//! then kept with every insert, delete and eviction).
+//!
 //! # Layout
 //!
 //! * this file: the public types, [`open`], the [`StoreHandle`] everyone
@@ -187,6 +207,8 @@ mod thread;
 #[cfg(test)]
 mod degraded_tests;
 #[cfg(test)]
+mod lanes_tests;
+#[cfg(test)]
 mod sinks_tests;
 #[cfg(test)]
 mod tests;
@@ -255,6 +277,17 @@ const BROKER_DOWN: u8 = 2;
 /// `contract::sparkplug::NAMESPACE` followed by `/` (a test keeps the two
 /// equal; the store sits beside the contract, below it in no way).
 pub const SPARKPLUG_TOPIC_PREFIX: &str = "spBv1.0/";
+
+/// Whether an outbox row is of the Sparkplug lane, as an SQL expression
+/// for `concat!`: its topic starts with [`SPARKPLUG_TOPIC_PREFIX`] (a
+/// test keeps the two equal). Filtering on it scans rows in id order,
+/// like any fetch: the lane needs no column or index of its own.
+macro_rules! sparkplug_sql {
+    () => {
+        "substr(topic, 1, 8) = 'spBv1.0/'"
+    };
+}
+pub(crate) use sparkplug_sql;
 
 /// Which publisher takes a row: the outbox holds the JSON tree's messages
 /// and the Sparkplug edge node's side by side, in one id order, under one
@@ -404,8 +437,12 @@ pub struct Row {
 /// Outbox figures, for metrics and tests.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
-    /// Rows waiting.
+    /// Rows waiting (both lanes).
     pub messages: u64,
+    /// Of them, the Sparkplug lane's ([`Lane::Sparkplug`]): rows and
+    /// messages held in memory, as `messages` counts them (kept with every
+    /// change, not counted per call).
+    pub sparkplug_messages: u64,
     /// Bytes of payload and topic waiting.
     pub bytes: u64,
     /// Age of the oldest waiting row, on the timeline (a step of the wall
@@ -752,11 +789,19 @@ impl StoreHandle {
         self.ask(Command::Flush).await
     }
 
-    /// Up to `limit` rows with `id > after`, oldest first.
+    /// Up to `limit` rows of `lane` with `id > after`, oldest first.
     ///
-    /// Only committed rows are returned.
-    pub async fn fetch_after(&self, after: i64, limit: usize) -> Result<Vec<Row>, StoreError> {
+    /// Only rows offered (see [`committed`](Self::committed)) are
+    /// returned, and fewer than `limit` only when no more rows of the lane
+    /// wait: the other lane's rows are passed over, however many there are.
+    pub async fn fetch_after(
+        &self,
+        lane: Lane,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
         self.ask(|reply| Command::FetchAfter {
+            lane,
             after,
             limit,
             reply,
@@ -764,9 +809,16 @@ impl StoreHandle {
         .await
     }
 
-    /// Up to `limit` of the newest rows with `id > after`, returned oldest first.
-    pub async fn fetch_newest(&self, after: i64, limit: usize) -> Result<Vec<Row>, StoreError> {
+    /// Up to `limit` of the newest rows of `lane` with `id > after`,
+    /// returned oldest first.
+    pub async fn fetch_newest(
+        &self,
+        lane: Lane,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
         self.ask(|reply| Command::FetchNewest {
+            lane,
             after,
             limit,
             reply,

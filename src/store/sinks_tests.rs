@@ -574,7 +574,7 @@ async fn a_v4_store_gains_the_sink_queues() {
     drop(inspector);
     let (h, guard) = open(&cfg).unwrap();
     assert_eq!(*h.deliveries().borrow(), 0);
-    assert_eq!(h.fetch_after(0, 10).await.unwrap().len(), 1);
+    assert_eq!(h.fetch_after(Lane::Json, 0, 10).await.unwrap().len(), 1);
     h.insert_deliveries(vec![wo("maximo", "k1", 1)])
         .await
         .unwrap();

@@ -346,7 +346,7 @@ async fn inserts_beyond_the_byte_budget_wait_and_all_arrive() {
     }
     h.insert((7..=12).map(big).collect()).await.unwrap();
     h.flush().await.unwrap();
-    let rows = h.fetch_after(0, 100).await.unwrap();
+    let rows = h.fetch_after(Lane::Json, 0, 100).await.unwrap();
     let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
     assert_eq!(seqs, (1..=12).collect::<Vec<_>>());
     assert!(rows.iter().all(|r| r.payload.len() == 3 << 20));

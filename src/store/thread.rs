@@ -75,8 +75,8 @@ use super::lock::InstanceLock;
 use super::reserve::Reservations;
 use super::sinks::{self, Answered, Delivery, SinkCommand};
 use super::{
-    BROKER_DOWN, Degraded, HistoryEntry, Kind, OutMessage, Row, Stats, StoreError, StoreIdentity,
-    StoreStart,
+    BROKER_DOWN, Degraded, HistoryEntry, Kind, Lane, OutMessage, Row, Stats, StoreError,
+    StoreIdentity, StoreStart,
 };
 use crate::clock::Clock;
 use crate::config::StoreConfig;
@@ -163,14 +163,16 @@ pub(super) enum Command {
     Sink(SinkCommand),
     /// Reply once everything queued before is committed.
     Flush(Reply<()>),
-    /// Rows after an id, oldest first.
+    /// Rows of a lane after an id, oldest first.
     FetchAfter {
+        lane: Lane,
         after: i64,
         limit: usize,
         reply: Reply<Vec<Row>>,
     },
-    /// The newest rows after an id, oldest first.
+    /// The newest rows of a lane after an id, oldest first.
     FetchNewest {
+        lane: Lane,
         after: i64,
         limit: usize,
         reply: Reply<Vec<Row>>,
@@ -223,10 +225,12 @@ impl std::fmt::Debug for Command {
             Command::Deliveries(d) => write!(f, "Deliveries({})", d.len()),
             Command::Sink(cmd) => write!(f, "{cmd:?}"),
             Command::Flush(_) => f.write_str("Flush"),
-            Command::FetchAfter { after, limit, .. } => write!(f, "FetchAfter({after}, {limit})"),
-            Command::FetchNewest { after, limit, .. } => {
-                write!(f, "FetchNewest({after}, {limit})")
-            }
+            Command::FetchAfter {
+                lane, after, limit, ..
+            } => write!(f, "FetchAfter({lane:?}, {after}, {limit})"),
+            Command::FetchNewest {
+                lane, after, limit, ..
+            } => write!(f, "FetchNewest({lane:?}, {after}, {limit})"),
             Command::Delete { ids, .. } => write!(f, "Delete({} ids)", ids.len()),
             Command::Stats(_) => f.write_str("Stats"),
             Command::TopicSeqs(_) => f.write_str("TopicSeqs"),
@@ -977,18 +981,20 @@ impl Owner {
                 }
             }
             Command::FetchAfter {
+                lane,
                 after,
                 limit,
                 reply,
             } => {
-                let _ = reply.send(self.fetch_after(after, limit));
+                let _ = reply.send(self.fetch_after(lane, after, limit));
             }
             Command::FetchNewest {
+                lane,
                 after,
                 limit,
                 reply,
             } => {
-                let _ = reply.send(self.fetch_newest(after, limit));
+                let _ = reply.send(self.fetch_newest(lane, after, limit));
             }
             Command::Delete { ids } => {
                 let disk_last = self.db.as_ref().map_or(0, |db| db.last_id());
@@ -1078,32 +1084,51 @@ impl Owner {
         }
     }
 
-    /// Rows after `after`: the file's, then the memory queue's offered
-    /// ones (all above the file's). When the file cannot be read but memory
-    /// has rows to offer, those are returned alone so that live publishing
-    /// goes on (the forwarder's backlog restarts from the oldest row at its
-    /// next connection).
-    fn fetch_after(&mut self, after: i64, limit: usize) -> Result<Vec<Row>, StoreError> {
+    /// Rows of `lane` after `after`: the file's, then the memory queue's
+    /// offered ones (all above the file's). The file's answer is short
+    /// only when it has no more rows of the lane, so the two make one run
+    /// in id order. When the file cannot be read but memory has rows of
+    /// the lane to offer, those are returned alone so that live
+    /// publishing goes on (the forwarder's backlog restarts from the
+    /// oldest row at its next connection).
+    fn fetch_after(
+        &mut self,
+        lane: Lane,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
         let mut rows = Vec::new();
         if let Some(db) = &mut self.db
             && after < db.last_id()
         {
-            match db.fetch_after(after, limit, &self.deletes) {
+            match db.fetch_after(lane, after, limit, &self.deletes) {
                 Ok(r) => rows = r,
-                Err(e) if self.pending.after(after, self.offered, 1).is_empty() => return Err(e),
+                Err(e) if self.pending.after(lane, after, self.offered, 1).is_empty() => {
+                    return Err(e);
+                }
                 Err(_) => {}
             }
         }
         if rows.len() < limit {
             let from = rows.last().map_or(after, |r| r.id);
-            rows.extend(self.pending.after(from, self.offered, limit - rows.len()));
+            rows.extend(
+                self.pending
+                    .after(lane, from, self.offered, limit - rows.len()),
+            );
         }
         Ok(rows)
     }
 
-    /// The newest rows after `after`, oldest first.
-    fn fetch_newest(&mut self, after: i64, limit: usize) -> Result<Vec<Row>, StoreError> {
-        let held = self.pending.newest(after, self.offered, limit);
+    /// The newest rows of `lane` after `after`, oldest first: the memory
+    /// queue's (the newest ids), then as many of the file's as are
+    /// missing, before them.
+    fn fetch_newest(
+        &mut self,
+        lane: Lane,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Row>, StoreError> {
+        let held = self.pending.newest(lane, after, self.offered, limit);
         if held.len() >= limit {
             return Ok(held);
         }
@@ -1111,7 +1136,7 @@ impl Owner {
         if let Some(db) = &mut self.db
             && after < db.last_id()
         {
-            match db.fetch_newest(after, limit - held.len(), &self.deletes) {
+            match db.fetch_newest(lane, after, limit - held.len(), &self.deletes) {
                 Ok(r) => rows = r,
                 Err(e) if held.is_empty() => return Err(e),
                 Err(_) => {}
@@ -1134,12 +1159,13 @@ impl Owner {
                 ..Stats::default()
             },
         };
-        let (held, held_bytes, oldest) = self.pending.figures_upto(self.offered);
-        st.held = held;
-        st.held_bytes = held_bytes;
-        st.messages += held;
-        st.bytes += held_bytes;
-        if let Some(t) = oldest {
+        let held = self.pending.figures_upto(self.offered);
+        st.held = held.messages;
+        st.held_bytes = held.bytes;
+        st.messages += held.messages;
+        st.bytes += held.bytes;
+        st.sparkplug_messages += held.sparkplug;
+        if let Some(t) = held.oldest {
             let age = self.clock.now().since(t);
             st.oldest_age = Some(st.oldest_age.map_or(age, |o| o.max(age)));
         }

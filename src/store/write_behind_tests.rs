@@ -65,7 +65,7 @@ async fn a_message_acknowledged_in_time_is_never_written() {
         .unwrap();
     // Offered before any commit of the rows.
     offered(&mut committed, 3).await;
-    let rows = h.fetch_after(0, 10).await.unwrap();
+    let rows = h.fetch_after(Lane::Json, 0, 10).await.unwrap();
     assert_eq!(rows.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
     let (in_file, marks) = on_disk(&cfg.path);
     assert_eq!(in_file, 0, "published before it is written");
@@ -139,7 +139,7 @@ async fn an_alarm_is_offered_only_once_committed_with_its_rules_state() {
     let (rows, _) = peek.outbox().unwrap();
     assert!(rows >= 2, "the alarm and what came before it: {rows}");
     // The reading after it was held behind it, and is in the same commit.
-    let all = h.fetch_after(0, 10).await.unwrap();
+    let all = h.fetch_after(Lane::Json, 0, 10).await.unwrap();
     assert_eq!(
         all.iter().map(|r| r.kind).collect::<Vec<_>>(),
         [Kind::Reading, Kind::Alarm, Kind::Reading]
@@ -170,7 +170,7 @@ async fn every_offered_seq_is_reserved_in_the_file_first() {
         offered(&mut committed, last_id).await;
         // What a power cut now would leave covers every seq offered.
         let (_, marks) = on_disk(&cfg.path);
-        for r in h.fetch_after(after, 100).await.unwrap() {
+        for r in h.fetch_after(Lane::Json, after, 100).await.unwrap() {
             assert!(
                 marks.get(&r.topic).is_some_and(|m| *m >= r.seq),
                 "{} seq {} offered above its mark {:?}",

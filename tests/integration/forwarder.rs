@@ -14,7 +14,7 @@ use fieldgate::contract::{OperatorAction, Request, Who};
 use fieldgate::mqtt::client::MqttError;
 use fieldgate::mqtt::forwarder::{ForwarderConfig, ForwarderStats, INBOUND_CAPACITY, Inbound};
 use fieldgate::shutdown::ShutdownTrigger;
-use fieldgate::store::{self, Kind, OutMessage, StoreGuard, StoreHandle};
+use fieldgate::store::{self, Kind, Lane, OutMessage, StoreGuard, StoreHandle};
 use rumqttc::QoS;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -533,7 +533,7 @@ async fn large_payloads_go_through_and_oversized_ones_are_skipped() {
         .await
         .is_some()
     );
-    let left = gateway.store.fetch_after(0, 10).await.unwrap();
+    let left = gateway.store.fetch_after(Lane::Json, 0, 10).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].seq, 2);
     assert!(gateway.connected(), "the connection survived");

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use fieldgate::clock::Timestamp;
 use fieldgate::config::{Durability, StoreConfig};
-use fieldgate::store::{self, Kind, OutMessage, Row, StoreError, StoreGuard, StoreHandle};
+use fieldgate::store::{self, Kind, Lane, OutMessage, Row, StoreError, StoreGuard, StoreHandle};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -48,7 +48,7 @@ fn open(config: &StoreConfig) -> (StoreHandle, StoreGuard) {
 }
 
 async fn all_rows(h: &StoreHandle) -> Vec<Row> {
-    h.fetch_after(0, usize::MAX).await.unwrap()
+    h.fetch_after(Lane::Json, 0, usize::MAX).await.unwrap()
 }
 
 /// Files next to the store whose name starts with `prefix`.
@@ -117,10 +117,10 @@ async fn insert_flush_fetch_returns_rows_in_order_with_all_fields() {
         assert_eq!(row.created_at, m.created_at);
     }
     // Paging.
-    let page = h.fetch_after(3, 4).await.unwrap();
+    let page = h.fetch_after(Lane::Json, 3, 4).await.unwrap();
     assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), [4, 5, 6, 7]);
-    assert!(h.fetch_after(10, 100).await.unwrap().is_empty());
-    assert!(h.fetch_after(0, 0).await.unwrap().is_empty());
+    assert!(h.fetch_after(Lane::Json, 10, 100).await.unwrap().is_empty());
+    assert!(h.fetch_after(Lane::Json, 0, 0).await.unwrap().is_empty());
     guard.close().unwrap();
 }
 
@@ -131,15 +131,24 @@ async fn fetch_newest_returns_the_newest_in_ascending_order() {
     h.insert((1..=20).map(reading).collect()).await.unwrap();
     h.flush().await.unwrap();
     let ids = |rows: Vec<Row>| rows.iter().map(|r| r.id).collect::<Vec<_>>();
-    assert_eq!(ids(h.fetch_newest(0, 3).await.unwrap()), [18, 19, 20]);
-    assert_eq!(ids(h.fetch_newest(17, 10).await.unwrap()), [18, 19, 20]);
     assert_eq!(
-        ids(h.fetch_newest(20, 10).await.unwrap()),
+        ids(h.fetch_newest(Lane::Json, 0, 3).await.unwrap()),
+        [18, 19, 20]
+    );
+    assert_eq!(
+        ids(h.fetch_newest(Lane::Json, 17, 10).await.unwrap()),
+        [18, 19, 20]
+    );
+    assert_eq!(
+        ids(h.fetch_newest(Lane::Json, 20, 10).await.unwrap()),
         Vec::<i64>::new()
     );
     // Deleted rows are skipped, still `limit` rows when there are enough.
     h.delete(vec![19, 20]).await.unwrap();
-    assert_eq!(ids(h.fetch_newest(0, 3).await.unwrap()), [16, 17, 18]);
+    assert_eq!(
+        ids(h.fetch_newest(Lane::Json, 0, 3).await.unwrap()),
+        [16, 17, 18]
+    );
     guard.close().unwrap();
 }
 
@@ -156,7 +165,7 @@ async fn delete_removes_rows_at_once_and_for_good() {
     let ids: Vec<i64> = all_rows(&h).await.iter().map(|r| r.id).collect();
     assert_eq!(ids, [1, 5, 6, 7, 8, 9, 10]);
     let page: Vec<i64> = h
-        .fetch_after(1, 3)
+        .fetch_after(Lane::Json, 1, 3)
         .await
         .unwrap()
         .iter()
@@ -227,7 +236,7 @@ async fn committed_watch_advances_after_commit() {
         .unwrap()
         .unwrap();
     assert_eq!(*w.borrow_and_update(), 7);
-    assert_eq!(h.fetch_after(5, 10).await.unwrap().len(), 2);
+    assert_eq!(h.fetch_after(Lane::Json, 5, 10).await.unwrap().len(), 2);
     guard.close().unwrap();
 }
 
@@ -445,7 +454,7 @@ async fn flushed_rows_survive_kill_9() {
     let last = rows.last().unwrap().id;
     h.insert(vec![reading(9999)]).await.unwrap();
     h.flush().await.unwrap();
-    let next = h.fetch_after(last, 10).await.unwrap()[0].id;
+    let next = h.fetch_after(Lane::Json, last, 10).await.unwrap()[0].id;
     assert!(next > last && next <= 2101, "{next}");
     guard.close().unwrap();
 }
@@ -902,7 +911,7 @@ async fn an_uncreatable_folder_is_a_clear_degraded_state() {
         "{degraded:?}"
     );
     h.insert(vec![reading(1)]).await.unwrap();
-    assert_eq!(h.fetch_after(0, 10).await.unwrap().len(), 1);
+    assert_eq!(h.fetch_after(Lane::Json, 0, 10).await.unwrap().len(), 1);
     std::fs::remove_file(&blocker).unwrap();
     let mut ok = false;
     for _ in 0..100 {
@@ -1055,7 +1064,7 @@ mod model {
                 }
                 Op::FetchAfter(pick, limit) => {
                     let after = pick.index(model.next_id as usize + 1) as i64 - 1;
-                    let rows = h.fetch_after(after, limit).await.unwrap();
+                    let rows = h.fetch_after(Lane::Json, after, limit).await.unwrap();
                     model.check(&rows, |all| {
                         all.into_iter()
                             .filter(|(id, _)| *id > after)
@@ -1065,7 +1074,7 @@ mod model {
                 }
                 Op::FetchNewest(pick, limit) => {
                     let after = pick.index(model.next_id as usize + 1) as i64 - 1;
-                    let rows = h.fetch_newest(after, limit).await.unwrap();
+                    let rows = h.fetch_newest(Lane::Json, after, limit).await.unwrap();
                     model.check(&rows, |all| {
                         let mut v: Vec<_> = all
                             .into_iter()

@@ -70,7 +70,11 @@
 //!   at `B`, in order (`fetch_after`) while it keeps up. When more rows wait
 //!   above the cursor than its share of the window (and than it may send at
 //!   that moment), it is behind: it takes the newest rows (`fetch_newest`)
-//!   and hands the rows it passes over to the backlog.
+//!   and hands the rows it passes over to the backlog. The forwarder reads
+//!   only the outbox's JSON lane (`store::Lane::Json`); the Sparkplug rows
+//!   take ids in the same order, so the id distance above the cursor only
+//!   bounds the rows waiting: when it says "behind", the newest rows are
+//!   fetched one beyond the share, and a shorter answer means it is not.
 //! * **backlog** (the rest): rows `≤ B` (what waited through the outage,
 //!   including what the last connection sent without a confirmation) and
 //!   the ranges the live stream passed over, oldest first (`fetch_after`).

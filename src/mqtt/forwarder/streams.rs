@@ -106,15 +106,45 @@ impl Streams {
     }
 
     /// Whether the live stream, about to fetch `asked` rows with the newest
-    /// committed id at `committed`, is behind: more rows may wait above its
-    /// cursor than its share of the window and than it may send now. Then
-    /// it fetches the newest rows (`fetch_newest`) and passes the others
-    /// over to the backlog; otherwise it goes on in order (`fetch_after`),
-    /// so a momentarily small quota (the backlog borrowed the window while
-    /// no live data came) does not turn live rows into history.
+    /// committed id at `committed`, may be behind: more rows may wait above
+    /// its cursor than its share of the window and than it may send now.
+    /// If not, it goes on in order (`fetch_after`), so a momentarily small
+    /// quota (the backlog borrowed the window while no live data came) does
+    /// not turn live rows into history. If so, it fetches the newest
+    /// [`live_probe`](Self::live_probe) rows and [`live_probed`](Self::live_probed)
+    /// tells: the id distance only bounds the rows of its lane waiting (the
+    /// other lane's rows take ids in the same order).
     pub(super) fn live_behind(&self, committed: i64, asked: usize) -> bool {
         let lag = u64::try_from(committed.saturating_sub(self.live_after)).unwrap_or(0);
         lag > self.live_cap.max(asked) as u64
+    }
+
+    /// How many of the newest rows a live stream that may be behind
+    /// fetches (`fetch_newest`) before it sends `asked`: one more than may
+    /// wait while it keeps up, so that the answer says whether it does.
+    /// (At most its share of the window plus one, 51 rows by default, and
+    /// only while the ids say "behind"; the rows not sent are fetched
+    /// again.)
+    pub(super) fn live_probe(&self, asked: usize) -> usize {
+        self.live_cap.max(asked) + 1
+    }
+
+    /// The live stream, allowed `asked` rows, got the newest
+    /// [`live_probe`](Self::live_probe) rows of its lane (oldest first):
+    /// returns those it sends. All of them came back: it is behind, sends
+    /// the newest `asked` and passes the others over to the backlog. Fewer:
+    /// they are every row waiting, and it sends the oldest `asked`, in
+    /// order, as `fetch_after` would have returned them.
+    pub(super) fn live_probed(&mut self, asked: usize, mut rows: Vec<Row>) -> Vec<Row> {
+        if rows.len() >= self.live_probe(asked) {
+            let rows = rows.split_off(rows.len() - asked);
+            self.live_fetched(asked, &rows, true);
+            rows
+        } else {
+            rows.truncate(asked);
+            self.live_fetched(asked, &rows, false);
+            rows
+        }
     }
 
     /// The live stream asked for `asked` rows and got `rows` (oldest first),
@@ -395,6 +425,267 @@ mod tests {
             sent_backlog.iter().any(|&i| i > 500),
             "live passed rows over"
         );
+    }
+
+    /// The other lane's rows (Sparkplug) take ids in the same order: the
+    /// id distance above the live cursor counts them too. With 30 rows
+    /// of the lane waiting among 30 foreign ones, and 5 slots free, the
+    /// ids alone say "behind" (60 > 50); the live stream keeps up all the
+    /// same (30 ≤ 50) and must send in order, passing nothing over.
+    #[test]
+    fn foreign_ids_above_the_cursor_do_not_make_live_rows_history() {
+        let mut s = Streams::new(1000, 100, 0.5);
+        let ours: Vec<i64> = (1001..=1060).filter(|i| i % 2 == 1).collect();
+        let (live, _) = s.quotas(45, 50, 100);
+        assert_eq!(live, 5);
+        assert!(s.live_behind(1060, live), "the ids alone say behind");
+        let probe = s.live_probe(live);
+        assert_eq!(probe, 51);
+        // The newest `probe` rows of the lane: all 30 of them.
+        let got = rows(ours[ours.len().saturating_sub(probe)..].to_vec());
+        let sent = s.live_probed(live, got);
+        assert_eq!(
+            sent.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [1001, 1003, 1005, 1007, 1009],
+            "the oldest, in order"
+        );
+        assert_eq!(s.live_after, 1009);
+        assert_eq!(
+            s.backlog,
+            VecDeque::from([(0, 1000)]),
+            "nothing passed over"
+        );
+        assert!(!s.live_dry);
+
+        // Really behind: 60 rows of the lane among 60 foreign ones.
+        let mut s = Streams::new(1000, 100, 0.5);
+        let ours: Vec<i64> = (1001..=1120).filter(|i| i % 2 == 1).collect();
+        let got = rows(ours[ours.len() - 51..].to_vec());
+        let sent = s.live_probed(5, got);
+        assert_eq!(
+            sent.iter().map(|r| r.id).collect::<Vec<_>>(),
+            [1111, 1113, 1115, 1117, 1119],
+            "the newest"
+        );
+        // The 55 passed over (1001..=1109) are the backlog's, with the
+        // foreign ids between them (its fetches skip those).
+        assert_eq!(s.backlog, VecDeque::from([(0, 1110)]));
+        assert_eq!(s.live_after, 1119);
+    }
+
+    /// One connection against an outbox where the other lane's rows
+    /// interleave with ours (many more of them, at random), with rows in
+    /// flight acknowledged a few at a time, driven as the task drives the
+    /// streams (the store model returns only rows of ours). While the live
+    /// stream keeps up (checked: never more of ours waiting than its
+    /// share), none of ours committed after the CONNACK goes out in the
+    /// backlog (`hist`), although the ids said "behind" with more waiting
+    /// than asked many times; during a burst it falls behind and passes
+    /// rows over; every row of ours goes out exactly once, each stream in
+    /// id order.
+    #[test]
+    fn interleaved_foreign_ids_lose_nothing_and_make_no_needless_history() {
+        struct Sim {
+            /// Rows waiting: id, and whether it is ours.
+            outbox: Vec<(i64, bool)>,
+            /// Every id of ours committed.
+            ours: Vec<i64>,
+            next: i64,
+            rng: u64,
+            streams: Streams,
+            window: usize,
+            flight: VecDeque<(i64, Stream)>,
+            live: Vec<i64>,
+            backlog: Vec<i64>,
+            /// The most rows of ours waiting above the live cursor at a
+            /// live fetch.
+            most_waiting: usize,
+            /// Live fetches where the ids said behind and more of ours
+            /// waited than were asked: a fetch of the newest `asked`
+            /// would have passed rows over while the stream kept up.
+            misleading: usize,
+        }
+        impl Sim {
+            fn random(&mut self, n: u64) -> u64 {
+                self.rng = self
+                    .rng
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                (self.rng >> 33) % n
+            }
+            /// Commits `ours` of our rows and `foreign` others, mixed.
+            fn commit(&mut self, mut ours: usize, mut foreign: usize) {
+                while ours + foreign > 0 {
+                    let mine = foreign == 0
+                        || (ours > 0 && self.random((ours + foreign) as u64) < ours as u64);
+                    if mine {
+                        ours -= 1;
+                        self.ours.push(self.next);
+                    } else {
+                        foreign -= 1;
+                    }
+                    self.outbox.push((self.next, mine));
+                    self.next += 1;
+                }
+                self.streams.new_commits();
+            }
+            /// The store: our rows after `after`, oldest first.
+            fn ours_after(&self, after: i64) -> Vec<i64> {
+                self.outbox
+                    .iter()
+                    .filter(|(id, mine)| *mine && *id > after)
+                    .map(|(id, _)| *id)
+                    .collect()
+            }
+            /// The broker acknowledges the oldest `n` in flight.
+            fn ack(&mut self, n: usize) {
+                for _ in 0..n.min(self.flight.len()) {
+                    if let Some((id, _)) = self.flight.pop_front() {
+                        self.outbox.retain(|(i, _)| *i != id);
+                    }
+                }
+            }
+            fn in_flight(&self, stream: Stream) -> usize {
+                self.flight.iter().filter(|(_, s)| *s == stream).count()
+            }
+            /// What `task::refill` does.
+            fn refill(&mut self) {
+                for _ in 0..8 {
+                    let (live_in, backlog_in) = (
+                        self.in_flight(Stream::Live),
+                        self.in_flight(Stream::Backlog),
+                    );
+                    let room = self.window - self.flight.len();
+                    let (live, backlog) = self.streams.quotas(live_in, backlog_in, room);
+                    if live == 0 && backlog == 0 {
+                        return;
+                    }
+                    if live > 0 {
+                        let after = self.streams.live_after;
+                        let ours = self.ours_after(after);
+                        let behind = self.streams.live_behind(self.next - 1, live);
+                        self.most_waiting = self.most_waiting.max(ours.len());
+                        if behind && ours.len() > live && ours.len() <= self.streams.live_cap {
+                            self.misleading += 1;
+                        }
+                        let got = if behind {
+                            let probe = self.streams.live_probe(live);
+                            let newest = rows(ours[ours.len().saturating_sub(probe)..].to_vec());
+                            self.streams.live_probed(live, newest)
+                        } else {
+                            let got = rows(ours.into_iter().take(live).collect::<Vec<_>>());
+                            self.streams.live_fetched(live, &got, false);
+                            got
+                        };
+                        for r in got {
+                            self.live.push(r.id);
+                            self.flight.push_back((r.id, Stream::Live));
+                        }
+                    }
+                    if let (true, Some((after, _))) = (backlog > 0, self.streams.backlog_next()) {
+                        let got = rows(
+                            self.ours_after(after)
+                                .into_iter()
+                                .take(backlog)
+                                .collect::<Vec<_>>(),
+                        );
+                        let n = self.streams.backlog_fetched(backlog, &got);
+                        for r in &got[..n] {
+                            self.backlog.push(r.id);
+                            self.flight.push_back((r.id, Stream::Backlog));
+                        }
+                    }
+                }
+            }
+        }
+
+        let mut sim = Sim {
+            outbox: Vec::new(),
+            ours: Vec::new(),
+            next: 1,
+            rng: 7,
+            // Replaced at the CONNACK below.
+            streams: Streams::new(0, 16, 0.5),
+            window: 16,
+            flight: VecDeque::new(),
+            live: Vec::new(),
+            backlog: Vec::new(),
+            most_waiting: 0,
+            misleading: 0,
+        };
+        // What waited through the outage: 4,000 ids, half ours (the
+        // backlog keeps its share of the window busy for a while).
+        sim.commit(2000, 2000);
+        let connack = sim.next - 1;
+        sim.streams = Streams::new(connack, sim.window, 0.5);
+        // Keeping up: 0–1 of ours a round among 0–14 foreign rows, while
+        // the broker acknowledges 0–3 of the rows in flight (the window
+        // stays full: the live stream gets a slot or two at a time, fewer
+        // than wait at times, yet more than come on average).
+        for _ in 0..1500 {
+            let ours = sim.random(2) as usize;
+            let foreign = sim.random(15) as usize;
+            sim.commit(ours, foreign);
+            let acked = sim.random(4) as usize;
+            sim.ack(acked);
+            sim.refill();
+        }
+        assert!(
+            sim.most_waiting <= sim.streams.live_cap,
+            "the live stream kept up: {} waited at most",
+            sim.most_waiting
+        );
+        assert!(
+            sim.misleading > 0,
+            "the ids misled the live stream at times"
+        );
+        // A few quiet rounds: what waits goes out live before the burst.
+        for _ in 0..10 {
+            sim.ack(4);
+            sim.refill();
+        }
+        let kept_up = sim.next - 1;
+        // A burst the live stream cannot keep up with, then quiet until
+        // everything is acknowledged (bounded).
+        for round in 0..5000 {
+            if round < 40 {
+                sim.commit(30, 30);
+            }
+            sim.ack(4);
+            sim.refill();
+            if round >= 40 && sim.flight.is_empty() {
+                break;
+            }
+        }
+        // (The backlog sends what the live stream passed over after what
+        // waited through the outage: only now is all of it sent.)
+        let needless: Vec<i64> = sim
+            .backlog
+            .iter()
+            .copied()
+            .filter(|&id| id > connack && id <= kept_up)
+            .collect();
+        assert!(
+            needless.is_empty(),
+            "rows of ours went out as history while the live stream kept up: {needless:?}"
+        );
+        assert!(
+            sim.backlog.iter().any(|&id| id > kept_up),
+            "the burst was passed over to the backlog"
+        );
+        assert!(sim.live.windows(2).all(|w| w[0] < w[1]));
+        assert!(sim.backlog.windows(2).all(|w| w[0] < w[1]));
+        let mut all: Vec<i64> = sim.live.iter().chain(&sim.backlog).copied().collect();
+        all.sort();
+        let unique: HashSet<i64> = all.iter().copied().collect();
+        assert_eq!(unique.len(), all.len(), "an id was sent twice");
+        let unsent: Vec<i64> = sim
+            .ours
+            .iter()
+            .copied()
+            .filter(|id| !unique.contains(id))
+            .collect();
+        assert!(unsent.is_empty(), "never sent: {unsent:?}");
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::contract::{Request, Topics};
 use crate::events::{BrokerConnected, BrokerLost};
 use crate::mqtt::client::MqttError;
 use crate::shutdown::Shutdown;
-use crate::store::{Row, StoreError, StoreHandle};
+use crate::store::{Lane, Row, StoreError, StoreHandle};
 
 /// Delay before the store is asked again after an error other than
 /// "closed".
@@ -839,22 +839,32 @@ impl Forwarder {
             }
             if live > 0 {
                 let committed = *self.committed.borrow();
-                let newest = conn.streams.live_behind(committed, live);
-                let rows = if newest {
-                    self.store.fetch_newest(after, live).await?
-                } else {
-                    self.store.fetch_after(after, live).await?
+                // The ids say whether it may be behind; the Sparkplug
+                // lane's rows take ids too, so the probe's answer decides.
+                let probe = conn
+                    .streams
+                    .live_behind(committed, live)
+                    .then(|| conn.streams.live_probe(live));
+                let rows = match probe {
+                    Some(n) => self.store.fetch_newest(Lane::Json, after, n).await?,
+                    None => self.store.fetch_after(Lane::Json, after, live).await?,
                 };
                 let Some(conn) = &mut self.conn else {
                     return Ok(());
                 };
-                conn.streams.live_fetched(live, &rows, newest);
+                let rows = match probe {
+                    Some(_) => conn.streams.live_probed(live, rows),
+                    None => {
+                        conn.streams.live_fetched(live, &rows, false);
+                        rows
+                    }
+                };
                 if !self.publish_rows(rows, Stream::Live) {
                     return Ok(());
                 }
             }
             if let (true, Some((after, _))) = (backlog > 0, backlog_range) {
-                let rows = self.store.fetch_after(after, backlog).await?;
+                let rows = self.store.fetch_after(Lane::Json, after, backlog).await?;
                 let Some(conn) = &mut self.conn else {
                     return Ok(());
                 };
