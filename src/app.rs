@@ -68,12 +68,14 @@ use crate::cmms::{self, Connectors, Reported};
 use crate::config::diff::{self, ConfigChanges};
 use crate::config::{Config, Qos};
 use crate::contract::Request;
+use crate::contract::sparkplug::SharedCurrent;
 use crate::contract::topics::Topics;
 use crate::events::ConfigRefused;
 use crate::http::{self, ActionRoute, Actions, HttpError, HttpState};
 use crate::modbus::{self, Probes};
 use crate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats, INBOUND_CAPACITY, Inbound};
-use crate::pipeline::{self, Drained, PipelineConfig, RulesStage};
+use crate::mqtt::sparkplug::{self, EdgeNodeConfig, EdgeNodeStats};
+use crate::pipeline::{self, Drained, PipelineConfig, RulesStage, SparkplugOut};
 use crate::reading::Batch;
 use crate::rules::RulesError;
 use crate::shutdown::{self, ShutdownTrigger};
@@ -202,6 +204,11 @@ struct Gateway {
     reports: mpsc::Sender<Reported>,
     /// Applies the reports (ends when every sender is gone).
     reporter: JoinHandle<()>,
+    /// The latest readings and alarm states, written by the pipeline, read
+    /// by the Sparkplug edge node's births (kept across reloads).
+    current: SharedCurrent,
+    /// The Sparkplug edge node, when `[sparkplug]` is on.
+    edge_node: EdgeNode,
 }
 
 impl Gateway {
@@ -253,7 +260,10 @@ impl Gateway {
             stats.clone(),
             hash_rx,
         );
-        let acquisition = Acquisition::start(&config, rules, &store, inbound_rx, &telemetry);
+        let current = SharedCurrent::default();
+        let edge_node = EdgeNode::start(&config, &store, &current, telemetry.sparkplug_stats());
+        let acquisition =
+            Acquisition::start(&config, rules, &store, inbound_rx, &telemetry, &current);
         let (reports, reports_rx) = mpsc::channel(cmms::REPORTS_CAPACITY);
         let reporter = tokio::spawn(apply_reports(reports_rx, action_route.subscribe()));
         let connectors = Connectors::start(&config.cmms, &store, &reports, telemetry.cmms_stats());
@@ -284,6 +294,8 @@ impl Gateway {
             connectors,
             reports,
             reporter,
+            current,
+            edge_node,
         })
     }
 
@@ -352,7 +364,23 @@ impl Gateway {
             Arc::new(old.reconfigured(&new, probes))
         };
         self.telemetry.send_replace(telemetry.clone());
-        self.acquisition = Acquisition::start(&new, rules, &self.store, inbound_rx, &telemetry);
+        // A new session tells Sparkplug hosts of the new configuration: its
+        // births carry the new metrics, aliases and config hash.
+        self.edge_node.stop().await;
+        self.edge_node = EdgeNode::start(
+            &new,
+            &self.store,
+            &self.current,
+            telemetry.sparkplug_stats(),
+        );
+        self.acquisition = Acquisition::start(
+            &new,
+            rules,
+            &self.store,
+            inbound_rx,
+            &telemetry,
+            &self.current,
+        );
         self.action_route
             .send_replace(ActionRoute::of(&new, self.inbound_tx.clone()));
         // The connectors take the new sections, and what a CMMS refused is
@@ -405,6 +433,7 @@ impl Gateway {
             self.acquisition.stop().await;
             deliver_last(&self.store, &self.stats).await;
             self.forwarding.stop().await;
+            self.edge_node.stop().await;
         })
         .await;
         if orderly.is_err() {
@@ -501,7 +530,10 @@ impl Acquisition {
         store: &StoreHandle,
         inbound: mpsc::Receiver<Inbound>,
         telemetry: &Arc<Telemetry>,
+        current: &SharedCurrent,
     ) -> Acquisition {
+        let sparkplug = SparkplugOut::of(config, current.clone());
+        let rules = rules.with_sparkplug(sparkplug.clone());
         let (trigger, listener) = shutdown::channel();
         let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_CHANNEL_CAPACITY);
         let pollers =
@@ -517,6 +549,7 @@ impl Acquisition {
                     Qos::ExactlyOnce => 2,
                 },
                 per_tag_topics: config.mqtt.per_tag_topics,
+                sparkplug,
             },
             rules,
             telemetry.clone(),
@@ -550,6 +583,46 @@ impl Acquisition {
                 tracing::error!(error = %e, "pipeline task failed");
                 None
             }
+        }
+    }
+}
+
+/// The Sparkplug edge node's task, when `[sparkplug]` is on.
+struct EdgeNode {
+    trigger: ShutdownTrigger,
+    task: Option<JoinHandle<Result<(), crate::mqtt::client::MqttError>>>,
+}
+
+impl EdgeNode {
+    fn start(
+        config: &Config,
+        store: &StoreHandle,
+        current: &SharedCurrent,
+        stats: Arc<EdgeNodeStats>,
+    ) -> EdgeNode {
+        let (trigger, listener) = shutdown::channel();
+        let task = EdgeNodeConfig::of(config).map(|cfg| {
+            tokio::spawn(sparkplug::run(
+                cfg,
+                store.clone(),
+                current.clone(),
+                stats,
+                listener,
+            ))
+        });
+        EdgeNode { trigger, task }
+    }
+
+    /// Publishes the NDEATH, disconnects and waits for the task.
+    async fn stop(&mut self) {
+        self.trigger.trigger();
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "sparkplug edge node stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "sparkplug edge node task failed"),
         }
     }
 }

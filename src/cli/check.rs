@@ -112,6 +112,9 @@ pub fn summary(config: &Config) -> String {
     for c in &config.cmms {
         out.push_str(&format!("  cmms {:<11} {}\n", c.name, connector(c)));
     }
+    if let Some(s) = &config.sparkplug {
+        out.push_str(&format!("  {:<16} {}\n", "sparkplug", s.summary()));
+    }
     out
 }
 

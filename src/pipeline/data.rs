@@ -11,6 +11,8 @@ use crate::filter::Filter;
 use crate::reading::Batch;
 use crate::store::{Kind, OutMessage};
 
+use super::sparkplug::SparkplugOut;
+
 /// Numbers the messages of each topic 1, 2, 3, … without gaps, so a
 /// consumer can see both duplicates and losses; every number goes out
 /// with the store's identity ([`store`](Self::store)), which tells a new
@@ -60,6 +62,8 @@ pub struct PipelineConfig {
     pub qos: u8,
     /// Also one message per tag.
     pub per_tag_topics: bool,
+    /// The Sparkplug edge node's rows, when `[sparkplug]` is on.
+    pub sparkplug: Option<SparkplugOut>,
 }
 
 /// Turns one batch into outbox messages (none when the filter keeps nothing).
@@ -72,17 +76,25 @@ pub fn messages(
     created_at: Timestamp,
 ) -> Vec<OutMessage> {
     let picked = filter.select(batch, now);
-    if picked.is_empty() {
-        return Vec::new();
+    // The edge node sees every poll: a device's death or return is news
+    // even when the filter keeps no reading.
+    let sparkplug = config
+        .sparkplug
+        .as_ref()
+        .and_then(|sp| sp.batch(batch, &picked, sequencer, created_at));
+    let json = config.sparkplug.as_ref().is_none_or(|sp| sp.json_readings);
+    if picked.is_empty() || !json {
+        return sparkplug.into_iter().collect();
     }
     let device = &batch.device.name;
     let mut out = Vec::with_capacity(
-        1 + if config.per_tag_topics {
+        2 + if config.per_tag_topics {
             picked.len()
         } else {
             0
         },
     );
+    out.extend(sparkplug);
     let topic = config.topics.data(device);
     let seq = sequencer.next(&topic);
     out.push(OutMessage {

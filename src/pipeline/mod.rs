@@ -54,9 +54,11 @@
 //!
 //! * `data`: the filter, data payloads and the [`Sequencer`];
 //! * `rules`: the [`RulesStage`] around the pure `crate::rules` core;
+//! * `sparkplug`: the rows of the Sparkplug edge node ([`SparkplugOut`]);
 
 mod data;
 mod rules;
+mod sparkplug;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,6 +68,7 @@ use tokio::time::MissedTickBehavior;
 
 pub use data::{PipelineConfig, Sequencer, messages};
 pub use rules::{RulesStage, SAVE_INTERVAL, Save, Step};
+pub use sparkplug::SparkplugOut;
 
 use crate::events::ReadingsSuppressed;
 use crate::filter::Filter;

@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::data::Sequencer;
+use super::sparkplug::SparkplugOut;
 use crate::clock::WallMap;
 use crate::cmms::{route, vendor::Event};
 use crate::config::{
@@ -47,6 +48,7 @@ use crate::config::{
 };
 use crate::contract::inbound::{self, OperatorAction, Request, Who};
 use crate::contract::rules as payload;
+use crate::contract::sparkplug::values::{AlarmNow, epoch_millis};
 use crate::contract::topics::Topics;
 use crate::events::{AlarmActive, WorkOrderClosed, WorkOrderHeld, WorkOrderRaised};
 use crate::reading::Batch;
@@ -123,6 +125,9 @@ pub struct RulesStage {
     /// The CMMS connectors: work orders and meter readings are queued for
     /// them with the messages they copy.
     cmms: Vec<CmmsConfig>,
+    /// The Sparkplug edge node: every alarm change is also a row of its
+    /// device's metrics.
+    sparkplug: Option<SparkplugOut>,
 }
 
 impl RulesStage {
@@ -172,7 +177,45 @@ impl RulesStage {
             now: WallMap::IDENTITY,
             republished: false,
             cmms: config.cmms.clone(),
+            sparkplug: None,
         })
+    }
+
+    /// Alarm changes also go to the Sparkplug edge node as metrics.
+    pub fn with_sparkplug(mut self, sparkplug: Option<SparkplugOut>) -> RulesStage {
+        self.sparkplug = sparkplug;
+        self
+    }
+
+    /// Puts every alarm's state where the edge node's births read it.
+    fn seed_sparkplug(&self) {
+        let Some(sp) = &self.sparkplug else {
+            return;
+        };
+        let mut current = sp.current.lock().unwrap_or_else(|e| e.into_inner());
+        for rule in &self.rules {
+            let (Some(alarm), Some(owner)) = (
+                self.engine.alarm(&rule.name),
+                sp.catalog.rule_owner(&rule.name),
+            ) else {
+                continue;
+            };
+            let state = alarm.state();
+            let at = alarm
+                .changed_at()
+                .map_or(std::time::UNIX_EPOCH, |t| self.now.system_time(t));
+            let now = AlarmNow {
+                state: state.as_str().to_owned(),
+                active: state.is_active(),
+                acked: !state.is_unacked(),
+                at_ms: epoch_millis(at),
+            };
+            let alarms = match owner {
+                Some(device) => &mut current.devices.entry(device.to_owned()).or_default().alarms,
+                None => &mut current.node_alarms,
+            };
+            alarms.insert(rule.name.clone(), now);
+        }
     }
 
     /// No rules and no meters: nothing to evaluate or save.
@@ -272,6 +315,7 @@ impl RulesStage {
                 step.need(Save::Now);
             }
         }
+        self.seed_sparkplug();
         let open = self.book.open().count();
         tracing::info!(
             rules = self.rules.len(),
@@ -564,6 +608,11 @@ impl RulesStage {
                 Err(e) => {
                     tracing::error!(rule = %event.rule, error = %e, "cannot encode the alarm")
                 }
+            }
+            if let Some(sp) = &self.sparkplug {
+                let at = self.now.system_time(event.at);
+                step.messages
+                    .extend(sp.alarm(&event.rule, event.to, at, seq, self.now.at));
             }
             step.need(Save::Now);
             // Activations, and releases of an activation chattering held

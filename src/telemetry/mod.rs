@@ -53,6 +53,7 @@ use crate::config::Config;
 use crate::heartbeat::Heartbeat;
 use crate::modbus::{DeviceMetrics, DeviceSnapshot, LinkSnapshot, Probes};
 use crate::mqtt::forwarder::ForwarderStats;
+use crate::mqtt::sparkplug::EdgeNodeStats;
 use crate::reading::Batch;
 use crate::store::Stats;
 
@@ -85,6 +86,8 @@ pub struct Telemetry {
     /// Device name → index in `seen`, for [`keep_last`](Self::keep_last).
     by_name: HashMap<String, usize>,
     mqtt: Arc<ForwarderStats>,
+    /// The Sparkplug edge node's figures (all zero when it is off).
+    sparkplug: Arc<EdgeNodeStats>,
     /// Each CMMS connector's figures, in config order (written by its
     /// delivery task).
     cmms: Vec<(String, Arc<ConnectorStats>)>,
@@ -200,6 +203,7 @@ impl Telemetry {
             seen,
             by_name,
             mqtt: Arc::new(ForwarderStats::default()),
+            sparkplug: Arc::new(EdgeNodeStats::default()),
             cmms: config
                 .cmms
                 .iter()
@@ -224,6 +228,7 @@ impl Telemetry {
             }
         }
         next.mqtt = self.mqtt.clone();
+        next.sparkplug = self.sparkplug.clone();
         // A connector kept by name keeps its counters.
         for (name, stats) in &mut next.cmms {
             if let Some((_, old)) = self.cmms.iter().find(|(n, _)| n == name) {
@@ -253,6 +258,11 @@ impl Telemetry {
     /// The counters the forwarder writes (give it this one).
     pub fn mqtt_stats(&self) -> Arc<ForwarderStats> {
         self.mqtt.clone()
+    }
+
+    /// The figures the Sparkplug edge node writes (give it this one).
+    pub fn sparkplug_stats(&self) -> Arc<EdgeNodeStats> {
+        self.sparkplug.clone()
     }
 
     /// The figures each CMMS connector writes (give them these), in

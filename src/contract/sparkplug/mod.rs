@@ -39,7 +39,7 @@ pub use topics::{RowKind, SparkplugTopics};
 pub use values::{Current, DeviceNow, SharedCurrent};
 
 /// The first topic level of every Sparkplug B 3.0 message.
-pub const NAMESPACE: &str = "spBv1.0";
+pub const NAMESPACE: &str = crate::config::SPARKPLUG_NAMESPACE;
 
 #[cfg(test)]
 mod session_tests;

@@ -181,7 +181,6 @@
 //!
 //! * `acks`: the [`Inbound`] request and its [`Handled`] token, and the
 //!   receipt order of the acks (pure).
-//! * `driver`: the driver task that owns the `EventLoop`, and the gate.
 //! * `book`: the packet-id book of one connection (pure).
 //! * `streams`: the live and backlog cursors and the `hist` marking (pure).
 //! * `task`: the forwarder task: events, publishes, deletes, inbound and
@@ -189,7 +188,6 @@
 
 mod acks;
 mod book;
-mod driver;
 mod streams;
 mod task;
 
@@ -239,7 +237,7 @@ pub use acks::{Handled, Inbound};
 /// Acks handed to rumqttc and not yet sent, at most: its request channel
 /// is made this much larger than the publishes need, so an ack never takes
 /// a publish's place.
-const ACK_ROOM: usize = 64;
+pub(crate) const ACK_ROOM: usize = 64;
 
 /// What the forwarder needs to know.
 #[derive(Debug, Clone)]
@@ -350,7 +348,7 @@ pub async fn run_with_updates(
         .get_or_insert_with(|| store_info(store.identity()));
     let options = mqtt_options(&cfg)?;
     let window = usize::from(cfg.mqtt.max_inflight.max(1));
-    let (link, events, _driver) = driver::start(options, window);
+    let (link, events, _driver) = super::driver::start(options, window);
     let mut forwarder = Forwarder::new(&cfg, window, link, store, inbound, stats, config_hash);
     forwarder.run(events, shutdown).await
 }

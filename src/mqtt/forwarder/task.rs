@@ -20,7 +20,6 @@ use tracing::{debug, error, warn};
 
 use super::acks::{Check, Receipts};
 use super::book::{Await, Flight, Sent};
-use super::driver::{Gate, Link, LoopMsg};
 use super::streams::{Stream, Streams, with_hist};
 use super::{
     ACK_ROOM, DISCONNECT_TIMEOUT, ForwarderConfig, ForwarderStats, INBOUND_HOLD, Inbound,
@@ -31,6 +30,7 @@ use crate::contract::status::{self, StatusInfo};
 use crate::contract::{Request, Topics};
 use crate::events::{BrokerConnected, BrokerLost};
 use crate::mqtt::client::MqttError;
+use crate::mqtt::driver::{Gate, Link, LoopMsg};
 use crate::shutdown::Shutdown;
 use crate::store::{Lane, Row, StoreError, StoreHandle};
 

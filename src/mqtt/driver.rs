@@ -1,4 +1,5 @@
-//! The driver task and the gate.
+//! The driver task and the gate, shared by the JSON forwarder and the
+//! Sparkplug edge node (each has its own connection and its own driver).
 //!
 //! The driver owns rumqttc's `EventLoop` and polls it without pause, never
 //! inside a `select!` (`EventLoop::poll` is not cancel-safe). It forwards
@@ -18,25 +19,25 @@ use rumqttc::{
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{ACK_ROOM, BACKOFF_MAX, BACKOFF_START, EVENT_CAPACITY};
+use super::forwarder::{ACK_ROOM, BACKOFF_MAX, BACKOFF_START, EVENT_CAPACITY};
 
 /// A connection that lasted at least this long resets the backoff.
 const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 
 /// The forwarder's way to the driver: requests go to rumqttc through
 /// `client`, each under `gate`.
-pub(super) struct Link {
+pub(crate) struct Link {
     /// rumqttc's request channel.
-    pub(super) client: AsyncClient,
+    pub(crate) client: AsyncClient,
     /// Shared with the driver.
-    pub(super) gate: Arc<Gate>,
+    pub(crate) gate: Arc<Gate>,
     /// rumqttc's packet ids run 1..=`id_space`.
-    pub(super) id_space: u16,
+    pub(crate) id_space: u16,
 }
 
 /// Spawns the driver for a window of `window` rows. Returns the link to
 /// it, what it reports, and the guard that stops it when dropped.
-pub(super) fn start(
+pub(crate) fn start(
     options: MqttOptions,
     window: usize,
 ) -> (Link, mpsc::Receiver<LoopMsg>, AbortOnDrop) {
@@ -66,7 +67,7 @@ fn broker_absent(e: &ConnectionError) -> bool {
 
 /// What the driver reports.
 #[derive(Debug)]
-pub(super) enum LoopMsg {
+pub(crate) enum LoopMsg {
     /// CONNACK of the connection numbered `generation`.
     Connected { generation: u64 },
     /// Any other event of the current connection.
@@ -96,7 +97,7 @@ struct GateState {
 /// (and discarded with it) or waits for the forwarder to see the next
 /// CONNACK.
 #[derive(Debug, Default)]
-pub(super) struct Gate(Mutex<GateState>);
+pub(crate) struct Gate(Mutex<GateState>);
 
 impl Gate {
     fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
@@ -104,7 +105,7 @@ impl Gate {
     }
 
     /// The driver saw a CONNACK: a new generation, not yet open.
-    pub(super) fn connected(&self) -> u64 {
+    pub(crate) fn connected(&self) -> u64 {
         let mut g = self.lock();
         g.generation += 1;
         g.up = true;
@@ -114,7 +115,7 @@ impl Gate {
 
     /// The forwarder has set up its book for `generation`: open, unless
     /// that connection is already gone.
-    pub(super) fn open(&self, generation: u64) -> bool {
+    pub(crate) fn open(&self, generation: u64) -> bool {
         let mut g = self.lock();
         let current = g.up && g.generation == generation;
         if current {
@@ -124,7 +125,7 @@ impl Gate {
     }
 
     /// Runs `f` (a `try_publish`) only while `generation` is open.
-    pub(super) fn with_open<T>(&self, generation: u64, f: impl FnOnce() -> T) -> Option<T> {
+    pub(crate) fn with_open<T>(&self, generation: u64, f: impl FnOnce() -> T) -> Option<T> {
         let g = self.lock();
         (g.open && g.generation == generation).then(f)
     }
@@ -132,7 +133,7 @@ impl Gate {
     /// The driver saw the established connection fail: close the gate and
     /// throw away everything rumqttc would replay. Returns the events
     /// rumqttc had buffered, which belong to the failed connection.
-    pub(super) fn lost(&self, eventloop: &mut EventLoop, id_space: u16) -> Vec<Event> {
+    pub(crate) fn lost(&self, eventloop: &mut EventLoop, id_space: u16) -> Vec<Event> {
         {
             let mut g = self.lock();
             g.up = false;
@@ -153,7 +154,7 @@ impl Gate {
 
 /// Aborts the driver task when the forwarder returns, so the connection
 /// does not outlive it.
-pub(super) struct AbortOnDrop(JoinHandle<()>);
+pub(crate) struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
