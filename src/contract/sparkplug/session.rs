@@ -424,10 +424,10 @@ impl Session {
             m.datatype = None;
             if historical {
                 m.is_historical = Some(true);
-            } else if let Some(q) = quality_of(&m) {
-                if self.quality.insert(alias, q) == Some(q) {
-                    m.properties = None;
-                }
+            } else if let Some(q) = quality_of(&m)
+                && self.quality.insert(alias, q) == Some(q)
+            {
+                m.properties = None;
             }
             metrics.push(m);
         }
