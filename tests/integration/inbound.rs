@@ -109,6 +109,7 @@ async fn a_request_is_done_only_once_its_effect_is_committed() {
             topics,
             qos: 1,
             per_tag_topics: false,
+            sparkplug: None,
         },
         rules,
         telemetry,
