@@ -197,7 +197,10 @@ pub async fn run(
         stats.bd_seq.store(bd_seq, Ordering::Relaxed);
         EdgeNodeStats::bump(&stats.sessions);
         let options = options(&cfg, bd_seq)?;
-        let (link, events, guard) = driver::start(options, WINDOW);
+        // rumqttc's request channel must take a whole birth (one DBIRTH per
+        // device) on top of a full window of rows and the barriers.
+        let (link, events, guard) =
+            driver::start(options, WINDOW + cfg.devices.len() + MAX_BARRIERS + 8);
         let node = Node::new(
             &cfg,
             bd_seq,
@@ -281,6 +284,14 @@ fn options(cfg: &EdgeNodeConfig, bd_seq: u64) -> Result<MqttOptions, MqttError> 
         false,
     ));
     Ok(options)
+}
+
+/// Sleeps until `at`, or for ever without it.
+async fn rebirth_due(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Rows handed over before one barrier.
@@ -381,12 +392,22 @@ impl<'a> Node<'a> {
                     self.live_dry = false;
                 }
                 _ = info_tick.tick() => self.node_data().await,
+                // A rebirth asked for too soon after the last one.
+                () = rebirth_due(self.rebirth_at()) => {}
             }
         };
         if matches!(end, End::Stopped | End::HostOffline) {
             self.goodbye(&mut events).await;
         }
         (end, self.host_seen)
+    }
+
+    /// When a wanted rebirth may go out, if one is wanted.
+    fn rebirth_at(&self) -> Option<Instant> {
+        if !self.rebirth_wanted || !self.born {
+            return None;
+        }
+        Some(self.last_birth.map_or_else(Instant::now, |t| t + REBIRTH_MIN_INTERVAL))
     }
 
     async fn on_loop(&mut self, msg: LoopMsg) -> Option<End> {
