@@ -8,7 +8,10 @@
 //! (0–255, wrapping), saved and flushed to the store *before* the CONNECT
 //! that registers the NDEATH carrying it, so neither a `kill -9` nor a
 //! power cut can make a restart repeat a number a host saw for an older
-//! session. rumqttc would reconnect with the Will it was built with, so a
+//! session (with `durability = "normal"`, whose commits a power cut may
+//! lose, the first session after an unclean stop skips [`BD_SEQ_SKIP`]
+//! numbers; a store without a saved number starts at a random one).
+//! rumqttc would reconnect with the Will it was built with, so a
 //! failed session's client is dropped and a new one built.
 //!
 //! # Births
@@ -33,6 +36,10 @@
 //! those rows deleted. A connection that fails loses nothing: what was not
 //! confirmed is sent again by the next session, as history.
 //!
+//! A device that is down at the births is born with its last values at
+//! bad quality, and its DDEATH follows once the history has gone out, so
+//! that what it read before it went down still reaches the host.
+//!
 //! Live rows (above `B`) go first; history takes what the window leaves,
 //! at least a quarter of it while both wait. A row of a device the session
 //! has not born (it died, or was born after the row was taken) stays in
@@ -52,7 +59,7 @@
 //! not writable and STATEs of other hosts are logged and counted
 //! ([`EdgeNodeStats`]), never fatal.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -64,14 +71,14 @@ use tracing::{debug, info, warn};
 use super::client::{MqttError, session_options};
 use super::driver::{self, Link, LoopMsg};
 use super::forwarder::{BACKOFF_MAX, BACKOFF_START};
-use crate::config::{Config, Device, MqttConfig, SparkplugConfig};
+use crate::config::{Config, Device, Durability, MqttConfig, SparkplugConfig};
 use crate::contract::sparkplug::inbound::{self, Command};
 use crate::contract::sparkplug::session::{NodeInfo, Out, RowAction, death_certificate};
-use crate::contract::sparkplug::topics::InboundTopic;
+use crate::contract::sparkplug::topics::{InboundTopic, RowKind};
 use crate::contract::sparkplug::values::epoch_millis;
 use crate::contract::sparkplug::{Catalog, Session, SharedCurrent, SparkplugTopics};
 use crate::shutdown::Shutdown;
-use crate::store::{Lane, Row, StoreError, StoreHandle};
+use crate::store::{Lane, Row, StoreError, StoreHandle, StoreStart};
 
 /// Rows handed to the broker and not yet confirmed, at most.
 pub const WINDOW: usize = 256;
@@ -109,6 +116,9 @@ pub struct EdgeNodeConfig {
     pub devices: Vec<Arc<Device>>,
     /// The configuration's hash (`Node Info/Config Hash`).
     pub config_hash: String,
+    /// `[store] durability = "normal"`: a power cut may lose the last
+    /// commits, the last `bdSeq` among them (see [`BD_SEQ_SKIP`]).
+    pub lossy_store: bool,
 }
 
 impl EdgeNodeConfig {
@@ -120,6 +130,7 @@ impl EdgeNodeConfig {
             catalog: Arc::new(Catalog::of(config)),
             devices: config.devices.clone(),
             config_hash: config.hash.clone(),
+            lossy_store: config.store.durability == Durability::Normal,
         })
     }
 
@@ -192,8 +203,10 @@ pub async fn run(
     session_options(&cfg.mqtt)?;
     let mut backoff = BACKOFF_START;
     let mut last_host: Option<u64> = None;
+    let mut first = true;
     loop {
-        let bd_seq = next_bd_seq(&store).await;
+        let bd_seq = next_bd_seq(&store, first, cfg.lossy_store).await;
+        first = false;
         stats.bd_seq.store(bd_seq, Ordering::Relaxed);
         EdgeNodeStats::bump(&stats.sessions);
         let options = options(&cfg, bd_seq)?;
@@ -237,9 +250,18 @@ pub async fn run(
     }
 }
 
-/// The next `bdSeq` (the last one used plus one, 0 the first time), saved
-/// and flushed before it is used.
-async fn next_bd_seq(store: &StoreHandle) -> u64 {
+/// `bdSeq` numbers skipped after an unclean stop of a store with
+/// `durability = "normal"` (with `"full"` every flush is on disk): a power cut may lose the commits since the last checkpoint
+/// (about a minute), and with them the numbers of sessions a host may have
+/// seen; a session is at most one connection attempt a second, so 64 steps
+/// clear them all.
+pub const BD_SEQ_SKIP: u64 = 64;
+
+/// The next `bdSeq`, saved and flushed before it is used: the last one
+/// plus one (plus [`BD_SEQ_SKIP`] on the first session after an unclean
+/// stop when `lossy`); a store that holds none (a new or replaced file) starts at a
+/// random number, so a Will of a lost file's session is unlikely to match.
+async fn next_bd_seq(store: &StoreHandle, first: bool, lossy: bool) -> u64 {
     let last = match store.load_state(BD_SEQ_KEY).await {
         Ok(Some(bytes)) => std::str::from_utf8(&bytes)
             .ok()
@@ -250,7 +272,11 @@ async fn next_bd_seq(store: &StoreHandle) -> u64 {
             None
         }
     };
-    let next = last.map_or(0, |n| (n + 1) % 256);
+    let unclean = lossy && first && !matches!(store.identity().start, StoreStart::Kept);
+    let next = match last {
+        Some(n) => (n + 1 + if unclean { BD_SEQ_SKIP } else { 0 }) % 256,
+        None => rand::random_range(0..256),
+    };
     let saved = match store
         .save_state(BD_SEQ_KEY, next.to_string().into_bytes())
         .await
@@ -324,6 +350,8 @@ struct Node<'a> {
     /// Barriers sent, oldest first (pkid known once rumqttc numbered it).
     barriers: VecDeque<Barrier>,
     in_flight: usize,
+    /// Devices born down at the births, whose DDEATH waits for the history.
+    dying: HashSet<String>,
     rebirth_wanted: bool,
     last_birth: Option<Instant>,
     node_info: Option<NodeInfo>,
@@ -358,6 +386,7 @@ impl<'a> Node<'a> {
             open: Barrier::default(),
             barriers: VecDeque::new(),
             in_flight: 0,
+            dying: HashSet::new(),
             rebirth_wanted: false,
             last_birth: None,
             node_info: None,
@@ -504,6 +533,14 @@ impl<'a> Node<'a> {
                     self.session.dbirth(&d.name, &values, now)
                 })
                 .collect();
+            // Devices polled and down: born with their last values at bad
+            // quality so that their history can still go out, then dead.
+            self.dying = current
+                .devices
+                .iter()
+                .filter(|(_, d)| !d.alive && !d.readings.is_empty())
+                .map(|(name, _)| name.clone())
+                .collect();
             (nbirth, dbirths)
         };
         let mut ok = self.publish(nbirth);
@@ -533,11 +570,28 @@ impl<'a> Node<'a> {
         );
     }
 
+    /// The DDEATHs of devices that were down at the births, once the
+    /// history (which may hold their last readings) has gone out.
+    fn bury(&mut self) {
+        if self.dying.is_empty() || self.backlog_after < self.backlog_upto {
+            return;
+        }
+        let now = epoch_millis(SystemTime::now());
+        let mut dying: Vec<String> = self.dying.drain().collect();
+        dying.sort();
+        for device in dying {
+            if let Some(out) = self.session.ddeath(&device, now) {
+                self.publish(out);
+            }
+        }
+    }
+
     /// Hands over what the window allows: live rows first, then history.
     async fn pump(&mut self) -> Result<(), End> {
         if !self.born || self.generation.is_none() {
             return Ok(());
         }
+        self.bury();
         if self.rebirth_wanted
             && self
                 .last_birth
@@ -584,6 +638,7 @@ impl<'a> Node<'a> {
                 break;
             }
         }
+        self.bury();
         Ok(())
     }
 
@@ -604,6 +659,13 @@ impl<'a> Node<'a> {
         let mut handed = 0;
         let mut drop = Vec::new();
         for row in rows {
+            if !historical
+                && let Some(RowKind::Birth { device } | RowKind::Death { device }) =
+                    self.session.topics().row_kind(&row.topic)
+            {
+                // Its own birth or death, live: no deferred DDEATH.
+                self.dying.remove(device);
+            }
             match self.session.row(&row.topic, &row.payload, historical, now) {
                 Ok(RowAction::Send(out)) => {
                     if self.publish(out) {
