@@ -422,9 +422,11 @@ impl Session {
             m.alias = Some(alias);
             m.name = None;
             m.datatype = None;
-            if historical {
-                m.is_historical = Some(true);
-            } else if let Some(q) = quality_of(&m)
+            // Whether a row is history is this send's decision, whatever
+            // the stored row says.
+            m.is_historical = historical.then_some(true);
+            if !historical
+                && let Some(q) = quality_of(&m)
                 && self.quality.insert(alias, q) == Some(q)
             {
                 m.properties = None;

@@ -570,6 +570,31 @@ fn history_is_marked_historical_and_keeps_its_quality() {
 }
 
 #[test]
+fn the_session_decides_what_is_history() {
+    let mut s = born();
+    let t = topics().ddata("pump1");
+    // A stored row that says otherwise (an older version, a bad disk).
+    let flagged = |flag: bool| {
+        Payload {
+            timestamp: Some(AT),
+            metrics: vec![Metric {
+                name: Some("level".into()),
+                timestamp: Some(AT),
+                is_historical: Some(flag),
+                value: Some(metric::Value::IntValue(4)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec()
+    };
+    let (_, p) = sent(live(&mut s, &t, &flagged(true)));
+    assert_eq!(p.metrics[0].is_historical, None);
+    let (_, p) = sent(s.row(&t, &flagged(false), true, AT).expect("valid"));
+    assert_eq!(p.metrics[0].is_historical, Some(true));
+}
+
+#[test]
 fn rows_of_unborn_unknown_or_unbound_devices_and_metrics() {
     let mut s = born();
     let t = topics();
