@@ -1,8 +1,9 @@
 //! The birth certificate a configuration makes: every metric the edge
 //! node will ever publish, with its alias and datatype.
 //!
-//! Aliases are numbered from 1 in configuration order (the node's metrics,
-//! then each device's tags, then the alarm metrics of its rules), so the
+//! Aliases are numbered from 1 in configuration order (the node's own
+//! metrics, then each device's tags and the alarm metrics of its rules,
+//! then the alarms of rules that span devices), so the
 //! same configuration always gives the same aliases; a reload that changes
 //! them is followed by a rebirth. `bdSeq` has no alias: the NDEATH names it.
 
@@ -195,15 +196,12 @@ impl Catalog {
         ];
         let mut rule_owner = HashMap::new();
         let mut device_rules: HashMap<&str, Vec<&str>> = HashMap::new();
+        let mut node_rules: Vec<&str> = Vec::new();
         for rule in rules {
             let owner = rule_device(rule).filter(|d| devices.iter().any(|x| x.borrow().name == *d));
             match owner {
                 Some(d) => device_rules.entry(d).or_default().push(&rule.name),
-                None => {
-                    for part in AlarmPart::ALL {
-                        node.push(alarm(&rule.name, part, alias()));
-                    }
-                }
+                None => node_rules.push(&rule.name),
             }
             rule_owner.insert(rule.name.clone(), owner.map(str::to_owned));
         }
@@ -236,6 +234,13 @@ impl Catalog {
                 }
             })
             .collect();
+        // The node's alarms are numbered after every device's metrics, so
+        // adding a rule that spans devices leaves the tags' aliases alone.
+        for rule in node_rules {
+            for part in AlarmPart::ALL {
+                node.push(alarm(rule, part, alias()));
+            }
+        }
         let by_device = devices
             .iter()
             .enumerate()

@@ -60,6 +60,10 @@ pub fn set_value(m: &mut Metric, datatype: u32, value: &Value) {
         (datatype::UINT16 | datatype::UINT32, Value::Int(i)) => V::IntValue(*i as u32),
         (datatype::INT64, Value::Int(i)) => V::LongValue(*i as u64),
         (datatype::UINT64 | datatype::DATETIME, Value::Int(i)) => V::LongValue(*i as u64),
+        (
+            datatype::INT16 | datatype::INT32 | datatype::UINT16 | datatype::UINT32,
+            Value::UInt(u),
+        ) => V::IntValue(*u as u32),
         (_, Value::UInt(u)) => V::LongValue(*u),
         (datatype::INT16 | datatype::INT32 | datatype::UINT16 | datatype::UINT32, v) => {
             V::IntValue(v.as_f64().unwrap_or(0.0) as i64 as u32)

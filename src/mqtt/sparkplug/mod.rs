@@ -436,7 +436,10 @@ impl<'a> Node<'a> {
         if !self.rebirth_wanted || !self.born {
             return None;
         }
-        Some(self.last_birth.map_or_else(Instant::now, |t| t + REBIRTH_MIN_INTERVAL))
+        Some(
+            self.last_birth
+                .map_or_else(Instant::now, |t| t + REBIRTH_MIN_INTERVAL),
+        )
     }
 
     async fn on_loop(&mut self, msg: LoopMsg) -> Option<End> {
