@@ -30,9 +30,12 @@
 //!
 //! The specification has every edge-node message but the NDEATH published
 //! at QoS 0, which has no acknowledgement. After each batch of rows the
-//! node sends an UNSUBSCRIBE of a filter it never subscribed (a *barrier*):
-//! the broker reads a connection's packets in order, so its UNSUBACK says
-//! every row handed over before the barrier has reached it. Only then are
+//! node sends a SUBSCRIBE to a filter nobody publishes to (a *barrier*,
+//! `_fieldgate/barrier/{group}/{node}`): the broker reads a connection's
+//! packets in order, so its SUBACK says every row handed over before the
+//! barrier has reached it. (An UNSUBSCRIBE would do as well by the MQTT
+//! specification, but rumqttd sends no UNSUBACK for a filter that was not
+//! subscribed; every broker answers a SUBSCRIBE.) Only then are
 //! those rows deleted. A connection that fails loses nothing: what was not
 //! confirmed is sent again by the next session, as history.
 //!
@@ -90,9 +93,9 @@ const MAX_BARRIERS: usize = 16;
 /// rumqttc's packet-id space for this connection: the barriers, the three
 /// subscriptions and the NDEATH, with room to spare.
 const PACKET_IDS: u16 = 64;
-/// The filter a barrier unsubscribes from (never subscribed; only the
-/// UNSUBACK matters).
-const BARRIER_FILTER: &str = "_fieldgate/barrier";
+/// The first levels of the filter a barrier subscribes to (nothing is ever
+/// published there; only the SUBACK matters).
+const BARRIER_PREFIX: &str = "_fieldgate/barrier";
 /// Rebirths answered at most this often; requests in between are merged.
 pub const REBIRTH_MIN_INTERVAL: Duration = Duration::from_secs(2);
 /// How often the node metrics (outbox depth, clock) are looked at; an
@@ -147,7 +150,7 @@ pub struct EdgeNodeStats {
     pub connected: AtomicBool,
     /// The births are out: data flows (false while waiting for the host).
     pub born: AtomicBool,
-    /// The primary host's last STATE said online (always true without one).
+    /// The primary host's last STATE said online (true without one).
     pub host_online: AtomicBool,
     /// The `bdSeq` of the current (or last) session.
     pub bd_seq: AtomicU64,
@@ -214,6 +217,9 @@ pub async fn run(
         // device) on top of a full window of rows and the barriers.
         let (link, events, guard) =
             driver::start(options, WINDOW + cfg.devices.len() + MAX_BARRIERS + 8);
+        if cfg.sparkplug.primary_host_id.is_none() {
+            stats.host_online.store(true, Ordering::Relaxed);
+        }
         let node = Node::new(
             &cfg,
             bd_seq,
@@ -226,7 +232,11 @@ pub async fn run(
         let (end, host) = node.run(events, &mut shutdown).await;
         last_host = host;
         drop(guard);
-        stats.connected.store(false, Ordering::Relaxed);
+        // A session that got its CONNACK starts the backoff afresh, so a
+        // rare loss after days up is retried within a second.
+        if stats.connected.swap(false, Ordering::Relaxed) {
+            backoff = BACKOFF_START;
+        }
         stats.born.store(false, Ordering::Relaxed);
         match end {
             End::Stopped | End::StoreClosed => return Ok(()),
@@ -238,7 +248,11 @@ pub async fn run(
                 );
             }
             End::Lost { error, refused } => {
-                warn!(bd_seq, %error, "sparkplug: connection lost");
+                if stats.sessions.load(Ordering::Relaxed) == 1 || backoff == BACKOFF_START {
+                    warn!(bd_seq, %error, "sparkplug: connection lost or refused; trying again");
+                } else {
+                    debug!(bd_seq, %error, "sparkplug: connection attempt failed");
+                }
                 let delay = if refused { BACKOFF_START } else { backoff };
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 tokio::select! {
@@ -320,11 +334,13 @@ async fn rebirth_due(at: Option<Instant>) {
     }
 }
 
-/// Rows handed over before one barrier.
+/// Rows handed over before one barrier, or one of the node's own
+/// subscriptions (`filter`), which take packet ids in the same order.
 #[derive(Debug, Default)]
 struct Barrier {
     pkid: Option<u16>,
     rows: Vec<i64>,
+    filter: Option<String>,
 }
 
 /// One session.
@@ -350,6 +366,8 @@ struct Node<'a> {
     /// Barriers sent, oldest first (pkid known once rumqttc numbered it).
     barriers: VecDeque<Barrier>,
     in_flight: usize,
+    /// This node's barrier filter.
+    barrier_filter: String,
     /// Devices born down at the births, whose DDEATH waits for the history.
     dying: HashSet<String>,
     rebirth_wanted: bool,
@@ -386,6 +404,10 @@ impl<'a> Node<'a> {
             open: Barrier::default(),
             barriers: VecDeque::new(),
             in_flight: 0,
+            barrier_filter: format!(
+                "{BARRIER_PREFIX}/{}/{}",
+                cfg.sparkplug.group_id, cfg.sparkplug.edge_node_id
+            ),
             dying: HashSet::new(),
             rebirth_wanted: false,
             last_birth: None,
@@ -496,7 +518,12 @@ impl<'a> Node<'a> {
             filters.push(SparkplugTopics::state(host));
         }
         for filter in filters {
-            if !self.hand(|c| c.try_subscribe(filter.clone(), QoS::AtLeastOnce)) {
+            if self.hand(|c| c.try_subscribe(filter.clone(), QoS::AtLeastOnce)) {
+                self.barriers.push_back(Barrier {
+                    filter: Some(filter),
+                    ..Barrier::default()
+                });
+            } else {
                 warn!(%filter, "sparkplug: could not subscribe");
             }
         }
@@ -709,7 +736,8 @@ impl<'a> Node<'a> {
         if self.open.rows.is_empty() {
             return;
         }
-        if self.hand(|c| c.try_unsubscribe(BARRIER_FILTER)) {
+        let filter = self.barrier_filter.clone();
+        if self.hand(|c| c.try_subscribe(filter, QoS::AtMostOnce)) {
             self.barriers.push_back(std::mem::take(&mut self.open));
         }
         // Otherwise the connection is failing: its rows stay in the outbox.
@@ -717,13 +745,18 @@ impl<'a> Node<'a> {
 
     async fn on_event(&mut self, event: Event) -> Option<End> {
         match event {
-            Event::Outgoing(Outgoing::Unsubscribe(pkid)) => {
+            Event::Outgoing(Outgoing::Subscribe(pkid)) => {
                 if let Some(b) = self.barriers.iter_mut().find(|b| b.pkid.is_none()) {
                     b.pkid = Some(pkid);
                 }
             }
-            Event::Incoming(Incoming::UnsubAck(ack)) => {
+            Event::Incoming(Incoming::SubAck(ack)) => {
                 if let Some(i) = self.barriers.iter().position(|b| b.pkid == Some(ack.pkid)) {
+                    if let Some(filter) = &self.barriers[i].filter
+                        && ack.return_codes.contains(&rumqttc::SubscribeReasonCode::Failure)
+                    {
+                        warn!(%filter, "sparkplug: the broker refused a subscription");
+                    }
                     // Acks come in order; earlier barriers are confirmed too.
                     let done: Vec<Barrier> = self.barriers.drain(..=i).collect();
                     let ids: Vec<i64> = done.into_iter().flat_map(|b| b.rows).collect();
@@ -862,7 +895,7 @@ impl<'a> Node<'a> {
             while let Some(msg) = events.recv().await {
                 match msg {
                     LoopMsg::Disconnected | LoopMsg::Lost { .. } => return,
-                    LoopMsg::Event(Event::Incoming(Incoming::UnsubAck(_))) => {
+                    LoopMsg::Event(Event::Incoming(Incoming::SubAck(_))) => {
                         let _ = self.on_loop(msg).await;
                     }
                     _ => {}
