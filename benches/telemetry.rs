@@ -82,6 +82,7 @@ fn scrape(c: &mut Criterion) {
         events: fieldgate::events::totals().to_vec(),
         process: ProcessStats::default(),
         cmms: Vec::new(),
+        sparkplug: None,
         pipeline_idle: Duration::ZERO,
         uptime: Duration::ZERO,
         clock_synced: Some(true),

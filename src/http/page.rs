@@ -1,7 +1,7 @@
 //! The status page: one HTML file, one stylesheet and one script, compiled
 //! into the binary (the plant network has no internet, and a gateway must
 //! not depend on files beside it). Plain HTML, CSS and JavaScript with no
-//! library, so building the crate needs no Node toolchain; about 37 KB in
+//! library, so building the crate needs no Node toolchain; about 39 KB in
 //! all.
 //!
 //! The page reads `/api/events` (see [`events`](super::events)) and posts

@@ -18,7 +18,9 @@ use crate::modbus::DeviceSnapshot;
 use crate::rules::Timestamp;
 use crate::store::{StoreHandle, StoreIdentity, StoreStart};
 use crate::tag::{DataType, Tag, Value};
-use crate::telemetry::{ConnectorSnapshot, DeviceSeen, ParkedView, SinkQueues, Snapshot};
+use crate::telemetry::{
+    ConnectorSnapshot, DeviceSeen, ParkedView, SinkQueues, Snapshot, SparkplugSnapshot,
+};
 
 pub(super) async fn status(State(state): State<HttpState>) -> Response {
     let snapshot = gather(&state, For::Status).await;
@@ -104,6 +106,32 @@ pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceSeen>], actions: bool) -> 
             "last_error": s.mqtt.last_error,
         },
         "cmms": s.cmms.iter().map(|c| connector(c, s.at)).collect::<Vec<_>>(),
+        "sparkplug": s.sparkplug.as_ref().map(sparkplug),
+    })
+}
+
+/// The Sparkplug edge node (`null` when `[sparkplug]` is off): who it is,
+/// its session, its counters since the start and its rows waiting in the
+/// outbox (`null` when the store did not say).
+fn sparkplug(sp: &SparkplugSnapshot) -> JsonValue {
+    json!({
+        "group_id": sp.group_id,
+        "edge_node_id": sp.edge_node_id,
+        "primary_host_id": sp.primary_host_id,
+        "primary_host_online": sp.primary_host_online,
+        "connected": sp.connected,
+        "online": sp.online,
+        "bd_seq": sp.bd_seq,
+        "sessions": sp.sessions,
+        "births": sp.births,
+        "rebirth_requests": sp.rebirth_requests,
+        "published": sp.published,
+        "historical": sp.historical,
+        "confirmed": sp.confirmed,
+        "dropped": sp.dropped,
+        "held": sp.held,
+        "inbound_refused": sp.inbound_refused,
+        "outbox_messages": sp.outbox_messages,
     })
 }
 

@@ -12,6 +12,7 @@
 //! * [`process`]: RSS, CPU time, file descriptors and threads from `/proc`;
 //! * [`cmms_view`]: the CMMS connectors with their queues and parked
 //!   deliveries;
+//! * [`sparkplug_view`]: the Sparkplug edge node, when `[sparkplug]` is on;
 //! * [`prometheus`]: the text exposition, a pure function of a snapshot.
 //!
 //! # Who writes what
@@ -25,6 +26,8 @@
 //! | outbox figures | the store thread | asked for at each scrape |
 //! | CMMS connector figures | each connector's delivery task | [`ConnectorStats`] atomics |
 //! | CMMS queues and parked deliveries | the store thread | asked for at each scrape, when connectors are configured |
+//! | Sparkplug edge node figures | the edge node's task | [`EdgeNodeStats`] atomics |
+//! | Sparkplug rows waiting | the store thread | with the outbox figures, at each scrape |
 //!
 //! Readers (the HTTP handlers) never block a writer for longer than a copy.
 
@@ -33,6 +36,7 @@ pub(crate) mod process;
 pub mod prometheus;
 mod rules_view;
 mod seen;
+pub mod sparkplug_view;
 pub(crate) mod trend;
 
 use std::collections::HashMap;
@@ -46,10 +50,11 @@ pub use cmms_view::{ConnectorSnapshot, ParkedView, ParkedWorkOrder, Queue, SinkQ
 pub use process::ProcessStats;
 pub use rules_view::{AlarmView, MeterView, RulesView, WorkOrderView};
 pub use seen::DeviceSeen;
+pub use sparkplug_view::SparkplugSnapshot;
 pub use trend::{TREND_POINTS, TREND_SPAN, TREND_STEP, Trend};
 
 use crate::cmms::ConnectorStats;
-use crate::config::Config;
+use crate::config::{Config, SparkplugConfig};
 use crate::heartbeat::Heartbeat;
 use crate::modbus::{DeviceMetrics, DeviceSnapshot, LinkSnapshot, Probes};
 use crate::mqtt::forwarder::ForwarderStats;
@@ -88,6 +93,9 @@ pub struct Telemetry {
     mqtt: Arc<ForwarderStats>,
     /// The Sparkplug edge node's figures (all zero when it is off).
     sparkplug: Arc<EdgeNodeStats>,
+    /// `[sparkplug]` of the running config: whether the edge node is
+    /// shown, and who it is.
+    sparkplug_config: Option<SparkplugConfig>,
     /// Each CMMS connector's figures, in config order (written by its
     /// delivery task).
     cmms: Vec<(String, Arc<ConnectorStats>)>,
@@ -128,6 +136,8 @@ pub struct Snapshot {
     pub process: ProcessStats,
     /// Every CMMS connector, in config order.
     pub cmms: Vec<ConnectorSnapshot>,
+    /// The Sparkplug edge node; `None` when `[sparkplug]` is off.
+    pub sparkplug: Option<SparkplugSnapshot>,
     /// Time since the pipeline task last published (its heartbeat).
     pub pipeline_idle: Duration,
     /// Time since the process started (monotonic).
@@ -204,6 +214,7 @@ impl Telemetry {
             by_name,
             mqtt: Arc::new(ForwarderStats::default()),
             sparkplug: Arc::new(EdgeNodeStats::default()),
+            sparkplug_config: config.sparkplug.clone(),
             cmms: config
                 .cmms
                 .iter()
@@ -217,8 +228,9 @@ impl Telemetry {
 
     /// The registry of a reloaded `config` over its new `probes`: devices
     /// whose settings did not change keep their last readings and trend.
-    /// The MQTT counters, the rules view's channel and the heartbeat carry
-    /// over.
+    /// The MQTT and Sparkplug counters, the rules view's channel and the
+    /// heartbeat carry over; the Sparkplug edge node is shown as the new
+    /// `[sparkplug]` says (or not at all without it).
     pub fn reconfigured(&self, config: &Config, probes: Probes) -> Telemetry {
         let mut next = Telemetry::new(config, probes, self.info.started);
         next.info.booted = self.info.booted;
@@ -353,6 +365,10 @@ impl Telemetry {
         sinks: &SinkQueues,
     ) -> Snapshot {
         let devices: Vec<DeviceSnapshot> = self.devices().iter().map(|d| d.snapshot()).collect();
+        let sparkplug = self
+            .sparkplug_config
+            .as_ref()
+            .map(|c| SparkplugSnapshot::of(c, &self.sparkplug, store.as_ref()));
         let links: Vec<LinkSnapshot> = self
             .probes
             .links()
@@ -374,6 +390,7 @@ impl Telemetry {
             events: crate::events::totals().to_vec(),
             process,
             cmms: cmms_view::connectors(&self.cmms_named(), sinks),
+            sparkplug,
             pipeline_idle: self.pipeline_idle(),
             uptime: self.info.booted.elapsed(),
             clock_synced: crate::clock::wall_clock_synced(),
@@ -386,6 +403,11 @@ mod tests {
     use super::*;
 
     fn config() -> Config {
+        config_with("")
+    }
+
+    /// The test config with `extra` after `[gateway]`.
+    fn config_with(extra: &str) -> Config {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fieldgate.toml");
         std::fs::write(
@@ -411,7 +433,8 @@ tags = [{ name = "t", area = "holding", address = 0, type = "u16" }]
 name = "c"
 bus = "line1"
 tags = [{ name = "t", area = "holding", address = 0, type = "u16" }]
-"#,
+"#
+            .replace("[[buses]]", &format!("{extra}\n[[buses]]")),
         )
         .unwrap();
         match crate::config::load_with_env(&path, &[]) {
@@ -465,6 +488,40 @@ tags = [{ name = "t", area = "holding", address = 0, type = "u16" }]
         let n = t.seen()[1].with_last(|b| b.map(|b| b.readings.len()));
         assert_eq!(n, Some(1));
         assert!(t.seen()[0].with_last(|b| b.is_none()));
+    }
+
+    #[test]
+    fn the_edge_node_is_shown_only_when_sparkplug_is_on() {
+        let off = config();
+        let t = Telemetry::new(&off, Probes::new(&off), SystemTime::now());
+        assert_eq!(t.snapshot(None, ProcessStats::default()).sparkplug, None);
+
+        let on = config_with(
+            "[mqtt]\nhost = \"127.0.0.1\"\n[sparkplug]\ngroup_id = \"plant\"\nprimary_host_id = \"scada\"\n",
+        );
+        let t = t.reconfigured(&on, Probes::new(&on));
+        let stats = t.sparkplug_stats();
+        stats.sessions.store(1, Ordering::Relaxed);
+        stats.bd_seq.store(7, Ordering::Relaxed);
+        let store = Stats {
+            sparkplug_messages: 3,
+            ..Stats::default()
+        };
+        let s = t
+            .snapshot(Some(store), ProcessStats::default())
+            .sparkplug
+            .expect("the edge node is shown");
+        assert_eq!(
+            (s.group_id.as_str(), s.edge_node_id.as_str()),
+            ("plant", "gw")
+        );
+        assert_eq!(s.primary_host_id.as_deref(), Some("scada"));
+        assert_eq!((s.bd_seq, s.outbox_messages), (Some(7), Some(3)));
+
+        // Turned off by a reload: gone, its counters kept for a later one.
+        let t = t.reconfigured(&off, Probes::new(&off));
+        assert_eq!(t.snapshot(None, ProcessStats::default()).sparkplug, None);
+        assert_eq!(t.sparkplug_stats().bd_seq.load(Ordering::Relaxed), 7);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub fn render(s: &Snapshot) -> String {
     links(&mut out, s);
     outbox(&mut out, s);
     mqtt(&mut out, s);
+    sparkplug(&mut out, s);
     cmms(&mut out, s);
     rules(&mut out, s);
     process(&mut out, s);
@@ -563,6 +564,131 @@ fn mqtt(out: &mut Out, s: &Snapshot) {
     }
 }
 
+/// The Sparkplug edge node, only when `[sparkplug]` is on; the primary
+/// host's state only with one, `bdSeq` only once a session began, the rows
+/// waiting only when the store said them.
+fn sparkplug(out: &mut Out, s: &Snapshot) {
+    let Some(sp) = &s.sparkplug else {
+        return;
+    };
+    out.family(
+        "fieldgate_sparkplug_info",
+        "gauge",
+        "Always 1; the labels say the edge node's Sparkplug group and id.",
+    );
+    out.int(
+        "fieldgate_sparkplug_info",
+        &[("group", &sp.group_id), ("edge_node", &sp.edge_node_id)],
+        1,
+    );
+    let gauges: [(&str, &str, bool); 2] = [
+        (
+            "fieldgate_sparkplug_connected",
+            "1 while the edge node's own connection to the broker is up.",
+            sp.connected,
+        ),
+        (
+            "fieldgate_sparkplug_online",
+            "1 while the edge node's births are out: hosts see it online and its messages flow.",
+            sp.online,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        out.family(name, "gauge", help);
+        out.int(name, &[], u64::from(v));
+    }
+    if let (Some(host), Some(online)) = (&sp.primary_host_id, sp.primary_host_online) {
+        out.family(
+            "fieldgate_sparkplug_primary_host_online",
+            "gauge",
+            "1 when the primary host's last STATE said online; 0 before any and while it is offline (no births, messages wait in the outbox).",
+        );
+        out.int(
+            "fieldgate_sparkplug_primary_host_online",
+            &[("host", host)],
+            u64::from(online),
+        );
+    }
+    if let Some(bd_seq) = sp.bd_seq {
+        out.family(
+            "fieldgate_sparkplug_bd_seq",
+            "gauge",
+            "The bdSeq of the current (or last) session, 0 to 255: its NBIRTH and NDEATH carry it.",
+        );
+        out.int("fieldgate_sparkplug_bd_seq", &[], bd_seq);
+    }
+    let counters: [(&str, &str, u64); 3] = [
+        (
+            "fieldgate_sparkplug_sessions_total",
+            "Edge node sessions begun (connection attempts, each with the next bdSeq), since start.",
+            sp.sessions,
+        ),
+        (
+            "fieldgate_sparkplug_births_total",
+            "NBIRTHs published, first births and rebirths, since start.",
+            sp.births,
+        ),
+        (
+            "fieldgate_sparkplug_rebirth_requests_total",
+            "Rebirth requests received (NCMD Node Control/Rebirth), answered or merged into one, since start.",
+            sp.rebirth_requests,
+        ),
+    ];
+    for (name, help, v) in counters {
+        out.family(name, "counter", help);
+        out.int(name, &[], v);
+    }
+    out.family(
+        "fieldgate_sparkplug_published_total",
+        "counter",
+        "Outbox rows published in the Sparkplug namespace, by kind: live, or historical (sent after the births, flagged is_historical), since start.",
+    );
+    out.int(
+        "fieldgate_sparkplug_published_total",
+        &[("kind", "live")],
+        sp.published,
+    );
+    out.int(
+        "fieldgate_sparkplug_published_total",
+        &[("kind", "historical")],
+        sp.historical,
+    );
+    let counters: [(&str, &str, u64); 4] = [
+        (
+            "fieldgate_sparkplug_confirmed_total",
+            "Sparkplug rows the broker confirmed (by the UNSUBACK of a later barrier) and deleted from the outbox, since start.",
+            sp.confirmed,
+        ),
+        (
+            "fieldgate_sparkplug_dropped_total",
+            "Sparkplug rows that could never be sent (a death met as history, a device no longer configured) and were deleted, since start.",
+            sp.dropped,
+        ),
+        (
+            "fieldgate_sparkplug_held_total",
+            "Times a Sparkplug row was kept in the outbox for the next session because its device was not born in this one, since start.",
+            sp.held,
+        ),
+        (
+            "fieldgate_sparkplug_inbound_refused_total",
+            "Inbound Sparkplug messages refused: malformed, a command for a metric that takes none, a DCMD, a stale STATE, since start.",
+            sp.inbound_refused,
+        ),
+    ];
+    for (name, help, v) in counters {
+        out.family(name, "counter", help);
+        out.int(name, &[], v);
+    }
+    if let Some(n) = sp.outbox_messages {
+        out.family(
+            "fieldgate_sparkplug_outbox_messages",
+            "gauge",
+            "Rows of the Sparkplug namespace waiting in the outbox (included in fieldgate_outbox_messages).",
+        );
+        out.int("fieldgate_sparkplug_outbox_messages", &[], n);
+    }
+}
+
 /// Each CMMS connector, labelled `connector`; its queue's figures only
 /// when the store said them.
 fn cmms(out: &mut Out, s: &Snapshot) {
@@ -908,7 +1034,9 @@ mod tests {
     use crate::modbus::{DeviceSnapshot, LinkSnapshot};
     use crate::store::Stats;
     use crate::telemetry::rules_view::{MeterView, RulesView};
-    use crate::telemetry::{ConnectorSnapshot, GatewayInfo, MqttSnapshot, ProcessStats, Queue};
+    use crate::telemetry::{
+        ConnectorSnapshot, GatewayInfo, MqttSnapshot, ProcessStats, Queue, SparkplugSnapshot,
+    };
 
     fn snapshot() -> Snapshot {
         let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
@@ -994,10 +1122,86 @@ mod tests {
                 connector("maximo", Some((3, 2, 45))),
                 connector("hook", Some((0, 0, 0))),
             ],
+            sparkplug: Some(edge_node()),
             pipeline_idle: Duration::from_millis(250),
             uptime: Duration::from_secs(60),
             clock_synced: Some(false),
         }
+    }
+
+    /// An edge node waiting for its primary host, after one session that
+    /// was born.
+    fn edge_node() -> SparkplugSnapshot {
+        SparkplugSnapshot {
+            group_id: "Plant \"A\"".into(),
+            edge_node_id: "gw1".into(),
+            primary_host_id: Some("scada".into()),
+            connected: true,
+            online: false,
+            primary_host_online: Some(false),
+            bd_seq: Some(4),
+            sessions: 2,
+            births: 3,
+            rebirth_requests: 1,
+            published: 120,
+            historical: 30,
+            confirmed: 140,
+            dropped: 1,
+            held: 2,
+            inbound_refused: 5,
+            outbox_messages: Some(9),
+        }
+    }
+
+    #[test]
+    fn the_edge_node_shows_its_figures() {
+        let text = render(&snapshot());
+        for line in [
+            r#"fieldgate_sparkplug_info{group="Plant \"A\"",edge_node="gw1"} 1"#,
+            "fieldgate_sparkplug_connected 1",
+            "fieldgate_sparkplug_online 0",
+            r#"fieldgate_sparkplug_primary_host_online{host="scada"} 0"#,
+            "fieldgate_sparkplug_bd_seq 4",
+            "fieldgate_sparkplug_sessions_total 2",
+            "fieldgate_sparkplug_births_total 3",
+            "fieldgate_sparkplug_rebirth_requests_total 1",
+            r#"fieldgate_sparkplug_published_total{kind="live"} 120"#,
+            r#"fieldgate_sparkplug_published_total{kind="historical"} 30"#,
+            "fieldgate_sparkplug_confirmed_total 140",
+            "fieldgate_sparkplug_dropped_total 1",
+            "fieldgate_sparkplug_held_total 2",
+            "fieldgate_sparkplug_inbound_refused_total 5",
+            "fieldgate_sparkplug_outbox_messages 9",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_edge_node_figures_are_left_out_and_none_without_sparkplug() {
+        let mut s = snapshot();
+        s.sparkplug = Some(SparkplugSnapshot {
+            primary_host_id: None,
+            primary_host_online: None,
+            bd_seq: None,
+            outbox_messages: None,
+            ..edge_node()
+        });
+        let text = render(&s);
+        assert!(text.contains("fieldgate_sparkplug_connected 1"), "{text}");
+        assert!(
+            text.contains("fieldgate_sparkplug_sessions_total 2"),
+            "{text}"
+        );
+        for family in [
+            "fieldgate_sparkplug_primary_host_online",
+            "fieldgate_sparkplug_bd_seq",
+            "fieldgate_sparkplug_outbox_messages",
+        ] {
+            assert!(!text.contains(family), "{family} in\n{text}");
+        }
+        s.sparkplug = None;
+        assert!(!render(&s).contains("fieldgate_sparkplug_"));
     }
 
     /// A connector; `queue`: pending, parked, age of the oldest (s) at the
@@ -1186,9 +1390,14 @@ mod tests {
     fn a_store_that_did_not_answer_is_down_and_its_figures_absent() {
         let mut s = snapshot();
         s.store = None;
+        // The edge node's waiting rows come from the same answer.
+        if let Some(sp) = s.sparkplug.as_mut() {
+            sp.outbox_messages = None;
+        }
         let text = render(&s);
         assert!(text.lines().any(|l| l == "fieldgate_store_up 0"));
         assert!(!text.contains("fieldgate_outbox_messages"));
+        assert!(!text.contains("fieldgate_sparkplug_outbox_messages"));
     }
 
     #[test]

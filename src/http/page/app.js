@@ -330,6 +330,61 @@ function parkedCard(c, p) {
   return card;
 }
 
+// ---- Sparkplug edge node --------------------------------------------------
+
+// Shown only when [sparkplug] is on; rebuilt at each status (small).
+function renderSparkplug(s) {
+  const sp = s.sparkplug;
+  $('sparkplug-section').hidden = !sp;
+  const box = $('sparkplug');
+  if (!sp) {
+    box.replaceChildren();
+    return;
+  }
+  box.replaceChildren(edgeNodeCard(sp));
+}
+
+function edgeNodeCard(sp) {
+  const card = el('div', 'card connector edge-node');
+  let state;
+  let text;
+  if (!sp.connected) {
+    state = 'disconnected';
+    text = 'not connected';
+  } else if (sp.online) {
+    state = 'online';
+    text = 'online';
+  } else if (sp.primary_host_id !== null) {
+    // No births until the host's STATE says online; rows wait meanwhile.
+    state = 'waiting';
+    text = 'waiting for primary host ' + sp.primary_host_id;
+  } else {
+    state = 'connecting';
+    text = 'connected, births pending';
+  }
+  card.dataset.state = state;
+  const head = el('div', 'head');
+  head.append(el('b', null, sp.group_id + ' / ' + sp.edge_node_id));
+  head.append(el('span', 'cstate', text));
+  card.append(head);
+  const parts = [];
+  if (sp.bd_seq !== null) parts.push('bdSeq ' + sp.bd_seq);
+  if (sp.outbox_messages === null) parts.push('rows waiting unknown (store not answering)');
+  else parts.push(sp.outbox_messages === 0 ? 'nothing waiting' : sp.outbox_messages + ' rows waiting');
+  parts.push('published ' + sp.published + ' live, ' + sp.historical + ' historical');
+  card.append(el('div', 'detail', parts.join(' · ')));
+  card.title = [
+    sp.sessions + ' sessions',
+    sp.births + ' births',
+    sp.rebirth_requests + ' rebirth requests',
+    sp.confirmed + ' confirmed',
+    sp.dropped + ' dropped',
+    sp.held + ' held for the next session',
+    sp.inbound_refused + ' inbound refused',
+  ].join(' · ');
+  return card;
+}
+
 // ---- devices and tags -----------------------------------------------------
 
 function renderLinks(s) {
@@ -560,6 +615,7 @@ function onStatus(s) {
   renderAlarms(s);
   renderWorkOrders(s);
   renderCmms(s);
+  renderSparkplug(s);
   renderDevices(s);
   renderMeters(s);
 }
