@@ -36,5 +36,6 @@ mod rules_flow;
 mod rules_props;
 mod service;
 mod sim;
+mod sparkplug_watch;
 mod store;
 mod tls;
