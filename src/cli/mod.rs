@@ -15,6 +15,7 @@ mod reload;
 mod run;
 mod scan;
 mod sim;
+pub mod sparkplug;
 mod table;
 mod workorders;
 
@@ -105,6 +106,9 @@ pub enum Command {
     /// Print the kept work orders and the recent work-order changes, from
     /// the store (works while the gateway runs).
     Workorders(workorders::WorkordersArgs),
+    /// Sparkplug B tools: `watch` prints every message of the namespace on
+    /// a broker, one line each (docs/sparkplug.md).
+    Sparkplug(sparkplug::SparkplugArgs),
     /// Run the CMMS connectors for every gateway on a broker (an IT host's
     /// bridge; see docs/cmms.md).
     Bridge {
@@ -164,6 +168,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         } => read::run(&config.path, &device, &tags),
         Command::Alarms(args) => alarms::run(&args),
         Command::Workorders(args) => workorders::run(&args),
+        Command::Sparkplug(args) => sparkplug::run(args),
         Command::Bridge { path, check } => bridge::run(&path, check),
     }
 }

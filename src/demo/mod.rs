@@ -466,6 +466,13 @@ fn banner(
         "watch it: mosquitto_sub -h {} -p {} -t '{}/#' -v",
         broker.host, broker.port, config.mqtt.topic_prefix
     ));
+    if let Some(sp) = &config.sparkplug {
+        out.push(format!(
+            "sparkplug: {}/{}/#  (fieldgate sparkplug watch --broker {broker})",
+            crate::contract::sparkplug::NAMESPACE,
+            sp.group_id,
+        ));
+    }
     match config.http.listen {
         Some(addr) => {
             out.push(format!("page:     http://{addr}/ (the status page)"));

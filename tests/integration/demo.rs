@@ -257,6 +257,10 @@ async fn the_demo_plays_its_scenario_end_to_end() {
     }
     for expected in [
         &format!("broker:   127.0.0.1:{} (embedded)", broker.port()),
+        &format!(
+            "sparkplug: spBv1.0/demo/#  (fieldgate sparkplug watch --broker 127.0.0.1:{})",
+            broker.port()
+        ),
         "metrics:  http://127.0.0.1:",
         "work order raised: preventive",
         "cmms: closed CMMS-",

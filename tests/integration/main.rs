@@ -37,5 +37,6 @@ mod rules_props;
 mod service;
 mod sim;
 mod sparkplug_surface;
+mod sparkplug_watch;
 mod store;
 mod tls;
