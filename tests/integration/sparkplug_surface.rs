@@ -178,8 +178,9 @@ points = [{ signal = "bearing_temp", area = "input", address = 0, type = "f32" }
         0.0
     );
     assert_eq!(waiting.value("fieldgate_sparkplug_births_total", &[]), 0.0);
-    // A new store: the first session's number.
-    assert_eq!(waiting.value("fieldgate_sparkplug_bd_seq", &[]), 0.0);
+    // A new store: the first session's number (a random start, 0–255).
+    let first = waiting.value("fieldgate_sparkplug_bd_seq", &[]);
+    assert!((0.0..=255.0).contains(&first), "{first}");
     assert!(waiting.value("fieldgate_sparkplug_sessions_total", &[]) >= 1.0);
     // The Sparkplug rows are part of the outbox.
     assert!(
@@ -196,7 +197,7 @@ points = [{ signal = "bearing_temp", area = "input", address = 0, type = "f32" }
         (&sp["connected"], &sp["online"]),
         (&true.into(), &false.into())
     );
-    assert_eq!(sp["bd_seq"], 0);
+    assert_eq!(sp["bd_seq"].as_f64(), Some(first));
     assert!(
         sp["outbox_messages"].as_u64().is_some_and(|n| n > 0),
         "{sp}"

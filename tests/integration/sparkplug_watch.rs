@@ -141,7 +141,7 @@ points = [
 
     let seen_all = wait_for(&lines, Duration::from_secs(20), |l| {
         let m = messages(l);
-        m.iter().any(|l| l.contains("  NBIRTH  test/gw  seq=0 bdSeq=0  "))
+        m.iter().any(|l| l.contains("  NBIRTH  test/gw  seq=0 bdSeq="))
             // Its values may still be null (bad) if pump was not polled yet.
             && m.iter().any(|l| {
                 l.contains("  DBIRTH  test/gw/pump  seq=1  bearing_temp=") && l.contains(", current=")
@@ -150,11 +150,21 @@ points = [
     })
     .await;
     gateway::stop(stop, task).await;
-    // A clean stop publishes the NDEATH of the session.
+    // A clean stop publishes the NDEATH of the session: the NBIRTH's bdSeq
+    // (a new store starts at a random one).
+    let bd_seq = messages(&lines.lock().unwrap())
+        .iter()
+        .find_map(|l| {
+            l.split("  NBIRTH  test/gw  seq=0 bdSeq=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
     let death = wait_for(&lines, Duration::from_secs(5), |l| {
         messages(l)
             .iter()
-            .any(|l| l.contains("  NDEATH  test/gw  bdSeq=0"))
+            .any(|l| l.contains(&format!("  NDEATH  test/gw  bdSeq={bd_seq}")))
     })
     .await;
     let _ = stop_tx.send(());

@@ -366,6 +366,13 @@ struct Node<'a> {
     /// Barriers sent, oldest first (pkid known once rumqttc numbered it).
     barriers: VecDeque<Barrier>,
     in_flight: usize,
+    /// The ids of the rows in flight (a rescan of the history skips them).
+    in_flight_ids: HashSet<i64>,
+    /// A row was held (its device not born) since the last rescan.
+    held_any: bool,
+    /// A device was born again while rows were held: look at the history
+    /// again, from the start, so that they go out now.
+    rescan: bool,
     /// This node's barrier filter.
     barrier_filter: String,
     /// Devices born down at the births, whose DDEATH waits for the history.
@@ -404,6 +411,9 @@ impl<'a> Node<'a> {
             open: Barrier::default(),
             barriers: VecDeque::new(),
             in_flight: 0,
+            in_flight_ids: HashSet::new(),
+            held_any: false,
+            rescan: false,
             barrier_filter: format!(
                 "{BARRIER_PREFIX}/{}/{}",
                 cfg.sparkplug.group_id, cfg.sparkplug.edge_node_id
@@ -447,6 +457,9 @@ impl<'a> Node<'a> {
                 () = rebirth_due(self.rebirth_at()) => {}
             }
         };
+        if matches!(end, End::Stopped) {
+            self.last_rows(&mut events).await;
+        }
         if matches!(end, End::Stopped | End::HostOffline) {
             self.goodbye(&mut events).await;
         }
@@ -661,6 +674,7 @@ impl<'a> Node<'a> {
                     (false, None) => upto,
                 };
                 seen += rows.len();
+                rows.retain(|r| !self.in_flight_ids.contains(&r.id));
                 self.send(rows, true);
             }
             self.barrier();
@@ -689,17 +703,23 @@ impl<'a> Node<'a> {
         let mut handed = 0;
         let mut drop = Vec::new();
         for row in rows {
+            let mut reborn = false;
             if !historical
-                && let Some(RowKind::Birth { device } | RowKind::Death { device }) =
+                && let Some(kind @ (RowKind::Birth { device } | RowKind::Death { device })) =
                     self.session.topics().row_kind(&row.topic)
             {
                 // Its own birth or death, live: no deferred DDEATH.
                 self.dying.remove(device);
+                reborn = matches!(kind, RowKind::Birth { .. });
             }
             match self.session.row(&row.topic, &row.payload, historical, now) {
                 Ok(RowAction::Send(out)) => {
+                    if reborn && self.held_any {
+                        self.rescan = true;
+                    }
                     if self.publish(out) {
                         self.open.rows.push(row.id);
+                        self.in_flight_ids.insert(row.id);
                         self.in_flight += 1;
                         handed += 1;
                         let counter = if historical {
@@ -714,7 +734,10 @@ impl<'a> Node<'a> {
                     EdgeNodeStats::bump(&self.stats.dropped);
                     drop.push(row.id);
                 }
-                Ok(RowAction::Hold) => EdgeNodeStats::bump(&self.stats.held),
+                Ok(RowAction::Hold) => {
+                    self.held_any = true;
+                    EdgeNodeStats::bump(&self.stats.held);
+                }
                 Err(e) => {
                     warn!(id = row.id, error = %e, "sparkplug: a stored row cannot be sent; deleted");
                     EdgeNodeStats::bump(&self.stats.dropped);
@@ -753,7 +776,9 @@ impl<'a> Node<'a> {
             Event::Incoming(Incoming::SubAck(ack)) => {
                 if let Some(i) = self.barriers.iter().position(|b| b.pkid == Some(ack.pkid)) {
                     if let Some(filter) = &self.barriers[i].filter
-                        && ack.return_codes.contains(&rumqttc::SubscribeReasonCode::Failure)
+                        && ack
+                            .return_codes
+                            .contains(&rumqttc::SubscribeReasonCode::Failure)
                     {
                         warn!(%filter, "sparkplug: the broker refused a subscription");
                     }
@@ -761,6 +786,9 @@ impl<'a> Node<'a> {
                     let done: Vec<Barrier> = self.barriers.drain(..=i).collect();
                     let ids: Vec<i64> = done.into_iter().flat_map(|b| b.rows).collect();
                     self.in_flight = self.in_flight.saturating_sub(ids.len());
+                    for id in &ids {
+                        self.in_flight_ids.remove(id);
+                    }
                     self.stats
                         .confirmed
                         .fetch_add(ids.len() as u64, Ordering::Relaxed);
@@ -872,6 +900,36 @@ impl<'a> Node<'a> {
             self.publish(out);
         }
         self.node_info = Some(info);
+    }
+
+    /// At a stop: hands over what the pipeline's last commit left and
+    /// waits (at most [`GOODBYE_TIMEOUT`]) for the broker to confirm the
+    /// rows in flight, so a clean stop leaves nothing it could have sent.
+    async fn last_rows(&mut self, events: &mut mpsc::Receiver<LoopMsg>) {
+        if !self.born || self.generation.is_none() {
+            return;
+        }
+        self.live_dry = false;
+        let _ = tokio::time::timeout(GOODBYE_TIMEOUT, async {
+            loop {
+                if self.pump().await.is_err() {
+                    return;
+                }
+                if self.barriers.iter().all(|b| b.rows.is_empty()) {
+                    return;
+                }
+                match events.recv().await {
+                    // Packet ids and acks: the rows they confirm are deleted.
+                    Some(msg @ LoopMsg::Event(_)) => {
+                        if self.on_loop(msg).await.is_some() {
+                            return;
+                        }
+                    }
+                    Some(_) | None => return,
+                }
+            }
+        })
+        .await;
     }
 
     /// NDEATH, then DISCONNECT (a clean end does not fire the Will, and
