@@ -16,22 +16,26 @@
 //! After the CONNACK the node subscribes to its NCMD and DCMD topics and,
 //! with `primary_host_id`, to that host's STATE; it publishes NBIRTH (seq
 //! 0) and a DBIRTH for every device at once, or, with a primary host, once
-//! the host's STATE says online. The births' values are the pipeline's
-//! latest ([`SharedCurrent`]), taken after noting `B`, the newest row
-//! offered: rows up to `B` are history (`is_historical`), rows above it
-//! are live. An NCMD `Node Control/Rebirth` publishes the births again
-//! (same `bdSeq`, seq from 0), at most once per [`REBIRTH_MIN_INTERVAL`]
-//! (a storm of requests is answered by one rebirth).
+//! the host's STATE says online. A device whose last poll got no answer
+//! has no DBIRTH: it is born when it answers again. The births' values
+//! are the pipeline's latest ([`SharedCurrent`]), taken after noting `B`,
+//! the newest row offered: rows up to `B` are history (`is_historical`),
+//! rows above it are live. An NCMD `Node Control/Rebirth` publishes the
+//! births again (same `bdSeq`, seq from 0), at most once per
+//! [`REBIRTH_MIN_INTERVAL`] (a storm of requests is answered by one
+//! rebirth, when the interval is over).
 //!
 //! # Rows: QoS 0, deleted on the broker's word
 //!
 //! The specification has every edge-node message but the NDEATH published
 //! at QoS 0, which has no acknowledgement. After each batch of rows the
-//! node sends an UNSUBSCRIBE of a filter it never subscribed (a *barrier*):
-//! the broker reads a connection's packets in order, so its UNSUBACK says
+//! node sends a SUBSCRIBE of a filter nobody publishes to (a *barrier*):
+//! the broker reads a connection's packets in order, so its SUBACK says
 //! every row handed over before the barrier has reached it. Only then are
-//! those rows deleted. A connection that fails loses nothing: what was not
-//! confirmed is sent again by the next session, as history.
+//! those rows deleted. (An UNSUBSCRIBE of a filter never subscribed is not
+//! a barrier everywhere: rumqttd, the demo's broker, never answers it.) A
+//! connection that fails loses nothing: what was not confirmed is sent
+//! again by the next session, as history.
 //!
 //! Live rows (above `B`) go first; history takes what the window leaves,
 //! at least a quarter of it while both wait. A row of a device the session
@@ -77,14 +81,14 @@ use crate::store::{Lane, Row, StoreError, StoreHandle};
 pub const WINDOW: usize = 256;
 /// Rows between two barriers, at most.
 const BARRIER_EVERY: usize = 64;
-/// Barriers waiting for their UNSUBACK, at most: their packet ids must
+/// Barriers waiting for their SUBACK, at most: their packet ids must
 /// never wrap onto one still waiting (rumqttc numbers 1..=[`PACKET_IDS`]).
 const MAX_BARRIERS: usize = 16;
 /// rumqttc's packet-id space for this connection: the barriers, the three
 /// subscriptions and the NDEATH, with room to spare.
 const PACKET_IDS: u16 = 64;
-/// The filter a barrier unsubscribes from (never subscribed; only the
-/// UNSUBACK matters).
+/// The filter a barrier subscribes to (nobody publishes there; only the
+/// SUBACK matters).
 const BARRIER_FILTER: &str = "_fieldgate/barrier";
 /// Rebirths answered at most this often; requests in between are merged.
 pub const REBIRTH_MIN_INTERVAL: Duration = Duration::from_secs(2);
@@ -283,6 +287,14 @@ fn options(cfg: &EdgeNodeConfig, bd_seq: u64) -> Result<MqttOptions, MqttError> 
     Ok(options)
 }
 
+/// Waits until `at`, or forever when `None`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Rows handed over before one barrier.
 #[derive(Debug, Default)]
 struct Barrier {
@@ -313,6 +325,9 @@ struct Node<'a> {
     /// Barriers sent, oldest first (pkid known once rumqttc numbered it).
     barriers: VecDeque<Barrier>,
     in_flight: usize,
+    /// The node's own subscriptions handed over whose packet id rumqttc
+    /// has not reported yet: they are numbered before any barrier.
+    plain_subscribes: usize,
     rebirth_wanted: bool,
     last_birth: Option<Instant>,
     node_info: Option<NodeInfo>,
@@ -347,6 +362,7 @@ impl<'a> Node<'a> {
             open: Barrier::default(),
             barriers: VecDeque::new(),
             in_flight: 0,
+            plain_subscribes: 0,
             rebirth_wanted: false,
             last_birth: None,
             node_info: None,
@@ -368,6 +384,9 @@ impl<'a> Node<'a> {
             if let Err(end) = self.pump().await {
                 break end;
             }
+            // A merged rebirth goes out when its interval is over, even if
+            // nothing else wakes the loop (values that stand still).
+            let rebirth_due = self.rebirth_due();
             tokio::select! {
                 () = shutdown.recv() => break End::Stopped,
                 msg = events.recv() => match msg {
@@ -381,6 +400,7 @@ impl<'a> Node<'a> {
                     self.live_dry = false;
                 }
                 _ = info_tick.tick() => self.node_data().await,
+                () = sleep_until(rebirth_due) => {}
             }
         };
         if matches!(end, End::Stopped | End::HostOffline) {
@@ -443,7 +463,9 @@ impl<'a> Node<'a> {
             filters.push(SparkplugTopics::state(host));
         }
         for filter in filters {
-            if !self.hand(|c| c.try_subscribe(filter.clone(), QoS::AtLeastOnce)) {
+            if self.hand(|c| c.try_subscribe(filter.clone(), QoS::AtLeastOnce)) {
+                self.plain_subscribes += 1;
+            } else {
                 warn!(%filter, "sparkplug: could not subscribe");
             }
         }
@@ -466,7 +488,8 @@ impl<'a> Node<'a> {
         self.store.stats().await.map_or(0, |s| s.messages)
     }
 
-    /// NBIRTH and every DBIRTH; rows up to the newest offered become history.
+    /// NBIRTH and the DBIRTH of every device that answers; rows up to the
+    /// newest offered become history.
     async fn birth(&mut self) {
         let b = *self.store.committed().borrow();
         let info = self.node_info(self.outbox_depth().await);
@@ -478,6 +501,10 @@ impl<'a> Node<'a> {
                 .cfg
                 .devices
                 .iter()
+                // A device whose last poll got no answer is born again
+                // when it answers (the pipeline's DBIRTH row): a birth now
+                // would show it online to the hosts.
+                .filter(|d| current.devices.get(&d.name).is_none_or(|n| !n.is_down()))
                 .filter_map(|d| {
                     let values = current.device_payload(d, now);
                     self.session.dbirth(&d.name, &values, now)
@@ -510,6 +537,15 @@ impl<'a> Node<'a> {
             history_upto = b,
             "sparkplug: births published"
         );
+    }
+
+    /// When a rebirth asked for may go out; `None` when none waits, or
+    /// before the session's births (which answer it).
+    fn rebirth_due(&self) -> Option<Instant> {
+        if !self.rebirth_wanted || !self.born {
+            return None;
+        }
+        self.last_birth.map(|t| t + REBIRTH_MIN_INTERVAL)
     }
 
     /// Hands over what the window allows: live rows first, then history.
@@ -623,7 +659,7 @@ impl<'a> Node<'a> {
         if self.open.rows.is_empty() {
             return;
         }
-        if self.hand(|c| c.try_unsubscribe(BARRIER_FILTER)) {
+        if self.hand(|c| c.try_subscribe(BARRIER_FILTER, QoS::AtMostOnce)) {
             self.barriers.push_back(std::mem::take(&mut self.open));
         }
         // Otherwise the connection is failing: its rows stay in the outbox.
@@ -631,12 +667,15 @@ impl<'a> Node<'a> {
 
     async fn on_event(&mut self, event: Event) -> Option<End> {
         match event {
-            Event::Outgoing(Outgoing::Unsubscribe(pkid)) => {
-                if let Some(b) = self.barriers.iter_mut().find(|b| b.pkid.is_none()) {
+            // rumqttc numbers requests in the order they were handed over.
+            Event::Outgoing(Outgoing::Subscribe(pkid)) => {
+                if self.plain_subscribes > 0 {
+                    self.plain_subscribes -= 1;
+                } else if let Some(b) = self.barriers.iter_mut().find(|b| b.pkid.is_none()) {
                     b.pkid = Some(pkid);
                 }
             }
-            Event::Incoming(Incoming::UnsubAck(ack)) => {
+            Event::Incoming(Incoming::SubAck(ack)) => {
                 if let Some(i) = self.barriers.iter().position(|b| b.pkid == Some(ack.pkid)) {
                     // Acks come in order; earlier barriers are confirmed too.
                     let done: Vec<Barrier> = self.barriers.drain(..=i).collect();
@@ -776,7 +815,7 @@ impl<'a> Node<'a> {
             while let Some(msg) = events.recv().await {
                 match msg {
                     LoopMsg::Disconnected | LoopMsg::Lost { .. } => return,
-                    LoopMsg::Event(Event::Incoming(Incoming::UnsubAck(_))) => {
+                    LoopMsg::Event(Event::Incoming(Incoming::SubAck(_))) => {
                         let _ = self.on_loop(msg).await;
                     }
                     _ => {}
