@@ -12,7 +12,9 @@
 //! | down   | no answer | none                                  |
 //!
 //! A device the pipeline has not polled yet counts as up (its session
-//! birth had no values). [`Current`] is updated before the row is made and
+//! birth had no values). An alarm change makes a DDATA row of its device's
+//! alarm metrics, except while the device is down: its next DBIRTH
+//! carries the state. [`Current`] is updated before the row is made and
 //! queued, so a birth taken after a row was offered is never older than it.
 
 use std::sync::Arc;
@@ -88,10 +90,7 @@ impl SparkplugOut {
         let (was_up, birth) = {
             let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
             // A device known only from an alarm has not been polled yet.
-            let was_up = current
-                .devices
-                .get(device)
-                .is_none_or(|d| d.alive || d.readings.is_empty());
+            let was_up = current.devices.get(device).is_none_or(|d| !d.is_down());
             current.take_batch(batch, !down);
             let birth = (!was_up && !down).then(|| {
                 current
@@ -114,7 +113,8 @@ impl SparkplugOut {
     }
 
     /// The row of one alarm change: its three metrics on its device (or
-    /// the node, for a rule that spans devices).
+    /// the node, for a rule that spans devices); none while the device is
+    /// down (its next DBIRTH carries the state).
     pub fn alarm(
         &self,
         rule: &str,
@@ -131,13 +131,26 @@ impl SparkplugOut {
             at_ms: epoch_millis(at),
         };
         let payload = values::alarm_payload(rule, &alarm);
-        {
+        let device_down = {
             let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-            let alarms = match owner {
-                Some(device) => &mut current.devices.entry(device.to_owned()).or_default().alarms,
-                None => &mut current.node_alarms,
-            };
-            alarms.insert(rule.to_owned(), alarm);
+            match owner {
+                Some(device) => {
+                    let now = current.devices.entry(device.to_owned()).or_default();
+                    now.alarms.insert(rule.to_owned(), alarm);
+                    now.is_down()
+                }
+                None => {
+                    current.node_alarms.insert(rule.to_owned(), alarm);
+                    false
+                }
+            }
+        };
+        if device_down {
+            // No DDATA between a DDEATH and the next DBIRTH: the state is
+            // in `Current`, so the device's DBIRTH carries it. A row here
+            // would wait in the outbox for a session that births the
+            // device first.
+            return None;
         }
         let topic = match owner {
             Some(device) => self.topics.ddata(device),

@@ -1,7 +1,7 @@
 //! The integration tests, as one test binary: one module per area of the
 //! gateway, and the fixtures they share (embedded broker, simulator, fault
-//! proxy, TLS broker, subscriber, HTTP client, schemas, tracing, bounded
-//! waits) in [`common`], written once.
+//! proxy, TLS broker, subscriber, Sparkplug host, HTTP client, schemas,
+//! tracing, bounded waits) in [`common`], written once.
 //!
 //! One binary links the crate once instead of once per file, and its tests
 //! run side by side in the threads of one process. So a test owns nothing
@@ -36,6 +36,7 @@ mod rules_flow;
 mod rules_props;
 mod service;
 mod sim;
+mod sparkplug;
 mod sparkplug_surface;
 mod sparkplug_watch;
 mod store;

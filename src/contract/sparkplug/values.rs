@@ -202,6 +202,15 @@ pub struct DeviceNow {
     pub alarms: BTreeMap<String, AlarmNow>,
 }
 
+impl DeviceNow {
+    /// Its last poll got no answer: it is dead for Sparkplug until it
+    /// answers again (a device known only from an alarm, never polled, is
+    /// not).
+    pub fn is_down(&self) -> bool {
+        !self.alive && !self.readings.is_empty()
+    }
+}
+
 /// Every device's latest readings and alarm states, and the node's
 /// alarms: what births are made of.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -8,6 +8,7 @@ pub mod http;
 pub mod proxy;
 pub mod schema;
 pub mod sim;
+pub mod sparkplug;
 pub mod subscriber;
 pub mod tls_broker;
 pub mod tracing;
