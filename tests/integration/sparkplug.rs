@@ -205,6 +205,7 @@ impl Site {
     /// Rows left in the outbox of a stopped gateway.
     fn outbox_left(&self) -> u64 {
         let store = self.dir.path().join("data").join("fieldgate.db");
+
         Inspector::open(&store).unwrap().outbox().unwrap().0
     }
 
@@ -471,21 +472,34 @@ async fn a_device_that_stops_answering_dies_and_is_born_again() {
     assert!(death.payload.as_ref().unwrap().metrics.is_empty());
     // Away, the value changes: the next birth has it.
     site.sim.set(DEVICE, "count", 7.0).unwrap();
-    // A rebirth meanwhile births the node, not the device that does not
-    // answer (a host would take it for online).
+    // A rebirth meanwhile births the device that does not answer with its
+    // metrics at bad quality (so that its history can still go out), and
+    // its DDEATH follows at once.
     let from = host.len();
     host.rebirth(GROUP, NODE).await;
     let nbirth = host
         .wait_for(WAIT, from, Kind::NBirth, None)
         .await
         .expect("NBIRTH after a rebirth request");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let born_down = host
+        .wait_for(WAIT, nbirth.index, Kind::DBirth, Some(DEVICE))
+        .await
+        .expect("DBIRTH of the device at the rebirth");
     assert!(
-        !host.messages()[nbirth.index..]
+        born_down
+            .payload
+            .as_ref()
+            .unwrap()
+            .metrics
             .iter()
-            .any(|m| m.kind == Some(Kind::DBirth)),
-        "no DBIRTH of a device that does not answer"
+            .filter(|m| !m.name.as_deref().unwrap_or("").starts_with("Alarms/"))
+            .all(|m| m.is_null == Some(true)),
+        "a device that does not answer is born with null values"
     );
+    let buried = host
+        .wait_for(WAIT, born_down.index, Kind::DDeath, Some(DEVICE))
+        .await
+        .expect("DDEATH right after the births");
     // Long enough for the stale alarm to fire while the device is dead:
     // no DDATA then, its state is in the next DBIRTH.
     tokio::time::sleep(
@@ -496,7 +510,7 @@ async fn a_device_that_stops_answering_dies_and_is_born_again() {
     let reborn = host
         .wait_for(
             Duration::from_secs(15),
-            death.index,
+            buried.index,
             Kind::DBirth,
             Some(DEVICE),
         )
