@@ -656,7 +656,7 @@ fn sparkplug(out: &mut Out, s: &Snapshot) {
     let counters: [(&str, &str, u64); 4] = [
         (
             "fieldgate_sparkplug_confirmed_total",
-            "Sparkplug rows the broker confirmed (by the UNSUBACK of a later barrier) and deleted from the outbox, since start.",
+            "Sparkplug rows the broker confirmed (by the SUBACK of a later barrier) and deleted from the outbox, since start.",
             sp.confirmed,
         ),
         (

@@ -87,7 +87,7 @@ use crate::store::{Lane, Row, StoreError, StoreHandle, StoreStart};
 pub const WINDOW: usize = 256;
 /// Rows between two barriers, at most.
 const BARRIER_EVERY: usize = 64;
-/// Barriers waiting for their UNSUBACK, at most: their packet ids must
+/// Barriers waiting for their SUBACK, at most: their packet ids must
 /// never wrap onto one still waiting (rumqttc numbers 1..=[`PACKET_IDS`]).
 const MAX_BARRIERS: usize = 16;
 /// rumqttc's packet-id space for this connection: the barriers, the three
