@@ -27,10 +27,14 @@
 //!
 //! The specification has every edge-node message but the NDEATH published
 //! at QoS 0, which has no acknowledgement. After each batch of rows the
-//! node sends an UNSUBSCRIBE of a filter it never subscribed (a *barrier*):
-//! the broker reads a connection's packets in order, so its UNSUBACK says
-//! every row handed over before the barrier has reached it. Only then are
-//! those rows deleted. A connection that fails loses nothing: what was not
+//! node sends a SUBSCRIBE of a filter nothing is published to (a
+//! *barrier*): the broker reads a connection's packets in order, so its
+//! SUBACK says every row handed over before the barrier has reached it.
+//! Only then are those rows deleted. (Not an UNSUBSCRIBE of a filter never
+//! subscribed: rumqttd, the demo's broker, never answers one, and the node
+//! stopped after [`MAX_BARRIERS`] batches. Subscribing again to the same
+//! filter only replaces the subscription, and every broker answers it,
+//! with a failure code when its ACL refuses the filter.) A connection that fails loses nothing: what was not
 //! confirmed is sent again by the next session, as history.
 //!
 //! Live rows (above `B`) go first; history takes what the window leaves,
@@ -77,14 +81,14 @@ use crate::store::{Lane, Row, StoreError, StoreHandle};
 pub const WINDOW: usize = 256;
 /// Rows between two barriers, at most.
 const BARRIER_EVERY: usize = 64;
-/// Barriers waiting for their UNSUBACK, at most: their packet ids must
+/// Barriers waiting for their SUBACK, at most: their packet ids must
 /// never wrap onto one still waiting (rumqttc numbers 1..=[`PACKET_IDS`]).
 const MAX_BARRIERS: usize = 16;
 /// rumqttc's packet-id space for this connection: the barriers, the three
 /// subscriptions and the NDEATH, with room to spare.
 const PACKET_IDS: u16 = 64;
-/// The filter a barrier unsubscribes from (never subscribed; only the
-/// UNSUBACK matters).
+/// The filter a barrier subscribes to (nothing is published there; only
+/// the SUBACK matters).
 const BARRIER_FILTER: &str = "_fieldgate/barrier";
 /// Rebirths answered at most this often; requests in between are merged.
 pub const REBIRTH_MIN_INTERVAL: Duration = Duration::from_secs(2);
@@ -323,6 +327,9 @@ struct Node<'a> {
     open: Barrier,
     /// Barriers sent, oldest first (pkid known once rumqttc numbered it).
     barriers: VecDeque<Barrier>,
+    /// The session's own SUBSCRIBEs not yet written: their packet ids
+    /// come before any barrier's.
+    own_subscribes: usize,
     in_flight: usize,
     rebirth_wanted: bool,
     last_birth: Option<Instant>,
@@ -357,6 +364,7 @@ impl<'a> Node<'a> {
             live_dry: false,
             open: Barrier::default(),
             barriers: VecDeque::new(),
+            own_subscribes: 0,
             in_flight: 0,
             rebirth_wanted: false,
             last_birth: None,
@@ -407,7 +415,10 @@ impl<'a> Node<'a> {
         if !self.rebirth_wanted || !self.born {
             return None;
         }
-        Some(self.last_birth.map_or_else(Instant::now, |t| t + REBIRTH_MIN_INTERVAL))
+        Some(
+            self.last_birth
+                .map_or_else(Instant::now, |t| t + REBIRTH_MIN_INTERVAL),
+        )
     }
 
     async fn on_loop(&mut self, msg: LoopMsg) -> Option<End> {
@@ -464,7 +475,9 @@ impl<'a> Node<'a> {
             filters.push(SparkplugTopics::state(host));
         }
         for filter in filters {
-            if !self.hand(|c| c.try_subscribe(filter.clone(), QoS::AtLeastOnce)) {
+            if self.hand(|c| c.try_subscribe(filter.clone(), QoS::AtLeastOnce)) {
+                self.own_subscribes += 1;
+            } else {
                 warn!(%filter, "sparkplug: could not subscribe");
             }
         }
@@ -644,7 +657,7 @@ impl<'a> Node<'a> {
         if self.open.rows.is_empty() {
             return;
         }
-        if self.hand(|c| c.try_unsubscribe(BARRIER_FILTER)) {
+        if self.hand(|c| c.try_subscribe(BARRIER_FILTER, QoS::AtMostOnce)) {
             self.barriers.push_back(std::mem::take(&mut self.open));
         }
         // Otherwise the connection is failing: its rows stay in the outbox.
@@ -652,12 +665,14 @@ impl<'a> Node<'a> {
 
     async fn on_event(&mut self, event: Event) -> Option<End> {
         match event {
-            Event::Outgoing(Outgoing::Unsubscribe(pkid)) => {
-                if let Some(b) = self.barriers.iter_mut().find(|b| b.pkid.is_none()) {
+            Event::Outgoing(Outgoing::Subscribe(pkid)) => {
+                if self.own_subscribes > 0 {
+                    self.own_subscribes -= 1;
+                } else if let Some(b) = self.barriers.iter_mut().find(|b| b.pkid.is_none()) {
                     b.pkid = Some(pkid);
                 }
             }
-            Event::Incoming(Incoming::UnsubAck(ack)) => {
+            Event::Incoming(Incoming::SubAck(ack)) => {
                 if let Some(i) = self.barriers.iter().position(|b| b.pkid == Some(ack.pkid)) {
                     // Acks come in order; earlier barriers are confirmed too.
                     let done: Vec<Barrier> = self.barriers.drain(..=i).collect();
@@ -797,7 +812,7 @@ impl<'a> Node<'a> {
             while let Some(msg) = events.recv().await {
                 match msg {
                     LoopMsg::Disconnected | LoopMsg::Lost { .. } => return,
-                    LoopMsg::Event(Event::Incoming(Incoming::UnsubAck(_))) => {
+                    LoopMsg::Event(Event::Incoming(Incoming::SubAck(_))) => {
                         let _ = self.on_loop(msg).await;
                     }
                     _ => {}
