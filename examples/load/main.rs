@@ -7,6 +7,7 @@
 //! cargo build --release --bin fieldgate --example fieldgate-load
 //! target/release/examples/fieldgate-load W1 [--seconds N] [--broker embedded|mosquitto|HOST:PORT]
 //!                                           [--results FILE] [--keep] ...
+//! target/release/examples/fieldgate-load W1|W4 --sparkplug off|beside|only
 //! target/release/examples/fieldgate-load all
 //! ```
 //!
@@ -25,7 +26,11 @@
 //!   `target/load/<run>/data`, logging at `warn`.
 //! * **Subscriber**: rumqttc in this process, QoS 1, persistent session;
 //!   counts values, checks each device's `seq` and measures latency from the
-//!   simulator's clock register (`subscriber.rs`).
+//!   simulator's clock register (`subscriber.rs`). With `--sparkplug
+//!   beside|only` (W1, W4) fieldgate also runs its Sparkplug B edge node
+//!   (`[sparkplug] group_id = "load"`; `only`: `json_readings = false`) and
+//!   the subscriber decodes its `spBv1.0/…` messages too: values, bytes,
+//!   latency, `seq` per session, loss (`sparkplug.rs`).
 //!
 //! # What is measured
 //!
@@ -49,7 +54,15 @@
 //!   (table `topic_seq`) and which rows still wait in the outbox. A value is
 //!   lost when its message was committed, is not in the outbox, and never
 //!   reached the subscriber. Duplicates (a seq received twice, allowed by
-//!   QoS 1) are counted apart.
+//!   QoS 1) are counted apart. Sparkplug DDATA carry no such number: per
+//!   device, the rows committed to its DDATA topic against the distinct
+//!   payload timestamps received or still in the outbox. With
+//!   `--sparkplug only` there is no JSON data topic: values, latency and
+//!   loss are the Sparkplug side's.
+//! * Bytes on the wire: each side's PUBLISH packets as the subscriber
+//!   receives them (fixed header, topic, packet id at QoS 1, payload), per
+//!   value; and what fieldgate's connections to the broker carried, from
+//!   the kernel (`ss -ti`: bytes sent and received per connection).
 //!
 //! Every wait is bounded; every child process is stopped when the run ends
 //! or fails; only loopback is used. Each run prints one line and appends its
@@ -60,6 +73,7 @@ mod bare;
 mod broker;
 mod procs;
 mod setup;
+mod sparkplug;
 mod subscriber;
 mod workloads;
 
@@ -119,6 +133,11 @@ struct Cli {
     /// tags costs fieldgate tens of MB at start-up, see BENCHMARKS.md).
     #[arg(long, default_value = "csv", value_parser = ["csv", "inline"])]
     tags: String,
+    /// fieldgate's Sparkplug B edge node (W1 and W4): `off`, `beside` the
+    /// JSON readings (`[sparkplug] group_id = "load"`), or `only`
+    /// (`json_readings = false`).
+    #[arg(long, default_value = "off", value_parser = ["off", "beside", "only"])]
+    sparkplug: String,
     /// Exit non-zero when a run lost a value or did not stop cleanly (for
     /// CI; speed is never asserted).
     #[arg(long)]
@@ -198,6 +217,8 @@ async fn run(cli: Cli) -> Result<bool> {
         keep: cli.keep,
         csv_tags: cli.tags == "csv",
         ticks: procs::clock_ticks(),
+        sparkplug: sparkplug::Mode::parse(&cli.sparkplug)
+            .context("--sparkplug: off, beside or only")?,
     };
     let list: Vec<Workload> = if cli.workload.eq_ignore_ascii_case("all") {
         Workload::ALL.to_vec()

@@ -373,3 +373,87 @@ pub fn fsyncs_per_s(pid: u32, window: Duration) -> Option<f64> {
         .sum();
     Some(calls as f64 / secs)
 }
+
+/// One TCP connection of a process: its local port and the bytes sent and
+/// received so far (the kernel's `tcp_info`, as `ss -ti` shows it: TCP
+/// payload, i.e. whole MQTT packets, without TCP/IP headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpBytes {
+    /// Local port (tells the connections apart).
+    pub local_port: u16,
+    /// Bytes sent.
+    pub sent: u64,
+    /// Bytes received.
+    pub received: u64,
+}
+
+/// `pid`'s established connections to `port` on loopback (`ss -tinpH`);
+/// empty without `ss`.
+pub fn tcp_bytes(pid: u32, port: u16) -> Vec<TcpBytes> {
+    let filter = format!("( dport = :{port} )");
+    let Ok(out) = Command::new("ss")
+        .args(["-tinpH", "state", "established", &filter])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return Vec::new();
+    };
+    parse_ss(&String::from_utf8_lossy(&out.stdout), pid)
+}
+
+/// Reads `ss -tinpH state established` output: a line per connection
+/// (`Recv-Q Send-Q local peer users:((…,pid=N,fd=F))`), then its
+/// `tcp_info` on an indented line.
+fn parse_ss(text: &str, pid: u32) -> Vec<TcpBytes> {
+    let ours = format!("pid={pid},");
+    let mut found = Vec::new();
+    let mut current: Option<u16> = None;
+    for line in text.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            current = if line.contains(&ours) {
+                let local = line.split_whitespace().nth(2).unwrap_or_default();
+                local.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+            } else {
+                None
+            };
+            continue;
+        }
+        let Some(local_port) = current.take() else {
+            continue;
+        };
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        found.push(TcpBytes {
+            local_port,
+            sent: field("bytes_sent:"),
+            received: field("bytes_received:"),
+        });
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ss_lines() {
+        let text = "0      0      127.0.0.1:44500 127.0.0.1:1883 users:((\"fieldgate\",pid=3000,fd=18))\n\
+                    \t bbr wscale:10,10 bytes_sent:21 bytes_acked:22 bytes_received:6 segs_out:4\n\
+                    0      0      127.0.0.1:44502 127.0.0.1:1883 users:((\"fieldgate-load\",pid=4000,fd=9))\n\
+                    \t bbr bytes_sent:99 bytes_received:98\n";
+        assert_eq!(
+            parse_ss(text, 3000),
+            vec![TcpBytes {
+                local_port: 44500,
+                sent: 21,
+                received: 6
+            }]
+        );
+        assert!(parse_ss(text, 5).is_empty());
+    }
+}

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 
 use crate::procs::Proc;
+use crate::sparkplug::{self, Mode};
 
 /// The shape of the simulated fleet and of fieldgate's tags.
 #[derive(Debug, Clone)]
@@ -224,6 +225,8 @@ pub struct GatewayOptions {
     pub flush_interval: Option<String>,
     /// `[store] durability` ("full" is the default).
     pub durability: String,
+    /// `[sparkplug]` (`--sparkplug`); the edge node's id is the gateway's.
+    pub sparkplug: Mode,
 }
 
 /// The MQTT topic prefix of every run.
@@ -253,12 +256,13 @@ impl GatewayOptions {
             "[gateway]\nid = \"{id}\"\nsite = \"{SITE}\"\ndata_dir = \"{data}\"\n\n\
              [mqtt]\nhost = \"{host}\"\nport = {port}\nclient_id = \"fgload-{id}\"\ntopic_prefix = \"{PREFIX}\"\n\n\
              [store]\ndurability = \"{durability}\"\nmax_bytes = \"4GiB\"\n{flush}\n\
-             [http]\nlisten = \"{listen}\"\n\n{devices}",
+             [http]\nlisten = \"{listen}\"\n\n{sparkplug}{devices}",
             id = self.id,
             data = data_dir.display(),
             host = self.mqtt_host,
             port = self.mqtt_port,
             durability = self.durability,
+            sparkplug = self.sparkplug.section(),
         )
     }
 }
@@ -294,6 +298,10 @@ pub struct StoreState {
     pub rows: u64,
     /// Mean payload bytes of the rows in the outbox.
     pub mean_payload: f64,
+    /// Device → DDATA rows the store numbered for its Sparkplug topic.
+    pub sp_committed: HashMap<String, u64>,
+    /// Device → payload timestamps of its DDATA rows still in the outbox.
+    pub sp_queued: HashMap<String, Vec<u64>>,
 }
 
 /// Reads the store file (read-only) of a stopped gateway.
@@ -309,23 +317,39 @@ pub fn read_store(db: &Path) -> Result<StoreState> {
         let (topic, seq) = row?;
         if let Some(d) = device(&topic) {
             state.committed.insert(d, seq as u64);
+        } else if let Some(d) = sparkplug::ddata_device(&topic) {
+            state.sp_committed.insert(d.to_string(), seq as u64);
         }
     }
-    let mut stmt = conn.prepare("SELECT topic, seq, length(payload) FROM outbox")?;
+    // Only the Sparkplug rows' payloads are read (for their timestamps).
+    let mut stmt = conn.prepare(
+        "SELECT topic, seq, length(payload), \
+         CASE WHEN topic LIKE 'spBv1.0/%' THEN payload END FROM outbox",
+    )?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, i64>(1)?,
             r.get::<_, i64>(2)?,
+            r.get::<_, Option<Vec<u8>>>(3)?,
         ))
     })?;
     let mut bytes = 0.0;
     for row in rows {
-        let (topic, seq, len) = row?;
+        let (topic, seq, len, payload) = row?;
         state.rows += 1;
         bytes += len as f64;
         if let Some(d) = device(&topic) {
             state.queued.entry(d).or_default().push(seq as u64);
+        } else if let (Some(d), Some(stamp)) = (
+            sparkplug::ddata_device(&topic),
+            payload.as_deref().and_then(sparkplug::payload_stamp),
+        ) {
+            state
+                .sp_queued
+                .entry(d.to_string())
+                .or_default()
+                .push(stamp);
         }
     }
     state.mean_payload = if state.rows > 0 {

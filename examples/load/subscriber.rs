@@ -20,6 +20,10 @@
 //! Loss is decided at the end of a run against what fieldgate committed
 //! (see `report::loss`), not here.
 //!
+//! With `--sparkplug beside|only` it also subscribes to `spBv1.0/#` and
+//! hands the edge node's messages to [`SpTally`] (`sparkplug.rs`). Both
+//! sides count their PUBLISH packets' bytes ([`Wire`]).
+//!
 //! # Session
 //!
 //! `clean_session = false` and QoS 1, so a broker with persistence keeps
@@ -32,7 +36,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Result, bail};
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, SubscribeFilter};
+
+use crate::sparkplug::{self, SpTally, SpWindow, Wire};
 
 /// What one device's messages looked like.
 #[derive(Debug, Default, Clone)]
@@ -99,6 +105,8 @@ pub struct Tally {
     pub window: Option<Window>,
     /// Connections after the first (the broker went away and came back).
     pub reconnects: u64,
+    /// The Sparkplug edge node's messages (`--sparkplug`).
+    pub sp: SpTally,
 }
 
 /// Counts of a measurement window.
@@ -110,6 +118,10 @@ pub struct Window {
     pub messages: u64,
     /// End-to-end latencies (ms) of the messages with a clock.
     pub latencies: Vec<f64>,
+    /// The distinct data messages' PUBLISH packets.
+    pub wire: Wire,
+    /// The Sparkplug side's counts.
+    pub sp: SpWindow,
 }
 
 /// Handle on the running subscriber.
@@ -128,8 +140,16 @@ impl Drop for Subscriber {
 impl Subscriber {
     /// Connects to `host:port`, subscribes to `filter` at QoS 1 and returns
     /// once the broker has confirmed (bounded: 10 s). Messages whose topic
-    /// ends in `/bare` are counted as the bare publisher's.
-    pub async fn start(host: &str, port: u16, id: &str, filter: &str) -> Result<Subscriber> {
+    /// ends in `/bare` are counted as the bare publisher's. With
+    /// `sparkplug_node`, also subscribes to `spBv1.0/#` and counts that
+    /// edge node's messages.
+    pub async fn start(
+        host: &str,
+        port: u16,
+        id: &str,
+        filter: &str,
+        sparkplug_node: Option<&str>,
+    ) -> Result<Subscriber> {
         let mut options = MqttOptions::new(id, host, port);
         // Long: at each keep-alive ping rumqttc's event loop stalls the
         // messages arriving then by 30-40 ms (measured: the slow messages
@@ -146,10 +166,19 @@ impl Subscriber {
         let mut network = eventloop.network_options();
         network.set_tcp_nodelay(true);
         eventloop.set_network_options(network);
-        let tally = Arc::new(Mutex::new(Tally::default()));
+        let tally = Arc::new(Mutex::new(Tally {
+            sp: SpTally::new(sparkplug_node.unwrap_or_default()),
+            ..Tally::default()
+        }));
+        let mut filters = vec![SubscribeFilter::new(filter.to_string(), QoS::AtLeastOnce)];
+        if sparkplug_node.is_some() {
+            filters.push(SubscribeFilter::new(
+                format!("{}/#", sparkplug::NAMESPACE),
+                QoS::AtLeastOnce,
+            ));
+        }
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let sink = Arc::clone(&tally);
-        let filter = filter.to_string();
         let task = tokio::spawn(async move {
             let mut ready = Some(ready_tx);
             let mut connected_once = false;
@@ -162,7 +191,7 @@ impl Subscriber {
                         }
                         connected_once = true;
                         // try_: the request channel is never full here.
-                        let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+                        let _ = client.try_subscribe_many(filters.clone());
                     }
                     Ok(Event::Incoming(Incoming::SubAck(_))) => {
                         if let Some(r) = ready.take() {
@@ -170,7 +199,12 @@ impl Subscriber {
                         }
                     }
                     Ok(Event::Incoming(Incoming::Publish(p))) => {
-                        record(&mut lock(&sink), &p.topic, &p.payload);
+                        let qos = match p.qos {
+                            QoS::AtMostOnce => 0,
+                            QoS::AtLeastOnce => 1,
+                            QoS::ExactlyOnce => 2,
+                        };
+                        record(&mut lock(&sink), &p.topic, &p.payload, qos);
                     }
                     Ok(_) => {}
                     // The broker is away (W3): try again shortly; polling
@@ -187,12 +221,17 @@ impl Subscriber {
 
     /// Starts a measurement window (counts from now on).
     pub fn start_window(&self) {
-        lock(&self.tally).window = Some(Window::default());
+        let mut t = lock(&self.tally);
+        t.window = Some(Window::default());
+        t.sp.window = Some(SpWindow::default());
     }
 
     /// Ends the window and returns its counts.
     pub fn end_window(&self) -> Window {
-        lock(&self.tally).window.take().unwrap_or_default()
+        let mut t = lock(&self.tally);
+        let mut w = t.window.take().unwrap_or_default();
+        w.sp = t.sp.window.take().unwrap_or_default();
+        w
     }
 
     /// Waits until no data message has arrived for `quiet` (bounded by
@@ -223,8 +262,16 @@ fn now_ms() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Counts one received message.
-fn record(t: &mut Tally, topic: &str, payload: &[u8]) {
+/// Counts one received message (`qos`: as delivered).
+fn record(t: &mut Tally, topic: &str, payload: &[u8], qos: u8) {
+    if topic
+        .strip_prefix(sparkplug::NAMESPACE)
+        .is_some_and(|rest| rest.starts_with('/'))
+    {
+        t.last_at = Some(Instant::now());
+        t.sp.record(topic, payload, qos, now_ms());
+        return;
+    }
     if topic.ends_with("/bare") {
         t.bare += 1;
         return;
@@ -249,6 +296,7 @@ fn record(t: &mut Tally, topic: &str, payload: &[u8]) {
     if let Some(w) = t.window.as_mut() {
         w.values += values;
         w.messages += 1;
+        w.wire.add(topic.len(), payload.len(), qos);
         if let Some(clock) = number_after(payload, b"\"clock_ms\":{\"v\":") {
             w.latencies.push(now_ms() - clock as f64);
         }
@@ -307,8 +355,8 @@ mod tests {
             v["tags"]["clock_ms"]["v"].as_u64()
         );
         let mut t = Tally::default();
-        record(&mut t, "p/s/g/data/dev1", payload);
-        record(&mut t, "p/s/g/data/dev1", payload);
+        record(&mut t, "p/s/g/data/dev1", payload, 1);
+        record(&mut t, "p/s/g/data/dev1", payload, 1);
         assert_eq!((t.messages, t.values, t.hist), (2, 3, 2));
         assert_eq!(t.devices["dev1"].duplicates, 1);
     }

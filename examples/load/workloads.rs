@@ -12,6 +12,7 @@ use crate::bare;
 use crate::broker::{Broker, BrokerChoice};
 use crate::procs::{self, CpuSnapshot, Proc};
 use crate::setup::{self, Fleet, GatewayOptions, StoreState, Transport};
+use crate::sparkplug::Mode;
 use crate::subscriber::{Subscriber, Tally, lock, percentile};
 
 /// Seconds `strace -c` counts fsyncs for, after the CPU window (and in
@@ -45,6 +46,8 @@ pub struct Ctx {
     pub csv_tags: bool,
     /// Clock ticks per second of `/proc` CPU times.
     pub ticks: f64,
+    /// `--sparkplug`: fieldgate's `[sparkplug]` section (W1 and W4).
+    pub sparkplug: Mode,
 }
 
 /// One of the workloads.
@@ -105,6 +108,15 @@ impl Workload {
             poll: "1s".into(),
             transport: Transport::Tcp,
         };
+        if ctx.sparkplug.on() && !matches!(self, Workload::W1 | Workload::W4) {
+            // Its DDATA are told apart by their timestamps (ms): polls of
+            // one device must be at least 1 ms apart, and W3 and W5 judge
+            // loss across an outage, which needs a host's view of history.
+            bail!(
+                "--sparkplug {} is measured for W1 and W4 only",
+                ctx.sparkplug.name()
+            );
+        }
         match self {
             Workload::W1 => steady(ctx, "W1 steady", w1(10), ctx.seconds.unwrap_or(60), None).await,
             Workload::W2 => {
@@ -276,12 +288,15 @@ async fn steady(
         http_port: procs::free_port()?,
         flush_interval: ctx.flush_interval.clone(),
         durability: ctx.durability.clone(),
+        sparkplug: ctx.sparkplug,
     };
+    let (json_on, sp_on) = (ctx.sparkplug.json(), ctx.sparkplug.on());
     let sub = Subscriber::start(
         &broker.host,
         broker.port,
         &format!("fgload-sub-{}", opts.id),
         &opts.filter(),
+        sp_on.then_some(opts.id.as_str()),
     )
     .await?;
     let config = opts.config(
@@ -291,7 +306,7 @@ async fn steady(
     let mut fg = setup::start_fieldgate(&ctx.fieldgate, &dir, "fieldgate", &config)?;
     let devices = fleet.devices;
     if wait_for(&sub, Duration::from_secs(30), |t| {
-        t.devices.len() == devices
+        (!json_on || t.devices.len() == devices) && (!sp_on || t.sp.devices.len() == devices)
     })
     .await
     .is_none()
@@ -310,6 +325,7 @@ async fn steady(
     let polled_before = polled(opts.http_port);
     let before = CpuSnapshot::take(&procs, ctx.ticks);
     let io_before = procs::io(fg.pid());
+    let tcp_before = procs::tcp_bytes(fg.pid(), broker.port);
     sub.start_window();
     match outage {
         None => tokio::time::sleep(Duration::from_secs(seconds)).await,
@@ -384,6 +400,7 @@ async fn steady(
     let window = sub.end_window();
     let after = CpuSnapshot::take(&procs, ctx.ticks);
     let io_after = procs::io(fg.pid());
+    let tcp_after = procs::tcp_bytes(fg.pid(), broker.port);
     // After the CPU window: strace stops the process at every system call.
     let pid = fg.pid();
     let fsyncs = tokio::task::spawn_blocking(move || {
@@ -403,13 +420,28 @@ async fn steady(
         .await;
     let store = setup::read_store(&dir.join("data").join("fieldgate.db"))?;
     let tally = lock(&sub.tally);
-    let (lost, undelivered) = loss(&tally, &store);
-    let duplicates: u64 = tally.devices.values().map(|d| d.duplicates).sum();
+    let (json_lost, json_undelivered) = loss(&tally, &store);
+    let json_duplicates: u64 = tally.devices.values().map(|d| d.duplicates).sum();
+    let (sp_lost, sp_undelivered) = tally.sp.loss(&store.sp_committed, &store.sp_queued);
+    let sp_duplicates: u64 = tally.sp.devices.values().map(|d| d.duplicates).sum();
+    // Each side's checks count only when that side carries readings.
+    let (lost, undelivered, duplicates) = (
+        u64::from(json_on) * json_lost + u64::from(sp_on) * sp_lost,
+        u64::from(json_on) * json_undelivered + u64::from(sp_on) * sp_undelivered,
+        u64::from(json_on) * json_duplicates + u64::from(sp_on) * sp_duplicates,
+    );
 
     let secs = before.seconds(&after);
     let cpu = before.delta(&after);
     let fg_cpu = cpu.iter().find(|c| c.0 == "fieldgate").map_or(0.0, |c| c.1);
-    let values_per_s = window.values as f64 / secs;
+    // The values a consumer gets: the JSON side's, or Sparkplug's when
+    // readings go there only.
+    let delivered = if json_on {
+        window.values
+    } else {
+        window.sp.values
+    };
+    let values_per_s = delivered as f64 / secs;
     let mut latencies = window.latencies.clone();
     let p50 = percentile(&mut latencies, 50.0);
     let p99 = percentile(&mut latencies, 99.0);
@@ -422,13 +454,14 @@ async fn steady(
         "poll": fleet.poll,
         "broker": choice.label(),
         "seconds": round(secs, 2),
-        "values": window.values,
+        "sparkplug": ctx.sparkplug.name(),
+        "values": delivered,
         "messages": window.messages,
         "values_per_s": round(values_per_s, 1),
         "messages_per_s": round(window.messages as f64 / secs, 1),
         "fieldgate_cpu_s": round(fg_cpu, 2),
         "fieldgate_cpu_pct": round(pct(fg_cpu, secs), 3),
-        "core_us_per_value": (window.values > 0).then(|| round(1e6 * fg_cpu / window.values as f64, 3)),
+        "core_us_per_value": (delivered > 0).then(|| round(1e6 * fg_cpu / delivered as f64, 3)),
         "peak_rss_kib": peak_rss,
         "end_rss_kib": end_rss,
         "store_write_bytes_per_s": io_before.zip(io_after).map(|(a, b)| {
@@ -463,6 +496,25 @@ async fn steady(
     if let Some(bare) = bare_rate {
         extra.insert("ratio_to_bare".into(), json!(round(values_per_s / bare, 3)));
     }
+    if json_on {
+        extra.extend(wire_figures("json", &window.wire, window.values, secs));
+    } else {
+        extra.insert(
+            "json_checks".into(),
+            json!("skipped: json_readings = false, no JSON data topic; loss, duplicates and latency are the Sparkplug side's"),
+        );
+    }
+    if sp_on {
+        extra.extend(sparkplug_figures(&tally, &window, secs));
+        extra.insert("sp_lost".into(), json!(sp_lost));
+        extra.insert("sp_duplicates".into(), json!(sp_duplicates));
+        extra.insert("sp_undelivered_at_stop".into(), json!(sp_undelivered));
+        if json_on {
+            extra.insert("json_lost".into(), json!(json_lost));
+            extra.insert("json_duplicates".into(), json!(json_duplicates));
+        }
+    }
+    extra.extend(tcp_figures(&tcp_before, &tcp_after, delivered, secs));
     if fleet.transport == Transport::Pty {
         // One poll: request 8 bytes, answer 5 + 2 per register; 11 bits a
         // character (8E1) and 3.5 characters of silence after each frame.
@@ -490,6 +542,134 @@ async fn steady(
     drop(sim);
     cleanup(ctx, &dir);
     Ok(record)
+}
+
+/// Bytes per value and per message of one side's PUBLISH packets, keys
+/// prefixed `side_`.
+fn wire_figures(
+    side: &str,
+    wire: &crate::sparkplug::Wire,
+    values: u64,
+    secs: f64,
+) -> serde_json::Map<String, Value> {
+    let per = |n: u64, d: u64| (d > 0).then(|| round(n as f64 / d as f64, 1));
+    let mut m = serde_json::Map::new();
+    m.insert(
+        format!("{side}_wire_bytes_per_value"),
+        json!(per(wire.packets, values)),
+    );
+    m.insert(
+        format!("{side}_payload_bytes_per_value"),
+        json!(per(wire.payload, values)),
+    );
+    m.insert(
+        format!("{side}_payload_bytes_per_message"),
+        json!(per(wire.payload, wire.messages)),
+    );
+    m.insert(
+        format!("{side}_topic_bytes_per_message"),
+        json!(per(wire.topic, wire.messages)),
+    );
+    m.insert(
+        format!("{side}_packet_bytes_per_s"),
+        json!(round(wire.packets as f64 / secs, 0)),
+    );
+    m.insert(
+        format!("{side}_publishes_per_s"),
+        json!(round(wire.messages as f64 / secs, 1)),
+    );
+    m
+}
+
+/// The Sparkplug side of a steady run: its values, bytes, latency and
+/// session checks.
+fn sparkplug_figures(
+    tally: &Tally,
+    window: &crate::subscriber::Window,
+    secs: f64,
+) -> serde_json::Map<String, Value> {
+    let sp = &tally.sp;
+    let w = &window.sp;
+    let mut m = wire_figures("sp", &w.wire, w.values, secs);
+    let mut lat = w.latencies.clone();
+    let mut stamp = w.stamp_latencies.clone();
+    let ms = |v: Option<f64>| json!(v.map(|v| round(v, 1)));
+    let figures = [
+        ("sp_values", json!(w.values)),
+        ("sp_values_per_s", json!(round(w.values as f64 / secs, 1))),
+        ("sp_ddata_per_s", json!(round(w.messages as f64 / secs, 1))),
+        (
+            "sp_values_to_json",
+            json!((window.values > 0).then(|| round(w.values as f64 / window.values as f64, 4))),
+        ),
+        ("sp_latency_p50_ms", ms(percentile(&mut lat, 50.0))),
+        ("sp_latency_p99_ms", ms(percentile(&mut lat, 99.0))),
+        ("sp_latency_max_ms", ms(lat.last().copied())),
+        ("sp_stamp_latency_p50_ms", ms(percentile(&mut stamp, 50.0))),
+        ("sp_stamp_latency_p99_ms", ms(percentile(&mut stamp, 99.0))),
+        ("sp_seq_gaps", json!(sp.seq_gaps)),
+        ("sp_seq_skipped", json!(sp.seq_skipped)),
+        ("sp_bad_birth_seq", json!(sp.bad_birth_seq)),
+        ("sp_bd_seq", json!(sp.bd_seq)),
+        ("sp_nbirth", json!(sp.nbirth)),
+        ("sp_dbirth", json!(sp.dbirth)),
+        ("sp_ddata", json!(sp.ddata)),
+        ("sp_ndata", json!(sp.ndata)),
+        ("sp_ddeath", json!(sp.ddeath)),
+        ("sp_ndeath", json!(sp.ndeath)),
+        ("sp_historical_values", json!(sp.historical)),
+        ("sp_undecodable", json!(sp.undecodable)),
+    ];
+    for (k, v) in figures {
+        m.insert(k.into(), v);
+    }
+    m
+}
+
+/// What fieldgate's connections to the broker carried in the window, per
+/// connection (by local port) and in all, measured by the kernel: every
+/// MQTT packet (PUBLISH, PUBACK, the edge node's UNSUBSCRIBE barriers,
+/// pings), without TCP/IP headers.
+fn tcp_figures(
+    before: &[procs::TcpBytes],
+    after: &[procs::TcpBytes],
+    values: u64,
+    secs: f64,
+) -> serde_json::Map<String, Value> {
+    let mut m = serde_json::Map::new();
+    let mut connections = Vec::new();
+    let (mut sent, mut received) = (0, 0);
+    for a in after {
+        let b = before.iter().find(|b| b.local_port == a.local_port);
+        let s = a.sent.saturating_sub(b.map_or(0, |b| b.sent));
+        let r = a.received.saturating_sub(b.map_or(0, |b| b.received));
+        sent += s;
+        received += r;
+        connections.push(json!({
+            "local_port": a.local_port,
+            "sent_bytes_per_s": round(s as f64 / secs, 0),
+            "received_bytes_per_s": round(r as f64 / secs, 0),
+        }));
+    }
+    if after.is_empty() {
+        return m;
+    }
+    m.insert("tcp_connections".into(), json!(connections));
+    m.insert(
+        "tcp_sent_bytes_per_s".into(),
+        json!(round(sent as f64 / secs, 0)),
+    );
+    m.insert(
+        "tcp_received_bytes_per_s".into(),
+        json!(round(received as f64 / secs, 0)),
+    );
+    if values > 0 {
+        m.insert(
+            "tcp_sent_bytes_per_value".into(),
+            json!(round(sent as f64 / values as f64, 1)),
+        );
+    }
+    m
 }
 
 /// W5: fill the outbox with `ctx.readings` readings while the broker is
@@ -524,6 +704,7 @@ async fn backlog(ctx: &Ctx) -> Result<Value> {
         http_port: procs::free_port()?,
         flush_interval: ctx.flush_interval.clone(),
         durability: ctx.durability.clone(),
+        sparkplug: Mode::Off,
     };
     let data = dir.join("data");
 
@@ -562,6 +743,7 @@ async fn backlog(ctx: &Ctx) -> Result<Value> {
         broker.port,
         &format!("fgload-sub-{}", opts.id),
         &opts.filter(),
+        None,
     )
     .await?;
     fleet.poll = "1h".into();
@@ -730,6 +912,19 @@ pub fn summary(r: &Value) -> String {
         "fsyncs_per_s",
         "fsyncs_per_s_broker_down",
         "store_write_bytes_per_s",
+        "sparkplug",
+        "json_checks",
+        "json_wire_bytes_per_value",
+        "sp_values_per_s",
+        "sp_values_to_json",
+        "sp_wire_bytes_per_value",
+        "sp_publishes_per_s",
+        "sp_latency_p50_ms",
+        "sp_latency_p99_ms",
+        "sp_lost",
+        "sp_duplicates",
+        "sp_seq_gaps",
+        "tcp_sent_bytes_per_value",
     ] {
         if let Some(v) = r.get(k) {
             line.push_str(&format!("; {k} {v}"));
