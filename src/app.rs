@@ -615,15 +615,7 @@ impl EdgeNode {
 
     /// Publishes the NDEATH, disconnects and waits for the task.
     async fn stop(&mut self) {
-        self.trigger.trigger();
-        let Some(task) = self.task.take() else {
-            return;
-        };
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "sparkplug edge node stopped with an error"),
-            Err(e) => tracing::error!(error = %e, "sparkplug edge node task failed"),
-        }
+        stop_mqtt_task(&self.trigger, self.task.take(), "sparkplug edge node").await;
     }
 }
 
@@ -659,14 +651,24 @@ impl Forwarding {
 
     /// Publishes `offline`, disconnects and waits for the task.
     async fn stop(&mut self) {
-        self.trigger.trigger();
-        let Some(task) = self.task.take() else {
-            return;
-        };
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "forwarder stopped with an error"),
-            Err(e) => tracing::error!(error = %e, "forwarder task failed"),
-        }
+        stop_mqtt_task(&self.trigger, self.task.take(), "forwarder").await;
+    }
+}
+
+/// Fires `trigger` and waits for `task` (a connection's task: it says
+/// goodbye to the broker first), logging how it ended.
+async fn stop_mqtt_task(
+    trigger: &ShutdownTrigger,
+    task: Option<JoinHandle<Result<(), crate::mqtt::client::MqttError>>>,
+    what: &str,
+) {
+    trigger.trigger();
+    let Some(task) = task else {
+        return;
+    };
+    match task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "{what} stopped with an error"),
+        Err(e) => tracing::error!(error = %e, "{what} task failed"),
     }
 }

@@ -613,6 +613,19 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// The full names of the tags it reads.
+    pub fn tags(&self) -> Vec<&str> {
+        match self {
+            Condition::Above { tag, .. }
+            | Condition::Below { tag, .. }
+            | Condition::Outside { tag, .. }
+            | Condition::Rate { tag, .. }
+            | Condition::Stale { tag, .. }
+            | Condition::Equals { tag, .. } => vec![tag.as_str()],
+            Condition::Expr { tags, .. } => tags.iter().map(String::as_str).collect(),
+        }
+    }
+
     /// The condition's config name.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -43,9 +43,7 @@ use super::data::Sequencer;
 use super::sparkplug::SparkplugOut;
 use crate::clock::WallMap;
 use crate::cmms::{route, vendor::Event};
-use crate::config::{
-    CmmsConfig, Condition, Config, Device, GatewayConfig, Meter, Rule, WorkOrderConfig,
-};
+use crate::config::{CmmsConfig, Config, Device, GatewayConfig, Meter, Rule, WorkOrderConfig};
 use crate::contract::inbound::{self, OperatorAction, Request, Who};
 use crate::contract::rules as payload;
 use crate::contract::sparkplug::values::{AlarmNow, epoch_millis};
@@ -620,7 +618,11 @@ impl RulesStage {
             if !event.activation && event.released.is_none() {
                 continue;
             }
-            let snapshot = snapshot(&self.engine, rule_tags(rule), &rule.workorder.snapshot);
+            let snapshot = snapshot(
+                &self.engine,
+                rule.condition.tags(),
+                &rule.workorder.snapshot,
+            );
             let ctx = WoContext::new(&self.gateway, &self.devices);
             let changes = self
                 .book
@@ -781,19 +783,6 @@ impl RulesStage {
                 WoChange::Held { .. } => {}
             }
         }
-    }
-}
-
-/// The tags a rule's condition reads.
-fn rule_tags(rule: &Rule) -> Vec<&str> {
-    match &rule.condition {
-        Condition::Above { tag, .. }
-        | Condition::Below { tag, .. }
-        | Condition::Outside { tag, .. }
-        | Condition::Rate { tag, .. }
-        | Condition::Stale { tag, .. }
-        | Condition::Equals { tag, .. } => vec![tag.as_str()],
-        Condition::Expr { tags, .. } => tags.iter().map(String::as_str).collect(),
     }
 }
 

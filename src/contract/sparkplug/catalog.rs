@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use super::proto::datatype;
-use crate::config::{Condition, Config, Device, Rule};
+use crate::config::{Config, Device, Rule};
 use crate::tag::{DataType, Tag, Value};
 
 /// `bdSeq`: the session number in NBIRTH and NDEATH.
@@ -144,15 +144,7 @@ pub fn tag_datatype(tag: &Tag) -> u32 {
 /// The device a rule's alarm metrics belong to: the device of every tag
 /// its condition reads, or `None` (the node) when they span devices.
 pub fn rule_device(rule: &Rule) -> Option<&str> {
-    let tags: Vec<&str> = match &rule.condition {
-        Condition::Above { tag, .. }
-        | Condition::Below { tag, .. }
-        | Condition::Outside { tag, .. }
-        | Condition::Rate { tag, .. }
-        | Condition::Stale { tag, .. }
-        | Condition::Equals { tag, .. } => vec![tag.as_str()],
-        Condition::Expr { tags, .. } => tags.iter().map(String::as_str).collect(),
-    };
+    let tags = rule.condition.tags();
     let mut devices = tags
         .iter()
         .filter_map(|t| t.split_once('.').map(|(d, _)| d));

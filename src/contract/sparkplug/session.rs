@@ -97,11 +97,22 @@ pub struct Session {
 /// The NDEATH of session `bd_seq`: the Last Will, and what a clean stop
 /// publishes. It carries no `seq`.
 pub fn death_certificate(topics: &SparkplugTopics, bd_seq: u64, at_ms: u64) -> Out {
+    message(
+        topics.ndeath(),
+        at_ms,
+        vec![bd_seq_metric(bd_seq, at_ms)],
+        None,
+    )
+}
+
+/// A message of this session: its topic, stamp, metrics and `seq`.
+fn message(topic: String, at_ms: u64, metrics: Vec<Metric>, seq: Option<u64>) -> Out {
     Out {
-        topic: topics.ndeath(),
+        topic,
         payload: Payload {
             timestamp: Some(at_ms),
-            metrics: vec![bd_seq_metric(bd_seq, at_ms)],
+            metrics,
+            seq,
             ..Default::default()
         }
         .encode_to_vec(),
@@ -250,16 +261,7 @@ impl Session {
             })
             .collect();
         self.note_qualities(&metrics);
-        Out {
-            topic: self.topics.nbirth(),
-            payload: Payload {
-                timestamp: Some(at_ms),
-                metrics,
-                seq: Some(seq),
-                ..Default::default()
-            }
-            .encode_to_vec(),
-        }
+        message(self.topics.nbirth(), at_ms, metrics, Some(seq))
     }
 
     /// DBIRTH of `device` with `values` (a payload by name: its metrics'
@@ -280,16 +282,12 @@ impl Session {
         self.note_qualities(&metrics);
         self.born.insert(device.to_owned());
         let seq = self.seq();
-        Some(Out {
-            topic: self.topics.dbirth(device),
-            payload: Payload {
-                timestamp: Some(at_ms),
-                metrics,
-                seq: Some(seq),
-                ..Default::default()
-            }
-            .encode_to_vec(),
-        })
+        Some(message(
+            self.topics.dbirth(device),
+            at_ms,
+            metrics,
+            Some(seq),
+        ))
     }
 
     /// DDEATH of `device`, if it is born.
@@ -298,15 +296,12 @@ impl Session {
             return None;
         }
         let seq = self.seq();
-        Some(Out {
-            topic: self.topics.ddeath(device),
-            payload: Payload {
-                timestamp: Some(at_ms),
-                seq: Some(seq),
-                ..Default::default()
-            }
-            .encode_to_vec(),
-        })
+        Some(message(
+            self.topics.ddeath(device),
+            at_ms,
+            Vec::new(),
+            Some(seq),
+        ))
     }
 
     /// NDATA with the node metrics of `info` that differ from `before`;
@@ -339,16 +334,7 @@ impl Session {
             return None;
         }
         let seq = self.seq();
-        Some(Out {
-            topic: self.topics.ndata(),
-            payload: Payload {
-                timestamp: Some(at_ms),
-                metrics,
-                seq: Some(seq),
-                ..Default::default()
-            }
-            .encode_to_vec(),
-        })
+        Some(message(self.topics.ndata(), at_ms, metrics, Some(seq)))
     }
 
     /// What to do with a stored row (`topic`, `payload`), sent live or as
