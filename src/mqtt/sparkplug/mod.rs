@@ -32,9 +32,10 @@
 //! SUBACK says every row handed over before the barrier has reached it.
 //! Only then are those rows deleted. (Not an UNSUBSCRIBE of a filter never
 //! subscribed: rumqttd, the demo's broker, never answers one, and the node
-//! stopped after [`MAX_BARRIERS`] batches. Subscribing again to the same
-//! filter only replaces the subscription, and every broker answers it,
-//! with a failure code when its ACL refuses the filter.) A connection that fails loses nothing: what was not
+//! stopped after `MAX_BARRIERS` batches. Subscribing again to the same
+//! filter only replaces the subscription, and rumqttd and Mosquitto answer
+//! it, as MQTT asks of every broker: with a failure code when its ACL
+//! refuses the filter.) A connection that fails loses nothing: what was not
 //! confirmed is sent again by the next session, as history.
 //!
 //! Live rows (above `B`) go first; history takes what the window leaves,
