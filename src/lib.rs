@@ -7,6 +7,7 @@
 //! * [`tag`]: the plant-level types every stage shares.
 //! * [`clock`]: the monotonic timeline that measures durations, and wall-clock stamps.
 //! * [`reading`]: what a poll yields (readings with a quality, in batches).
+//! * [`command`]: write-back commands and their results.
 //! * [`contract`]: the MQTT contract: topics, payloads, inbound requests.
 //! * [`events`]: named internal events (a log line and a counter each).
 //! * [`expr`]: the expression compiler of `expr` rules (knows only tags).
@@ -14,6 +15,7 @@
 //! * [`modbus`]: read planning, decoding, transports and pollers.
 //! * [`sim`]: the plant simulator behind `demo` and the tests.
 //! * [`telemetry`]: the metrics registry and the Prometheus exposition.
+//! * [`writeback`]: the write desk: checks, executes and records write commands.
 //! * [`http`]: `/healthz`, `/readyz`, `/metrics` and `/api/status`.
 //! * [`bridge`]: `fieldgate bridge`, the CMMS connectors for many gateways.
 //! * [`demo`]: `fieldgate demo`, the whole system on one machine.
@@ -24,6 +26,7 @@ pub mod bridge;
 pub mod cli;
 pub mod clock;
 pub mod cmms;
+pub mod command;
 pub mod config;
 pub mod contract;
 #[cfg(feature = "demo")]
@@ -44,3 +47,4 @@ pub mod store;
 pub mod systemd;
 pub mod tag;
 pub mod telemetry;
+pub mod writeback;

@@ -331,6 +331,36 @@ pub struct Tag {
     pub asset: Option<String>,
     /// Declared as a deliberate second view of registers another tag reads.
     pub alias: bool,
+    /// Write-back settings: `None` unless the tag is made writable.
+    pub write: Option<WriteAccess>,
+}
+
+/// What may be written to a writable tag, and how. Nothing is writable
+/// unless the configuration says so, tag by tag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteAccess {
+    /// Lowest value accepted, in engineering units (numbers).
+    pub min: Option<f64>,
+    /// Highest value accepted, in engineering units (numbers).
+    pub max: Option<f64>,
+    /// The only values accepted (bools and codes), when given.
+    pub allowed: Vec<Value>,
+    /// At most this many writes a minute to the tag.
+    pub max_rate: Option<u32>,
+    /// Read the tag back after the write and compare (on by default).
+    pub confirm: bool,
+}
+
+impl Default for WriteAccess {
+    fn default() -> WriteAccess {
+        WriteAccess {
+            min: None,
+            max: None,
+            allowed: Vec::new(),
+            max_rate: None,
+            confirm: true,
+        }
+    }
 }
 
 impl Tag {
@@ -351,6 +381,7 @@ impl Tag {
             description: None,
             asset: None,
             alias: false,
+            write: None,
         }
     }
 

@@ -168,6 +168,7 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
         store,
         http,
         sparkplug,
+        writes,
         alarms,
         workorders,
         buses,
@@ -192,6 +193,7 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
         meters: meters.into_iter().filter_map(|m| m.value).collect(),
         cmms: cmms.into_iter().filter_map(|c| c.value).collect(),
         sparkplug,
+        writes,
     };
     let mut problems = Problems(ctx.problems);
     problems.sort();

@@ -142,6 +142,9 @@ pub struct Config {
     pub cmms: Vec<CmmsConfig>,
     /// `[sparkplug]`: the Sparkplug B edge node, when the section is there.
     pub sparkplug: Option<SparkplugConfig>,
+    /// `[writes]`: write-back settings (writes happen only to tags made
+    /// writable).
+    pub writes: WritesConfig,
 }
 
 impl Config {
@@ -455,6 +458,75 @@ pub struct Device {
     pub tags: Vec<Tag>,
     /// The CSV file the tags came from, if any.
     pub tags_file: Option<PathBuf>,
+    /// `write_functions`: the Modbus function codes the device accepts for
+    /// writes (some take only FC16, even for one register).
+    pub write_functions: WriteFunctions,
+    /// `write_during_poll` (default false): a write may go between the
+    /// requests of a poll already under way rather than after it.
+    pub write_during_poll: bool,
+}
+
+/// The write function codes a device accepts: FC5 (one coil), FC6 (one
+/// register), FC15 (coils), FC16 (registers). All four by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WriteFunctions {
+    /// FC5, write single coil.
+    pub fc5: bool,
+    /// FC6, write single register.
+    pub fc6: bool,
+    /// FC15, write multiple coils.
+    pub fc15: bool,
+    /// FC16, write multiple registers.
+    pub fc16: bool,
+}
+
+impl Default for WriteFunctions {
+    fn default() -> WriteFunctions {
+        WriteFunctions {
+            fc5: true,
+            fc6: true,
+            fc15: true,
+            fc16: true,
+        }
+    }
+}
+
+impl WriteFunctions {
+    /// True when function code `code` is accepted.
+    pub fn accepts(&self, code: u8) -> bool {
+        match code {
+            5 => self.fc5,
+            6 => self.fc6,
+            15 => self.fc15,
+            16 => self.fc16,
+            _ => false,
+        }
+    }
+
+    /// The accepted codes, lowest first.
+    pub fn codes(&self) -> Vec<u8> {
+        [5, 6, 15, 16]
+            .into_iter()
+            .filter(|c| self.accepts(*c))
+            .collect()
+    }
+}
+
+/// `[writes]`: settings of write-back shared by every writable tag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WritesConfig {
+    /// `max_age` (default 10 s): a command older than this, by its `ts`
+    /// or by its arrival while the gateway was disconnected, is refused as
+    /// stale, so a queued command does not fire an hour late.
+    pub max_age: Duration,
+}
+
+impl Default for WritesConfig {
+    fn default() -> WritesConfig {
+        WritesConfig {
+            max_age: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Device defaults, shared by the config loader and [`Device::new`].
@@ -507,6 +579,8 @@ impl Device {
             location: None,
             tags,
             tags_file: None,
+            write_functions: WriteFunctions::default(),
+            write_during_poll: false,
         }
     }
 

@@ -28,6 +28,8 @@ pub(super) struct Resolved {
     pub http: HttpConfig,
     /// `[sparkplug]`, when the section is there and has a `group_id`.
     pub sparkplug: Option<SparkplugConfig>,
+    /// `[writes]`.
+    pub writes: crate::config::WritesConfig,
     /// `[alarms]`.
     pub alarms: AlarmConfig,
     /// `[workorders]`.

@@ -30,6 +30,7 @@
 //! pipeline decides what to send.
 
 pub mod claims;
+pub mod command;
 pub(crate) mod data;
 pub mod inbound;
 pub(crate) mod json;

@@ -55,6 +55,16 @@ impl Topics {
         format!("{}/data/{device}", self.base)
     }
 
+    /// Where a write command to a tag arrives.
+    pub fn command(&self, device: &str, tag: &str) -> String {
+        format!("{}/cmd/{device}/{tag}", self.base)
+    }
+
+    /// Where the result of a write command to a tag goes.
+    pub fn command_result(&self, device: &str, tag: &str) -> String {
+        format!("{}/cmd/{device}/{tag}/result", self.base)
+    }
+
     /// One tag of one device.
     pub fn data_tag(&self, device: &str, tag: &str) -> String {
         format!("{}/data/{device}/{tag}", self.base)

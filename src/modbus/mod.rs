@@ -21,6 +21,7 @@ pub mod plan;
 pub(crate) mod poller;
 pub(crate) mod probe;
 pub(crate) mod transport;
+pub mod write;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -74,6 +75,21 @@ pub fn spawn_pollers(
     shutdown: &Shutdown,
 ) -> Vec<JoinHandle<()>> {
     spawn_pollers_observed(&Probes::new(config), batches, shutdown)
+}
+
+/// Starts one poller task per link of `probes`, like
+/// [`spawn_pollers_observed`], each also taking write jobs for its devices
+/// from the queue in the returned [`write::Writers`].
+pub fn spawn_pollers_writable(
+    probes: &Probes,
+    batches: mpsc::Sender<Batch>,
+    shutdown: &Shutdown,
+) -> (Vec<JoinHandle<()>>, write::Writers) {
+    // SKELETON: no write queues yet.
+    (
+        spawn_pollers_observed(probes, batches, shutdown),
+        write::Writers::default(),
+    )
 }
 
 /// Starts one poller task per link of `probes`, each recording into its

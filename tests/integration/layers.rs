@@ -18,13 +18,13 @@ const LAYERS: &[&[&str]] = &[
     // The expression compiler of `expr` rules: knows only tags and values.
     &["expr"],
     &["config"],
-    &["reading", "systemd"],
+    &["reading", "systemd", "command"],
     // The pure cores and acquisition.
     &["filter", "modbus", "rules"],
     &["sim", "store", "contract"],
     &["mqtt", "cmms"],
     &["telemetry"],
-    &["pipeline"],
+    &["pipeline", "writeback"],
     &["http"],
     &["app", "bridge"],
     &["demo"],

@@ -322,6 +322,8 @@ pub(super) fn device(
         location: raw.location,
         tags: tags.into_iter().map(|(_, t)| t).collect(),
         tags_file,
+        write_functions: crate::config::WriteFunctions::default(),
+        write_during_poll: false,
     })
 }
 

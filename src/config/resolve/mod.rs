@@ -142,6 +142,7 @@ pub(super) fn resolve(
         store,
         http,
         sparkplug,
+        writes: crate::config::WritesConfig::default(),
         alarms,
         workorders,
         buses,

@@ -240,6 +240,7 @@ pub(super) fn tag(
         description: raw.description.filter(|d| !d.trim().is_empty()),
         asset: raw.asset.filter(|a| !a.trim().is_empty()),
         alias: raw.alias.unwrap_or(false),
+        write: None,
     })
 }
 
