@@ -83,6 +83,7 @@ fn scrape(c: &mut Criterion) {
         process: ProcessStats::default(),
         cmms: Vec::new(),
         sparkplug: None,
+        writes: fieldgate::telemetry::WritesSnapshot::default(),
         pipeline_idle: Duration::ZERO,
         uptime: Duration::ZERO,
         clock_synced: Some(true),

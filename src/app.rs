@@ -65,6 +65,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::cmms::{self, Connectors, Reported};
+use crate::command::{self, WriteOrder};
 use crate::config::diff::{self, ConfigChanges};
 use crate::config::{Config, Qos};
 use crate::contract::Request;
@@ -72,6 +73,7 @@ use crate::contract::sparkplug::SharedCurrent;
 use crate::contract::topics::Topics;
 use crate::events::ConfigRefused;
 use crate::http::{self, ActionRoute, Actions, HttpError, HttpState};
+use crate::modbus::write::Writers;
 use crate::modbus::{self, Probes};
 use crate::mqtt::forwarder::{self, ForwarderConfig, ForwarderStats, INBOUND_CAPACITY, Inbound};
 use crate::mqtt::sparkplug::{self, EdgeNodeConfig, EdgeNodeStats};
@@ -82,6 +84,7 @@ use crate::shutdown::{self, ShutdownTrigger};
 use crate::store::{self, StoreError, StoreHandle};
 use crate::systemd;
 use crate::telemetry::Telemetry;
+use crate::writeback::{Desk, DeskRoute};
 
 /// Batches waiting between the pollers and the pipeline. When full,
 /// pollers wait (their next polls are skipped, not queued), so memory
@@ -209,6 +212,15 @@ struct Gateway {
     current: SharedCurrent,
     /// The Sparkplug edge node, when `[sparkplug]` is on.
     edge_node: EdgeNode,
+    /// Where write commands go, from every path in (one sender for the
+    /// gateway's life: a reload changes the desk's route, not this).
+    orders: mpsc::Sender<WriteOrder>,
+    /// The write desk.
+    desk: Desk,
+    /// Stops the desk.
+    desk_trigger: ShutdownTrigger,
+    /// The desk's view of the running configuration and links.
+    desk_route: watch::Sender<DeskRoute>,
 }
 
 impl Gateway {
@@ -237,7 +249,9 @@ impl Gateway {
         let (telemetry_tx, telemetry_rx) = watch::channel(telemetry.clone());
         let (inbound_tx, inbound_rx) = mpsc::channel::<Inbound>(INBOUND_CAPACITY);
         let (http_trigger, http_listener) = shutdown::channel();
-        let (action_route, route_rx) = watch::channel(ActionRoute::of(&config, inbound_tx.clone()));
+        let (orders, orders_rx) = mpsc::channel::<WriteOrder>(command::ORDERS_CAPACITY);
+        let (action_route, route_rx) =
+            watch::channel(ActionRoute::of(&config, inbound_tx.clone(), orders.clone()));
         let route_rx_status = route_rx.clone();
         let http_server = http_socket.map(|socket| {
             let actions = match (&config.http.token, config.http.allow_actions) {
@@ -264,6 +278,18 @@ impl Gateway {
         let edge_node = EdgeNode::start(&config, &store, &current, telemetry.sparkplug_stats());
         let acquisition =
             Acquisition::start(&config, rules, &store, inbound_rx, &telemetry, &current);
+        let (desk_route, desk_route_rx) = watch::channel(DeskRoute {
+            config: Arc::new(config.clone()),
+            writers: acquisition.writers.clone(),
+        });
+        let (desk_trigger, desk_listener) = shutdown::channel();
+        let desk = Desk::start(
+            orders_rx,
+            desk_route_rx,
+            store.clone(),
+            telemetry.write_stats(),
+            desk_listener,
+        );
         let (reports, reports_rx) = mpsc::channel(cmms::REPORTS_CAPACITY);
         let reporter = tokio::spawn(apply_reports(reports_rx, action_route.subscribe()));
         let connectors = Connectors::start(&config.cmms, &store, &reports, telemetry.cmms_stats());
@@ -296,6 +322,10 @@ impl Gateway {
             reporter,
             current,
             edge_node,
+            orders,
+            desk,
+            desk_trigger,
+            desk_route,
         })
     }
 
@@ -381,8 +411,17 @@ impl Gateway {
             &telemetry,
             &self.current,
         );
-        self.action_route
-            .send_replace(ActionRoute::of(&new, self.inbound_tx.clone()));
+        self.action_route.send_replace(ActionRoute::of(
+            &new,
+            self.inbound_tx.clone(),
+            self.orders.clone(),
+        ));
+        // Writes judged from now on see the new tags and go to the new
+        // links; the rate book carries over.
+        self.desk_route.send_replace(DeskRoute {
+            config: Arc::new(new.clone()),
+            writers: self.acquisition.writers.clone(),
+        });
         // The connectors take the new sections, and what a CMMS refused is
         // tried again (a reload is how a fixed asset mapping is applied).
         self.connectors.stop().await;
@@ -430,6 +469,10 @@ impl Gateway {
         self.connectors.stop().await;
         drop(self.reports);
         let orderly = tokio::time::timeout(deadline, async {
+            // First, while the links still run: a write under way is
+            // finished and recorded, a command not started is refused.
+            self.desk_trigger.trigger();
+            self.desk.stopped().await;
             self.acquisition.stop().await;
             deliver_last(&self.store, &self.stats).await;
             self.forwarding.stop().await;
@@ -521,6 +564,8 @@ struct Acquisition {
     /// gateway dead.
     batches: Option<mpsc::Sender<Batch>>,
     pipeline: Option<JoinHandle<Drained>>,
+    /// The links' write queues, for the write desk.
+    writers: Writers,
 }
 
 impl Acquisition {
@@ -536,8 +581,8 @@ impl Acquisition {
         let rules = rules.with_sparkplug(sparkplug.clone());
         let (trigger, listener) = shutdown::channel();
         let (batch_tx, batch_rx) = mpsc::channel::<Batch>(BATCH_CHANNEL_CAPACITY);
-        let pollers =
-            modbus::spawn_pollers_observed(telemetry.probes(), batch_tx.clone(), &listener);
+        let (pollers, writers) =
+            modbus::spawn_pollers_writable(telemetry.probes(), batch_tx.clone(), &listener);
         let pipeline = tokio::spawn(pipeline::run(
             batch_rx,
             inbound,
@@ -559,6 +604,7 @@ impl Acquisition {
             pollers,
             batches: Some(batch_tx),
             pipeline: Some(pipeline),
+            writers,
         }
     }
 

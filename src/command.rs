@@ -265,3 +265,32 @@ impl WriteOrder {
 /// Capacity of the channel into the write desk: commands are rare; a
 /// burst beyond this is refused as busy rather than queued late.
 pub const ORDERS_CAPACITY: usize = 64;
+
+/// Counters of the write desk, read by the metrics and the status.
+#[derive(Debug, Default)]
+pub struct WriteStats {
+    /// Commands received, by any path.
+    pub received: std::sync::atomic::AtomicU64,
+    /// Results `rejected`.
+    pub rejected: std::sync::atomic::AtomicU64,
+    /// Results `written`.
+    pub written: std::sync::atomic::AtomicU64,
+    /// Results `verified`.
+    pub verified: std::sync::atomic::AtomicU64,
+    /// Results `unknown`.
+    pub unknown: std::sync::atomic::AtomicU64,
+}
+
+impl WriteStats {
+    /// Counts one result.
+    pub fn count(&self, result: &WriteResult) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let counter = match result {
+            WriteResult::Rejected(_) => &self.rejected,
+            WriteResult::Written { .. } => &self.written,
+            WriteResult::Verified => &self.verified,
+            WriteResult::Unknown(_) => &self.unknown,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+}

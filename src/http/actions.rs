@@ -36,6 +36,7 @@ use serde_json::{Value as JsonValue, json};
 use tokio::sync::{mpsc, watch};
 
 use super::HttpState;
+use crate::command::WriteOrder;
 use crate::config::{Config, InboundAuth, Secret};
 use crate::contract::inbound::{self, OperatorAction, Request as InboundRequest, Who};
 use crate::mqtt::forwarder::Inbound;
@@ -54,12 +55,19 @@ pub struct ActionRoute {
     /// Who may push work-order statuses (`[[cmms]] inbound_*`): the
     /// connector's name and its credential.
     pub cmms: Arc<Vec<(String, InboundAuth)>>,
+    /// The write desk.
+    pub writes: mpsc::Sender<WriteOrder>,
 }
 
 impl ActionRoute {
     /// The route of `config`'s pipeline.
-    pub fn of(config: &Config, inbound: mpsc::Sender<Inbound>) -> ActionRoute {
+    pub fn of(
+        config: &Config,
+        inbound: mpsc::Sender<Inbound>,
+        writes: mpsc::Sender<WriteOrder>,
+    ) -> ActionRoute {
         ActionRoute {
+            writes,
             rules: Arc::new(config.rules.iter().map(|r| r.name.clone()).collect()),
             inbound,
             cmms: Arc::new(

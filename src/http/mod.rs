@@ -7,6 +7,7 @@
 //! | `/api/events` | the status page | server-sent events: trends, then the status, live ([`events`]) |
 //! | `/api/trend` | the status page, `curl` | every tag's last minutes, JSON |
 //! | `/api/alarms/{rule}/ack`, `…/shelve` | the page's buttons | POST, with the bearer token when `[http] allow_actions` ([`actions`]) |
+//! | `/api/tags/{device}/{tag}/write` | the page's write dialog | POST, the same gate; answers with the write's result ([`write`]) |
 //! | `/healthz` | liveness (systemd, a supervisor) | `200 ok` while the pipeline task reports, else 503 |
 //! | `/readyz` | readiness | 200 when the config is loaded and the store answers, else 503; JSON with each part |
 //! | `/metrics` | Prometheus | text format 0.0.4 |
@@ -35,7 +36,7 @@
 //! rather than a queue. Event streams count apart, at most
 //! [`events::MAX_STREAMS`]. A handler waits at most [`STORE_WAIT`] for
 //! the store thread: a store too busy to answer shows as `fieldgate_store_up
-//! 0` rather than a hung scrape. Only the two action endpoints change
+//! 0` rather than a hung scrape. Only the action endpoints (acknowledge, shelve, write) change
 //! anything, and only with the token; there is no TLS, so an address
 //! beyond this machine without a token is warned about.
 
@@ -46,6 +47,7 @@ mod health;
 mod metrics;
 mod page;
 mod status;
+mod write;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -340,6 +342,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/alarms/{rule}/ack", post(actions::ack))
         .route("/api/alarms/{rule}/shelve", post(actions::shelve))
         .route("/api/workorders/{id}/status", post(cmms_status::push))
+        .route("/api/tags/{device}/{tag}/write", post(write::write))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))

@@ -107,6 +107,14 @@ pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceSeen>], actions: bool) -> 
         },
         "cmms": s.cmms.iter().map(|c| connector(c, s.at)).collect::<Vec<_>>(),
         "sparkplug": s.sparkplug.as_ref().map(sparkplug),
+        "writes": {
+            "writable_tags": s.writes.writable_tags,
+            "received": s.writes.received,
+            "rejected": s.writes.rejected,
+            "written": s.writes.written,
+            "verified": s.writes.verified,
+            "unknown": s.writes.unknown,
+        },
     })
 }
 
@@ -233,6 +241,7 @@ fn device(d: &DeviceSnapshot, m: &DeviceSeen) -> JsonValue {
                         "value": r.value.as_ref().map(|v| value(v, Some(tag))),
                         "unit": tag.unit,
                         "quality": r.quality.to_string(),
+                        "write": write_access(tag),
                     }))
                 })
                 .collect::<Vec<_>>(),
@@ -243,7 +252,7 @@ fn device(d: &DeviceSnapshot, m: &DeviceSeen) -> JsonValue {
             m.device()
                 .tags
                 .iter()
-                .map(|tag| json!({ "name": tag.name, "value": null, "unit": tag.unit, "quality": null }))
+                .map(|tag| json!({ "name": tag.name, "value": null, "unit": tag.unit, "quality": null, "write": write_access(tag) }))
                 .collect(),
         ),
     });
@@ -259,6 +268,22 @@ fn device(d: &DeviceSnapshot, m: &DeviceSeen) -> JsonValue {
         "polls_ok": d.polls[0],
         "polls_failed": d.polls[1],
         "tags": tags,
+    })
+}
+
+/// What may be written to a tag (`null` when it is not writable): what
+/// the page's write dialog offers and checks before asking the gateway.
+fn write_access(tag: &Tag) -> JsonValue {
+    let Some(w) = &tag.write else {
+        return JsonValue::Null;
+    };
+    json!({
+        "min": w.min,
+        "max": w.max,
+        "allowed": w.allowed.iter().map(|v| value(v, None)).collect::<Vec<_>>(),
+        "max_rate": w.max_rate,
+        "confirm": w.confirm,
+        "type": tag.data_type.name(),
     })
 }
 

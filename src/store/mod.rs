@@ -354,17 +354,24 @@ pub enum HistoryKind {
     Alarm,
     /// A work order was raised, updated, held, or changed by the CMMS.
     WorkOrder,
+    /// A write command and its result.
+    Write,
 }
 
 impl HistoryKind {
     /// Every kind, for parsing.
-    const ALL: [HistoryKind; 2] = [HistoryKind::Alarm, HistoryKind::WorkOrder];
+    const ALL: [HistoryKind; 3] = [
+        HistoryKind::Alarm,
+        HistoryKind::WorkOrder,
+        HistoryKind::Write,
+    ];
 
     /// The name stored in the `kind` column.
     pub fn as_str(self) -> &'static str {
         match self {
             HistoryKind::Alarm => "alarm",
             HistoryKind::WorkOrder => "workorder",
+            HistoryKind::Write => "write",
         }
     }
 

@@ -54,6 +54,7 @@ pub use sparkplug_view::SparkplugSnapshot;
 pub use trend::{TREND_POINTS, TREND_SPAN, TREND_STEP, Trend};
 
 use crate::cmms::ConnectorStats;
+use crate::command::WriteStats;
 use crate::config::{Config, SparkplugConfig};
 use crate::heartbeat::Heartbeat;
 use crate::modbus::{DeviceMetrics, DeviceSnapshot, LinkSnapshot, Probes};
@@ -109,6 +110,10 @@ pub struct Telemetry {
     rules: Arc<watch::Sender<Arc<RulesView>>>,
     /// The pipeline's heartbeat (also fed to the systemd watchdog).
     heartbeat: Heartbeat,
+    /// The write desk's counters (carried over reloads).
+    writes: Arc<WriteStats>,
+    /// Writable tags in the running config.
+    writable_tags: usize,
 }
 
 /// Everything `/metrics` and `/api/status` show, taken at one moment.
@@ -138,6 +143,8 @@ pub struct Snapshot {
     pub cmms: Vec<ConnectorSnapshot>,
     /// The Sparkplug edge node; `None` when `[sparkplug]` is off.
     pub sparkplug: Option<SparkplugSnapshot>,
+    /// The write desk's figures.
+    pub writes: WritesSnapshot,
     /// Time since the pipeline task last published (its heartbeat).
     pub pipeline_idle: Duration,
     /// Time since the process started (monotonic).
@@ -146,6 +153,37 @@ pub struct Snapshot {
     /// `None` when it would not say. Timestamps made while it is not may
     /// be wrong.
     pub clock_synced: Option<bool>,
+}
+
+/// The write desk's figures at one moment (counts since the start).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WritesSnapshot {
+    /// Writable tags in the running configuration.
+    pub writable_tags: usize,
+    /// Commands received, by any path.
+    pub received: u64,
+    /// Results `rejected`.
+    pub rejected: u64,
+    /// Results `written`.
+    pub written: u64,
+    /// Results `verified`.
+    pub verified: u64,
+    /// Results `unknown`.
+    pub unknown: u64,
+}
+
+impl WritesSnapshot {
+    fn of(stats: &WriteStats, writable_tags: usize) -> WritesSnapshot {
+        use std::sync::atomic::Ordering::Relaxed;
+        WritesSnapshot {
+            writable_tags,
+            received: stats.received.load(Relaxed),
+            rejected: stats.rejected.load(Relaxed),
+            written: stats.written.load(Relaxed),
+            verified: stats.verified.load(Relaxed),
+            unknown: stats.unknown.load(Relaxed),
+        }
+    }
 }
 
 /// The forwarder's figures at one moment.
@@ -223,6 +261,13 @@ impl Telemetry {
             cmms_kinds: config.cmms.iter().map(|c| c.kind.as_str()).collect(),
             rules: Arc::new(watch::Sender::new(Arc::new(RulesView::default()))),
             heartbeat: Heartbeat::new(),
+            writes: Arc::new(WriteStats::default()),
+            writable_tags: config
+                .devices
+                .iter()
+                .flat_map(|d| &d.tags)
+                .filter(|t| t.write.is_some())
+                .count(),
         }
     }
 
@@ -249,6 +294,7 @@ impl Telemetry {
         }
         next.rules = self.rules.clone();
         next.heartbeat = self.heartbeat.clone();
+        next.writes = self.writes.clone();
         next
     }
 
@@ -270,6 +316,11 @@ impl Telemetry {
     /// The counters the forwarder writes (give it this one).
     pub fn mqtt_stats(&self) -> Arc<ForwarderStats> {
         self.mqtt.clone()
+    }
+
+    /// The write desk's counters (shared with the desk).
+    pub fn write_stats(&self) -> Arc<WriteStats> {
+        self.writes.clone()
     }
 
     /// The figures the Sparkplug edge node writes (give it this one).
@@ -391,6 +442,7 @@ impl Telemetry {
             process,
             cmms: cmms_view::connectors(&self.cmms_named(), sinks),
             sparkplug,
+            writes: WritesSnapshot::of(&self.writes, self.writable_tags),
             pipeline_idle: self.pipeline_idle(),
             uptime: self.info.booted.elapsed(),
             clock_synced: crate::clock::wall_clock_synced(),

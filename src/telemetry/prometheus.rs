@@ -33,6 +33,7 @@ pub fn render(s: &Snapshot) -> String {
     outbox(&mut out, s);
     mqtt(&mut out, s);
     sparkplug(&mut out, s);
+    writes(&mut out, s);
     cmms(&mut out, s);
     rules(&mut out, s);
     process(&mut out, s);
@@ -561,6 +562,36 @@ fn mqtt(out: &mut Out, s: &Snapshot) {
     for (name, help, v) in counters {
         out.family(name, "counter", help);
         out.int(name, &[], v);
+    }
+}
+
+/// Write-back: the writable tags and every command's result.
+fn writes(out: &mut Out, s: &Snapshot) {
+    let w = &s.writes;
+    out.family(
+        "fieldgate_writable_tags",
+        "gauge",
+        "Tags the running configuration makes writable (writable = true).",
+    );
+    out.int("fieldgate_writable_tags", &[], w.writable_tags as u64);
+    out.family(
+        "fieldgate_writes_received_total",
+        "counter",
+        "Write commands received (MQTT, Sparkplug DCMD, HTTP), refused ones included.",
+    );
+    out.int("fieldgate_writes_received_total", &[], w.received);
+    out.family(
+        "fieldgate_writes_total",
+        "counter",
+        "Write commands by result: rejected (nothing written), written, verified (read back equal), unknown (no answer to the write: it may or may not have happened).",
+    );
+    for (result, n) in [
+        ("rejected", w.rejected),
+        ("written", w.written),
+        ("verified", w.verified),
+        ("unknown", w.unknown),
+    ] {
+        out.int("fieldgate_writes_total", &[("result", result)], n);
     }
 }
 
@@ -1122,6 +1153,7 @@ mod tests {
                 connector("maximo", Some((3, 2, 45))),
                 connector("hook", Some((0, 0, 0))),
             ],
+            writes: crate::telemetry::WritesSnapshot::default(),
             sparkplug: Some(edge_node()),
             pipeline_idle: Duration::from_millis(250),
             uptime: Duration::from_secs(60),
