@@ -42,3 +42,4 @@ mod sparkplug_watch;
 mod store;
 mod tls;
 mod write_back;
+mod writes_cli;
