@@ -42,4 +42,5 @@ mod sparkplug_watch;
 mod store;
 mod tls;
 mod write_back;
+mod write_link;
 mod writes_cli;
