@@ -56,11 +56,25 @@
 //! outbox, within its `max_bytes`, and goes out as history after the next
 //! births. A STATE older than the last one seen is ignored.
 //!
+//! # Writes (DCMD)
+//!
+//! A DCMD metric of a writable tag becomes a [`WriteOrder`] for the write
+//! desk (`EdgeNodeConfig::writes`), which judges it, has the link's task
+//! write it and records it. The node does not wait for it: the report
+//! comes back on the order's own channel while the session goes on, and
+//! is answered with a DDATA of that metric on the session that asked
+//! (published at once, not through the outbox: another session's host
+//! did not ask). It shows the value read back, else the value written,
+//! else the value before, else the latest reading. A write the desk cannot
+//! take (its queue full, stopped, or no desk) is answered at once with the
+//! latest reading. A device that is not born in the session (it died)
+//! gets no answer: its next DBIRTH tells the value.
+//!
 //! # Bad input
 //!
 //! Malformed NCMD, DCMD and STATE payloads, commands for metrics that are
-//! not writable and STATEs of other hosts are logged and counted
-//! ([`EdgeNodeStats`]), never fatal.
+//! unknown or not writable and STATEs of other hosts are logged and
+//! counted ([`EdgeNodeStats`]), never fatal.
 
 mod node;
 
@@ -69,11 +83,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rumqttc::{LastWill, MqttOptions, QoS};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::client::{MqttError, session_options};
 use super::driver;
 use super::forwarder::{BACKOFF_MAX, BACKOFF_START};
+use crate::command::{ORDERS_CAPACITY, WriteOrder};
 use crate::config::{Config, Device, Durability, MqttConfig, SparkplugConfig};
 use crate::contract::sparkplug::session::death_certificate;
 use crate::contract::sparkplug::values::epoch_millis;
@@ -102,6 +118,13 @@ pub const REBIRTH_MIN_INTERVAL: Duration = Duration::from_secs(2);
 pub const NODE_INFO_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a stop waits for its NDEATH and DISCONNECT to be written.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+/// DCMD writes handed to the desk and not answered yet, at most, per
+/// session; a write beyond this is answered at once with the latest
+/// reading, as when the desk is full.
+const MAX_PENDING_WRITES: usize = ORDERS_CAPACITY;
+/// `by` of a DCMD write when no primary host is configured: a DCMD does
+/// not say who sent it.
+pub const DCMD_BY: &str = "sparkplug host";
 /// The store's key of the last `bdSeq` used.
 pub const BD_SEQ_KEY: &str = "sparkplug.bd_seq";
 
@@ -121,6 +144,9 @@ pub struct EdgeNodeConfig {
     /// `[store] durability = "normal"`: a power cut may lose the last
     /// commits, the last `bdSeq` among them (see [`BD_SEQ_SKIP`]).
     pub lossy_store: bool,
+    /// The write desk's queue, where DCMD writes go; `None`: no desk, and
+    /// every DCMD write is answered with the latest reading, unwritten.
+    pub writes: Option<mpsc::Sender<WriteOrder>>,
 }
 
 impl EdgeNodeConfig {
@@ -133,7 +159,25 @@ impl EdgeNodeConfig {
             devices: config.devices.clone(),
             config_hash: config.hash.clone(),
             lossy_store: config.store.durability == Durability::Normal,
+            writes: None,
         })
+    }
+
+    /// The same, with DCMD writes sent to the write desk's queue `orders`.
+    pub fn with_writes(self, orders: mpsc::Sender<WriteOrder>) -> EdgeNodeConfig {
+        EdgeNodeConfig {
+            writes: Some(orders),
+            ..self
+        }
+    }
+
+    /// Who asks, in the record of a DCMD write: the primary host when one
+    /// is configured (only it should command the node), else [`DCMD_BY`].
+    fn writer(&self) -> String {
+        self.sparkplug
+            .primary_host_id
+            .clone()
+            .unwrap_or_else(|| DCMD_BY.to_owned())
     }
 
     fn topics(&self) -> SparkplugTopics {
@@ -173,6 +217,14 @@ pub struct EdgeNodeStats {
     /// Inbound messages refused: malformed, unknown metric, not writable,
     /// a stale STATE.
     pub inbound_refused: AtomicU64,
+    /// DCMD writes handed to the write desk.
+    pub dcmd_writes: AtomicU64,
+    /// DCMD writes the desk could not take (its queue full, stopped, no
+    /// desk, too many waiting): nothing written, answered with the latest
+    /// reading.
+    pub dcmd_busy: AtomicU64,
+    /// DDATA answers to DCMD writes published.
+    pub dcmd_answers: AtomicU64,
 }
 
 impl EdgeNodeStats {

@@ -10,20 +10,30 @@ use std::time::{Instant, SystemTime};
 
 use rumqttc::{Event, Incoming, Outgoing, QoS};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::{
     BARRIER_EVERY, BARRIER_PREFIX, EdgeNodeConfig, EdgeNodeStats, End, GOODBYE_TIMEOUT,
-    MAX_BARRIERS, NODE_INFO_INTERVAL, REBIRTH_MIN_INTERVAL, WINDOW,
+    MAX_BARRIERS, MAX_PENDING_WRITES, NODE_INFO_INTERVAL, REBIRTH_MIN_INTERVAL, WINDOW,
 };
-use crate::contract::sparkplug::inbound::{self, Command};
-use crate::contract::sparkplug::session::{NodeInfo, Out, RowAction, death_certificate};
+use crate::command::{WriteOrder, WriteReport};
+use crate::contract::sparkplug::inbound::{self, Command, MetricWrite, Refusal};
+use crate::contract::sparkplug::session::{
+    NodeInfo, Out, RowAction, answer_value, death_certificate,
+};
 use crate::contract::sparkplug::topics::{InboundTopic, RowKind};
 use crate::contract::sparkplug::values::epoch_millis;
 use crate::contract::sparkplug::{Session, SharedCurrent, SparkplugTopics};
 use crate::mqtt::driver::{Link, LoopMsg};
 use crate::shutdown::Shutdown;
 use crate::store::{Lane, Row, StoreError, StoreHandle};
+use crate::tag::Value;
+
+/// A DCMD write waiting for its report: the device, the tag, and the
+/// report (`None` when the desk dropped the order unanswered).
+type Answer = (String, String, Option<WriteReport>);
 
 /// Sleeps until `at`, or for ever without it.
 async fn rebirth_due(at: Option<Instant>) {
@@ -79,6 +89,10 @@ pub(super) struct Node<'a> {
     rebirth_wanted: bool,
     last_birth: Option<Instant>,
     node_info: Option<NodeInfo>,
+    /// DCMD writes handed to the desk, each waiting for its report (at
+    /// most [`MAX_PENDING_WRITES`]); dropped with the session, whose host
+    /// alone asked.
+    pending: JoinSet<Answer>,
 }
 
 impl<'a> Node<'a> {
@@ -121,6 +135,7 @@ impl<'a> Node<'a> {
             rebirth_wanted: false,
             last_birth: None,
             node_info: None,
+            pending: JoinSet::new(),
         }
     }
 
@@ -139,6 +154,7 @@ impl<'a> Node<'a> {
             if let Err(end) = self.pump().await {
                 break end;
             }
+            let rebirth_at = self.rebirth_at();
             tokio::select! {
                 () = shutdown.recv() => break End::Stopped,
                 msg = events.recv() => match msg {
@@ -153,7 +169,14 @@ impl<'a> Node<'a> {
                 }
                 _ = info_tick.tick() => self.node_data().await,
                 // A rebirth asked for too soon after the last one.
-                () = rebirth_due(self.rebirth_at()) => {}
+                () = rebirth_due(rebirth_at) => {}
+                Some(done) = self.pending.join_next(), if !self.pending.is_empty() => {
+                    // A waiting task cannot fail but by being aborted,
+                    // which only the end of the session does.
+                    if let Ok((device, tag, report)) = done {
+                        self.answer(&device, &tag, report.as_ref());
+                    }
+                }
             }
         };
         if matches!(end, End::Stopped) {
@@ -494,17 +517,18 @@ impl<'a> Node<'a> {
                 }
             }
             Event::Incoming(Incoming::Publish(p)) => {
-                return self.on_message(&p.topic, &p.payload).await;
+                return self.on_message(&p.topic, &p.payload, p.retain).await;
             }
             _ => {}
         }
         None
     }
 
-    async fn on_message(&mut self, topic: &str, payload: &[u8]) -> Option<End> {
+    async fn on_message(&mut self, topic: &str, payload: &[u8], retain: bool) -> Option<End> {
         let topics = self.session.topics().clone();
+        let stats = self.stats.clone();
         let refuse = |what: &str, detail: &str| {
-            EdgeNodeStats::bump(&self.stats.inbound_refused);
+            EdgeNodeStats::bump(&stats.inbound_refused);
             warn!(%topic, detail, "sparkplug: {what}");
         };
         match topics.parse_inbound(topic) {
@@ -517,7 +541,9 @@ impl<'a> Node<'a> {
                                     EdgeNodeStats::bump(&self.stats.rebirth_requests);
                                     self.rebirth_wanted = true;
                                 }
-                                Command::Refused { metric } => refuse(
+                                // A write is a DCMD's, never an NCMD's.
+                                Command::Refused { metric, .. }
+                                | Command::Write(MetricWrite { tag: metric, .. }) => refuse(
                                     "NCMD for a metric that takes no command; refused",
                                     &metric,
                                 ),
@@ -527,20 +553,36 @@ impl<'a> Node<'a> {
                     Err(e) => refuse("malformed NCMD ignored", &e.to_string()),
                 }
             }
-            Some(InboundTopic::DeviceCommand { device }) => match inbound::device_commands(payload)
-            {
-                Ok(commands) => {
-                    for c in commands {
-                        if let Command::Refused { metric } = c {
-                            refuse(
-                                "DCMD refused: no metric is writable",
-                                &format!("{device}/{metric}"),
-                            );
+            Some(InboundTopic::DeviceCommand { device }) => {
+                match inbound::device_commands(payload, device, self.session.catalog(), retain) {
+                    Ok(commands) => {
+                        for c in commands {
+                            match c {
+                                Command::Write(w) => self.write(w),
+                                Command::Refused {
+                                    metric,
+                                    why: Refusal::NotWritable,
+                                } => refuse(
+                                    "DCMD for a metric that is not writable refused \
+                                     (a tag takes writes with `writable = true`; alarm \
+                                     metrics never do)",
+                                    &format!("{device}/{metric}"),
+                                ),
+                                Command::Refused {
+                                    metric,
+                                    why: Refusal::Unknown,
+                                } => refuse(
+                                    "DCMD for an unknown metric refused",
+                                    &format!("{device}/{metric}"),
+                                ),
+                                // Not a command of a device.
+                                Command::Rebirth => {}
+                            }
                         }
                     }
+                    Err(e) => refuse("malformed DCMD ignored", &e.to_string()),
                 }
-                Err(e) => refuse("malformed DCMD ignored", &e.to_string()),
-            },
+            }
             Some(InboundTopic::State { host }) => {
                 if self.cfg.sparkplug.primary_host_id.as_deref() != Some(host) {
                     refuse("STATE of another host ignored", host);
@@ -578,6 +620,90 @@ impl<'a> Node<'a> {
             None => debug!(%topic, "sparkplug: message on a topic not ours"),
         }
         None
+    }
+
+    /// Hands a DCMD write to the desk without waiting; its report is
+    /// answered when it comes ([`Node::answer`]). A write the desk cannot
+    /// take now is answered at once with the latest reading: nothing was
+    /// written, and the host must not keep showing its own value.
+    fn write(&mut self, w: MetricWrite) {
+        let (device, tag) = (w.device.clone(), w.tag.clone());
+        let command = w.command(Some(self.cfg.writer()), SystemTime::now());
+        let busy = match &self.cfg.writes {
+            None => Some("write-back is not running"),
+            Some(_) if self.pending.len() >= MAX_PENDING_WRITES => {
+                Some("too many writes waiting for their result")
+            }
+            Some(orders) => {
+                let (order, reply) = WriteOrder::waited(command);
+                match orders.try_send(order) {
+                    Ok(()) => {
+                        EdgeNodeStats::bump(&self.stats.dcmd_writes);
+                        debug!(%device, %tag, "sparkplug: DCMD write handed to the desk");
+                        let (d, t) = (device.clone(), tag.clone());
+                        self.pending.spawn(async move { (d, t, reply.await.ok()) });
+                        None
+                    }
+                    Err(TrySendError::Full(_)) => Some("the write desk's queue is full"),
+                    Err(TrySendError::Closed(_)) => Some("the write desk is stopped"),
+                }
+            }
+        };
+        if let Some(why) = busy {
+            EdgeNodeStats::bump(&self.stats.dcmd_busy);
+            warn!(%device, %tag, why, "sparkplug: DCMD write not taken; nothing written");
+            self.answer(&device, &tag, None);
+        }
+    }
+
+    /// The DDATA answering a DCMD write to `device`/`tag`: what `report`
+    /// says the device holds, or else the latest reading. Skipped when the
+    /// device is not born in this session (its next DBIRTH tells).
+    fn answer(&mut self, device: &str, tag: &str, report: Option<&WriteReport>) {
+        let from_report = report.and_then(|r| Some((answer_value(r)?, epoch_millis(r.at))));
+        let (value, good, at) = match from_report {
+            Some((value, at)) => (Some(value), true, at),
+            None => self.latest(device, tag),
+        };
+        match self
+            .session
+            .metric_data(device, tag, value.as_ref(), good, at)
+        {
+            Some(out) => {
+                if self.publish(out) {
+                    EdgeNodeStats::bump(&self.stats.dcmd_answers);
+                }
+            }
+            None => {
+                debug!(%device, %tag, "sparkplug: no answer to a write: the device is not born")
+            }
+        }
+    }
+
+    /// The latest reading of `device`/`tag`: its value (when good), its
+    /// quality and its stamp; null and bad, stamped now, if never read.
+    fn latest(&self, device: &str, tag: &str) -> (Option<Value>, bool, u64) {
+        let index = self
+            .cfg
+            .devices
+            .iter()
+            .find(|d| d.name == device)
+            .and_then(|d| d.tags.iter().position(|t| t.name == tag));
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let reading = index.and_then(|i| {
+            current
+                .devices
+                .get(device)?
+                .readings
+                .get(i)?
+                .as_ref()
+                .cloned()
+        });
+        match reading {
+            Some((r, at)) if r.quality.is_good() => (r.value, true, at),
+            Some((_, at)) => (None, false, at),
+            None => (None, false, epoch_millis(SystemTime::now())),
+        }
     }
 
     /// NDATA of the node metrics that changed.
