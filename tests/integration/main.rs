@@ -39,5 +39,6 @@ mod sim;
 mod sparkplug;
 mod sparkplug_surface;
 mod sparkplug_watch;
+mod sparkplug_write;
 mod store;
 mod tls;
