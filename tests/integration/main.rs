@@ -39,6 +39,7 @@ mod sim;
 mod sparkplug;
 mod sparkplug_surface;
 mod sparkplug_watch;
+mod sparkplug_write;
 mod store;
 mod tls;
 mod write_back;
