@@ -275,7 +275,13 @@ impl Gateway {
             hash_rx,
         );
         let current = SharedCurrent::default();
-        let edge_node = EdgeNode::start(&config, &store, &current, telemetry.sparkplug_stats());
+        let edge_node = EdgeNode::start(
+            &config,
+            &store,
+            &current,
+            telemetry.sparkplug_stats(),
+            &orders,
+        );
         let acquisition =
             Acquisition::start(&config, rules, &store, inbound_rx, &telemetry, &current);
         let (desk_route, desk_route_rx) = watch::channel(DeskRoute {
@@ -402,6 +408,7 @@ impl Gateway {
             &self.store,
             &self.current,
             telemetry.sparkplug_stats(),
+            &self.orders,
         );
         self.acquisition = Acquisition::start(
             &new,
@@ -645,11 +652,12 @@ impl EdgeNode {
         store: &StoreHandle,
         current: &SharedCurrent,
         stats: Arc<EdgeNodeStats>,
+        orders: &mpsc::Sender<WriteOrder>,
     ) -> EdgeNode {
         let (trigger, listener) = shutdown::channel();
         let task = EdgeNodeConfig::of(config).map(|cfg| {
             tokio::spawn(sparkplug::run(
-                cfg,
+                cfg.with_writes(orders.clone()),
                 store.clone(),
                 current.clone(),
                 stats,
