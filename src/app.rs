@@ -639,6 +639,8 @@ impl Forwarding {
             ForwarderConfig::from_config(config, started),
             store.clone(),
             inbound,
+            // The write desk's channel: wired by the write-back work.
+            None,
             stats,
             listener,
             Some(config_hash),
