@@ -271,6 +271,7 @@ impl Gateway {
             started,
             &store,
             inbound_tx.clone(),
+            orders.clone(),
             stats.clone(),
             hash_rx,
         );
@@ -464,6 +465,7 @@ impl Gateway {
             self.started,
             &self.store,
             self.inbound_tx.clone(),
+            self.orders.clone(),
             self.stats.clone(),
             hash_rx,
         );
@@ -685,6 +687,7 @@ impl Forwarding {
         started: SystemTime,
         store: &StoreHandle,
         inbound: mpsc::Sender<Inbound>,
+        writes: mpsc::Sender<WriteOrder>,
         stats: Arc<ForwarderStats>,
         config_hash: watch::Receiver<String>,
     ) -> Forwarding {
@@ -693,6 +696,7 @@ impl Forwarding {
             ForwarderConfig::from_config(config, started),
             store.clone(),
             inbound,
+            Some(writes),
             stats,
             listener,
             Some(config_hash),

@@ -43,5 +43,6 @@ mod sparkplug_write;
 mod store;
 mod tls;
 mod write_back;
+mod write_contract;
 mod write_link;
 mod writes_cli;
