@@ -115,6 +115,9 @@ pub fn summary(config: &Config) -> String {
     if let Some(s) = &config.sparkplug {
         out.push_str(&format!("  {:<16} {}\n", "sparkplug", s.summary()));
     }
+    if let Some(w) = config.writes_summary() {
+        out.push_str(&format!("  {:<16} {w}\n", "writes"));
+    }
     out
 }
 

@@ -4,7 +4,8 @@
 //! form (`name,address,type,scale,unit,...`); empty cells take the
 //! defaults. Column names are matched without regard to case or
 //! surrounding spaces, since spreadsheets add both. A `#` at the start of
-//! a row's first cell makes the row a comment.
+//! a row's first cell makes the row a comment. The values of a writable
+//! tag's `allowed` share one cell, separated by `|` (`0|1|2`).
 
 use std::path::Path;
 

@@ -17,8 +17,16 @@ pub struct ConfigChanges {
     /// CMMS connectors (`[[cmms]]`), by name.
     pub cmms: NamedChanges,
     /// Whole sections that differ: `gateway`, `mqtt`, `store`, `http`,
-    /// `sparkplug` (added or removed included), `alarms`, `workorders`.
+    /// `sparkplug` (added or removed included), `writes`, `alarms`,
+    /// `workorders`.
     pub sections: Vec<&'static str>,
+    /// What may now be written to the plant that could not before, and
+    /// the reverse, item by item: `pump1.setpoint made writable`,
+    /// `pump1.setpoint no longer writable`, `pump1.setpoint min, max`
+    /// (the keys that changed), `pump1 write_functions`. Who may change
+    /// what in the plant deserves its own words in the config log; the
+    /// devices concerned are also in `devices`.
+    pub writes: Vec<String>,
 }
 
 /// Added, removed and changed items of one list, by name.
@@ -70,6 +78,7 @@ impl ConfigChanges {
         differs("store", old.store == new.store);
         differs("http", old.http == new.http);
         differs("sparkplug", old.sparkplug == new.sparkplug);
+        differs("writes", old.writes == new.writes);
         differs("alarms", old.alarms == new.alarms);
         differs("workorders", old.workorders == new.workorders);
         ConfigChanges {
@@ -79,6 +88,7 @@ impl ConfigChanges {
             meters: NamedChanges::between(&old.meters, &new.meters, |m| &m.name),
             cmms: NamedChanges::between(&old.cmms, &new.cmms, |c| &c.name),
             sections,
+            writes: write_changes(old, new),
         }
     }
 
@@ -90,6 +100,7 @@ impl ConfigChanges {
             && self.meters.is_empty()
             && self.cmms.is_empty()
             && self.sections.is_empty()
+            && self.writes.is_empty()
     }
 
     /// Whether `[section]` differs.
@@ -130,6 +141,9 @@ impl ConfigChanges {
                 }
             }
         }
+        if !self.writes.is_empty() {
+            parts.push(format!("writes: {}", self.writes.join(", ")));
+        }
         for s in &self.sections {
             parts.push(format!("[{s}] changed"));
         }
@@ -139,6 +153,66 @@ impl ConfigChanges {
             parts.join("; ")
         }
     }
+}
+
+/// The write-back changes between `old` and `new` (see
+/// [`ConfigChanges::writes`]): devices in file order, each device's own
+/// settings before its tags.
+fn write_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for device in &new.devices {
+        let before = old.device(&device.name);
+        if let Some(before) = before {
+            let mut keys = Vec::new();
+            if before.write_functions != device.write_functions {
+                keys.push("write_functions");
+            }
+            if before.write_during_poll != device.write_during_poll {
+                keys.push("write_during_poll");
+            }
+            if !keys.is_empty() {
+                out.push(format!("{} {}", device.name, keys.join(", ")));
+            }
+        }
+        for tag in &device.tags {
+            let full = format!("{}.{}", device.name, tag.name);
+            let was = before
+                .and_then(|d| d.tag(&tag.name))
+                .and_then(|t| t.write.as_ref());
+            match (was, &tag.write) {
+                (None, Some(_)) => out.push(format!("{full} made writable")),
+                (Some(_), None) => out.push(format!("{full} no longer writable")),
+                (Some(a), Some(b)) if a != b => {
+                    let keys: Vec<&str> = [
+                        ("min", a.min != b.min),
+                        ("max", a.max != b.max),
+                        ("allowed", a.allowed != b.allowed),
+                        ("max_rate", a.max_rate != b.max_rate),
+                        ("confirm", a.confirm != b.confirm),
+                    ]
+                    .into_iter()
+                    .filter(|(_, differs)| *differs)
+                    .map(|(key, _)| key)
+                    .collect();
+                    out.push(format!("{full} {}", keys.join(", ")));
+                }
+                _ => {}
+            }
+        }
+    }
+    // Writable tags whose device or tag is gone.
+    for device in &old.devices {
+        for tag in device.tags.iter().filter(|t| t.write.is_some()) {
+            if new
+                .device(&device.name)
+                .and_then(|d| d.tag(&tag.name))
+                .is_none()
+            {
+                out.push(format!("{}.{} no longer writable", device.name, tag.name));
+            }
+        }
+    }
+    out
 }
 
 /// The summary of a configuration at start, for the config log.
@@ -154,6 +228,10 @@ pub fn started_summary(config: &Config) -> String {
     // connectors reads as it always has.
     if !config.cmms.is_empty() {
         out.push_str(&format!(", {} cmms", config.cmms.len()));
+    }
+    let (writable, _) = config.writable();
+    if writable > 0 {
+        out.push_str(&format!(", {writable} writable tags"));
     }
     out
 }
@@ -251,6 +329,70 @@ port = 1884
         );
         let c = ConfigChanges::between(&on, &renamed);
         assert!(c.section("sparkplug") && c.section("gateway"), "{c:?}");
+    }
+
+    #[test]
+    fn write_changes_are_named_tag_by_tag() {
+        let with = |device: &str, tags: &str, writes: &str| {
+            format!(
+                "[gateway]\nid = \"gw\"\n[http]\nlisten = \"\"\n{writes}\
+                 [[devices]]\nname = \"plc\"\ntcp = \"127.0.0.1:5020\"\n{device}tags = [\n{tags}]\n"
+            )
+        };
+        let tags = "{ name = \"sp\", address = 40001, writable = true, min = 0, max = 100 },\n\
+                    { name = \"pv\", address = 30001 },\n";
+        let base = load(&with("", tags, ""));
+        assert!(ConfigChanges::between(&base, &base).is_empty());
+        assert_eq!(
+            started_summary(&base),
+            "started: 1 devices, 0 buses, 0 rules, 0 meters, 1 writable tags"
+        );
+
+        let bounds = load(&with(
+            "",
+            &tags.replace("max = 100", "max = 90, max_rate = 2"),
+            "",
+        ));
+        let c = ConfigChanges::between(&base, &bounds);
+        assert_eq!(c.writes, ["plc.sp max, max_rate"]);
+        assert_eq!(
+            c.summary(),
+            "devices changed: plc; writes: plc.sp max, max_rate"
+        );
+
+        let more = tags.replace(
+            "{ name = \"pv\", address = 30001 }",
+            "{ name = \"mode\", address = 40002, writable = true, allowed = [1, 2] }",
+        );
+        let c = ConfigChanges::between(&base, &load(&with("", &more, "")));
+        assert_eq!(c.writes, ["plc.mode made writable"]);
+        let c = ConfigChanges::between(&load(&with("", &more, "")), &base);
+        assert_eq!(c.writes, ["plc.mode no longer writable"]);
+
+        let off = tags.replace(", writable = true, min = 0, max = 100", "");
+        let c = ConfigChanges::between(&base, &load(&with("", &off, "")));
+        assert_eq!(c.writes, ["plc.sp no longer writable"]);
+
+        let device = load(&with(
+            "write_functions = [16]\nwrite_during_poll = true\n",
+            tags,
+            "",
+        ));
+        let c = ConfigChanges::between(&base, &device);
+        assert_eq!(c.writes, ["plc write_functions, write_during_poll"]);
+        assert_eq!(c.devices.changed, ["plc"]);
+
+        let age = load(&with("", tags, "[writes]\nmax_age = \"30s\"\n"));
+        let c = ConfigChanges::between(&base, &age);
+        assert!(c.writes.is_empty() && c.devices.is_empty(), "{c:?}");
+        assert_eq!(c.summary(), "[writes] changed");
+
+        // A device gone takes its writable tags with it.
+        let c = ConfigChanges::between(&base, &load(BASE));
+        assert!(
+            c.writes.contains(&"plc.sp no longer writable".to_owned()),
+            "{c:?}"
+        );
     }
 
     #[test]

@@ -78,6 +78,12 @@ pub const SPARKPLUG_NAMESPACE: &str = "spBv1.0";
 /// every message and in every subscription of a host application.
 pub const SPARKPLUG_ID_MAX: usize = 64;
 
+/// The most registers one write (FC16) takes: the request's 253-byte PDU
+/// holds the function code, the address, the count, the byte count and
+/// 123 registers. `check` refuses a writable string longer than this,
+/// since a tag is never written in parts.
+pub const MAX_WRITE_REGISTERS: u16 = 123;
+
 /// A loaded, valid configuration and the warnings found on the way.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -156,6 +162,43 @@ impl Config {
     /// A device by name.
     pub fn device(&self, name: &str) -> Option<&Device> {
         self.devices.iter().find(|d| d.name == name).map(|d| &**d)
+    }
+
+    /// Writable tags, and the devices that have at least one.
+    pub fn writable(&self) -> (usize, usize) {
+        self.devices
+            .iter()
+            .map(|d| d.tags.iter().filter(|t| t.write.is_some()).count())
+            .filter(|n| *n > 0)
+            .fold((0, 0), |(tags, devices), n| (tags + n, devices + 1))
+    }
+
+    /// One line for `fieldgate check`'s summary when any tag is writable:
+    /// `3 writable tags on 2 devices (max_age 10s)`, and the devices whose
+    /// writes may go between the requests of a poll. `None` when nothing
+    /// is writable.
+    pub fn writes_summary(&self) -> Option<String> {
+        let (tags, devices) = self.writable();
+        if tags == 0 {
+            return None;
+        }
+        let s = |n: usize| if n == 1 { "" } else { "s" };
+        let mut out = format!(
+            "{tags} writable tag{} on {devices} device{} (max_age {})",
+            s(tags),
+            s(devices),
+            humantime::format_duration(self.writes.max_age)
+        );
+        let during: Vec<&str> = self
+            .devices
+            .iter()
+            .filter(|d| d.write_during_poll && d.tags.iter().any(|t| t.write.is_some()))
+            .map(|d| d.name.as_str())
+            .collect();
+        if !during.is_empty() {
+            out.push_str(&format!("; during polls on {}", during.join(", ")));
+        }
+        Some(out)
     }
 
     /// The short hash shown to people (first 12 hex digits).
@@ -501,6 +544,25 @@ impl WriteFunctions {
             16 => self.fc16,
             _ => false,
         }
+    }
+
+    /// The function code a write to `tag` goes with, `None` when the
+    /// device accepts none that suits it: FC5 (else FC15) for a coil; FC6
+    /// (else FC16) for one register, a bit of one included (the register
+    /// is read, changed and written back whole); FC16 for more. `check`
+    /// refuses a writable tag without one, and the write plan uses the
+    /// same choice.
+    pub fn for_tag(&self, tag: &Tag) -> Option<u8> {
+        let (single, multiple) = if tag.area == crate::tag::Area::Coil {
+            (Some(5), 15)
+        } else if tag.width() == 1 {
+            (Some(6), 16)
+        } else {
+            (None, 16)
+        };
+        single
+            .filter(|c| self.accepts(*c))
+            .or(Some(multiple).filter(|c| self.accepts(*c)))
     }
 
     /// The accepted codes, lowest first.

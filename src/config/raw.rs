@@ -96,6 +96,13 @@ pub struct RawAlarms {
     pub chatter_quiet: Option<ConfigDuration>,
 }
 
+/// `[writes]`: write-back settings shared by every writable tag.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWrites {
+    pub max_age: Option<ConfigDuration>,
+}
+
 /// `[workorders]`: the flood guard.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,6 +147,8 @@ pub struct RawDevice {
     pub asset: Option<String>,
     pub location: Option<String>,
     pub tags: Option<figment::value::Value>,
+    pub write_functions: Option<Vec<i64>>,
+    pub write_during_poll: Option<bool>,
 }
 
 /// A tag, inline in TOML or a row of a CSV tag map (the CSV's columns
@@ -164,6 +173,12 @@ pub struct RawTag {
     pub description: Option<String>,
     pub asset: Option<String>,
     pub alias: Option<bool>,
+    pub writable: Option<bool>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub allowed: Option<RawAllowed>,
+    pub max_rate: Option<i64>,
+    pub confirm: Option<bool>,
 }
 
 /// The column names a CSV tag map may have (the fields of [`RawTag`]).
@@ -184,7 +199,117 @@ pub const TAG_FIELDS: &[&str] = &[
     "description",
     "asset",
     "alias",
+    "writable",
+    "min",
+    "max",
+    "allowed",
+    "max_rate",
+    "confirm",
 ];
+
+/// What separates the values of `allowed` in one CSV cell (`0|1|2`): the
+/// CSV's own `,` cannot, and `;` is the column separator of spreadsheets
+/// set to a decimal comma, so a `;` list would be split apart on export.
+pub const ALLOWED_SEPARATOR: char = '|';
+
+/// The values a writable tag accepts, as written: a TOML array
+/// (`allowed = [0, 1, 2]`), or one CSV cell whose values are separated
+/// by [`ALLOWED_SEPARATOR`] (`0|1|2`, `true|false`, `auto|manual`). In a
+/// cell each value is read as `true`/`false`, a number, or else text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawAllowed(pub Vec<RawState>);
+
+impl<'de> Deserialize<'de> for RawAllowed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, SeqAccess, Visitor};
+
+        /// One value of an array: a number, a bool or a text.
+        struct Item(RawState);
+        impl<'de> Deserialize<'de> for Item {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(One).map(Item)
+            }
+        }
+
+        struct One;
+        impl Visitor<'_> for One {
+            type Value = RawState;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number, true or false, or a text")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawState, E> {
+                Ok(RawState::Bool(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawState, E> {
+                Ok(RawState::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawState, E> {
+                Ok(i64::try_from(v).map_or(RawState::Float(v as f64), RawState::Int))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawState, E> {
+                Ok(RawState::Float(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawState, E> {
+                Ok(RawState::Text(v.to_string()))
+            }
+        }
+
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawAllowed;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "an array of values like [0, 1, 2] (in a CSV cell: values separated by |, like 0|1|2)",
+                )
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawAllowed, A::Error> {
+                let mut out = Vec::new();
+                while let Some(Item(v)) = seq.next_element()? {
+                    out.push(v);
+                }
+                Ok(RawAllowed(out))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawAllowed, E> {
+                Ok(RawAllowed(vec![RawState::Bool(v)]))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawAllowed, E> {
+                One.visit_i64(v).map(|v| RawAllowed(vec![v]))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawAllowed, E> {
+                One.visit_u64(v).map(|v| RawAllowed(vec![v]))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawAllowed, E> {
+                One.visit_f64(v).map(|v| RawAllowed(vec![v]))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawAllowed, E> {
+                // An empty value (`0||2`) stays an empty text, reported
+                // by resolve: an error raised here would lose its column.
+                Ok(RawAllowed(
+                    v.split(ALLOWED_SEPARATOR)
+                        .map(|part| cell_value(part.trim()))
+                        .collect(),
+                ))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One value of a CSV `allowed` cell: `true`/`false`, a number, or text
+/// ("inf" and "NaN", which parse as floats, stay texts).
+fn cell_value(t: &str) -> RawState {
+    if t.eq_ignore_ascii_case("true") {
+        RawState::Bool(true)
+    } else if t.eq_ignore_ascii_case("false") {
+        RawState::Bool(false)
+    } else if let Ok(i) = t.parse::<i64>() {
+        RawState::Int(i)
+    } else if let Some(x) = t.parse::<f64>().ok().filter(|x| x.is_finite()) {
+        RawState::Float(x)
+    } else {
+        RawState::Text(t.to_string())
+    }
+}
 
 /// A deadband: a number (engineering units) or a percentage of span (`"2%"`).
 #[derive(Debug, Clone, PartialEq)]
@@ -423,6 +548,7 @@ pub const SECTIONS: &[&str] = &[
     "store",
     "http",
     "sparkplug",
+    "writes",
     "alarms",
     "workorders",
     "buses",

@@ -1332,3 +1332,170 @@ session_token_file = "secrets/token"
         "{got:?}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Write-back: writable tags, write functions, `[writes]`.
+
+/// Runs `fieldgate check` on `file`: its exit code and what it printed.
+fn check(file: &Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fieldgate"))
+        .args(["check", "-c"])
+        .arg(file)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// A gateway with two devices that have writable tags, one of them from a
+/// CSV tag map.
+const WRITABLE: &str = r#"[gateway]
+id = "gw1"
+data_dir = "."
+
+[http]
+listen = ""
+
+[writes]
+max_age = "15s"
+
+[[devices]]
+name = "dosing"
+tcp = "127.0.0.1:5020"
+write_functions = [5, 16]
+tags = [
+  { name = "flow_setpoint", address = 40001, type = "f32", writable = true, min = 0.0, max = 250.0 },
+  { name = "fault_reset", address = "00001", writable = true, allowed = [true], confirm = false },
+  { name = "flow", address = 30001, type = "f32" },
+]
+
+[[devices]]
+name = "mixer"
+tcp = "127.0.0.1:5021"
+write_during_poll = true
+tags = "mixer.csv"
+"#;
+
+const MIXER_CSV: &str = "name,address,type,writable,min,max,allowed,max_rate\n\
+                         mode,40001,u16,true,,,0|1|2,6\n\
+                         speed,30001,u16,,,,,\n";
+
+#[test]
+fn check_summarises_the_writable_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mixer.csv"), MIXER_CSV).unwrap();
+    let file = dir.path().join("fieldgate.toml");
+    std::fs::write(&file, WRITABLE).unwrap();
+    let (code, stdout) = check(&file);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains(
+            "\n  writes           3 writable tags on 2 devices (max_age 15s); during polls on mixer\n"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with(": OK\n"), "no warnings: {stdout}");
+
+    let loaded = config::load_with_env(&file, &[]).unwrap();
+    let mixer = loaded.config.device("mixer").unwrap();
+    let mode = mixer.tag("mode").unwrap().write.clone().unwrap();
+    assert_eq!(mode.max_rate, Some(6));
+    assert_eq!(mode.allowed.len(), 3);
+    assert!(mixer.tag("speed").unwrap().write.is_none());
+    assert_eq!(loaded.config.writes.max_age, Duration::from_secs(15));
+
+    // Nothing writable: no line.
+    std::fs::write(&file, MINIMAL).unwrap();
+    let (code, stdout) = check(&file);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(!stdout.contains("writes"), "{stdout}");
+
+    // An unbounded numeric tag is warned about; the config still loads.
+    let open = WRITABLE.replace(", min = 0.0, max = 250.0", "");
+    std::fs::write(&file, &open).unwrap();
+    let (code, stdout) = check(&file);
+    assert_eq!(code, Some(0), "{stdout}");
+    let want = format!(
+        "warning: {}:{}: devices[0].tags[0].writable: any value the register holds can be written (an f32 holds",
+        file.display(),
+        line_of(&open, "flow_setpoint")
+    );
+    assert!(stdout.contains(&want), "want {want}\n{stdout}");
+    assert!(stdout.contains(": OK (1 warning)"), "{stdout}");
+}
+
+#[test]
+fn check_refuses_what_cannot_be_written_with_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fieldgate.toml");
+    // Every mistake at once: one does not hide the next.
+    let csv = "name,address,type,writable,min,max,allowed,max_rate\n\
+               mode,40001,u16,true,,,0;1;2,\n\
+               speed,30001,u16,true,0,1500,,\n\
+               level,40002,u16,,0,,,\n";
+    std::fs::write(dir.path().join("mixer.csv"), csv).unwrap();
+    let text = WRITABLE
+        .replace("write_functions = [5, 16]", "write_functions = [5, 6, 3]")
+        .replace("min = 0.0, max = 250.0", "min = 0.0, max = 1e39")
+        .replace(
+            "{ name = \"flow\", address = 30001, type = \"f32\" }",
+            "{ name = \"flow\", address = 30001, type = \"f32\", writable = true }",
+        )
+        .replace("max_age = \"15s\"", "max_age = \"2h\"");
+    std::fs::write(&file, &text).unwrap();
+    let (code, stdout) = check(&file);
+    assert_eq!(code, Some(1), "{stdout}");
+    let (f, csv_file) = (
+        file.display().to_string(),
+        dir.path().join("mixer.csv").display().to_string(),
+    );
+    let expected = [
+        format!(
+            "error: {f}:{}: writes.max_age: 2h is out of range (1s to 1h)",
+            line_of(&text, "max_age")
+        ),
+        format!(
+            "error: {f}:{}: devices[0].write_functions[2]: function code 3 is not a write function; use 5 (one coil), 6 (one register), 15 (coils) or 16 (registers)",
+            line_of(&text, "write_functions")
+        ),
+        format!(
+            "error: {f}:{}: devices[0].tags[0].max: max 1e39 cannot be written to the register: an f32 holds",
+            line_of(&text, "flow_setpoint")
+        ),
+        format!(
+            "error: {f}:{}: devices[0].tags[2].writable: an input register is read-only: Modbus has no function that writes it; only coils and holding registers can be written",
+            line_of(&text, "name = \"flow\"")
+        ),
+        format!(
+            "error: {csv_file}:2: column allowed: (devices[1].tags[0]) allowed value \"0;1;2\" is a text, not a number: a u16 tag takes numbers (separate the values of a CSV cell with |, like 0|1|2)"
+        ),
+        format!(
+            "error: {csv_file}:3: column writable: (devices[1].tags[1]) an input register is read-only"
+        ),
+        format!(
+            "error: {csv_file}:4: column min: (devices[1].tags[2]) min has no effect: the tag is not writable; add writable = true"
+        ),
+    ];
+    for want in &expected {
+        assert!(stdout.contains(want.as_str()), "want {want}\n{stdout}");
+    }
+    assert!(
+        stdout.contains(&format!(": {} errors, 0 warnings", expected.len())),
+        "{stdout}"
+    );
+
+    // The f32 setpoint without FC16: no code for it.
+    let text = WRITABLE.replace("write_functions = [5, 16]", "write_functions = [5, 6]");
+    std::fs::write(dir.path().join("mixer.csv"), MIXER_CSV).unwrap();
+    std::fs::write(&file, &text).unwrap();
+    let (code, stdout) = check(&file);
+    assert_eq!(code, Some(1), "{stdout}");
+    let want = format!(
+        "error: {f}:{}: devices[0].tags[0].writable: the tag cannot be written: an f32 (2 registers) needs function 16, and device \"dosing\" has write_functions = [5, 6]\n",
+        line_of(&text, "flow_setpoint")
+    );
+    assert!(stdout.contains(&want), "want {want}\n{stdout}");
+    assert!(stdout.contains(": 1 error, 0 warnings"), "{stdout}");
+}

@@ -41,3 +41,4 @@ mod sparkplug_surface;
 mod sparkplug_watch;
 mod store;
 mod tls;
+mod write_back;

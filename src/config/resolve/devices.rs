@@ -8,7 +8,7 @@ use figment::value::Value;
 use sha2::Sha256;
 
 use super::fields::{check_name, duration_in, int_in, required};
-use super::tags;
+use super::{tags, writes};
 use crate::config::csv_tags;
 use crate::config::raw::{RawBus, RawDevice, RawTag};
 use crate::config::report::{Ctx, TagSite};
@@ -267,6 +267,8 @@ pub(super) fn device(
         Duration::from_secs(86_400),
     );
 
+    let write_functions = writes::functions(ctx, field, raw.write_functions);
+
     let tags_field = format!("{field}.tags");
     let mut tags_file = None;
     let sites: Vec<(TagSite, RawTag)> = match raw.tags {
@@ -304,6 +306,7 @@ pub(super) fn device(
         .filter_map(|(site, raw)| tags::tag(ctx, &site, raw, word_order).map(|t| (site, t)))
         .collect::<Vec<_>>();
     tags::check_map(ctx, &name, &tags, max_registers, max_bits);
+    writes::check_codes(ctx, &name, &tags, &write_functions);
 
     Some(Device {
         name,
@@ -322,8 +325,8 @@ pub(super) fn device(
         location: raw.location,
         tags: tags.into_iter().map(|(_, t)| t).collect(),
         tags_file,
-        write_functions: crate::config::WriteFunctions::default(),
-        write_during_poll: false,
+        write_functions,
+        write_during_poll: raw.write_during_poll.unwrap_or(false),
     })
 }
 

@@ -10,9 +10,11 @@
 //!
 //! * [`fields`]: required fields, ranges, durations and names.
 //! * [`sections`]: `[gateway]`, `[mqtt]`, `[store]`, `[http]`,
-//!   `[sparkplug]`, `[alarms]` and `[workorders]`.
+//!   `[sparkplug]`, `[writes]`, `[alarms]` and `[workorders]`.
 //! * [`devices`]: `[[buses]]` and `[[devices]]`.
 //! * [`tags`]: one tag, and the tag map of one device.
+//! * [`writes`]: the write-back keys of a tag and of a device, and
+//!   whether a writable tag can be written at all.
 //! * [`rules`]: `[[rules]]` and `[[meters]]`, with their work-order
 //!   templates.
 //! * [`cmms`]: `[[cmms]]`, the CMMS connectors, and `[bridge]` of
@@ -24,13 +26,14 @@ mod fields;
 mod rules;
 mod sections;
 mod tags;
+mod writes;
 
 use figment::value::{Dict, Value};
 use sha2::Sha256;
 
 use super::raw::{
     RawAlarms, RawBridge, RawBus, RawDevice, RawGateway, RawHttp, RawMeter, RawMqtt, RawRule,
-    RawSparkplug, RawStore, RawWorkOrders,
+    RawSparkplug, RawStore, RawWorkOrders, RawWrites,
 };
 use super::report::Ctx;
 use super::resolved::{Connector, KeyOrder, Placed, Resolved, ResolvedBridge};
@@ -66,6 +69,7 @@ pub(super) fn resolve(
     let http = ctx.read::<RawHttp>("http", root.get("http"));
     let alarms = ctx.read::<RawAlarms>("alarms", root.get("alarms"));
     let workorders = ctx.read::<RawWorkOrders>("workorders", root.get("workorders"));
+    let writes = ctx.read::<RawWrites>("writes", root.get("writes"));
     // Unlike the other sections, `[sparkplug]` is off when it is absent.
     let sparkplug = root
         .get("sparkplug")
@@ -77,6 +81,7 @@ pub(super) fn resolve(
     let http = sections::http(ctx, http.unwrap_or_default());
     let alarms = sections::alarms(ctx, alarms.unwrap_or_default());
     let workorders = sections::workorders(ctx, workorders.unwrap_or_default());
+    let writes = sections::writes(ctx, writes.unwrap_or_default());
     let sparkplug = sparkplug
         .flatten()
         .and_then(|raw| sections::sparkplug(ctx, raw, &gateway, &mqtt));
@@ -142,7 +147,7 @@ pub(super) fn resolve(
         store,
         http,
         sparkplug,
-        writes: crate::config::WritesConfig::default(),
+        writes,
         alarms,
         workorders,
         buses,

@@ -1,6 +1,6 @@
 //! The single-table sections: `[gateway]`, `[mqtt]`, `[store]`, `[http]`,
-//! `[sparkplug]`, `[alarms]` and `[workorders]`, with the secrets they
-//! read.
+//! `[sparkplug]`, `[writes]`, `[alarms]` and `[workorders]`, with the
+//! secrets they read.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use super::fields::{check_name, check_sparkplug_id, check_topic_prefix, duration_in, int_in};
 use crate::config::raw::{
-    RawAlarms, RawGateway, RawHttp, RawMqtt, RawSparkplug, RawStore, RawWorkOrders,
+    RawAlarms, RawGateway, RawHttp, RawMqtt, RawSparkplug, RawStore, RawWorkOrders, RawWrites,
 };
 use crate::config::report::Ctx;
 use crate::config::secret::Secret;
 use crate::config::{
     AlarmConfig, Durability, GatewayConfig, HttpConfig, MqttConfig, Qos, SPARKPLUG_ID_MAX,
-    SparkplugConfig, StoreConfig, TlsConfig, WorkOrderConfig,
+    SparkplugConfig, StoreConfig, TlsConfig, WorkOrderConfig, WritesConfig,
 };
 
 /// `[gateway]`.
@@ -380,6 +380,25 @@ pub(super) fn sparkplug(
         json_readings: raw.json_readings.unwrap_or(true),
         client_id,
     })
+}
+
+/// `[writes]`. `max_age` is at least 1s: a command's age is its `ts`
+/// against the gateway's clock, and two clocks on a plant network agree
+/// to about a second at best, so less would refuse good commands for the
+/// clocks alone. At most 1h: a setpoint or a reset is someone's decision
+/// about the plant as it was; an hour later it may no longer hold, and
+/// whoever still wants it sends it again.
+pub(super) fn writes(ctx: &mut Ctx, raw: RawWrites) -> WritesConfig {
+    WritesConfig {
+        max_age: duration_in(
+            ctx,
+            "writes.max_age",
+            raw.max_age,
+            WritesConfig::default().max_age,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        ),
+    }
 }
 
 /// `[alarms]`.

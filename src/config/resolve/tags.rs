@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use super::writes::{self, RawWrite};
 use crate::config::address;
 use crate::config::problem::Severity;
 use crate::config::raw::{RawDeadband, RawTag};
@@ -12,12 +13,20 @@ use crate::tag::{Area, DataType, Deadband, Tag, WordOrder};
 pub(super) fn tag(
     ctx: &mut Ctx,
     site: &TagSite,
-    raw: RawTag,
+    mut raw: RawTag,
     default_order: WordOrder,
 ) -> Option<Tag> {
     let errors_before = ctx.problems.iter().filter(|p| p.is_error()).count();
     let err = |ctx: &mut Ctx, key: &str, msg: String| {
         ctx.tag_problem(site, Some(key), Severity::Error, msg)
+    };
+    let write = RawWrite {
+        writable: raw.writable,
+        min: raw.min,
+        max: raw.max,
+        allowed: raw.allowed.take(),
+        max_rate: raw.max_rate,
+        confirm: raw.confirm,
     };
 
     let name = match raw
@@ -221,11 +230,7 @@ pub(super) fn tag(
         );
     }
 
-    let errors_after = ctx.problems.iter().filter(|p| p.is_error()).count();
-    if errors_after > errors_before {
-        return None;
-    }
-    Some(Tag {
+    let mut tag = Tag {
         name,
         area,
         address: resolved.address,
@@ -241,7 +246,15 @@ pub(super) fn tag(
         asset: raw.asset.filter(|a| !a.trim().is_empty()),
         alias: raw.alias.unwrap_or(false),
         write: None,
-    })
+    };
+    // Judged on the tag as resolved: its area, type, scale and offset.
+    tag.write = writes::access(ctx, site, write, &tag);
+
+    let errors_after = ctx.problems.iter().filter(|p| p.is_error()).count();
+    if errors_after > errors_before {
+        return None;
+    }
+    Some(tag)
 }
 
 /// The tag map of one device: tag names unique, no two tags on the same
