@@ -18,6 +18,7 @@ mod sim;
 pub mod sparkplug;
 mod table;
 mod workorders;
+mod writes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,6 +107,10 @@ pub enum Command {
     /// Print the kept work orders and the recent work-order changes, from
     /// the store (works while the gateway runs).
     Workorders(workorders::WorkordersArgs),
+    /// Print the recorded writes to tags (who, what, old, written, read
+    /// back, result), newest last, from the store (works while the
+    /// gateway runs).
+    Writes(writes::WritesArgs),
     /// Sparkplug B tools: `watch` prints every message of the namespace on
     /// a broker, one line each (docs/sparkplug.md).
     Sparkplug(sparkplug::SparkplugArgs),
@@ -168,6 +173,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         } => read::run(&config.path, &device, &tags),
         Command::Alarms(args) => alarms::run(&args),
         Command::Workorders(args) => workorders::run(&args),
+        Command::Writes(args) => writes::run(&args),
         Command::Sparkplug(args) => sparkplug::run(args),
         Command::Bridge { path, check } => bridge::run(&path, check),
     }

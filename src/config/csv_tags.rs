@@ -141,10 +141,21 @@ pub(super) fn read(
         if record.iter().all(str::is_empty) {
             continue;
         }
+        // Spreadsheets export booleans as TRUE and FALSE: any case is
+        // taken in the yes/no columns (anything else is still refused).
         let row = csv::StringRecord::from(
             known
                 .iter()
-                .map(|(i, _)| record.get(*i).unwrap_or(""))
+                .map(|(i, name)| {
+                    let cell = record.get(*i).unwrap_or("");
+                    if FLAG_COLUMNS.contains(&name.as_str())
+                        && (cell.eq_ignore_ascii_case("true") || cell.eq_ignore_ascii_case("false"))
+                    {
+                        cell.to_ascii_lowercase()
+                    } else {
+                        cell.to_owned()
+                    }
+                })
                 .collect::<Vec<_>>(),
         );
         match row.deserialize::<RawTag>(Some(&known_headers)) {
@@ -183,6 +194,9 @@ pub(super) fn read(
     }
     rows
 }
+
+/// The columns that hold `true` or `false`.
+const FLAG_COLUMNS: &[&str] = &["alias", "writable", "confirm"];
 
 /// The csv crate's message for a cell, in plain words.
 fn describe(err: &csv::DeserializeError) -> String {

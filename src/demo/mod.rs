@@ -473,12 +473,33 @@ fn banner(
             sp.group_id,
         ));
     }
+    // The first writable tag, to show how a write goes (docs/write-back.md).
+    let writable = config.devices.iter().find_map(|d| {
+        let tag = d.tags.iter().find(|t| t.write.is_some())?;
+        let w = tag.write.as_ref()?;
+        let value = match (w.min, w.max) {
+            (Some(lo), Some(hi)) => (lo + hi) / 2.0,
+            (Some(lo), None) => lo,
+            (None, Some(hi)) => hi,
+            (None, None) => 1.0,
+        };
+        Some((d.name.clone(), tag.name.clone(), value))
+    });
+    if let Some((device, tag, value)) = writable {
+        let topics = crate::contract::Topics::of(config);
+        out.push(format!(
+            "write:    mosquitto_pub -h {} -p {} -t '{}' -m '{{\"v\": {value}}}'  (result on …/result)",
+            broker.host,
+            broker.port,
+            topics.command(&device, &tag),
+        ));
+    }
     match config.http.listen {
         Some(addr) => {
             out.push(format!("page:     http://{addr}/ (the status page)"));
             if let (true, Some(token)) = (config.http.allow_actions, &config.http.token) {
                 out.push(format!(
-                    "token:    {} (the page asks for it to acknowledge or shelve)",
+                    "token:    {} (the page asks for it to acknowledge, shelve or write)",
                     token.expose_str()
                 ));
             }

@@ -2,8 +2,9 @@
 //!
 //! * Pure: [`plan`] (which requests read a device's tags, and how the
 //!   plan adapts to exceptions), [`decode`]/[`encode`] (registers to
-//!   values and back), [`frame`] (read requests and their replies on the
-//!   wire), [`backoff`].
+//!   values and back), [`frame`] (read and write requests and their
+//!   replies on the wire), [`write`] (a value to write turned into
+//!   registers, and the write job), [`backoff`].
 //! * I/O: [`transport`] opens connections and makes single requests with
 //!   a timeout; [`poller`] runs one task per connection or bus.
 //! * Figures: [`probe`] (what the pollers record, handed out as
@@ -11,6 +12,9 @@
 //!
 //! [`spawn_pollers`] starts one task per link and returns their handles;
 //! every poll yields a [`Batch`](crate::reading::Batch) on the channel it is given.
+//! [`spawn_pollers_writable`] also gives each link task a queue of write
+//! jobs, one sender per device in the returned [`write::Writers`]: writes
+//! go through the task that owns the line, ahead of its next poll.
 
 mod backoff;
 pub mod decode;
@@ -33,7 +37,7 @@ pub use probe::{
     DeviceMetrics, DeviceSnapshot, DeviceState, LinkMetrics, LinkProbe, LinkSnapshot, Probes,
     link_label,
 };
-pub use transport::{Block, Endpoint, Link, PollError};
+pub use transport::{Block, Endpoint, Link, PollError, WriteError};
 
 use crate::config::{Config, Connection};
 use crate::reading::Batch;
@@ -85,11 +89,28 @@ pub fn spawn_pollers_writable(
     batches: mpsc::Sender<Batch>,
     shutdown: &Shutdown,
 ) -> (Vec<JoinHandle<()>>, write::Writers) {
-    // SKELETON: no write queues yet.
-    (
-        spawn_pollers_observed(probes, batches, shutdown),
-        write::Writers::default(),
-    )
+    let mut writers = write::Writers::default();
+    let handles = probes
+        .links()
+        .iter()
+        .map(|probe| {
+            // One queue per link: its task is the only one on the line.
+            let (tx, rx) = mpsc::channel(write::JOBS_CAPACITY);
+            let devices: Vec<_> = probe.devices().iter().map(|d| d.device().clone()).collect();
+            for d in &devices {
+                writers.insert(d.name.clone(), tx.clone());
+            }
+            tokio::spawn(poller::run_link(
+                Link::new(probe.endpoint.clone()),
+                devices,
+                batches.clone(),
+                shutdown.clone(),
+                probe.clone(),
+                Some(rx),
+            ))
+        })
+        .collect();
+    (handles, writers)
 }
 
 /// Starts one poller task per link of `probes`, each recording into its
@@ -110,6 +131,7 @@ pub fn spawn_pollers_observed(
                 batches.clone(),
                 shutdown.clone(),
                 probe.clone(),
+                None,
             ))
         })
         .collect()

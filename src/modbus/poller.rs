@@ -36,11 +36,33 @@
 //!   warning; a refused re-probe is logged at debug level only. Codes
 //!   04/05/06 (failure, acknowledge, busy) never change the plan.
 //!
+//! # Writes
+//!
+//! The task also carries out its devices' write jobs (see
+//! [`write`](super::write)), one at a time and never beside another
+//! request: the bus is the task's alone. A job goes *ahead of the next
+//! poll*: while the task waits for the next poll, as soon as it comes;
+//! otherwise just before the next poll starts. A job of a device with
+//! `write_during_poll = true` may also go between two requests of a poll
+//! under way (jobs of other devices taken off the queue then are held
+//! until that poll ends). A write costs the bus its time; the polls keep
+//! their grid (a missed tick is skipped as always).
+//!
+//! One job: a device that is down (backing off), or whose link cannot
+//! connect, is refused at once without touching the line. Otherwise the
+//! tag is read (its old value; for a bit, the register whose other bits
+//! are written back as they are), written once, never retried, and read
+//! back when the job asks for confirmation. What each failure means for
+//! the result is in [`execute`]. The task's queue closing (the gateway
+//! dropped its writers) stops the writes, not the polls.
+//!
 //! # Backpressure and shutdown
 //!
 //! Batches go out on a bounded channel; when it is full the poller waits
 //! (polls are skipped, not queued). The task checks its [`Shutdown`]
-//! between requests and stops there, never in the middle of a request.
+//! between requests and stops there, never in the middle of a request
+//! (nor in the middle of a write job); write jobs still queued then are
+//! refused as busy.
 //!
 //! # Telemetry
 //!
@@ -48,21 +70,26 @@
 //! [`LinkProbe`] (relaxed atomics, no allocation on a good poll; see
 //! [`probe`](super::probe)).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::{Instant, sleep_until};
 
 use super::backoff::Backoff;
 use super::decode;
 use super::plan::{Limits, PlanChange, ReadPlan};
 use super::probe::{DeviceMetrics, LinkProbe};
-use super::transport::{Block, Link, PollError};
+use super::transport::{Block, Link, PollError, WriteError, exception_name};
+use super::write::{JOBS_CAPACITY, WriteDone, WriteJob, matches};
+use crate::command::{RejectReason, WriteResult};
 use crate::config::Device;
 use crate::events::{DeviceBack, DeviceDown, LinkDown, LinkUp};
 use crate::reading::{BadReason, Batch, Reading};
 use crate::shutdown::Shutdown;
+use crate::tag::{Tag, Value};
 
 /// Failed polls in a row after which a device counts as down and is
 /// probed with backoff: fewer is a noisy line, not a dead device.
@@ -108,12 +135,46 @@ pub async fn poll_once(
     shutdown: &Shutdown,
     metrics: Option<&DeviceMetrics>,
 ) -> Option<PollOutcome> {
+    poll_with_writes(link, device, plan, retries, shutdown, metrics, None).await
+}
+
+/// Write jobs that may go between the requests of a poll under way.
+struct DuringPoll<'a> {
+    jobs: &'a mut Jobs,
+    /// The link's devices with `write_during_poll`.
+    targets: &'a [WriteTarget],
+    connect_limit: Duration,
+}
+
+/// [`poll_once`], carrying out between its requests the jobs `writes`
+/// lets through.
+async fn poll_with_writes(
+    link: &mut Link,
+    device: &Device,
+    plan: &mut ReadPlan,
+    retries: u32,
+    shutdown: &Shutdown,
+    metrics: Option<&DeviceMetrics>,
+    mut writes: Option<DuringPoll<'_>>,
+) -> Option<PollOutcome> {
     let mut blocks = Vec::with_capacity(plan.requests().len());
     let mut i = 0;
+    let mut first = true;
     while i < plan.requests().len() {
         if shutdown.is_shutdown() {
             return None;
         }
+        if let (false, Some(w)) = (first, writes.as_mut()) {
+            let may = |name: &str| w.targets.iter().any(|t| t.device.name == name);
+            while let Some(job) = w.jobs.try_next_during_poll(may) {
+                let target = w.targets.iter().find(|t| t.device.name == job.device);
+                execute(link, target, job, w.connect_limit).await;
+                if shutdown.is_shutdown() {
+                    return None;
+                }
+            }
+        }
+        first = false;
         let request = &plan.requests()[i];
         let (area, start, count) = (request.area, request.start, request.count);
         let mut attempt = 0;
@@ -254,13 +315,15 @@ pub fn next_due(due: Instant, interval: Duration, now: Instant) -> Instant {
 }
 
 /// Runs one link until shutdown: polls its devices on their intervals and
-/// sends a [`Batch`] per poll, recording into `probe`.
+/// sends a [`Batch`] per poll, recording into `probe`, and carries out the
+/// write jobs that come on `jobs` (see the module docs).
 pub async fn run_link(
     mut link: Link,
     devices: Vec<Arc<Device>>,
     batches: mpsc::Sender<Batch>,
     mut shutdown: Shutdown,
     probe: LinkProbe,
+    jobs: Option<mpsc::Receiver<WriteJob>>,
 ) {
     let start = Instant::now();
     let mut polled: Vec<Polled> = devices
@@ -286,19 +349,46 @@ pub async fn run_link(
         .map(|p| p.device.timeout)
         .max()
         .unwrap_or(Duration::from_secs(1));
+    let mut jobs = Jobs::new(jobs);
+    let interrupting = polled.iter().any(|p| p.device.write_during_poll);
     tracing::debug!(link = %link.endpoint(), devices = polled.len(), "link started");
 
     loop {
+        // Writes go ahead of the next poll.
+        while let Some(job) = jobs.try_next() {
+            if shutdown.is_shutdown() {
+                jobs.put_back(job);
+                break;
+            }
+            let link_down = link_retry_at
+                .filter(|t| *t > Instant::now())
+                .map(|_| link_down_reason(&link, &probe));
+            let target = polled
+                .iter()
+                .find(|p| p.device.name == job.device)
+                .map(|p| p.target(link_down));
+            let was_connected = link.is_connected();
+            execute(&mut link, target.as_ref(), job, connect_limit).await;
+            if !was_connected && link.is_connected() {
+                probe.link.connected();
+            }
+        }
         // Earliest due device; linear, since a link serves few devices.
         let Some(index) = (0..polled.len()).min_by_key(|&i| polled[i].next_due) else {
-            return;
+            break;
         };
         let due = polled[index].next_due;
         if due > Instant::now() {
             tokio::select! {
-                _ = sleep_until(due) => {}
+                // A stop wins over a job that came at the same moment: the
+                // job is refused as busy rather than carried out.
+                biased;
                 _ = shutdown.recv() => break,
+                _ = sleep_until(due) => {}
+                // Taken now, carried out at the top of the loop.
+                job = jobs.next() => jobs.put_back(job),
             }
+            continue;
         } else if shutdown.is_shutdown() {
             // Already due (back-to-back polling, or a busy line): no timer,
             // whose millisecond granularity would cap the rate. The requests
@@ -308,6 +398,16 @@ pub async fn run_link(
         }
         let now = Instant::now();
         let timestamp = SystemTime::now();
+        // Built only when some device may write during a poll.
+        let during: Vec<WriteTarget> = if interrupting {
+            polled
+                .iter()
+                .filter(|q| q.device.write_during_poll)
+                .map(|q| q.target(None))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let p = &mut polled[index];
 
         let was_connected = link.is_connected();
@@ -356,13 +456,19 @@ pub async fn run_link(
             if !reprobed.is_empty() {
                 tracing::debug!(device = %p.device.name, tags = reprobed.len(), "asking refused addresses again");
             }
-            let Some(outcome) = poll_once(
+            let writes = interrupting.then_some(DuringPoll {
+                jobs: &mut jobs,
+                targets: &during,
+                connect_limit,
+            });
+            let Some(outcome) = poll_with_writes(
                 &mut link,
                 &p.device,
                 &mut p.plan,
                 retries,
                 &shutdown,
                 Some(&p.metrics),
+                writes,
             )
             .await
             else {
@@ -448,7 +554,312 @@ pub async fn run_link(
             Err(_) => break,
         }
     }
+    jobs.refuse_all("the gateway is stopping");
     tracing::debug!(link = %link.endpoint(), "link stopped");
+}
+
+/// A link's write jobs: its queue, and the jobs taken off it that wait
+/// for their turn (held during a poll, or taken while the task waited).
+struct Jobs {
+    /// `None` once every sender is gone (or none was given).
+    rx: Option<mpsc::Receiver<WriteJob>>,
+    held: VecDeque<WriteJob>,
+}
+
+impl Jobs {
+    fn new(rx: Option<mpsc::Receiver<WriteJob>>) -> Jobs {
+        Jobs {
+            rx,
+            held: VecDeque::new(),
+        }
+    }
+
+    /// The next job, if one waits: held ones first, in order.
+    fn try_next(&mut self) -> Option<WriteJob> {
+        if let Some(job) = self.held.pop_front() {
+            return Some(job);
+        }
+        self.try_recv()
+    }
+
+    fn try_recv(&mut self) -> Option<WriteJob> {
+        match self.rx.as_mut()?.try_recv() {
+            Ok(job) => Some(job),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => {
+                // The writers are gone: no more writes, polls go on.
+                self.rx = None;
+                None
+            }
+        }
+    }
+
+    /// The next queued job that may go between the requests of a poll
+    /// (its device's name passes `may`). Jobs of other devices taken on
+    /// the way are held for after the poll; at most [`JOBS_CAPACITY`] of
+    /// them, beyond which the rest stay queued, so the queue's bound
+    /// still holds.
+    fn try_next_during_poll(&mut self, may: impl Fn(&str) -> bool) -> Option<WriteJob> {
+        while self.held.len() < JOBS_CAPACITY {
+            let job = self.try_recv()?;
+            if may(&job.device) {
+                return Some(job);
+            }
+            self.held.push_back(job);
+        }
+        None
+    }
+
+    /// Waits for the next job; pends for ever once the queue is closed.
+    /// Cancel-safe: a job is only taken when the future completes.
+    async fn next(&mut self) -> WriteJob {
+        if let Some(job) = self.held.pop_front() {
+            return job;
+        }
+        loop {
+            match self.rx.as_mut() {
+                None => std::future::pending::<()>().await,
+                Some(rx) => match rx.recv().await {
+                    Some(job) => return job,
+                    None => self.rx = None,
+                },
+            }
+        }
+    }
+
+    /// Puts a job taken too early back at the head of the line.
+    fn put_back(&mut self, job: WriteJob) {
+        self.held.push_front(job);
+    }
+
+    /// Refuses every job still waiting, and any that comes later.
+    fn refuse_all(&mut self, why: &str) {
+        if let Some(rx) = self.rx.as_mut() {
+            rx.close();
+        }
+        while let Some(job) = self.try_next() {
+            let done = rejected(None, RejectReason::Busy(why.to_string()));
+            log_write(&job, None, &done, Duration::ZERO);
+            let _ = job.reply.send(done);
+        }
+    }
+}
+
+/// What the link's task knows of a device when a write for it comes.
+struct WriteTarget {
+    device: Arc<Device>,
+    metrics: Arc<DeviceMetrics>,
+    /// Why nothing may be sent to it now: it is down, or its link is.
+    down: Option<String>,
+}
+
+impl Polled {
+    fn target(&self, link_down: Option<String>) -> WriteTarget {
+        let down = link_down.or_else(|| {
+            self.down
+                .as_ref()
+                .map(|(_, reason, _)| format!("not answering ({reason}); probing with backoff"))
+        });
+        WriteTarget {
+            device: self.device.clone(),
+            metrics: self.metrics.clone(),
+            down,
+        }
+    }
+}
+
+fn link_down_reason(link: &Link, probe: &LinkProbe) -> String {
+    match probe.link.last_error() {
+        Some(e) => format!("link {} cannot connect ({e})", link.endpoint()),
+        None => format!("link {} cannot connect", link.endpoint()),
+    }
+}
+
+fn rejected(old: Option<Value>, reason: RejectReason) -> WriteDone {
+    WriteDone {
+        old,
+        read_back: None,
+        result: WriteResult::Rejected(reason),
+    }
+}
+
+fn exception_text(code: u8) -> String {
+    format!("exception {code:02} ({})", exception_name(code))
+}
+
+/// Carries out one write job on the link and answers it.
+///
+/// * The device (or its link) is down, or the link cannot connect:
+///   `Rejected(DeviceDown)`, nothing sent.
+/// * The read before the write fails: `Rejected(DeviceDown)`; answered
+///   with an exception: `Rejected(Refused)`. Nothing written.
+/// * The write is answered with an exception: `Rejected(Refused)`; it did
+///   not go out: `Rejected(DeviceDown)`; it went out and no matching
+///   answer came back: `Unknown`, never retried.
+/// * Written: without confirmation `Written`; with it, the tag is read
+///   back: `Verified` when it holds what was written, else `Written` with
+///   a note saying what was read back (or why it could not be).
+async fn execute(
+    link: &mut Link,
+    target: Option<&WriteTarget>,
+    job: WriteJob,
+    connect_limit: Duration,
+) {
+    let started = Instant::now();
+    let tag = target.and_then(|t| t.device.tags.get(job.tag));
+    let done = match (target, tag) {
+        (Some(target), Some(tag)) => carry_out(link, target, tag, &job, connect_limit).await,
+        _ => rejected(
+            None,
+            RejectReason::UnknownTag {
+                device: job.device.clone(),
+                tag: format!("#{}", job.tag),
+            },
+        ),
+    };
+    log_write(&job, tag, &done, started.elapsed());
+    // The asker may have given up waiting: nothing to do then.
+    let _ = job.reply.send(done);
+}
+
+fn log_write(job: &WriteJob, tag: Option<&Tag>, done: &WriteDone, took: Duration) {
+    let tag = tag
+        .map(|t| t.name.clone())
+        .unwrap_or_else(|| format!("#{}", job.tag));
+    let reason = done.result.reason().unwrap_or_default();
+    tracing::info!(
+        device = %job.device, tag = %tag, value = %job.value,
+        result = done.result.as_str(), reason = %reason,
+        function = job.plan.function(), took = ?took,
+        "write"
+    );
+}
+
+async fn carry_out(
+    link: &mut Link,
+    target: &WriteTarget,
+    tag: &Tag,
+    job: &WriteJob,
+    connect_limit: Duration,
+) -> WriteDone {
+    let device = &target.device;
+    if let Some(why) = &target.down {
+        return rejected(None, RejectReason::DeviceDown(why.clone()));
+    }
+    if let Err(e) = link.connect(connect_limit).await {
+        return rejected(None, RejectReason::DeviceDown(e.to_string()));
+    }
+    // The value before; for a bit, the register whose other bits stay.
+    let before = match read_tag(link, device, tag, &target.metrics).await {
+        Ok(block) => block,
+        Err(PollError::Exception(code)) => {
+            return rejected(
+                None,
+                RejectReason::Refused(format!(
+                    "{} to the read before the write",
+                    exception_text(code)
+                )),
+            );
+        }
+        Err(e) => {
+            return rejected(
+                None,
+                RejectReason::DeviceDown(format!("the read before the write failed: {e}")),
+            );
+        }
+    };
+    let old = value_of(tag, &before);
+    let register = match &before {
+        Block::Registers(r) => r.first().copied(),
+        Block::Bits(_) => None,
+    };
+    let request = match job.plan.request(device.unit, register) {
+        Ok(r) => r,
+        Err(e) => return rejected(old, RejectReason::NotRepresentable(e.to_string())),
+    };
+    let sent = Instant::now();
+    let outcome = link.write(&request, device.timeout).await;
+    target.metrics.request(
+        sent.elapsed(),
+        &match &outcome {
+            Ok(()) => Ok(Block::Registers(Vec::new())),
+            Err(WriteError::Refused(code)) => Err(PollError::Exception(*code)),
+            Err(WriteError::NotSent(e) | WriteError::Unknown(e)) => Err(e.clone()),
+        },
+    );
+    let result = match outcome {
+        Err(WriteError::Refused(code)) => {
+            WriteResult::Rejected(RejectReason::Refused(exception_text(code)))
+        }
+        Err(WriteError::NotSent(e)) => {
+            WriteResult::Rejected(RejectReason::DeviceDown(e.to_string()))
+        }
+        Err(WriteError::Unknown(e)) => WriteResult::Unknown(format!(
+            "{e}; the write may or may not have been carried out, and is not retried"
+        )),
+        Ok(()) if !job.confirm => WriteResult::Written { note: None },
+        Ok(()) => {
+            let back = read_tag(link, device, tag, &target.metrics).await;
+            let read_back = back.as_ref().ok().and_then(|b| value_of(tag, b));
+            let result = match (&back, &read_back) {
+                (Err(e), _) => WriteResult::Written {
+                    note: Some(format!("read-back failed: {e}")),
+                },
+                (Ok(_), None) => WriteResult::Written {
+                    note: Some("read-back failed: the registers read back do not decode".into()),
+                },
+                (Ok(_), Some(v)) if matches(tag, &job.value, v) => WriteResult::Verified,
+                (Ok(_), Some(v)) => WriteResult::Written {
+                    note: Some(format!("read back {v}, wrote {}", job.value)),
+                },
+            };
+            return WriteDone {
+                old,
+                read_back,
+                result,
+            };
+        }
+    };
+    WriteDone {
+        old,
+        read_back: None,
+        result,
+    }
+}
+
+/// Reads one tag's registers (or bit), retried like a poll's request.
+async fn read_tag(
+    link: &mut Link,
+    device: &Device,
+    tag: &Tag,
+    metrics: &DeviceMetrics,
+) -> Result<Block, PollError> {
+    let mut attempt = 0;
+    loop {
+        let sent = Instant::now();
+        let r = link
+            .read(
+                device.unit,
+                tag.area,
+                tag.address,
+                tag.width(),
+                device.timeout,
+            )
+            .await;
+        metrics.request(sent.elapsed(), &r);
+        match r {
+            Err(e) if e.is_retryable() && attempt < device.retries => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+/// The tag's value in a block read for it alone.
+fn value_of(tag: &Tag, block: &Block) -> Option<Value> {
+    match block {
+        Block::Bits(bits) => bits.first().map(|b| decode::decode_bit(tag, *b)),
+        Block::Registers(regs) => decode::decode(tag, regs).ok(),
+    }
 }
 
 fn all_bad(device: &Device, reason: BadReason) -> Vec<Reading> {
@@ -506,6 +917,7 @@ mod tests {
             tx,
             shutdown,
             link,
+            None,
         ));
         tokio::time::sleep(Duration::from_millis(300)).await;
         trigger.trigger();
@@ -518,6 +930,60 @@ mod tests {
         assert_eq!(second.readings.len(), 1);
         assert!(!second.readings[0].quality.is_good());
         task.await.unwrap();
+    }
+
+    fn job(device: &str) -> (WriteJob, tokio::sync::oneshot::Receiver<WriteDone>) {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job = WriteJob {
+            device: device.into(),
+            tag: 0,
+            value: Value::Int(1),
+            plan: super::super::write::WritePlan::Registers {
+                address: 0,
+                words: vec![1],
+                function: 6,
+            },
+            confirm: true,
+            reply,
+        };
+        (job, rx)
+    }
+
+    #[test]
+    fn jobs_of_other_devices_wait_for_the_end_of_a_poll() {
+        let (tx, rx) = mpsc::channel(8);
+        let mut jobs = Jobs::new(Some(rx));
+        let mut answers = Vec::new();
+        for d in ["slow", "fast", "slow"] {
+            let (j, a) = job(d);
+            answers.push(a);
+            assert!(tx.try_send(j).is_ok());
+        }
+        // During a poll only "fast" may go; both "slow" are held.
+        let may = |name: &str| name == "fast";
+        assert_eq!(
+            jobs.try_next_during_poll(may).map(|j| j.device),
+            Some("fast".into())
+        );
+        assert_eq!(jobs.try_next_during_poll(may).map(|j| j.device), None);
+        assert_eq!(jobs.held.len(), 2);
+        // After the poll, in order.
+        assert_eq!(jobs.try_next().map(|j| j.device), Some("slow".into()));
+        // Stopping refuses what is left, and what comes later cannot come.
+        jobs.refuse_all("stopping");
+        let (late, _) = job("fast");
+        assert!(tx.try_send(late).is_err());
+        let refused = answers[2].try_recv().map(|d| d.result);
+        assert_eq!(
+            refused,
+            Ok(WriteResult::Rejected(RejectReason::Busy("stopping".into())))
+        );
+        // The writers gone: no job, and no end of the task either.
+        let (tx, rx) = mpsc::channel(1);
+        let mut jobs = Jobs::new(Some(rx));
+        drop(tx);
+        assert!(jobs.try_next().is_none());
+        assert!(jobs.rx.is_none());
     }
 
     #[test]

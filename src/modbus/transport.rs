@@ -3,7 +3,7 @@
 //!
 //! # Owning the bytes
 //!
-//! Reads are exchanged here, not through tokio-modbus: after a timeout or
+//! Reads and writes are exchanged here, not through tokio-modbus: after a timeout or
 //! a bad reply the wire can hold bytes of an earlier exchange (a late
 //! answer waits in the kernel's tty buffer, reopening a port does not
 //! flush it), and a late answer to a read of the same shape passes every
@@ -37,6 +37,18 @@
 //!
 //! Each call has a timeout; a Modbus exception is an answer like any
 //! other and leaves the line in step.
+//!
+//! # Writes
+//!
+//! A write ([`Link::write`]) goes through the same discipline as a read
+//! (stray bytes out, settling, the owed late answer on RTU, a new TCP
+//! connection after a timeout), and its reply is checked in full (the echo
+//! of address and value or quantity). It is never retried here, and its
+//! failure says what the device may have done ([`WriteError`]): an
+//! exception is an answer (nothing written); a failure before the request
+//! went out (connecting, a line that will not go quiet) means nothing was
+//! written; a timeout, a broken connection or a reply that does not match
+//! *after* it went out means the write may or may not have happened.
 
 use std::time::Duration;
 
@@ -45,7 +57,10 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tokio_serial::{ClearBuffer, SerialPort as _, SerialStream};
 
-use super::frame::{Answer, MAX_PDU, Mismatch, ReadRequest};
+use super::frame::{
+    Adu, Answer, Exchange, MAX_PDU, Mismatch, ReadRequest, WriteAnswer, WriteRequest, check_rtu,
+    check_tcp, rtu_adu, tcp_adu, tcp_pdu_len,
+};
 use crate::config::{Bus, Parity};
 use crate::reading::BadReason;
 use crate::tag::Area;
@@ -98,6 +113,31 @@ pub fn exception_name(code: u8) -> &'static str {
         11 => "gateway target device failed to respond",
         _ => "unknown exception",
     }
+}
+
+/// Why a write failed, by what it means for the device: whether the
+/// write may have happened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// Nothing was sent (no connection, or the line would not go quiet
+    /// before the request): the write did not happen.
+    #[error("not sent: {0}")]
+    NotSent(PollError),
+    /// The device answered with this Modbus exception: it refused the
+    /// write, nothing changed.
+    #[error("Modbus exception {0:#04x} ({name})", name = exception_name(*.0))]
+    Refused(u8),
+    /// The request went out but no reply that answers it came back (a
+    /// timeout, a broken connection, a reply that does not match): the
+    /// write may or may not have happened.
+    #[error("{0}")]
+    Unknown(PollError),
+}
+
+/// A failed exchange, and whether the request had started to go out.
+struct Failed {
+    error: PollError,
+    sent: bool,
 }
 
 /// What one read returned.
@@ -214,9 +254,10 @@ pub struct Link {
     /// Set when the line may hold bytes of an earlier exchange: how long
     /// it must stay silent before the next request goes out.
     settle: Option<Duration>,
-    /// RTU: the last request that timed out, and until when its late
-    /// answer is waited out before another request to its unit.
-    owed: Option<(ReadRequest, Instant)>,
+    /// RTU: the last request that timed out (its RTU frame, unit first),
+    /// and until when its late answer is waited out before another
+    /// request to its unit.
+    owed: Option<(Adu, Instant)>,
     /// Modbus TCP: the last transaction id sent.
     transaction: u16,
 }
@@ -287,20 +328,57 @@ impl Link {
         count: u16,
         limit: Duration,
     ) -> Result<Block, PollError> {
-        self.connect(limit).await?;
         let request = ReadRequest {
             unit,
             area,
             start,
             count,
         };
+        match self.transact(&request, limit).await {
+            Ok(Answer::Registers(r)) => Ok(Block::Registers(r)),
+            Ok(Answer::Bits(b)) => Ok(Block::Bits(b)),
+            Ok(Answer::Exception(code)) => Err(PollError::Exception(code)),
+            Err(failed) => Err(failed.error),
+        }
+    }
+
+    /// Sends one write request and checks its reply, connecting first if
+    /// needed, with the same line discipline as reads. Never retried here:
+    /// a write that got no answer may have happened, and a pulse or a
+    /// counter reset must not happen twice.
+    pub async fn write(
+        &mut self,
+        request: &WriteRequest,
+        limit: Duration,
+    ) -> Result<(), WriteError> {
+        match self.transact(request, limit).await {
+            Ok(WriteAnswer::Done) => Ok(()),
+            Ok(WriteAnswer::Exception(code)) => Err(WriteError::Refused(code)),
+            Err(Failed { error, sent: false }) => Err(WriteError::NotSent(error)),
+            Err(Failed { error, sent: true }) => Err(WriteError::Unknown(error)),
+        }
+    }
+
+    /// One request on the line: connect, wait out what an earlier
+    /// exchange may still send, send, check the reply; on failure, leave
+    /// the line ready to be put back in step before the next request.
+    async fn transact<E: Exchange>(
+        &mut self,
+        request: &E,
+        limit: Duration,
+    ) -> Result<E::Reply, Failed> {
+        let not_sent = |error| Failed { error, sent: false };
+        self.connect(limit).await.map_err(not_sent)?;
+        let unit = request.unit();
+        let frame = rtu_adu(request);
         let now = Instant::now();
-        let wait_out = match self.owed {
-            Some((_, until)) if until <= now => {
+        let wait_out = match &self.owed {
+            Some((_, until)) if *until <= now => {
                 self.owed = None;
                 None
             }
-            Some((owed, until)) if owed.unit == unit && owed != request => {
+            Some((owed, until)) if owed.as_bytes()[0] == unit && *owed != frame => {
+                let until = *until;
                 self.owed = None;
                 Some(until)
             }
@@ -309,9 +387,13 @@ impl Link {
         let settle = self.settle.take();
         if let Some(until) = wait_out {
             let silence = settle.unwrap_or(self.frame_gap() + SETTLE_MARGIN);
-            self.settle_line(silence, until, limit).await?;
+            self.settle_line(silence, until, limit)
+                .await
+                .map_err(not_sent)?;
         } else if let Some(silence) = settle {
-            self.settle_line(silence, now, limit).await?;
+            self.settle_line(silence, now, limit)
+                .await
+                .map_err(not_sent)?;
         }
         let serial = matches!(self.endpoint, Endpoint::Serial(_));
         if let (true, Some(quiet)) = (serial, self.quiet_from) {
@@ -321,22 +403,21 @@ impl Link {
         let transaction = self.transaction;
         let gap = self.frame_gap();
         let deadline = Instant::now() + limit;
+        let mut sent = false;
         let outcome = match self.wire.as_mut() {
             None => Err(Failure::Io("not connected".into())),
-            Some(wire) => exchange(wire, &request, transaction, deadline, gap).await,
+            Some(wire) => exchange(wire, request, transaction, deadline, gap, &mut sent).await,
         };
         if serial {
             self.quiet_from = Some(Instant::now());
         }
         let failure = match outcome {
-            Ok(Answer::Registers(r)) => return Ok(Block::Registers(r)),
-            Ok(Answer::Bits(b)) => return Ok(Block::Bits(b)),
-            Ok(Answer::Exception(code)) => return Err(PollError::Exception(code)),
+            Ok(reply) => return Ok(reply),
             Err(failure) => failure,
         };
-        tracing::debug!(link = %self.endpoint, unit, %area, start, count, ?failure, "request failed");
+        tracing::debug!(link = %self.endpoint, ?request, ?failure, "request failed");
         let tcp = matches!(self.endpoint, Endpoint::Tcp(_));
-        Err(match failure {
+        let error = match failure {
             Failure::Timeout => {
                 if tcp {
                     // Transaction ids would reject a late answer, but a
@@ -345,7 +426,7 @@ impl Link {
                 } else {
                     // The late answer may still come (see the module docs).
                     self.settle = Some(gap + SETTLE_MARGIN);
-                    self.owed = Some((request, Instant::now() + limit));
+                    self.owed = Some((frame, Instant::now() + limit));
                 }
                 PollError::Timeout(limit)
             }
@@ -365,7 +446,8 @@ impl Link {
                 self.wire = None;
                 PollError::Protocol(m.to_string())
             }
-        })
+        };
+        Err(Failed { error, sent })
     }
 
     /// Flushes the line, then discards whatever arrives until `not_before`
@@ -426,38 +508,42 @@ impl Link {
     }
 }
 
-/// One read exchange on an open wire: stray bytes out, request in, reply
-/// checked against the request, all before `deadline`.
-async fn exchange(
+/// One exchange on an open wire: stray bytes out, request in, reply
+/// checked against the request, all before `deadline`. `sent` turns true
+/// as the request starts going out: from then on a failure may leave the
+/// request carried out by the device.
+async fn exchange<E: Exchange>(
     wire: &mut Wire,
-    request: &ReadRequest,
+    request: &E,
     transaction: u16,
     deadline: Instant,
     gap: Duration,
-) -> Result<Answer, Failure> {
+    sent: &mut bool,
+) -> Result<E::Reply, Failure> {
     let discarded = wire.discard_stray()?;
     if discarded > 0 {
         tracing::debug!(discarded, "discarded stray bytes before a request");
     }
     match wire {
         Wire::Tcp(s) => {
-            send(s, &request.tcp_frame(transaction), deadline).await?;
+            *sent = true;
+            send(s, tcp_adu(request, transaction).as_bytes(), deadline).await?;
             let mut header = [0u8; 7];
             read_exact_by(s, &mut header, deadline).await?;
-            let len = ReadRequest::tcp_pdu_len(&header).map_err(Failure::Lost)?;
+            let len = tcp_pdu_len(&header).map_err(Failure::Lost)?;
             let mut pdu = [0u8; MAX_PDU];
             read_exact_by(s, &mut pdu[..len], deadline).await?;
-            request
-                .check_tcp(transaction, &header, &pdu[..len])
-                .map_err(Failure::Mismatch)
+            check_tcp(request, transaction, &header, &pdu[..len]).map_err(Failure::Mismatch)
         }
         Wire::RtuOverTcp(s) => {
-            send(s, &request.rtu_frame(), deadline).await?;
+            *sent = true;
+            send(s, rtu_adu(request).as_bytes(), deadline).await?;
             // TCP segments carry no frame timing: no end-of-frame silence.
             rtu_reply(s, request, deadline, None).await
         }
         Wire::Serial(p) => {
-            send(p, &request.rtu_frame(), deadline).await?;
+            *sent = true;
+            send(p, rtu_adu(request).as_bytes(), deadline).await?;
             rtu_reply(p, request, deadline, Some(gap)).await
         }
     }
@@ -498,12 +584,12 @@ async fn read_exact_by<S: AsyncRead + Unpin>(
 /// Reads one RTU reply to `request`, never past its end, checking its
 /// head as soon as it arrives. With `gap`, the frame must be followed by
 /// that much silence.
-async fn rtu_reply<S: AsyncRead + Unpin>(
+async fn rtu_reply<S: AsyncRead + Unpin, E: Exchange>(
     stream: &mut S,
-    request: &ReadRequest,
+    request: &E,
     deadline: Instant,
     gap: Option<Duration>,
-) -> Result<Answer, Failure> {
+) -> Result<E::Reply, Failure> {
     let mut buf = [0u8; 256];
     let mut have = 0;
     let total = loop {
@@ -522,9 +608,7 @@ async fn rtu_reply<S: AsyncRead + Unpin>(
             Ok(Err(e)) => return Err(Failure::Io(e.to_string())),
         }
     };
-    let answer = request
-        .check_rtu(&buf[..total])
-        .map_err(Failure::Mismatch)?;
+    let answer = check_rtu(request, &buf[..total]).map_err(Failure::Mismatch)?;
     if let Some(gap) = gap {
         let mut next = [0u8; 1];
         match timeout(gap, stream.read(&mut next)).await {

@@ -29,6 +29,8 @@ pub(crate) struct Device {
     pattern: Vec<Range<u32>>,
     /// Indices of clock points, patched into each read.
     clocks: Vec<usize>,
+    /// Function codes answered with exception 01.
+    refused: Vec<u8>,
 }
 
 /// 64-bit FNV-1a: a stable hash, so a device's noise depends only on the
@@ -61,6 +63,7 @@ impl Device {
             image: Image::new(ranges),
             pattern,
             clocks,
+            refused: plan.refuse_functions.clone(),
         };
         for i in 0..d.points.len() {
             d.render(i, Duration::ZERO);
@@ -92,6 +95,11 @@ impl Device {
         if let Some(v) = p.engineering(now, |s| plant.value(s)) {
             p.write(&mut self.image, &v);
         }
+    }
+
+    /// True when the scenario makes the device refuse function `code`.
+    pub fn refuses(&self, code: u8) -> bool {
+        self.refused.contains(&code)
     }
 
     /// The current value of a model signal.

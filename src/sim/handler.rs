@@ -10,7 +10,9 @@
 //!    online device of the bus, nothing is answered.
 //! 2. Device offline: no answer (the client times out).
 //! 3. Device with a forced exception: that exception.
-//! 4. Otherwise FC 1/2/3/4 read and FC 5/6/15/16 write the image. A
+//! 4. A function the device's scenario refuses (`refuse_functions`):
+//!    exception 01.
+//! 5. Otherwise FC 1/2/3/4 read and FC 5/6/15/16 write the image. A
 //!    request that touches an address not served answers exception 02; a
 //!    quantity outside the protocol limits exception 03; any other
 //!    function exception 01.
@@ -100,6 +102,9 @@ impl Bus {
         if let Some(code) = cell.forced_exception() {
             return Reply::Exception(ExceptionCode::new(code));
         }
+        if cell.read().refuses(req.function_code().value()) {
+            return Reply::Exception(ExceptionCode::IllegalFunction);
+        }
         match answer(cell, req, wall_ms) {
             Ok(r) => Reply::Response(r),
             Err(e) => Reply::Exception(e),
@@ -131,7 +136,7 @@ impl Bus {
             .flatten()
             .filter_map(|&i| self.devices.get(i))
         {
-            if !cell.is_offline() {
+            if !cell.is_offline() && !cell.read().refuses(req.function_code().value()) {
                 // A broadcast gets no answer, so errors have nowhere to go.
                 let _ = answer(cell, req, 0);
             }
@@ -323,5 +328,35 @@ mod tests {
             rtu.handle(1, &Request::WriteSingleRegister(10, 1), 0),
             Reply::Exception(ExceptionCode::IllegalDataAddress)
         );
+    }
+
+    #[test]
+    fn refused_functions_get_exception_01() {
+        let text = r#"
+            [[devices]]
+            name = "fc16_only"
+            unit = 1
+            listen = "127.0.0.1:0"
+            registers = 10
+            refuse_functions = [6]
+        "#;
+        let plan = match Scenario::from_toml_str(text).and_then(|s| s.plan()) {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
+        };
+        let d = &plan.devices[0];
+        let cells: Vec<DeviceCell> =
+            vec![DeviceCell::new(d.name.clone(), d.unit, Device::new(d, 0))];
+        let bus = Bus::new(cells.into(), &[0], Framing::Tcp);
+        assert_eq!(
+            bus.handle(1, &Request::WriteSingleRegister(3, 7), 0),
+            Reply::Exception(ExceptionCode::IllegalFunction)
+        );
+        let w = Request::WriteMultipleRegisters(3, Cow::Owned(vec![7]));
+        assert_eq!(
+            bus.handle(1, &w, 0),
+            Reply::Response(Response::WriteMultipleRegisters(3, 1))
+        );
+        assert!(Scenario::from_toml_str(&text.replace("[6]", "[0]")).is_err());
     }
 }

@@ -34,6 +34,8 @@
 //! model = "pump"                 # "pump" | "motor" | "generic" (default)
 //! registers = 100                # holding 0..100 with a changing pattern
 //! holes = ["50-59", "70"]        # holding addresses not served (exception 02)
+//! refuse_functions = [6]         # function codes answered with exception 01
+//!                                # (a device that takes only FC16, say)
 //!
 //! [[devices.points]]
 //! signal = "bearing_temp"        # or value = 1.5 / true / "text", or
@@ -77,7 +79,8 @@
 //!   failed to respond); RTU (serial and over TCP) does not answer.
 //! - Any read or write touching an address not served (including holes):
 //!   exception 02. Quantities beyond the protocol limits: exception 03.
-//!   Functions other than 1, 2, 3, 4, 5, 6, 15, 16: exception 01.
+//!   Functions other than 1, 2, 3, 4, 5, 6, 15, 16, and those in the
+//!   device's `refuse_functions`: exception 01.
 //! - Offline device: no answer; when every device of a TCP listener is
 //!   offline, its connections are closed and new ones are closed at once.
 //! - Writes change the image. Model signals and ramps are re-rendered each

@@ -37,6 +37,8 @@ pub(crate) struct DevicePlan {
     pub registers: u16,
     /// Holding ranges (end exclusive) that are never served.
     pub holes: Vec<Range<u32>>,
+    /// Function codes answered with exception 01.
+    pub refuse_functions: Vec<u8>,
 }
 
 /// How a server is reached.
@@ -247,6 +249,13 @@ fn device(d: &DeviceSpec, at: &str, problems: &mut Vec<String>) -> DevicePlan {
         .filter_map(|(j, p)| point(p, model, &format!("{at}.points[{j}]"), problems))
         .collect();
     check_overlaps(&points, at, problems);
+    for code in &d.refuse_functions {
+        if !(1..=127).contains(code) {
+            problems.push(format!(
+                "{at}: refuse_functions: {code} is not a function code (1 to 127)"
+            ));
+        }
+    }
     DevicePlan {
         name: d.name.clone(),
         unit: d.unit,
@@ -254,6 +263,7 @@ fn device(d: &DeviceSpec, at: &str, problems: &mut Vec<String>) -> DevicePlan {
         points,
         registers: d.registers,
         holes,
+        refuse_functions: d.refuse_functions.clone(),
     }
 }
 

@@ -73,6 +73,11 @@ pub struct DeviceSpec {
     /// What the device serves at which address.
     #[serde(default)]
     pub points: Vec<PointSpec>,
+    /// Function codes the device refuses with exception 01 (illegal
+    /// function), like a device that takes only FC16 for register
+    /// writes: `refuse_functions = [6]`.
+    #[serde(default)]
+    pub refuse_functions: Vec<u8>,
 }
 
 /// One value served at an address: a model signal, a constant or a ramp.

@@ -18,8 +18,7 @@ use super::history::{self, Kept};
 use super::lock::InstanceLock;
 use super::sinks::{self, Delivery};
 use super::{
-    HISTORY_ROWS, HistoryEntry, Kind, Lane, OutMessage, Row, Stats, StoreError, StoreIdentity,
-    sparkplug_sql,
+    HistoryEntry, Kind, Lane, OutMessage, Row, Stats, StoreError, StoreIdentity, sparkplug_sql,
 };
 use super::{identity, schema};
 use crate::clock::{Anchor, Clock, Resumed, Timestamp};
@@ -573,8 +572,9 @@ impl Outbox {
     /// `messages` with the ids the owner thread gave them (each above the
     /// last committed one), records their topics' seqs, writes the
     /// named `states`, the `history` entries (pruning the oldest beyond
-    /// [`HISTORY_ROWS`]) and the sink `deliveries` (within each sink's
-    /// bound, `sinks`), raises the `marks` (seq reservations per topic,
+    /// [`HISTORY_ROWS`](super::HISTORY_ROWS), and writes beyond
+    /// [`WRITE_ROWS`](super::WRITE_ROWS)) and the sink `deliveries`
+    /// (within each sink's bound, `sinks`), raises the `marks` (seq reservations per topic,
     /// and the newest id given), and keeps the bounds, all in one
     /// transaction. On a full disk (`SQLITE_FULL`, also raised by the
     /// `max_page_count` cap) it evicts and tries again.
@@ -742,10 +742,7 @@ impl Outbox {
                 stmt.execute(params![STATE_CLOCK, anchor, now])?;
             }
         }
-        let limits = history::Limits {
-            rows: HISTORY_ROWS as u64,
-            bytes: self.budget.history_bytes,
-        };
+        let limits = history::Limits::within(self.budget.history_bytes);
         d.history = history::write(&tx, history, d.history, limits)?;
         // Only the outbox is evicted below: the sink queues keep to their
         // own bound, here.

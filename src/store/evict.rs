@@ -30,8 +30,9 @@
 //!
 //! The `history` table is not the outbox's: its rows count in the file
 //! like any others but are never evicted here; it keeps to its own bounds
-//! (`history_bytes`, an eighth of `target_bytes`, and `HISTORY_ROWS`; see
-//! `history`).
+//! (`history_bytes`, an eighth of `target_bytes`, split between the
+//! alarm and work-order changes and the writes, and `HISTORY_ROWS` and
+//! `WRITE_ROWS`; see `history`).
 //!
 //! Readings go first, oldest first. Meter, alarm and work-order rows are
 //! evicted only when no reading is left (in that order: a meter value and an

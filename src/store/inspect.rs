@@ -17,9 +17,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
 
-use super::db::from_ms;
+use super::db::{from_ms, to_ms};
 use super::schema::{
     APPLICATION_ID, CONFIG_LOG_VERSION, HISTORY_VERSION, MIGRATIONS, SINK_VERSION, STATE_VERSION,
     with_suffix,
@@ -39,6 +40,29 @@ pub struct HistoryRecord {
     pub id: i64,
     /// The entry.
     pub entry: HistoryEntry,
+}
+
+/// Which history entries to read ([`Inspector::history_where`]); every
+/// condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryQuery {
+    /// Of this kind only (`None`: every kind).
+    pub kind: Option<HistoryKind>,
+    /// Subjects that start with this (`"pump1/"`: the writes to device
+    /// `pump1`).
+    pub subject_prefix: Option<String>,
+    /// Subjects that end with this (`"/setpoint"`: the writes to tags
+    /// named `setpoint`).
+    pub subject_suffix: Option<String>,
+    /// Recorded at or after this moment.
+    pub since: Option<SystemTime>,
+    /// The newest this many of those that match (0: none).
+    pub limit: usize,
+}
+
+/// The character count of `text`, as an SQL integer.
+fn chars(text: &str) -> SqlValue {
+    SqlValue::Integer(i64::try_from(text.chars().count()).unwrap_or(i64::MAX))
 }
 
 /// A read-only view of a store file (see the module docs).
@@ -228,29 +252,55 @@ impl Inspector {
         kind: Option<HistoryKind>,
         limit: usize,
     ) -> Result<Vec<HistoryRecord>, StoreError> {
-        if self.version < HISTORY_VERSION || limit == 0 {
+        self.history_where(&HistoryQuery {
+            kind,
+            limit,
+            ..HistoryQuery::default()
+        })
+    }
+
+    /// The newest `query.limit` history entries that match `query`,
+    /// returned oldest first.
+    pub fn history_where(&self, query: &HistoryQuery) -> Result<Vec<HistoryRecord>, StoreError> {
+        if self.version < HISTORY_VERSION || query.limit == 0 {
             return Ok(Vec::new());
         }
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        // Only the conditions asked for are in the SQL, so that one of a
+        // kind walks the `(kind, id)` index backwards from the newest row
+        // and the rest the primary key; the others filter as it goes.
+        let mut sql = String::from("SELECT id, at, kind, subject, event, detail FROM history");
+        let mut args: Vec<SqlValue> = Vec::new();
+        // Each `?` takes the next value, in the order they appear.
+        let mut and = |cond: &str, values: Vec<SqlValue>| {
+            sql.push_str(if args.is_empty() { " WHERE " } else { " AND " });
+            sql.push_str(cond);
+            args.extend(values);
+        };
+        if let Some(kind) = query.kind {
+            and("kind = ?", vec![SqlValue::Text(kind.as_str().to_owned())]);
+        }
+        // SQLite's `substr` and `length` count characters, as this does.
+        if let Some(prefix) = query.subject_prefix.as_deref().filter(|p| !p.is_empty()) {
+            and(
+                "substr(subject, 1, ?) = ?",
+                vec![chars(prefix), SqlValue::Text(prefix.to_owned())],
+            );
+        }
+        if let Some(suffix) = query.subject_suffix.as_deref().filter(|s| !s.is_empty()) {
+            and(
+                "substr(subject, -?) = ?",
+                vec![chars(suffix), SqlValue::Text(suffix.to_owned())],
+            );
+        }
+        if let Some(since) = query.since {
+            and("at >= ?", vec![SqlValue::Integer(to_ms(since))]);
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT ?");
+        args.push(SqlValue::Integer(limit));
         let result = (|| {
-            // Each query walks an index backwards from the newest row.
-            let mut stmt;
-            let mut rows = match kind {
-                Some(kind) => {
-                    stmt = self.conn.prepare(
-                        "SELECT id, at, kind, subject, event, detail FROM history
-                         WHERE kind = ?1 ORDER BY id DESC LIMIT ?2",
-                    )?;
-                    stmt.query(params![kind.as_str(), limit])?
-                }
-                None => {
-                    stmt = self.conn.prepare(
-                        "SELECT id, at, kind, subject, event, detail FROM history
-                         ORDER BY id DESC LIMIT ?1",
-                    )?;
-                    stmt.query([limit])?
-                }
-            };
+            let mut stmt = self.conn.prepare(&sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
                 let name: String = r.get(2)?;

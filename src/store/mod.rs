@@ -159,10 +159,14 @@
 //! Alarm and work-order changes are also kept in a `history` table
 //! ([`StoreHandle::record`]) so a technician can see, with `fieldgate
 //! alarms` and `fieldgate workorders`, what was raised while the network
-//! was down. History is not part of the outbox: it is never published nor
-//! evicted by the bounds above. It keeps the newest [`HISTORY_ROWS`]
-//! entries, and no more than an eighth of the outbox's share of
-//! `max_bytes`; older ones are pruned in the commit that adds new ones.
+//! was down; so is every write command, carried out or refused (`fieldgate
+//! writes`). History is not part of the outbox: it is never published nor
+//! evicted by the bounds above. It takes no more than an eighth of the
+//! outbox's share of `max_bytes`, split in two trails with bounds of their
+//! own: alarm and work-order changes keep the newest [`HISTORY_ROWS`]
+//! (three quarters of that share), writes the newest [`WRITE_ROWS`] (a
+//! quarter), so a flood of alarms never prunes the write trail. Older
+//! entries are pruned in the commit that adds new ones.
 //!
 //! # CMMS sinks
 //!
@@ -229,7 +233,7 @@ use thread::Command;
 
 pub use evict::MIN_MAX_BYTES;
 pub use fault::DiskFault;
-pub use inspect::{HistoryRecord, Inspector};
+pub use inspect::{HistoryQuery, HistoryRecord, Inspector};
 pub use sinks::{
     Delivery, DeliveryKind, ENDED_REFS, ParkedDelivery, PendingDelivery, SINK_ROWS, SinkFigures,
     SinkRef,
@@ -337,15 +341,25 @@ impl Kind {
     }
 }
 
-/// History entries kept, at most: the newest ones. Older entries are
-/// pruned (a range delete by id) in the commit that inserts new ones. A
-/// store with a small `max_bytes` keeps fewer: history takes at most an
-/// eighth of the outbox's share of the file, so it never crowds out the
-/// readings waiting for the broker.
+/// Alarm and work-order history entries kept, at most: the newest ones.
+/// Older entries are pruned in the commit that inserts new ones. A store
+/// with a small `max_bytes` keeps fewer: history takes at most an eighth
+/// of the outbox's share of the file (writes a quarter of that, apart:
+/// [`WRITE_ROWS`]), so it never crowds out the readings waiting for the
+/// broker.
 pub const HISTORY_ROWS: usize = 50_000;
 
 /// Config log rows kept (the newest); one per start or applied reload.
 pub const CONFIG_LOG_ROWS: usize = 1_000;
+
+/// Write entries kept, at most: the newest ones. They are the write
+/// trail auditors ask for (who changed which setpoint, when, from what to
+/// what), so they keep to bounds of their own: alarm and work-order
+/// entries, however many a flood brings, never push a write out, and
+/// writes never push out alarm changes either. About 500 bytes each, so
+/// 20,000 is some 10 MB; a store with a small `max_bytes` keeps fewer
+/// (writes take at most a quarter of the history's share of the file).
+pub const WRITE_ROWS: usize = 20_000;
 
 /// What a history entry is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -354,7 +368,8 @@ pub enum HistoryKind {
     Alarm,
     /// A work order was raised, updated, held, or changed by the CMMS.
     WorkOrder,
-    /// A write command and its result.
+    /// A write command to a tag, carried out or refused (kept within
+    /// [`WRITE_ROWS`], apart from the other kinds).
     Write,
 }
 
@@ -381,20 +396,25 @@ impl HistoryKind {
     }
 }
 
-/// One alarm or work-order change, kept in the `history` table.
+/// One alarm or work-order change, or one write, kept in the `history`
+/// table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryEntry {
     /// When it happened (kept to the millisecond).
     pub at: SystemTime,
     /// What it is about.
     pub kind: HistoryKind,
-    /// The rule name (alarms) or the work-order id (work orders).
+    /// The rule name (alarms), the work-order id (work orders), or
+    /// `{device}/{tag}` (writes; names never hold a `/`).
     pub subject: String,
     /// A short word: the alarm state (`active_unacked`, `normal`,
-    /// `shelved`…) or the work-order change (`raised`, `updated`,
-    /// `accepted`, `in_progress`, `closed`, `held`, `flood`).
+    /// `shelved`…), the work-order change (`raised`, `updated`,
+    /// `accepted`, `in_progress`, `closed`, `held`, `flood`), or the
+    /// write's result (`rejected`, `written`, `verified`, `unknown`).
     pub event: String,
-    /// JSON text: the payload that was published, or a small object.
+    /// JSON text: the payload that was published, or a small object (for
+    /// a write, the result message: who, what, old, written, read back,
+    /// result and reason).
     pub detail: String,
 }
 

@@ -84,10 +84,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
          value BLOB NOT NULL,
          updated_at INTEGER NOT NULL
      ) WITHOUT ROWID;",
-    // v3: the history of alarm and work-order changes, written in the same
-    // transaction as the last messages queued before them (like `state`).
-    // `id` is SQLite's rowid: it only grows, since only the oldest rows are
-    // ever deleted (`HISTORY_ROWS`, a range delete on the primary key).
+    // v3: the history of alarm and work-order changes (and, with no change
+    // of schema, of writes: kind `write`), written in the same transaction
+    // as the last messages queued before them (like `state`). `id` is
+    // SQLite's rowid: it only grows, since only the oldest rows of each
+    // trail are ever deleted (`HISTORY_ROWS`, `WRITE_ROWS`; see `history`).
     // `at` is ms since the Unix epoch; `kind` holds `HistoryKind::as_str`;
     // `detail` is JSON text. `(kind, id)` serves "the newest N of one
     // kind"; the primary key serves the newest N of all.

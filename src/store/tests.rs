@@ -353,3 +353,208 @@ async fn inserts_beyond_the_byte_budget_wait_and_all_arrive() {
     drop(h);
     guard.close().unwrap();
 }
+
+/// Every kind reads back from the name it is stored as; `write` is the
+/// write trail's; a name no release wrote is none.
+#[test]
+fn history_kinds_read_back_from_their_stored_names() {
+    for kind in HistoryKind::ALL {
+        assert_eq!(HistoryKind::parse(kind.as_str()), Some(kind));
+    }
+    let names: std::collections::HashSet<_> = HistoryKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(names.len(), HistoryKind::ALL.len());
+    assert_eq!(HistoryKind::parse("write"), Some(HistoryKind::Write));
+    assert_eq!(HistoryKind::Write.as_str(), "write");
+    assert_eq!(HistoryKind::parse("Write"), None);
+    assert_eq!(HistoryKind::parse("writes"), None);
+    assert_eq!(HistoryKind::parse(""), None);
+    // A new variant does not compile here until it is given a place, and
+    // then must be at that place in `ALL`.
+    let place = |k: HistoryKind| match k {
+        HistoryKind::Alarm => 0,
+        HistoryKind::WorkOrder => 1,
+        HistoryKind::Write => 2,
+    };
+    for (i, kind) in HistoryKind::ALL.into_iter().enumerate() {
+        assert_eq!(place(kind), i);
+    }
+    // As many as there are places.
+    assert_eq!(HistoryKind::ALL.len(), 3);
+}
+
+fn write_entry(subject: &str, result: &str, ms: u64) -> HistoryEntry {
+    HistoryEntry {
+        detail: format!("{{\"result\":\"{result}\",\"n\":{ms}}}"),
+        ..entry(HistoryKind::Write, subject, result, ms)
+    }
+}
+
+/// The write trail is read by device, tag and time, the newest N of
+/// those that match, oldest first.
+#[tokio::test]
+async fn writes_are_read_by_device_tag_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), Duration::from_millis(10));
+    let (h, guard) = open(&cfg).unwrap();
+    h.record(vec![
+        write_entry("pump1/setpoint", "verified", 1),
+        // An alarm whose rule name looks like a write's subject.
+        entry(HistoryKind::Alarm, "pump1/setpoint", "normal", 2),
+        write_entry("pump10/setpoint", "written", 3),
+        write_entry("pump1/mode", "rejected", 4),
+        write_entry("pump2/setpoint", "unknown", 5),
+        write_entry("pump1/setpoint", "rejected", 6),
+        write_entry("pümp/sétpoint", "verified", 7),
+    ])
+    .await
+    .unwrap();
+    h.flush().await.unwrap();
+    let peek = Inspector::open(&cfg.path).unwrap();
+    let read = |prefix: Option<&str>, suffix: Option<&str>, since: Option<u64>, limit: usize| {
+        let q = HistoryQuery {
+            kind: Some(HistoryKind::Write),
+            subject_prefix: prefix.map(str::to_owned),
+            subject_suffix: suffix.map(str::to_owned),
+            since: since.map(at),
+            limit,
+        };
+        peek.history_where(&q)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.entry.subject, r.entry.event))
+            .collect::<Vec<_>>()
+    };
+    let pair = |s: &str, e: &str| (s.to_owned(), e.to_owned());
+    assert_eq!(read(None, None, None, 100).len(), 6);
+    assert_eq!(
+        read(Some("pump1/"), None, None, 100),
+        [
+            pair("pump1/setpoint", "verified"),
+            pair("pump1/mode", "rejected"),
+            pair("pump1/setpoint", "rejected")
+        ]
+    );
+    assert_eq!(
+        read(None, Some("/setpoint"), None, 2),
+        [
+            pair("pump2/setpoint", "unknown"),
+            pair("pump1/setpoint", "rejected")
+        ]
+    );
+    assert_eq!(
+        read(Some("pump1/"), Some("/setpoint"), Some(2), 100),
+        [pair("pump1/setpoint", "rejected")]
+    );
+    // Characters, not bytes.
+    assert_eq!(
+        read(Some("pümp/"), Some("/sétpoint"), None, 100),
+        [pair("pümp/sétpoint", "verified")]
+    );
+    assert!(read(Some("pump3/"), None, None, 100).is_empty());
+    assert!(read(None, None, Some(8), 100).is_empty());
+    assert!(read(None, None, None, 0).is_empty());
+    // The other kinds are untouched by the filters, and `history` reads
+    // as before.
+    assert_eq!(peek.history(Some(HistoryKind::Alarm), 10).unwrap().len(), 1);
+    assert_eq!(peek.history(None, 10).unwrap().len(), 7);
+    guard.close().unwrap();
+}
+
+/// An alarm flood beyond `HISTORY_ROWS` prunes alarm changes only: the
+/// write trail before it is whole.
+#[tokio::test]
+async fn an_alarm_flood_never_prunes_the_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), Duration::from_millis(10));
+    let (h, guard) = open(&cfg).unwrap();
+    h.record(
+        (1..=5)
+            .map(|i| write_entry("pump1/setpoint", "verified", i))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    h.flush().await.unwrap();
+    let total = HISTORY_ROWS as u64 + 100;
+    h.record(
+        (1..=total)
+            .map(|i| entry(HistoryKind::Alarm, &format!("r{i}"), "normal", 10 + i))
+            .collect(),
+    )
+    .await
+    .unwrap();
+    h.flush().await.unwrap();
+    let peek = Inspector::open(&cfg.path).unwrap();
+    let writes = peek.history(Some(HistoryKind::Write), usize::MAX).unwrap();
+    assert_eq!(writes.len(), 5);
+    assert_eq!(writes[0].id, 1);
+    let alarms = peek.history(Some(HistoryKind::Alarm), usize::MAX).unwrap();
+    assert_eq!(alarms.len(), HISTORY_ROWS);
+    assert_eq!(alarms[0].entry.subject, "r101");
+    drop(peek);
+    guard.close().unwrap();
+    // After a restart, the trails are measured apart: one more write
+    // prunes no alarm.
+    let (h, guard) = open(&cfg).unwrap();
+    h.record(vec![write_entry("pump1/setpoint", "written", total + 20)])
+        .await
+        .unwrap();
+    h.flush().await.unwrap();
+    let peek = Inspector::open(&cfg.path).unwrap();
+    assert_eq!(
+        peek.history(Some(HistoryKind::Write), 100).unwrap().len(),
+        6
+    );
+    assert_eq!(
+        peek.history(Some(HistoryKind::Alarm), usize::MAX)
+            .unwrap()
+            .len(),
+        HISTORY_ROWS
+    );
+    guard.close().unwrap();
+}
+
+/// Writes keep to their quarter of the history's share of a small file,
+/// beside a pile of work-order changes, and the outbox loses nothing.
+#[tokio::test]
+async fn writes_keep_to_their_share_of_a_small_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        max_bytes: 1 << 20,
+        ..config(dir.path(), Duration::from_millis(10))
+    };
+    let (h, guard) = open(&cfg).unwrap();
+    for batch in 0..10u64 {
+        let mut entries: Vec<HistoryEntry> = (0..50)
+            .map(|i| HistoryEntry {
+                detail: format!("{{\"title\":\"{}\"}}", "x".repeat(2000)),
+                ..entry(HistoryKind::WorkOrder, "wo", "updated", batch * 100 + i)
+            })
+            .collect();
+        entries.extend((50..100).map(|i| HistoryEntry {
+            detail: format!("{{\"message\":\"{}\"}}", "y".repeat(2000)),
+            ..write_entry("pump1/setpoint", "rejected", batch * 100 + i)
+        }));
+        h.record(entries).await.unwrap();
+        h.flush().await.unwrap();
+    }
+    let peek = Inspector::open(&cfg.path).unwrap();
+    let writes = peek.history(Some(HistoryKind::Write), usize::MAX).unwrap();
+    let changes = peek
+        .history(Some(HistoryKind::WorkOrder), usize::MAX)
+        .unwrap();
+    // Both trails kept some, the newest of each; the writes about a
+    // third as many as the changes (a quarter of the share against three).
+    assert!(!writes.is_empty() && writes.len() < 500, "{}", writes.len());
+    assert!(
+        changes.len() > 2 * writes.len(),
+        "{} {}",
+        changes.len(),
+        writes.len()
+    );
+    assert_eq!(writes.last().map(|r| r.entry.at), Some(at(999)));
+    assert_eq!(changes.last().map(|r| r.entry.at), Some(at(949)));
+    let s = h.stats().await.unwrap();
+    assert!(s.file_bytes <= 1 << 20, "{s:?}");
+    guard.close().unwrap();
+}

@@ -1078,12 +1078,12 @@ mod tests {
     fn csv_columns() {
         let csv = "name,address,type,length,scale,writable,min,max,allowed,max_rate,confirm\n\
                    sp,40001,f32,,0.1,true,0,120,,6,false\n\
-                   mode,40003,u16,,,true,,,0|1| 2,,\n\
+                   mode,40003,u16,,,TRUE,,,0|1| 2,,\n\
                    reset,00001,,,,true,,,true,,\n\
                    one,40004,u16,,,true,,,5,,\n\
                    recipe,40005,string,4,,true,,,A-12|B-7|42,,\n\
                    pv,30001,f32,,,,,,,,\n\
-                   off,40010,u16,,,false,,,,,\n";
+                   off,40010,u16,,,FALSE,,,,,\n";
         let (_dir, result) = with_csv(csv);
         let l = result.unwrap_or_else(|p| panic!("{p}\n{csv}"));
         assert!(l.warnings.is_empty(), "{:?}", l.warnings);
