@@ -1,11 +1,12 @@
 //! The status page: one HTML file, one stylesheet and one script, compiled
 //! into the binary (the plant network has no internet, and a gateway must
 //! not depend on files beside it). Plain HTML, CSS and JavaScript with no
-//! library, so building the crate needs no Node toolchain; about 39 KB in
+//! library, so building the crate needs no Node toolchain; about 54 KB in
 //! all.
 //!
 //! The page reads `/api/events` (see [`events`](super::events)) and posts
-//! acknowledgements and shelve requests to `/api/alarms/…`
+//! acknowledgements and shelve requests to `/api/alarms/…`, writes to
+//! `/api/tags/…/write`
 //! ([`actions`](super::actions)). Its headers forbid framing (a button
 //! that acknowledges alarms must not be clickjacked) and any script,
 //! style or connection from elsewhere.

@@ -114,6 +114,7 @@ pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceSeen>], actions: bool) -> 
             "written": s.writes.written,
             "verified": s.writes.verified,
             "unknown": s.writes.unknown,
+            "dropped": s.writes.dropped,
         },
     })
 }

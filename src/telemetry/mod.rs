@@ -170,12 +170,22 @@ pub struct WritesSnapshot {
     pub verified: u64,
     /// Results `unknown`.
     pub unknown: u64,
+    /// Commands that never reached the write desk (its queue was full or
+    /// it was stopping): not answered, not recorded, only counted here
+    /// and logged.
+    pub dropped: u64,
 }
 
 impl WritesSnapshot {
-    fn of(stats: &WriteStats, writable_tags: usize) -> WritesSnapshot {
+    fn of(
+        stats: &WriteStats,
+        writable_tags: usize,
+        mqtt: &ForwarderStats,
+        sparkplug: &EdgeNodeStats,
+    ) -> WritesSnapshot {
         use std::sync::atomic::Ordering::Relaxed;
         WritesSnapshot {
+            dropped: mqtt.writes_dropped.load(Relaxed) + sparkplug.dcmd_busy.load(Relaxed),
             writable_tags,
             received: stats.received.load(Relaxed),
             rejected: stats.rejected.load(Relaxed),
@@ -442,7 +452,12 @@ impl Telemetry {
             process,
             cmms: cmms_view::connectors(&self.cmms_named(), sinks),
             sparkplug,
-            writes: WritesSnapshot::of(&self.writes, self.writable_tags),
+            writes: WritesSnapshot::of(
+                &self.writes,
+                self.writable_tags,
+                &self.mqtt,
+                &self.sparkplug,
+            ),
             pipeline_idle: self.pipeline_idle(),
             uptime: self.info.booted.elapsed(),
             clock_synced: crate::clock::wall_clock_synced(),

@@ -585,6 +585,12 @@ fn writes(out: &mut Out, s: &Snapshot) {
         "counter",
         "Write commands by result: rejected (nothing written), written, verified (read back equal), unknown (no answer to the write: it may or may not have happened).",
     );
+    out.family(
+        "fieldgate_writes_dropped_total",
+        "counter",
+        "Write commands that never reached the write desk (its queue full, or the gateway stopping): not answered, not recorded, logged.",
+    );
+    out.int("fieldgate_writes_dropped_total", &[], w.dropped);
     for (result, n) in [
         ("rejected", w.rejected),
         ("written", w.written),
