@@ -37,25 +37,6 @@ pub struct Accepted {
     pub confirm: bool,
 }
 
-/// A refusal, with the value fitted to the tag when it got that far (for
-/// the record: "asked 120, max 100").
-#[derive(Debug, Clone, PartialEq)]
-pub struct Refusal {
-    /// Why.
-    pub reason: RejectReason,
-    /// The fitted value, if the command got that far.
-    pub value: Option<Value>,
-}
-
-impl From<RejectReason> for Refusal {
-    fn from(reason: RejectReason) -> Refusal {
-        Refusal {
-            reason,
-            value: None,
-        }
-    }
-}
-
 /// The rate book: when each tag was last written, within the window.
 /// Kept across reloads (the desk hands it on), so a reload does not reset
 /// a tag's rate.
@@ -74,23 +55,21 @@ impl Gate {
         command: &WriteCommand,
         now_wall: SystemTime,
         now: Instant,
-    ) -> Result<Accepted, Refusal> {
+    ) -> Result<Accepted, RejectReason> {
         if let Requested::Malformed(why) = &command.value {
-            return Err(RejectReason::BadPayload(why.clone()).into());
+            return Err(RejectReason::BadPayload(why.clone()));
         }
         match command.delivery {
             Delivery::Live => {}
             Delivery::Retained => {
                 return Err(RejectReason::Stale(
                     "a retained message: a write is never taken from a copy the broker kept; publish commands without the retain flag (and clear this one with an empty retained message)".into(),
-                )
-                .into());
+                ));
             }
             Delivery::Queued => {
                 return Err(RejectReason::Stale(
                     "queued by the broker while the gateway was disconnected".into(),
-                )
-                .into());
+                ));
             }
         }
         let unknown = || RejectReason::UnknownTag {
@@ -109,16 +88,12 @@ impl Gate {
             .find(|(_, t)| t.name == command.tag)
             .ok_or_else(unknown)?;
         let Some(access) = &tag.write else {
-            return Err(RejectReason::NotWritable.into());
+            return Err(RejectReason::NotWritable);
         };
         stale(command, config.writes.max_age, now_wall)?;
         let value = write::fit(tag, &command.value)?;
-        let refuse = |reason: RejectReason| Refusal {
-            reason,
-            value: Some(value.clone()),
-        };
-        within_limits(access, &value).map_err(refuse)?;
-        let plan = write::plan(device, tag, &value).map_err(refuse)?;
+        within_limits(access, &value)?;
+        let plan = write::plan(device, tag, &value)?;
         if let Some(per_minute) = access.max_rate {
             let key = (device.name.clone(), tag.name.clone());
             let times = self.recent.entry(key).or_default();
@@ -129,7 +104,7 @@ impl Gate {
                 times.pop_front();
             }
             if times.len() >= per_minute as usize {
-                return Err(refuse(RejectReason::Rate { per_minute }));
+                return Err(RejectReason::Rate { per_minute });
             }
             times.push_back(now);
         }
@@ -292,7 +267,7 @@ mod tests {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let now = Instant::now();
         let mut gate = Gate::default();
-        let reason = |r: Result<Accepted, Refusal>| r.map(|_| ()).unwrap_err().reason.code();
+        let reason = |r: Result<Accepted, RejectReason>| r.map(|_| ()).unwrap_err().code();
         let mut bad = command("setpoint", Requested::Malformed("no v".into()), t);
         bad.delivery = Delivery::Retained;
         assert_eq!(reason(gate.judge(&c, &bad, t, now)), "bad_payload");
@@ -305,12 +280,8 @@ mod tests {
         assert_eq!(reason(gate.judge(&c, &read_only, t, now)), "not_writable");
         let high = command("setpoint", Requested::Number(120.0), t);
         let refusal = gate.judge(&c, &high, t, now).unwrap_err();
-        assert_eq!(refusal.reason.code(), "out_of_range");
-        assert!(
-            refusal.reason.to_string().contains("max 100"),
-            "{}",
-            refusal.reason
-        );
+        assert_eq!(refusal.code(), "out_of_range");
+        assert!(refusal.to_string().contains("max 100"), "{refusal}");
         let not_allowed = command("mode", Requested::Number(3.0), t);
         assert_eq!(reason(gate.judge(&c, &not_allowed, t, now)), "out_of_range");
     }
@@ -324,12 +295,12 @@ mod tests {
         let mut old = command("setpoint", Requested::Number(1.0), t);
         old.sent = Some(t - Duration::from_secs(11));
         let r = gate.judge(&c, &old, t, now).unwrap_err();
-        assert_eq!(r.reason.code(), "stale");
-        assert!(r.reason.to_string().contains("11.0 s ago"), "{}", r.reason);
+        assert_eq!(r.code(), "stale");
+        assert!(r.to_string().contains("11.0 s ago"), "{r}");
         let mut ahead = command("setpoint", Requested::Number(1.0), t);
         ahead.sent = Some(t + Duration::from_secs(60));
         assert_eq!(
-            gate.judge(&c, &ahead, t, now).unwrap_err().reason.code(),
+            gate.judge(&c, &ahead, t, now).unwrap_err().code(),
             "stale"
         );
         // Received long ago and not carried out since (waiting in a queue).
@@ -339,13 +310,13 @@ mod tests {
             t - Duration::from_secs(30),
         );
         assert_eq!(
-            gate.judge(&c, &waited, t, now).unwrap_err().reason.code(),
+            gate.judge(&c, &waited, t, now).unwrap_err().code(),
             "stale"
         );
         let mut queued = command("setpoint", Requested::Number(1.0), t);
         queued.delivery = Delivery::Queued;
         assert_eq!(
-            gate.judge(&c, &queued, t, now).unwrap_err().reason.code(),
+            gate.judge(&c, &queued, t, now).unwrap_err().code(),
             "stale"
         );
     }
@@ -365,8 +336,7 @@ mod tests {
         let third = gate
             .judge(&c, &ok, t, t0 + Duration::from_secs(20))
             .unwrap_err();
-        assert_eq!(third.reason.code(), "rate");
-        assert_eq!(third.value, Some(Value::Float(42.5)));
+        assert_eq!(third.code(), "rate");
         // A minute after the first, one more is allowed.
         assert!(gate.judge(&c, &ok, t, t0 + Duration::from_secs(60)).is_ok());
         assert!(

@@ -194,10 +194,11 @@ impl Task {
             .judge(&route.config, &command, SystemTime::now(), Instant::now());
         let accepted = match judged {
             Ok(a) => a,
-            Err(refusal) => {
-                let result = WriteResult::Rejected(refusal.reason);
-                self.report(command, reply, None, refusal.value, None, result)
-                    .await;
+            Err(reason) => {
+                // Nothing was written: `written` stays empty (the value
+                // asked for is in the command).
+                let result = WriteResult::Rejected(reason);
+                self.report(command, reply, None, None, None, result).await;
                 return;
             }
         };
@@ -205,8 +206,7 @@ impl Task {
             let result = WriteResult::Rejected(RejectReason::Busy(
                 "the device's link is not running (starting or reloading)".into(),
             ));
-            self.report(command, reply, None, Some(accepted.value), None, result)
-                .await;
+            self.report(command, reply, None, None, None, result).await;
             return;
         };
         let (tx, rx) = oneshot::channel();
@@ -226,8 +226,7 @@ impl Task {
                 }
             };
             let result = WriteResult::Rejected(RejectReason::Busy(why.into()));
-            self.report(command, reply, None, Some(accepted.value), None, result)
-                .await;
+            self.report(command, reply, None, None, None, result).await;
             return;
         }
         let written = accepted.value;

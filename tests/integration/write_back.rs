@@ -344,6 +344,7 @@ async fn mqtt_commands_are_checked_written_verified_and_recorded() {
             "{r}"
         );
         assert!(r["message"].as_str().is_some_and(|m| !m.is_empty()), "{r}");
+        assert!(r["written"].is_null() && r["old"].is_null(), "{r}");
     }
     assert_eq!(holding(sim_addr, 10, 1).await, [425]);
     assert_eq!(holding(sim_addr, 11, 1).await, [1]);
