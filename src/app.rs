@@ -271,11 +271,18 @@ impl Gateway {
             started,
             &store,
             inbound_tx.clone(),
+            orders.clone(),
             stats.clone(),
             hash_rx,
         );
         let current = SharedCurrent::default();
-        let edge_node = EdgeNode::start(&config, &store, &current, telemetry.sparkplug_stats());
+        let edge_node = EdgeNode::start(
+            &config,
+            &store,
+            &current,
+            telemetry.sparkplug_stats(),
+            &orders,
+        );
         let acquisition =
             Acquisition::start(&config, rules, &store, inbound_rx, &telemetry, &current);
         let (desk_route, desk_route_rx) = watch::channel(DeskRoute {
@@ -402,6 +409,7 @@ impl Gateway {
             &self.store,
             &self.current,
             telemetry.sparkplug_stats(),
+            &self.orders,
         );
         self.acquisition = Acquisition::start(
             &new,
@@ -457,6 +465,7 @@ impl Gateway {
             self.started,
             &self.store,
             self.inbound_tx.clone(),
+            self.orders.clone(),
             self.stats.clone(),
             hash_rx,
         );
@@ -645,11 +654,12 @@ impl EdgeNode {
         store: &StoreHandle,
         current: &SharedCurrent,
         stats: Arc<EdgeNodeStats>,
+        orders: &mpsc::Sender<WriteOrder>,
     ) -> EdgeNode {
         let (trigger, listener) = shutdown::channel();
         let task = EdgeNodeConfig::of(config).map(|cfg| {
             tokio::spawn(sparkplug::run(
-                cfg,
+                cfg.with_writes(orders.clone()),
                 store.clone(),
                 current.clone(),
                 stats,
@@ -677,6 +687,7 @@ impl Forwarding {
         started: SystemTime,
         store: &StoreHandle,
         inbound: mpsc::Sender<Inbound>,
+        writes: mpsc::Sender<WriteOrder>,
         stats: Arc<ForwarderStats>,
         config_hash: watch::Receiver<String>,
     ) -> Forwarding {
@@ -685,6 +696,7 @@ impl Forwarding {
             ForwarderConfig::from_config(config, started),
             store.clone(),
             inbound,
+            Some(writes),
             stats,
             listener,
             Some(config_hash),

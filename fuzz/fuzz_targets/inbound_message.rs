@@ -58,24 +58,25 @@ fuzz_target!(|data: &[u8]| {
     };
     let topics = Topics::new("fieldgate", "fuzz", "gw");
     let retained = which & 0x80 != 0;
+    let received = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_050);
     match which % 4 {
         0 => {
-            let _ = inbound::read(&topics, "fieldgate/fuzz/gw/alarms/hot/ack", payload, retained);
+            let _ = inbound::read(&topics, "fieldgate/fuzz/gw/alarms/hot/ack", payload, retained, received);
         }
         1 => {
-            let _ = inbound::read(&topics, "fieldgate/fuzz/gw/alarms/hot/shelve", payload, retained);
+            let _ = inbound::read(&topics, "fieldgate/fuzz/gw/alarms/hot/shelve", payload, retained, received);
         }
         2 => {
             // Any topic at all, up to the first NUL; the rest is the payload.
             let (topic, rest) = payload.split_at(payload.iter().position(|b| *b == 0).unwrap_or(payload.len()));
-            let _ = inbound::read(&topics, &String::from_utf8_lossy(topic), rest, retained);
+            let _ = inbound::read(&topics, &String::from_utf8_lossy(topic), rest, retained, received);
         }
         _ => {
             let (book, id) = book();
             let mut book = book.clone();
             let at = Timestamp::from(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_100));
             let topic = format!("{}/status", topics.workorder(id));
-            if let Ok(Some(Request::WorkOrderStatus { update, .. })) = inbound::read(&topics, &topic, payload, retained) {
+            if let Ok(Some(Request::WorkOrderStatus { update, .. })) = inbound::read(&topics, &topic, payload, retained, received) {
                 if book.on_status(id, &update, at).is_ok() {
                     assert_eq!(book.all().count(), 1, "a status never adds a work order");
                 }

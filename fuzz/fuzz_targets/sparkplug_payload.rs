@@ -15,23 +15,32 @@
 //! | 5-7         | 0 NCMD, 1 DCMD, 2 STATE, 3 rebirth (NBIRTH), 4-7 a row    |
 //! | 0-1         | row kind: DDATA, DBIRTH, DDEATH, NDATA                   |
 //! | 2-3         | device: pump1, pump2, pump9 (not configured), pump1      |
-//! | 4           | the row is sent as history                               |
+//! | 4           | the row is sent as history; a DCMD was retained          |
 //!
 //! Operations 6 and 7 build the row's payload from the bytes (metric
 //! names of the catalog and others, any value field) so that the fuzzer
-//! reaches the alias and quality logic without first learning protobuf.
+//! reaches the alias and quality logic without first learning protobuf;
+//! a DCMD with header bit 0 set does the same.
+//!
+//! Some tags are writable: a DCMD's writes must name a writable tag of
+//! the DCMD's device, one command per metric, and each write is answered
+//! as the edge node answers it, by a one-metric DDATA of the session,
+//! held to the same rules as every other DATA message.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use fieldgate::command::{Delivery, Requested};
 use fieldgate::config::{Condition, Connection, Device, Priority, Rule, WorkOrderTemplate};
-use fieldgate::contract::sparkplug::inbound::{device_commands, host_state, node_commands};
+use fieldgate::contract::sparkplug::inbound::{
+    Command, device_commands, host_state, node_commands,
+};
 use fieldgate::contract::sparkplug::proto::Payload;
 use fieldgate::contract::sparkplug::proto::payload::{Metric, metric};
 use fieldgate::contract::sparkplug::session::{NodeInfo, RowAction, Session, WireError};
 use fieldgate::contract::sparkplug::{Catalog, Current, SparkplugTopics};
-use fieldgate::tag::{Area, DataType, Tag};
+use fieldgate::tag::{Area, DataType, Tag, Value, WriteAccess};
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
 
@@ -51,8 +60,15 @@ fn rule(name: &str, condition: Condition) -> Rule {
     }
 }
 
+/// A tag that takes writes.
+fn writable(mut tag: Tag) -> Tag {
+    tag.write = Some(WriteAccess::default());
+    tag
+}
+
 /// Two pumps (pump1 born at the start, pump2 not), a rule on pump1 and one
-/// spanning both (node metrics).
+/// spanning both (node metrics); pump1's `temp` and `level` are read-only,
+/// its other tags and pump2's `setpoint` take writes.
 fn fixture() -> &'static (Arc<Catalog>, Vec<Device>, Vec<String>) {
     static FIXTURE: OnceLock<(Arc<Catalog>, Vec<Device>, Vec<String>)> = OnceLock::new();
     FIXTURE.get_or_init(|| {
@@ -67,15 +83,28 @@ fn fixture() -> &'static (Arc<Catalog>, Vec<Device>, Vec<String>) {
                 vec![
                     temp,
                     Tag::new("level", Area::HoldingRegister, 1, DataType::I16),
-                    Tag::new("running", Area::Coil, 0, DataType::Bool),
-                    Tag::new("model", Area::HoldingRegister, 2, DataType::String(4)),
-                    Tag::new("starts", Area::HoldingRegister, 6, DataType::U64),
+                    writable(Tag::new("running", Area::Coil, 0, DataType::Bool)),
+                    writable(Tag::new(
+                        "model",
+                        Area::HoldingRegister,
+                        2,
+                        DataType::String(4),
+                    )),
+                    writable(Tag::new("starts", Area::HoldingRegister, 6, DataType::U64)),
                 ],
             ),
             Device::new(
                 "pump2",
                 rtu(),
-                vec![Tag::new("pressure", Area::InputRegister, 0, DataType::F32)],
+                vec![
+                    Tag::new("pressure", Area::InputRegister, 0, DataType::F32),
+                    writable(Tag::new(
+                        "setpoint",
+                        Area::HoldingRegister,
+                        0,
+                        DataType::F32,
+                    )),
+                ],
             ),
         ];
         let rules = vec![
@@ -217,7 +246,56 @@ fuzz_target!(|data: &[u8]| {
                 let _ = node_commands(payload, catalog);
             }
             1 => {
-                let _ = device_commands(payload);
+                let device = ["pump1", "pump2", "pump9", "pump1"][usize::from((header >> 2) & 3)];
+                let retained = header & 0x10 != 0;
+                let built;
+                let payload = if header & 1 != 0 {
+                    built = structured(payload, names);
+                    built.as_slice()
+                } else {
+                    payload
+                };
+                let Ok(commands) = device_commands(payload, device, catalog, retained) else {
+                    continue;
+                };
+                let metrics = Payload::decode(payload).map_or(0, |p| p.metrics.len());
+                assert_eq!(commands.len(), metrics, "one command per metric");
+                for c in commands {
+                    let w = match c {
+                        Command::Write(w) => w,
+                        Command::Refused { .. } => continue,
+                        Command::Rebirth => panic!("a DCMD asked for a rebirth"),
+                    };
+                    assert_eq!(w.device, device);
+                    let def = catalog
+                        .device(device)
+                        .and_then(|d| d.metric(&w.tag))
+                        .expect("a write names a metric of its device");
+                    assert!(def.writable, "{} is not writable", w.tag);
+                    let delivery = match retained {
+                        true => Delivery::Retained,
+                        false => Delivery::Live,
+                    };
+                    assert_eq!(w.delivery, delivery);
+                    // Answered as the edge node answers a report.
+                    let value = match &w.value {
+                        Requested::Bool(b) => Some(Value::Bool(*b)),
+                        Requested::Number(x) => {
+                            assert!(x.is_finite(), "{x} reached the desk");
+                            Some(Value::Float(*x))
+                        }
+                        Requested::Text(s) => Some(Value::Text(s.clone())),
+                        Requested::Malformed(_) => None,
+                    };
+                    let born = session.is_born(device);
+                    let out = session.metric_data(device, &w.tag, value.as_ref(), true, AT);
+                    assert_eq!(out.is_some(), born, "answered only while born");
+                    if let Some(out) = out {
+                        assert!(out.topic.contains("/DDATA/"), "{}", out.topic);
+                        check(&out.payload, &out.topic, false, next_seq);
+                        next_seq = (next_seq + 1) % 256;
+                    }
+                }
             }
             2 => {
                 let _ = host_state(payload);

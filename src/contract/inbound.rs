@@ -1,11 +1,21 @@
 //! Every message fieldgate receives, read into a typed [`Request`]: what
 //! operators send on `alarms/{rule}/ack` and `alarms/{rule}/shelve` (an
-//! [`OperatorAction`]), and what the CMMS sends on
-//! `workorders/{id}/status` (a [`StatusUpdate`] for the work-order book).
-//! The inbound channel carries these requests, never bytes: the forwarder
-//! reads each message once, on receipt, with [`read`]; the status page's
-//! actions build the same requests from their bodies. Pure: no I/O, no
-//! clock.
+//! [`OperatorAction`]), what the CMMS sends on `workorders/{id}/status` (a
+//! [`StatusUpdate`] for the work-order book), and write commands on
+//! `cmd/{device}/{tag}` (a [`WriteCommand`], read by
+//! [`command::read_command`](super::command::read_command)). The inbound
+//! channel carries these requests, never bytes: the forwarder reads each
+//! message once, on receipt, with [`read`]; the status page's actions
+//! build the same requests from their bodies. Pure: no I/O, no clock (the
+//! receipt time is an argument).
+//!
+//! A write command is not refused here, whatever it holds: a retained one
+//! is read as [`Delivery::Retained`] and one that cannot be read as
+//! [`Requested::Malformed`](crate::command::Requested::Malformed), and the
+//! write desk refuses them with an answer on the result topic and an entry
+//! in the history. Only an empty payload (a retained command being
+//! cleared) asks for nothing. Write commands go to the write desk, never to
+//! the rules stage.
 //!
 //! A retained ack or shelve request is refused: it would acknowledge every
 //! future alarm at each reconnect. A retained status is read (the CMMS may
@@ -33,11 +43,13 @@
 //!   so is whatever of a message goes into an error (and so into a log
 //!   line): the status, the topic, the reason JSON was refused.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Deserializer};
 
+use super::command::read_command;
 use super::topics::{InboundTopic, Topics};
+use crate::command::{Delivery, WriteCommand};
 use crate::rules::{StatusUpdate, WoStatus};
 
 /// The longest shelf; longer requests are shortened to this.
@@ -49,7 +61,7 @@ pub const MAX_SHELVE: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const MAX_TEXT: usize = 200;
 
 /// What a message from outside asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Request {
     /// An operator's request about a rule's alarm.
     Alarm {
@@ -76,6 +88,9 @@ pub enum Request {
     /// backlog resends before them (and a broker that lost its retained
     /// messages gets them back).
     BrokerConnected,
+    /// A write command (`cmd/{device}/{tag}`): for the write desk, which
+    /// judges and answers it; the rules stage never sees one.
+    Write(WriteCommand),
 }
 
 /// Why an inbound message asks for nothing.
@@ -106,13 +121,17 @@ pub enum InboundError {
 }
 
 /// Reads one message received on `topic` (with the broker's retain flag)
-/// into the request it makes: `Ok(None)` for an empty payload (a retained
-/// message being cleared, delivered live: it asks for nothing).
+/// at `received` into the request it makes: `Ok(None)` for an empty
+/// payload (a retained message being cleared, delivered live: it asks for
+/// nothing). A write command is read as [`Delivery::Retained`] with the
+/// retain flag, else [`Delivery::Live`]: only the forwarder knows whether
+/// the broker queued it, and marks it [`Delivery::Queued`] then.
 pub fn read(
     topics: &Topics,
     topic: &str,
     payload: &[u8],
     retained: bool,
+    received: SystemTime,
 ) -> Result<Option<Request>, InboundError> {
     let Some(parsed) = topics.parse_inbound(topic) else {
         return Err(InboundError::UnknownTopic(shorten(topic.to_owned())));
@@ -145,6 +164,17 @@ pub fn read(
             })),
             Err(e) => Err(InboundError::Status(e)),
         },
+        InboundTopic::Command { .. } if payload.iter().all(u8::is_ascii_whitespace) => Ok(None),
+        InboundTopic::Command { device, tag } => {
+            let delivery = if retained {
+                Delivery::Retained
+            } else {
+                Delivery::Live
+            };
+            Ok(Some(Request::Write(read_command(
+                device, tag, payload, delivery, received,
+            ))))
+        }
     }
 }
 
@@ -427,6 +457,7 @@ mod tests {
                 &format!("fieldgate/s/gw/{topic}"),
                 payload,
                 retained,
+                SystemTime::UNIX_EPOCH,
             )
         };
         assert_eq!(
@@ -467,6 +498,60 @@ mod tests {
         ));
         assert!(matches!(
             read("alarms/hot", b"x", false),
+            Err(InboundError::UnknownTopic(_))
+        ));
+    }
+
+    #[test]
+    fn write_commands_are_read_never_refused_here() {
+        use crate::command::{Requested, Source};
+        let topics = Topics::new("fieldgate", "s", "gw");
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let read = |topic: &str, payload: &[u8], retained| {
+            read(
+                &topics,
+                &format!("fieldgate/s/gw/{topic}"),
+                payload,
+                retained,
+                at,
+            )
+        };
+        let Ok(Some(Request::Write(live))) =
+            read("cmd/pump1/setpoint", br#"{"v":42.5,"id":"a1"}"#, false)
+        else {
+            panic!("a command is a write request");
+        };
+        assert_eq!(
+            live,
+            WriteCommand {
+                device: "pump1".into(),
+                tag: "setpoint".into(),
+                value: Requested::Number(42.5),
+                id: Some("a1".into()),
+                by: None,
+                sent: None,
+                received: at,
+                source: Source::Mqtt,
+                delivery: Delivery::Live,
+            }
+        );
+        // Retained: read, marked, left to the desk to refuse and answer.
+        let Ok(Some(Request::Write(retained))) = read("cmd/pump1/setpoint", br#"{"v":1}"#, true)
+        else {
+            panic!("a retained command is still a write request");
+        };
+        assert_eq!(retained.delivery, Delivery::Retained);
+        // Unreadable: still a command, to be refused with an answer.
+        let Ok(Some(Request::Write(bad))) = read("cmd/pump1/setpoint", b"{", false) else {
+            panic!("a malformed command is still a write request");
+        };
+        assert!(matches!(bad.value, Requested::Malformed(_)), "{bad:?}");
+        // A retained command being cleared asks for nothing.
+        assert_eq!(read("cmd/pump1/setpoint", b"", true), Ok(None));
+        assert_eq!(read("cmd/pump1/setpoint", b" \n", false), Ok(None));
+        // Our own results are not commands.
+        assert!(matches!(
+            read("cmd/pump1/setpoint/result", br#"{"v":1}"#, false),
             Err(InboundError::UnknownTopic(_))
         ));
     }
@@ -657,12 +742,12 @@ mod tests {
         }
         let topics = Topics::new("fieldgate", "s", "gw");
         let topic = format!("fieldgate/s/gw/alarms/{long}/ack");
-        match read(&topics, &topic, b"ok", true) {
+        match read(&topics, &topic, b"ok", true, SystemTime::UNIX_EPOCH) {
             Err(InboundError::Retained { topic }) => assert!(cut(&topic)),
             other => panic!("{other:?}"),
         }
         let topic = format!("fieldgate/s/gw/alarms/{long}/shelve");
-        match read(&topics, &topic, b"soon", false) {
+        match read(&topics, &topic, b"soon", false, SystemTime::UNIX_EPOCH) {
             Err(InboundError::Shelve { rule, .. }) => assert!(cut(&rule)),
             other => panic!("{other:?}"),
         }

@@ -13,6 +13,8 @@
 //! {prefix}/{site}/{gateway}/workorders/{id}           out, retained until closed                    rules
 //! {prefix}/{site}/{gateway}/workorders/{id}/status    in: from the CMMS                             inbound
 //! {prefix}/{site}/{gateway}/meters/{meter}            out, retained                                 rules
+//! {prefix}/{site}/{gateway}/cmd/{device}/{tag}         in: a write command                           command
+//! {prefix}/{site}/{gateway}/cmd/{device}/{tag}/result  out: what came of it                          command
 //! ```
 //!
 //! * [`topics`]: the topic names, out and in.
@@ -21,6 +23,8 @@
 //! * [`status`]: the online/offline status.
 //! * [`rules`]: alarm, work-order and meter messages (serde).
 //! * [`inbound`]: every message received, read into a typed [`Request`].
+//! * [`command`]: write commands read into a
+//!   [`WriteCommand`](crate::command::WriteCommand), and the result of each.
 //! * [`sparkplug`]: the Sparkplug B namespace, payloads and birth certificate.
 //! * [`claims`]: how the bridges of a group agree who creates a work order.
 //! * [`received`]: fieldgate's own work-order and meter messages read back

@@ -10,10 +10,18 @@
 //! {prefix}/{site}/{gateway}/workorders/{id}           out, retained until closed
 //! {prefix}/{site}/{gateway}/workorders/{id}/status    in: from the CMMS
 //! {prefix}/{site}/{gateway}/meters/{meter}            out, retained
+//! {prefix}/{site}/{gateway}/cmd/{device}/{tag}         in: a write command
+//! {prefix}/{site}/{gateway}/cmd/{device}/{tag}/result  out: what came of it
 //! ```
 //!
 //! Names in topics are checked by the config (letters, digits, `_`, `-`),
 //! so no level can hold `/`, `+` or `#`.
+//!
+//! A command's result goes one level below the command's own topic, so a
+//! client that subscribes to `cmd/+/+/result` sees every result and none of
+//! the commands. The gateway subscribes to `cmd/+/+`, which does not match
+//! its own results; [`Topics::parse_inbound`] refuses a `…/result` topic
+//! anyway, so a result can never be read back as a command.
 
 use crate::config::Config;
 
@@ -104,12 +112,16 @@ impl Topics {
             ("alarms", rule, "ack") => InboundTopic::Ack { rule },
             ("alarms", rule, "shelve") => InboundTopic::Shelve { rule },
             ("workorders", id, "status") => InboundTopic::WorkOrderStatus { id },
+            ("cmd", device, tag) if !device.is_empty() => InboundTopic::Command { device, tag },
             _ => return None,
         };
         let name = match parsed {
             InboundTopic::Ack { rule } | InboundTopic::Shelve { rule } => rule,
             InboundTopic::WorkOrderStatus { id } => id,
+            InboundTopic::Command { tag, .. } => tag,
         };
+        // One level more is not ours: `cmd/{device}/{tag}/result` is what
+        // the gateway itself publishes.
         (levels.next().is_none() && !name.is_empty()).then_some(parsed)
     }
 
@@ -119,7 +131,14 @@ impl Topics {
             format!("{}/alarms/+/ack", self.base),
             format!("{}/alarms/+/shelve", self.base),
             format!("{}/workorders/+/status", self.base),
+            self.command_filter(),
         ]
+    }
+
+    /// The inbound filter that carries write commands (one of
+    /// [`inbound_filters`](Self::inbound_filters)).
+    pub fn command_filter(&self) -> String {
+        format!("{}/cmd/+/+", self.base)
     }
 }
 
@@ -147,7 +166,8 @@ pub enum GatewayTopic<'a> {
 }
 
 /// Reads a topic of any gateway under `prefix` that the bridge takes;
-/// `None` for everything else (statuses, alarms, data, deeper levels).
+/// `None` for everything else (statuses, alarms, data, write commands and
+/// their results, deeper levels).
 pub fn parse_gateway_topic<'a>(prefix: &str, topic: &'a str) -> Option<GatewayTopic<'a>> {
     let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
     let mut levels = rest.split('/');
@@ -202,6 +222,13 @@ pub enum InboundTopic<'a> {
         /// The work order.
         id: &'a str,
     },
+    /// `cmd/{device}/{tag}`: a write command (never `…/result`).
+    Command {
+        /// The device, as named in the topic.
+        device: &'a str,
+        /// The tag, as named in the topic.
+        tag: &'a str,
+    },
 }
 
 #[cfg(test)]
@@ -232,6 +259,10 @@ mod tests {
             "fieldgate/plant//workorders/01J",
             "fieldgatex/plant/gw1/workorders/01J",
             "fieldgate/plant/gw1/workorders/",
+            // Write commands and their results are nothing to a bridge.
+            "fieldgate/plant/gw1/cmd/pump1/setpoint",
+            "fieldgate/plant/gw1/cmd/pump1/setpoint/result",
+            "fieldgate/plant/gw1/cmd/pump1",
         ] {
             assert_eq!(parse_gateway_topic("fieldgate", other), None, "{other}");
         }
@@ -281,6 +312,54 @@ mod tests {
             "fieldgate/plant-a/gw1/data/pump1/status",
         ] {
             assert_eq!(t.parse_inbound(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn write_commands_parse_and_their_results_do_not() {
+        let t = Topics::new("fieldgate", "plant-a", "gw1");
+        assert_eq!(
+            t.parse_inbound(&t.command("pump1", "setpoint")),
+            Some(InboundTopic::Command {
+                device: "pump1",
+                tag: "setpoint"
+            })
+        );
+        assert_eq!(
+            t.command_result("pump1", "setpoint"),
+            "fieldgate/plant-a/gw1/cmd/pump1/setpoint/result"
+        );
+        for other in [
+            // Our own output: never a command.
+            "fieldgate/plant-a/gw1/cmd/pump1/setpoint/result",
+            "fieldgate/plant-a/gw1/cmd/pump1/setpoint/x",
+            "fieldgate/plant-a/gw1/cmd/pump1",
+            "fieldgate/plant-a/gw1/cmd/pump1/",
+            "fieldgate/plant-a/gw1/cmd//setpoint",
+            "fieldgate/plant-a/gw1/cmd",
+            "fieldgate/plant-a/gw2/cmd/pump1/setpoint",
+            "fieldgate/plant-a/gw1/data/pump1/setpoint",
+        ] {
+            assert_eq!(t.parse_inbound(other), None, "{other}");
+        }
+        // The gateway listens for commands, and the filter matches the
+        // commands only, not the results.
+        let filter = t.command_filter();
+        assert_eq!(filter, "fieldgate/plant-a/gw1/cmd/+/+");
+        assert!(t.inbound_filters().contains(&filter));
+        assert!(rumqttc::matches(&t.command("pump1", "setpoint"), &filter));
+        assert!(!rumqttc::matches(
+            &t.command_result("pump1", "setpoint"),
+            &filter
+        ));
+        // No bridge subscription takes a command or a result.
+        for bridge in bridge_filters("fieldgate", None) {
+            for topic in [
+                t.command("pump1", "setpoint"),
+                t.command_result("pump1", "setpoint"),
+            ] {
+                assert!(!rumqttc::matches(&topic, &bridge), "{topic} {bridge}");
+            }
         }
     }
 }

@@ -406,6 +406,12 @@ impl RulesStage {
                 }
                 Err(e) => tracing::warn!(error = %e, "work-order status ignored"),
             },
+            // The forwarder sends write commands to the write desk, never
+            // here: nothing to apply.
+            Request::Write(command) => {
+                tracing::debug!(device = %command.device, tag = %command.tag,
+                    "write command on the rules' channel; ignored (commands go to the write desk)");
+            }
         }
     }
 

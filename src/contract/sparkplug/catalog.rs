@@ -6,6 +6,11 @@
 //! then the alarms of rules that span devices), so the
 //! same configuration always gives the same aliases; a reload that changes
 //! them is followed by a rebirth. `bdSeq` has no alias: the NDEATH names it.
+//!
+//! The catalog also says which metrics take a write (a DCMD): a device's
+//! tag metric whose tag the configuration makes writable. Alarm metrics
+//! and node metrics never do (`Node Control/Rebirth` is a command of the
+//! node, not a write).
 
 use std::collections::HashMap;
 
@@ -88,6 +93,8 @@ pub struct MetricDef {
     /// never raised is `normal`, not active, acknowledged; a tag never read
     /// is null (`None`).
     pub initial: Option<Value>,
+    /// A DCMD may write it: a tag metric whose tag has `writable = true`.
+    pub writable: bool,
 }
 
 /// One device's metrics.
@@ -98,12 +105,18 @@ pub struct DeviceCatalog {
     /// Tags in tag order, then alarm metrics.
     pub metrics: Vec<MetricDef>,
     by_name: HashMap<String, usize>,
+    by_alias: HashMap<u64, usize>,
 }
 
 impl DeviceCatalog {
     /// A metric by name.
     pub fn metric(&self, name: &str) -> Option<&MetricDef> {
         self.by_name.get(name).and_then(|&i| self.metrics.get(i))
+    }
+
+    /// A metric by alias.
+    pub fn metric_by_alias(&self, alias: u64) -> Option<&MetricDef> {
+        self.by_alias.get(&alias).and_then(|&i| self.metrics.get(i))
     }
 }
 
@@ -173,6 +186,7 @@ impl Catalog {
             unit: None,
             description: None,
             initial: None,
+            writable: false,
         };
         let alarm = |rule: &str, part: AlarmPart, alias: Option<u64>| MetricDef {
             initial: Some(part.initial()),
@@ -211,6 +225,7 @@ impl Catalog {
                         unit: tag.unit.clone(),
                         description: tag.description.clone(),
                         initial: None,
+                        writable: tag.write.is_some(),
                     })
                     .collect();
                 for rule in device_rules.get(device.name.as_str()).into_iter().flatten() {
@@ -219,10 +234,16 @@ impl Catalog {
                     }
                 }
                 let by_name = index(&metrics);
+                let by_alias = metrics
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, m)| Some((m.alias?, i)))
+                    .collect();
                 DeviceCatalog {
                     name: device.name.clone(),
                     metrics,
                     by_name,
+                    by_alias,
                 }
             })
             .collect();
@@ -291,7 +312,52 @@ fn index(metrics: &[MetricDef]) -> HashMap<String, usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tag::Area;
+    use crate::config::{Condition, Connection, Priority, WorkOrderTemplate};
+    use crate::tag::{Area, WriteAccess};
+
+    #[test]
+    fn only_writable_tags_take_writes_and_aliases_find_device_metrics() {
+        let mut setpoint = Tag::new("setpoint", Area::HoldingRegister, 0, DataType::F32);
+        setpoint.write = Some(WriteAccess::default());
+        let device = Device::new(
+            "pump1",
+            Connection::Rtu { bus: "b".into() },
+            vec![
+                Tag::new("temp", Area::InputRegister, 0, DataType::F32),
+                setpoint,
+            ],
+        );
+        let rule = Rule {
+            name: "hot".into(),
+            condition: Condition::Above {
+                tag: "pump1.temp".into(),
+                limit: 80.0,
+            },
+            deadband: 0.0,
+            on_delay: std::time::Duration::ZERO,
+            off_delay: std::time::Duration::ZERO,
+            priority: Priority::Medium,
+            asset: None,
+            location: None,
+            workorder: WorkOrderTemplate::default(),
+        };
+        let catalog = Catalog::build(&[device], &[rule]);
+        let pump = catalog.device("pump1").unwrap();
+        let writable: Vec<&str> = pump
+            .metrics
+            .iter()
+            .filter(|m| m.writable)
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(writable, ["setpoint"]);
+        assert!(catalog.node.iter().all(|m| !m.writable));
+        for m in &pump.metrics {
+            let alias = m.alias.unwrap();
+            assert_eq!(pump.metric_by_alias(alias), Some(m));
+        }
+        // Node aliases are not the device's.
+        assert_eq!(pump.metric_by_alias(1), None);
+    }
 
     #[test]
     fn datatypes_follow_the_tag_type_and_scale() {

@@ -8,9 +8,9 @@
 //! spBv1.0/{group}/NDATA/{node}             out: node metrics that changed
 //! spBv1.0/{group}/NCMD/{node}              in: Node Control/Rebirth
 //! spBv1.0/{group}/DBIRTH/{node}/{device}   out: every tag and alarm metric, with aliases
-//! spBv1.0/{group}/DDATA/{node}/{device}    out: readings by exception, aliases only
+//! spBv1.0/{group}/DDATA/{node}/{device}    out: readings by exception, answers to writes, aliases only
 //! spBv1.0/{group}/DDEATH/{node}/{device}   out: the device stopped answering
-//! spBv1.0/{group}/DCMD/{node}/{device}     in: refused (no metric is writable)
+//! spBv1.0/{group}/DCMD/{node}/{device}     in: writes to metrics of writable tags
 //! spBv1.0/STATE/{primary_host}             in: the primary host's JSON state
 //! ```
 //!
@@ -23,7 +23,8 @@
 //!   values the births are made of.
 //! * [`session`]: one edge-node session on the wire: `seq`, births,
 //!   deaths, stored rows turned into DDATA with aliases.
-//! * [`inbound`]: NCMD, DCMD and STATE read into typed requests.
+//! * [`inbound`]: NCMD, DCMD and STATE read into typed requests (a DCMD
+//!   metric of a writable tag is a write for the desk).
 
 pub mod catalog;
 pub mod inbound;
@@ -33,7 +34,7 @@ pub mod topics;
 pub mod values;
 
 pub use catalog::{Catalog, DeviceCatalog, MetricDef};
-pub use inbound::{Command, HostState, SparkplugInboundError};
+pub use inbound::{Command, HostState, MetricWrite, Refusal, SparkplugInboundError};
 pub use session::{Session, WireError};
 pub use topics::{RowKind, SparkplugTopics};
 pub use values::{Current, DeviceNow, SharedCurrent};

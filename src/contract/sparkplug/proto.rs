@@ -10,6 +10,8 @@ include!(concat!(env!("OUT_DIR"), "/org.eclipse.tahu.protobuf.rs"));
 /// Datatype codes of the specification (section 6.4.16). Only the ones
 /// fieldgate writes or reads are named.
 pub mod datatype {
+    /// Signed 8-bit, in `int_value` (two's complement in 32 bits).
+    pub const INT8: u32 = 1;
     /// Signed 16-bit, in `int_value` (two's complement in 32 bits).
     pub const INT16: u32 = 2;
     /// Signed 32-bit, in `int_value` (two's complement).
@@ -36,7 +38,7 @@ pub mod datatype {
     /// The specification's name of a datatype code, for logs and docs.
     pub fn name(code: u32) -> &'static str {
         match code {
-            1 => "Int8",
+            INT8 => "Int8",
             INT16 => "Int16",
             INT32 => "Int32",
             INT64 => "Int64",

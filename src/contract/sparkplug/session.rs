@@ -13,6 +13,11 @@
 //! of a device this session has not born (it had died, or was born after
 //! the row was taken) cannot be sent now and is held for the next session,
 //! whose births include every device.
+//!
+//! The answer to a DCMD write ([`Session::metric_data`]) is a DDATA of the
+//! one metric, made here with the same `seq` and aliases, but published
+//! at once rather than stored: it means something only to the session
+//! whose host asked.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,6 +34,7 @@ use super::topics::{RowKind, SparkplugTopics};
 use super::values::{
     Current, DESCRIPTION, ENG_UNIT, alarm_metrics, quality_of, quality_properties, set_value,
 };
+use crate::command::{WriteReport, WriteResult};
 use crate::tag::Value;
 
 /// A message to publish (QoS 0, not retained, as the specification asks
@@ -337,6 +343,47 @@ impl Session {
         Some(message(self.topics.ndata(), at_ms, metrics, Some(seq)))
     }
 
+    /// A DDATA of one metric of `device` (the answer to a DCMD write):
+    /// `value` at good or bad quality (`good`), or null and bad without a
+    /// value, stamped `at_ms`. As in every DATA message the quality
+    /// property is there only when it changed. `None` when the device is
+    /// not born in this session (dead: its next DBIRTH tells the value) or
+    /// has no such metric.
+    pub fn metric_data(
+        &mut self,
+        device: &str,
+        metric: &str,
+        value: Option<&Value>,
+        good: bool,
+        at_ms: u64,
+    ) -> Option<Out> {
+        if !self.born.contains(device) {
+            return None;
+        }
+        let def = self.catalog.device(device)?.metric(metric)?;
+        let alias = def.alias?;
+        let mut m = Metric {
+            alias: Some(alias),
+            timestamp: Some(at_ms),
+            ..Default::default()
+        };
+        let good = good && value.is_some();
+        match value {
+            Some(v) => set_value(&mut m, def.datatype, v),
+            None => m.is_null = Some(true),
+        }
+        if self.quality.insert(alias, good) != Some(good) {
+            m.properties = Some(quality_properties(good));
+        }
+        let seq = self.seq();
+        Some(message(
+            self.topics.ddata(device),
+            at_ms,
+            vec![m],
+            Some(seq),
+        ))
+    }
+
     /// What to do with a stored row (`topic`, `payload`), sent live or as
     /// history (`historical`). `at_ms` stamps a DDEATH.
     pub fn row(
@@ -433,6 +480,23 @@ impl Session {
             payload: payload.encode_to_vec(),
         })
     }
+}
+
+/// The value the answer to a write shows, as the report knows it: the
+/// value read back; else the value written, when the device took it; else
+/// the value before the write. `None` when the report has none of them
+/// (a command refused before the device was asked): the answer then
+/// shows the latest reading.
+pub fn answer_value(report: &WriteReport) -> Option<Value> {
+    let taken = matches!(
+        report.result,
+        WriteResult::Written { .. } | WriteResult::Verified
+    );
+    report
+        .read_back
+        .clone()
+        .or_else(|| report.written.clone().filter(|_| taken))
+        .or_else(|| report.old.clone())
 }
 
 fn decode(payload: &[u8]) -> Result<Payload, WireError> {

@@ -954,3 +954,130 @@ proptest! {
         prop_assert_eq!(read_back(dt, &m), Some(value));
     }
 }
+
+/// The answer to a DCMD write: one metric, by alias, the session's next
+/// `seq`, the quality only when it changed; nothing for a device not born
+/// or a metric it does not have.
+#[test]
+fn a_write_is_answered_by_a_ddata_of_its_one_metric() {
+    let catalog = catalog();
+    let mut s = born();
+    let answer = |s: &mut Session, metric: &str, value: Option<Value>, good: bool| {
+        s.metric_data("pump1", metric, value.as_ref(), good, AT + 5)
+    };
+
+    let out = answer(&mut s, "temp", Some(Value::Float(50.0)), true).expect("pump1 is born");
+    assert_eq!(out.topic, "spBv1.0/plant/DDATA/gw/pump1");
+    let p = decode(&out);
+    assert_eq!(p.seq, Some(2), "after NBIRTH 0 and DBIRTH 1");
+    assert_eq!(p.timestamp, Some(AT + 5));
+    assert_eq!(p.metrics.len(), 1);
+    let m = &p.metrics[0];
+    assert_eq!(m.alias, Some(alias_of(&catalog, "pump1", "temp")));
+    assert_eq!((m.name.as_deref(), m.datatype), (None, None));
+    assert_eq!(m.timestamp, Some(AT + 5));
+    assert_eq!(m.value, Some(metric::Value::DoubleValue(50.0)));
+    assert_eq!(quality_code(m), None, "good at the birth, good now");
+
+    // `running` was born bad: the answer says it is good again, once.
+    let p = decode(&answer(&mut s, "running", Some(Value::Bool(true)), true).unwrap());
+    assert_eq!(p.seq, Some(3));
+    assert_eq!(p.metrics[0].value, Some(metric::Value::BooleanValue(true)));
+    assert_eq!(quality_code(&p.metrics[0]), Some(QUALITY_GOOD));
+    let p = decode(&answer(&mut s, "running", Some(Value::Bool(false)), true).unwrap());
+    assert_eq!(p.seq, Some(4));
+    assert_eq!(quality_code(&p.metrics[0]), None);
+
+    // No value: null and bad, whatever `good` says.
+    let p = decode(&answer(&mut s, "running", None, true).unwrap());
+    assert_eq!(p.metrics[0].is_null, Some(true));
+    assert_eq!(p.metrics[0].value, None);
+    assert_eq!(quality_code(&p.metrics[0]), Some(QUALITY_BAD));
+
+    // pump2 is not born in this session; `ghost` is no metric: no answer,
+    // and no seq spent.
+    assert_eq!(
+        s.metric_data("pump2", "pressure", Some(&Value::Float(1.0)), true, AT),
+        None
+    );
+    assert_eq!(answer(&mut s, "ghost", Some(Value::Int(1)), true), None);
+    let p = decode(&answer(&mut s, "level", Some(Value::Int(-3)), true).unwrap());
+    assert_eq!(p.seq, Some(6));
+    assert_eq!(
+        p.metrics[0].value,
+        Some(metric::Value::IntValue(-3i32 as u32))
+    );
+
+    // After its death the device gets no answer.
+    s.ddeath("pump1", AT).expect("pump1 was born");
+    assert_eq!(answer(&mut s, "temp", Some(Value::Float(1.0)), true), None);
+}
+
+#[test]
+fn the_answer_shows_what_the_device_holds_as_far_as_the_report_knows() {
+    use crate::command::{
+        Delivery, RejectReason, Requested, Source, WriteCommand, WriteReport, WriteResult,
+    };
+    let report =
+        |result: WriteResult, old: Option<f64>, written: Option<f64>, read_back: Option<f64>| {
+            WriteReport {
+                command: WriteCommand {
+                    device: "pump1".into(),
+                    tag: "temp".into(),
+                    value: Requested::Number(42.5),
+                    id: None,
+                    by: None,
+                    sent: None,
+                    received: UNIX_EPOCH,
+                    source: Source::Sparkplug,
+                    delivery: Delivery::Live,
+                },
+                old: old.map(Value::Float),
+                written: written.map(Value::Float),
+                read_back: read_back.map(Value::Float),
+                result,
+                at: UNIX_EPOCH,
+                took: Duration::ZERO,
+            }
+        };
+    let answer = |r: WriteReport| super::session::answer_value(&r);
+    let f = |x: f64| Some(Value::Float(x));
+    assert_eq!(
+        answer(report(
+            WriteResult::Verified,
+            Some(1.0),
+            Some(42.5),
+            Some(42.5)
+        )),
+        f(42.5)
+    );
+    let mismatch = WriteResult::Written {
+        note: Some("read back 42".into()),
+    };
+    assert_eq!(
+        answer(report(mismatch, Some(1.0), Some(42.5), Some(42.0))),
+        f(42.0)
+    );
+    // Taken without a read-back: what was written.
+    assert_eq!(
+        answer(report(WriteResult::Verified, Some(1.0), Some(42.5), None)),
+        f(42.5)
+    );
+    assert_eq!(
+        answer(report(
+            WriteResult::Written { note: None },
+            None,
+            Some(42.5),
+            None
+        )),
+        f(42.5)
+    );
+    // Not taken, or not known to be: the value before.
+    let refused = WriteResult::Rejected(RejectReason::Refused("exception 3".into()));
+    assert_eq!(answer(report(refused, Some(1.0), Some(42.5), None)), f(1.0));
+    let unknown = WriteResult::Unknown("timeout".into());
+    assert_eq!(answer(report(unknown, Some(1.0), Some(42.5), None)), f(1.0));
+    // Refused before the device was asked: nothing (the latest reading).
+    let stale = WriteResult::Rejected(RejectReason::Stale("retained".into()));
+    assert_eq!(answer(report(stale, None, None, None)), None);
+}

@@ -131,8 +131,8 @@
 //!   messages of a connection wait in receipt order (`acks::Receipts`): one
 //!   handled early is acknowledged when every message before it is.
 //! * **Nothing to apply.** A malformed message, a retained ack or shelve
-//!   request, an empty (clearing) message or a topic that is not ours is
-//!   judged at once and acknowledged in its turn: otherwise the broker would
+//!   request, an empty (clearing) message, a topic that is not ours or a
+//!   write command (see below) is judged at once and acknowledged in its turn: otherwise the broker would
 //!   send it again at every connection. (An unknown rule or work order is
 //!   judged by the pipeline, and its token completed, in the same way.)
 //! * **Not handled.** A token dropped without completion (the pipeline
@@ -159,6 +159,44 @@
 //! that (rumqttd 100, Mosquitto 20 by default), so this does not happen in
 //! practice. A QoS 0 message has no acknowledgement: it is passed on
 //! without a token.
+//!
+//! # Write commands: at most once, never from the broker's copies
+//!
+//! A message on `cmd/{device}/{tag}` ([`Topics::command_filter`], one of
+//! the inbound filters) is read into a [`WriteCommand`] and handed, as a
+//! [`WriteOrder`] nobody waits on, to the write desk's channel (the
+//! `writes` of [`run_with_updates`]), never to the inbound channel: the
+//! rules stage has nothing to do with it, and the desk publishes its
+//! result. Unlike the other requests, a command is not acknowledged once
+//! handled but judged at once: its QoS 1 message is acknowledged in its
+//! turn whatever becomes of it, and it is never passed on again. A write
+//! is made at most once; a message the broker sends again must not write
+//! again (a pulse or a counter reset is not idempotent).
+//!
+//! The desk refuses, as stale, a command the broker kept rather than one
+//! someone sends now, so the forwarder says how each arrived
+//! ([`Delivery`]):
+//!
+//! * **Retained**: the message has the retain flag (the broker's retained
+//!   copy, sent because we subscribed).
+//! * **Queued**: it arrived on a connection before the SUBACK of that
+//!   connection's inbound subscription, or carries the DUP flag. The
+//!   session is persistent, so the broker keeps the subscription while the
+//!   gateway is away, queues the commands published meanwhile, and sends
+//!   them right after the CONNACK, before our SUBSCRIBE of the new
+//!   connection is acknowledged; a message with DUP is one the broker sent
+//!   before. (A command published live in the round trip between the
+//!   CONNACK and the SUBACK is refused the same way; its sender gets the
+//!   refusal and may send it again.) A command that arrived while the
+//!   connection was up and was not acknowledged before it failed comes
+//!   back this way too, and is refused rather than written twice.
+//! * **Live**: everything else.
+//!
+//! The forwarder never waits on the desk: a command that finds its channel
+//! full or closed (or no channel: [`run`]) is dropped, unanswered, counted
+//! in [`ForwarderStats::writes_dropped`], with a warning at most every
+//! [`WRITE_WARN_INTERVAL`]; handed-over ones are counted in
+//! [`ForwarderStats::writes`].
 //!
 //! # Connection errors and stop
 //!
@@ -198,12 +236,15 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch};
 
 use super::client::{MqttError, mqtt_options};
+use crate::command::WriteOrder;
+#[cfg(doc)]
+use crate::command::{Delivery, WriteCommand};
 use crate::config::{Config, MqttConfig};
 use crate::contract::status::{StatusInfo, StoreInfo};
 use crate::contract::topics::Topics;
 use crate::shutdown::Shutdown;
 use crate::store::{StoreHandle, StoreIdentity, StoreStart};
-use task::Forwarder;
+use task::{Channels, Forwarder};
 
 /// Capacity of the inbound channel (the gateway makes it with this): acks, shelve requests and
 /// work-order updates are rare; beyond this many waiting, new ones are held
@@ -231,6 +272,11 @@ pub const OFFLINE_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a stop waits for the DISCONNECT to be written.
 pub const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// At most one warning per this interval about write commands dropped
+/// (the write desk's channel full or closed); the others are counted in
+/// [`ForwarderStats::writes_dropped`] and logged at debug level.
+pub const WRITE_WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 pub use acks::{Handled, Inbound};
 
@@ -297,6 +343,12 @@ pub struct ForwarderStats {
     /// Outbox rows skipped because they can never be sent (too large,
     /// invalid topic); counted each time they are met.
     pub skipped: AtomicU64,
+    /// Write commands handed to the write desk.
+    pub writes: AtomicU64,
+    /// Write commands dropped: the write desk's channel was full or
+    /// closed, or the forwarder was given none. Nothing was written and
+    /// no result was published for them.
+    pub writes_dropped: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -320,7 +372,8 @@ impl ForwarderStats {
 
 /// Publishes the outbox until `shutdown` fires or the store closes; see the
 /// module documentation. Fails only when the connection options cannot be
-/// built (TLS files); connection errors are retried forever.
+/// built (TLS files); connection errors are retried forever. Write
+/// commands are dropped (no write desk): see [`run_with_updates`].
 pub async fn run(
     cfg: ForwarderConfig,
     store: StoreHandle,
@@ -328,17 +381,25 @@ pub async fn run(
     stats: Arc<ForwarderStats>,
     shutdown: Shutdown,
 ) -> Result<(), MqttError> {
-    run_with_updates(cfg, store, inbound, stats, shutdown, None).await
+    run_with_updates(cfg, store, inbound, None, stats, shutdown, None).await
 }
 
-/// [`run`], with a new config hash arriving on `config_hash` after a
-/// reload: the forwarder republishes its retained `online` status with it
-/// (the connection and its session stay as they are; the Last Will keeps
-/// the hash it was made with until the next connection is set up).
+/// [`run`], with the write desk's channel and config updates:
+///
+/// * `writes`: where write commands go, as [`WriteOrder`]s nobody waits
+///   on (the desk publishes their results). The forwarder never waits on
+///   it: a command that finds it full or closed, or finds none, is
+///   dropped, counted in [`ForwarderStats::writes_dropped`], with a
+///   warning at most every [`WRITE_WARN_INTERVAL`].
+/// * `config_hash`: a new config hash after a reload: the forwarder
+///   republishes its retained `online` status with it (the connection and
+///   its session stay as they are; the Last Will keeps the hash it was
+///   made with until the next connection is set up).
 pub async fn run_with_updates(
     cfg: ForwarderConfig,
     store: StoreHandle,
     inbound: mpsc::Sender<Inbound>,
+    writes: Option<mpsc::Sender<WriteOrder>>,
     stats: Arc<ForwarderStats>,
     shutdown: Shutdown,
     config_hash: Option<watch::Receiver<String>>,
@@ -349,7 +410,12 @@ pub async fn run_with_updates(
     let options = mqtt_options(&cfg)?;
     let window = usize::from(cfg.mqtt.max_inflight.max(1));
     let (link, events, _driver) = super::driver::start(options, window);
-    let mut forwarder = Forwarder::new(&cfg, window, link, store, inbound, stats, config_hash);
+    let channels = Channels {
+        inbound,
+        writes,
+        config_hash,
+    };
+    let mut forwarder = Forwarder::new(&cfg, window, link, store, channels, stats);
     forwarder.run(events, shutdown).await
 }
 

@@ -23,8 +23,9 @@ use super::book::{Await, Flight, Sent};
 use super::streams::{Stream, Streams, with_hist};
 use super::{
     ACK_ROOM, DISCONNECT_TIMEOUT, ForwarderConfig, ForwarderStats, INBOUND_HOLD, Inbound,
-    OFFLINE_ACK_TIMEOUT,
+    OFFLINE_ACK_TIMEOUT, WRITE_WARN_INTERVAL,
 };
+use crate::command::{Delivery, WriteCommand, WriteOrder};
 use crate::contract::inbound::{self, InboundError};
 use crate::contract::status::{self, StatusInfo};
 use crate::contract::{Request, Topics};
@@ -91,6 +92,10 @@ struct Conn {
     /// Acks handed to rumqttc and not yet taken by it (at most
     /// [`ACK_ROOM`], so publishes always find room in its channel).
     acks_queued: usize,
+    /// The SUBACK of this connection's inbound subscription came: a write
+    /// command received before it was queued by the broker while the
+    /// gateway was away (see the module documentation).
+    subscribed: bool,
 }
 
 /// A received message passed on, waiting to be handled.
@@ -214,6 +219,31 @@ impl Passer {
     }
 }
 
+/// Bounds the warnings about dropped write commands: one per
+/// [`WRITE_WARN_INTERVAL`], the rest counted.
+#[derive(Debug, Default)]
+struct WriteWarnings {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl WriteWarnings {
+    /// `Some(n)` when a warning may be logged at `now` (`n` dropped
+    /// commands were not logged since the last one), `None` otherwise.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.duration_since(last) < WRITE_WARN_INTERVAL => {
+                self.unlogged += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.unlogged))
+            }
+        }
+    }
+}
+
 /// Whether a publish was handed to rumqttc.
 enum Handed {
     Yes,
@@ -228,6 +258,17 @@ async fn changed_hash(updates: &mut Option<watch::Receiver<String>>) -> Option<S
     let rx = updates.as_mut()?;
     rx.changed().await.ok()?;
     Some(rx.borrow_and_update().clone())
+}
+
+/// What the forwarder hands on and listens to besides the broker and the
+/// store.
+pub(super) struct Channels {
+    /// Inbound requests, to the rules stage.
+    pub(super) inbound: mpsc::Sender<Inbound>,
+    /// Write commands, to the write desk (`None`: dropped, counted).
+    pub(super) writes: Option<mpsc::Sender<WriteOrder>>,
+    /// New config hashes after reloads.
+    pub(super) config_hash: Option<watch::Receiver<String>>,
 }
 
 /// The forwarder's state between events: see the module documentation
@@ -247,6 +288,11 @@ pub(super) struct Forwarder {
     store: StoreHandle,
     /// Passes inbound requests on.
     passer: Passer,
+    /// Write commands go here (the write desk); `None`: nobody takes
+    /// them, they are dropped (counted, with a warning).
+    writes: Option<mpsc::Sender<WriteOrder>>,
+    /// Warnings about dropped write commands, bounded.
+    write_warnings: WriteWarnings,
     /// Reads inbound topics.
     topics: Topics,
     stats: Arc<ForwarderStats>,
@@ -275,10 +321,14 @@ impl Forwarder {
         window: usize,
         link: Link,
         store: StoreHandle,
-        inbound: mpsc::Sender<Inbound>,
+        channels: Channels,
         stats: Arc<ForwarderStats>,
-        config_hash: Option<watch::Receiver<String>>,
     ) -> Forwarder {
+        let Channels {
+            inbound,
+            writes,
+            config_hash,
+        } = channels;
         Forwarder {
             info: cfg.status_info(),
             config_hash,
@@ -297,6 +347,8 @@ impl Forwarder {
                 held: VecDeque::new(),
                 stats: stats.clone(),
             },
+            writes,
+            write_warnings: WriteWarnings::default(),
             stats,
             client: link.client,
             gate: link.gate,
@@ -512,6 +564,7 @@ impl Forwarder {
             streams: Streams::new(committed, self.window, self.live_share),
             receipts: Receipts::default(),
             acks_queued: 0,
+            subscribed: false,
         });
         if !self.gate.open(generation) {
             // Already lost again; the Lost message follows.
@@ -577,7 +630,9 @@ impl Forwarder {
         match event {
             Event::Incoming(Incoming::Publish(p)) => {
                 // Read once, here: the channel carries typed requests.
-                let request = match inbound::read(&self.topics, &p.topic, &p.payload, p.retain) {
+                let now = SystemTime::now();
+                let request = match inbound::read(&self.topics, &p.topic, &p.payload, p.retain, now)
+                {
                     Ok(request) => {
                         if request.is_none() {
                             debug!(topic = %p.topic, "empty inbound message (a retained message being cleared); ignored");
@@ -593,7 +648,15 @@ impl Forwarder {
                         None
                     }
                 };
-                self.received(&p, request);
+                match request {
+                    Some(Request::Write(command)) => {
+                        self.write(&p, command);
+                        // At most once: acknowledged in its turn, whatever
+                        // becomes of it, and never passed on again.
+                        self.received(&p, None);
+                    }
+                    request => self.received(&p, request),
+                }
             }
             Event::Incoming(Incoming::PubAck(ack)) => self.complete(ack.pkid, Await::PubAck),
             Event::Incoming(Incoming::PubRec(rec)) => {
@@ -643,7 +706,50 @@ impl Forwarder {
                 self.undeleted.insert(id);
             }
             Some(Sent::Offline) => self.offline = Offline::Acked,
-            Some(Sent::Online | Sent::Subscribe) | None => {}
+            Some(Sent::Subscribe) => conn.subscribed = true,
+            Some(Sent::Online) | None => {}
+        }
+    }
+
+    /// A write command received in `publish`: marked queued when the
+    /// broker kept it for us (it came before this connection's SUBACK, or
+    /// is a redelivery), and handed to the write desk without waiting.
+    fn write(&mut self, publish: &Publish, mut command: WriteCommand) {
+        let queued = self
+            .conn
+            .as_ref()
+            .is_none_or(|conn| !conn.subscribed || publish.dup);
+        if command.delivery == Delivery::Live && queued {
+            command.delivery = Delivery::Queued;
+        }
+        debug!(device = %command.device, tag = %command.tag, id = ?command.id,
+            delivery = ?command.delivery, "write command received");
+        let Some(tx) = &self.writes else {
+            self.write_dropped(&command, "write-back is not running");
+            return;
+        };
+        match tx.try_send(WriteOrder::new(command)) {
+            Ok(()) => ForwarderStats::bump(&self.stats.writes),
+            Err(mpsc::error::TrySendError::Full(order)) => {
+                self.write_dropped(&order.command, "the write desk is busy");
+            }
+            Err(mpsc::error::TrySendError::Closed(order)) => {
+                self.write_dropped(&order.command, "the write desk is not running");
+            }
+        }
+    }
+
+    /// A write command nobody takes: counted, and a warning at most every
+    /// [`WRITE_WARN_INTERVAL`] (the others are debug lines; the next
+    /// warning says how many there were).
+    fn write_dropped(&mut self, command: &WriteCommand, why: &str) {
+        let dropped = self.stats.writes_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        match self.write_warnings.allow(Instant::now()) {
+            Some(unlogged) => warn!(device = %command.device, tag = %command.tag, id = ?command.id,
+                dropped, not_logged_since_last = unlogged,
+                "write command dropped ({why}): nothing written, no result published"),
+            None => debug!(device = %command.device, tag = %command.tag, id = ?command.id,
+                "write command dropped ({why})"),
         }
     }
 
@@ -918,6 +1024,21 @@ mod tests {
                 "{topic} {len}"
             );
         }
+    }
+
+    #[test]
+    fn dropped_write_warnings_are_bounded() {
+        let mut w = WriteWarnings::default();
+        let t0 = Instant::now();
+        assert_eq!(w.allow(t0), Some(0), "the first is logged");
+        assert_eq!(w.allow(t0 + Duration::from_secs(1)), None);
+        assert_eq!(w.allow(t0 + Duration::from_secs(9)), None);
+        assert_eq!(
+            w.allow(t0 + WRITE_WARN_INTERVAL),
+            Some(2),
+            "the next one says how many were not"
+        );
+        assert_eq!(w.allow(t0 + WRITE_WARN_INTERVAL), None);
     }
 
     #[test]
