@@ -9,8 +9,11 @@
 # The page must show the devices, live tag values, a failing device's bad
 # quality and an active alarm; acknowledging it asks for the token (a
 # wrong one is refused and asked again) and the new state shows on the page
-# and on MQTT; shelving then needs no second token. Screenshots (desktop
-# and phone size) are kept under target/browser/ as CI artefacts.
+# and on MQTT; shelving then needs no second token. A writable setpoint is
+# written through the page's dialog (a value out of range refused, Enter at
+# the confirmation cancelling, then a real write, verified): the new value
+# shows on the page and the result on MQTT. Screenshots (desktop, phone
+# size, the write dialog) are kept under target/browser/ as CI artefacts.
 #
 # Installs chromium (apt) and playwright-core (npm, into target/browser/)
 # when missing. Loopback only; every wait is bounded. The shared Mosquitto
@@ -66,6 +69,8 @@ points = [
   { signal = "bearing_temp", area = "input", address = 0, type = "f32" },
   { signal = "current", area = "input", address = 2, type = "u16", scale = 0.01 },
   { signal = "running", area = "holding", address = 0, type = "bit", bit = 0 },
+  # A constant: what is written to it stays, as in a PLC's setpoint.
+  { name = "setpoint", value = 40.0, area = "holding", address = 1, type = "u16", scale = 0.1 },
 ]
 TOML
 
@@ -96,6 +101,7 @@ tags = [
   { name = "bearing_temp", area = "input", address = 0, type = "f32", unit = "degC" },
   { name = "current", area = "input", address = 2, type = "u16", scale = 0.01, unit = "A" },
   { name = "running", area = "holding", address = 0, type = "bit", bit = 0 },
+  { name = "setpoint", area = "holding", address = 1, type = "u16", scale = 0.1, unit = "degC", writable = true, min = 20.0, max = 80.0 },
 ]
 [[devices]]
 name = "dead"
@@ -115,7 +121,8 @@ timeout -k 5 120 "$FG" sim -c "$TMP/sim.toml" > "$TMP/sim.log" 2>&1 &
 PIDS+=($!)
 wait_port "$SIM_PORT"
 timeout -k 5 120 mosquitto_sub -h 127.0.0.1 -p 1883 -q 1 -v \
-    -t "$PREFIX/alarms/bearing_hot" > "$TMP/alarms.txt" 2> "$TMP/sub.log" &
+    -t "$PREFIX/alarms/bearing_hot" -t "$PREFIX/cmd/pump/setpoint/result" \
+    > "$TMP/alarms.txt" 2> "$TMP/sub.log" &
 PIDS+=($!)
 timeout -k 5 120 "$FG" run -c "$TMP/fieldgate.toml" > "$TMP/fieldgate.log" 2>&1 &
 PIDS+=($!)
@@ -139,6 +146,26 @@ if [[ $mqtt_ok = 1 ]]; then
 else
     echo "FAIL: MQTT did not see active_acked and shelved on $PREFIX/alarms/bearing_hot:" >&2
     cat "$TMP/alarms.txt" >&2
+    status=1
+fi
+# The writes' results: the one the gateway refused (out of range, posted
+# directly) and the one the page made, verified; the write cancelled with
+# Enter at the confirmation sent nothing.
+RESULTS="$PREFIX/cmd/pump/setpoint/result"
+write_ok=0
+for _ in $(seq 50); do
+    if grep "^$RESULTS " "$TMP/alarms.txt" | grep '"result":"verified"' | grep -q '"read_back":42.5' \
+        && grep "^$RESULTS " "$TMP/alarms.txt" | grep '"result":"rejected"' | grep -q '"reason":"out_of_range"'; then
+        write_ok=1; break
+    fi
+    sleep 0.1
+done
+results=$(grep -c "^$RESULTS " "$TMP/alarms.txt" || true)
+if [[ $write_ok = 1 && $results = 2 ]]; then
+    echo "ok: MQTT saw the write refused (out_of_range), then verified (read back 42.5), nothing else ($RESULTS)"
+else
+    echo "FAIL: MQTT did not see exactly a rejected out_of_range and a verified 42.5 on $RESULTS ($results results):" >&2
+    grep "^$RESULTS " "$TMP/alarms.txt" >&2 || true
     status=1
 fi
 # Stop the gateway, then clear the retained messages (status, alarm, work

@@ -30,7 +30,7 @@ function check(ok, what) {
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   // A CSP violation, a script error or a failed request shows here.
-  // (The wrong token below is answered 401 on purpose; Chromium logs it.)
+  // (The wrong tokens below are answered 401 on purpose; Chromium logs it.)
   let refusals = 0;
   page.on('console', (m) => {
     if (m.type() !== 'error') return;
@@ -92,6 +92,79 @@ try {
   await page.locator('.alarm[data-rule="bearing_hot"][data-state="shelved"]').waitFor({ timeout: WAIT });
   check(!(await page.locator('#token-dialog').evaluate((d) => d.open)), 'shelved without asking for the token again');
 
+  // Write-back: the setpoint's dialog, as a technician goes through it.
+  const sp = page.locator('.device[data-name="pump"] tr[data-tag="setpoint"]');
+  await sp.locator('.number').filter({ hasText: /^40$/ }).waitFor({ timeout: WAIT });
+  check(true, 'the writable setpoint shows 40');
+  check((await temp.locator('button.write').count()) === 0, 'a tag that is not writable has no Write button');
+  await sp.locator('button.write').click();
+  await page.locator('#write-dialog[open]').waitFor({ timeout: WAIT });
+  check((await page.locator('#write-target').textContent()) === 'pump / setpoint', 'the dialog names the device and tag');
+  check((await page.locator('#write-now').textContent()) === '40', 'with the value now');
+  check((await page.locator('#write-unit').textContent()) === 'degC', 'and its unit');
+  check(/From 20 to 80 degC/.test(await page.locator('#write-limits').textContent()), 'and the limits');
+  check((await page.evaluate(() => document.activeElement.id)) === 'write-input', 'the value input has the focus');
+
+  // Out of range: refused on the page, no confirmation offered ...
+  await page.keyboard.type('95');
+  await page.keyboard.press('Enter');
+  const problem = await page.locator('#write-problem').textContent();
+  check(/above the highest value accepted, 80 degC/.test(problem), `95 is refused on the page (${problem})`);
+  check(await page.locator('#write-confirm').isHidden(), 'with no confirmation offered');
+  // ... and by the gateway, which checks again whatever the page did.
+  const refused = await fetch(url + 'api/tags/pump/setpoint/write', {
+    method: 'POST',
+    headers: { Authorization: 'Bearer ' + token },
+    body: JSON.stringify({ v: 95 }),
+  });
+  const refusal = await refused.json();
+  check(
+    refused.status === 409 && refusal.result === 'rejected' && refusal.reason === 'out_of_range',
+    `the gateway refuses 95 too (${refused.status} ${JSON.stringify(refusal)})`
+  );
+
+  // A valid value; at the confirmation, Enter is Cancel, not Write.
+  await page.fill('#write-input', '42.5');
+  await page.keyboard.press('Enter');
+  await page.locator('#write-confirm:not([hidden])').waitFor({ timeout: WAIT });
+  const question = await page.locator('#write-question').textContent();
+  check(
+    question === 'Write 42.5 degC to pump / setpoint (now 40 degC)? This changes the device.',
+    `the confirmation says what will change (${question})`
+  );
+  check((await page.evaluate(() => document.activeElement.id)) === 'write-no', 'Cancel has the focus, not Write');
+  await page.locator('#write-dialog').screenshot({ path: out + '/write-dialog-confirm.png' });
+  await page.keyboard.press('Enter');
+  check(!(await page.locator('#write-dialog').evaluate((d) => d.open)), 'Enter at the confirmation cancels');
+
+  // The real write, with a token the gateway no longer takes: asked once
+  // more, as for an acknowledgement.
+  await page.evaluate(() => sessionStorage.setItem('fieldgate-token', 'an-old-token'));
+  await sp.locator('button.write').click();
+  await page.locator('#write-dialog[open]').waitFor({ timeout: WAIT });
+  await page.fill('#write-input', '42.5');
+  await page.click('#write-next');
+  await page.click('#write-go');
+  await page.locator('#token-dialog[open]').waitFor({ timeout: WAIT });
+  check(/refused/.test(await page.locator('#token-why').textContent()), 'a refused token is asked for again');
+  await page.fill('#token-input', token);
+  await page.click('#token-ok');
+  // Whatever the answer, the dialog says it; it must say verified.
+  const outcome = page.locator('#write-outcome:not([data-result="sending"])');
+  await outcome.waitFor({ timeout: 2 * WAIT });
+  const said = await outcome.textContent();
+  const detail = await page.locator('#write-detail').textContent();
+  await page.locator('#write-dialog').screenshot({ path: out + '/write-dialog-verified.png' });
+  check(
+    (await outcome.getAttribute('data-result')) === 'verified' && said === 'Verified: read back 42.5 degC',
+    `the dialog says verified (${said} | ${detail})`
+  );
+  check(/was 40 degC/.test(detail), 'with the value before');
+  await page.keyboard.press('Enter'); // Close has the focus
+  check(!(await page.locator('#write-dialog').evaluate((d) => d.open)), 'the dialog closes');
+  await sp.locator('.number').filter({ hasText: /^42\.5$/ }).waitFor({ timeout: WAIT });
+  check(true, 'the page shows the new value at the next poll');
+
   // Phone size: one column, nothing wider than the screen.
   await page.setViewportSize({ width: 390, height: 844 });
   await page.waitForTimeout(300);
@@ -99,7 +172,7 @@ try {
   check(overflow <= 0, `fits a phone-sized screen (overflow ${overflow}px)`);
   await page.screenshot({ path: out + '/status-page-phone.png', fullPage: true });
 
-  check(refusals === 1, `one refused request, the wrong token (${refusals})`);
+  check(refusals === 2, `two refused requests, the wrong tokens (${refusals})`);
   check(problems.length === 0, 'no console errors: ' + (problems.join('; ') || 'none'));
 } catch (e) {
   console.log('FAIL: ' + e.message.split('\n')[0]);

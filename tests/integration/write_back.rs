@@ -212,6 +212,38 @@ async fn result(sub: &Subscriber, device: &str, tag: &str, id: &Json) -> Json {
     }
 }
 
+/// Waits until the gateway takes commands: its subscription to the
+/// command topics is in place once a probe (to a tag that does not
+/// exist, so nothing is written) is answered.
+async fn wait_taking_commands(sub: &Subscriber) {
+    let topic = format!("{BASE}/cmd/pump/probe/result");
+    for n in 0..50 {
+        let id = format!("probe-{n}");
+        sub.client
+            .publish(
+                format!("{BASE}/cmd/pump/probe"),
+                QoS::AtLeastOnce,
+                false,
+                serde_json::json!({"v": 0, "id": id}).to_string(),
+            )
+            .await
+            .unwrap();
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if sub
+                .messages
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|m| m.topic == topic && m.json()["id"] == id.as_str())
+            {
+                return;
+            }
+        }
+    }
+    panic!("the gateway took no command within 10 s");
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -250,6 +282,7 @@ async fn mqtt_commands_are_checked_written_verified_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let (config, path) = gateway::load(dir.path(), &config_text(dir.path(), sim_addr, broker, ""));
     let (stop, task) = gateway::spawn(config);
+    wait_taking_commands(&sub).await;
 
     // A setpoint, scaled: 42.5 degC is raw 425.
     let r = command(

@@ -9,6 +9,9 @@
 //
 // Acknowledge and shelve POST to /api/alarms/{rule}/{ack|shelve} with the
 // bearer token, asked for once and kept in sessionStorage (this tab only).
+// A writable tag's Write… button opens a dialog in three steps (the value,
+// checked against the tag's limits; a confirmation; the result) that POSTs
+// to /api/tags/{device}/{tag}/write with the same token.
 
 'use strict';
 
@@ -495,8 +498,9 @@ function tagRow(t) {
   const quality = el('span', 'quality');
   value.append(number, unit, quality);
   const spark = el('td', 'spark');
-  tr.append(name, value, spark);
-  return { tr, number, quality, spark, drawn: null };
+  const act = el('td', 'act');
+  tr.append(name, value, spark, act);
+  return { tr, number, quality, spark, act, drawn: null, writable: null };
 }
 
 function updateTag(row, device, t) {
@@ -505,6 +509,21 @@ function updateTag(row, device, t) {
   row.tr.dataset.quality = t.quality || 'none';
   row.number.textContent = good ? fmtValue(t.value) : t.quality === null ? '–' : '✕';
   row.quality.textContent = t.quality && !good ? t.quality.replace('bad:', 'bad: ') : '';
+  // The button is made once and kept while the tag stays writable, so it
+  // is never replaced under a finger.
+  const writable = page.status.gateway.actions === true && !!t.write;
+  if (writable !== row.writable) {
+    row.writable = writable;
+    row.act.replaceChildren();
+    if (writable) {
+      const b = el('button', 'write', 'Write…');
+      b.type = 'button';
+      b.setAttribute('aria-label', 'Write ' + device + ' / ' + t.name);
+      b.addEventListener('click', () => openWrite(device, t.name));
+      row.act.append(b);
+    }
+  }
+  if (writing.device === device && writing.tag === t.name && $('write-dialog').open) showNow(t);
   const points = page.trend.get(device + '\u0000' + t.name);
   const key = points ? points.join(',') : '';
   if (key !== row.drawn) {
@@ -679,11 +698,13 @@ function toast(text) {
   toastTimer = setTimeout(() => t.classList.remove('show'), 4000);
 }
 
+const TOKEN_WHY = $('token-why').textContent;
+
 // Resolves with the token typed, or null when cancelled.
 function askToken(why) {
   const dialog = $('token-dialog');
   const input = $('token-input');
-  if (why) $('token-why').textContent = why;
+  $('token-why').textContent = why || TOKEN_WHY;
   input.value = '';
   return new Promise((resolve) => {
     const done = (value) => {
@@ -771,6 +792,290 @@ async function request(rule, action, body) {
 function done(rule) {
   page.pending.delete(rule);
   if (page.status) renderAlarms(page.status);
+}
+
+// ---- writes ---------------------------------------------------------------
+
+// The dialog's tag; `seq` tells an answer whether the dialog it was asked
+// from is still the one shown (else the answer goes to a toast).
+const writing = { device: null, tag: null, unit: '', access: null, value: undefined, now: '', seq: 0 };
+
+const WRITE_TOKEN_WHY =
+  'Writing needs the gateway\'s token (the file named by [http] token_file). ' +
+  'It is kept in this browser tab only.';
+const TOKEN_REFUSED = 'The gateway refused that token. Type the token of [http] token_file again.';
+const UNKNOWN_TEXT =
+  'No answer from the device: the write may or may not have happened; it is not retried. ' +
+  'Check the value.';
+
+function findTag(device, tag) {
+  if (!page.status) return null;
+  const d = page.status.devices.find((x) => x.name === device);
+  return d ? d.tags.find((x) => x.name === tag) || null : null;
+}
+
+// What the value input takes: bools and bits are on/off, strings text,
+// every other type a number.
+function writeKind(access) {
+  if (access.type === 'bool' || access.type === 'bit') return 'bool';
+  if (access.type === 'string') return 'text';
+  return 'number';
+}
+
+function nowText(t) {
+  if (t.quality === 'good') return fmtValue(t.value);
+  if (t.quality === null) return 'not read yet';
+  return 'unknown (' + t.quality + ')';
+}
+
+// The dialog's "Now …" line, kept live while the dialog is open.
+function showNow(t) {
+  $('write-now').textContent = nowText(t);
+  $('write-unit').textContent = t.quality === 'good' && typeof t.value === 'number' ? t.unit || '' : '';
+}
+
+// A value with the tag's unit, for the sentences of the dialog.
+function withUnit(v, unit = writing.unit) {
+  const text = fmtValue(v);
+  return unit && typeof v === 'number' ? text + ' ' + unit : text;
+}
+
+function writeStep(step) {
+  for (const s of ['edit', 'confirm', 'result']) $('write-' + s).hidden = s !== step;
+}
+
+function openWrite(device, tag) {
+  const t = findTag(device, tag);
+  if (!t || !t.write) {
+    toast(device + ' / ' + tag + ' is not writable (any more)');
+    return;
+  }
+  const access = t.write;
+  writing.seq++;
+  writing.device = device;
+  writing.tag = tag;
+  writing.unit = t.unit || '';
+  writing.access = access;
+  writing.value = undefined;
+  $('write-target').textContent = device + ' / ' + tag;
+  showNow(t);
+
+  const kind = writeKind(access);
+  const limits = $('write-limits');
+  limits.replaceChildren();
+  const unit = writing.unit ? ' ' + writing.unit : '';
+  const hasMin = typeof access.min === 'number';
+  const hasMax = typeof access.max === 'number';
+  if (hasMin && hasMax) limits.append(el('li', null, 'From ' + fmtValue(access.min) + ' to ' + fmtValue(access.max) + unit));
+  else if (hasMin) limits.append(el('li', null, 'At least ' + fmtValue(access.min) + unit));
+  else if (hasMax) limits.append(el('li', null, 'At most ' + fmtValue(access.max) + unit));
+  else if (kind === 'number' && access.allowed.length === 0) {
+    limits.append(el('li', null, 'No limits set: the register\'s range applies'));
+  }
+  if (access.allowed.length > 0) {
+    limits.append(el('li', null, 'Only ' + access.allowed.map(fmtValue).join(', ')));
+  }
+  if (typeof access.max_rate === 'number') {
+    limits.append(el('li', null, 'At most ' + access.max_rate + (access.max_rate === 1 ? ' write' : ' writes') + ' a minute'));
+  }
+  limits.append(el('li', null, access.type + (access.confirm ? ', read back after the write' : ', not read back (confirm = false)')));
+
+  // Allowed values, or on and off, are buttons; anything else is typed.
+  const choices = access.allowed.length > 0 ? access.allowed : kind === 'bool' ? [true, false] : [];
+  const box = $('write-choices');
+  box.replaceChildren();
+  for (const v of choices) {
+    const b = el('button', 'choice', withUnit(v));
+    b.type = 'button';
+    b.dataset.value = JSON.stringify(v);
+    b.addEventListener('click', () => confirmWrite(v));
+    box.append(b);
+  }
+  box.hidden = choices.length === 0;
+  $('write-field').hidden = choices.length > 0;
+  $('write-next').hidden = choices.length > 0;
+  const input = $('write-input');
+  input.value = '';
+  input.inputMode = kind === 'number' ? 'decimal' : 'text';
+  input.placeholder = hasMin && hasMax ? fmtValue(access.min) + ' – ' + fmtValue(access.max) : '';
+  input.removeAttribute('aria-invalid');
+  $('write-problem').textContent = '';
+
+  writeStep('edit');
+  const dialog = $('write-dialog');
+  if (!dialog.open) dialog.showModal();
+  (choices.length > 0 ? box.querySelector('button') : input).focus();
+}
+
+// The typed value, checked as the gateway will check it (the gateway
+// checks again: this only saves a round trip). Returns { value } or
+// { problem }.
+function readWriteValue(text) {
+  const access = writing.access;
+  const kind = writeKind(access);
+  if (kind === 'text') return { value: text };
+  let t = text.trim();
+  if (t === '') return { problem: 'Type a value.' };
+  // A decimal comma, as many keyboards type it.
+  if (!t.includes('.') && /^[+-]?\d+,\d+$/.test(t)) t = t.replace(',', '.');
+  if (!/^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(t)) return { problem: 'Not a number: ' + text.trim() };
+  const v = Number(t);
+  if (!isFinite(v)) return { problem: 'Not a number: ' + text.trim() };
+  const unit = writing.unit ? ' ' + writing.unit : '';
+  if (typeof access.min === 'number' && v < access.min) {
+    return { problem: fmtValue(v) + unit + ' is below the lowest value accepted, ' + fmtValue(access.min) + unit + '.' };
+  }
+  if (typeof access.max === 'number' && v > access.max) {
+    return { problem: fmtValue(v) + unit + ' is above the highest value accepted, ' + fmtValue(access.max) + unit + '.' };
+  }
+  if (access.allowed.length > 0 && !access.allowed.some((a) => a === v)) {
+    return { problem: fmtValue(v) + ' is not one of ' + access.allowed.map(fmtValue).join(', ') + '.' };
+  }
+  return { value: v };
+}
+
+function nextWrite() {
+  const input = $('write-input');
+  const read = readWriteValue(input.value);
+  if (read.problem) {
+    $('write-problem').textContent = read.problem;
+    input.setAttribute('aria-invalid', 'true');
+    input.focus();
+    return;
+  }
+  input.removeAttribute('aria-invalid');
+  $('write-problem').textContent = '';
+  confirmWrite(read.value);
+}
+
+function confirmWrite(v) {
+  writing.value = v;
+  const t = findTag(writing.device, writing.tag);
+  writing.now = t ? nowText(t) : 'unknown';
+  const now = t && t.quality === 'good' ? withUnit(t.value) : writing.now;
+  $('write-question').textContent =
+    'Write ' + withUnit(v) + ' to ' + writing.device + ' / ' + writing.tag + ' (now ' + now + ')? ' +
+    'This changes the device.';
+  $('write-how').textContent =
+    'The gateway checks the value again and writes it ahead of the device\'s next poll' +
+    (writing.access.confirm ? ', then reads it back.' : '; it is not read back (confirm = false).');
+  writeStep('confirm');
+  // Cancel, not Write, has the focus: Enter pressed out of habit must not
+  // change the plant.
+  $('write-no').focus();
+}
+
+// Shows an outcome in the dialog if it is still the one the write was
+// asked from, else in a toast.
+function writeOutcome(seq, what, result, text, detail) {
+  const dialog = $('write-dialog');
+  if (seq !== writing.seq || !dialog.open) {
+    toast(what + ': ' + text);
+    return;
+  }
+  const outcome = $('write-outcome');
+  outcome.dataset.result = result;
+  outcome.textContent = text;
+  $('write-detail').textContent = detail || '';
+}
+
+async function sendWrite() {
+  const seq = writing.seq;
+  const device = writing.device;
+  const tag = writing.tag;
+  const value = writing.value;
+  const unit = writing.unit;
+  writeStep('result');
+  $('write-outcome').dataset.result = 'sending';
+  $('write-outcome').textContent = 'Writing ' + withUnit(value) + '…';
+  $('write-detail').textContent = '';
+  $('write-close').focus();
+  const say = (result, text, detail) => writeOutcome(seq, device + ' / ' + tag, result, text, detail);
+
+  let token = sessionStorage.getItem(TOKEN_KEY);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    if (!token) {
+      token = await askToken(attempt === 0 ? WRITE_TOKEN_WHY : TOKEN_REFUSED);
+      if (!token) {
+        say('cancelled', 'Not written: no token given.');
+        return;
+      }
+    }
+    let response;
+    try {
+      response = await fetch('api/tags/' + encodeURIComponent(device) + '/' + encodeURIComponent(tag) + '/write', {
+        method: 'POST',
+        headers: { Authorization: 'Bearer ' + token, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ v: value }),
+      });
+    } catch (err) {
+      say('unknown', 'The gateway did not answer (' + err.message + '): the write may or may not have happened. Check the value.');
+      return;
+    }
+    if (response.status === 401) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      token = null;
+      continue;
+    }
+    let answer = {};
+    try {
+      answer = await response.json();
+    } catch (err) {
+      answer = {};
+    }
+    if (response.status !== 403) sessionStorage.setItem(TOKEN_KEY, token);
+    const [result, text, detail] = describeWrite(response.status, answer, unit);
+    say(result, text, detail);
+    return;
+  }
+  say('rejected', 'Not written: the gateway refused the token.');
+}
+
+// The dialog's sentence for an answer: [result, text, detail].
+function describeWrite(status, a, unit) {
+  const back = (label, v) => (v === null || v === undefined ? null : label + ' ' + withUnit(v, unit));
+  const detail = (...parts) => parts.filter((p) => p).join(' · ');
+  switch (a.result) {
+    case 'verified':
+      return ['verified', 'Verified: read back ' + withUnit(a.read_back, unit), detail(back('was', a.old), took(a))];
+    case 'written':
+      return [
+        'written',
+        'Written' + (a.message ? ': ' + a.message : ' (not verified)'),
+        detail(back('read back', a.read_back), back('was', a.old), took(a)),
+      ];
+    case 'rejected':
+      return ['rejected', 'Not written: ' + (a.message || a.reason || 'refused'), detail(a.reason ? 'reason ' + a.reason : null)];
+    case 'unknown':
+      return ['unknown', UNKNOWN_TEXT, detail(a.message, back('was', a.old))];
+  }
+  // Not an answer of the write desk: the gateway's own refusals, and a
+  // desk that took too long to answer (then the write may be under way).
+  const error = a.error || 'the gateway answered ' + status;
+  if (status === 504) return ['unknown', UNKNOWN_TEXT, error];
+  return ['rejected', 'Not written: ' + error, null];
+}
+
+function took(a) {
+  return typeof a.took_ms === 'number' ? 'took ' + a.took_ms + ' ms' : null;
+}
+
+$('write-next').addEventListener('click', nextWrite);
+$('write-input').addEventListener('keydown', (e) => {
+  if (e.key !== 'Enter') return;
+  // Not passed on: the focus moves to Cancel, which must not take this
+  // Enter as a click.
+  e.preventDefault();
+  nextWrite();
+});
+$('write-back').addEventListener('click', () => {
+  writeStep('edit');
+  const first = $('write-choices').hidden ? $('write-input') : $('write-choices').querySelector('button');
+  if (first) first.focus();
+});
+$('write-go').addEventListener('click', sendWrite);
+for (const id of ['write-cancel', 'write-no', 'write-close']) {
+  $(id).addEventListener('click', () => $('write-dialog').close());
 }
 
 connect();
