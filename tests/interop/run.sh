@@ -11,6 +11,10 @@
 #   pymodbus-rtu-scan     fieldgate scan  <- the same, over RTU
 #   pymodbus-rtu-late     fieldgate run   <- pymodbus RTU server answering its first
 #                           read late (issue #15 item 1), published to Mosquitto
+#   pymodbus-tcp-write    fieldgate run   -> pymodbus TCP server: write commands
+#   pymodbus-rtu-write      from Mosquitto (issue #19), results, `fieldgate
+#                           writes`, the registers read back by pymodbus
+#                           (check_writes.py); RTU with FC15/FC16 only
 #   mbpoll-sim-holding    mbpoll          -> fieldgate sim -c config/sim/plant.toml
 #   mbpoll-sim-floats       (a copy on a free port): holding registers, ABCD and
 #   mbpoll-sim-bits         CDAB floats, coils and discrete inputs, a write,
@@ -496,6 +500,145 @@ CONF
     sed 's/^/    /' "$TMP/late-check.out"
 }
 
+# ---------------------------------------- write-back against pymodbus (#19) --
+
+# start_mosquitto NAME: the test's own broker on a free port (MQ_PORT, MQ_PID),
+# its config in $TMP/NAME/ and its log (subscriptions too) in $TMP/NAME.log.
+start_mosquitto() {
+    local name=$1
+    MQ_PORT=$(free_port)
+    mkdir -p "$TMP/$name"
+    cat >"$TMP/$name/mosquitto.conf" <<CONF
+listener $MQ_PORT 127.0.0.1
+allow_anonymous true
+persistence false
+log_dest stdout
+log_type error
+log_type warning
+log_type notice
+log_type information
+log_type subscribe
+CONF
+    # Started as root, Mosquitto drops to its own user: let it read here.
+    chmod 0755 "$TMP" "$TMP/$name"
+    chmod 0644 "$TMP/$name/mosquitto.conf"
+    start_bg "$name" stdbuf -oL mosquitto -c "$TMP/$name/mosquitto.conf"
+    MQ_PID=$BG_PID
+    wait_port "$MQ_PID" "$MQ_PORT" "$TMP/$name.log"
+}
+
+# wait_subscribed MQLOG CLIENT PID TOPIC LOG...: until Mosquitto logged a
+# subscription of CLIENT to a filter starting with TOPIC (up to 100 x 0.1 s),
+# while PID lives.
+wait_subscribed() {
+    local mqlog=$1 client=$2 pid=$3 topic=$4 i
+    shift 4
+    for ((i = 0; i < 100; i++)); do
+        grep -qF " $client 1 $topic" "$mqlog" 2>/dev/null && return 0
+        grep -qF " $client 2 $topic" "$mqlog" 2>/dev/null && return 0
+        alive "$pid" || break
+        sleep 0.1
+    done
+    fail_msg "$client did not subscribe to $topic... in 10 s" "$mqlog" "$@"
+    return 1
+}
+
+# Write-back through MQTT to pymodbus, KIND tcp or rtu: pymodbus (a server
+# of its own, -v so that its log shows every request) gets known values
+# first; fieldgate run takes the commands of check_writes.py from our
+# Mosquitto, publishes a result for each, records them; then check_writes.py
+# checks the results, `fieldgate writes --json` (read while the gateway
+# runs), the raw registers and coil read by a pymodbus client of its own,
+# and the function codes on the wire. About 5 s.
+write_test() {
+    local kind=$1 gw=w$1 cfg pym_log conn=() port fg_pid sub_pid n got i rc topic payload
+    local base="fieldgate/ci/w$1" client="fieldgate-interop-w$1"
+    pym_log=$TMP/pymodbus-$gw.log
+    if [[ $kind == tcp ]]; then
+        port=$(free_port)
+        start_bg "pymodbus-$gw" "$PY" "$HERE/pymodbus_server.py" --tcp "$port" -v
+        wait_port "$BG_PID" "$port" "$pym_log" || return 1
+        conn=(--tcp "$port")
+    else
+        start_pty_pair "socat-$gw" ttyE ttyF || return 1
+        start_bg "pymodbus-$gw" "$PY" "$HERE/pymodbus_server.py" --serial "$TMP/ttyE" --baud 19200 -v
+        wait_opened "$BG_PID" "$TMP/ttyE" "$pym_log" "$TMP/socat-$gw.log" || return 1
+        # The pty's master end: prepare and check use it while fieldgate
+        # does not.
+        conn=(--serial "$TMP/ttyF" --baud 19200)
+    fi
+    run "$gw-prepare" "$PY" "$HERE/check_writes.py" prepare "${conn[@]}"
+    expect_rc 0 "$pym_log" || return 1
+
+    start_mosquitto "mosquitto-$gw" || return 1
+    config "pymodbus-$kind-write.toml" "$gw.toml" "$MQ_PORT"
+    cfg=$TMP/$gw.toml
+    [[ $kind != tcp ]] || sed -i "s|127\.0\.0\.1:15503|127.0.0.1:$port|" "$cfg"
+    run "$gw-check" "$FG" check -c "$cfg"
+    expect_rc 0 || return 1
+
+    # The results' subscriber, ready before fieldgate starts.
+    start_bg "$gw-results" stdbuf -oL mosquitto_sub -h 127.0.0.1 -p "$MQ_PORT" -q 1 \
+        -i "interop-$gw-sub" -v -t "$base/cmd/+/+/result"
+    sub_pid=$BG_PID
+    wait_subscribed "$TMP/mosquitto-$gw.log" "interop-$gw-sub" "$sub_pid" "$base/cmd/+/+/result" \
+        "$TMP/$gw-results.log" || return 1
+
+    start_bg "$gw-run" "$FG" run -c "$cfg"
+    fg_pid=$BG_PID
+    # A command published before the gateway subscribed would be lost.
+    wait_subscribed "$TMP/mosquitto-$gw.log" "$client" "$fg_pid" "$base/cmd/" "$TMP/$gw-run.log" || return 1
+
+    n=0
+    while IFS=$'\t' read -r topic payload; do
+        n=$((n + 1))
+        run "$gw-pub-$n" mosquitto_pub -h 127.0.0.1 -p "$MQ_PORT" -q 1 -i "interop-$gw-pub" \
+            -t "$base/cmd/$topic" -m "$payload"
+        expect_rc 0 "$TMP/mosquitto-$gw.log" || return 1
+    done < <("$PY" "$HERE/check_writes.py" commands)
+    ((n > 0)) || { fail_msg "check_writes.py commands listed no command"; return 1; }
+
+    # Each command's result, through the outbox: up to 15 s for all.
+    for ((i = 0; i < 150; i++)); do
+        got=$(grep -c '/result {' "$TMP/$gw-results.log" 2>/dev/null) || true
+        ((${got:-0} >= n)) && break
+        alive "$fg_pid" || break
+        sleep 0.1
+    done
+    if ((i == 150)) || ! alive "$fg_pid"; then
+        fail_msg "expected $n results on $base/cmd/+/+/result" "$TMP/$gw-results.log" "$TMP/$gw-run.log" "$pym_log"
+        return 1
+    fi
+
+    # The record, read while the gateway runs (the store read-only).
+    run "$gw-writes" "$FG" writes --json -c "$cfg"
+    expect_rc 0 "$TMP/$gw-run.log" || return 1
+    cp "$OUT" "$TMP/$gw-writes.json"
+
+    # SIGTERM (timeout passes it on): a clean stop exits 0.
+    kill "$fg_pid" 2>/dev/null || true
+    rc=0
+    wait "$fg_pid" 2>/dev/null || rc=$?
+    if ((rc != 0)); then
+        fail_msg "fieldgate run exited $rc after SIGTERM, expected 0" "$TMP/$gw-run.log"
+        return 1
+    fi
+    kill "$sub_pid" 2>/dev/null || true
+    wait "$sub_pid" 2>/dev/null || true
+
+    run "$gw-verify" "$PY" "$HERE/check_writes.py" check "${conn[@]}" \
+        --results "$TMP/$gw-results.log" --writes "$TMP/$gw-writes.json" \
+        --server-log "$pym_log" --functions "$kind"
+    if [[ $RC != 0 ]]; then
+        fail_msg "write-back" "$OUT.show" "$TMP/$gw-results.log" "$TMP/$gw-writes.json" "$TMP/$gw-run.log"
+        return 1
+    fi
+    sed 's/^/    /' "$OUT"
+}
+
+test_pymodbus_tcp_write() { write_test tcp; }
+test_pymodbus_rtu_write() { write_test rtu; }
+
 # ------------------------------------------ mbpoll against fieldgate's sim --
 
 SIM_PID=""
@@ -671,6 +814,8 @@ run_test pymodbus-tcp-errors test_pymodbus_tcp_errors
 run_test pymodbus-rtu-read test_pymodbus_rtu_read
 run_test pymodbus-rtu-scan test_pymodbus_rtu_scan
 run_test pymodbus-rtu-late test_pymodbus_rtu_late
+run_test pymodbus-tcp-write test_pymodbus_tcp_write
+run_test pymodbus-rtu-write test_pymodbus_rtu_write
 stop_bg
 run_test mbpoll-sim-holding test_mbpoll_sim_holding
 run_test mbpoll-sim-floats test_mbpoll_sim_floats
