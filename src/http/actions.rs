@@ -123,14 +123,29 @@ pub(super) async fn shelve(
     act(state, rule, Kind::Shelve, request).await
 }
 
-async fn act(state: HttpState, rule: String, kind: Kind, request: Request) -> Response {
+/// An action's caller once past the gate: where it called from, what it
+/// sent, and the route of the running configuration.
+pub(super) struct Admitted {
+    /// The caller's IP address, when known.
+    pub peer: Option<String>,
+    /// The request body (at most [`MAX_BODY`]).
+    pub body: Bytes,
+    /// Where requests go now.
+    pub route: ActionRoute,
+}
+
+/// The gate of every operator action (acknowledge, shelve, write): off
+/// unless `[http] allow_actions` (403, with `off` saying what to do
+/// instead), then the bearer token (401, logged with `subject`), then a
+/// body of at most [`MAX_BODY`] (413).
+pub(super) async fn admit(
+    state: &HttpState,
+    request: Request,
+    off: &str,
+    subject: &str,
+) -> Result<Admitted, Response> {
     let Some(actions) = &state.actions else {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "actions over HTTP are off: set [http] allow_actions = true and token_file to \
-             acknowledge and shelve from the status page (or publish on the MQTT ack and \
-             shelve topics)",
-        );
+        return Err(refuse(StatusCode::FORBIDDEN, off));
     };
     let peer = request
         .extensions()
@@ -139,8 +154,7 @@ async fn act(state: HttpState, rule: String, kind: Kind, request: Request) -> Re
     if !authorized(request.headers(), &actions.token) {
         tracing::warn!(
             peer = peer.as_deref().unwrap_or("unknown"),
-            %rule,
-            action = kind.as_str(),
+            subject,
             "HTTP action refused: missing or wrong bearer token"
         );
         let mut response = refuse(
@@ -151,18 +165,42 @@ async fn act(state: HttpState, rule: String, kind: Kind, request: Request) -> Re
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"fieldgate\""),
         );
-        return response;
+        return Err(response);
     }
-    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
-            return refuse(
+    let body = read_body(request).await?;
+    Ok(Admitted {
+        peer,
+        body,
+        route: actions.route.borrow().clone(),
+    })
+}
+
+/// The body, at most [`MAX_BODY`] bytes (413 beyond).
+pub(super) async fn read_body(request: Request) -> Result<Bytes, Response> {
+    axum::body::to_bytes(request.into_body(), MAX_BODY)
+        .await
+        .map_err(|_| {
+            refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("the body is larger than {MAX_BODY} bytes"),
-            );
-        }
+            )
+        })
+}
+
+async fn act(state: HttpState, rule: String, kind: Kind, request: Request) -> Response {
+    let admitted = admit(
+        &state,
+        request,
+        "actions over HTTP are off: set [http] allow_actions = true and token_file to \
+         acknowledge and shelve from the status page (or publish on the MQTT ack and \
+         shelve topics)",
+        &format!("{} {rule}", kind.as_str()),
+    )
+    .await;
+    let Admitted { peer, body, route } = match admitted {
+        Ok(a) => a,
+        Err(response) => return response,
     };
-    let route = actions.route.borrow().clone();
     if !route.rules.contains(&rule) {
         return refuse(StatusCode::NOT_FOUND, &format!("no rule named {rule:?}"));
     }

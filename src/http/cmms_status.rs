@@ -17,7 +17,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use super::HttpState;
-use super::actions::{MAX_BODY, authorized, not_taken, refuse};
+use super::actions::{authorized, not_taken, read_body, refuse};
 use crate::config::InboundAuth;
 use crate::contract::inbound::{self, MAX_TEXT, Request as InboundRequest};
 use crate::mqtt::forwarder::Inbound;
@@ -44,14 +44,9 @@ pub(super) async fn push(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
     let headers = request.headers().clone();
-    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
+    let body = match read_body(request).await {
         Ok(b) => b,
-        Err(_) => {
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the body is larger than {MAX_BODY} bytes"),
-            );
-        }
+        Err(response) => return response,
     };
     let Some(connector) = route
         .cmms

@@ -27,15 +27,14 @@
 //! The body of every answer from the desk is the result payload of
 //! `cmd/{device}/{tag}/result` (`docs/schemas/write-result.json`).
 
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::HttpState;
-use super::actions::{MAX_BODY, authorized, refuse};
+use super::actions::{Admitted, admit, refuse};
 use crate::command::{Delivery, RejectReason, Source, WriteOrder, WriteResult};
 use crate::contract::command::{read_command, report_json};
 
@@ -49,49 +48,23 @@ pub(super) async fn write(
     Path((device, tag)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let Some(actions) = &state.actions else {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "actions over HTTP are off: set [http] allow_actions = true and token_file to \
-             write from the status page (or publish on the MQTT cmd topics)",
-        );
-    };
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
-    if !authorized(request.headers(), &actions.token) {
-        tracing::warn!(
-            peer = peer.as_deref().unwrap_or("unknown"),
-            %device,
-            %tag,
-            "HTTP write refused: missing or wrong bearer token"
-        );
-        let mut response = refuse(
-            StatusCode::UNAUTHORIZED,
-            "a bearer token is needed: Authorization: Bearer <the token in [http] token_file>",
-        );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"fieldgate\""),
-        );
-        return response;
-    }
-    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the body is larger than {MAX_BODY} bytes"),
-            );
-        }
+    let admitted = admit(
+        &state,
+        request,
+        "actions over HTTP are off: set [http] allow_actions = true and token_file to \
+         write from the status page (or publish on the MQTT cmd topics)",
+        &format!("write {device}/{tag}"),
+    )
+    .await;
+    let Admitted { peer, body, route } = match admitted {
+        Ok(a) => a,
+        Err(response) => return response,
     };
     let mut command = read_command(&device, &tag, &body, Delivery::Live, SystemTime::now());
     command.source = Source::Http;
     if command.by.is_none() {
         command.by = Some(format!("http {}", peer.as_deref().unwrap_or("unknown")));
     }
-    let route = actions.route.borrow().clone();
     let (order, answer) = WriteOrder::waited(command);
     if let Err(e) = route.writes.try_send(order) {
         return match e {

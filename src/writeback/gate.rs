@@ -299,26 +299,17 @@ mod tests {
         assert!(r.to_string().contains("11.0 s ago"), "{r}");
         let mut ahead = command("setpoint", Requested::Number(1.0), t);
         ahead.sent = Some(t + Duration::from_secs(60));
-        assert_eq!(
-            gate.judge(&c, &ahead, t, now).unwrap_err().code(),
-            "stale"
-        );
+        assert_eq!(gate.judge(&c, &ahead, t, now).unwrap_err().code(), "stale");
         // Received long ago and not carried out since (waiting in a queue).
         let waited = command(
             "setpoint",
             Requested::Number(1.0),
             t - Duration::from_secs(30),
         );
-        assert_eq!(
-            gate.judge(&c, &waited, t, now).unwrap_err().code(),
-            "stale"
-        );
+        assert_eq!(gate.judge(&c, &waited, t, now).unwrap_err().code(), "stale");
         let mut queued = command("setpoint", Requested::Number(1.0), t);
         queued.delivery = Delivery::Queued;
-        assert_eq!(
-            gate.judge(&c, &queued, t, now).unwrap_err().code(),
-            "stale"
-        );
+        assert_eq!(gate.judge(&c, &queued, t, now).unwrap_err().code(), "stale");
     }
 
     #[test]
