@@ -581,16 +581,16 @@ fn writes(out: &mut Out, s: &Snapshot) {
     );
     out.int("fieldgate_writes_received_total", &[], w.received);
     out.family(
-        "fieldgate_writes_total",
-        "counter",
-        "Write commands by result: rejected (nothing written), written, verified (read back equal), unknown (no answer to the write: it may or may not have happened).",
-    );
-    out.family(
         "fieldgate_writes_dropped_total",
         "counter",
         "Write commands that never reached the write desk (its queue full, or the gateway stopping): not answered, not recorded, logged.",
     );
     out.int("fieldgate_writes_dropped_total", &[], w.dropped);
+    out.family(
+        "fieldgate_writes_total",
+        "counter",
+        "Write commands by result: rejected (nothing written), written, verified (read back equal), unknown (no answer to the write: it may or may not have happened).",
+    );
     for (result, n) in [
         ("rejected", w.rejected),
         ("written", w.written),
