@@ -40,7 +40,7 @@ pub const MAX_PDU: usize = 253;
 pub const MAX_ADU: usize = 7 + MAX_PDU;
 
 /// Most registers one FC16 may write (the PDU's limit).
-pub const MAX_WRITE_REGISTERS: usize = 123;
+pub const MAX_WRITE_REGISTERS: usize = crate::config::MAX_WRITE_REGISTERS as usize;
 
 /// Most coils one FC15 may write (the PDU's limit).
 pub const MAX_WRITE_COILS: usize = 1968;

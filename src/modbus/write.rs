@@ -155,39 +155,31 @@ fn is_integer(data_type: DataType) -> bool {
 /// a read-only area, no function code the device accepts for it, or more
 /// registers than one write carries. `None` when it can be.
 pub fn unwritable(device: &Device, tag: &Tag) -> Option<String> {
-    let accepts = |code| device.write_functions.accepts(code);
-    let codes = || format!("{:?}", device.write_functions.codes());
+    let width = usize::from(tag.width());
     match tag.area {
-        Area::DiscreteInput => Some("a discrete input is read-only".into()),
-        Area::InputRegister => Some("an input register is read-only".into()),
-        Area::Coil if !accepts(5) && !accepts(15) => Some(format!(
-            "a coil needs FC5 or FC15; the device's write_functions are {}",
-            codes()
-        )),
-        Area::Coil => None,
-        Area::HoldingRegister => {
-            let width = usize::from(tag.width());
-            if width > MAX_WRITE_REGISTERS {
-                Some(format!(
-                    "{} is longer than one write ({MAX_WRITE_REGISTERS} registers)",
-                    tag.data_type
-                ))
-            } else if width == 1 && !accepts(6) && !accepts(16) {
-                Some(format!(
-                    "a register needs FC6 or FC16; the device's write_functions are {}",
-                    codes()
-                ))
-            } else if width > 1 && !accepts(16) {
-                Some(format!(
-                    "{} registers need FC16; the device's write_functions are {}",
-                    width,
-                    codes()
-                ))
-            } else {
-                None
-            }
+        Area::DiscreteInput => return Some("a discrete input is read-only".into()),
+        Area::InputRegister => return Some("an input register is read-only".into()),
+        Area::HoldingRegister if width > MAX_WRITE_REGISTERS => {
+            return Some(format!(
+                "{} is longer than one write ({MAX_WRITE_REGISTERS} registers)",
+                tag.data_type
+            ));
         }
+        Area::Coil | Area::HoldingRegister => {}
     }
+    // The same choice of function code as `check` makes.
+    if device.write_functions.for_tag(tag).is_some() {
+        return None;
+    }
+    let needs = match (tag.area, width) {
+        (Area::Coil, _) => "a coil needs FC5 or FC15".to_owned(),
+        (_, 1) => "a register needs FC6 or FC16".to_owned(),
+        (_, n) => format!("{n} registers need FC16"),
+    };
+    Some(format!(
+        "{needs}; the device's write_functions are {:?}",
+        device.write_functions.codes()
+    ))
 }
 
 /// Plans the write of `value` (already fitted and range-checked) to
@@ -201,15 +193,15 @@ pub fn plan(device: &Device, tag: &Tag, value: &Value) -> Result<WritePlan, Reje
     if unwritable(device, tag).is_some() {
         return Err(RejectReason::NotWritable);
     }
-    let accepts = |code| device.write_functions.accepts(code);
-    let register_function = |width: usize| {
-        if width == 1 && accepts(6) { 6 } else { 16 }
-    };
+    let function = device
+        .write_functions
+        .for_tag(tag)
+        .ok_or(RejectReason::NotWritable)?;
     if tag.area == Area::Coil {
         return Ok(WritePlan::Coil {
             address: tag.address,
             on: as_bool(tag, value)?,
-            function: if accepts(5) { 5 } else { 15 },
+            function,
         });
     }
     if let DataType::Bit(bit) = tag.data_type {
@@ -217,14 +209,13 @@ pub fn plan(device: &Device, tag: &Tag, value: &Value) -> Result<WritePlan, Reje
             address: tag.address,
             bit: bit & 15,
             on: as_bool(tag, value)?,
-            function: register_function(1),
+            function,
         });
     }
-    let words = raw_words(tag, value)?;
     Ok(WritePlan::Registers {
         address: tag.address,
-        function: register_function(words.len()),
-        words,
+        words: raw_words(tag, value)?,
+        function,
     })
 }
 
