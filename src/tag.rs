@@ -333,6 +333,10 @@ pub struct Tag {
     pub alias: bool,
     /// Write-back settings: `None` unless the tag is made writable.
     pub write: Option<WriteAccess>,
+    /// `decimals`: digits after the point when the value is shown to
+    /// people (page, `read`, work-order texts); `None` takes them from the
+    /// scale. Payloads always carry the full value.
+    pub decimals: Option<u8>,
 }
 
 /// What may be written to a writable tag, and how. Nothing is writable
@@ -382,6 +386,7 @@ impl Tag {
             asset: None,
             alias: false,
             write: None,
+            decimals: None,
         }
     }
 

@@ -45,6 +45,7 @@ pub(super) fn read(
         },
         field: field.to_string(),
         message,
+        instances: Vec::new(),
     };
 
     // A UTF-8 byte-order mark is what Excel writes at the start of

@@ -52,6 +52,7 @@ pub(super) fn merge(
                 origin: Origin::File { file },
                 field: "config".into(),
                 message: format!("cannot read the config file: {e}"),
+                instances: Vec::new(),
             }]));
         }
     };
@@ -63,6 +64,7 @@ pub(super) fn merge(
                 origin: Origin::Toml { file, line: e.line },
                 field: "syntax".into(),
                 message: format!("TOML syntax error: {}", e.message),
+                instances: Vec::new(),
             }]));
         }
     };
@@ -98,6 +100,7 @@ pub(super) fn merge(
                     message: format!(
                         "ignored: `{section}` is not a config section (use {ENV_PREFIX}SECTION__KEY, e.g. {ENV_PREFIX}MQTT__HOST)"
                     ),
+                    instances: Vec::new(),
                 });
             }
             continue;

@@ -69,6 +69,10 @@ pub struct Problem {
     pub field: String,
     /// What is wrong, and where useful how to fix it.
     pub message: String,
+    /// The devices a problem written in a template shows up in, in the
+    /// order found (empty for a problem of one element): a template used
+    /// by 200 devices reports one problem at the template, naming them.
+    pub instances: Vec<String>,
 }
 
 impl Problem {
@@ -103,7 +107,31 @@ impl fmt::Display for Problem {
             Origin::Env { var } => write!(f, "environment {var}: {}: ", self.field)?,
             Origin::File { file } => write!(f, "{}: {}: ", file.display(), self.field)?,
         }
-        f.write_str(&self.message)
+        f.write_str(&self.message)?;
+        if !self.instances.is_empty() {
+            write!(f, " (in {})", instance_list(&self.instances))?;
+        }
+        Ok(())
+    }
+}
+
+/// How many instances a problem names before "and N more".
+const INSTANCES_SHOWN: usize = 3;
+
+/// `pump1`, `pump1 and pump2`, `pump1, pump2, pump3 and 197 more`.
+fn instance_list(names: &[String]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.clone(),
+        _ if names.len() <= INSTANCES_SHOWN + 1 => {
+            let (last, first) = names.split_last().unwrap_or((&names[0], &[]));
+            format!("{} and {last}", first.join(", "))
+        }
+        _ => format!(
+            "{} and {} more",
+            names[..INSTANCES_SHOWN].join(", "),
+            names.len() - INSTANCES_SHOWN
+        ),
     }
 }
 

@@ -179,6 +179,7 @@ pub struct RawTag {
     pub allowed: Option<RawAllowed>,
     pub max_rate: Option<i64>,
     pub confirm: Option<bool>,
+    pub decimals: Option<i64>,
 }
 
 /// The column names a CSV tag map may have (the fields of [`RawTag`]).
@@ -205,6 +206,7 @@ pub const TAG_FIELDS: &[&str] = &[
     "allowed",
     "max_rate",
     "confirm",
+    "decimals",
 ];
 
 /// What separates the values of `allowed` in one CSV cell (`0|1|2`): the

@@ -62,6 +62,7 @@ impl Ctx {
             origin,
             field: field.to_string(),
             message,
+            instances: Vec::new(),
         });
     }
 
@@ -100,6 +101,7 @@ impl Ctx {
                 },
                 field: field.clone(),
                 message,
+                instances: Vec::new(),
             }),
         }
     }

@@ -9,6 +9,10 @@ use crate::config::raw::{RawDeadband, RawTag};
 use crate::config::report::{Ctx, TagSite};
 use crate::tag::{Area, DataType, Deadband, Tag, WordOrder};
 
+/// The most digits after the point a tag may show: beyond a float's
+/// precision for any value an instrument reads.
+const MAX_DECIMALS: u8 = 9;
+
 /// Resolves one tag; `None` when it has an error (reported).
 pub(super) fn tag(
     ctx: &mut Ctx,
@@ -230,6 +234,27 @@ pub(super) fn tag(
         );
     }
 
+    let decimals = match raw.decimals {
+        None => None,
+        Some(d) if (0..=i64::from(MAX_DECIMALS)).contains(&d) && numeric => Some(d as u8),
+        Some(_) if !numeric => {
+            err(
+                ctx,
+                "decimals",
+                format!("`decimals` does not apply to a {} tag", data_type.name()),
+            );
+            None
+        }
+        Some(d) => {
+            err(
+                ctx,
+                "decimals",
+                format!("decimals {d} is not from 0 to {MAX_DECIMALS}"),
+            );
+            None
+        }
+    };
+
     let mut tag = Tag {
         name,
         area,
@@ -246,6 +271,7 @@ pub(super) fn tag(
         asset: raw.asset.filter(|a| !a.trim().is_empty()),
         alias: raw.alias.unwrap_or(false),
         write: None,
+        decimals,
     };
     // Judged on the tag as resolved: its area, type, scale and offset.
     tag.write = writes::access(ctx, site, write, &tag);
