@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::problem::{Origin, Problem, Problems, Severity};
 use super::raw::{BRIDGE_SECTIONS, SECTIONS};
-use super::report::{Ctx, edit_distance};
+use super::report::{Ctx, edit_distance, merge_instances};
 use super::resolved::{KeyOrder, Resolved};
 use super::source_map::SourceMap;
 use super::{Config, ENV_PREFIX, Loaded, resolve, validate};
@@ -80,6 +80,8 @@ pub(super) fn merge(
         map,
         env_vars: HashMap::new(),
         problems: Vec::new(),
+        scopes: HashMap::new(),
+        current: None,
     };
 
     // Environment overrides. Variables that name no section are reported,
@@ -198,7 +200,7 @@ pub(super) fn load(path: &Path, env: &[(String, String)]) -> Result<Loaded, Prob
         sparkplug,
         writes,
     };
-    let mut problems = Problems(ctx.problems);
+    let mut problems = Problems(merge_instances(ctx.problems));
     problems.sort();
     if problems.has_errors() {
         return Err(problems);

@@ -28,6 +28,7 @@
 mod address;
 mod bridge;
 mod cmms;
+mod csv_devices;
 mod csv_tags;
 pub(crate) mod diff;
 mod load;
@@ -507,6 +508,10 @@ pub struct Device {
     /// `write_during_poll` (default false): a write may go between the
     /// requests of a poll already under way rather than after it.
     pub write_during_poll: bool,
+    /// The `[[templates]]` element the device was made from, if any: its
+    /// tags, settings, rules and meters are already in this device and
+    /// in the config's rules and meters; the name is kept for people.
+    pub template: Option<String>,
 }
 
 /// The write function codes a device accepts: FC5 (one coil), FC6 (one
@@ -643,6 +648,7 @@ impl Device {
             tags_file: None,
             write_functions: WriteFunctions::default(),
             write_during_poll: false,
+            template: None,
         }
     }
 

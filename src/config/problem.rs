@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// How bad a problem is. Warnings never change the exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
     /// Something worth knowing; the config is still used.
     Warning,

@@ -149,7 +149,89 @@ pub struct RawDevice {
     pub tags: Option<figment::value::Value>,
     pub write_functions: Option<Vec<i64>>,
     pub write_during_poll: Option<bool>,
+    pub template: Option<String>,
+    // A template's overrides: read from the device's table as written
+    // (resolve/templates.rs), declared so that the keys are known.
+    #[allow(dead_code)]
+    pub rules: Option<figment::value::Value>,
+    #[allow(dead_code)]
+    pub meters: Option<figment::value::Value>,
 }
+
+/// The keys of `[[devices]]` (the fields of [`RawDevice`]): the columns a
+/// device list may have, beside its override columns (`bearing_hot.limit`).
+pub const DEVICE_FIELDS: &[&str] = &[
+    "name",
+    "template",
+    "tcp",
+    "bus",
+    "rtu_over_tcp",
+    "unit",
+    "poll_interval",
+    "timeout",
+    "retries",
+    "max_registers",
+    "max_bits",
+    "max_gap",
+    "word_order",
+    "max_silence",
+    "reprobe",
+    "asset",
+    "location",
+    "tags",
+    "write_functions",
+    "write_during_poll",
+];
+
+/// `[[templates]]`: what identical devices share. The device keys here
+/// are defaults a device may override; `tags`, `rules` and `meters` are
+/// read element by element (like a device's tags) so that one mistake
+/// does not hide the others. No connection: that is each device's own.
+// Deserialized to check how each key is written, once per template; the
+// values are then taken from the table itself, merged under each device's.
+#[allow(dead_code)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTemplate {
+    pub name: Option<String>,
+    pub names: Option<String>,
+    pub unit: Option<i64>,
+    pub poll_interval: Option<ConfigDuration>,
+    pub timeout: Option<ConfigDuration>,
+    pub retries: Option<i64>,
+    pub max_registers: Option<i64>,
+    pub max_bits: Option<i64>,
+    pub max_gap: Option<i64>,
+    pub word_order: Option<String>,
+    pub max_silence: Option<ConfigDuration>,
+    pub reprobe: Option<ConfigDuration>,
+    pub asset: Option<String>,
+    pub location: Option<String>,
+    pub tags: Option<figment::value::Value>,
+    pub write_functions: Option<Vec<i64>>,
+    pub write_during_poll: Option<bool>,
+    pub rules: Option<Vec<figment::value::Value>>,
+    pub meters: Option<Vec<figment::value::Value>>,
+}
+
+/// The keys of a template that are device defaults, carried into each
+/// device that uses it unless the device sets them itself.
+pub const TEMPLATE_DEVICE_KEYS: &[&str] = &[
+    "unit",
+    "poll_interval",
+    "timeout",
+    "retries",
+    "max_registers",
+    "max_bits",
+    "max_gap",
+    "word_order",
+    "max_silence",
+    "reprobe",
+    "asset",
+    "location",
+    "write_functions",
+    "write_during_poll",
+];
 
 /// A tag, inline in TOML or a row of a CSV tag map (the CSV's columns
 /// are these field names).
@@ -554,6 +636,7 @@ pub const SECTIONS: &[&str] = &[
     "alarms",
     "workorders",
     "buses",
+    "templates",
     "devices",
     "rules",
     "meters",

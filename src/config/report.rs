@@ -25,6 +25,46 @@ pub(super) struct Ctx {
     pub env_vars: HashMap<String, String>,
     /// Everything found so far.
     pub problems: Vec<Problem>,
+    /// The elements made from a template or read from a device list, by
+    /// the field path they are resolved at (`devices[3]`,
+    /// `devices[3].rules.bearing_hot`): where their own values are, and
+    /// the template the rest comes from.
+    pub scopes: HashMap<String, Scope>,
+    /// While a device made from a template is resolved: the template's
+    /// field path and the device's name, so that a problem in a tag the
+    /// template gave it is reported at the template, naming the device.
+    pub current: Option<(String, String)>,
+}
+
+/// Where an element's own values were written, when it is not a plain
+/// TOML element: a device (or one of its rule overrides) of a template
+/// or of a device list.
+#[derive(Debug, Clone)]
+pub(super) enum OwnSite {
+    /// In the TOML file, at the scope's field path.
+    Toml,
+    /// A row of a device list.
+    Csv {
+        /// The CSV file.
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The keys the row sets, with the header of the column that
+        /// holds each (`limit` → `bearing_hot.limit`).
+        columns: HashMap<String, String>,
+    },
+}
+
+/// An element resolved at a field path of its own, whose values come from
+/// its own site and, for what it does not set, from a template.
+#[derive(Debug, Clone)]
+pub(super) struct Scope {
+    /// Where its own values are.
+    pub own: OwnSite,
+    /// The template's field path (`templates[0]`, `templates[0].rules[2]`).
+    pub template: Option<String>,
+    /// The device's name.
+    pub instance: String,
 }
 
 /// Where a tag was written: a TOML path or a CSV line.
@@ -56,14 +96,110 @@ impl Ctx {
     }
 
     fn push(&mut self, severity: Severity, field: &str, message: String) {
-        let origin = self.origin(field);
-        self.problems.push(Problem {
+        let (field, origin, instance) = self.locate(field);
+        let problem = Problem {
             severity,
             origin,
-            field: field.to_string(),
+            field,
             message,
             instances: Vec::new(),
-        });
+        };
+        self.problems.push(with_instance(problem, instance));
+    }
+
+    /// The scope `field` is in, the innermost first, with its path.
+    fn scope_of<'a>(&'a self, field: &'a str) -> Option<(&'a str, &'a Scope)> {
+        if self.scopes.is_empty() {
+            return None;
+        }
+        let mut p = field;
+        loop {
+            if let Some(scope) = self.scopes.get(p) {
+                return Some((p, scope));
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+
+    /// Where a problem at `field` is reported: the field path, its origin,
+    /// and the device it concerns when it is reported at a template.
+    ///
+    /// Within a scope, a key the element sets itself is reported where it
+    /// set it (its TOML line, or its device list's row and column); a key
+    /// it takes from its template is reported at the template, naming the
+    /// device; a missing key at the element, or at the template when the
+    /// element has no site of its own (a template's rule the device does
+    /// not override).
+    fn locate(&self, field: &str) -> (String, Origin, Option<String>) {
+        if let Some((path, scope)) = self.scope_of(field) {
+            let rest = &field[path.len()..];
+            let key = rest
+                .trim_start_matches('.')
+                .split(['.', '['])
+                .next()
+                .filter(|k| !k.is_empty() && !rest.starts_with('['));
+            let own_exists = match &scope.own {
+                OwnSite::Toml => self.map.contains(path),
+                OwnSite::Csv { .. } => true,
+            };
+            let own_sets = |k: &str| match &scope.own {
+                OwnSite::Toml => self.map.contains(&format!("{path}.{k}")),
+                OwnSite::Csv { columns, .. } => {
+                    columns.contains_key(k)
+                        || columns.keys().any(|c| c.starts_with(&format!("{k}.")))
+                }
+            };
+            if let Some(template) = &scope.template {
+                let to_template = match key {
+                    None => !own_exists,
+                    Some(k) => {
+                        !own_sets(k)
+                            && (!own_exists || self.map.contains(&format!("{template}.{k}")))
+                    }
+                };
+                if to_template {
+                    let at = format!("{template}{rest}");
+                    let origin = Origin::Toml {
+                        file: self.file.clone(),
+                        line: self.map.line(&at),
+                    };
+                    return (at, origin, Some(scope.instance.clone()));
+                }
+            }
+            if let OwnSite::Csv {
+                file,
+                line,
+                columns,
+            } = &scope.own
+            {
+                // The column of the key, or of the first key within it
+                // (`rules.bearing_hot` → `bearing_hot.limit`).
+                let dotted = rest.trim_start_matches('.');
+                let column = key.and_then(|k| {
+                    columns.get(k).cloned().or_else(|| {
+                        columns
+                            .iter()
+                            .filter(|(c, _)| c.starts_with(dotted))
+                            .map(|(_, header)| header.clone())
+                            .min()
+                    })
+                });
+                let origin = Origin::Csv {
+                    file: file.clone(),
+                    line: *line,
+                    column,
+                };
+                return (field.to_string(), origin, None);
+            }
+            return (field.to_string(), self.origin(field), None);
+        }
+        let instance = self
+            .current
+            .as_ref()
+            .filter(|(template, _)| within(field, template))
+            .map(|(_, device)| device.clone());
+        (field.to_string(), self.origin(field), instance)
     }
 
     /// Records an error at a TOML field path.
@@ -92,17 +228,25 @@ impl Ctx {
                 };
                 self.push(severity, &field, message);
             }
-            TagSite::Csv { file, line, field } => self.problems.push(Problem {
-                severity,
-                origin: Origin::Csv {
-                    file: file.clone(),
-                    line: *line,
-                    column: key.map(str::to_string),
-                },
-                field: field.clone(),
-                message,
-                instances: Vec::new(),
-            }),
+            TagSite::Csv { file, line, field } => {
+                let instance = self
+                    .current
+                    .as_ref()
+                    .filter(|(template, _)| within(field, template))
+                    .map(|(_, device)| device.clone());
+                let problem = Problem {
+                    severity,
+                    origin: Origin::Csv {
+                        file: file.clone(),
+                        line: *line,
+                        column: key.map(str::to_string),
+                    },
+                    field: field.clone(),
+                    message,
+                    instances: Vec::new(),
+                };
+                self.problems.push(with_instance(problem, instance));
+            }
         }
     }
 
@@ -147,6 +291,82 @@ impl Ctx {
             }
         }
     }
+}
+
+/// True when `field` is `prefix` or a path within it.
+fn within(field: &str, prefix: &str) -> bool {
+    field
+        .strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// `problem` reported at a template for `instance`: the device's name in
+/// its message is written `{device}`, so that the same problem found in
+/// each device made from the template reads the same and is reported
+/// once, naming them all ([`merge_instances`]).
+fn with_instance(mut problem: Problem, instance: Option<String>) -> Problem {
+    if let Some(name) = instance {
+        problem.message = generalize(&problem.message, &name);
+        problem.instances.push(name);
+    }
+    problem
+}
+
+/// `text` with every mention of the device `name` written `{device}`: a
+/// mention is the name not inside a longer name (letters, digits, `_` or
+/// `-` before it; letters, digits or `-` after it: `pump7_bearing_hot`
+/// and `pump7.flow` mention `pump7`, `pump70` does not).
+fn generalize(text: &str, name: &str) -> String {
+    if name.is_empty() {
+        return text.to_string();
+    }
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(name) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + name.len()..].chars().next();
+        let mention = !before.is_some_and(word)
+            && !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-');
+        out.push_str(&rest[..at]);
+        out.push_str(if mention { "{device}" } else { name });
+        rest = &rest[at + name.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Problems found in several devices made from one template, at the same
+/// place and in the same words, made one that names every device.
+pub(super) fn merge_instances(problems: Vec<Problem>) -> Vec<Problem> {
+    let mut out: Vec<Problem> = Vec::with_capacity(problems.len());
+    let mut index: HashMap<(Severity, String, String, String), usize> = HashMap::new();
+    for problem in problems {
+        if problem.instances.is_empty() {
+            out.push(problem);
+            continue;
+        }
+        let key = (
+            problem.severity,
+            format!("{:?}", problem.origin),
+            problem.field.clone(),
+            problem.message.clone(),
+        );
+        match index.get(&key) {
+            Some(&i) => {
+                for name in problem.instances {
+                    if !out[i].instances.contains(&name) {
+                        out[i].instances.push(name);
+                    }
+                }
+            }
+            None => {
+                index.insert(key, out.len());
+                out.push(problem);
+            }
+        }
+    }
+    out
 }
 
 /// The environment variable that would override `field` (`mqtt.port` →
@@ -236,6 +456,19 @@ mod tests {
     fn edit_distance_counts_edits() {
         assert_eq!(edit_distance("adress", "address"), 1);
         assert_eq!(edit_distance("flaot", "float"), 2);
+    }
+
+    #[test]
+    fn a_device_is_named_where_it_is_mentioned() {
+        assert_eq!(
+            generalize("tag \"pump7.flow\" of pump7 (pump70, xpump7)", "pump7"),
+            "tag \"{device}.flow\" of {device} (pump70, xpump7)"
+        );
+        assert_eq!(
+            generalize("rule \"pump7_bearing_hot\"", "pump7"),
+            "rule \"{device}_bearing_hot\""
+        );
+        assert_eq!(generalize("pump7-b", "pump7"), "pump7-b");
     }
 
     #[test]

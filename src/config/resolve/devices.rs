@@ -2,6 +2,7 @@
 //! settings, and the device's tags inline or from a CSV tag map.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use figment::value::Value;
@@ -118,6 +119,43 @@ fn parse_endpoint(text: &str) -> Result<(String, u16), String> {
     }
 }
 
+/// The tags written at `field`: the rows of a CSV tag map (`tags =
+/// "tags/pump1.csv"`, its path returned too) or an inline array, each
+/// with where it was written.
+pub(super) fn tag_sites(
+    ctx: &mut Ctx,
+    field: &str,
+    value: Value,
+    hasher: &mut Sha256,
+) -> (Vec<(TagSite, RawTag)>, Option<PathBuf>) {
+    match value {
+        Value::String(_, file) => {
+            let path = ctx.path(&file);
+            let rows = csv_tags::read(ctx, field, &path, hasher);
+            (rows, Some(path))
+        }
+        Value::Array(_, items) => {
+            let sites = items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| {
+                    let f = format!("{field}[{i}]");
+                    let raw = ctx.read::<RawTag>(&f, Some(v))?;
+                    Some((TagSite::Toml(f), raw))
+                })
+                .collect();
+            (sites, None)
+        }
+        _ => {
+            ctx.error(
+                field,
+                "tags must be a list of tables or the path of a CSV file (tags = \"tags/pump1.csv\")",
+            );
+            (Vec::new(), None)
+        }
+    }
+}
+
 /// One `[[devices]]` element with its tags (a CSV tag map goes into
 /// `hasher`); `None` when it has no name or no usable connection. Whether
 /// its bus exists is checked across sections, by validate.
@@ -126,6 +164,8 @@ pub(super) fn device(
     field: &str,
     raw: RawDevice,
     hasher: &mut Sha256,
+    inherited: Vec<(TagSite, RawTag)>,
+    inherited_file: Option<PathBuf>,
 ) -> Option<Device> {
     let name = required(ctx, &format!("{field}.name"), raw.name, "device name")?;
     check_name(ctx, &format!("{field}.name"), "device", &name);
@@ -270,37 +310,25 @@ pub(super) fn device(
     let write_functions = writes::functions(ctx, field, raw.write_functions);
 
     let tags_field = format!("{field}.tags");
-    let mut tags_file = None;
-    let sites: Vec<(TagSite, RawTag)> = match raw.tags {
-        None => {
-            ctx.warn(
-                field,
-                format!("device \"{name}\" has no tags; it will be polled for nothing"),
-            );
-            Vec::new()
-        }
-        Some(Value::String(_, file)) => {
-            let path = ctx.path(&file);
-            tags_file = Some(path.clone());
-            csv_tags::read(ctx, &tags_field, &path, hasher)
-        }
-        Some(Value::Array(_, items)) => items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| {
-                let f = format!("{tags_field}[{i}]");
-                let raw = ctx.read::<RawTag>(&f, Some(v))?;
-                Some((TagSite::Toml(f), raw))
-            })
-            .collect(),
-        Some(_) => {
-            ctx.error(
-                &tags_field,
-                "tags must be a list of tables or the path of a CSV file (tags = \"tags/pump1.csv\")",
-            );
-            Vec::new()
-        }
+    let (own, own_file) = match raw.tags {
+        None => (Vec::new(), None),
+        Some(v) => tag_sites(ctx, &tags_field, v, hasher),
     };
+    let tags_file = own_file.or(inherited_file);
+    if own.is_empty() && inherited.is_empty() && tags_file.is_none() {
+        ctx.warn(
+            field,
+            format!("device \"{name}\" has no tags; it will be polled for nothing"),
+        );
+    }
+    // A device's own tag replaces its template's tag of the same name
+    // (another address on one pump); the others come after the template's.
+    let own_names: Vec<Option<String>> = own.iter().map(|(_, t)| t.name.clone()).collect();
+    let sites: Vec<(TagSite, RawTag)> = inherited
+        .into_iter()
+        .filter(|(_, t)| t.name.is_none() || !own_names.contains(&t.name))
+        .chain(own)
+        .collect();
     let tags = sites
         .into_iter()
         .filter_map(|(site, raw)| tags::tag(ctx, &site, raw, word_order).map(|t| (site, t)))
@@ -327,6 +355,7 @@ pub(super) fn device(
         tags_file,
         write_functions,
         write_during_poll: raw.write_during_poll.unwrap_or(false),
+        template: raw.template,
     })
 }
 

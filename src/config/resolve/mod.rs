@@ -12,6 +12,9 @@
 //! * [`sections`]: `[gateway]`, `[mqtt]`, `[store]`, `[http]`,
 //!   `[sparkplug]`, `[writes]`, `[alarms]` and `[workorders]`.
 //! * [`devices`]: `[[buses]]` and `[[devices]]`.
+//! * [`templates`]: `[[templates]]`, and the devices, rules and meters
+//!   made from them (the device list, `devices = "devices.csv"`, is read
+//!   by `csv_devices`).
 //! * [`tags`]: one tag, and the tag map of one device.
 //! * [`writes`]: the write-back keys of a tag and of a device, and
 //!   whether a writable tag can be written at all.
@@ -26,18 +29,23 @@ mod fields;
 mod rules;
 mod sections;
 mod tags;
+mod templates;
 mod writes;
 
-use figment::value::{Dict, Value};
+use std::collections::HashSet;
+
+use figment::value::{Dict, Tag as ValueTag, Value};
 use sha2::Sha256;
 
+use super::csv_devices;
 use super::raw::{
     RawAlarms, RawBridge, RawBus, RawDevice, RawGateway, RawHttp, RawMeter, RawMqtt, RawRule,
     RawSparkplug, RawStore, RawWorkOrders, RawWrites,
 };
-use super::report::Ctx;
+use super::report::{Ctx, OwnSite, Scope};
 use super::resolved::{Connector, KeyOrder, Placed, Resolved, ResolvedBridge};
 use super::{Bus, Device, GatewayConfig};
+use templates::PartKind;
 
 /// The `name` each element of `section` was written with, as far as it is
 /// text, with the element's field path: read from the merged values, so an
@@ -98,35 +106,110 @@ pub(super) fn resolve(
         })
         .collect();
 
-    let device_elements = elements(ctx, root, "devices");
-    let device_names = names("devices", &device_elements);
-    let devices: Vec<Placed<Device>> = device_elements
-        .into_iter()
-        .filter_map(|(i, v)| {
-            let field = format!("devices[{i}]");
-            let raw = ctx.read::<RawDevice>(&field, Some(&v))?;
-            let device = devices::device(ctx, &field, raw, hasher)?;
+    let template_elements = elements(ctx, root, "templates");
+    let templates = templates::read(ctx, template_elements, hasher);
+    let entries = device_entries(ctx, root, &templates, hasher);
+    let device_names = entries
+        .iter()
+        .filter_map(|e| {
             Some(Placed {
-                field,
-                value: device,
+                field: e.field.clone(),
+                value: e.value.get("name")?.as_str()?.to_string(),
             })
         })
         .collect();
+    let mut used = HashSet::new();
+    let mut devices: Vec<Placed<Device>> = Vec::new();
+    let mut made_rules: Vec<(String, Value)> = Vec::new();
+    let mut made_meters: Vec<(String, Value)> = Vec::new();
+    for DeviceEntry { field, value, own } in entries {
+        // A row of the device list is its own site from the start, so a
+        // template it names wrong is reported at its cell.
+        if let (OwnSite::Csv { .. }, Some(name)) = (&own, value.get("name").and_then(Value::as_str))
+        {
+            ctx.scopes.insert(
+                field.clone(),
+                Scope {
+                    own: own.clone(),
+                    template: None,
+                    instance: name.to_string(),
+                },
+            );
+        }
+        let device = match value.get("template") {
+            None => plain_device(ctx, &field, value, hasher),
+            Some(Value::String(_, name)) => {
+                let Some(template) =
+                    templates::find(ctx, &format!("{field}.template"), name, &templates)
+                else {
+                    continue;
+                };
+                used.insert(template.name.clone());
+                match templates::instantiate(ctx, &field, &own, &value, template) {
+                    Some(made) => {
+                        let Some(raw) = ctx.read::<RawDevice>(&field, Some(&made.device)) else {
+                            continue;
+                        };
+                        let name = raw.name.clone().unwrap_or_default();
+                        ctx.current = Some((template.field.clone(), name));
+                        let device =
+                            devices::device(ctx, &field, raw, hasher, made.tags, made.tags_file);
+                        ctx.current = None;
+                        // A device that does not resolve is reported; its
+                        // rules would only repeat that its tags are missing.
+                        if device.is_some() {
+                            made_rules.extend(made.rules);
+                            made_meters.extend(made.meters);
+                        }
+                        device
+                    }
+                    // No name: resolved as written, which reports it.
+                    None => plain_device(ctx, &field, value, hasher),
+                }
+            }
+            Some(_) => {
+                ctx.error(
+                    &format!("{field}.template"),
+                    "template is the name of a [[templates]] element (template = \"pump\")",
+                );
+                continue;
+            }
+        };
+        if let Some(device) = device {
+            devices.push(Placed {
+                field,
+                value: device,
+            });
+        }
+    }
+    templates::unused(ctx, &templates, &used);
 
     let raw_rules: Vec<(String, RawRule)> = elements(ctx, root, "rules")
         .into_iter()
-        .filter_map(|(i, v)| {
-            let field = format!("rules[{i}]");
+        .map(|(i, v)| (format!("rules[{i}]"), v))
+        .chain(made_rules)
+        .filter_map(|(field, v)| {
             let raw = ctx.read::<RawRule>(&field, Some(&v))?;
             Some((field, raw))
         })
         .collect();
-    let meter_elements = elements(ctx, root, "meters");
-    let meter_names = names("meters", &meter_elements);
+    let meter_elements: Vec<(String, Value)> = elements(ctx, root, "meters")
+        .into_iter()
+        .map(|(i, v)| (format!("meters[{i}]"), v))
+        .chain(made_meters)
+        .collect();
+    let meter_names = meter_elements
+        .iter()
+        .filter_map(|(field, v)| {
+            Some(Placed {
+                field: field.clone(),
+                value: v.find_ref("name")?.as_str()?.to_string(),
+            })
+        })
+        .collect();
     let raw_meters: Vec<(String, RawMeter)> = meter_elements
         .into_iter()
-        .filter_map(|(i, v)| {
-            let field = format!("meters[{i}]");
+        .filter_map(|(field, v)| {
             let raw = ctx.read::<RawMeter>(&field, Some(&v))?;
             Some((field, raw))
         })
@@ -228,6 +311,125 @@ pub(super) fn resolve_bridge(ctx: &mut Ctx, root: &Dict, key_order: &KeyOrder) -
         cmms,
         cmms_names,
     }
+}
+
+/// A device as written: a `[[devices]]` element or a row of the device
+/// list, at the field path it is resolved at (`devices[3]`).
+struct DeviceEntry {
+    field: String,
+    value: Dict,
+    own: OwnSite,
+}
+
+/// The devices of `devices`: `[[devices]]` tables, or the rows of the
+/// device list it names (`devices = "devices.csv"`).
+fn device_entries(
+    ctx: &mut Ctx,
+    root: &Dict,
+    templates: &[templates::Template],
+    hasher: &mut Sha256,
+) -> Vec<DeviceEntry> {
+    match root.get("devices") {
+        None => Vec::new(),
+        Some(Value::String(_, file)) => {
+            let path = ctx.path(file);
+            let part_of = |template: &str, name: &str| -> Result<&'static str, String> {
+                let Some(t) = templates.iter().find(|t| t.name == template) else {
+                    // The template itself is reported in its cell.
+                    return Ok("rules");
+                };
+                let lists: Vec<&'static str> = [PartKind::Rule, PartKind::Meter]
+                    .into_iter()
+                    .filter(|k| t.parts(*k).iter().any(|p| p.name == name))
+                    .map(PartKind::key)
+                    .collect();
+                match lists.as_slice() {
+                    [one] => Ok(one),
+                    [] => Err(format!(
+                        "template \"{template}\" has no rule or meter \"{name}\"{}",
+                        template_parts(t)
+                    )),
+                    _ => Err(format!(
+                        "template \"{template}\" has a rule and a meter named \"{name}\"; write rules.{name}.KEY or meters.{name}.KEY"
+                    )),
+                }
+            };
+            csv_devices::read(ctx, "devices", &path, &part_of, hasher)
+                .into_iter()
+                .enumerate()
+                .map(|(i, row)| DeviceEntry {
+                    field: format!("devices[{i}]"),
+                    value: row.value,
+                    own: row.site,
+                })
+                .collect()
+        }
+        Some(Value::Array(_, items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                let field = format!("devices[{i}]");
+                match v.as_dict() {
+                    Some(d) => Some(DeviceEntry {
+                        field,
+                        value: d.clone(),
+                        own: OwnSite::Toml,
+                    }),
+                    None => {
+                        ctx.error(
+                            &field,
+                            "a device is a table of its keys, written [[devices]]",
+                        );
+                        None
+                    }
+                }
+            })
+            .collect(),
+        Some(_) => {
+            ctx.error(
+                "devices",
+                "`devices` is a list of tables, written [[devices]], or the path of a device list (devices = \"devices.csv\")",
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// `: its rules are a, b; its meters c` for a hint, or nothing.
+fn template_parts(t: &templates::Template) -> String {
+    let list = |kind: PartKind| {
+        t.parts(kind)
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (t.rules.is_empty(), t.meters.is_empty()) {
+        (true, true) => String::new(),
+        (false, true) => format!(" (rules: {})", list(PartKind::Rule)),
+        (true, false) => format!(" (meters: {})", list(PartKind::Meter)),
+        (false, false) => format!(
+            " (rules: {}; meters: {})",
+            list(PartKind::Rule),
+            list(PartKind::Meter)
+        ),
+    }
+}
+
+/// A device made from no template, resolved as written.
+fn plain_device(ctx: &mut Ctx, field: &str, value: Dict, hasher: &mut Sha256) -> Option<Device> {
+    for list in ["rules", "meters"] {
+        if value.contains_key(list) {
+            ctx.error(
+                &format!("{field}.{list}"),
+                format!(
+                    "`{list}` overrides the {list} of a template, and this device has no `template`"
+                ),
+            );
+        }
+    }
+    let raw = ctx.read::<RawDevice>(field, Some(&Value::Dict(ValueTag::Default, value)))?;
+    devices::device(ctx, field, raw, hasher, Vec::new(), None)
 }
 
 /// The elements of an array-of-tables section, with their indexes.
