@@ -29,6 +29,8 @@ mod fields;
 mod rules;
 mod sections;
 mod tags;
+#[cfg(test)]
+mod template_tests;
 mod templates;
 mod writes;
 
