@@ -137,7 +137,7 @@ impl ConfigChanges {
                 ("changed", &c.changed),
             ] {
                 if !names.is_empty() {
-                    parts.push(format!("{what} {how}: {}", names.join(", ")));
+                    parts.push(format!("{what} {how}: {}", name_list(names)));
                 }
             }
         }
@@ -152,6 +152,23 @@ impl ConfigChanges {
         } else {
             parts.join("; ")
         }
+    }
+}
+
+/// How many names of one list the summary shows before "and N more".
+const NAMES_SHOWN: usize = 10;
+
+/// `a, b, c`, or the first [`NAMES_SHOWN`] and how many more: a template's
+/// limit changed for 200 pumps is one change, not a line of 200 names.
+fn name_list(names: &[String]) -> String {
+    if names.len() <= NAMES_SHOWN + 1 {
+        names.join(", ")
+    } else {
+        format!(
+            "{} and {} more",
+            names[..NAMES_SHOWN].join(", "),
+            names.len() - NAMES_SHOWN
+        )
     }
 }
 
@@ -295,6 +312,23 @@ port = 1884
         );
         let back = ConfigChanges::between(&new, &old);
         assert_eq!(back.devices.removed, ["pump2"]);
+    }
+
+    #[test]
+    fn a_long_list_of_names_is_cut_short() {
+        let names: Vec<String> = (1..=200).map(|i| format!("pump{i}_hot")).collect();
+        let c = ConfigChanges {
+            rules: NamedChanges {
+                changed: names,
+                ..NamedChanges::default()
+            },
+            ..ConfigChanges::default()
+        };
+        assert_eq!(
+            c.summary(),
+            "rules changed: pump1_hot, pump2_hot, pump3_hot, pump4_hot, pump5_hot, \
+             pump6_hot, pump7_hot, pump8_hot, pump9_hot, pump10_hot and 190 more"
+        );
     }
 
     #[test]
