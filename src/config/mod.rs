@@ -30,6 +30,7 @@ mod bridge;
 mod cmms;
 mod csv_tags;
 pub(crate) mod diff;
+mod expand;
 mod load;
 mod problem;
 pub(crate) mod raw;
@@ -53,6 +54,7 @@ pub use cmms::{
     BridgeConfig, BridgeSection, CmmsConfig, CmmsKind, InboundAuth, MaintainXConfig, MaximoConfig,
     UpKeepConfig, WEBHOOK_PLACEHOLDERS, WebhookAuth, WebhookConfig,
 };
+pub use expand::{UnknownDevice, expand};
 pub use problem::{Origin, Problem, Problems, Severity};
 pub use secret::Secret;
 pub use source_map::SourceMap;
