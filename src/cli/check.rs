@@ -1,5 +1,6 @@
 //! `fieldgate check`: validate a configuration and print every problem.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -40,6 +41,75 @@ pub fn run(path: &Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `check --expand [DEVICE]`: the resolved devices, rules and meters as
+/// TOML on stdout and nothing else, so the output can go into a file;
+/// problems, warnings and the closing line go to stderr. Exit code 1 when
+/// the config has errors or has no such device.
+pub fn expand(path: &Path, device: Option<&str>) -> ExitCode {
+    let loaded = match config::load(path) {
+        Ok(loaded) => loaded,
+        Err(problems) => {
+            eprint!("{problems}");
+            let (e, w) = (problems.error_count(), problems.warning_count());
+            eprintln!(
+                "{}: {e} error{}, {w} warning{}; nothing to expand",
+                path.display(),
+                plural(e),
+                plural(w)
+            );
+            return ExitCode::from(1);
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("{w}");
+    }
+    let body = match config::expand(&loaded.config, device) {
+        Ok(body) => body,
+        Err(unknown) => {
+            eprintln!("{}: {unknown}", path.display());
+            return ExitCode::from(1);
+        }
+    };
+    let what = match device {
+        Some(name) => format!("device {name} and the rules and meters on its tags"),
+        None => "every bus, device, rule and meter".to_owned(),
+    };
+    // The path goes into a comment line, which a line break would end.
+    let file: String = path
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    let text = format!(
+        "# {file} (config {}) as loaded: {what}\n\n{body}",
+        loaded.config.short_hash(),
+    );
+    // A reader that stops early (`| head`) is no failure of the config.
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("fieldgate: cannot write the expansion: {e}");
+            return ExitCode::from(1);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let n = loaded.warnings.len();
+    eprintln!(
+        "{}: OK{}",
+        path.display(),
+        if n > 0 {
+            format!(" ({n} warning{})", plural(n))
+        } else {
+            String::new()
+        }
+    );
+    ExitCode::SUCCESS
 }
 
 fn plural(n: usize) -> &'static str {

@@ -78,6 +78,12 @@ pub enum Command {
         /// The configuration file.
         #[command(flatten)]
         config: ConfigArg,
+        /// Instead of the summary, print the resolved buses, devices, rules
+        /// and meters as TOML, every setting written out: all of them, or
+        /// one device and the rules and meters on its tags. Problems go to
+        /// stderr, so the output can be redirected into a file.
+        #[arg(long, value_name = "DEVICE", num_args = 0..=1)]
+        expand: Option<Option<String>>,
     },
     /// Run a simulated plant, an MQTT broker, the gateway and a small CMMS
     /// together, with a live view.
@@ -159,7 +165,14 @@ pub fn init_logging_for(cli: &Cli) {
 /// Runs a parsed command line.
 pub fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Check { config } => check::run(&config.path),
+        Command::Check {
+            config,
+            expand: None,
+        } => check::run(&config.path),
+        Command::Check {
+            config,
+            expand: Some(device),
+        } => check::expand(&config.path, device.as_deref()),
         Command::Run { config } => run::run(&config.path),
         Command::Reload { config } => reload::run(&config.path),
         #[cfg(feature = "demo")]

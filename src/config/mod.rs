@@ -31,6 +31,7 @@ mod cmms;
 mod csv_devices;
 mod csv_tags;
 pub(crate) mod diff;
+mod expand;
 mod load;
 mod problem;
 pub(crate) mod raw;
@@ -54,6 +55,7 @@ pub use cmms::{
     BridgeConfig, BridgeSection, CmmsConfig, CmmsKind, InboundAuth, MaintainXConfig, MaximoConfig,
     UpKeepConfig, WEBHOOK_PLACEHOLDERS, WebhookAuth, WebhookConfig,
 };
+pub use expand::{UnknownDevice, expand};
 pub use problem::{Origin, Problem, Problems, Severity};
 pub use secret::Secret;
 pub use source_map::SourceMap;

@@ -171,7 +171,7 @@ fn every_example_config_passes() {
 
 /// Writes a secret in `dir` for every relative `…_file = "name"` of
 /// `text` that is not there yet (the examples' API keys and tokens).
-fn write_secret_files(dir: &Path, text: &str) {
+pub(crate) fn write_secret_files(dir: &Path, text: &str) {
     for line in text.lines() {
         let Some((key, value)) = line.split_once('=') else {
             continue;
@@ -195,7 +195,7 @@ fn write_secret_files(dir: &Path, text: &str) {
     }
 }
 
-fn toml_blocks(markdown: &str) -> Vec<String> {
+pub(crate) fn toml_blocks(markdown: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in markdown.lines() {
@@ -212,7 +212,7 @@ fn toml_blocks(markdown: &str) -> Vec<String> {
     blocks
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();

@@ -20,6 +20,7 @@ mod cmms_surface;
 mod cmms_vendors1;
 mod cmms_vendors2;
 mod config_check;
+mod config_expand;
 mod decode_props;
 #[cfg(feature = "demo")]
 mod demo;
