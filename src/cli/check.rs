@@ -179,6 +179,21 @@ pub fn summary(config: &Config) -> String {
             read
         ));
     }
+    // Templates in the order first used, each with its devices.
+    let mut templates: Vec<(&str, usize)> = Vec::new();
+    for t in config.devices.iter().filter_map(|d| d.template.as_deref()) {
+        match templates.iter_mut().find(|(name, _)| *name == t) {
+            Some((_, n)) => *n += 1,
+            None => templates.push((t, 1)),
+        }
+    }
+    if !templates.is_empty() {
+        let list: Vec<String> = templates
+            .iter()
+            .map(|(t, n)| format!("{t} ({n} device{})", plural(*n)))
+            .collect();
+        out.push_str(&format!("  {:<16} {}\n", "templates", list.join(", ")));
+    }
     for c in &config.cmms {
         out.push_str(&format!("  cmms {:<11} {}\n", c.name, connector(c)));
     }

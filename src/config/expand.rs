@@ -242,7 +242,12 @@ fn write_bus(out: &mut Toml, bus: &Bus) {
 }
 
 fn write_device(out: &mut Toml, d: &Device) {
-    out.table("[[devices]]");
+    match &d.template {
+        // The template's name is only for people: the device below holds
+        // all it gave, so the text loads without it.
+        Some(t) => out.table(&format!("# made from template \"{t}\"\n[[devices]]")),
+        None => out.table("[[devices]]"),
+    }
     out.set("name", d.name.as_str());
     match &d.connection {
         Connection::Tcp { .. } => out.text("tcp", d.connection.endpoint().as_deref()),
@@ -458,7 +463,9 @@ mod tests {
             c.path = Default::default();
             c.hash = String::new();
             for d in &mut c.devices {
-                std::sync::Arc::make_mut(d).tags_file = None;
+                let d = std::sync::Arc::make_mut(d);
+                d.tags_file = None;
+                d.template = None;
             }
             c
         };

@@ -19,13 +19,16 @@ fn root() -> PathBuf {
 const EXPANDED: &[&str] = &["buses", "devices", "rules", "meters", "templates"];
 
 /// `config` without what differs between two files that load the same
-/// way: the path, the hash, where the tags were read from.
+/// way: the path, the hash, where the tags were read from, the template a
+/// device was made from.
 fn comparable(config: &Config) -> Config {
     let mut c = config.clone();
     c.path = PathBuf::new();
     c.hash = String::new();
     for d in &mut c.devices {
-        Arc::make_mut(d).tags_file = None;
+        let d = Arc::make_mut(d);
+        d.tags_file = None;
+        d.template = None;
     }
     c
 }
