@@ -15,6 +15,8 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     // Plant-level types and plumbing that know nothing of the stages.
     &["tag", "clock", "shutdown", "heartbeat", "events"],
+    // How values are shown to people: knows only tags.
+    &["precision"],
     // The expression compiler of `expr` rules: knows only tags and values.
     &["expr"],
     &["config"],

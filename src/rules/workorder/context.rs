@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::config::{Condition, Config, Device, GatewayConfig};
+use crate::precision::Precision;
 use crate::tag::Tag;
 
 /// What the book needs from the configuration to fill in a work order.
@@ -38,9 +39,7 @@ impl<'a> WoContext<'a> {
 
     /// A tag by full name (`device.tag`) and its device.
     pub fn tag(&self, full: &str) -> Option<(&'a Device, &'a Tag)> {
-        let (device, tag) = full.split_once('.')?;
-        let device = self.devices.iter().find(|d| d.name == device)?;
-        Some((device, device.tag(tag)?))
+        find_tag(self.devices, full)
     }
 
     /// The asset: `explicit` (the rule's or meter's), else the tag's, else
@@ -72,6 +71,33 @@ impl<'a> WoContext<'a> {
     fn unit(&self, tag: &str) -> Option<&'a str> {
         self.tag(tag).and_then(|(_, t)| t.unit.as_deref())
     }
+}
+
+/// A tag by full name (`device.tag`) and its device.
+fn find_tag<'a>(devices: &'a [Arc<Device>], full: &str) -> Option<(&'a Device, &'a Tag)> {
+    let (device, tag) = full.split_once('.')?;
+    let device = devices.iter().find(|d| d.name == device)?;
+    Some((device, device.tag(tag)?))
+}
+
+/// True for the condition kinds whose value and limit are the tag's own
+/// value (above, below, outside, equals), and so are shown with the
+/// tag's precision; a rate (units per time), stale (seconds) and expr
+/// (no single tag) are not.
+pub(super) fn in_tag_units(kind: &str) -> bool {
+    matches!(kind, "above" | "below" | "outside" | "equals")
+}
+
+/// The precision a condition's value and limit are shown with: its
+/// tag's, when they are in the tag's units; `None` otherwise (then a
+/// number is shown with [`crate::precision::SIGNIFICANT`] digits on the
+/// page, with up to three decimals in work-order texts).
+pub fn value_precision(condition: &Condition, devices: &[Arc<Device>]) -> Option<Precision> {
+    if !in_tag_units(condition.kind()) {
+        return None;
+    }
+    let (_, tag) = find_tag(devices, condition_tag(condition)?)?;
+    Some(Precision::of(tag))
 }
 
 /// The tag a condition watches, or the first of an `expr` (for defaults).
