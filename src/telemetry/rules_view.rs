@@ -45,8 +45,8 @@ pub struct AlarmView {
     /// The limit it was compared with.
     pub limit: Option<Value>,
     /// How value and limit are shown to people: the tag's precision when
-    /// they are in its units, `None` otherwise (a rate, stale's seconds,
-    /// an expr).
+    /// they are in its units, one decimal for stale's seconds, `None` for
+    /// a rate or an expr.
     pub precision: Option<Precision>,
     /// Flagged as chattering.
     pub chattering: bool,

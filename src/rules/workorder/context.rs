@@ -80,24 +80,31 @@ fn find_tag<'a>(devices: &'a [Arc<Device>], full: &str) -> Option<(&'a Device, &
     Some((device, device.tag(tag)?))
 }
 
-/// True for the condition kinds whose value and limit are the tag's own
-/// value (above, below, outside, equals), and so are shown with the
-/// tag's precision; a rate (units per time), stale (seconds) and expr
-/// (no single tag) are not.
-pub(super) fn in_tag_units(kind: &str) -> bool {
-    matches!(kind, "above" | "below" | "outside" | "equals")
+/// The precision a condition's value and limit are shown with, by the
+/// condition's kind: `tag`'s (looked up only then) when they are the
+/// tag's own value (above, below, outside, equals); one decimal for
+/// stale's seconds (`6.0 s`, the gateway's clock has milliseconds nobody
+/// needs); `None` for a rate (units per time) and an expr (no single
+/// tag): then a number is shown with [`crate::precision::SIGNIFICANT`]
+/// digits on the page, with up to three decimals in work-order texts.
+pub(super) fn precision_for(
+    kind: &str,
+    tag: impl FnOnce() -> Option<Precision>,
+) -> Option<Precision> {
+    match kind {
+        "above" | "below" | "outside" | "equals" => tag(),
+        "stale" => Some(Precision::Decimals(1)),
+        _ => None,
+    }
 }
 
-/// The precision a condition's value and limit are shown with: its
-/// tag's, when they are in the tag's units; `None` otherwise (then a
-/// number is shown with [`crate::precision::SIGNIFICANT`] digits on the
-/// page, with up to three decimals in work-order texts).
+/// The precision a rule's value and limit are shown with
+/// (see `precision_for`).
 pub fn value_precision(condition: &Condition, devices: &[Arc<Device>]) -> Option<Precision> {
-    if !in_tag_units(condition.kind()) {
-        return None;
-    }
-    let (_, tag) = find_tag(devices, condition_tag(condition)?)?;
-    Some(Precision::of(tag))
+    precision_for(condition.kind(), || {
+        let (_, tag) = find_tag(devices, condition_tag(condition)?)?;
+        Some(Precision::of(tag))
+    })
 }
 
 /// The tag a condition watches, or the first of an `expr` (for defaults).

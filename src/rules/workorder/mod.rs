@@ -111,8 +111,9 @@
 //! `{limit}` the threshold and `{condition}` `runtime` or `count`. An
 //! alarm's value and limit are written with the precision of its tag
 //! (`crate::precision`: its `decimals`, else from its scale) when they are
-//! in the tag's units (above, below, outside, equals), other numbers with
-//! up to three decimals (`80`, `80.25`, `1.2e-4`); a meter's hours and
+//! in the tag's units (above, below, outside, equals), stale's seconds
+//! with one decimal, other numbers with up to three decimals (`80`,
+//! `80.25`, `1.2e-4`); a meter's hours and
 //! counts as a counter reads (`2,000`, `12.5`, `1,234`; the default texts
 //! say `30 s` for a runtime under a minute); times as RFC 3339 UTC
 //! seconds. The JSON keeps every value in full (`trigger`, `readings`).

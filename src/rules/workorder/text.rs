@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::context::{WoContext, in_tag_units};
+use super::context::{WoContext, precision_for};
 use super::types::{WoSource, WoTrigger, WorkOrder};
 use crate::config::{PLACEHOLDERS, WorkOrderTemplate};
 use crate::precision::{self, Precision};
@@ -75,17 +75,16 @@ impl WorkOrder {
     }
 
     /// The precision of an alarm's value and limit: its tag's, when they
-    /// are in the tag's units (not a rate's, stale's or expr's). Looked up
-    /// at each rendering rather than kept in the work order, whose fields
-    /// are its saved layout and its payload.
+    /// are in the tag's units; one decimal for stale's seconds; none for
+    /// a rate or an expr (`precision_for`). Looked up at each rendering
+    /// rather than kept in the work order, whose fields are its saved
+    /// layout and its payload.
     fn precision(&self, ctx: &WoContext<'_>) -> Option<Precision> {
         match &self.trigger {
-            WoTrigger::Alarm {
-                tag: Some(tag),
-                condition,
-                ..
-            } if in_tag_units(condition) => ctx.tag(tag).map(|(_, t)| Precision::of(t)),
-            _ => None,
+            WoTrigger::Alarm { tag, condition, .. } => precision_for(condition, || {
+                ctx.tag(tag.as_deref()?).map(|(_, t)| Precision::of(t))
+            }),
+            WoTrigger::Meter { .. } => None,
         }
     }
 
@@ -362,6 +361,16 @@ mod tests {
         r.workorder.title = Some("{value} {unit} over {limit} {unit}".into());
         let wo = raised(&rig.event(&activation("pump1_rising", 2.0, 2.34567, 1.5), &r)).clone();
         assert_eq!(wo.title, "2.346 degC/min over 1.5 degC/min");
+
+        // Stale: seconds with one decimal.
+        let mut r = rule("pump1_silent", "pump1.temp", 0.0);
+        r.condition = crate::config::Condition::Stale {
+            tag: "pump1.temp".into(),
+            after: std::time::Duration::from_secs(5),
+        };
+        r.workorder.title = Some("no data for {value} {unit} (after {limit})".into());
+        let wo = raised(&rig.event(&activation("pump1_silent", 3.0, 6.003, 5.0), &r)).clone();
+        assert_eq!(wo.title, "no data for 6.0 s (after 5.0)");
     }
 
     #[test]
