@@ -5,6 +5,7 @@
 //!
 //! * [`config`]: load, resolve and validate `fieldgate.toml` (and CSV tag maps).
 //! * [`tag`]: the plant-level types every stage shares.
+//! * [`precision`]: how values are shown to people (a tag's decimals).
 //! * [`clock`]: the monotonic timeline that measures durations, and wall-clock stamps.
 //! * [`reading`]: what a poll yields (readings with a quality, in batches).
 //! * [`command`]: write-back commands and their results.
@@ -39,6 +40,7 @@ pub mod http;
 pub mod modbus;
 pub mod mqtt;
 pub mod pipeline;
+pub mod precision;
 pub mod reading;
 pub mod rules;
 pub mod shutdown;

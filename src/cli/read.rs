@@ -11,8 +11,10 @@ use crate::modbus::plan::ReadPlan;
 use crate::modbus::poller::{self, PollOutcome};
 use crate::modbus::transport::Block;
 use crate::modbus::{Link, links};
+use crate::precision::Precision;
 use crate::reading::Reading;
 use crate::shutdown;
+use crate::tag::{Tag, Value};
 
 /// Reads the tags once; exit code 1 when any reading is bad.
 pub fn run(path: &Path, device_name: &str, tag_names: &[String]) -> ExitCode {
@@ -93,6 +95,21 @@ pub fn run(path: &Path, device_name: &str, tag_names: &[String]) -> ExitCode {
     }
 }
 
+/// A value as the table shows it: a number with the tag's precision
+/// (`21.4` for a tenth-degree register, whatever float noise the scaling
+/// left; the RAW column has the register itself); bools and text as
+/// published, text in quotes so that padding shows.
+fn shown(tag: &Tag, v: &Value) -> String {
+    match v {
+        Value::Int(_) | Value::UInt(_) | Value::Float(_) => Precision::of(tag).value(v),
+        Value::Bool(_) | Value::Text(_) => {
+            let mut text = String::new();
+            crate::contract::json::value(&mut text, tag, v);
+            text
+        }
+    }
+}
+
 /// The table: tag, value, unit, quality, raw registers in hex.
 fn table(device: &Device, readings: &[Reading], plan: &ReadPlan, outcome: &PollOutcome) -> String {
     let mut rows = Table::new(&["TAG", "VALUE", "UNIT", "QUALITY", "ADDRESS", "RAW"]);
@@ -121,14 +138,9 @@ fn table(device: &Device, readings: &[Reading], plan: &ReadPlan, outcome: &PollO
             .unwrap_or_default();
         rows.row(vec![
             tag.name.clone(),
-            // As published: an f32 with its own shortest digits.
             r.value
                 .as_ref()
-                .map(|v| {
-                    let mut text = String::new();
-                    crate::contract::json::value(&mut text, tag, v);
-                    text
-                })
+                .map(|v| shown(tag, v))
                 .unwrap_or_else(|| "-".into()),
             tag.unit.clone().unwrap_or_default(),
             r.quality.to_string(),

@@ -12,6 +12,8 @@ use std::fmt;
 use serde_json::Value as JsonValue;
 
 use super::status::{AlarmStatus, DeviceStatus, PlantStatus, WorkOrderStatus};
+use crate::precision::{self, Precision};
+use crate::tag::Value;
 
 /// One change, printed as one line.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +39,8 @@ pub enum Change {
         value: JsonValue,
         /// The limit.
         limit: JsonValue,
+        /// Decimals they are shown with (`None`: significant digits).
+        decimals: Option<u8>,
     },
     /// An alarm went back to normal (left the status document).
     AlarmNormal {
@@ -69,6 +73,8 @@ pub enum Change {
     MeterDue {
         /// The meter.
         name: String,
+        /// `runtime` or `count`.
+        measure: String,
         /// Its value.
         value: Option<f64>,
         /// Its unit.
@@ -130,6 +136,7 @@ pub fn changes(before: &PlantStatus, after: &PlantStatus) -> Vec<Change> {
         if m.due && !was_due {
             out.push(Change::MeterDue {
                 name: m.name.clone(),
+                measure: m.measure.clone(),
                 value: m.value,
                 unit: m.unit.clone(),
             });
@@ -158,16 +165,21 @@ fn alarm_change(a: &AlarmStatus) -> Change {
         priority: a.priority.clone(),
         value: a.value.clone(),
         limit: a.limit.clone(),
+        decimals: a.decimals,
     }
 }
 
-/// A JSON value as a person reads it: numbers with at most two decimals,
-/// `—` for null.
-pub fn show_value(v: &JsonValue) -> String {
+/// A value of the status document as a person reads it: a number with
+/// the `decimals` the document gives for it (its tag's precision), or
+/// with significant digits when it gives none; `—` for null.
+pub fn show_value(v: &JsonValue, decimals: Option<u8>) -> String {
+    let precision = Precision::from_decimals(decimals);
     match v {
         JsonValue::Null => "—".into(),
-        JsonValue::Number(n) => match n.as_f64() {
-            Some(x) if n.is_f64() => show_number(x),
+        JsonValue::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => precision.value(&Value::Int(i)),
+            (_, Some(u), _) => precision.value(&Value::UInt(u)),
+            (_, _, Some(x)) => precision.number(x),
             _ => n.to_string(),
         },
         JsonValue::String(s) => s.clone(),
@@ -175,28 +187,10 @@ pub fn show_value(v: &JsonValue) -> String {
     }
 }
 
-/// A float with at most two decimals and no trailing zeros.
-pub fn show_number(x: f64) -> String {
-    trimmed(format!("{x:.2}"))
-}
-
-/// A meter's value: four decimals, because a demo's runtime meter counts
-/// seconds in hours (30 s is 0.0083 h).
-pub fn show_meter(x: f64) -> String {
-    trimmed(format!("{x:.4}"))
-}
-
-fn trimmed(text: String) -> String {
-    let text = if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.')
-    } else {
-        &text
-    };
-    if text == "-0" {
-        "0".into()
-    } else {
-        text.to_string()
-    }
+/// A meter's amount in its own unit: `1,850 h`, `30 s`, `1,234`; `—`
+/// when unknown.
+pub fn show_meter(value: Option<f64>, unit: &str) -> String {
+    value.map_or_else(|| "—".into(), |x| precision::meter(unit, x))
 }
 
 impl fmt::Display for Change {
@@ -215,12 +209,13 @@ impl fmt::Display for Change {
                 priority,
                 value,
                 limit,
+                decimals,
             } => {
                 write!(f, "alarm {rule}: {state} ({priority})")?;
                 if !value.is_null() {
-                    write!(f, ", value {}", show_value(value))?;
+                    write!(f, ", value {}", show_value(value, *decimals))?;
                     if !limit.is_null() {
-                        write!(f, ", limit {}", show_value(limit))?;
+                        write!(f, ", limit {}", show_value(limit, *decimals))?;
                     }
                 }
                 Ok(())
@@ -254,10 +249,15 @@ impl fmt::Display for Change {
                 }
                 Ok(())
             }
-            Change::MeterDue { name, value, unit } => write!(
+            Change::MeterDue {
+                name,
+                measure,
+                value,
+                unit,
+            } => write!(
                 f,
-                "meter {name}: due at {} {unit}",
-                value.map(show_meter).unwrap_or_else(|| "—".into())
+                "meter {name}: due at {measure} {}",
+                show_meter(*value, unit)
             ),
             Change::Broker { connected: true } => write!(f, "gateway connected to the broker"),
             Change::Broker { connected: false } => {
@@ -329,6 +329,7 @@ mod tests {
             active: state.starts_with("active"),
             value: json!(82.123),
             limit: json!(80.0),
+            decimals: Some(1),
         }
     }
 
@@ -353,6 +354,7 @@ mod tests {
             work_orders: vec![order("A", "open"), order("B", "accepted")],
             meters: vec![MeterStatus {
                 name: "runtime".into(),
+                measure: "runtime".into(),
                 value: Some(0.008),
                 unit: "h".into(),
                 next_due: Some(0.0083),
@@ -377,12 +379,12 @@ mod tests {
             lines,
             [
                 "device pump2: failing (connection refused)",
-                "alarm hot: active_unacked (high), value 82.12, limit 80",
+                "alarm hot: active_unacked (high), value 82.1, limit 80.0",
                 "alarm old: normal",
                 "work order accepted: P-101 [A] as CMMS-1001",
                 "work order raised: corrective high P-101 \"P-101: hot\" [C]",
                 "work order closed: P-101 [B] (CMMS-1001); its retained message is cleared",
-                "meter runtime: due at 0.008 h",
+                "meter runtime: due at runtime 29 s",
                 "gateway connected to the broker",
             ]
         );
@@ -428,15 +430,20 @@ mod tests {
 
     #[test]
     fn numbers_read_well() {
-        assert_eq!(show_number(80.0), "80");
-        assert_eq!(show_number(82.126), "82.13");
-        assert_eq!(show_number(-0.001), "0");
-        assert_eq!(show_number(100.0), "100");
-        assert_eq!(show_meter(0.00834), "0.0083");
-        assert_eq!(show_meter(1200.0), "1200");
-        assert_eq!(show_value(&json!(3)), "3");
-        assert_eq!(show_value(&json!(null)), "—");
-        assert_eq!(show_value(&json!(true)), "true");
-        assert_eq!(show_value(&json!("PUMP-001")), "PUMP-001");
+        assert_eq!(show_value(&json!(80.0), None), "80");
+        assert_eq!(show_value(&json!(80.0), Some(1)), "80.0");
+        assert_eq!(show_value(&json!(214.0 * 0.1), Some(1)), "21.4");
+        assert_eq!(show_value(&json!(82.126), None), "82.13");
+        assert_eq!(show_value(&json!(-0.001), Some(2)), "0.00");
+        assert_eq!(show_value(&json!(1485), Some(0)), "1485");
+        assert_eq!(show_value(&json!(3), Some(1)), "3.0");
+        assert_eq!(show_value(&json!(3), None), "3");
+        assert_eq!(show_value(&json!(null), None), "—");
+        assert_eq!(show_value(&json!(true), Some(1)), "true");
+        assert_eq!(show_value(&json!("PUMP-001"), None), "PUMP-001");
+        assert_eq!(show_meter(Some(30.0 / 3600.0), "h"), "30 s");
+        assert_eq!(show_meter(Some(1850.4), "h"), "1,850 h");
+        assert_eq!(show_meter(Some(1234.0), "count"), "1,234");
+        assert_eq!(show_meter(None, "h"), "—");
     }
 }

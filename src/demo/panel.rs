@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::events::{show_meter, show_value};
-use super::status::{DeviceStatus, PlantStatus, TagStatus};
+use super::status::{DeviceStatus, MeterStatus, PlantStatus, TagStatus};
 
 /// Tags shown for each device, in this order, when it has them: what a
 /// technician glances at on a pump or a motor.
@@ -90,9 +90,9 @@ pub fn rows(frame: &Frame) -> Vec<Row> {
         let tone = if a.active { Tone::Bad } else { Tone::Warn };
         let mut text = format!("  {:rule_width$}  {:16}  {:8}", a.rule, a.state, a.priority);
         if !a.value.is_null() {
-            text.push_str(&format!("  {}", show_value(&a.value)));
+            text.push_str(&format!("  {}", show_value(&a.value, a.decimals)));
             if !a.limit.is_null() {
-                text.push_str(&format!(" (limit {})", show_value(&a.limit)));
+                text.push_str(&format!(" (limit {})", show_value(&a.limit, a.decimals)));
             }
         }
         out.push(row(tone, text));
@@ -119,20 +119,7 @@ pub fn rows(frame: &Frame) -> Vec<Row> {
     if !s.meters.is_empty() {
         out.push(row(Tone::Heading, "METERS"));
         for m in &s.meters {
-            let value = m.value.map(show_meter).unwrap_or_else(|| "—".into());
-            let next = m.next_due.map(show_meter).unwrap_or_else(|| "—".into());
-            let (tone, due) = if m.due {
-                (Tone::Warn, "  due: preventive work order raised")
-            } else {
-                (Tone::Normal, "")
-            };
-            out.push(row(
-                tone,
-                format!(
-                    "  {}  {value} {}  (next at {next} {}){due}",
-                    m.name, m.unit, m.unit
-                ),
-            ));
+            out.push(meter_row(m));
         }
     }
     out
@@ -160,6 +147,29 @@ fn title(frame: &Frame) -> String {
         text.push_str(&format!(" · {} delivered", s.mqtt.acked));
     }
     text
+}
+
+/// A meter in its own unit: `pump1_runtime  runtime 12 s · next service
+/// in 18 s` (hours from one hour on: `1,234 h`; counts grouped: `1,234`).
+fn meter_row(m: &MeterStatus) -> Row {
+    let mut text = format!(
+        "  {}  {} {}",
+        m.name,
+        m.measure,
+        show_meter(m.value, &m.unit)
+    );
+    if m.due {
+        text.push_str(" · due: preventive work order raised");
+        return row(Tone::Warn, text);
+    }
+    if let (Some(value), Some(next)) = (m.value, m.next_due) {
+        let left = (next - value).max(0.0);
+        text.push_str(&format!(
+            " · next service in {}",
+            show_meter(Some(left), &m.unit)
+        ));
+    }
+    row(Tone::Normal, text)
 }
 
 fn device_row(d: &DeviceStatus, name_width: usize) -> Row {
@@ -191,14 +201,14 @@ fn watched(tags: &[TagStatus]) -> Vec<String> {
         .collect()
 }
 
-/// One tag as the panel shows it: `bearing_temp 84.3 degC`, or the bad
-/// quality instead of a value.
+/// One tag as the panel shows it: `bearing_temp 84.31 degC` (with the
+/// tag's precision), or the bad quality instead of a value.
 pub fn tag_text(t: &TagStatus) -> String {
     match t.quality.as_deref() {
         None => format!("{} —", t.name),
         Some("good") => match &t.unit {
-            Some(u) => format!("{} {} {u}", t.name, show_value(&t.value)),
-            None => format!("{} {}", t.name, show_value(&t.value)),
+            Some(u) => format!("{} {} {u}", t.name, show_value(&t.value, t.decimals)),
+            None => format!("{} {}", t.name, show_value(&t.value, t.decimals)),
         },
         Some(q) => format!("{} — ({q})", t.name),
     }
@@ -244,9 +254,7 @@ pub fn height(devices: usize, rules: usize, meters: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::status::{
-        AlarmStatus, MeterStatus, MqttStatus, OutboxStatus, WorkOrderStatus,
-    };
+    use crate::demo::status::{AlarmStatus, MqttStatus, OutboxStatus, WorkOrderStatus};
     use serde_json::json;
 
     fn tag(name: &str, value: serde_json::Value, unit: Option<&str>, q: Option<&str>) -> TagStatus {
@@ -254,6 +262,7 @@ mod tests {
             name: name.into(),
             value,
             unit: unit.map(Into::into),
+            decimals: None,
             quality: q.map(Into::into),
         }
     }
@@ -288,6 +297,7 @@ mod tests {
                 active: true,
                 value: json!(84.3125),
                 limit: json!(80.0),
+                decimals: None,
             }],
             work_orders: vec![WorkOrderStatus {
                 id: "01A".into(),
@@ -299,13 +309,32 @@ mod tests {
                 occurrences: 1,
                 cmms_ref: Some("CMMS-1001".into()),
             }],
-            meters: vec![MeterStatus {
-                name: "pump1_runtime".into(),
-                value: Some(0.0084),
-                unit: "h".into(),
-                next_due: Some(0.0083),
-                due: true,
-            }],
+            meters: vec![
+                MeterStatus {
+                    name: "pump1_runtime".into(),
+                    measure: "runtime".into(),
+                    value: Some(0.0084),
+                    unit: "h".into(),
+                    next_due: Some(0.0083),
+                    due: true,
+                },
+                MeterStatus {
+                    name: "pump2_runtime".into(),
+                    measure: "runtime".into(),
+                    value: Some(1234.4),
+                    unit: "h".into(),
+                    next_due: Some(3084.0),
+                    due: false,
+                },
+                MeterStatus {
+                    name: "pump2_starts".into(),
+                    measure: "count".into(),
+                    value: Some(1234.0),
+                    unit: "count".into(),
+                    next_due: Some(2000.0),
+                    due: false,
+                },
+            ],
             outbox: Some(OutboxStatus { messages: 2 }),
             mqtt: MqttStatus {
                 connected: true,
@@ -354,10 +383,19 @@ mod tests {
         assert_eq!(text[8], "METERS");
         assert_eq!(
             text[9],
-            "  pump1_runtime  0.0084 h  (next at 0.0083 h)  due: preventive work order raised"
+            "  pump1_runtime  runtime 30 s · due: preventive work order raised"
         );
-        assert_eq!(rows.len(), 10);
-        assert!(rows.len() <= height(2, 1, 1));
+        assert_eq!(rows[9].tone, Tone::Warn);
+        assert_eq!(
+            text[10],
+            "  pump2_runtime  runtime 1,234 h · next service in 1,850 h"
+        );
+        assert_eq!(
+            text[11],
+            "  pump2_starts  count 1,234 · next service in 766"
+        );
+        assert_eq!(rows.len(), 12);
+        assert!(rows.len() <= height(2, 1, 3));
     }
 
     #[test]
@@ -388,5 +426,11 @@ mod tests {
             tag_text(&tag("speed", json!(1485), Some("rpm"), Some("good"))),
             "speed 1485 rpm"
         );
+        // A register of tenths: one decimal, whatever the float noise.
+        let mut level = tag("level", json!(214.0 * 0.1), Some("m"), Some("good"));
+        level.decimals = Some(1);
+        assert_eq!(tag_text(&level), "level 21.4 m");
+        level.value = json!(40.0);
+        assert_eq!(tag_text(&level), "level 40.0 m");
     }
 }

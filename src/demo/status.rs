@@ -92,6 +92,9 @@ pub struct TagStatus {
     /// Engineering unit.
     #[serde(default)]
     pub unit: Option<String>,
+    /// Decimals the value is shown with; `None`: significant digits.
+    #[serde(default)]
+    pub decimals: Option<u8>,
     /// `good` or `bad:REASON`; `None` before the first poll.
     #[serde(default)]
     pub quality: Option<String>,
@@ -114,6 +117,10 @@ pub struct AlarmStatus {
     /// What it was compared with.
     #[serde(default)]
     pub limit: JsonValue,
+    /// Decimals value and limit are shown with; `None`: significant
+    /// digits.
+    #[serde(default)]
+    pub decimals: Option<u8>,
 }
 
 /// A work order not closed yet.
@@ -145,6 +152,9 @@ pub struct WorkOrderStatus {
 pub struct MeterStatus {
     /// Meter name.
     pub name: String,
+    /// `runtime` or `count`.
+    #[serde(default)]
+    pub measure: String,
     /// Its value (`None` when not finite).
     #[serde(default)]
     pub value: Option<f64>,
@@ -257,9 +267,9 @@ mod tests {
         let doc = r#"{
           "gateway": {"id": "gw-line1"},
           "devices": [{"name": "pump1", "link": "tcp:192.168.10.21:502", "state": "failing",
-             "last_error": "no answer within 1s", "tags": [{"name": "bearing_temp", "value": null, "unit": "degC", "quality": "bad:timeout"}]}],
+             "last_error": "no answer within 1s", "tags": [{"name": "bearing_temp", "value": null, "unit": "degC", "decimals": 1, "quality": "bad:timeout"}]}],
           "alarms": [{"rule": "pump1_bearing_hot", "state": "active_unacked", "priority": "high", "active": true,
-             "since": "2026-11-22T09:12:00.000Z", "value": 82.1, "limit": 80.0, "chattering": false, "shelved_until": null}],
+             "since": "2026-11-22T09:12:00.000Z", "value": 82.1, "limit": 80.0, "decimals": 1, "chattering": false, "shelved_until": null}],
           "work_orders": [{"id": "01M7YQ9WAWVEBEAN195PSSWWHW", "type": "corrective", "status": "open", "priority": "high",
              "asset": "P-101", "title": "P-101: bearing", "created_at": "2026-11-22T09:12:00.000Z", "occurrences": 1, "cmms_ref": null}],
           "meters": [{"name": "pump1_runtime", "measure": "runtime", "value": 1234.5, "unit": "h", "next_due": 2000.0, "due": false}],
@@ -272,7 +282,10 @@ mod tests {
         };
         assert_eq!(s.devices[0].state, "failing");
         assert_eq!(s.devices[0].tags[0].quality.as_deref(), Some("bad:timeout"));
+        assert_eq!(s.devices[0].tags[0].decimals, Some(1));
         assert_eq!(s.alarms[0].value, serde_json::json!(82.1));
+        assert_eq!(s.alarms[0].decimals, Some(1));
+        assert_eq!(s.meters[0].measure, "runtime");
         assert_eq!(s.work_orders[0].kind, "corrective");
         assert_eq!(s.meters[0].next_due, Some(2000.0));
         assert_eq!(s.outbox, Some(OutboxStatus { messages: 3 }));

@@ -17,8 +17,10 @@
 //! # Plain
 //!
 //! Every line on stdout starts with an RFC 3339 UTC timestamp with
-//! milliseconds, as in the MQTT payloads; writes that fail (a closed pipe)
-//! are ignored rather than stopping the demo.
+//! microseconds: the stamp of the gateway's log lines (`tracing`'s, on
+//! stderr), so that the demo's lines and the gateway's read and sort as
+//! one log. Writes that fail (a closed pipe) are ignored rather than
+//! stopping the demo.
 
 use std::io::{self, Stdout, Write as _};
 use std::sync::Once;
@@ -55,9 +57,10 @@ impl Mode {
     }
 }
 
-/// A timestamp for a plain line: RFC 3339 UTC with milliseconds.
+/// A timestamp for a plain line: RFC 3339 UTC with microseconds
+/// (`2026-11-21T10:20:02.083125Z`), as the gateway's log lines have it.
 pub fn timestamp(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    humantime::format_rfc3339_micros(t).to_string()
 }
 
 /// Shows the cursor and leaves raw mode, whatever state the panel left
@@ -288,4 +291,29 @@ fn install_panic_hook() {
             previous(info);
         }));
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::time::FormatTime as _;
+
+    #[test]
+    fn the_demo_stamps_its_lines_as_the_gateway_stamps_its_logs() {
+        let at = UNIX_EPOCH + Duration::from_micros(1_763_720_402_083_125);
+        assert_eq!(timestamp(at), "2025-11-21T10:20:02.083125Z");
+        // The log lines' timer (tracing's default) writes the same shape:
+        // compared on the clock's now, digit for digit.
+        let mut log = String::new();
+        let _ = tracing_subscriber::fmt::time::SystemTime.format_time(&mut Writer::new(&mut log));
+        let ours = timestamp(SystemTime::now());
+        let shape = |s: &str| -> String {
+            s.chars()
+                .map(|c| if c.is_ascii_digit() { '9' } else { c })
+                .collect()
+        };
+        assert_eq!(shape(&log), shape(&ours), "{log} against {ours}");
+    }
 }

@@ -3,7 +3,9 @@
 //!
 //! Times are RFC 3339 UTC with milliseconds, as in the MQTT payloads;
 //! values are written as in the data payloads (an unscaled `f32` with its
-//! own shortest digits, a non-finite float as `null`).
+//! own shortest digits, a non-finite float as `null`), in full: each tag
+//! and alarm says in `decimals` how many a person should see, and the
+//! page rounds.
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use serde_json::{Value as JsonValue, json};
 use super::{For, HttpState, STORE_WAIT, gather};
 use crate::contract::json::timestamp;
 use crate::modbus::DeviceSnapshot;
+use crate::precision::Precision;
 use crate::rules::Timestamp;
 use crate::store::{StoreHandle, StoreIdentity, StoreStart};
 use crate::tag::{DataType, Tag, Value};
@@ -61,6 +64,7 @@ pub fn status_json(s: &Snapshot, devices: &[Arc<DeviceSeen>], actions: bool) -> 
             "since": a.since.map(time),
             "value": a.value.as_ref().map(|v| value(v, None)),
             "limit": a.limit.as_ref().map(|v| value(v, None)),
+            "decimals": a.precision.and_then(Precision::decimals),
             "chattering": a.chattering,
             "shelved_until": a.shelved_until.map(time),
         })).collect::<Vec<_>>(),
@@ -241,6 +245,7 @@ fn device(d: &DeviceSnapshot, m: &DeviceSeen) -> JsonValue {
                         "name": tag.name,
                         "value": r.value.as_ref().map(|v| value(v, Some(tag))),
                         "unit": tag.unit,
+                        "decimals": decimals(tag),
                         "quality": r.quality.to_string(),
                         "write": write_access(tag),
                     }))
@@ -253,7 +258,7 @@ fn device(d: &DeviceSnapshot, m: &DeviceSeen) -> JsonValue {
             m.device()
                 .tags
                 .iter()
-                .map(|tag| json!({ "name": tag.name, "value": null, "unit": tag.unit, "quality": null, "write": write_access(tag) }))
+                .map(|tag| json!({ "name": tag.name, "value": null, "unit": tag.unit, "decimals": decimals(tag), "quality": null, "write": write_access(tag) }))
                 .collect(),
         ),
     });
@@ -270,6 +275,18 @@ fn device(d: &DeviceSnapshot, m: &DeviceSeen) -> JsonValue {
         "polls_failed": d.polls[1],
         "tags": tags,
     })
+}
+
+/// The decimals a tag's value is shown with (its `decimals`, else from
+/// its scale); `null` for a float without either, shown with
+/// [`SIGNIFICANT`](crate::precision::SIGNIFICANT) significant digits, and
+/// for bools and strings. The value itself stays in full.
+fn decimals(tag: &Tag) -> Option<u8> {
+    if tag.data_type.is_numeric() {
+        Precision::of(tag).decimals()
+    } else {
+        None
+    }
 }
 
 /// What may be written to a tag (`null` when it is not writable): what

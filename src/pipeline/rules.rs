@@ -236,6 +236,7 @@ impl RulesStage {
     pub fn view(&self) -> RulesView {
         RulesView::build(
             &self.rules,
+            &self.devices,
             &self.engine,
             &self.book,
             &self.meters,

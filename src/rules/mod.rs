@@ -80,7 +80,7 @@ pub use time::Timestamp;
 pub use workorder::{
     BOOK_VERSION, FLOOD_RULE, Last, MAX_CLOSED, MAX_HISTORY, SnapshotEntry, StatusReport,
     StatusUpdate, WoChange, WoContext, WoError, WoSource, WoStatus, WoTrigger, WoType, WorkOrder,
-    WorkOrderBook, format_number, format_time, format_value,
+    WorkOrderBook, format_number, format_time, format_value, value_precision,
 };
 
 use crate::config::{AlarmConfig, Condition, Device, Rule};

@@ -9,9 +9,14 @@
 //! work orders are copied, so a plant with hundreds of quiet rules costs a
 //! scan, not hundreds of allocations, per tick.
 
+use std::sync::Arc;
+
 use crate::clock::WallMap;
-use crate::config::{Priority, Rule};
-use crate::rules::{Engine, Measure, MeterState, Timestamp, WoStatus, WoType, WorkOrderBook};
+use crate::config::{Device, Priority, Rule};
+use crate::precision::Precision;
+use crate::rules::{
+    Engine, Measure, MeterState, Timestamp, WoStatus, WoType, WorkOrderBook, value_precision,
+};
 use crate::tag::Value;
 
 /// Priorities in the order of the `*_by_priority` arrays.
@@ -39,6 +44,10 @@ pub struct AlarmView {
     pub value: Option<Value>,
     /// The limit it was compared with.
     pub limit: Option<Value>,
+    /// How value and limit are shown to people: the tag's precision when
+    /// they are in its units, one decimal for stale's seconds, `None` for
+    /// a rate or an expr.
+    pub precision: Option<Precision>,
     /// Flagged as chattering.
     pub chattering: bool,
     /// When the shelf ends, while shelved (wall clock, Unix ms).
@@ -109,9 +118,10 @@ pub struct RulesView {
 impl RulesView {
     /// Copies what the status needs out of the rules stage's parts; `wall`
     /// turns their moments (on the gateway's timeline) into wall-clock
-    /// time.
+    /// time; `devices` give the alarms' tags' precision.
     pub fn build(
         rules: &[Rule],
+        devices: &[Arc<Device>],
         engine: &Engine,
         book: &WorkOrderBook,
         meters: &[MeterState],
@@ -151,6 +161,7 @@ impl RulesView {
                 since: alarm.changed_at().map(|t| wall.wall(t)),
                 value: trigger.map(|t| t.value.clone()),
                 limit: trigger.and_then(|t| t.limit.clone()),
+                precision: value_precision(&rule.condition, devices),
                 chattering: alarm.is_chattering(),
                 shelved_until: match state {
                     crate::rules::AlarmState::Shelved { until, .. } => Some(wall.wall(until)),

@@ -94,13 +94,14 @@ try {
 
   // Write-back: the setpoint's dialog, as a technician goes through it.
   const sp = page.locator('.device[data-name="pump"] tr[data-tag="setpoint"]');
-  await sp.locator('.number').filter({ hasText: /^40$/ }).waitFor({ timeout: WAIT });
-  check(true, 'the writable setpoint shows 40');
+  // u16 × 0.1: one decimal, as the register holds tenths.
+  await sp.locator('.number').filter({ hasText: /^40\.0$/ }).waitFor({ timeout: WAIT });
+  check(true, 'the writable setpoint shows 40.0 (its scale\'s one decimal)');
   check((await temp.locator('button.write').count()) === 0, 'a tag that is not writable has no Write button');
   await sp.locator('button.write').click();
   await page.locator('#write-dialog[open]').waitFor({ timeout: WAIT });
   check((await page.locator('#write-target').textContent()) === 'pump / setpoint', 'the dialog names the device and tag');
-  check((await page.locator('#write-now').textContent()) === '40', 'with the value now');
+  check((await page.locator('#write-now').textContent()) === '40.0', 'with the value now');
   check((await page.locator('#write-unit').textContent()) === 'degC', 'and its unit');
   check(/From 20 to 80 degC/.test(await page.locator('#write-limits').textContent()), 'and the limits');
   check((await page.evaluate(() => document.activeElement.id)) === 'write-input', 'the value input has the focus');
@@ -129,7 +130,7 @@ try {
   await page.locator('#write-confirm:not([hidden])').waitFor({ timeout: WAIT });
   const question = await page.locator('#write-question').textContent();
   check(
-    question === 'Write 42.5 degC to pump / setpoint (now 40 degC)? This changes the device.',
+    question === 'Write 42.5 degC to pump / setpoint (now 40.0 degC)? This changes the device.',
     `the confirmation says what will change (${question})`
   );
   check((await page.evaluate(() => document.activeElement.id)) === 'write-no', 'Cancel has the focus, not Write');
@@ -159,7 +160,7 @@ try {
     (await outcome.getAttribute('data-result')) === 'verified' && said === 'Verified: read back 42.5 degC',
     `the dialog says verified (${said} | ${detail})`
   );
-  check(/was 40 degC/.test(detail), 'with the value before');
+  check(/was 40\.0 degC/.test(detail), 'with the value before');
   await page.keyboard.press('Enter'); // Close has the focus
   check(!(await page.locator('#write-dialog').evaluate((d) => d.open)), 'the dialog closes');
   await sp.locator('.number').filter({ hasText: /^42\.5$/ }).waitFor({ timeout: WAIT });

@@ -42,12 +42,18 @@ fn work_order_id(topic: &str) -> Option<&str> {
     (!id.contains('/')).then_some(id)
 }
 
-/// True for `2026-11-21T10:20:02.083Z  ` at the start of a line.
+/// True for `2026-11-21T10:20:02.083125Z  ` (the stamp of the gateway's
+/// log lines and two spaces) at the start of a line.
 fn timestamped(line: &str) -> bool {
+    stamped(line) && line.as_bytes().get(27..29) == Some(b"  ".as_slice())
+}
+
+/// True for `2026-11-21T10:20:02.083125Z ` at the start of a line.
+fn stamped(line: &str) -> bool {
     let b = line.as_bytes();
     let digits =
         |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
-    b.len() > 26
+    b.len() > 28
         && digits(0..4)
         && b[4] == b'-'
         && digits(5..7)
@@ -60,8 +66,8 @@ fn timestamped(line: &str) -> bool {
         && b[16] == b':'
         && digits(17..19)
         && b[19] == b'.'
-        && digits(20..23)
-        && &b[23..26] == b"Z  "
+        && digits(20..26)
+        && &b[26..28] == b"Z "
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,6 +260,16 @@ async fn the_demo_plays_its_scenario_end_to_end() {
     assert!(lines.len() > 20, "{stdout}");
     for line in &lines {
         assert!(timestamped(line), "not a timestamped line: {line:?}");
+    }
+    // The gateway's log lines (stderr) carry the same stamp: pump2's
+    // silence is warned about at least.
+    let logs: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(" fieldgate::"))
+        .collect();
+    assert!(!logs.is_empty(), "{}", context());
+    for line in &logs {
+        assert!(stamped(line), "a log line with another stamp: {line:?}");
     }
     for expected in [
         &format!("broker:   127.0.0.1:{} (embedded)", broker.port()),

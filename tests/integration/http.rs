@@ -94,7 +94,7 @@ retries = 0
 max_silence = "1h"
 tags = [
   {{ name = "bearing_temp", area = "input", address = 0, type = "f32", unit = "degC" }},
-  {{ name = "current", area = "input", address = 2, type = "u16", scale = 0.01, unit = "A" }},
+  {{ name = "current", area = "input", address = 2, type = "u16", scale = 0.01, unit = "A", decimals = 1 }},
   {{ name = "running", area = "holding", address = 0, type = "bit", bit = 0 }},
 ]
 {rules}
@@ -251,6 +251,12 @@ async fn metrics_and_status_agree_with_the_broker() {
     assert_eq!(device["tags"][0]["quality"], "good");
     assert_eq!(device["tags"][0]["unit"], "degC");
     assert!(device["tags"][0]["value"].is_number());
+    // How many decimals a person sees; the value itself in full. A float
+    // without `decimals`: null (significant digits).
+    assert_eq!(device["tags"][0]["decimals"], serde_json::Value::Null);
+    assert_eq!(device["tags"][1]["name"], "current");
+    assert_eq!(device["tags"][1]["decimals"], 1);
+    assert_eq!(device["tags"][2]["decimals"], serde_json::Value::Null);
     assert_eq!(s["mqtt"]["connected"], true);
     // The store: a new one, under the identity its messages carry.
     let store = &s["outbox"]["store"];
@@ -294,6 +300,7 @@ async fn metrics_and_status_agree_with_the_broker() {
     assert_eq!(alarm["priority"], "high");
     assert_eq!(alarm["value"], 150.0);
     assert_eq!(alarm["limit"], 130.0);
+    assert_eq!(alarm["decimals"], serde_json::Value::Null, "an f32 tag's");
 
     // The device goes away: bad quality in the status, then nothing more
     // to send (no heartbeat, no new alarm), so the outbox drains.

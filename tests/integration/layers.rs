@@ -15,8 +15,9 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     // Plant-level types and plumbing that know nothing of the stages.
     &["tag", "clock", "shutdown", "heartbeat", "events"],
-    // The expression compiler of `expr` rules: knows only tags and values.
-    &["expr"],
+    // The expression compiler of `expr` rules, and how values are shown to
+    // people (a tag's decimals): both know only tags and values.
+    &["expr", "precision"],
     &["config"],
     &["reading", "systemd", "command"],
     // The pure cores and acquisition.

@@ -33,6 +33,7 @@ mod inbound;
 mod inspect;
 mod layers;
 mod plan_props;
+mod read_cli;
 mod rules_flow;
 mod rules_props;
 mod service;

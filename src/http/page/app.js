@@ -44,6 +44,7 @@ function el(tag, className, text) {
 
 // ---- formatting -----------------------------------------------------------
 
+// A number as typed or configured (a limit, a value to write).
 function fmtValue(v) {
   if (v === null || v === undefined) return '–';
   if (typeof v === 'boolean') return v ? 'on' : 'off';
@@ -52,6 +53,75 @@ function fmtValue(v) {
     return String(Number(v.toPrecision(6)));
   }
   return String(v);
+}
+
+// A reading (a tag's value, an alarm's value and limit) with the precision
+// of its tag, as `fieldgate read` and the work-order texts show it
+// (src/precision.rs): `decimals` digits after the point when the status
+// gives them (21.4 for a tenth-degree register, never 21.400000000000002),
+// else at most SIGNIFICANT significant digits, trailing zeros dropped.
+// The status document keeps every value in full.
+const SIGNIFICANT = 4;
+
+function fmtReading(v, decimals) {
+  if (typeof v !== 'number') return fmtValue(v);
+  if (!isFinite(v)) return String(v);
+  return typeof decimals === 'number' ? fixed(v, Math.min(decimals, 9)) : significant(v, SIGNIFICANT);
+}
+
+// toFixed rounds halves away from zero (2.5 → 3), as the gateway does;
+// no "-0.0".
+function fixed(v, d) {
+  if (Math.abs(v) >= 1e21) return exponent(v, SIGNIFICANT);
+  const t = v.toFixed(d);
+  return /^-[0.]*$/.test(t) ? t.slice(1) : t;
+}
+
+function trimZeros(t) {
+  return t.includes('.') ? t.replace(/\.?0+$/, '') : t;
+}
+
+function exponent(v, n) {
+  const [mantissa, e] = v.toExponential(n - 1).split('e');
+  return trimZeros(mantissa) + 'e' + e.replace('+', '');
+}
+
+function significant(v, n) {
+  if (v === 0) return '0';
+  const a = Math.abs(v);
+  if (a < 1e-5 || a >= 1e21) return exponent(v, n);
+  // The power of ten after rounding to n digits (9999.6 is 1.000e4).
+  const e = Number(v.toExponential(n - 1).split('e')[1]);
+  const t = trimZeros(fixed(v, Math.min(20, Math.max(0, n - 1 - e))));
+  return t === '-0' ? '0' : t;
+}
+
+// Commas between thousands: 1,850.
+function grouped(t) {
+  const m = /^(-?)(\d+)(.*)$/.exec(t);
+  if (!m || m[2].length < 4) return t;
+  return m[1] + m[2].replace(/\B(?=(\d{3})+(?!\d))/g, ',') + m[3];
+}
+
+// Hours as a running-hours counter reads: 1,850 h, 12.5 h; below an hour
+// minutes or seconds (a demo's meter: 30 s, not 0.0083 h).
+function fmtHours(h) {
+  const a = Math.abs(h);
+  if (!isFinite(h) || h === 0 || a >= 1) {
+    const n = a >= 100 ? grouped(fixed(h, 0)) : a >= 1 ? fixed(h, 1) : significant(h, 2);
+    return n + ' h';
+  }
+  const s = Math.round(h * 3600);
+  if (Math.abs(s) < 60) return s + ' s';
+  const min = Math.round(s / 60);
+  return Math.abs(min) < 60 ? min + ' min' : '1.0 h';
+}
+
+// A meter's amount in its own unit: hours, or a count (1,234).
+function fmtMeter(unit, x) {
+  if (unit === 'h') return fmtHours(x);
+  if (unit === 'count') return grouped(fixed(x, 0));
+  return significant(x, SIGNIFICANT) + (unit ? ' ' + unit : '');
 }
 
 function fmtTime(iso) {
@@ -184,10 +254,10 @@ function alarmCard(a, actions) {
   const detail = el('div', 'detail');
   if (a.value !== null && a.value !== undefined) {
     detail.append('value ');
-    detail.append(el('b', null, fmtValue(a.value)));
+    detail.append(el('b', null, fmtReading(a.value, a.decimals)));
     if (a.limit !== null && a.limit !== undefined) {
       detail.append(' · limit ');
-      detail.append(el('b', null, fmtValue(a.limit)));
+      detail.append(el('b', null, fmtReading(a.limit, a.decimals)));
     }
     detail.append(' · ');
   }
@@ -507,7 +577,7 @@ function updateTag(row, device, t) {
   const good = t.quality === 'good';
   row.tr.classList.toggle('bad', t.quality !== null && !good);
   row.tr.dataset.quality = t.quality || 'none';
-  row.number.textContent = good ? fmtValue(t.value) : t.quality === null ? '–' : '✕';
+  row.number.textContent = good ? fmtReading(t.value, t.decimals) : t.quality === null ? '–' : '✕';
   row.quality.textContent = t.quality && !good ? t.quality.replace('bad:', 'bad: ') : '';
   // The button is made once and kept while the tag stays writable, so it
   // is never replaced under a finger.
@@ -528,14 +598,14 @@ function updateTag(row, device, t) {
   const key = points ? points.join(',') : '';
   if (key !== row.drawn) {
     row.drawn = key;
-    row.spark.replaceChildren(points ? sparkline(points) : '');
+    row.spark.replaceChildren(points ? sparkline(points, t.decimals) : '');
   }
 }
 
 // A small line of the last minutes; gaps where there was no good value.
 // The line starts at the first point (at least a minute back), so a page
 // opened just after the gateway started shows a line, not a tick.
-function sparkline(all) {
+function sparkline(all, decimals) {
   const ns = 'http://www.w3.org/2000/svg';
   const svg = document.createElementNS(ns, 'svg');
   svg.setAttribute('class', 'sparkline');
@@ -573,7 +643,7 @@ function sparkline(all) {
   const title = document.createElementNS(ns, 'title');
   title.textContent =
     'last ' + fmtAge(points.length * page.step) + ': ' +
-    fmtValue(Math.min(...values)) + ' – ' + fmtValue(Math.max(...values));
+    fmtReading(Math.min(...values), decimals) + ' – ' + fmtReading(Math.max(...values), decimals);
   svg.append(title);
   return svg;
 }
@@ -646,8 +716,15 @@ function renderMeters(s) {
   for (const m of s.meters) {
     const card = el('div', 'card meter');
     card.dataset.name = m.name;
-    const next = m.next_due === null ? '' : ' · next service at ' + fmtValue(m.next_due) + ' ' + m.unit;
-    card.textContent = m.name + ': ' + fmtValue(Number(m.value.toFixed(3))) + ' ' + m.unit + next + (m.due ? ' · DUE' : '');
+    card.dataset.due = String(m.due);
+    // In the meter's own unit: "runtime 1,234 h · next service in 766 h".
+    const amount = m.value === null ? '–' : fmtMeter(m.unit, m.value);
+    let text = m.name + ': ' + m.measure + ' ' + amount;
+    if (m.due) text += ' · service due';
+    else if (m.next_due !== null && m.value !== null) {
+      text += ' · next service in ' + fmtMeter(m.unit, Math.max(0, m.next_due - m.value));
+    }
+    card.textContent = text;
     list.append(card);
   }
 }
@@ -798,7 +875,7 @@ function done(rule) {
 
 // The dialog's tag; `seq` tells an answer whether the dialog it was asked
 // from is still the one shown (else the answer goes to a toast).
-const writing = { device: null, tag: null, unit: '', access: null, value: undefined, now: '', seq: 0 };
+const writing = { device: null, tag: null, unit: '', decimals: null, access: null, value: undefined, now: '', seq: 0 };
 
 const WRITE_TOKEN_WHY =
   'Writing needs the gateway\'s token (the file named by [http] token_file). ' +
@@ -823,7 +900,7 @@ function writeKind(access) {
 }
 
 function nowText(t) {
-  if (t.quality === 'good') return fmtValue(t.value);
+  if (t.quality === 'good') return fmtReading(t.value, t.decimals);
   if (t.quality === null) return 'not read yet';
   return 'unknown (' + t.quality + ')';
 }
@@ -834,9 +911,12 @@ function showNow(t) {
   $('write-unit').textContent = t.quality === 'good' && typeof t.value === 'number' ? t.unit || '' : '';
 }
 
-// A value with the tag's unit, for the sentences of the dialog.
-function withUnit(v, unit = writing.unit) {
-  const text = fmtValue(v);
+// A value with the tag's unit, for the sentences of the dialog: a value
+// read from the tag (now, read back, before) with the tag's `decimals`
+// (a number, or null for significant digits), one typed (no `decimals`
+// given) as typed.
+function withUnit(v, unit = writing.unit, decimals = undefined) {
+  const text = decimals === undefined ? fmtValue(v) : fmtReading(v, decimals);
   return unit && typeof v === 'number' ? text + ' ' + unit : text;
 }
 
@@ -855,6 +935,7 @@ function openWrite(device, tag) {
   writing.device = device;
   writing.tag = tag;
   writing.unit = t.unit || '';
+  writing.decimals = t.decimals;
   writing.access = access;
   writing.value = undefined;
   $('write-target').textContent = device + ' / ' + tag;
@@ -952,7 +1033,7 @@ function confirmWrite(v) {
   writing.value = v;
   const t = findTag(writing.device, writing.tag);
   writing.now = t ? nowText(t) : 'unknown';
-  const now = t && t.quality === 'good' ? withUnit(t.value) : writing.now;
+  const now = t && t.quality === 'good' ? withUnit(t.value, writing.unit, t.decimals) : writing.now;
   $('write-question').textContent =
     'Write ' + withUnit(v) + ' to ' + writing.device + ' / ' + writing.tag + ' (now ' + now + ')? ' +
     'This changes the device.';
@@ -985,6 +1066,7 @@ async function sendWrite() {
   const tag = writing.tag;
   const value = writing.value;
   const unit = writing.unit;
+  const decimals = writing.decimals;
   writeStep('result');
   $('write-outcome').dataset.result = 'sending';
   $('write-outcome').textContent = 'Writing ' + withUnit(value) + '…';
@@ -1024,7 +1106,7 @@ async function sendWrite() {
       answer = {};
     }
     if (response.status !== 403) sessionStorage.setItem(TOKEN_KEY, token);
-    const [result, text, detail] = describeWrite(response.status, answer, unit);
+    const [result, text, detail] = describeWrite(response.status, answer, unit, decimals);
     say(result, text, detail);
     return;
   }
@@ -1032,12 +1114,12 @@ async function sendWrite() {
 }
 
 // The dialog's sentence for an answer: [result, text, detail].
-function describeWrite(status, a, unit) {
-  const back = (label, v) => (v === null || v === undefined ? null : label + ' ' + withUnit(v, unit));
+function describeWrite(status, a, unit, decimals) {
+  const back = (label, v) => (v === null || v === undefined ? null : label + ' ' + withUnit(v, unit, decimals));
   const detail = (...parts) => parts.filter((p) => p).join(' · ');
   switch (a.result) {
     case 'verified':
-      return ['verified', 'Verified: read back ' + withUnit(a.read_back, unit), detail(back('was', a.old), took(a))];
+      return ['verified', 'Verified: read back ' + withUnit(a.read_back, unit, decimals), detail(back('was', a.old), took(a))];
     case 'written':
       return [
         'written',

@@ -118,7 +118,7 @@ impl WorkOrderBook {
                     wo.occurrences += 1;
                     wo.last = Last { value, at };
                     wo.updated_at = at;
-                    wo.render(&rule.workorder);
+                    wo.render(&rule.workorder, ctx);
                     vec![WoChange::Updated(Box::new(wo.clone()))]
                 }
                 None => Vec::new(),
@@ -192,7 +192,7 @@ impl WorkOrderBook {
                     wo.occurrences += 1;
                     wo.last = last;
                     wo.updated_at = at;
-                    wo.render(&meter.workorder);
+                    wo.render(&meter.workorder, ctx);
                     vec![WoChange::Updated(Box::new(wo.clone()))]
                 }
                 None => Vec::new(),
@@ -412,7 +412,7 @@ impl WorkOrderBook {
             cmms_ref: None,
             history: Vec::new(),
         };
-        wo.render(template);
+        wo.render(template, ctx);
         self.open.insert(slot, id.clone());
         self.orders.insert(id, wo.clone());
         wo

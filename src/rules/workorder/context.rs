@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::config::{Condition, Config, Device, GatewayConfig};
+use crate::precision::Precision;
 use crate::tag::Tag;
 
 /// What the book needs from the configuration to fill in a work order.
@@ -38,9 +39,7 @@ impl<'a> WoContext<'a> {
 
     /// A tag by full name (`device.tag`) and its device.
     pub fn tag(&self, full: &str) -> Option<(&'a Device, &'a Tag)> {
-        let (device, tag) = full.split_once('.')?;
-        let device = self.devices.iter().find(|d| d.name == device)?;
-        Some((device, device.tag(tag)?))
+        find_tag(self.devices, full)
     }
 
     /// The asset: `explicit` (the rule's or meter's), else the tag's, else
@@ -72,6 +71,40 @@ impl<'a> WoContext<'a> {
     fn unit(&self, tag: &str) -> Option<&'a str> {
         self.tag(tag).and_then(|(_, t)| t.unit.as_deref())
     }
+}
+
+/// A tag by full name (`device.tag`) and its device.
+fn find_tag<'a>(devices: &'a [Arc<Device>], full: &str) -> Option<(&'a Device, &'a Tag)> {
+    let (device, tag) = full.split_once('.')?;
+    let device = devices.iter().find(|d| d.name == device)?;
+    Some((device, device.tag(tag)?))
+}
+
+/// The precision a condition's value and limit are shown with, by the
+/// condition's kind: `tag`'s (looked up only then) when they are the
+/// tag's own value (above, below, outside, equals); one decimal for
+/// stale's seconds (`6.0 s`, the gateway's clock has milliseconds nobody
+/// needs); `None` for a rate (units per time) and an expr (no single
+/// tag): then a number is shown with [`crate::precision::SIGNIFICANT`]
+/// digits on the page, with up to three decimals in work-order texts.
+pub(super) fn precision_for(
+    kind: &str,
+    tag: impl FnOnce() -> Option<Precision>,
+) -> Option<Precision> {
+    match kind {
+        "above" | "below" | "outside" | "equals" => tag(),
+        "stale" => Some(Precision::Decimals(1)),
+        _ => None,
+    }
+}
+
+/// The precision a rule's value and limit are shown with
+/// (see `precision_for`).
+pub fn value_precision(condition: &Condition, devices: &[Arc<Device>]) -> Option<Precision> {
+    precision_for(condition.kind(), || {
+        let (_, tag) = find_tag(devices, condition_tag(condition)?)?;
+        Some(Precision::of(tag))
+    })
 }
 
 /// The tag a condition watches, or the first of an `expr` (for defaults).

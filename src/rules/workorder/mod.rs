@@ -108,9 +108,15 @@
 //! placeholder but `{occurrences}` refers to the activation that raised
 //! the work order (`{value}`, `{limit}`, `{since}`), so only the count
 //! moves. For a meter, `{rule}` and `{meter}` are the meter's name,
-//! `{limit}` the threshold and `{condition}` `runtime` or `count`. Numbers
-//! are written with up to three decimals (`80`, `80.25`, `1.2e-4`), times
-//! as RFC 3339 UTC seconds.
+//! `{limit}` the threshold and `{condition}` `runtime` or `count`. An
+//! alarm's value and limit are written with the precision of its tag
+//! (`crate::precision`: its `decimals`, else from its scale) when they are
+//! in the tag's units (above, below, outside, equals), stale's seconds
+//! with one decimal, other numbers with up to three decimals (`80`,
+//! `80.25`, `1.2e-4`); a meter's hours and
+//! counts as a counter reads (`2,000`, `12.5`, `1,234`; the default texts
+//! say `30 s` for a runtime under a minute); times as RFC 3339 UTC
+//! seconds. The JSON keeps every value in full (`trigger`, `readings`).
 //!
 //! # Persistence and bounds
 //!
@@ -148,7 +154,7 @@ mod text;
 mod types;
 
 pub use book::{BOOK_VERSION, MAX_CLOSED, MAX_HISTORY, WorkOrderBook};
-pub use context::WoContext;
+pub use context::{WoContext, value_precision};
 pub use text::{format_number, format_time, format_value};
 pub use types::{
     FLOOD_RULE, Last, SnapshotEntry, StatusReport, StatusUpdate, WoChange, WoError, WoSource,

@@ -4,14 +4,18 @@
 
 use std::fmt::Write as _;
 
+use super::context::{WoContext, precision_for};
 use super::types::{WoSource, WoTrigger, WorkOrder};
 use crate::config::{PLACEHOLDERS, WorkOrderTemplate};
+use crate::precision::{self, Precision};
+use crate::rules::meter::Measure;
 use crate::rules::time::Timestamp;
 use crate::tag::Value;
 
 impl WorkOrder {
-    /// A placeholder's value, for templates.
-    fn placeholder(&self, name: &str) -> String {
+    /// A placeholder's value, for templates; `precision` is the one of
+    /// the alarm's value and limit ([`WorkOrder::precision`]).
+    fn placeholder(&self, name: &str, precision: Option<Precision>) -> String {
         let tag = self.trigger.tag().unwrap_or_default();
         match name {
             "rule" => self.source.name().to_owned(),
@@ -23,13 +27,15 @@ impl WorkOrder {
                 .unwrap_or_default()
                 .to_owned(),
             "value" => match &self.trigger {
-                WoTrigger::Alarm { value, .. } => value.as_ref().map(format_value),
-                WoTrigger::Meter { value, .. } => Some(format_number(*value)),
+                WoTrigger::Alarm { value, .. } => value.as_ref().map(|v| shown(v, precision)),
+                WoTrigger::Meter { kind, value, .. } => Some(meter_number(*kind, *value)),
             }
             .unwrap_or_default(),
             "limit" => match &self.trigger {
-                WoTrigger::Alarm { limit, .. } => limit.as_ref().map(format_value),
-                WoTrigger::Meter { threshold, .. } => Some(format_number(*threshold)),
+                WoTrigger::Alarm { limit, .. } => limit.as_ref().map(|v| shown(v, precision)),
+                WoTrigger::Meter {
+                    kind, threshold, ..
+                } => Some(meter_number(*kind, *threshold)),
             }
             .unwrap_or_default(),
             "unit" => self.trigger.unit().unwrap_or_default().to_owned(),
@@ -50,23 +56,39 @@ impl WorkOrder {
         }
     }
 
-    /// Renders title and description from `template`, or the defaults.
+    /// Renders title and description from `template`, or the defaults;
+    /// `ctx` gives the tag's precision for the alarm's value and limit.
     /// The flood guard's texts are set where it raises them.
-    pub(super) fn render(&mut self, template: &WorkOrderTemplate) {
+    pub(super) fn render(&mut self, template: &WorkOrderTemplate, ctx: &WoContext<'_>) {
         if self.source == WoSource::Flood {
             return;
         }
+        let precision = self.precision(ctx);
         self.title = match &template.title {
-            Some(t) => fill(t, |p| self.placeholder(p)),
-            None => self.default_title(),
+            Some(t) => fill(t, |p| self.placeholder(p, precision)),
+            None => self.default_title(precision),
         };
         self.description = match &template.description {
-            Some(t) => fill(t, |p| self.placeholder(p)),
-            None => self.default_description(),
+            Some(t) => fill(t, |p| self.placeholder(p, precision)),
+            None => self.default_description(precision),
         };
     }
 
-    fn default_title(&self) -> String {
+    /// The precision of an alarm's value and limit: its tag's, when they
+    /// are in the tag's units; one decimal for stale's seconds; none for
+    /// a rate or an expr (`precision_for`). Looked up at each rendering
+    /// rather than kept in the work order, whose fields are its saved
+    /// layout and its payload.
+    fn precision(&self, ctx: &WoContext<'_>) -> Option<Precision> {
+        match &self.trigger {
+            WoTrigger::Alarm { tag, condition, .. } => precision_for(condition, || {
+                ctx.tag(tag.as_deref()?).map(|(_, t)| Precision::of(t))
+            }),
+            WoTrigger::Meter { .. } => None,
+        }
+    }
+
+    fn default_title(&self, precision: Option<Precision>) -> String {
         match &self.trigger {
             WoTrigger::Alarm {
                 limit,
@@ -77,7 +99,7 @@ impl WorkOrder {
                 let mut phrase = condition.clone();
                 if let Some(limit) = limit {
                     phrase.push(' ');
-                    phrase.push_str(&with_unit(&format_value(limit), unit.as_deref()));
+                    phrase.push_str(&with_unit(&shown(limit, precision), unit.as_deref()));
                 }
                 format!("{}: {} ({phrase})", self.asset, self.source.name())
             }
@@ -89,12 +111,12 @@ impl WorkOrder {
             } => format!(
                 "{}: preventive maintenance at {} ({meter})",
                 self.asset,
-                with_unit(&format_number(*threshold), Some(kind.unit()))
+                meter_amount(*kind, *threshold)
             ),
         }
     }
 
-    fn default_description(&self) -> String {
+    fn default_description(&self, precision: Option<Precision>) -> String {
         let mut d = String::new();
         match &self.trigger {
             WoTrigger::Alarm {
@@ -118,13 +140,13 @@ impl WorkOrder {
                     let _ = write!(
                         d,
                         ": value {}",
-                        with_unit(&format_value(value), unit.as_deref())
+                        with_unit(&shown(value, precision), unit.as_deref())
                     );
                     if let Some(limit) = limit {
                         let _ = write!(
                             d,
                             ", limit {}",
-                            with_unit(&format_value(limit), unit.as_deref())
+                            with_unit(&shown(limit, precision), unit.as_deref())
                         );
                     }
                 }
@@ -142,9 +164,9 @@ impl WorkOrder {
                     d,
                     "Meter {meter} ({} of {tag}) reached {} at {}: preventive maintenance due at {}.",
                     kind.as_str(),
-                    with_unit(&format_number(*value), Some(kind.unit())),
+                    meter_amount(*kind, *value),
                     format_time(*since),
-                    with_unit(&format_number(*threshold), Some(kind.unit())),
+                    meter_amount(*kind, *threshold),
                 );
             }
         }
@@ -182,6 +204,34 @@ fn with_unit(value: &str, unit: Option<&str>) -> String {
     match unit {
         Some(u) if !u.is_empty() => format!("{value} {u}"),
         _ => value.to_owned(),
+    }
+}
+
+/// An alarm's value or limit: with its tag's precision when it has one
+/// (`81.2` for a tenth-degree register), else [`format_value`].
+fn shown(v: &Value, precision: Option<Precision>) -> String {
+    match precision {
+        Some(p) => p.value(v),
+        None => format_value(v),
+    }
+}
+
+/// A meter's value or threshold as a number in its unit (hours or
+/// counts), for the `{value}` and `{limit}` placeholders: `2,000`,
+/// `12.5`, `0.0083` hours; `1,234` counts.
+fn meter_number(kind: Measure, x: f64) -> String {
+    match kind {
+        Measure::Runtime => precision::hours_number(x),
+        Measure::Count => precision::count(x),
+    }
+}
+
+/// A meter's value or threshold with its unit, for the default texts:
+/// `2,000 h`, `30 s` (a demo's meter), `1,234 count`.
+fn meter_amount(kind: Measure, x: f64) -> String {
+    match kind {
+        Measure::Runtime => precision::hours(x),
+        Measure::Count => with_unit(&precision::count(x), Some(kind.unit())),
     }
 }
 
@@ -252,7 +302,7 @@ mod tests {
         assert_eq!(wo.title, "P-101 hot (1x) {unknown} {");
         assert_eq!(
             wo.description,
-            "rule=pump1_hot;tag=pump1.temp;device=pump1;value=81.235;limit=80;unit=degC;\
+            "rule=pump1_hot;tag=pump1.temp;device=pump1;value=81.23;limit=80;unit=degC;\
              condition=above;since=2025-11-21T04:40:00Z;asset=P-101;location=Hall 2;\
              site=plant-a;gateway=gw1;priority=critical;problem_code=OH;procedure=SOP-1;\
              meter=;occurrences=1;"
@@ -261,10 +311,78 @@ mod tests {
         let w = ch[0].work_order().unwrap();
         assert_eq!(w.title, "P-101 hot (2x) {unknown} {");
         assert!(
-            w.description.contains("value=81.235;"),
+            w.description.contains("value=81.23;"),
             "the raising value stays"
         );
         assert!(w.description.ends_with("occurrences=2;"));
+    }
+
+    #[test]
+    fn alarm_values_have_their_tags_precision() {
+        let mut rig = Rig::new();
+        // pump1.temp read in tenths of a degree.
+        let mut pump1 = (*rig.devices[0]).clone();
+        pump1.tags[0].data_type = crate::tag::DataType::I16;
+        pump1.tags[0].scale = 0.1;
+        rig.devices[0] = std::sync::Arc::new(pump1);
+        let mut r = rule("pump1_hot", "pump1.temp", 80.0);
+        r.workorder.title = Some("{asset}: {value} {unit} above {limit} {unit}".into());
+        let wo = raised(&rig.event(&activation("pump1_hot", 0.0, 812.0 * 0.1, 80.0), &r)).clone();
+        assert_eq!(wo.title, "P-101: 81.2 degC above 80.0 degC");
+        assert!(
+            wo.description
+                .contains(": value 81.2 degC, limit 80.0 degC."),
+            "{}",
+            wo.description
+        );
+        // The payload keeps the value in full.
+        let WoTrigger::Alarm { value, .. } = &wo.trigger else {
+            panic!("{:?}", wo.trigger)
+        };
+        assert_eq!(value, &Some(Value::Float(812.0 * 0.1)));
+
+        // `decimals` wins over the scale.
+        let mut pump1 = (*rig.devices[0]).clone();
+        pump1.tags[0].decimals = Some(0);
+        rig.devices[0] = std::sync::Arc::new(pump1);
+        let mut r = rule("pump1_warm", "pump1.temp", 75.0);
+        r.workorder.title = Some("{value} over {limit}".into());
+        let wo = raised(&rig.event(&activation("pump1_warm", 1.0, 81.26, 75.0), &r)).clone();
+        assert_eq!(wo.title, "81 over 75");
+
+        // A rate is not in the tag's units: the general rule.
+        let mut r = rule("pump1_rising", "pump1.temp", 0.0);
+        r.condition = crate::config::Condition::Rate {
+            tag: "pump1.temp".into(),
+            limit: 1.5,
+            per: std::time::Duration::from_secs(60),
+            window: std::time::Duration::from_secs(300),
+        };
+        r.workorder.title = Some("{value} {unit} over {limit} {unit}".into());
+        let wo = raised(&rig.event(&activation("pump1_rising", 2.0, 2.34567, 1.5), &r)).clone();
+        assert_eq!(wo.title, "2.346 degC/min over 1.5 degC/min");
+
+        // Stale: seconds with one decimal.
+        let mut r = rule("pump1_silent", "pump1.temp", 0.0);
+        r.condition = crate::config::Condition::Stale {
+            tag: "pump1.temp".into(),
+            after: std::time::Duration::from_secs(5),
+        };
+        r.workorder.title = Some("no data for {value} {unit} (after {limit})".into());
+        let wo = raised(&rig.event(&activation("pump1_silent", 3.0, 6.003, 5.0), &r)).clone();
+        assert_eq!(wo.title, "no data for 6.0 s (after 5.0)");
+    }
+
+    #[test]
+    fn meters_in_hours_and_counts() {
+        use crate::rules::meter::Measure;
+        let amount = |kind, x| meter_amount(kind, x);
+        assert_eq!(amount(Measure::Runtime, 2000.0), "2,000 h");
+        assert_eq!(amount(Measure::Runtime, 30.0 / 3600.0), "30 s");
+        assert_eq!(amount(Measure::Count, 1234.0), "1,234 count");
+        assert_eq!(meter_number(Measure::Runtime, 1850.4), "1,850");
+        assert_eq!(meter_number(Measure::Runtime, 30.0 / 3600.0), "0.0083");
+        assert_eq!(meter_number(Measure::Count, 12.0), "12");
     }
 
     #[test]
