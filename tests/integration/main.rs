@@ -43,6 +43,7 @@ mod sparkplug_surface;
 mod sparkplug_watch;
 mod sparkplug_write;
 mod store;
+mod templates;
 mod tls;
 mod write_back;
 mod write_contract;
