@@ -268,7 +268,14 @@ pub(super) fn read(
                     let cell_value = match override_cell(list, key, cell) {
                         Ok(v) => v,
                         Err(e) => {
-                            ctx.problems.push(cell_problem(header, e));
+                            // The field path the key has once it is read:
+                            // `devices[3].rules.bearing_hot.limit`.
+                            ctx.problems.push(at(
+                                format!("{row_field}.{list}.{name}.{key}"),
+                                line,
+                                Some(header),
+                                e,
+                            ));
                             continue;
                         }
                     };

@@ -278,6 +278,16 @@ fn check_all(ctx: &mut Ctx, buses: &[Placed<Bus>], devices: &[Placed<Device>], h
     // Two devices answering to the same unit id on one line would both answer.
     let mut seen: HashMap<(String, u8), &str> = HashMap::new();
     for Placed { field, value: d } in devices {
+        // A unit id refused by resolving stands at its default here: it
+        // is reported already, and is not a second device's.
+        let unit_field = format!("{field}.unit");
+        if ctx
+            .problems
+            .iter()
+            .any(|p| p.is_error() && p.field == unit_field)
+        {
+            continue;
+        }
         let line = match &d.connection {
             Connection::Rtu { bus } => format!("bus {bus}"),
             other => other.endpoint().unwrap_or_default(),

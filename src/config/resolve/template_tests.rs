@@ -257,7 +257,7 @@ fn a_device_lists_problems_have_their_row_and_column() {
         [
             "devices.csv:2: column unit: (devices[0].unit) not a whole number",
             "devices.csv:3: column template: (devices[1].template) template \"pmp\" is not defined; did you mean \"pump\"?",
-            "devices.csv:4: column bearing_hot.limit: (devices[2].bearing_hot.limit) not a number",
+            "devices.csv:4: column bearing_hot.limit: (devices[2].rules.bearing_hot.limit) not a number",
             "devices.csv:4: column unit: (devices[2].unit) unit id 300 is out of range (0–255)",
             "devices.csv:5: (devices[3]) device \"pump4\" needs exactly one of `tcp = \"host:port\"`, `bus = \"name\"` (RTU) or `rtu_over_tcp = \"host:port\"`",
             "devices.csv:6: column nope.limit: (devices[4].nope.limit) template \"pump\" has no rule or meter \"nope\" (rules: bearing_hot, dry_run; meters: service)",
