@@ -20,9 +20,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use figment::value::{Dict, Tag as ValueTag, Value};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
-use super::problem::{Origin, Problem, Severity};
+use super::csv_file::{self, CsvFile};
 use super::raw::{ALLOWED_SEPARATOR, DEVICE_FIELDS};
 use super::report::{Ctx, OwnSite, edit_distance};
 
@@ -60,59 +60,23 @@ pub(super) fn read(
     part_of: PartOf<'_>,
     hasher: &mut Sha256,
 ) -> Vec<Row> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            ctx.error(
-                field,
-                format!("cannot read device list {}: {e}", path.display()),
-            );
-            return Vec::new();
-        }
-    };
-    hasher.update(path.to_string_lossy().as_bytes());
-    hasher.update(&bytes);
-
-    let at = |field: String, line: usize, column: Option<&str>, message: String| Problem {
-        severity: Severity::Error,
-        origin: Origin::Csv {
-            file: path.to_path_buf(),
-            line,
-            column: column.map(str::to_string),
-        },
+    let Some(mut file) = CsvFile::open(
+        ctx,
         field,
-        message,
-        instances: Vec::new(),
-    };
-    let problem = |line: usize, column: Option<&str>, message: String| {
-        at(field.to_string(), line, column, message)
-    };
-
-    // Excel's "CSV UTF-8" starts with a byte-order mark.
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .trim(csv::Trim::All)
-        .comment(Some(b'#'))
-        .from_reader(bytes);
-    let headers = match reader.headers() {
-        Ok(h) => h.clone(),
-        Err(e) => {
-            ctx.problems
-                .push(problem(1, None, format!("cannot read the header row: {e}")));
-            return Vec::new();
-        }
-    };
-    if headers.is_empty() || headers.iter().all(str::is_empty) {
-        ctx.problems.push(problem(
-            1,
-            None,
-            "the file is empty; the first row must name the columns (name,template,tcp,unit,...)"
-                .into(),
-        ));
+        path,
+        hasher,
+        "device list",
+        "name,template,tcp,unit",
+    ) else {
         return Vec::new();
-    }
+    };
+    let headers = file.headers.clone();
+    let problem = |line: usize, column: Option<&str>, message: String| {
+        csv_file::problem(path, field, line, column, message)
+    };
+    let at = |field: String, line: usize, column: Option<&str>, message: String| {
+        csv_file::problem(path, &field, line, column, message)
+    };
 
     // A column is a device key, or an override (`RULE.KEY`) judged row by
     // row, since each row's template says what its rules are.
@@ -195,28 +159,7 @@ pub(super) fn read(
     }
 
     let mut rows = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
-                let message = match e.kind() {
-                    csv::ErrorKind::UnequalLengths {
-                        expected_len, len, ..
-                    } => format!("the row has {len} cells but the header has {expected_len}"),
-                    _ => e.to_string(),
-                };
-                ctx.problems.push(problem(line, None, message));
-                continue;
-            }
-        };
-        let line = record
-            .position()
-            .map(|p| p.line() as usize)
-            .unwrap_or(index + 2);
-        if record.iter().all(str::is_empty) {
-            continue;
-        }
+    for (line, record) in file.rows(ctx) {
         let row_field = format!("{field}[{}]", rows.len());
         let cell_problem = |column: &str, message: String| {
             at(format!("{row_field}.{column}"), line, Some(column), message)
@@ -293,17 +236,7 @@ pub(super) fn read(
             },
         });
     }
-    if rows.is_empty()
-        && !ctx
-            .problems
-            .iter()
-            .any(|p| matches!(&p.origin, Origin::Csv { file, .. } if file == path))
-    {
-        ctx.problems.push(Problem {
-            severity: Severity::Warning,
-            ..problem(1, None, "the device list has no rows".into())
-        });
-    }
+    file.warn_if_empty(ctx, rows.len(), "device list");
     rows
 }
 

@@ -9,9 +9,9 @@
 
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
-use super::problem::{Origin, Problem, Severity};
+use super::csv_file::CsvFile;
 use super::raw::{RawTag, TAG_FIELDS};
 use super::report::{Ctx, TagSite, edit_distance};
 
@@ -23,57 +23,11 @@ pub(super) fn read(
     path: &Path,
     hasher: &mut Sha256,
 ) -> Vec<(TagSite, RawTag)> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) => {
-            ctx.error(
-                field,
-                format!("cannot read tag map {}: {e}", path.display()),
-            );
-            return Vec::new();
-        }
-    };
-    hasher.update(path.to_string_lossy().as_bytes());
-    hasher.update(&bytes);
-
-    let problem = |line: usize, column: Option<&str>, message: String| Problem {
-        severity: Severity::Error,
-        origin: Origin::Csv {
-            file: path.to_path_buf(),
-            line,
-            column: column.map(str::to_string),
-        },
-        field: field.to_string(),
-        message,
-        instances: Vec::new(),
-    };
-
-    // A UTF-8 byte-order mark is what Excel writes at the start of
-    // "CSV UTF-8"; it would otherwise become part of the first column name.
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .trim(csv::Trim::All)
-        .comment(Some(b'#'))
-        .from_reader(bytes);
-
-    let headers = match reader.headers() {
-        Ok(h) => h.clone(),
-        Err(e) => {
-            ctx.problems
-                .push(problem(1, None, format!("cannot read the header row: {e}")));
-            return Vec::new();
-        }
-    };
-    if headers.is_empty() || headers.iter().all(str::is_empty) {
-        ctx.problems.push(problem(
-            1,
-            None,
-            "the file is empty; the first row must name the columns (name,address,type,...)".into(),
-        ));
+    let Some(mut file) = CsvFile::open(ctx, field, path, hasher, "tag map", "name,address,type")
+    else {
         return Vec::new();
-    }
+    };
+    let headers = file.headers.clone();
 
     // Known columns keep their position; unknown ones are reported once.
     let mut known = Vec::new();
@@ -83,8 +37,12 @@ pub(super) fn read(
         let name = h.trim().to_ascii_lowercase();
         if TAG_FIELDS.contains(&name.as_str()) {
             if seen.contains(&name) {
-                ctx.problems
-                    .push(problem(1, Some(&name), "column appears twice".into()));
+                ctx.problems.push(file.problem(
+                    field,
+                    1,
+                    Some(&name),
+                    "column appears twice".into(),
+                ));
                 continue;
             }
             seen.push(name.clone());
@@ -95,7 +53,8 @@ pub(super) fn read(
                 Some(f) => format!("did you mean \"{f}\"?"),
                 None => format!("the columns are: {}", TAG_FIELDS.join(", ")),
             };
-            ctx.problems.push(problem(
+            ctx.problems.push(file.problem(
+                field,
                 1,
                 Some(h),
                 format!("unknown column \"{h}\"; {hint}"),
@@ -107,7 +66,8 @@ pub(super) fn read(
         return Vec::new();
     }
     if !seen.iter().any(|c| c == "name") || !seen.iter().any(|c| c == "address") {
-        ctx.problems.push(problem(
+        ctx.problems.push(file.problem(
+            field,
             1,
             None,
             "the header row must have at least the columns name and address".into(),
@@ -118,30 +78,7 @@ pub(super) fn read(
         csv::StringRecord::from(known.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>());
 
     let mut rows = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
-                let message = match e.kind() {
-                    csv::ErrorKind::UnequalLengths {
-                        expected_len, len, ..
-                    } => {
-                        format!("the row has {len} cells but the header has {expected_len}")
-                    }
-                    _ => e.to_string(),
-                };
-                ctx.problems.push(problem(line, None, message));
-                continue;
-            }
-        };
-        let line = record
-            .position()
-            .map(|p| p.line() as usize)
-            .unwrap_or(index + 2);
-        if record.iter().all(str::is_empty) {
-            continue;
-        }
+    for (line, record) in file.rows(ctx) {
         // Spreadsheets export booleans as TRUE and FALSE: any case is
         // taken in the yes/no columns (anything else is still refused).
         let row = csv::StringRecord::from(
@@ -178,21 +115,12 @@ pub(super) fn read(
                     ),
                     _ => (None, e.to_string()),
                 };
-                ctx.problems.push(problem(line, column.as_deref(), message));
+                ctx.problems
+                    .push(file.problem(field, line, column.as_deref(), message));
             }
         }
     }
-    if rows.is_empty()
-        && !ctx
-            .problems
-            .iter()
-            .any(|p| matches!(&p.origin, Origin::Csv { file, .. } if file == path))
-    {
-        ctx.problems.push(Problem {
-            severity: Severity::Warning,
-            ..problem(1, None, "the tag map has no rows".into())
-        });
-    }
+    file.warn_if_empty(ctx, rows.len(), "tag map");
     rows
 }
 

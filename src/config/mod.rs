@@ -29,6 +29,7 @@ mod address;
 mod bridge;
 mod cmms;
 mod csv_devices;
+mod csv_file;
 mod csv_tags;
 pub(crate) mod diff;
 mod expand;
