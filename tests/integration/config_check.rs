@@ -447,6 +447,87 @@ fn csv_tag_map_takes_defaults_from_empty_cells() {
     assert_eq!(temp.word_order, fieldgate::tag::WordOrder::Cdab);
 }
 
+/// `config/plant.example.toml` and its device list make what their
+/// comments say: each pump its template's rules and meters, named after
+/// it, with the overrides of its row.
+#[test]
+fn the_plant_example_makes_what_its_comments_say() {
+    let loaded = config::load_with_env(&root().join("config/plant.example.toml"), &[]).unwrap();
+    let c = &loaded.config;
+    let rule = |name: &str| c.rules.iter().find(|r| r.name == name);
+    let meter = |name: &str| c.meters.iter().find(|m| m.name == name);
+    assert_eq!(c.devices.len(), 16);
+
+    let pump = c.device("pump07").unwrap();
+    assert_eq!(pump.template.as_deref(), Some("pump"));
+    assert_eq!(pump.asset.as_deref(), Some("P-107"));
+    assert_eq!(pump.location.as_deref(), Some("Pump house"));
+    assert_eq!(
+        pump.tag("bearing_temp").unwrap().word_order,
+        fieldgate::tag::WordOrder::Cdab,
+        "the template's word order"
+    );
+    assert!(rule("pump07_dry_run").is_none(), "dry_run.enabled = FALSE");
+    assert!(rule("pump06_dry_run").is_some());
+
+    let hot = rule("pump01_bearing_hot").unwrap();
+    assert!(
+        matches!(&hot.condition, config::Condition::Above { tag, limit }
+            if tag == "pump01.bearing_temp" && *limit == 80.0)
+    );
+    assert_eq!(
+        hot.workorder.title.as_deref(),
+        Some("P-101 (pump01): bearing temperature {value} {unit} above {limit} {unit}")
+    );
+    assert_eq!(
+        hot.workorder.snapshot,
+        ["pump01.vibration", "pump01.current"]
+    );
+    let hot4 = rule("pump04_bearing_hot").unwrap();
+    assert!(matches!(hot4.condition, config::Condition::Above { limit, .. } if limit == 85.0));
+    assert_eq!(hot4.workorder.procedure.as_deref(), Some("SOP-PUMP-012B"));
+    assert_eq!(hot4.workorder.problem_code.as_deref(), Some("BRG-HOT"));
+    assert!(matches!(&rule("pump03_dry_run").unwrap().condition,
+        config::Condition::Expr { expr, .. } if expr == "pump03.running && pump03.flow < 1.0"));
+
+    let seal = c.device("pump09").unwrap();
+    assert!(seal.tag("seal_leak").is_some() && seal.tag("flow").is_some());
+    assert_eq!(seal.location.as_deref(), Some("Pump house, basement"));
+    assert_eq!(
+        c.device("pump12").unwrap().poll_interval,
+        Duration::from_secs(5)
+    );
+
+    let service = |name: &str| match meter(name).unwrap().kind {
+        config::MeterKind::Runtime { every } => every,
+        config::MeterKind::Count { .. } => panic!("{name} counts"),
+    };
+    assert_eq!(service("pump01_service"), Duration::from_secs(2000 * 3600));
+    assert_eq!(service("pump11_service"), Duration::from_secs(1500 * 3600));
+    assert!(meter("pump11_starts").is_some(), "starts.enabled = TRUE");
+    assert!(
+        meter("pump10_starts").is_none(),
+        "enabled = false in the template"
+    );
+
+    let fan = c.device("fan2").unwrap();
+    assert_eq!(
+        fan.asset.as_deref(),
+        Some("VFD-fan2"),
+        "asset = \"VFD-{{device}}\""
+    );
+    assert!(matches!(rule("fan2_overcurrent").unwrap().condition,
+        config::Condition::Above { limit, .. } if limit == 25.0));
+    assert!(matches!(rule("fan1_overcurrent").unwrap().condition,
+        config::Condition::Above { limit, .. } if limit == 18.0));
+    assert!(!rule("ft301_silent").unwrap().workorder.enabled);
+    assert!(
+        rule("header_pressure_low").is_some(),
+        "a hand-written rule beside them"
+    );
+    assert_eq!((c.rules.len(), c.meters.len()), (42, 15));
+}
+
 // ---------------------------------------------------------------------------
 // `[sparkplug]`.
 
