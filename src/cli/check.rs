@@ -11,35 +11,45 @@ use crate::modbus::poller;
 /// Prints every problem (errors and warnings) and, when the config is
 /// usable, a summary of what it will do. Exit code 1 when there are errors.
 pub fn run(path: &Path) -> ExitCode {
-    match config::load(path) {
+    let (text, code) = match config::load(path) {
         Ok(loaded) => {
-            for w in &loaded.warnings {
-                println!("{w}");
-            }
-            print!("{}", summary(&loaded.config));
+            let mut text: String = loaded.warnings.iter().map(|w| format!("{w}\n")).collect();
+            text.push_str(&summary(&loaded.config));
             let n = loaded.warnings.len();
-            println!(
-                "{}: OK{}",
+            text.push_str(&format!(
+                "{}: OK{}\n",
                 path.display(),
                 if n > 0 {
                     format!(" ({n} warning{})", plural(n))
                 } else {
                     String::new()
                 }
-            );
-            ExitCode::SUCCESS
+            ));
+            (text, ExitCode::SUCCESS)
         }
         Err(problems) => {
-            print!("{problems}");
             let (e, w) = (problems.error_count(), problems.warning_count());
-            println!(
-                "{}: {e} error{}, {w} warning{}",
+            let text = format!(
+                "{problems}{}: {e} error{}, {w} warning{}\n",
                 path.display(),
                 plural(e),
                 plural(w)
             );
+            (text, ExitCode::from(1))
+        }
+    };
+    // A reader that stops early (`check | head` on a 200-device plant)
+    // is no failure of the config: the exit code still tells.
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("fieldgate: cannot write the report: {e}");
             ExitCode::from(1)
         }
+        _ => code,
     }
 }
 

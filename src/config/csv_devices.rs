@@ -16,14 +16,14 @@
 //! each of its keys was written, so the rest of loading treats both alike
 //! and reports a problem at the row and column.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use figment::value::{Dict, Tag as ValueTag, Value};
 use sha2::Sha256;
 
 use super::csv_file::{self, CsvFile};
-use super::raw::{ALLOWED_SEPARATOR, DEVICE_FIELDS};
+use super::raw::{ALLOWED_SEPARATOR, DEVICE_FIELDS, METER_KEYS, RULE_KEYS, WORKORDER_KEYS};
 use super::report::{Ctx, OwnSite, edit_distance};
 
 /// Which list of a template an override column's first part names:
@@ -52,24 +52,24 @@ const NUMBER_KEYS: &[&str] = &["limit", "low", "high", "rate", "deadband"];
 /// tells, for a row's template and an override column's first part,
 /// whether it names a rule or a meter. Problems are recorded in `ctx` with
 /// the CSV line and column; a row with an error in a cell is still read
-/// without that cell, so the rest of it is checked too.
+/// without that cell, so the rest of it is checked too. `None` when the
+/// list could not be read at all (no file, a header to mend): which
+/// devices it holds is then unknown.
 pub(super) fn read(
     ctx: &mut Ctx,
     field: &str,
     path: &Path,
     part_of: PartOf<'_>,
     hasher: &mut Sha256,
-) -> Vec<Row> {
-    let Some(mut file) = CsvFile::open(
+) -> Option<Vec<Row>> {
+    let mut file = CsvFile::open(
         ctx,
         field,
         path,
         hasher,
         "device list",
         "name,template,tcp,unit",
-    ) else {
-        return Vec::new();
-    };
+    )?;
     let headers = file.headers.clone();
     let problem = |line: usize, column: Option<&str>, message: String| {
         csv_file::problem(path, field, line, column, message)
@@ -99,14 +99,13 @@ pub(super) fn read(
         if DEVICE_FIELDS.contains(&lower.as_str()) {
             columns.push((i, Column::Key(lower)));
         } else if let Some((first, rest)) = trimmed.split_once('.') {
-            let rest = rest.to_ascii_lowercase();
-            let column = match first {
-                "rules" | "meters" => match rest.split_once('.') {
+            let column = match first.to_ascii_lowercase().as_str() {
+                list @ ("rules" | "meters") => match rest.split_once('.') {
                     Some((name, key)) => Column::Override {
                         header: trimmed.to_string(),
-                        list: Some(if first == "rules" { "rules" } else { "meters" }),
+                        list: Some(if list == "rules" { "rules" } else { "meters" }),
                         name: name.to_string(),
-                        key: key.to_string(),
+                        key: key.to_ascii_lowercase(),
                     },
                     None => {
                         ctx.problems.push(problem(
@@ -122,9 +121,18 @@ pub(super) fn read(
                     header: trimmed.to_string(),
                     list: None,
                     name: first.to_string(),
-                    key: rest,
+                    key: rest.to_ascii_lowercase(),
                 },
             };
+            // A key no rule or meter has is the header's mistake, told
+            // once rather than in every row.
+            if let Column::Override { list, key, .. } = &column
+                && let Some(e) = unknown_key(*list, key)
+            {
+                ctx.problems.push(problem(1, Some(trimmed), e));
+                bad_header = true;
+                continue;
+            }
             columns.push((i, column));
         } else {
             let hint = match DEVICE_FIELDS.iter().find(|f| edit_distance(&lower, f) <= 2) {
@@ -144,7 +152,7 @@ pub(super) fn read(
     }
     if bad_header {
         // The rows cannot be read right; the column problems say why.
-        return Vec::new();
+        return None;
     }
     if !columns
         .iter()
@@ -155,10 +163,11 @@ pub(super) fn read(
             None,
             "the header row must have at least the column name".into(),
         ));
-        return Vec::new();
+        return None;
     }
 
     let mut rows = Vec::new();
+    let mut told: HashSet<(String, String)> = HashSet::new();
     for (line, record) in file.rows(ctx) {
         let row_field = format!("{field}[{}]", rows.len());
         let cell_problem = |column: &str, message: String| {
@@ -203,7 +212,11 @@ pub(super) fn read(
                         None => match part_of(template, name) {
                             Ok(l) => l,
                             Err(e) => {
-                                ctx.problems.push(cell_problem(header, e));
+                                // A column its template does not know is
+                                // told at its first row, not at every row.
+                                if told.insert((template.to_string(), header.clone())) {
+                                    ctx.problems.push(cell_problem(header, e));
+                                }
                                 continue;
                             }
                         },
@@ -237,7 +250,7 @@ pub(super) fn read(
         });
     }
     file.warn_if_empty(ctx, rows.len(), "device list");
-    rows
+    Some(rows)
 }
 
 /// A column of the device list.
@@ -257,6 +270,52 @@ enum Column {
         /// (`workorder.title`).
         key: String,
     },
+}
+
+/// Why `key` (`limit`, `workorder.title`) is not a key of a rule (or of
+/// a meter, or of either when `list` is `None`), or `None` when it is.
+fn unknown_key(list: Option<&str>, key: &str) -> Option<String> {
+    let (first, sub) = match key.split_once('.') {
+        Some((first, sub)) => (first, Some(sub)),
+        None => (key, None),
+    };
+    let keys: Vec<&str> = match list {
+        Some("rules") => RULE_KEYS.to_vec(),
+        Some(_) => METER_KEYS.to_vec(),
+        None => RULE_KEYS.iter().chain(METER_KEYS).copied().collect(),
+    };
+    let keys: Vec<&str> = keys.into_iter().filter(|k| *k != "name").collect();
+    let close = |known: &[&str], word: &str| {
+        known
+            .iter()
+            .min_by_key(|k| edit_distance(word, k))
+            .filter(|k| edit_distance(word, k) <= 2)
+            .map(|k| format!("; did you mean \"{k}\"?"))
+            .unwrap_or_default()
+    };
+    if first == "workorder" {
+        return match sub {
+            Some(sub) if WORKORDER_KEYS.contains(&sub) => None,
+            Some(sub) => Some(format!(
+                "a work order has no key \"{sub}\"{}",
+                close(WORKORDER_KEYS, sub)
+            )),
+            None => Some("write the work order's key: workorder.title".into()),
+        };
+    }
+    if first == "name" {
+        return Some(
+            "a template's rules and meters are named by its `names`; a device cannot rename them"
+                .into(),
+        );
+    }
+    if sub.is_some() || !(keys.contains(&first) || first == "enabled") {
+        return Some(format!(
+            "\"{key}\" is not a key of a template's rule or meter{}",
+            close(&keys, first)
+        ));
+    }
+    None
 }
 
 /// `value` put at the dotted `path` of `dict` (`workorder.title` becomes

@@ -495,6 +495,52 @@ pub struct RawRule {
     pub workorder: Option<RawWorkOrderTemplate>,
 }
 
+/// The keys of `[[rules]]` (the fields of [`RawRule`]).
+pub const RULE_KEYS: &[&str] = &[
+    "name",
+    "tag",
+    "condition",
+    "limit",
+    "low",
+    "high",
+    "rate",
+    "per",
+    "window",
+    "after",
+    "value",
+    "expr",
+    "deadband",
+    "on_delay",
+    "off_delay",
+    "priority",
+    "asset",
+    "location",
+    "workorder",
+];
+
+/// The keys of `[[meters]]` (the fields of [`RawMeter`]).
+pub const METER_KEYS: &[&str] = &[
+    "name",
+    "tag",
+    "kind",
+    "every",
+    "priority",
+    "asset",
+    "location",
+    "workorder",
+];
+
+/// The keys of a work order template (the fields of
+/// [`RawWorkOrderTemplate`]).
+pub const WORKORDER_KEYS: &[&str] = &[
+    "enabled",
+    "title",
+    "description",
+    "problem_code",
+    "procedure",
+    "snapshot",
+];
+
 /// `[[meters]]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

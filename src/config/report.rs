@@ -397,6 +397,9 @@ fn join_path(prefix: &str, rest: &[String]) -> String {
 fn friendly(kind: &figment::error::Kind) -> String {
     use figment::error::Kind;
     match kind {
+        // TOML puts a key written below a [section] inside that section:
+        // a device list written after the first section lands here.
+        Kind::UnknownField(name, _) if name == "devices" => "unknown key `devices`: write a device list (devices = \"devices.csv\") at the top of the file, before the first [section] or [[table]], or TOML reads it as a key of the table above it".to_string(),
         Kind::UnknownField(name, expected) => {
             let close = expected
                 .iter()

@@ -32,7 +32,8 @@ impl SourceMap {
             message: first_line(e.message()),
         })?;
         let mut map = SourceMap::default();
-        map.walk_table(text, "", doc.as_table());
+        let lines = LineIndex::new(text);
+        map.walk_table(&lines, "", doc.as_table());
         Ok(map)
     }
 
@@ -54,15 +55,15 @@ impl SourceMap {
         self.lines.contains_key(path)
     }
 
-    fn record(&mut self, text: &str, path: &str, span: Option<Range<usize>>) {
+    fn record(&mut self, text: &LineIndex, path: &str, span: Option<Range<usize>>) {
         if let Some(span) = span {
             self.lines
                 .entry(path.to_string())
-                .or_insert_with(|| line_of(text, span.start));
+                .or_insert_with(|| text.line_of(span.start));
         }
     }
 
-    fn walk_table(&mut self, text: &str, prefix: &str, table: &Table) {
+    fn walk_table(&mut self, text: &LineIndex, prefix: &str, table: &Table) {
         for (key, item) in table.iter() {
             let path = join(prefix, key);
             let span = table
@@ -74,7 +75,7 @@ impl SourceMap {
         }
     }
 
-    fn walk_item(&mut self, text: &str, path: &str, item: &Item) {
+    fn walk_item(&mut self, text: &LineIndex, path: &str, item: &Item) {
         match item {
             Item::Table(t) => {
                 self.record(text, path, t.span());
@@ -92,7 +93,7 @@ impl SourceMap {
         }
     }
 
-    fn walk_value(&mut self, text: &str, path: &str, value: &Value) {
+    fn walk_value(&mut self, text: &LineIndex, path: &str, value: &Value) {
         match value {
             Value::Array(array) => {
                 for (i, v) in array.iter().enumerate() {
@@ -119,6 +120,33 @@ fn join(prefix: &str, key: &str) -> String {
         key.to_string()
     } else {
         format!("{prefix}.{key}")
+    }
+}
+
+/// Where each line of a text starts, so that the line of a key is found
+/// by a binary search: counting the newlines before every key would take
+/// time growing with the square of the file (a plant of 1,000 devices
+/// written by hand has 50,000 keys).
+struct LineIndex {
+    /// Byte offset of the start of each line after the first.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> LineIndex {
+        LineIndex {
+            starts: text
+                .bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i + 1)
+                .collect(),
+        }
+    }
+
+    /// 1-based line of a byte offset.
+    fn line_of(&self, offset: usize) -> usize {
+        self.starts.partition_point(|start| *start <= offset) + 1
     }
 }
 
@@ -164,6 +192,15 @@ name = "b"
         assert_eq!(map.line("devices[1]"), Some(12));
         // A missing field falls back to its table.
         assert_eq!(map.line("devices[1].unit"), Some(12));
+    }
+
+    #[test]
+    fn the_line_index_agrees_with_counting() {
+        let text = "a\n\nbc\nd";
+        let index = LineIndex::new(text);
+        for offset in 0..=text.len() + 2 {
+            assert_eq!(index.line_of(offset), line_of(text, offset), "{offset}");
+        }
     }
 
     #[test]

@@ -110,7 +110,11 @@ pub(super) fn resolve(
 
     let template_elements = elements(ctx, root, "templates");
     let templates = templates::read(ctx, template_elements, hasher);
+    // `None`: the device list could not be read, so which templates it
+    // uses is unknown.
     let entries = device_entries(ctx, root, &templates, hasher);
+    let known = entries.is_some();
+    let entries = entries.unwrap_or_default();
     let device_names = entries
         .iter()
         .filter_map(|e| {
@@ -147,6 +151,9 @@ pub(super) fn resolve(
                     continue;
                 };
                 used.insert(template.name.clone());
+                if template.broken {
+                    continue;
+                }
                 match templates::instantiate(ctx, &field, &own, &value, template) {
                     Some(made) => {
                         let Some(raw) = ctx.read::<RawDevice>(&field, Some(&made.device)) else {
@@ -184,7 +191,9 @@ pub(super) fn resolve(
             });
         }
     }
-    templates::unused(ctx, &templates, &used);
+    if known {
+        templates::unused(ctx, &templates, &used);
+    }
 
     let raw_rules: Vec<(String, RawRule)> = elements(ctx, root, "rules")
         .into_iter()
@@ -330,70 +339,97 @@ fn device_entries(
     root: &Dict,
     templates: &[templates::Template],
     hasher: &mut Sha256,
-) -> Vec<DeviceEntry> {
+) -> Option<Vec<DeviceEntry>> {
     match root.get("devices") {
-        None => Vec::new(),
+        None => Some(Vec::new()),
         Some(Value::String(_, file)) => {
             let path = ctx.path(file);
-            let part_of = |template: &str, name: &str| -> Result<&'static str, String> {
-                let Some(t) = templates.iter().find(|t| t.name == template) else {
-                    // The template itself is reported in its cell.
-                    return Ok("rules");
-                };
-                let lists: Vec<&'static str> = [PartKind::Rule, PartKind::Meter]
-                    .into_iter()
-                    .filter(|k| t.parts(*k).iter().any(|p| p.name == name))
-                    .map(PartKind::key)
-                    .collect();
-                match lists.as_slice() {
-                    [one] => Ok(one),
-                    [] => Err(format!(
-                        "template \"{template}\" has no rule or meter \"{name}\"{}",
-                        template_parts(t)
-                    )),
-                    _ => Err(format!(
-                        "template \"{template}\" has a rule and a meter named \"{name}\"; write rules.{name}.KEY or meters.{name}.KEY"
-                    )),
-                }
-            };
-            csv_devices::read(ctx, "devices", &path, &part_of, hasher)
-                .into_iter()
-                .enumerate()
-                .map(|(i, row)| DeviceEntry {
-                    field: format!("devices[{i}]"),
-                    value: row.value,
-                    own: row.site,
-                })
-                .collect()
+            let part_of = |template: &str, name: &str| part_of(templates, template, name);
+            let rows = csv_devices::read(ctx, "devices", &path, &part_of, hasher)?;
+            Some(
+                rows.into_iter()
+                    .enumerate()
+                    .map(|(i, row)| DeviceEntry {
+                        field: format!("devices[{i}]"),
+                        value: row.value,
+                        own: row.site,
+                    })
+                    .collect(),
+            )
         }
-        Some(Value::Array(_, items)) => items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| {
-                let field = format!("devices[{i}]");
-                match v.as_dict() {
-                    Some(d) => Some(DeviceEntry {
-                        field,
-                        value: d.clone(),
-                        own: OwnSite::Toml,
-                    }),
-                    None => {
-                        ctx.error(
-                            &field,
-                            "a device is a table of its keys, written [[devices]]",
-                        );
-                        None
+        Some(Value::Array(_, items)) => Some(
+            items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| {
+                    let field = format!("devices[{i}]");
+                    match v.as_dict() {
+                        Some(d) => Some(DeviceEntry {
+                            field,
+                            value: d.clone(),
+                            own: OwnSite::Toml,
+                        }),
+                        None => {
+                            ctx.error(
+                                &field,
+                                "a device is a table of its keys, written [[devices]]",
+                            );
+                            None
+                        }
                     }
-                }
-            })
-            .collect(),
+                })
+                .collect(),
+        ),
         Some(_) => {
             ctx.error(
                 "devices",
                 "`devices` is a list of tables, written [[devices]], or the path of a device list (devices = \"devices.csv\")",
             );
-            Vec::new()
+            None
         }
+    }
+}
+
+/// Which list of the template `template` the override column `name.KEY`
+/// of a device list names: `rules` or `meters`, or why neither.
+fn part_of(
+    templates: &[templates::Template],
+    template: &str,
+    name: &str,
+) -> Result<&'static str, String> {
+    let Some(t) = templates.iter().find(|t| t.name == template) else {
+        // The template itself is reported in its cell.
+        return Ok("rules");
+    };
+    let lists: Vec<&'static str> = [PartKind::Rule, PartKind::Meter]
+        .into_iter()
+        .filter(|k| t.parts(*k).iter().any(|p| p.name == name))
+        .map(PartKind::key)
+        .collect();
+    match lists.as_slice() {
+        [one] => Ok(one),
+        [] => {
+            // Headers are matched without regard to case, a template's
+            // names as written.
+            let same = t
+                .rules
+                .iter()
+                .chain(&t.meters)
+                .find(|p| p.name.eq_ignore_ascii_case(name));
+            Err(match same {
+                Some(p) => format!(
+                    "template \"{template}\" has no rule or meter \"{name}\"; did you mean \"{}\"? (names match as written)",
+                    p.name
+                ),
+                None => format!(
+                    "template \"{template}\" has no rule or meter \"{name}\"{}",
+                    template_parts(t)
+                ),
+            })
+        }
+        _ => Err(format!(
+            "template \"{template}\" has a rule and a meter named \"{name}\"; write rules.{name}.KEY or meters.{name}.KEY"
+        )),
     }
 }
 

@@ -307,3 +307,99 @@ every = "2000h"
     assert_eq!(a.rules, b.rules);
     assert_eq!(a.meters, b.meters);
 }
+
+#[test]
+fn a_template_written_wrong_is_reported_once_not_in_each_device() {
+    let mut toml = format!(
+        "{HEAD}{}",
+        TEMPLATE.replace(
+            "poll_interval = \"2s\"",
+            "poll_interval = \"2 parsecs\"\ntcp = \"10.0.0.1\""
+        )
+    );
+    for i in 1..=3 {
+        toml.push_str(&format!(
+            "\n[[devices]]\nname = \"pump{i}\"\ntemplate = \"pump\"\ntcp = \"10.0.0.{i}\"\n"
+        ));
+    }
+    let errors = errors(&toml, &[]);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with("fieldgate.toml:9: templates[0].poll_interval:"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        errors[1],
+        "fieldgate.toml:10: templates[0].tcp: `tcp` is each device's own: write it in [[devices]] (a template holds what its devices share)"
+    );
+}
+
+#[test]
+fn a_device_list_header_is_mended_once() {
+    let toml = format!("devices = \"devices.csv\"\n{HEAD}{TEMPLATE}");
+    let rows: String = (1..=5)
+        .map(|i| format!("pump{i},pump,10.0.0.{i},85\n"))
+        .collect();
+    let misspelt = format!("name,template,tcp,bearing_hot.limt\n{rows}");
+    let problems = match load(&toml, &[("devices.csv", &misspelt)]) {
+        Ok(_) => panic!("loads"),
+        Err(p) => p,
+    };
+    let found: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "no unused-template warning either: {found:?}"
+    );
+    assert!(
+        found[0].ends_with(
+            "devices.csv:1: column bearing_hot.limt: (devices) \"limt\" is not a key of a template's rule or meter; did you mean \"limit\"?"
+        ),
+        "{found:?}"
+    );
+    let cased = format!("name,template,tcp,Bearing_Hot.limit\n{rows}");
+    assert_eq!(
+        errors(&toml, &[("devices.csv", &cased)]),
+        [
+            "devices.csv:2: column Bearing_Hot.limit: (devices[0].Bearing_Hot.limit) template \"pump\" has no rule or meter \"Bearing_Hot\"; did you mean \"bearing_hot\"? (names match as written)"
+        ]
+    );
+}
+
+#[test]
+fn a_device_list_below_a_section_is_explained() {
+    let toml = format!("{HEAD}devices = \"devices.csv\"\n{TEMPLATE}");
+    let errors = errors(&toml, &[("devices.csv", "name,template,tcp\n")]);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("gateway.devices: unknown key `devices`: write a device list")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn the_override_keys_are_the_keys_of_rules_and_meters() {
+    use crate::config::raw::{METER_KEYS, RULE_KEYS, RawMeter, RawRule};
+    use figment::value::{Dict, Value};
+    // Every listed key is one the structures take (an unknown one would
+    // be refused); the structures' own lists would name any missing.
+    for (keys, is_rule) in [(RULE_KEYS, true), (METER_KEYS, false)] {
+        for key in keys {
+            let mut d = Dict::new();
+            let v = match *key {
+                "workorder" => Value::from(Dict::new()),
+                "limit" | "low" | "high" | "rate" | "deadband" => Value::from(1.0),
+                _ => Value::from("1h"),
+            };
+            d.insert((*key).to_string(), v);
+            let value = Value::from(d);
+            let ok = if is_rule {
+                value.deserialize::<RawRule>().is_ok()
+            } else {
+                value.deserialize::<RawMeter>().is_ok()
+            };
+            assert!(ok, "{key}");
+        }
+    }
+}

@@ -33,6 +33,10 @@ use crate::config::report::{Ctx, OwnSite, Scope, TagSite, edit_distance};
 /// when the template does not say (`names`).
 pub(crate) const DEFAULT_NAMES: &str = "{device}_{name}";
 
+/// Device keys a template may not hold: how each device is reached, and
+/// which template it is.
+const OWN_KEYS: &[&str] = &["tcp", "bus", "rtu_over_tcp", "template"];
+
 /// The placeholders a template's `names` may use.
 const NAME_PLACEHOLDERS: &[&str] = &["device", "asset", "location", "name"];
 
@@ -55,6 +59,9 @@ pub(super) struct Template {
     pub rules: Vec<Part>,
     /// Its meters.
     pub meters: Vec<Part>,
+    /// True when it could not be read (reported): the devices that name
+    /// it are not made.
+    pub broken: bool,
 }
 
 /// A rule or meter of a template.
@@ -101,6 +108,21 @@ impl PartKind {
 }
 
 impl Template {
+    /// A template at `field` that could not be read.
+    fn broken(field: &str, name: &str) -> Template {
+        Template {
+            field: field.to_string(),
+            name: name.to_string(),
+            names: DEFAULT_NAMES.to_string(),
+            defaults: Dict::new(),
+            tags: Vec::new(),
+            tags_file: None,
+            rules: Vec::new(),
+            meters: Vec::new(),
+            broken: true,
+        }
+    }
+
     /// Its rules or meters.
     pub(super) fn parts(&self, kind: PartKind) -> &[Part] {
         match kind {
@@ -118,9 +140,28 @@ pub(super) fn read(
     hasher: &mut Sha256,
 ) -> Vec<Template> {
     let mut out: Vec<Template> = Vec::new();
-    for (i, value) in elements {
+    for (i, mut value) in elements {
         let field = format!("templates[{i}]");
+        // What is each device's own gets its own words, and the rest of
+        // the template is still read.
+        if let Value::Dict(_, dict) = &mut value {
+            for key in OWN_KEYS {
+                if dict.remove(*key).is_some() {
+                    ctx.error(
+                        &format!("{field}.{key}"),
+                        format!(
+                            "`{key}` is each device's own: write it in [[devices]] (a template holds what its devices share)"
+                        ),
+                    );
+                }
+            }
+        }
         let Some(raw) = ctx.read::<RawTemplate>(&field, Some(&value)) else {
+            // Reported; the devices that name it are left out without a
+            // second word, rather than told it does not exist.
+            if let Some(name) = value.find_ref("name").and_then(Value::as_str) {
+                out.push(Template::broken(&field, name));
+            }
             continue;
         };
         let Some(name) = raw.name.clone() else {
@@ -169,6 +210,7 @@ pub(super) fn read(
             tags_file,
             rules,
             meters,
+            broken: false,
         });
     }
     out
