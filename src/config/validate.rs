@@ -9,6 +9,7 @@
 //! problem it finds rather than stopping at the first, so a technician
 //! fixes a whole file in one pass. `fieldgate check` and reloads share it.
 
+use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 
 use super::report::Ctx;
@@ -17,6 +18,7 @@ use super::{
     Bus, CmmsConfig, CmmsKind, Connection, Device, HttpConfig, MqttConfig, SparkplugConfig,
     WebhookAuth, expr_type,
 };
+use crate::expr::ExprEngine;
 use crate::tag::{DataType, Tag};
 
 /// Checks `resolved`, recording problems in `ctx`.
@@ -30,13 +32,18 @@ pub(super) fn validate(ctx: &mut Ctx, resolved: &Resolved) {
         }
     }
 
+    // One expression engine for every `expr` rule: building one (its
+    // sandbox and packages) costs more than compiling a rule, and a
+    // template makes one such rule per device.
+    let engine = OnceCell::new();
+
     // Duplicate rule and meter names are looked for among the elements
     // without other errors, as `check` has always done (a rule that did
     // not resolve has no name to trust); each keeps its own field path.
     let mut rules = Vec::new();
     for entry in &resolved.rules {
         let errors_before = error_count(ctx);
-        check_reads(ctx, &entry.field, &entry.reads, &devices);
+        check_reads(ctx, &entry.field, &entry.reads, &devices, &engine);
         if let Some(rule) = &entry.value
             && error_count(ctx) == errors_before
         {
@@ -46,7 +53,7 @@ pub(super) fn validate(ctx: &mut Ctx, resolved: &Resolved) {
     let mut meters = Vec::new();
     for entry in &resolved.meters {
         let errors_before = error_count(ctx);
-        check_reads(ctx, &entry.field, &entry.reads, &devices);
+        check_reads(ctx, &entry.field, &entry.reads, &devices, &engine);
         if let Some(meter) = &entry.value
             && error_count(ctx) == errors_before
         {
@@ -183,7 +190,13 @@ fn check_bus(ctx: &mut Ctx, field: &str, bus: &str, buses: &[&Bus]) {
 
 /// The tags a rule or meter at `field` names must exist and be of the
 /// kind it needs.
-fn check_reads(ctx: &mut Ctx, field: &str, reads: &Reads, devices: &[&Device]) {
+fn check_reads(
+    ctx: &mut Ctx,
+    field: &str,
+    reads: &Reads,
+    devices: &[&Device],
+    engine: &OnceCell<ExprEngine>,
+) {
     if let Some((full, needs)) = &reads.tag {
         match find_tag(devices, full) {
             Ok((_, tag)) => match needs {
@@ -220,9 +233,11 @@ fn check_reads(ctx: &mut Ctx, field: &str, reads: &Reads, devices: &[&Device]) {
         // on site.
         if !unknown
             && !tags.is_empty()
-            && let Err(e) = crate::expr::check(expr, |full| expr_type(devices, full))
+            && let Err(e) = engine
+                .get_or_init(ExprEngine::new)
+                .compile(expr, |full| expr_type(devices, full))
         {
-            ctx.error(&format!("{field}.expr"), e);
+            ctx.error(&format!("{field}.expr"), e.to_string());
         }
     }
     for (i, tag) in reads.snapshot.iter().enumerate() {
